@@ -1,0 +1,123 @@
+"""NPS math: classification, score, adjusted-Wald 95 % interval, bands.
+
+Pure functions, no I/O. Every NPS npsflow shows comes from here.
+
+Adjusted-Wald interval (Rocks 2016, "NPS confidence intervals", MeasuringU):
+    n' = n + 3, p' = (P + 0.75) / n', d' = (D + 0.75) / n', NPS' = p' - d'
+    SE = sqrt((p' + d' - NPS'^2) / n')
+    interval = 100 * (NPS' +- 1.96 * SE), clipped to [-100, 100]
+The NPS shown is the plain 100 * (P - D) / n.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+Z95 = 1.959963984540054
+
+
+class Category(str, Enum):
+    PROMOTER = "promoter"
+    PASSIVE = "passive"
+    DETRACTOR = "detractor"
+
+
+class Band(str, Enum):
+    NEEDS_IMPROVEMENT = "needs_improvement"
+    GOOD = "good"
+    EXCELLENT = "excellent"
+    WORLD_CLASS = "world_class"
+
+
+def classify(score: int) -> Category:
+    """Promoter 9-10, passive 7-8, detractor 0-6. Raises ValueError outside 0..10."""
+    if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10:
+        raise ValueError(f"score must be an integer 0-10, got {score!r}")
+    if score >= 9:
+        return Category.PROMOTER
+    if score >= 7:
+        return Category.PASSIVE
+    return Category.DETRACTOR
+
+
+def band(nps: float) -> Band:
+    """< 0 needs improvement, 0-<50 good, 50-<70 excellent, >= 70 world class."""
+    if nps < 0:
+        return Band.NEEDS_IMPROVEMENT
+    if nps < 50:
+        return Band.GOOD
+    if nps < 70:
+        return Band.EXCELLENT
+    return Band.WORLD_CLASS
+
+
+def nps_score(promoters: int, passives: int, detractors: int) -> float | None:
+    """Plain NPS in -100..100; None when there are no responses."""
+    n = promoters + passives + detractors
+    if n == 0:
+        return None
+    return 100.0 * (promoters - detractors) / n
+
+
+def adjusted_wald_ci(promoters: int, passives: int, detractors: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % adjusted-Wald interval for NPS, in -100..100. Defined for n = 0 too (wide)."""
+    n_adj = promoters + passives + detractors + 3
+    p = (promoters + 0.75) / n_adj
+    d = (detractors + 0.75) / n_adj
+    nps_adj = p - d
+    se = math.sqrt(max(p + d - nps_adj * nps_adj, 0.0) / n_adj)
+    lo = max(-100.0, 100.0 * (nps_adj - z * se))
+    hi = min(100.0, 100.0 * (nps_adj + z * se))
+    return lo, hi
+
+
+def variance(promoters: int, passives: int, detractors: int) -> float:
+    """Per-respondent variance of the NPS score variable (+1/0/-1): p + d - (p - d)^2."""
+    n = promoters + passives + detractors
+    if n == 0:
+        return 0.0
+    p, d = promoters / n, detractors / n
+    return p + d - (p - d) ** 2
+
+
+@dataclass(frozen=True, slots=True)
+class NpsSummary:
+    promoters: int
+    passives: int
+    detractors: int
+
+    @property
+    def responses(self) -> int:
+        return self.promoters + self.passives + self.detractors
+
+    @property
+    def nps(self) -> float | None:
+        return nps_score(self.promoters, self.passives, self.detractors)
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return adjusted_wald_ci(self.promoters, self.passives, self.detractors)
+
+    @property
+    def band(self) -> Band | None:
+        value = self.nps
+        return None if value is None else band(value)
+
+    def as_dict(self, ndigits: int = 2) -> dict:
+        value = self.nps
+        lo, hi = self.ci95
+        return {
+            "responses": self.responses,
+            "promoters": self.promoters,
+            "passives": self.passives,
+            "detractors": self.detractors,
+            "nps": None if value is None else round(value, ndigits),
+            "ci95": [round(lo, ndigits), round(hi, ndigits)],
+            "band": None if value is None else band(value).value,
+        }
+
+
+def summarize(promoters: int, passives: int, detractors: int) -> NpsSummary:
+    return NpsSummary(int(promoters), int(passives), int(detractors))
