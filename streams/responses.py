@@ -1,0 +1,193 @@
+"""Validation, versioning and deduplication of survey responses. Pure: no I/O; the clock is a parameter.
+
+* ``validate(raw, now)`` turns a decoded RawResponse (possibly bad input) into a ``Response`` or raises
+  ``Rejected(reason, detail)``; the agent dead-letters rejected records with that reason.
+* ``version_of`` gives every response version a total order: later ``responded_at`` wins; for equal
+  timestamps a content hash breaks the tie, so the winner never depends on arrival order.
+* ``decide(previous, new)`` is the idempotency rule keyed by ``response_id``: new / duplicate / edit / stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+
+from streams.nps import Category, classify
+
+MAX_COMMENT_CHARS = 10_000
+MAX_ID_CHARS = 200
+MAX_FUTURE = timedelta(minutes=10)
+_INT_TEXT = re.compile(r"^\s*[+-]?\d+\s*$")
+_NUMBER_TEXT = re.compile(r"^\s*[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?\s*$")
+
+
+class Rejected(Exception):
+    """A record that cannot be processed. ``reason`` is a stable machine-readable code."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    response_id: str
+    survey_id: str
+    invitation_id: str | None
+    score: int
+    category: Category
+    comment: str | None
+    locale: str | None
+    responded_at: datetime
+    received_at: datetime
+    segment: dict[str, str] = field(default_factory=dict)
+    source: str = "cli"
+
+    @property
+    def responded_ms(self) -> int:
+        return to_ms(self.responded_at)
+
+    @property
+    def content_hash(self) -> str:
+        body = json.dumps([self.score, self.comment or "", self.survey_id, sorted(self.segment.items())])
+        return hashlib.blake2b(body.encode(), digest_size=8).hexdigest()
+
+    @property
+    def version(self) -> int:
+        return version_of(self.responded_ms, self.content_hash)
+
+
+def to_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def version_of(responded_ms: int, content_hash: str) -> int:
+    """Total order of versions: responded_at (ms) first, then a content-derived tie breaker (0..999999)."""
+    return responded_ms * 1_000_000 + int(content_hash, 16) % 1_000_000
+
+
+def parse_score(value: object) -> int:
+    if value is None:
+        raise Rejected("missing_score", "score is required")
+    if isinstance(value, bool):
+        raise Rejected("score_not_integer", f"score must be an integer 0-10, got {value!r}")
+    if isinstance(value, int):
+        score = value
+    elif isinstance(value, str):
+        if _INT_TEXT.match(value):
+            score = int(value)
+        elif _NUMBER_TEXT.match(value):
+            raise Rejected("score_not_integer", f"score must be an integer 0-10, got {value.strip()!r}")
+        elif not value.strip():
+            raise Rejected("missing_score", "score is empty")
+        else:
+            raise Rejected("score_not_integer", f"score must be an integer 0-10, got {value[:40]!r}")
+    else:
+        raise Rejected("score_not_integer", f"score must be an integer 0-10, got {value!r}")
+    if not 0 <= score <= 10:
+        raise Rejected("score_out_of_range", f"score must be between 0 and 10, got {score}")
+    return score
+
+
+def parse_timestamp(value: object, name: str) -> datetime:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise Rejected(f"missing_{name}", f"{name} is required")
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        text = str(value).strip()
+        try:
+            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        except ValueError:
+            raise Rejected(f"{name}_invalid", f"{name} is not an ISO-8601 timestamp: {text[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise Rejected(f"{name}_invalid", f"{name} needs a timezone (e.g. Z or +02:00): {str(value)[:40]!r}")
+    return parsed.astimezone(timezone.utc)
+
+
+def _text(raw: dict, name: str, required: bool = False, limit: int = MAX_ID_CHARS) -> str | None:
+    value = raw.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise Rejected(f"missing_{name}", f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise Rejected(f"{name}_not_string", f"{name} must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise Rejected(f"{name}_too_long", f"{name} is longer than {limit} characters")
+    return value.strip()
+
+
+def validate(raw: dict, now: datetime, max_future: timedelta = MAX_FUTURE) -> Response:
+    """Validate a decoded RawResponse. ``now`` is the wall clock (injected) used to refuse future dates."""
+    unknown = raw.get("unknown_json")
+    if unknown:
+        try:
+            extra = json.loads(unknown)
+        except ValueError:
+            extra = {}
+        for name in ("response_id", "survey_id", "invitation_id", "responded_at", "comment", "locale"):
+            if name in extra:
+                raise Rejected(f"{name}_not_string", f"{name} must be a string, got {extra[name]!r}"[:200])
+        if "segment" in extra:
+            raise Rejected("segment_invalid", "segment must be an object of string values")
+    response_id = _text(raw, "response_id", required=True)
+    score = parse_score(raw.get("score"))
+    responded_at = parse_timestamp(raw.get("responded_at"), "responded_at")
+    if responded_at > now + max_future:
+        raise Rejected("responded_at_in_future", f"responded_at {responded_at.isoformat()} is in the future")
+    comment = _text(raw, "comment", limit=MAX_COMMENT_CHARS)
+    received = raw.get("received_at")
+    received_at = received if isinstance(received, datetime) else now
+    return Response(
+        response_id=response_id,
+        survey_id=_text(raw, "survey_id") or "",
+        invitation_id=_text(raw, "invitation_id"),
+        score=score,
+        category=classify(score),
+        comment=comment,
+        locale=_text(raw, "locale", limit=35),
+        responded_at=responded_at,
+        received_at=received_at.astimezone(timezone.utc),
+        segment={str(k): str(v) for k, v in (raw.get("segment") or {}).items()},
+        source=raw.get("source") or "cli",
+    )
+
+
+# ------------------------------------------------------------------------------------------ dedup
+class Decision(str, Enum):
+    NEW = "new"
+    DUPLICATE = "duplicate"  # the same version again (a replay): counts once
+    EDIT = "edit"  # a later version: replaces the previous one everywhere
+    STALE = "stale"  # an older version arriving after a newer one: ignored
+
+
+def remembered(response: Response) -> dict:
+    """What the classify table keeps per response_id (enough to retract it from windows)."""
+    return {
+        "v": response.version,
+        "h": response.content_hash,
+        "s": response.score,
+        "t": response.responded_ms,
+        "seg": response.segment,
+    }
+
+
+def decide(previous: dict | None, new: Response) -> Decision:
+    if previous is None:
+        return Decision.NEW
+    version, digest = new.version, new.content_hash
+    if version == previous["v"] and digest == previous["h"]:
+        return Decision.DUPLICATE
+    if (version, digest) > (previous["v"], previous["h"]):
+        return Decision.EDIT
+    return Decision.STALE
