@@ -1,0 +1,662 @@
+"""A real, single-node Apache Kafka broker (KRaft combined mode) for local runs and tests.
+
+No Docker and no Kafka distribution tarball: the broker jars are fetched from Maven Central
+with Maven (``deploy/local/pom.xml``) into a per-version cache, and the broker is run as a
+detached JVM (``kafka.Kafka``) whose config, logs and data live in a caller-chosen state dir.
+
+Public API (the CLI builds on these)::
+
+    KAFKA_VERSION                                  # str, read from pom.xml
+    KafkaStackError                                # raised with a one-line message
+    cache_dir() -> Path                            # $NPSFLOW_CACHE or ~/.cache/npsflow
+    jars_dir(version=KAFKA_VERSION) -> Path        # <cache>/kafka/<version>/libs
+    ensure_jars() -> Path                          # fetch once, atomically
+    LocalKafka(state_dir)
+        .start(timeout=90) -> str                  # "127.0.0.1:PORT"
+        .stop(timeout=30) -> None                  # idempotent, kills the process group
+        .status() -> dict                          # running, pid, bootstrap, version, ...
+        .is_running() -> bool
+        .bootstrap -> str | None
+        .log_path -> Path
+    create_topics(bootstrap, {name: partitions}, replication=1, configs=None) -> None
+
+Restart and ports: the controller quorum is *static* (``controller.quorum.voters``), so the
+formatted metadata does not record the controller endpoint and the storage is formatted only
+once (when ``<state>/data/meta.properties`` is missing). The chosen ports are persisted in
+``state.json`` and reused on the next start when they are still free; otherwise new ports are
+picked and the existing storage keeps working without reformatting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections import deque
+from pathlib import Path
+
+__all__ = [
+    "KAFKA_VERSION",
+    "KafkaStackError",
+    "LocalKafka",
+    "cache_dir",
+    "create_topics",
+    "ensure_jars",
+    "jars_dir",
+]
+
+log = logging.getLogger(__name__)
+
+POM_PATH = Path(__file__).with_name("pom.xml")
+_MARKER = ".npsflow-complete.json"
+_HOST = "127.0.0.1"
+_HEAP = os.environ.get("NPSFLOW_KAFKA_HEAP", "512m")
+
+
+class KafkaStackError(RuntimeError):
+    """Anything that prevents the local Kafka stack from working. ``str(e)`` starts with a
+    one-line summary; a broker-log tail may follow on the next lines."""
+
+
+def _read_pom_version(pom: Path = POM_PATH) -> str:
+    root = ET.parse(pom).getroot()
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    node = root.find("m:properties/m:kafka.version", ns)
+    if node is None:  # pom without the default namespace
+        node = root.find("properties/kafka.version")
+    if node is None or not (node.text or "").strip():
+        raise KafkaStackError(f"{pom}: <properties><kafka.version> is missing")
+    return node.text.strip()
+
+
+KAFKA_VERSION: str = _read_pom_version()
+
+
+# --------------------------------------------------------------------------- jars
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NPSFLOW_CACHE") or Path.home() / ".cache" / "npsflow").expanduser()
+
+
+def jars_dir(version: str = KAFKA_VERSION) -> Path:
+    return cache_dir() / "kafka" / version / "libs"
+
+
+def _pom_digest() -> str:
+    return hashlib.sha256(POM_PATH.read_bytes()).hexdigest()
+
+
+def _cache_complete(libs: Path) -> bool:
+    marker = libs / _MARKER
+    try:
+        meta = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    if meta.get("pom_sha256") != _pom_digest() or meta.get("version") != KAFKA_VERSION:
+        return False
+    files = meta.get("files") or []
+    return bool(files) and all((libs / f).is_file() for f in files)
+
+
+def _tool(name: str) -> str:
+    if name == "java" and os.environ.get("JAVA_HOME"):
+        cand = Path(os.environ["JAVA_HOME"]) / "bin" / "java"
+        if cand.is_file():
+            return str(cand)
+    path = shutil.which(name)
+    if not path:
+        hint = "install a JDK 17+ (or set JAVA_HOME)" if name == "java" else "install Apache Maven 3.6+"
+        raise KafkaStackError(f"'{name}' not found on PATH: {hint}")
+    return path
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text or "")
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    errs = [ln for ln in lines if "ERROR" in ln or "Exception" in ln or "error" in ln]
+    pick = (errs or lines or ["(no output)"])[0]
+    return pick[:limit]
+
+
+def ensure_jars() -> Path:
+    """Return the directory holding the broker's runtime jars, fetching them with Maven if the
+    cache is missing or incomplete. The fetch goes to a temp dir that is renamed into place
+    only after Maven succeeded, so an interrupted run never leaves a half-filled cache."""
+    libs = jars_dir()
+    if _cache_complete(libs):
+        return libs
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    with open(libs.parent / ".lock", "w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)  # another process may be fetching the same version
+        if _cache_complete(libs):
+            return libs
+        for stale in libs.parent.glob(".libs.*-*"):  # leftovers of interrupted fetches (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        mvn = _tool("mvn")
+        tmp = libs.parent / f".libs.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        cmd = [
+            mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(POM_PATH),
+            f"-Dkafka.version={KAFKA_VERSION}",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+            "-DincludeScope=runtime",
+        ]
+        log.info("fetching Apache Kafka %s jars into %s", KAFKA_VERSION, libs)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise KafkaStackError("maven timed out fetching the Kafka jars (15 min)") from None
+        files = sorted(p.name for p in tmp.glob("*.jar")) if tmp.is_dir() else []
+        if proc.returncode != 0 or not any(f.startswith(f"kafka_2.13-{KAFKA_VERSION}") for f in files):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise KafkaStackError(
+                f"maven failed to fetch Kafka {KAFKA_VERSION} jars (rc={proc.returncode}): "
+                + _one_line(proc.stdout + "\n" + proc.stderr)
+            )
+        (tmp / _MARKER).write_text(json.dumps(
+            {"version": KAFKA_VERSION, "pom_sha256": _pom_digest(), "files": files,
+             "fetched_at": time.time()}, indent=1))
+        if libs.exists():  # stale or incomplete cache: move aside, then drop
+            trash = libs.parent / f".libs.old-{uuid.uuid4().hex[:8]}"
+            libs.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        tmp.rename(libs)
+        return libs
+
+
+def _java_check(java: str) -> None:
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise KafkaStackError(f"cannot run {java} -version: {e}") from None
+    text = out.stderr + out.stdout
+    major = None
+    for tok in text.split():
+        tok = tok.strip('"')
+        if tok[:1].isdigit() and "." in tok or tok.isdigit():
+            head = tok.split(".")[0]
+            major = int(head) if head != "1" else int(tok.split(".")[1])
+            break
+    if out.returncode != 0 or major is None:
+        raise KafkaStackError(f"{java} -version failed: {_one_line(text)}")
+    if major < 17:
+        raise KafkaStackError(f"Kafka {KAFKA_VERSION} needs Java 17+, but {java} is Java {major}")
+
+
+# --------------------------------------------------------------------------- process helpers
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((_HOST, 0))
+        return s.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((_HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def _port_open(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((_HOST, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        with contextlib.suppress(OSError, IndexError):
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+    return True
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(deque(f, maxlen=n)).rstrip()
+    except OSError:
+        return "(no broker log)"
+
+
+_LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
+<!-- written by deploy/local/kafka.py; the JVM's stdout is redirected to broker.log -->
+<Configuration status="WARN">
+  <Appenders>
+    <Console name="STDOUT" target="SYSTEM_OUT">
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Logger name="kafka" level="INFO"/>
+    <Logger name="org.apache.kafka" level="INFO"/>
+    <!-- per-partition / per-config chatter -->
+    <Logger name="org.apache.kafka.common.config.AbstractConfig" level="WARN"/>
+    <Logger name="kafka.server.KafkaConfig" level="WARN"/>
+    <Logger name="kafka.cluster.Partition" level="WARN"/>
+    <Logger name="org.apache.kafka.storage.internals.log" level="WARN"/>
+    <Logger name="org.apache.kafka.coordinator.common.runtime.CoordinatorRuntime" level="WARN"/>
+    <Logger name="org.apache.kafka.controller.ReplicationControlManager" level="WARN"/>
+    <Logger name="state.change.logger" level="WARN"/>
+    <Logger name="kafka.request.logger" level="WARN"/>
+    <Root level="WARN"><AppenderRef ref="STDOUT"/></Root>
+  </Loggers>
+</Configuration>
+"""
+
+
+# --------------------------------------------------------------------------- broker
+
+
+class LocalKafka:
+    """One broker+controller JVM whose files all live under ``state_dir``:
+
+    ``state.json`` (pid, ports, bootstrap, version, cluster id), ``server.properties``,
+    ``log4j2.xml``, ``broker.log`` (previous run: ``broker.log.1``) and ``data/`` (log dirs and
+    KRaft metadata). Delete the directory (after ``stop()``) to start from scratch.
+    """
+
+    def __init__(self, state_dir: Path | str):
+        self.state_dir = Path(state_dir).expanduser().resolve()
+        self.data_dir = self.state_dir / "data"
+        self.state_path = self.state_dir / "state.json"
+        self.props_path = self.state_dir / "server.properties"
+        self.log4j_path = self.state_dir / "log4j2.xml"
+        self.log_path = self.state_dir / "broker.log"
+        self._proc: subprocess.Popen | None = None
+
+    # ---- state file
+    def _load(self) -> dict:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, state: dict) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(self.state_path)
+
+    def _our_pid(self, pid: int | None) -> bool:
+        """pid is alive and (where /proc exists) really is this state dir's broker."""
+        if not _pid_alive(pid):
+            return False
+        cmd = _cmdline(pid)
+        return cmd is None or ("kafka.Kafka" in cmd and str(self.props_path) in cmd)
+
+    # ---- queries
+    @property
+    def bootstrap(self) -> str | None:
+        st = self._load()
+        return st.get("bootstrap") if self._our_pid(st.get("pid")) else None
+
+    def is_running(self) -> bool:
+        return self._our_pid(self._load().get("pid"))
+
+    def status(self) -> dict:
+        st = self._load()
+        running = self._our_pid(st.get("pid"))
+        return {
+            "running": running,
+            "pid": st.get("pid") if running else None,
+            "bootstrap": st.get("bootstrap") if running else None,
+            "version": st.get("version", KAFKA_VERSION),
+            "broker_port": st.get("broker_port"),
+            "controller_port": st.get("controller_port"),
+            "cluster_id": st.get("cluster_id"),
+            "state_dir": str(self.state_dir),
+            "log": str(self.log_path),
+        }
+
+    # ---- lifecycle
+    def start(self, timeout: float = 90) -> str:
+        """Start the broker (or return the bootstrap of the one already running for this
+        state dir) and block until it answers a metadata request."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / ".start.lock", "w") as lockf:
+            fcntl.flock(lockf, fcntl.LOCK_EX)  # two concurrent `start`s must not launch two JVMs
+            return self._start_locked(timeout)
+
+    def _start_locked(self, timeout: float) -> str:
+        t0 = time.monotonic()
+        st = self._load()
+        if self._our_pid(st.get("pid")):
+            if _broker_answers(st["bootstrap"], 5.0):
+                return st["bootstrap"]
+            self.stop()  # alive but wedged
+            st = self._load()
+
+        java = _tool("java")
+        _java_check(java)
+        libs = ensure_jars()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log4j_path.write_text(_LOG4J2)
+        cluster_id = self._cluster_id(st)
+
+        last_err: KafkaStackError | None = None
+        for attempt in range(3):  # a picked port can be grabbed by someone else meanwhile
+            bport, cport = self._pick_ports(st if attempt == 0 else {})
+            self._write_props(bport, cport)
+            self._format_once(java, libs, cluster_id)
+            bootstrap = f"{_HOST}:{bport}"
+            try:
+                self._launch_and_wait(java, libs, bootstrap, bport, cport, cluster_id,
+                                      deadline=t0 + timeout)
+                log.info("kafka %s up at %s in %.1fs", KAFKA_VERSION, bootstrap, time.monotonic() - t0)
+                return bootstrap
+            except KafkaStackError as e:
+                last_err = e
+                if "Address already in use" not in _tail(self.log_path, 200) or time.monotonic() > t0 + timeout:
+                    raise
+        assert last_err is not None
+        raise last_err
+
+    def _cluster_id(self, st: dict) -> str:
+        meta = self.data_dir / "meta.properties"
+        if meta.is_file():  # formatted storage wins over whatever state.json says
+            for line in meta.read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+        if st.get("cluster_id"):
+            return st["cluster_id"]
+        # Kafka cluster ids are base64url-encoded UUIDs without padding (22 chars)
+        import base64
+        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+    @staticmethod
+    def _pick_ports(st: dict) -> tuple[int, int]:
+        b, c = st.get("broker_port"), st.get("controller_port")
+        if b and c and b != c and _port_free(b) and _port_free(c):
+            return b, c
+        b = _free_port()
+        c = _free_port()
+        while c == b:
+            c = _free_port()
+        return b, c
+
+    def _write_props(self, bport: int, cport: int) -> None:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            # static quorum: voters come from this file on every start, not from the formatted
+            # metadata, so a restart may use different ports without reformatting.
+            "controller.quorum.voters": f"1@{_HOST}:{cport}",
+            "listeners": f"PLAINTEXT://{_HOST}:{bport},CONTROLLER://{_HOST}:{cport}",
+            "advertised.listeners": f"PLAINTEXT://{_HOST}:{bport}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "6",
+            "default.replication.factor": "1",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "6",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "6",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "min.insync.replicas": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "num.recovery.threads.per.data.dir": "1",
+            "log.flush.interval.messages": "9223372036854775807",
+        }
+        body = "# written by deploy/local/kafka.py on every start\n"
+        body += "".join(f"{k}={v}\n" for k, v in props.items())
+        self.props_path.write_text(body)
+
+    def _format_once(self, java: str, libs: Path, cluster_id: str) -> None:
+        if (self.data_dir / "meta.properties").is_file():
+            return
+        cmd = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={self.log4j_path}",
+               "-cp", f"{libs}/*", "kafka.tools.StorageTool",
+               "format", "-t", cluster_id, "-c", str(self.props_path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise KafkaStackError(
+                f"kafka storage format failed (rc={proc.returncode}): "
+                + _one_line(proc.stderr + "\n" + proc.stdout))
+
+    def _launch_and_wait(self, java, libs, bootstrap, bport, cport, cluster_id, deadline) -> None:
+        if self.log_path.exists():
+            self.log_path.replace(self.log_path.with_name("broker.log.1"))
+        cmd = [
+            java, f"-Xmx{_HEAP}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.log4j_path}",
+            "-Dlog4j2.shutdownHookEnabled=false",  # Kafka shuts down itself; avoids a noisy warning
+            f"-Dkafka.logs.dir={self.state_dir}",
+            "-cp", f"{libs}/*", "kafka.Kafka", str(self.props_path),
+        ]
+        with open(self.log_path, "ab") as logf:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                    cwd=self.state_dir, start_new_session=True, close_fds=True)
+        self._proc = proc
+        self._save({
+            "pid": proc.pid, "broker_port": bport, "controller_port": cport, "bootstrap": bootstrap,
+            "version": KAFKA_VERSION, "cluster_id": cluster_id, "started_at": time.time(),
+            "libs": str(libs),
+        })
+        while True:
+            rc = proc.poll()
+            if rc is not None:
+                raise KafkaStackError(
+                    f"kafka broker exited during startup (rc={rc}); see {self.log_path}\n"
+                    + _tail(self.log_path))
+            if _port_open(bport) and _broker_answers(bootstrap, 5.0):
+                # after a restart partitions are leaderless until the broker re-registers; wait
+                # (bounded) so callers can produce/consume right away.
+                _wait_leaders(bootstrap, min(deadline, time.monotonic() + 15))
+                return
+            if time.monotonic() > deadline:
+                tail = _tail(self.log_path)
+                self.stop()
+                raise KafkaStackError(
+                    f"kafka broker did not answer on {bootstrap} in time; see {self.log_path}\n" + tail)
+            time.sleep(0.25)
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM the broker's process group (clean shutdown), SIGKILL after ``timeout``.
+        Safe to call when nothing is running."""
+        st = self._load()
+        pid = st.get("pid")
+        if pid and self._our_pid(pid):
+            self._signal(pid, signal.SIGTERM)
+            end = time.monotonic() + timeout
+            while time.monotonic() < end and _pid_alive(pid):
+                time.sleep(0.1)
+            if _pid_alive(pid):
+                log.warning("kafka pid %s ignored SIGTERM for %ss; killing", pid, timeout)
+                self._signal(pid, signal.SIGKILL)
+                end = time.monotonic() + 10
+                while time.monotonic() < end and _pid_alive(pid):
+                    time.sleep(0.05)
+            if _pid_alive(pid):
+                raise KafkaStackError(f"kafka pid {pid} survived SIGKILL")
+        if self._proc is not None:
+            with contextlib.suppress(Exception):
+                self._proc.wait(timeout=1)
+            self._proc = None
+        if st.get("pid") is not None:
+            st["pid"] = None
+            st["bootstrap"] = None
+            st["stopped_at"] = time.time()
+            self._save(st)
+
+    @staticmethod
+    def _signal(pid: int, sig: int) -> None:
+        try:
+            if os.getpgid(pid) == pid:  # we started it as a session/group leader
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@contextlib.contextmanager
+def _quiet_kafka_logs():
+    """kafka-python logs every refused connection at WARNING/ERROR while we poll a booting broker."""
+    lg = logging.getLogger("kafka")
+    old = lg.level
+    lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        lg.setLevel(old)
+
+
+def _admin(bootstrap: str, timeout: float):
+    from kafka.admin import KafkaAdminClient
+
+    ms = int(timeout * 1000)
+    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="npsflow-local",
+                            request_timeout_ms=max(ms, 1000), bootstrap_timeout_ms=max(ms, 1000))
+
+
+def _broker_answers(bootstrap: str, timeout: float) -> bool:
+    """True when the broker answers a metadata request and lists itself as registered and unfenced."""
+    from kafka.errors import KafkaConfigurationError
+
+    admin = None
+    with _quiet_kafka_logs():
+        try:
+            admin = _admin(bootstrap, timeout)
+            brokers = admin.describe_cluster().get("brokers") or []
+            return any(not b.get("is_fenced") for b in brokers)
+        except KafkaConfigurationError:
+            raise  # a bug here, not a booting broker
+        except Exception as e:  # NoBrokersAvailable, timeouts, connection resets while booting
+            log.debug("broker %s not answering yet: %r", bootstrap, e)
+            return False
+        finally:
+            if admin is not None:
+                with contextlib.suppress(Exception):
+                    admin.close()
+
+
+def _wait_leaders(bootstrap: str, deadline: float) -> None:
+    admin = None
+    with _quiet_kafka_logs():
+        try:
+            admin = _admin(bootstrap, 5.0)
+            while time.monotonic() < deadline:
+                names = list(admin.list_topics())
+                if not names or len(_partition_counts(admin, names, require_leaders=True)) == len(names):
+                    return
+                time.sleep(0.2)
+        except Exception as e:  # best effort: the broker itself answered already
+            log.debug("waiting for partition leaders on %s: %r", bootstrap, e)
+        finally:
+            if admin is not None:
+                with contextlib.suppress(Exception):
+                    admin.close()
+
+
+def create_topics(bootstrap: str, topics: dict[str, int], replication: int = 1,
+                  configs: dict | None = None, timeout: float = 30) -> None:
+    """Create the missing ``topics`` ({name: partitions}); idempotent. An existing topic with a
+    different partition count is an error (Faust would otherwise die with PartitionsMismatch).
+    Returns once every topic's metadata shows a leader for each partition."""
+    from kafka.errors import TopicAlreadyExistsError, for_code
+
+    if not topics:
+        return
+    cfg = {k: str(v) for k, v in (configs or {}).items()}
+    admin = _admin(bootstrap, timeout)
+    try:
+        existing = _partition_counts(admin, list(topics))
+        _check_counts(topics, existing)
+        missing = {n: p for n, p in topics.items() if n not in existing}
+        if missing:
+            req = {n: {"num_partitions": p, "replication_factor": replication, "configs": cfg}
+                   for n, p in missing.items()}
+            resp = admin.create_topics(req, timeout_ms=int(timeout * 1000), raise_errors=False)
+            for t in resp.get("topics", []):
+                err = for_code(t.get("error_code", 0))
+                if t.get("error_code", 0) and err is not TopicAlreadyExistsError:
+                    raise KafkaStackError(
+                        f"creating topic {t.get('name')!r} failed: {err.__name__}: {t.get('error_message')}")
+        end = time.monotonic() + timeout
+        while True:
+            counts = _partition_counts(admin, list(topics), require_leaders=True)
+            _check_counts(topics, counts)
+            if all(n in counts for n in topics):
+                return
+            if time.monotonic() > end:
+                absent = sorted(n for n in topics if n not in counts)
+                raise KafkaStackError(f"topics not visible in metadata after {timeout}s: {', '.join(absent)}")
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(Exception):
+            admin.close()
+
+
+def _check_counts(wanted: dict[str, int], have: dict[str, int]) -> None:
+    bad = [f"{n} has {have[n]} partitions, wanted {p}" for n, p in wanted.items() if n in have and have[n] != p]
+    if bad:
+        raise KafkaStackError(
+            "topic partition mismatch: " + "; ".join(bad)
+            + " (delete the topic or the local state dir to recreate it)")
+
+
+def _partition_counts(admin, names: list[str], require_leaders: bool = False) -> dict[str, int]:
+    """{topic: partitions} for those of ``names`` that exist (and, optionally, have leaders)."""
+    present = set(admin.list_topics()) & set(names)
+    if not present:
+        return {}
+    out: dict[str, int] = {}
+    for t in admin.describe_topics(sorted(present)):
+        if t.get("error_code"):
+            continue
+        parts = t.get("partitions") or []
+        if not parts:
+            continue
+        if require_leaders and any(p.get("leader_id", -1) < 0 or p.get("error_code") for p in parts):
+            continue
+        out[t["name"]] = len(parts)
+    return out
+
