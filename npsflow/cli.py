@@ -1,0 +1,315 @@
+"""The `npsflow` command line. Every failure is one clear line on stderr and a non-zero exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+
+import click
+
+from npsflow import config as cfg
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class Failure(click.ClickException):
+    """One-line error, exit code 1 (click prints 'Error: …')."""
+
+    exit_code = EXIT_FAILED
+
+
+def _settings() -> cfg.Settings:
+    try:
+        return cfg.load()
+    except cfg.ConfigError as exc:
+        raise Failure(str(exc)) from None
+
+
+def _bootstrap(settings: cfg.Settings) -> str:
+    try:
+        return settings.bootstrap()
+    except cfg.ConfigError as exc:
+        raise Failure(str(exc)) from None
+
+
+def _emit(data, fmt: str, render) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        render(data)
+
+
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    from streams.responses import Rejected, parse_timestamp
+
+    try:
+        return parse_timestamp(value, name)
+    except Rejected as exc:
+        raise click.BadParameter(exc.detail, param_hint=f"--{name}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="npsflow")
+def main() -> None:
+    """npsflow: Kafka-native Net Promoter Score. Responses in, live NPS out.
+
+    State lives under NPSFLOW_HOME (default ./.npsflow). NPSFLOW_KAFKA points at a broker (default: the
+    local one from `npsflow stack up`); NPSFLOW_CLICKHOUSE_DSN at ClickHouse (default: embedded chDB).
+    """
+
+
+# ------------------------------------------------------------------------------------------------ stack
+@main.group()
+def stack() -> None:
+    """Run the local stack: a real Kafka broker (KRaft) and one npsflow worker, in the background."""
+
+
+@stack.command("up")
+def stack_up() -> None:
+    """Start the broker (fetching it on first use) and the worker; returns when both are ready."""
+    from npsflow import stack as st
+
+    settings = _settings()
+    try:
+        state = st.up(settings)
+    except Exception as exc:  # KafkaStackError, StackError, ConfigError: all one line for the user
+        raise Failure(str(exc)) from None
+    click.echo(f"kafka  {state['kafka'].get('bootstrap')}  (version {state['kafka'].get('version', 'external')})")
+    click.echo(f"worker pid {state['worker']['pid']}  http://127.0.0.1:{state['worker']['web_port']}/api/v1/stats")
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop the worker and the local broker (no process is left behind)."""
+    from npsflow import stack as st
+
+    state = st.down(_settings())
+    click.echo(f"worker {'stopped' if state['worker_stopped'] else 'was not running'}; "
+               f"kafka {'stopped' if state['kafka_stopped'] else 'was not running'}")
+
+
+@stack.command("status")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def stack_status(fmt: str) -> None:
+    """Show whether the broker and the worker run, and where."""
+    from npsflow import stack as st
+
+    state = st.status(_settings())
+
+    def render(s):
+        k, w = s["kafka"], s["worker"]
+        click.echo(f"kafka   {'running' if k.get('running') or k.get('external') else 'stopped'}"
+                   f"  {k.get('bootstrap') or ''}")
+        click.echo(f"worker  {'running' if w.get('pid') else 'stopped'}"
+                   + (f"  pid {w['pid']}  port {w['web_port']}" if w.get("pid") else ""))
+        click.echo(f"clickhouse {s['clickhouse_dsn']}")
+
+    _emit(state, fmt, render)
+
+
+# ----------------------------------------------------------------------------------------------- worker
+@main.command()
+@click.option("--loglevel", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def worker(loglevel: str) -> None:
+    """Run the Faust worker (classify, windows, ClickHouse sink, HTTP API) in the foreground."""
+    from npsflow.worker import run
+
+    settings = _settings()
+    try:
+        run(settings, loglevel=loglevel)
+    except cfg.ConfigError as exc:
+        raise Failure(str(exc)) from None
+
+
+# ----------------------------------------------------------------------------------------------- ingest
+@main.group()
+def ingest() -> None:
+    """Send records from files into Kafka."""
+
+
+@ingest.command("responses")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+def ingest_responses(file: str) -> None:
+    """Send a JSON Lines FILE of responses to the raw responses topic.
+
+    Every JSON object is sent; the classify agent validates it (bad ones land in dead letters with a
+    reason). Lines that are not JSON objects are reported with their line numbers, dead-lettered, and make
+    the command exit with code 1.
+    """
+    from npsflow.ingest import iter_file, parse_lines, to_raw_response
+    from npsflow.producer import ProduceError, Producer
+    from schemas import codec as avro
+    from streams.app import dead_letter
+
+    settings = _settings()
+    bootstrap = _bootstrap(settings)
+    lines = sys.stdin if file == "-" else iter_file(file)
+    parsed = parse_lines(lines)
+    codec = avro.AvroCodec()
+    topics = settings.topics
+    try:
+        with Producer(bootstrap) as producer:
+            for _, obj in parsed.records:
+                record = to_raw_response(obj)
+                key = record["response_id"].encode() if isinstance(record.get("response_id"), str) else None
+                producer.send(topics.raw_responses, key, codec.encode(avro.RAW_RESPONSE, record))
+            for bad in parsed.bad:
+                dl = dead_letter("ingest", bad.reason, bad.detail, topic=f"file:{file}", partition=0,
+                                 offset=bad.line_no, payload=bad.text)
+                producer.send(topics.dead_letters, None, codec.encode(avro.DEAD_LETTER, dl))
+    except ProduceError as exc:
+        raise Failure(str(exc)) from None
+    click.echo(f"sent {len(parsed.records)} records to {topics.raw_responses}")
+    if parsed.bad:
+        for bad in parsed.bad:
+            click.echo(f"error: {bad.detail}", err=True)
+        raise Failure(f"{len(parsed.bad)} line(s) were not JSON objects (dead-lettered, see above)")
+
+
+# ----------------------------------------------------------------------------------------------- report
+def _render_report(data: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="NPS" + (f" by {', '.join(data['by'])}" if data["by"] else ""))
+    for dim in data["by"]:
+        table.add_column(dim)
+    for col in ("n", "promoters", "passives", "detractors", "NPS", "95% CI", "band"):
+        table.add_column(col, justify="right" if col not in ("band",) else "left")
+
+    def cells(row):
+        nps = "—" if row["nps"] is None else f"{row['nps']:.2f}"
+        return [str(row["responses"]), str(row["promoters"]), str(row["passives"]), str(row["detractors"]), nps,
+                f"[{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}]", row["band"] or "—"]
+
+    for row in data["rows"]:
+        table.add_row(*[str(row[d]) for d in data["by"]], *cells(row))
+    if data["by"]:
+        table.add_section()
+    table.add_row(*(["total"] + [""] * (len(data["by"]) - 1) if data["by"] else []), *cells(data["total"]))
+    Console().print(table)
+
+
+@main.command()
+@click.option("--by", "by", default="", help="Comma-separated segment dimensions, e.g. location,channel.")
+@click.option("--since", default=None, help="Only responses at or after this ISO-8601 time.")
+@click.option("--until", default=None, help="Only responses before this ISO-8601 time.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def report(by: str, since: str | None, until: str | None, fmt: str) -> None:
+    """NPS from ClickHouse, latest edit of every response counted once, with n and 95 % interval."""
+    from npsflow.reader import ReadError, report as read_report
+
+    dims = [d.strip() for d in by.split(",") if d.strip()]
+    settings = _settings()
+    try:
+        data = read_report(settings, dims, _parse_time(since, "since"), _parse_time(until, "until"))
+    except (ReadError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+    _emit(data, fmt, _render_report)
+
+
+@main.command()
+@click.option("--segment", default=None, help="Only this segment, as DIM=VALUE (e.g. location=Espoo).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def windows(segment: str | None, fmt: str) -> None:
+    """The live rolling NPS windows (24h, 7d, 30d by default) per segment."""
+    from npsflow.reader import ReadError, windows as read_windows
+
+    seg = None
+    if segment:
+        dim, sep, value = segment.partition("=")
+        if not sep or not dim:
+            raise click.BadParameter("use DIM=VALUE, e.g. location=Espoo", param_hint="--segment")
+        seg = (dim, value)
+    try:
+        rows = read_windows(_settings(), seg)
+    except ReadError as exc:
+        raise Failure(str(exc)) from None
+
+    def render(rows):
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="Live rolling NPS windows")
+        for col in ("segment", "window", "n", "NPS", "95% CI", "band", "window end"):
+            table.add_column(col)
+        for r in rows:
+            nps = "—" if r["nps"] is None else f"{r['nps']:.2f}"
+            table.add_row(f"{r['dimension']}={r['segment_value']}", r["window"], str(r["responses"]), nps,
+                          f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]", r["band"] or "—", str(r["window_end"]))
+        Console().print(table)
+
+    _emit(rows, fmt, render)
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def deadletters(fmt: str) -> None:
+    """Dead-lettered records: counts by stage and reason, with examples."""
+    from npsflow.reader import ReadError, deadletters as read_deadletters
+
+    try:
+        data = read_deadletters(_settings())
+    except ReadError as exc:
+        raise Failure(str(exc)) from None
+
+    def render(d):
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"Dead letters: {d['total']}")
+        for col in ("stage", "reason", "count", "example"):
+            table.add_column(col)
+        for r in d["reasons"]:
+            example = r["examples"][0]["detail"] if r["examples"] else ""
+            table.add_row(r["stage"], r["reason"], str(r["count"]), example)
+        Console().print(table)
+
+    _emit(data, fmt, render)
+
+
+# --------------------------------------------------------------------------------------- simulate, demo
+@main.command()
+@click.option("--count", default=1000, show_default=True, help="Responses to send.")
+@click.option("--rate", default=200.0, show_default=True, help="Responses per second (0 = as fast as possible).")
+@click.option("--seed", default=None, type=int, help="Random seed for a repeatable run.")
+@click.option("--bad-ratio", default=0.01, show_default=True, help="Share of invalid records (dead-lettered).")
+@click.option("--duplicate-ratio", default=0.02, show_default=True, help="Share of replayed records.")
+@click.option("--edit-ratio", default=0.01, show_default=True, help="Share of edited answers.")
+def simulate(count: int, rate: float, seed: int | None, bad_ratio: float, duplicate_ratio: float,
+             edit_ratio: float) -> None:
+    """Send realistic synthetic responses (Nordic locations, employees, channels, comments in sv/da/fi/nb/en)."""
+    from npsflow.simulate import run_simulation
+
+    settings = _settings()
+    try:
+        sent = run_simulation(settings, _bootstrap(settings), count=count, rate=rate, seed=seed,
+                              bad_ratio=bad_ratio, duplicate_ratio=duplicate_ratio, edit_ratio=edit_ratio)
+    except Exception as exc:
+        raise Failure(f"simulation failed: {exc}") from None
+    click.echo(f"sent {sent} records to {settings.topics.raw_responses}")
+
+
+@main.command()
+@click.option("--count", default=3000, show_default=True, help="Responses to simulate.")
+@click.option("--rate", default=150.0, show_default=True, help="Responses per second.")
+@click.option("--keep-running", is_flag=True, help="Leave the stack running afterwards.")
+def demo(count: int, rate: float, keep_running: bool) -> None:
+    """Bring the stack up, simulate responses, show live NPS per location, then print the report."""
+    from npsflow.demo import run_demo
+
+    try:
+        run_demo(_settings(), count=count, rate=rate, keep_running=keep_running)
+    except Failure:
+        raise
+    except Exception as exc:
+        raise Failure(f"demo failed: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Settings from the environment. One place that knows every knob and its default.
+
+NPSFLOW_HOME              state directory (default ./.npsflow): local broker, embedded ClickHouse, pid files
+NPSFLOW_KAFKA             bootstrap servers (default: the local broker started by `npsflow stack up`)
+NPSFLOW_CLICKHOUSE_DSN    chdb:///abs/dir (default: embedded chDB in $NPSFLOW_HOME/clickhouse) or http(s)://…
+NPSFLOW_PARTITIONS        partitions of every npsflow topic (default 6)
+NPSFLOW_WINDOWS           rolling windows, comma separated (default 24h,7d,30d)
+NPSFLOW_LATENESS          allowed lateness of window additions (default 6h)
+NPSFLOW_DIMENSIONS        segment dimensions of the live windows (default overall,location,employee,channel)
+NPSFLOW_SINK_MAX_ROWS     rows per partition batch before a ClickHouse insert (default 5000)
+NPSFLOW_SINK_MAX_AGE      seconds a batch may wait before it is inserted (default 1.0)
+NPSFLOW_NAMESPACE         prefix of topic names and the Faust app id / consumer group (default npsflow)
+NPSFLOW_WEB_PORT          worker HTTP port (default: a free port, written to $NPSFLOW_HOME/worker.json)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streams.windows import WindowSpec, parse_duration
+
+_NAMESPACE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,40}$")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names, all under one namespace (default ``npsflow``): ``<ns>.responses.raw`` …"""
+
+    namespace: str = "npsflow"
+
+    def _name(self, suffix: str) -> str:
+        return f"{self.namespace}.{suffix}"
+
+    raw_responses = property(lambda self: self._name("responses.raw"))
+    classified = property(lambda self: self._name("responses.classified"))
+    window_deltas = property(lambda self: self._name("windows.deltas"))
+    windows = property(lambda self: self._name("windows"))
+    alerts = property(lambda self: self._name("alerts"))
+    dead_letters = property(lambda self: self._name("deadletters"))
+    triggers = property(lambda self: self._name("triggers"))
+    dispatches = property(lambda self: self._name("dispatches"))
+
+    def all(self) -> list[str]:
+        return [self.raw_responses, self.classified, self.window_deltas, self.windows, self.alerts,
+                self.dead_letters, self.triggers, self.dispatches]
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    kafka: str | None
+    clickhouse_dsn: str
+    partitions: int = 6
+    windows: tuple[WindowSpec, ...] = ()
+    lateness_seconds: int = 6 * 3600
+    dimensions: tuple[str, ...] = ("overall", "location", "employee", "channel")
+    sink_max_rows: int = 5000
+    sink_max_age: float = 1.0
+    web_port: int | None = None
+    topics: Topics = field(default_factory=Topics)
+
+    @property
+    def worker_file(self) -> Path:
+        return self.home / "worker.json"
+
+    @property
+    def is_embedded_clickhouse(self) -> bool:
+        return self.clickhouse_dsn.startswith("chdb://")
+
+    def bootstrap(self) -> str:
+        """The Kafka bootstrap servers: NPSFLOW_KAFKA, else the local broker's if it runs."""
+        if self.kafka:
+            return self.kafka
+        from deploy.local.kafka import LocalKafka
+
+        status = LocalKafka(self.home / "kafka").status()
+        if not status.get("running"):
+            raise ConfigError("no Kafka: the local broker is not running (run `npsflow stack up`) "
+                              "and NPSFLOW_KAFKA is not set")
+        return status["bootstrap"]
+
+    def worker_info(self) -> dict | None:
+        """The running worker's pid and web port, if `npsflow stack up`/`npsflow worker` left them."""
+        try:
+            info = json.loads(self.worker_file.read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(int(info["pid"]), 0)
+        except (OSError, KeyError, ValueError):
+            return None
+        return info
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _int(env: dict, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def load(env: dict | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("NPSFLOW_HOME") or ".npsflow").resolve()
+    dsn = env.get("NPSFLOW_CLICKHOUSE_DSN") or f"chdb://{home / 'clickhouse'}"
+    if not dsn.startswith(("chdb://", "http://", "https://")):
+        raise ConfigError(f"NPSFLOW_CLICKHOUSE_DSN must start with chdb://, http:// or https://, got {dsn!r}")
+    try:
+        windows = tuple(WindowSpec.parse(w) for w in (env.get("NPSFLOW_WINDOWS") or "24h,7d,30d").split(","))
+        lateness = parse_duration(env.get("NPSFLOW_LATENESS") or "6h")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if any(w.seconds % 3600 for w in windows):
+        raise ConfigError("NPSFLOW_WINDOWS must be whole hours (the windows are built from hourly buckets)")
+    dims = tuple(d.strip() for d in (env.get("NPSFLOW_DIMENSIONS") or "overall,location,employee,channel").split(",")
+                 if d.strip())
+    try:
+        max_age = float(env.get("NPSFLOW_SINK_MAX_AGE") or 1.0)
+    except ValueError:
+        raise ConfigError("NPSFLOW_SINK_MAX_AGE must be a number of seconds") from None
+    web_port = env.get("NPSFLOW_WEB_PORT")
+    namespace = env.get("NPSFLOW_NAMESPACE") or "npsflow"
+    if not _NAMESPACE.match(namespace):
+        raise ConfigError(f"NPSFLOW_NAMESPACE must be letters, digits, - or _ (max 41), got {namespace!r}")
+    return Settings(
+        home=home,
+        kafka=env.get("NPSFLOW_KAFKA") or None,
+        clickhouse_dsn=dsn,
+        partitions=_int(env, "NPSFLOW_PARTITIONS", 6),
+        windows=windows,
+        lateness_seconds=lateness,
+        dimensions=dims,
+        sink_max_rows=_int(env, "NPSFLOW_SINK_MAX_ROWS", 5000),
+        sink_max_age=max_age,
+        web_port=int(web_port) if web_port else None,
+        topics=Topics(namespace),
+    )

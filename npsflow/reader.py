@@ -1,0 +1,80 @@
+"""Read side for the CLI: the same query functions, run where the data can be opened.
+
+Embedded chDB locks its directory to one process. While a worker runs on an embedded DSN, the CLI asks the
+worker's HTTP API (which runs sinks.queries in-process); otherwise it opens the store itself (a server DSN,
+or embedded with no worker running). Both paths return identical dicts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import requests
+
+from npsflow.config import Settings
+
+
+class ReadError(Exception):
+    pass
+
+
+def _via_worker(settings: Settings) -> dict | None:
+    if not settings.is_embedded_clickhouse:
+        return None
+    info = settings.worker_info()
+    return info if info and info.get("ready") else None
+
+
+def _get(info: dict, path: str, params: dict) -> dict | list:
+    url = f"http://127.0.0.1:{info['web_port']}{path}"
+    try:
+        resp = requests.get(url, params={k: v for k, v in params.items() if v is not None}, timeout=60)
+    except requests.RequestException as exc:
+        raise ReadError(f"the worker (pid {info.get('pid')}) did not answer on {url}: {exc}") from None
+    if resp.status_code != 200:
+        try:
+            message = resp.json().get("error", resp.text)
+        except ValueError:
+            message = resp.text
+        raise ReadError(f"the worker refused the query: {message}")
+    return resp.json()
+
+
+def _store(settings: Settings):
+    from sinks.clickhouse import ClickHouseStore, migrate
+
+    try:
+        store = ClickHouseStore(settings.clickhouse_dsn)
+        migrate(store)
+    except Exception as exc:  # chDB lock held by another process, server down, …
+        raise ReadError(f"cannot open ClickHouse at {settings.clickhouse_dsn}: {str(exc).splitlines()[0]}") from None
+    return store
+
+
+def report(settings: Settings, by: list[str], since: datetime | None, until: datetime | None) -> dict:
+    info = _via_worker(settings)
+    if info:
+        return _get(info, "/api/v1/report", {"by": ",".join(by) or None,
+                                             "since": since.isoformat() if since else None,
+                                             "until": until.isoformat() if until else None})
+    from sinks import queries
+
+    return queries.report(_store(settings), by, since, until)
+
+
+def windows(settings: Settings, segment: tuple[str, str] | None) -> list[dict]:
+    info = _via_worker(settings)
+    if info:
+        return _get(info, "/api/v1/windows", {"segment": f"{segment[0]}={segment[1]}" if segment else None})
+    from sinks import queries
+
+    return queries.windows(_store(settings), segment)
+
+
+def deadletters(settings: Settings) -> dict:
+    info = _via_worker(settings)
+    if info:
+        return _get(info, "/api/v1/deadletters", {})
+    from sinks import queries
+
+    return queries.deadletters(_store(settings))

@@ -1,0 +1,64 @@
+"""The worker's HTTP API (Faust web / aiohttp): read-only analytics over the worker's own ClickHouse store.
+
+GET /healthz                 liveness
+GET /api/v1/stats            in-memory counters of the agents
+GET /api/v1/report?by=location,channel&since=ISO&until=ISO
+GET /api/v1/windows?segment=location=Espoo
+GET /api/v1/deadletters
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from streams.responses import Rejected, parse_timestamp
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    return parse_timestamp(value, name) if value else None
+
+
+def install_web(pipeline, store) -> None:
+    from sinks import queries
+
+    app = pipeline.app
+
+    def error(web, status: int, message: str):
+        return web.json({"error": message}, status=status)
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        return web.json({"ok": True})
+
+    @app.page("/api/v1/stats")
+    async def stats(web, request):
+        return web.json(pipeline.stats.as_dict())
+
+    @app.page("/api/v1/report")
+    async def report(web, request):
+        by = [d.strip() for d in (request.query.get("by") or "").split(",") if d.strip()]
+        try:
+            since = _time(request.query.get("since"), "since")
+            until = _time(request.query.get("until"), "until")
+        except Rejected as exc:
+            return error(web, 400, exc.detail)
+        try:
+            result = await store.arun(queries.report, by, since, until)
+        except ValueError as exc:
+            return error(web, 400, str(exc))
+        return web.json(result)
+
+    @app.page("/api/v1/windows")
+    async def windows(web, request):
+        raw = request.query.get("segment")
+        segment = None
+        if raw:
+            dim, sep, value = raw.partition("=")
+            if not sep:
+                return error(web, 400, "segment must look like DIM=VALUE")
+            segment = (dim, value)
+        return web.json(await store.arun(queries.windows, segment))
+
+    @app.page("/api/v1/deadletters")
+    async def deadletters(web, request):
+        return web.json(await store.arun(queries.deadletters))

@@ -1,0 +1,97 @@
+"""Helpers for end-to-end tests: run the real CLI and worker against the real local broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from npsflow import config, stack
+
+
+@dataclass
+class Env:
+    home: Path
+    vars: dict
+
+    @property
+    def settings(self) -> config.Settings:
+        return config.load(self.vars)
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "npsflow.cli", *args], env=self.vars, capture_output=True,
+                              text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"npsflow {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def cli_json(self, *args: str):
+        return json.loads(self.cli(*args, "--format", "json").stdout)
+
+    def stats(self) -> dict:
+        import requests
+
+        info = self.settings.worker_info()
+        return requests.get(f"http://127.0.0.1:{info['web_port']}/api/v1/stats", timeout=30).json()
+
+    def start_worker(self) -> dict:
+        return stack.start_worker(self.settings, self.vars["NPSFLOW_KAFKA"])
+
+    def stop_worker(self) -> None:
+        stack.stop_worker(self.settings)
+
+    def kill_worker(self) -> None:
+        """SIGKILL: no graceful shutdown, no final commit."""
+        import signal
+
+        pid = int((self.home / "worker.pid").read_text())
+        os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.05)
+        (self.home / "worker.json").unlink(missing_ok=True)
+
+
+def make_env(tmp_path: Path, bootstrap: str, **extra: str) -> Env:
+    home = tmp_path / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        NPSFLOW_HOME=str(home),
+        NPSFLOW_KAFKA=bootstrap,
+        NPSFLOW_NAMESPACE="t" + uuid.uuid4().hex[:10],
+        NPSFLOW_CLICKHOUSE_DSN=f"chdb://{home / 'clickhouse'}",
+        NPSFLOW_SINK_MAX_AGE="0.3",
+        **extra,
+    )
+    return Env(home, env)
+
+
+def wait_for(predicate, timeout: float = 90, interval: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def write_jsonl(path: Path, lines: list) -> Path:
+    with open(path, "w", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write(line if isinstance(line, str) else json.dumps(line, ensure_ascii=False))
+            handle.write("\n")
+    return path
