@@ -24,12 +24,14 @@ import base64
 import json
 import logging
 import time
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 import faust
+from faust.streams import _current_event
 
 from npsflow.config import Settings
 from schemas import codec as avro
@@ -44,6 +46,12 @@ CATEGORY_BY_NAME = {c.value: c for c in Category}
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def within_event(event) -> None:
+    """Make ``event`` Faust's current event. Batched agents (noack_take) process events outside Faust's own
+    per-event iteration, but table writes need the current event to pick the changelog partition."""
+    _current_event.set(weakref.ref(event))
 
 
 @dataclass
@@ -156,6 +164,7 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         async for events in stream.noack_take(500, within=0.2):
             per_segment: dict[str, list] = defaultdict(list)
             for event in events:
+                within_event(event)
                 await _classify_one(event, per_segment)
             for segment, items in per_segment.items():
                 await topics["deltas"].send(key=segment, value=json.dumps(items).encode())
@@ -226,7 +235,7 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
     @app.agent(topics["deltas"], name="windows")
     async def windows(stream):
         async for events in stream.noack_take(1000, within=0.2):
-            parsed: list[tuple[SegmentKey, list]] = []
+            parsed: list[tuple[SegmentKey, list, Any]] = []
             for event in events:
                 msg = event.message
                 try:
@@ -238,21 +247,24 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
                                                        topic=msg.topic, partition=msg.partition,
                                                        offset=msg.offset, key=event.key, payload=event.value))
                     continue
-                parsed.append((segment, items))
+                parsed.append((segment, items, event))
                 for _, _, t, c in items:
                     if c is not None:
                         watermark["ms"] = max(watermark["ms"], t)
             touched: dict[str, SegmentKey] = {}
             apply_stats = ApplyStats()
             states: dict[str, dict] = {}
-            for segment, items in parsed:
+            owner: dict[str, Any] = {}  # segment -> an event of its partition, for the table write
+            for segment, items, event in parsed:
+                within_event(event)
                 key = str(segment)
+                owner[key] = event
                 state = states.get(key) or window_state.get(key) or engine.new_state()
                 watermark["ms"] = max(watermark["ms"], int(state.get("wm", 0)))
                 states[key] = state
                 for rid, version, t, cat in items:
                     ckey = f"{key}|{rid}"
-                    prev = contributions.get(ckey)  # [version, event_ms, category or None, counted]
+                    prev = contributions.get(ckey)  # [version, event_ms, category|None, counted, partition]
                     if prev is not None and prev[0] >= version:
                         stats.inc("windows.replayed")
                         continue
@@ -264,7 +276,8 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
                     if cat is not None:
                         counted = engine.apply(state, Delta(segment, t, cat, +1), watermark["ms"], apply_stats)
                         changed |= counted
-                    contributions[ckey] = [version, t, None if cat is None else cat.value, counted]
+                    contributions[ckey] = [version, t, None if cat is None else cat.value, counted,
+                                           event.message.partition]
                     if changed:
                         touched[key] = segment
             stats.inc("windows.applied", apply_stats.applied)
@@ -295,6 +308,7 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
                         "updated_at": now,
                     }
                     await topics["windows"].send(key=key.encode(), value=codec.encode(avro.WINDOW_UPDATE, update))
+                within_event(owner[key])
                 window_state[key] = state
             for event in events:
                 await stream.ack(event)
@@ -305,9 +319,11 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         if not watermark["ms"]:
             return
         oldest = (engine.window_end(watermark["ms"]) - engine.max_window) * 1000 - engine.lateness_seconds * 1000
-        stale = [k for k, v in list(contributions.items()) if v and v[1] < oldest]
-        for k in stale:
-            del contributions[k]
+        stale = [(k, v[4]) for k, v in list(contributions.data.items()) if v and v[1] < oldest]
+        for key, partition in stale:
+            # outside stream iteration there is no current event: delete and write the tombstone ourselves
+            contributions.data.pop(key, None)
+            contributions.send_changelog(partition, key, None)
         stats.inc("windows.contributions_expired", len(stale))
 
     pipeline.agents.update(classify=classify, windows=windows)

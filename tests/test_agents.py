@@ -1,0 +1,179 @@
+"""Agent tests without a broker: Faust's agent.test_context(), outputs captured at the topic boundary."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from npsflow import config
+from npsflow.ingest import to_raw_response
+from schemas import codec as avro
+from streams.app import create_app
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+CODEC = avro.AvroCodec()
+
+
+class Harness:
+    def __init__(self, tmp_path, clock=lambda: NOW):
+        settings = config.load({"NPSFLOW_HOME": str(tmp_path), "NPSFLOW_WINDOWS": "24h,7d",
+                                "NPSFLOW_LATENESS": "2h", "NPSFLOW_DIMENSIONS": "overall,location"})
+        self.pipeline = create_app(settings, clock=clock, web_enabled=False)
+        app = self.pipeline.app
+        app.finalize()
+        app.flow_control.resume()
+        self.sent: dict[str, list] = defaultdict(list)
+        for name, topic in self.pipeline.topics.items():
+            async def capture(*args, _name=name, key=None, value=None, **kw):
+                self.sent[_name].append((key, value))
+            topic.send = capture
+
+    def decoded(self, name: str, subject: str) -> list[dict]:
+        return [CODEC.decode(v, expected=subject) for _, v in self.sent[name]]
+
+    def deltas(self) -> list[tuple[str, bytes]]:
+        return [(k, v) for k, v in self.sent["deltas"]]
+
+
+def raw(rid="r-1", score=9, at="2026-11-20T10:00:00Z", location="Espoo", **extra) -> bytes:
+    obj = {"response_id": rid, "score": score, "responded_at": at, "segment": {"location": location}, **extra}
+    return CODEC.encode(avro.RAW_RESPONSE, to_raw_response(obj, received_at=NOW))
+
+
+@pytest.fixture
+def harness(tmp_path):
+    return Harness(tmp_path)
+
+
+async def put_all(agent, items):
+    for i, (value, key) in enumerate(items):
+        await agent.put(value, key=key, partition=0)
+
+
+async def test_valid_response_is_classified_and_fanned_out(harness):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(score=9), key=b"r-1")
+    (out,) = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
+    assert (out["response_id"], out["score"], out["category"], out["is_edit"]) == ("r-1", 9, "promoter", False)
+    assert out["segment"] == {"location": "Espoo"}
+    assert out["responded_at"] == datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
+    keys = sorted(k for k, _ in harness.deltas())
+    assert keys == ["location=Espoo", "overall=all"]
+    items = json.loads(harness.deltas()[0][1])
+    assert items[0][0] == "r-1" and items[0][3] == "promoter" and items[0][1] == out["version"]
+
+
+@pytest.mark.parametrize("score,reason", [("7.5", "score_not_integer"), ("abc", "score_not_integer"),
+                                          (11, "score_out_of_range"), (-1, "score_out_of_range"),
+                                          (None, "missing_score")])
+async def test_invalid_scores_are_dead_lettered_with_reason(harness, score, reason):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(score=score), key=b"r-1")
+    assert harness.sent["classified"] == []
+    (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
+    assert dl["reason"] == reason and dl["stage"] == "classify" and dl["detail"]
+    assert json.loads(dl["payload_json"])["response_id"] == "r-1"
+    assert harness.pipeline.stats.as_dict()[f"dead_letter.classify.{reason}"] == 1
+
+
+async def test_undecodable_bytes_are_dead_lettered(harness):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(b"\x07not avro", key=b"k")
+    (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
+    assert dl["reason"] == "not_avro_wire_format"
+    assert dl["payload_json"].startswith("base64:")
+
+
+async def test_response_in_the_future_is_refused_by_the_injected_clock(harness):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(at=(NOW + timedelta(hours=1)).isoformat()), key=b"r-1")
+    (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
+    assert dl["reason"] == "responded_at_in_future"
+
+
+async def test_replays_count_once_edits_replace_stale_edits_are_ignored(harness):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(score=3), key=b"r-1")
+        await agent.put(raw(score=3), key=b"r-1")  # replay
+        await agent.put(raw(score=10, at="2026-11-20T11:00:00Z"), key=b"r-1")  # edit
+        await agent.put(raw(score=5, at="2026-11-20T10:30:00Z"), key=b"r-1")  # older edit, late
+    out = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
+    assert [(o["score"], o["is_edit"], o["previous_score"]) for o in out] == [(3, False, None), (10, True, 3)]
+    stats = harness.pipeline.stats.as_dict()
+    assert (stats["classify.new"], stats["classify.duplicate"], stats["classify.edit"], stats["classify.stale"]) \
+        == (1, 1, 1, 1)
+
+
+async def test_kafka_redelivery_of_the_same_offset_re_emits_outputs(harness):
+    """After a crash Kafka hands the same (partition, offset) again: outputs may have been lost, so re-emit."""
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        agent.sent_offset = 41
+        await agent.put(raw(score=9), key=b"r-1", partition=0)
+        agent.sent_offset = 41
+        await agent.put(raw(score=9), key=b"r-1", partition=0)
+    out = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
+    assert len(out) == 2 and out[0] == {**out[1], "processed_at": out[0]["processed_at"]}
+    assert harness.pipeline.stats.as_dict()["classify.redelivered"] == 1
+
+
+async def test_edit_moving_a_response_removes_it_from_the_old_segment(harness):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(score=0, location="Bergen"), key=b"r-1")
+        await agent.put(raw(score=9, at="2026-11-20T10:05:00Z", location="Oslo"), key=b"r-1")
+    removal = [json.loads(v) for k, v in harness.deltas() if k == "location=Bergen"]
+    last_item = [item for message in removal for item in message][-1]
+    assert last_item[0] == "r-1" and last_item[3] is None  # category None = remove from this segment
+
+
+async def run_windows(harness, deltas):
+    async with harness.pipeline.agents["windows"].test_context() as agent:
+        for key, value in deltas:
+            await agent.put(value, key=key, partition=0)
+    latest = {}
+    for upd in harness.decoded("windows", avro.WINDOW_UPDATE):
+        latest[(upd["dimension"], upd["segment_value"], upd["window"])] = upd
+    return latest
+
+
+async def test_windows_count_once_and_follow_edits(harness):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        for i in range(9):
+            await agent.put(raw(rid=f"p{i}", score=10, at=f"2026-11-20T10:{i:02d}:00Z"), key=f"p{i}".encode())
+        for i in range(2):
+            await agent.put(raw(rid=f"d{i}", score=2, at=f"2026-11-20T10:3{i}:00Z"), key=f"d{i}".encode())
+        await agent.put(raw(rid="m", score=0, location="Bergen"), key=b"m")
+        await agent.put(raw(rid="m", score=9, at="2026-11-20T10:45:00Z", location="Oslo"), key=b"m")
+    deltas = harness.deltas()
+    latest = await run_windows(harness, deltas + deltas)  # every delta twice: replays must not count
+    espoo = latest[("location", "Espoo", "24h")]
+    assert (espoo["promoters"], espoo["passives"], espoo["detractors"]) == (9, 0, 2)
+    assert round(espoo["nps"], 2) == 63.64 and (round(espoo["ci_low"], 2), round(espoo["ci_high"], 2)) == (8.0, 92.0)
+    assert espoo["band"] == "excellent"
+    assert latest[("location", "Bergen", "24h")]["responses"] == 0
+    assert latest[("location", "Oslo", "24h")]["promoters"] == 1
+    overall = latest[("overall", "all", "7d")]
+    assert (overall["promoters"], overall["detractors"], overall["responses"]) == (10, 2, 12)
+    end = datetime(2026, 11, 20, 11, tzinfo=timezone.utc)
+    assert espoo["window_end"] == end and espoo["window_start"] == end - timedelta(hours=24)
+    assert harness.pipeline.stats.as_dict()["windows.replayed"] >= len(deltas)
+
+
+async def test_late_additions_beyond_lateness_are_not_counted(harness):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(rid="now", score=10, at="2026-11-20T11:59:00Z"), key=b"now")
+        await agent.put(raw(rid="late", score=0, at="2026-11-20T08:00:00Z"), key=b"late")  # 4 h late > 2 h
+        await agent.put(raw(rid="ok", score=0, at="2026-11-20T10:30:00Z"), key=b"ok")  # 1.5 h: accepted
+    deltas = harness.deltas()
+    latest = await run_windows(harness, deltas)
+    overall = latest[("overall", "all", "24h")]
+    assert (overall["promoters"], overall["detractors"]) == (1, 1)
+    assert harness.pipeline.stats.as_dict()["windows.too_late"] >= 1
+
+
+async def test_malformed_window_delta_is_dead_lettered(harness):
+    await run_windows(harness, [("location=Espoo", b"{not json")])
+    (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
+    assert dl["reason"] == "bad_window_delta" and dl["stage"] == "windows"
