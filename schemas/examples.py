@@ -1,0 +1,60 @@
+"""One valid example record per subject (current schema versions), for tests and demos.
+
+Timestamps are timezone-aware UTC datetimes, i.e. exactly what
+``AvroCodec.decode`` returns, so ``decode(encode(x)) == x`` for these examples.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from . import codec as _c
+
+_T0 = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
+_T1 = datetime(2024, 5, 1, 12, 0, 5, tzinfo=timezone.utc)
+_SEG = {"location": "paris", "channel": "email", "product": "premium", "campaign": "spring", "employee": "e-17"}
+
+
+def examples() -> dict[str, dict]:
+    """{subject: example record}; a fresh copy on every call (safe to mutate)."""
+    return {
+        _c.TRIGGER_EVENT: {
+            "event_id": "evt-1", "org_id": "acme", "event_type": "purchase", "occurred_at": _T0,
+            "contact": {"contact_id": "c-42", "email": "ada@example.com", "phone": "+33600000000",
+                        "locale": "fr-FR", "timezone": "Europe/Paris"},
+            "segment": dict(_SEG), "received_at": _T1,
+        },
+        _c.DISPATCHED_MESSAGE: {
+            "dispatch_id": "d-1", "invitation_id": "inv-1", "event_id": "evt-1", "org_id": "acme",
+            "survey_id": "s-1", "contact_key": "hmac:3f2a9c", "channel": "email", "status": "sent",
+            "reason": None, "scheduled_for": None, "decided_at": _T1, "cost": 0.0012,
+            "currency": "EUR", "locale": "fr-FR", "segment": dict(_SEG),
+        },
+        _c.RAW_RESPONSE: {
+            "response_id": "r-1", "survey_id": "s-1", "invitation_id": "inv-1", "score": 9,
+            "comment": "Great service", "responded_at": "2024-05-01T12:00:00Z", "locale": "fr-FR",
+            "segment": dict(_SEG), "unknown_json": None, "source": "cli", "received_at": _T1,
+        },
+        _c.CLASSIFIED_RESPONSE: {
+            "response_id": "r-1", "survey_id": "s-1", "invitation_id": "inv-1", "score": 9,
+            "category": "promoter", "comment": "Great service", "locale": "fr-FR",
+            "responded_at": _T0, "received_at": _T1, "processed_at": _T1, "segment": dict(_SEG),
+            "version": 1, "is_edit": False, "previous_score": None, "source": "cli",
+        },
+        _c.WINDOW_UPDATE: {
+            "dimension": "location", "segment_value": "paris", "window": "24h", "window_seconds": 86400,
+            "window_start": datetime(2024, 4, 30, 12, 0, tzinfo=timezone.utc), "window_end": _T0.replace(microsecond=0),
+            "promoters": 6, "passives": 2, "detractors": 2, "responses": 10, "nps": 40.0,
+            "ci_low": 1.5, "ci_high": 78.5, "band": "good", "seq": 12, "updated_at": _T1,
+        },
+        _c.ALERT: {
+            "alert_id": "a-1", "kind": "detractor_callback", "response_id": "r-2", "survey_id": "s-1",
+            "dimension": None, "segment_value": None, "score": 2, "comment": "Slow delivery",
+            "nps": None, "previous_nps": None, "z": None, "detail": "detractor r-2 scored 2", "created_at": _T1,
+        },
+        _c.DEAD_LETTER: {
+            "dead_letter_id": "dl-1", "stage": "classify", "reason": "score_not_integer",
+            "detail": "score '7.5' is not an integer", "source_topic": "npsflow.responses.raw",
+            "source_partition": 0, "source_offset": 41, "key": "r-3",
+            "payload_json": '{"response_id": "r-3", "score": 7.5}', "failed_at": _T1,
+        },
+    }

@@ -1,0 +1,224 @@
+"""Schema files, pinned catalog and backward compatibility of every historical version."""
+import copy
+import io
+import json
+import os
+import shutil
+
+import fastavro
+import pytest
+from fastavro.schema import parse_schema
+
+from schemas import catalog, codec
+from schemas.examples import examples
+
+ALL_FILES = sorted(
+    os.path.relpath(os.path.join(d, f), catalog.SCHEMA_DIR)
+    for d, _, fs in os.walk(catalog.SCHEMA_DIR) for f in fs if f.endswith(".avsc")
+)
+VERSIONS = catalog.load_versions()
+HISTORICAL = [v for v in VERSIONS if not v.current]
+
+
+def _fields_missing_doc(schema, where=""):
+    missing = []
+    if isinstance(schema, list):
+        for s in schema:
+            missing += _fields_missing_doc(s, where)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "record":
+            if not schema.get("doc"):
+                missing.append(f"{where}{schema['name']} (record)")
+            for f in schema["fields"]:
+                if not f.get("doc"):
+                    missing.append(f"{where}{schema['name']}.{f['name']}")
+                missing += _fields_missing_doc(f["type"], f"{where}{schema['name']}.")
+        elif isinstance(schema.get("type"), (dict, list)):
+            missing += _fields_missing_doc(schema["type"], where)
+    return missing
+
+
+def test_expected_files_exist():
+    assert set(ALL_FILES) >= {
+        "trigger_event.avsc", "dispatched_message.avsc", "raw_response.avsc", "classified_response.avsc",
+        "window_update.avsc", "alert.avsc", "dead_letter.avsc", "history/io.npsflow.RawResponse/v1.avsc",
+    }
+
+
+@pytest.mark.parametrize("rel", ALL_FILES)
+def test_every_avsc_parses_and_is_documented(rel):
+    schema = catalog.read_schema_file(rel)
+    parse_schema(copy.deepcopy(schema))
+    assert schema["namespace"] == "io.npsflow"
+    assert _fields_missing_doc(schema) == []
+    for f in schema["fields"]:
+        t = f["type"]
+        if isinstance(t, list) and t[0] == "null":
+            assert f.get("default", "MISSING") is None, f"{rel}: optional {f['name']} needs default null"
+        if isinstance(t, dict) and t.get("type") == "map":
+            assert f.get("default") == {}, f"{rel}: map {f['name']} needs default {{}}"
+
+
+def test_subject_constants_match_catalog():
+    assert set(codec.SUBJECTS) == set(catalog.load_catalog_json()["subjects"])
+    assert set(examples()) == set(codec.SUBJECTS)
+    assert codec.RAW_RESPONSE == "io.npsflow.RawResponse"
+
+
+def test_catalog_matches_files():
+    assert catalog.check_catalog() == []
+    data = catalog.load_catalog_json()["subjects"]
+    ids = [v["id"] for vs in data.values() for v in vs]
+    assert len(ids) == len(set(ids)), "schema ids must be globally unique"
+    for subject, versions in data.items():
+        assert [v["version"] for v in versions] == list(range(1, len(versions) + 1))
+        for v in versions:
+            assert v["fingerprint"] == catalog.fingerprint(catalog.read_schema_file(v["file"]))
+            assert catalog.full_name(catalog.read_schema_file(v["file"])) == subject
+    assert [v["version"] for v in data["io.npsflow.RawResponse"]] == [1, 2]
+
+
+def test_raw_response_history_entry_is_real():
+    v1 = catalog.read_schema_file("history/io.npsflow.RawResponse/v1.avsc")
+    v2 = catalog.read_schema_file("raw_response.avsc")
+    names1 = {f["name"] for f in v1["fields"]}
+    names2 = {f["name"] for f in v2["fields"]}
+    assert names2 - names1 == {"invitation_id", "unknown_json"}
+    assert catalog.fingerprint(v1) != catalog.fingerprint(v2)
+
+
+def test_example_records_are_valid_for_current_schemas():
+    current = {v.subject: v for v in VERSIONS if v.current}
+    for subject, rec in examples().items():
+        assert fastavro.validation.validate(rec, parse_schema(copy.deepcopy(current[subject].schema)))
+
+
+def _roundtrip(writer_schema, reader_schema, rec):
+    w = parse_schema(copy.deepcopy(writer_schema))
+    r = parse_schema(copy.deepcopy(reader_schema))
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, w, rec)
+    buf.seek(0)
+    out = fastavro.schemaless_reader(buf, w, r)
+    assert buf.read() == b""
+    return out
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=lambda v: f"{v.subject}-v{v.version}")
+def test_backward_compatibility_every_version_read_by_current(version):
+    """Data written with ANY catalogued version is readable with the current reader schema."""
+    current = next(v for v in VERSIONS if v.current and v.subject == version.subject)
+    for rec in catalog.example_records(version.schema):
+        out = _roundtrip(version.schema, current.schema, rec)
+        new_fields = {f["name"]: f for f in current.schema["fields"]}
+        for name, value in rec.items():
+            if name in new_fields and not isinstance(value, int):
+                assert out[name] == value
+        for name, f in new_fields.items():
+            if name not in rec:
+                assert out[name] == f["default"]
+    assert catalog.check_backward_compatible(version.schema, current.schema) == []
+
+
+def test_raw_response_v1_bytes_get_defaults_for_new_fields():
+    v1 = catalog.read_schema_file("history/io.npsflow.RawResponse/v1.avsc")
+    v2 = catalog.read_schema_file("raw_response.avsc")
+    rec = {"response_id": "r-9", "survey_id": "s-1", "score": 8, "comment": None, "responded_at": None,
+           "locale": None, "segment": {"location": "paris"}, "source": "web", "received_at": 1_714_564_800_000}
+    out = _roundtrip(v1, v2, rec)
+    assert out["invitation_id"] is None and out["unknown_json"] is None
+    assert out["score"] == 8 and out["segment"] == {"location": "paris"} and out["source"] == "web"
+
+
+def test_compatibility_check_over_all_pairs():
+    by_subject = {}
+    for v in VERSIONS:
+        by_subject.setdefault(v.subject, []).append(v)
+    for subject, versions in by_subject.items():
+        for i, old in enumerate(versions):
+            for new in versions[i:]:
+                assert catalog.check_backward_compatible(old.schema, new.schema) == [], (subject, old.version)
+
+
+def _with_field(schema, field):
+    s = copy.deepcopy(schema)
+    s["fields"].append(field)
+    return s
+
+
+def test_incompatible_changes_are_detected():
+    base = catalog.read_schema_file("classified_response.avsc")
+    # required field without default: structural AND empirical failure
+    bad = _with_field(base, {"name": "tenant", "type": "string", "doc": "x"})
+    problems = catalog.check_backward_compatible(base, bad)
+    assert any("'tenant' has no default" in p for p in problems)
+    assert any("unreadable" in p for p in problems)
+    # same field with a default is fine
+    ok = _with_field(base, {"name": "tenant", "type": "string", "default": "", "doc": "x"})
+    assert catalog.check_backward_compatible(base, ok) == []
+    # type change that Avro cannot promote (long -> int)
+    narrowed = copy.deepcopy(base)
+    next(f for f in narrowed["fields"] if f["name"] == "version")["type"] = "int"
+    assert catalog.check_backward_compatible(base, narrowed)
+    # removing an enum symbol the old writer may emit
+    fewer = copy.deepcopy(base)
+    next(f for f in fewer["fields"] if f["name"] == "category")["type"]["symbols"] = ["detractor", "promoter"]
+    assert any("enum" in p or "unreadable" in p for p in catalog.check_backward_compatible(base, fewer))
+    # the other direction of the real history (v2 data read by v1 code) is also fine: fields dropped
+    v1 = catalog.read_schema_file("history/io.npsflow.RawResponse/v1.avsc")
+    assert catalog.check_backward_compatible(catalog.read_schema_file("raw_response.avsc"), v1) == []
+
+
+def test_example_records_cover_all_union_branches():
+    raw = catalog.read_schema_file("raw_response.avsc")
+    scores = [r["score"] for r in catalog.example_records(raw)]
+    assert None in scores and any(isinstance(s, int) for s in scores) and any(isinstance(s, str) for s in scores)
+
+
+@pytest.fixture
+def schema_tree(tmp_path):
+    d = tmp_path / "schemas"
+    shutil.copytree(catalog.SCHEMA_DIR, d, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return d
+
+
+def test_check_detects_stale_catalog_and_bump_fixes_it(schema_tree):
+    assert catalog.check_catalog(str(schema_tree)) == []
+    path = schema_tree / "classified_response.avsc"
+    old_text = path.read_text()
+    schema = json.loads(old_text)
+    schema["fields"].append({"name": "channel", "type": ["null", "string"], "default": None, "doc": "c"})
+    path.write_text(json.dumps(schema, indent=2))
+    problems = catalog.check_catalog(str(schema_tree))
+    assert any("fingerprint mismatch" in p and "ClassifiedResponse" in p for p in problems)
+
+    prev = schema_tree.parent / "prev.avsc"
+    prev.write_text(old_text)
+    max_id = max(v.id for v in VERSIONS)
+    changes = catalog.bump(str(schema_tree), previous=str(prev))
+    assert changes == [f"io.npsflow.ClassifiedResponse: v2 id={max_id + 1} (classified_response.avsc)"]
+    assert catalog.check_catalog(str(schema_tree)) == []
+    data = json.loads((schema_tree / "catalog.json").read_text())["subjects"]["io.npsflow.ClassifiedResponse"]
+    assert [v["file"] for v in data] == ["history/io.npsflow.ClassifiedResponse/v1.avsc", "classified_response.avsc"]
+    assert json.loads((schema_tree / data[0]["file"]).read_text()) == json.loads(old_text)
+    assert catalog.bump(str(schema_tree)) == []  # idempotent
+
+
+def test_bump_refuses_incompatible_change(schema_tree):
+    path = schema_tree / "alert.avsc"
+    old_text = path.read_text()
+    schema = json.loads(old_text)
+    schema["fields"].append({"name": "severity", "type": "int", "doc": "no default"})
+    path.write_text(json.dumps(schema))
+    prev = schema_tree.parent / "prev.avsc"
+    prev.write_text(old_text)
+    before = (schema_tree / "catalog.json").read_text()
+    with pytest.raises(ValueError, match="not backward compatible"):
+        catalog.bump(str(schema_tree), previous=str(prev))
+    assert (schema_tree / "catalog.json").read_text() == before
+    assert catalog.main(["--check", "--dir", str(schema_tree)]) == 1
+
+
+def test_cli_check_ok(capsys):
+    assert catalog.main(["--check"]) == 0
+    assert "catalog OK" in capsys.readouterr().out
