@@ -1,0 +1,170 @@
+"""Read side over the ClickHouse tables (used by the CLI and the worker's HTTP API).
+
+Every function takes a ``ClickHouseStore`` first (so ``store.arun(queries.report, by, since, until)`` works)
+and returns JSON-ready values only (datetimes as ISO-8601 strings). Counting happens in SQL; NPS and its
+interval come from ``streams.nps`` so every number matches the rest of npsflow.
+
+Responses are read latest-wins: ``responses`` is a ReplacingMergeTree(version) that only collapses
+duplicates and edits at merge time, so reads group by ``response_id`` and take ``argMax(…, version)`` —
+correct before, during and after merges. User input (dimension names, segment values, times) only ever
+reaches SQL as bound query parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from streams.nps import summarize
+
+DIMENSION = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+NONE_VALUE = "(none)"
+_SUMMARY_KEYS = frozenset(summarize(0, 0, 0).as_dict())
+
+
+def validate_dimension(name: str) -> str:
+    if not isinstance(name, str) or not DIMENSION.match(name):
+        raise ValueError(f"invalid dimension {name!r}: use lowercase letters, digits and _ (e.g. location)")
+    if name in _SUMMARY_KEYS:
+        raise ValueError(f"dimension {name!r} clashes with a report column name")
+    return name
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _ch_time(value: datetime) -> str:
+    """A DateTime64(3, 'UTC') parameter literal (explicit UTC text: no client/server timezone guessing)."""
+    return _utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ report
+LATEST_RESPONSES = """
+    SELECT response_id,
+           argMax(category, version)     AS cat,
+           argMax(responded_at, version) AS at,
+           argMax(segment, version)      AS seg
+    FROM {db}.responses
+    GROUP BY response_id
+"""
+
+
+def report(store, by: list[str] | tuple[str, ...] = (), since: datetime | None = None,
+           until: datetime | None = None) -> dict:
+    """NPS over the latest version of every response whose (latest) responded_at is in [since, until).
+
+    ``by``: segment dimensions (keys of ``segment``); a response without the key is grouped as "(none)".
+    Returns {"by", "since", "until", "rows": [{dim: value, …, **summary}], "total": summary}; rows sorted by
+    responses desc then dimension values; ``rows`` is empty when ``by`` is empty.
+    """
+    by = [validate_dimension(d) for d in (by or [])]
+    if len(set(by)) != len(by):
+        raise ValueError(f"dimension listed twice in {by}")
+    if since is not None and until is not None and _utc(since) >= _utc(until):
+        raise ValueError("since must be earlier than until")
+    params: dict[str, Any] = {}
+    where = []
+    if since is not None:
+        where.append("at >= {since:DateTime64(3, 'UTC')}")
+        params["since"] = _ch_time(since)
+    if until is not None:
+        where.append("at < {until:DateTime64(3, 'UTC')}")
+        params["until"] = _ch_time(until)
+    dims = []
+    for i, dim in enumerate(by):
+        params[f"k{i}"] = dim
+        params["none"] = NONE_VALUE
+        dims.append(f"if(seg[{{k{i}:String}}] = '', {{none:String}}, seg[{{k{i}:String}}]) AS d{i}")
+    sql = (
+        "SELECT " + "".join(f"{d}, " for d in dims)
+        + "countIf(cat = 'promoter') AS promoters, countIf(cat = 'passive') AS passives, "
+          "countIf(cat = 'detractor') AS detractors "
+        + f"FROM ({LATEST_RESPONSES})"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + (" GROUP BY " + ", ".join(f"d{i}" for i in range(len(by))) if by else "")
+    )
+    result = store.query(sql, params)
+    rows = []
+    totals = [0, 0, 0]
+    for r in result:
+        counts = (int(r["promoters"]), int(r["passives"]), int(r["detractors"]))
+        if sum(counts) == 0:  # the ungrouped aggregate over no rows
+            continue
+        totals = [a + b for a, b in zip(totals, counts)]
+        if by:
+            rows.append({**{dim: r[f"d{i}"] for i, dim in enumerate(by)}, **summarize(*counts).as_dict()})
+    rows.sort(key=lambda row: (-row["responses"], *[row[d] for d in by]))
+    return {
+        "by": list(by),
+        "since": _iso(since) if since is not None else None,
+        "until": _iso(until) if until is not None else None,
+        "rows": rows,
+        "total": summarize(*totals).as_dict(),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ windows
+WINDOW_COLUMNS = ("window_seconds", "window_start", "window_end", "promoters", "passives", "detractors",
+                  "responses", "nps", "ci_low", "ci_high", "band", "updated_at")
+
+
+def windows(store, segment: tuple[str, str] | None = None) -> list[dict]:
+    """Latest update (highest seq) per (dimension, segment_value, window), optionally for one segment.
+
+    Sorted by dimension, segment_value, window length.
+    """
+    params: dict[str, Any] = {}
+    where = ""
+    if segment is not None:
+        dim, value = segment
+        params = {"dim": validate_dimension(dim), "value": str(value)}
+        where = "WHERE dimension = {dim:String} AND segment_value = {value:String}"
+    # aliases differ from column names (an alias shadowing a column nests aggregates in ClickHouse)
+    latest = ", ".join(f"argMax({c}, seq) AS l_{c}" for c in WINDOW_COLUMNS)
+    sql = (f"SELECT dimension, segment_value, `window`, max(seq) AS l_seq, {latest} FROM {{db}}.window_updates "
+           f"{where} GROUP BY dimension, segment_value, `window` "
+           f"ORDER BY dimension, segment_value, l_window_seconds, `window`")
+    out = []
+    for r in store.query(sql, params):
+        row = {k.removeprefix("l_"): _iso(v) for k, v in r.items()}
+        row["band"] = row["band"] or None
+        for k in ("window_seconds", "promoters", "passives", "detractors", "responses", "seq"):
+            row[k] = int(row[k])
+        out.append(row)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ dead letters
+def deadletters(store, examples: int = 3) -> dict:
+    """{"total": n, "reasons": [{"stage", "reason", "count", "examples": [...]}]} — most frequent first.
+
+    Each dead letter counts once (dedup by (stage, dead_letter_id)); examples are the newest first.
+    """
+    examples = max(0, int(examples))
+    counts = store.query(
+        "SELECT stage, reason, count() AS count FROM {db}.dead_letters FINAL "
+        "GROUP BY stage, reason ORDER BY count DESC, stage, reason")
+    samples: list[dict] = []
+    if examples:
+        samples = store.query(
+            "SELECT stage, reason, dead_letter_id, detail, source_topic, source_partition, source_offset, key, "
+            "payload_json, failed_at FROM {db}.dead_letters FINAL "
+            "ORDER BY stage, reason, failed_at DESC, dead_letter_id LIMIT {n:UInt32} BY stage, reason",
+            {"n": examples})
+    by_reason: dict[tuple[str, str], list[dict]] = {}
+    for s in samples:
+        example = {k: _iso(v) for k, v in s.items() if k not in ("stage", "reason")}
+        example["source_partition"] = None if example["source_partition"] < 0 else int(example["source_partition"])
+        example["source_offset"] = None if example["source_offset"] < 0 else int(example["source_offset"])
+        by_reason.setdefault((s["stage"], s["reason"]), []).append(example)
+    reasons = [{"stage": c["stage"], "reason": c["reason"], "count": int(c["count"]),
+                "examples": by_reason.get((c["stage"], c["reason"]), [])} for c in counts]
+    return {"total": sum(r["count"] for r in reasons), "reasons": reasons}

@@ -1,0 +1,136 @@
+"""Decoded Avro records → ClickHouse insert rows (one function per table).
+
+Every mapper takes ``(record, partition, offset)`` — the decoded Avro dict and the Kafka coordinates it was
+read from — and returns a dict whose keys are exactly the table's columns (``inserted_at`` is left to its
+DEFAULT). Only the named columns are copied: any extra field in a record (including personal data such as
+an e-mail address or a phone number) never reaches ClickHouse. Optional fields that are None become the
+column's neutral value ('' / -1) unless the column is Nullable.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+_CATEGORIES = ("detractor", "passive", "promoter")
+
+
+def utc(value: Any) -> datetime:
+    """A tz-aware UTC datetime from an aware/naive (assumed UTC) datetime or epoch milliseconds."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
+    raise ValueError(f"expected a timestamp, got {value!r}")
+
+
+def _s(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _int(value: Any, missing: int = -1) -> int:
+    return missing if value is None else int(value)
+
+
+def _category(value: Any) -> str:
+    name = getattr(value, "value", value)  # accepts streams.nps.Category too
+    if name not in _CATEGORIES:
+        raise ValueError(f"unknown category {value!r}")
+    return name
+
+
+def response_row(record: Mapping[str, Any], partition: int, offset: int) -> dict:
+    """io.npsflow.ClassifiedResponse → ``responses``."""
+    segment = record.get("segment") or {}
+    previous = record.get("previous_score")
+    return {
+        "response_id": str(record["response_id"]),
+        "survey_id": str(record["survey_id"]),
+        "invitation_id": _s(record.get("invitation_id")),
+        "score": int(record["score"]),
+        "category": _category(record["category"]),
+        "comment": _s(record.get("comment")),
+        "locale": _s(record.get("locale")),
+        "responded_at": utc(record["responded_at"]),
+        "received_at": utc(record["received_at"]),
+        "processed_at": utc(record["processed_at"]),
+        "segment": {str(k): _s(v) for k, v in segment.items()},
+        "version": int(record["version"]),
+        "is_edit": 1 if record.get("is_edit") else 0,
+        "previous_score": None if previous is None else int(previous),
+        "source": _s(record.get("source")),
+        "kafka_partition": int(partition),
+        "kafka_offset": int(offset),
+    }
+
+
+def window_update_row(record: Mapping[str, Any], partition: int | None = None, offset: int | None = None) -> dict:
+    """io.npsflow.WindowUpdate → ``window_updates`` (Kafka coordinates are not stored)."""
+    nps = record.get("nps")
+    return {
+        "dimension": str(record["dimension"]),
+        "segment_value": _s(record.get("segment_value")),
+        "window": str(record["window"]),
+        "window_seconds": int(record["window_seconds"]),
+        "window_start": utc(record["window_start"]),
+        "window_end": utc(record["window_end"]),
+        "promoters": int(record["promoters"]),
+        "passives": int(record["passives"]),
+        "detractors": int(record["detractors"]),
+        "responses": int(record["responses"]),
+        "nps": None if nps is None else float(nps),
+        "ci_low": float(record["ci_low"]),
+        "ci_high": float(record["ci_high"]),
+        "band": _s(record.get("band")),
+        "seq": int(record["seq"]),
+        "updated_at": utc(record["updated_at"]),
+    }
+
+
+def dead_letter_row(record: Mapping[str, Any], partition: int | None = None, offset: int | None = None) -> dict:
+    """io.npsflow.DeadLetter → ``dead_letters``. Missing source coordinates are -1, missing strings ''."""
+    return {
+        "dead_letter_id": str(record["dead_letter_id"]),
+        "stage": str(record["stage"]),
+        "reason": str(record["reason"]),
+        "detail": _s(record.get("detail")),
+        "source_topic": _s(record.get("source_topic")),
+        "source_partition": _int(record.get("source_partition")),
+        "source_offset": _int(record.get("source_offset")),
+        "key": _s(record.get("key")),
+        "payload_json": _s(record.get("payload_json")),
+        "failed_at": utc(record["failed_at"]),
+    }
+
+
+def alert_row(record: Mapping[str, Any], partition: int | None = None, offset: int | None = None) -> dict:
+    """io.npsflow.Alert → ``alerts``."""
+
+    def _f(name: str) -> float | None:
+        value = record.get(name)
+        return None if value is None else float(value)
+
+    score = record.get("score")
+    return {
+        "alert_id": str(record["alert_id"]),
+        "kind": str(record["kind"]),
+        "response_id": _s(record.get("response_id")),
+        "survey_id": _s(record.get("survey_id")),
+        "dimension": _s(record.get("dimension")),
+        "segment_value": _s(record.get("segment_value")),
+        "score": None if score is None else int(score),
+        "comment": _s(record.get("comment")),
+        "nps": _f("nps"),
+        "previous_nps": _f("previous_nps"),
+        "z": _f("z"),
+        "detail": _s(record.get("detail")),
+        "created_at": utc(record["created_at"]),
+    }
+
+
+MAPPERS = {
+    "responses": response_row,
+    "window_updates": window_update_row,
+    "dead_letters": dead_letter_row,
+    "alerts": alert_row,
+}

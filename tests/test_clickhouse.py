@@ -1,0 +1,577 @@
+"""ClickHouse sink, migrations, batching and read side — against real embedded ClickHouse (chDB), never mocked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import clickhouse_connect
+import pytest
+
+from sinks import clickhouse as ch
+from sinks import queries, rows
+from sinks.batching import BatchingSink
+from streams.nps import summarize
+
+T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+# window_updates has TTL updated_at + 90 days: rows older than that are dropped at insert, so use recent times
+W0 = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+H = timedelta(hours=1)
+D = timedelta(days=1)
+
+
+def response(rid: str, score: int, *, version: int = 1, at: datetime = T0, segment: dict | None = None,
+             **extra) -> dict:
+    """A decoded io.npsflow.ClassifiedResponse record."""
+    category = "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
+    return {"response_id": rid, "survey_id": "s1", "invitation_id": None, "score": score, "category": category,
+            "comment": None, "locale": "fi-FI", "responded_at": at, "received_at": at + timedelta(seconds=1),
+            "processed_at": at + timedelta(seconds=2), "segment": segment or {}, "version": version,
+            "is_edit": version > 1, "previous_score": None, "source": "api", **extra}
+
+
+def insert_responses(store, records: list[dict], token: str | None = None, first_offset: int = 0) -> None:
+    store.insert("responses", [rows.response_row(r, 0, first_offset + i) for i, r in enumerate(records)],
+                 dedup_token=token)
+
+
+def count(store, table: str, final: bool = False) -> int:
+    return int(store.query(f"SELECT count() AS n FROM {{db}}.{table}{' FINAL' if final else ''}")[0]["n"])
+
+
+def stop_merges(store, table: str) -> None:
+    """Keep physical duplicates visible: a background merge could collapse them under a plain count()."""
+    store.command(f"SYSTEM STOP MERGES {store.table(table)}")
+
+
+# =============================================================================================== engine / store
+def test_raw_chdb_same_path_twice_in_one_process_shares_the_engine(tmp_path: Path):
+    path = tmp_path / "raw"
+    path.mkdir()
+    a = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+    b = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+    try:
+        a.command("CREATE TABLE default.t (x UInt8) ENGINE = MergeTree ORDER BY x")
+        b.insert("t", [[1]], column_names=["x"], database="default")
+        assert a.command("SELECT count() FROM default.t") == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_stores_on_one_dsn_share_client_and_thread(ch_store, ch_dsn):
+    other = ch.ClickHouseStore(ch_dsn)
+    try:
+        assert other.client is ch_store.client and other.executor is ch_store.executor
+        assert ch.connect(ch_dsn) is ch_store.client
+        assert len([k for k in ch.open_engines() if k.startswith("chdb://")]) == 1
+    finally:
+        other.close()
+    assert ch_store.query("SELECT 1 AS one") == [{"one": 1}]  # closing one store leaves the others working
+
+
+def test_second_chdb_path_in_one_process_is_refused_clearly_then_allowed_after_close(ch_store, tmp_path: Path):
+    with pytest.raises(ch.ClickHouseError, match="one engine path per process"):
+        ch.ClickHouseStore(f"chdb://{tmp_path / 'other'}")
+    ch_store.insert("alerts", [rows.alert_row({"alert_id": "a1", "kind": "detractor", "created_at": T0})])
+    ch_store.close()
+    assert ch.open_engines() == []
+    with ch.ClickHouseStore(f"chdb://{tmp_path / 'other'}") as other:  # a new path once all are closed
+        assert other.query("SELECT 1 AS one") == [{"one": 1}]
+    with ch.ClickHouseStore(ch_store.dsn) as again:  # and the first path reopens with its data
+        assert count(again, "alerts") == 1
+
+
+def test_directory_is_locked_against_other_processes_until_closed(ch_store):
+    probe = ("import sys, clickhouse_connect\n"
+             "try:\n    clickhouse_connect.get_client(dsn=sys.argv[1]).command('SELECT 1')\n"
+             "except Exception as e:\n    print(str(e).splitlines()[0]); sys.exit(3)\n")
+    held = subprocess.run([sys.executable, "-c", probe, ch_store.dsn], capture_output=True, text=True, timeout=120)
+    assert held.returncode == 3, held.stdout + held.stderr
+    ch_store.close()
+    free = subprocess.run([sys.executable, "-c", probe, ch_store.dsn], capture_output=True, text=True, timeout=120)
+    assert free.returncode == 0, free.stdout + free.stderr
+
+
+def test_databases_isolate_stores_on_one_engine(ch_store, ch_dsn):
+    with ch.ClickHouseStore(ch_dsn, database="npsflow_other") as other:
+        assert ch.migrate(other) == ["0001_init.sql"]
+        insert_responses(other, [response("r1", 10)])
+        assert count(other, "responses") == 1
+        assert count(ch_store, "responses") == 0
+        assert queries.report(ch_store)["total"]["responses"] == 0
+
+
+def test_parse_dsn():
+    server = ch.parse_dsn("https://u:p@ch.example:8443/analytics?secure=1")
+    assert (server.kind, server.database, server.server_dsn) == ("http", "analytics", "https://u:p@ch.example:8443?secure=1")
+    assert ch.parse_dsn("http://localhost:8123").database == "npsflow"
+    assert ch.parse_dsn("chdb:///tmp/x/../y").path == "/tmp/y"
+    for bad in ("chdb://memory", "chdb://relative", "mysql://x", "http://h/bad-name;drop"):
+        with pytest.raises(ValueError):
+            ch.parse_dsn(bad)
+
+
+async def test_async_calls_run_on_the_store_thread_without_blocking(ch_store):
+    await asyncio.gather(*[ch_store.ainsert("responses", [rows.response_row(response(f"r{i}", i % 11), 0, i)])
+                           for i in range(20)])
+    assert (await ch_store.aquery("SELECT count() AS n FROM {db}.responses"))[0]["n"] == 20
+    result = await ch_store.arun(queries.report, ["location"], None, None)  # nested store calls run inline
+    assert result["total"]["responses"] == 20
+
+
+# =============================================================================================== migrations
+def test_migrations_are_recorded_and_idempotent(ch_store):
+    assert ch.migrate(ch_store) == []  # the fixture already applied them
+    assert ch.migrate(ch_store) == []
+    recorded = ch.applied_migrations(ch_store)
+    assert [r["name"] for r in recorded.values()] == ["0001_init.sql"]
+    assert recorded[1]["checksum"] == ch.load_migrations()[0].checksum
+    tables = {r["name"] for r in ch_store.query(
+        "SELECT name FROM system.tables WHERE database = {d:String}", {"d": ch_store.database})}
+    assert tables == {"schema_migrations", "responses", "window_updates", "dead_letters", "alerts"}
+    engines = ch_store.query("SELECT name, engine, create_table_query AS q FROM system.tables "
+                             "WHERE database = {d:String} AND name != 'schema_migrations'", {"d": ch_store.database})
+    for t in engines:
+        assert t["engine"] == "ReplacingMergeTree", t
+        assert "non_replicated_deduplication_window = 10000" in t["q"], t["name"]
+
+
+def test_no_personal_data_columns(ch_store):
+    columns = {r["name"] for r in ch_store.query("SELECT name FROM system.columns WHERE database = {d:String}",
+                                                   {"d": ch_store.database})}
+    assert not [c for c in columns if any(p in c for p in ("email", "mail", "phone"))]
+
+
+def test_new_migrations_apply_in_order_and_changed_checksum_is_an_error(ch_store, tmp_path: Path):
+    mdir = tmp_path / "migrations"
+    mdir.mkdir()
+    for m in ch.load_migrations():
+        (mdir / m.name).write_text(m.sql)
+    (mdir / "0003_third.sql").write_text("ALTER TABLE {db}.t2 ADD COLUMN IF NOT EXISTS z UInt8;\n")
+    (mdir / "0002_second.sql").write_text(
+        "-- a table and a column\nCREATE TABLE IF NOT EXISTS {db}.t2 (x UInt8) ENGINE = MergeTree ORDER BY x;\n"
+        "ALTER TABLE {db}.t2 ADD COLUMN IF NOT EXISTS y String;\n")
+    assert ch.migrate(ch_store, mdir) == ["0002_second.sql", "0003_third.sql"]
+    assert ch.migrate(ch_store, mdir) == []
+    cols = [r["name"] for r in ch_store.query("SELECT name FROM system.columns WHERE database = {d:String} "
+                                              "AND table = 't2' ORDER BY position", {"d": ch_store.database})]
+    assert cols == ["x", "y", "z"]
+    # CRLF line endings are not a change
+    (mdir / "0002_second.sql").write_bytes((mdir / "0002_second.sql").read_text().replace("\n", "\r\n").encode())
+    assert ch.migrate(ch_store, mdir) == []
+    (mdir / "0002_second.sql").write_text("CREATE TABLE IF NOT EXISTS {db}.t2 (x UInt16) ENGINE = Log;\n")
+    with pytest.raises(ch.MigrationError, match=r"0002_second.sql was changed after it was applied"):
+        ch.migrate(ch_store, mdir)
+    (mdir / "0002_second.sql").unlink()
+    with pytest.raises(ch.MigrationError, match="file is missing"):
+        ch.migrate(ch_store, mdir)
+
+
+def test_bad_migration_file_name_is_rejected(tmp_path: Path):
+    (tmp_path / "2_x.sql").write_text("SELECT 1;")
+    with pytest.raises(ch.MigrationError, match="NNNN_lowercase_name.sql"):
+        ch.load_migrations(tmp_path)
+
+
+# =============================================================================================== insert dedup
+def test_dedup_token_same_token_once_different_token_twice(ch_store):
+    stop_merges(ch_store, "responses")
+    batch = [response(f"r{i}", 10) for i in range(5)]
+    insert_responses(ch_store, batch, token="responses:t:0:0-4")
+    insert_responses(ch_store, batch, token="responses:t:0:0-4")
+    assert count(ch_store, "responses") == 5  # the retry was dropped by ClickHouse
+    insert_responses(ch_store, batch, token="responses:t:0:5-9")
+    assert count(ch_store, "responses") == 10  # a different token is a different insert (physical duplicates)
+    assert count(ch_store, "responses", final=True) == 5  # ...which the ReplacingMergeTree collapses
+    assert queries.report(ch_store)["total"]["responses"] == 5  # and reads never double count
+
+
+# =============================================================================================== row mappers
+def test_row_mappers_fill_neutral_values_and_drop_unknown_fields(ch_store):
+    rec = response("r1", 4, version=2, segment={"location": "Espoo"}, email="someone@example.com",
+                   phone="+358401234567")
+    rec["previous_score"] = 9
+    row = rows.response_row(rec, 3, 42)
+    assert "email" not in row and "phone" not in row
+    assert (row["invitation_id"], row["comment"], row["is_edit"], row["kafka_partition"], row["kafka_offset"]) == \
+           ("", "", 1, 3, 42)
+    dl = rows.dead_letter_row({"dead_letter_id": "classify:1", "stage": "classify", "reason": "bad_json",
+                               "detail": "x", "source_topic": None, "source_partition": None,
+                               "source_offset": None, "key": None, "payload_json": None,
+                               "failed_at": datetime(2024, 5, 1, 12)}, 0, 7)  # naive = UTC
+    assert (dl["source_topic"], dl["source_partition"], dl["source_offset"], dl["key"], dl["payload_json"]) == \
+           ("", -1, -1, "", "")
+    wu = rows.window_update_row({"dimension": "location", "segment_value": "Espoo", "window": "24h",
+                                 "window_seconds": 86400, "window_start": W0 - D, "window_end": W0,
+                                 "promoters": 0, "passives": 0, "detractors": 0, "responses": 0, "nps": None,
+                                 "ci_low": -100.0, "ci_high": 100.0, "band": None, "seq": 1, "updated_at": W0}, 0, 0)
+    al = rows.alert_row({"alert_id": "a1", "kind": "detractor", "response_id": "r1", "survey_id": "s1",
+                         "dimension": None, "segment_value": None, "score": 2, "comment": "bad",
+                         "nps": None, "previous_nps": None, "z": None, "detail": None, "created_at": T0}, 0, 0)
+    ch_store.insert("responses", [row])
+    ch_store.insert("dead_letters", [dl])
+    ch_store.insert("window_updates", [wu])
+    ch_store.insert("alerts", [al])
+    stored = ch_store.query("SELECT * FROM {db}.responses")[0]
+    assert stored["category"] == "detractor" and stored["previous_score"] == 9
+    assert stored["segment"] == {"location": "Espoo"}
+    assert stored["responded_at"] == T0 and stored["responded_at"].tzinfo is not None
+    assert stored["inserted_at"] > T0
+    assert ch_store.query("SELECT failed_at FROM {db}.dead_letters")[0]["failed_at"] == \
+           datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+    assert ch_store.query("SELECT nps, band FROM {db}.window_updates")[0] == {"nps": None, "band": ""}
+    assert ch_store.query("SELECT score, dimension FROM {db}.alerts")[0] == {"score": 2, "dimension": ""}
+
+
+# =============================================================================================== report
+def seed_report_data(store) -> None:
+    """10 distinct responses after latest-wins; see the per-row comments for the hand count."""
+    first = [
+        response("e1", 10, at=T0 + 1 * H, segment={"location": "Espoo", "channel": "web"}),        # P
+        response("e2", 9, at=T0 + 2 * H, segment={"location": "Espoo", "channel": "web"}),         # P
+        response("e3", 8, at=T0 + 3 * H, segment={"location": "Espoo", "channel": "sms"}),         # Pa
+        response("e4", 3, at=T0 + 4 * H, segment={"location": "Espoo", "channel": "sms"}),         # edited below
+        response("e5", 5, at=T0 - D, segment={"location": "Espoo"}),                                # edited below
+        response("m1", 10, at=T0 + 6 * H, segment={"location": "Espoo", "channel": "web"}),        # edited below
+        response("h1", 6, at=T0 + D, segment={"location": "Helsinki", "channel": "web"}),          # D
+        response("h2", 10, at=T0 + D + H, segment={"location": "Helsinki", "channel": "web"}),     # P (dup below)
+        response("h3", 9, version=2, at=T0 + D + 2 * H, segment={"location": "Helsinki", "channel": "sms"}),  # P
+        response("n1", 7, at=T0 + 2 * D),                                                           # Pa, no segment
+    ]
+    insert_responses(store, first, token="responses:t:0:0-9")
+    insert_responses(store, [
+        # edit: detractor -> promoter, and channel sms -> web
+        response("e4", 10, version=2, at=T0 + 4 * H, segment={"location": "Espoo", "channel": "web"}),
+        # edit moving responded_at into the period: only the latest time counts
+        response("e5", 9, version=2, at=T0 + 5 * H, segment={"location": "Espoo"}),
+        # edit moving the response to another location and category
+        response("m1", 0, version=2, at=T0 + 6 * H, segment={"location": "Helsinki", "channel": "web"}),
+        # a replay of h2 under another token: a physical duplicate row
+        response("h2", 10, at=T0 + D + H, segment={"location": "Helsinki", "channel": "web"}),
+        # an OLDER version arriving after the newer one: must not win
+        response("h3", 2, version=1, at=T0 + 3 * D, segment={"location": "Oulu"}),
+    ], token="responses:t:0:10-14", first_offset=10)
+
+
+def expect(p: int, pa: int, d: int, nps: float | None) -> dict:
+    out = summarize(p, pa, d).as_dict()
+    assert (out["promoters"], out["passives"], out["detractors"], out["nps"]) == (p, pa, d, nps)
+    return out
+
+
+def test_report_latest_wins_totals_and_rows(ch_store):
+    stop_merges(ch_store, "responses")
+    seed_report_data(ch_store)
+    assert count(ch_store, "responses") == 15  # nothing collapsed physically: argMax does the work
+    result = queries.report(ch_store, ["location"], None, None)
+    assert result["by"] == ["location"] and result["since"] is None and result["until"] is None
+    assert result["total"] == expect(6, 2, 2, 40.0)
+    assert result["rows"] == [
+        {"location": "Espoo", **expect(4, 1, 0, 80.0)},
+        {"location": "Helsinki", **expect(2, 0, 2, 0.0)},
+        {"location": "(none)", **expect(0, 1, 0, 0.0)},
+    ]
+    assert queries.report(ch_store, [], None, None) == {"by": [], "since": None, "until": None, "rows": [],
+                                                          "total": expect(6, 2, 2, 40.0)}
+
+
+def test_report_by_two_dimensions_sorted_by_n_then_values(ch_store):
+    seed_report_data(ch_store)
+    result = queries.report(ch_store, ["location", "channel"], None, None)
+    assert [(r["location"], r["channel"], r["promoters"], r["passives"], r["detractors"]) for r in result["rows"]] == [
+        ("Espoo", "web", 3, 0, 0),
+        ("Helsinki", "web", 1, 0, 2),
+        ("(none)", "(none)", 0, 1, 0),
+        ("Espoo", "(none)", 1, 0, 0),
+        ("Espoo", "sms", 0, 1, 0),
+        ("Helsinki", "sms", 1, 0, 0),
+    ]
+    assert result["total"]["responses"] == 10
+
+
+def test_report_since_until_filter_on_latest_responded_at(ch_store):
+    seed_report_data(ch_store)
+    first_day = queries.report(ch_store, ["location"], T0, T0 + D)
+    assert first_day["since"] == "2024-05-01T00:00:00.000Z" and first_day["until"] == "2024-05-02T00:00:00.000Z"
+    assert first_day["total"] == expect(4, 1, 1, 50.0)  # e1 e2 e3 e4 e5 m1; h1 at exactly `until` is out
+    assert first_day["rows"] == [{"location": "Espoo", **expect(4, 1, 0, 80.0)},
+                                 {"location": "Helsinki", **expect(0, 0, 1, -100.0)}]
+    later = queries.report(ch_store, [], T0 + D, None)
+    assert later["total"] == expect(2, 1, 1, 25.0)  # h1 h2 h3 n1 (h3's stale v1 at T0+3d is ignored)
+    before = queries.report(ch_store, [], None, T0)  # e5's old responded_at (T0-1d) no longer counts
+    assert before["total"] == {"responses": 0, "promoters": 0, "passives": 0, "detractors": 0, "nps": None,
+                               "ci95": list(expect(0, 0, 0, None)["ci95"]), "band": None}
+    helsinki_tz = timezone(timedelta(hours=3))  # aware non-UTC bounds are converted, not misread
+    assert queries.report(ch_store, [], (T0 + D).astimezone(helsinki_tz), None)["total"] == later["total"]
+
+
+def test_report_oracle_9_promoters_2_detractors(ch_store):
+    records = [response(f"p{i}", 9 + i % 2, segment={"location": "Espoo"}) for i in range(8)]
+    records += [response("x", 3), response("d1", 0), response("d2", 6)]
+    insert_responses(ch_store, records, token="a")
+    insert_responses(ch_store, records[:4], token="b")  # replays
+    insert_responses(ch_store, [response("x", 10, version=3)], token="c")  # edit: detractor -> promoter
+    insert_responses(ch_store, [response("x", 1, version=2)], token="d")  # late older edit, ignored
+    total = queries.report(ch_store, [], None, None)["total"]
+    assert total == {"responses": 11, "promoters": 9, "passives": 0, "detractors": 2, "nps": 63.64,
+                     "ci95": [8.0, 92.0], "band": "excellent"}
+
+
+def test_report_rejects_unsafe_dimensions(ch_store):
+    for bad in ("Location", "loc-ation", "x'] OR 1=1 --", "", "nps", "1abc", "a" * 65):
+        with pytest.raises(ValueError):
+            queries.report(ch_store, [bad], None, None)
+    with pytest.raises(ValueError):
+        queries.report(ch_store, ["location", "location"], None, None)
+    with pytest.raises(ValueError):
+        queries.report(ch_store, [], T0 + D, T0)
+
+
+def test_report_segment_values_are_data_not_sql(ch_store):
+    evil = "x'); DROP TABLE responses; --"
+    insert_responses(ch_store, [response("r1", 10, segment={"location": evil})])
+    assert queries.report(ch_store, ["location"], None, None)["rows"][0]["location"] == evil
+    assert queries.windows(ch_store, ("location", evil)) == []
+    assert count(ch_store, "responses") == 1
+
+
+# =============================================================================================== windows
+def window_update(value: str, window: str, seconds: int, seq: int, p: int, pa: int, d: int) -> dict:
+    s = summarize(p, pa, d)
+    lo, hi = s.ci95
+    return rows.window_update_row({
+        "dimension": "location", "segment_value": value, "window": window, "window_seconds": seconds,
+        "window_start": W0 + timedelta(seconds=seq) - timedelta(seconds=seconds),
+        "window_end": W0 + timedelta(seconds=seq), "promoters": p, "passives": pa, "detractors": d,
+        "responses": s.responses, "nps": s.nps, "ci_low": lo, "ci_high": hi,
+        "band": s.band.value if s.band else None, "seq": seq, "updated_at": W0 + timedelta(seconds=seq)}, 0, seq)
+
+
+def test_window_updates_expire_after_90_days(ch_store):
+    # TTL deletes run in background merges (when is up to ClickHouse), so check the schema, not the timing
+    ddl = ch_store.query("SELECT create_table_query AS q FROM system.tables WHERE database = {d:String} "
+                         "AND name = 'window_updates'", {"d": ch_store.database})[0]["q"]
+    assert "TTL toDateTime(updated_at) + toIntervalDay(90)" in ddl
+
+
+def test_windows_latest_by_seq(ch_store):
+    ch_store.insert("window_updates", [
+        window_update("Espoo", "7d", 604800, 1, 1, 0, 0),
+        window_update("Espoo", "24h", 86400, 1, 1, 0, 0),
+        window_update("Espoo", "24h", 86400, 3, 3, 1, 1),
+        window_update("Helsinki", "24h", 86400, 1, 0, 0, 0),
+    ])
+    ch_store.insert("window_updates", [window_update("Espoo", "24h", 86400, 2, 2, 0, 0),  # late, older seq
+                                       window_update("Espoo", "24h", 86400, 3, 3, 1, 1)])  # duplicate
+    result = queries.windows(ch_store, None)
+    assert [(r["segment_value"], r["window"], r["seq"], r["responses"], r["nps"], r["band"]) for r in result] == [
+        ("Espoo", "24h", 3, 5, 40.0, "good"),
+        ("Espoo", "7d", 1, 1, 100.0, "world_class"),
+        ("Helsinki", "24h", 1, 0, None, None),
+    ]
+    assert result[0]["window_end"] == (W0 + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    only = queries.windows(ch_store, ("location", "Helsinki"))
+    assert [(r["dimension"], r["segment_value"]) for r in only] == [("location", "Helsinki")]
+    with pytest.raises(ValueError):
+        queries.windows(ch_store, ("Bad Dim", "x"))
+
+
+# =============================================================================================== dead letters
+def dead_letter(ident: str, stage: str, reason: str, minute: int, partition: int | None = 0) -> dict:
+    return rows.dead_letter_row({
+        "dead_letter_id": ident, "stage": stage, "reason": reason, "detail": f"{reason} #{ident}",
+        "source_topic": "npsflow.responses.raw" if partition is not None else None, "source_partition": partition,
+        "source_offset": minute if partition is not None else None, "key": None,
+        "payload_json": '{"score": 11}', "failed_at": T0 + timedelta(minutes=minute)}, 0, 0)
+
+
+def test_deadletters_counts_examples_and_dedup(ch_store):
+    ch_store.insert("dead_letters", [
+        dead_letter("c1", "classify", "invalid_score", 1),
+        dead_letter("c2", "classify", "invalid_score", 2),
+        dead_letter("c3", "classify", "invalid_score", 3),
+        dead_letter("c4", "classify", "bad_json", 4),
+        dead_letter("s1", "sink", "sink_row_error", 5, partition=None),
+    ])
+    ch_store.insert("dead_letters", [dead_letter("c1", "classify", "invalid_score", 1)])  # redelivered
+    result = queries.deadletters(ch_store, examples=2)
+    assert result["total"] == 5
+    assert [(r["stage"], r["reason"], r["count"]) for r in result["reasons"]] == [
+        ("classify", "invalid_score", 3), ("classify", "bad_json", 1), ("sink", "sink_row_error", 1)]
+    assert [e["dead_letter_id"] for e in result["reasons"][0]["examples"]] == ["c3", "c2"]  # newest first
+    sink_example = result["reasons"][2]["examples"][0]
+    assert sink_example["source_partition"] is None and sink_example["source_offset"] is None
+    assert sink_example["payload_json"] == '{"score": 11}' and sink_example["failed_at"] == "2024-05-01T00:05:00.000Z"
+    assert queries.deadletters(ch_store, examples=0)["reasons"][0]["examples"] == []
+
+
+# =============================================================================================== batching
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Writer:
+    """The production writer (store.ainsert with the token), recording calls and failing on demand."""
+
+    def __init__(self, store, table: str = "responses") -> None:
+        self.store, self.table = store, table
+        self.tokens: list[str] = []
+        self.fail_next = 0
+        self.fail_after_write = 0  # the insert lands, then the client sees an error (e.g. a timeout)
+
+    async def __call__(self, batch: list[dict], token: str) -> None:
+        self.tokens.append(token)
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ConnectionError("ClickHouse unavailable")
+        await self.store.ainsert(self.table, batch, dedup_token=token)
+        if self.fail_after_write:
+            self.fail_after_write -= 1
+            raise TimeoutError("read timed out after the insert")
+
+
+def make_sink(store, clock=None, **kw):
+    writer = Writer(store)
+    sink = BatchingSink(table="responses", topic="npsflow.classified", writer=writer,
+                        clock=clock or Clock(), **{"max_rows": 3, "max_age": 5.0, **kw})
+    return sink, writer
+
+
+def add(sink, partition: int, offset: int) -> None:
+    sink.add(partition, offset, rows.response_row(response(f"p{partition}o{offset}", 10), partition, offset),
+             f"ack-{partition}-{offset}")
+
+
+async def test_batch_flushes_at_max_rows(ch_store):
+    sink, writer = make_sink(ch_store)
+    add(sink, 0, 10)
+    add(sink, 0, 11)
+    assert await sink.flush_due() == [] and writer.tokens == []
+    add(sink, 0, 12)
+    assert await sink.flush_due() == ["ack-0-10", "ack-0-11", "ack-0-12"]
+    assert writer.tokens == ["responses:npsflow.classified:0:10-12"]
+    assert count(ch_store, "responses") == 3 and sink.pending() == 0
+
+
+async def test_batch_flushes_at_max_age_with_fake_clock(ch_store):
+    clock = Clock()
+    sink, writer = make_sink(ch_store, clock, max_rows=100, max_age=5.0)
+    add(sink, 0, 0)
+    clock.now += 3
+    add(sink, 0, 1)
+    clock.now += 1.9
+    assert await sink.flush_due() == []
+    assert sink.next_due_in() == pytest.approx(0.1)
+    clock.now += 0.1  # the oldest row is now max_age old
+    assert await sink.flush_due() == ["ack-0-0", "ack-0-1"]
+    assert count(ch_store, "responses") == 2 and sink.next_due_in() is None
+
+
+async def test_batches_are_per_partition(ch_store):
+    clock = Clock()
+    sink, writer = make_sink(ch_store, clock, max_rows=2)
+    add(sink, 0, 5)
+    add(sink, 1, 5)
+    add(sink, 0, 6)
+    assert await sink.flush_due() == ["ack-0-5", "ack-0-6"]
+    assert writer.tokens == ["responses:npsflow.classified:0:5-6"] and sink.pending() == 1
+    add(sink, 2, 0)
+    assert await sink.flush_due(force=True) == ["ack-1-5", "ack-2-0"]
+    assert writer.tokens[1:] == ["responses:npsflow.classified:1:5-5", "responses:npsflow.classified:2:0-0"]
+    assert count(ch_store, "responses") == 4
+
+
+async def test_ack_only_entries_wait_for_the_rows_before_them(ch_store):
+    sink, writer = make_sink(ch_store, max_rows=3)
+    add(sink, 0, 0)
+    sink.add(0, 1, None, "ack-0-1")  # e.g. dead-lettered: nothing to insert, but offset order holds
+    add(sink, 0, 2)
+    assert await sink.flush_due() == ["ack-0-0", "ack-0-1", "ack-0-2"]
+    assert writer.tokens == ["responses:npsflow.classified:0:0-2"] and count(ch_store, "responses") == 2
+    sink.add(0, 3, None, "ack-0-3")
+    assert await sink.flush_due(force=True) == ["ack-0-3"] and len(writer.tokens) == 1  # no empty insert
+
+
+async def test_failed_insert_keeps_batch_acks_nothing_and_backs_off(ch_store, caplog):
+    clock = Clock()
+    sink, writer = make_sink(ch_store, clock, max_rows=2, backoff_initial=1.0)
+    add(sink, 0, 0)
+    add(sink, 0, 1)
+    add(sink, 1, 0)
+    add(sink, 1, 1)
+    writer.fail_next = 1  # partition 0 fails, partition 1 is unaffected
+    with caplog.at_level(logging.WARNING, logger="npsflow.sink"):
+        acks = await sink.flush_due()
+    assert acks == ["ack-1-0", "ack-1-1"]
+    assert "ClickHouse unavailable" in caplog.text and "responses:npsflow.classified:0:0-1" in caplog.text
+    assert isinstance(sink.last_errors()[0], ConnectionError)
+    assert sink.pending() == 2 and count(ch_store, "responses") == 2
+    add(sink, 0, 2)  # the failed batch is sealed: new rows never change what its token names
+    add(sink, 0, 3)
+    clock.now += 0.5
+    assert await sink.flush_due() == [] and len(writer.tokens) == 2  # backing off: no attempt yet
+    clock.now += 0.5
+    assert await sink.flush_due() == ["ack-0-0", "ack-0-1", "ack-0-2", "ack-0-3"]
+    assert writer.tokens == ["responses:npsflow.classified:0:0-1", "responses:npsflow.classified:1:0-1",
+                             "responses:npsflow.classified:0:0-1", "responses:npsflow.classified:0:2-3"]
+    assert count(ch_store, "responses") == 6 and sink.last_errors() == {} and sink.pending() == 0
+
+
+async def test_backoff_grows_exponentially(ch_store):
+    clock = Clock()
+    sink, writer = make_sink(ch_store, clock, max_rows=1, backoff_initial=1.0, backoff_max=3.0)
+    writer.fail_next = 10
+    add(sink, 0, 0)
+    delays = []
+    for _ in range(4):
+        assert await sink.flush_due() == []
+        delays.append(sink.next_due_in())
+        clock.now += delays[-1]
+    assert delays == [1.0, 2.0, 3.0, 3.0]
+    writer.fail_next = 0
+    assert await sink.flush_due() == ["ack-0-0"]
+
+
+async def test_retry_of_a_batch_that_actually_landed_is_deduplicated(ch_store):
+    stop_merges(ch_store, "responses")
+    sink, writer = make_sink(ch_store, max_rows=3)
+    writer.fail_after_write = 1  # the rows are in ClickHouse but the caller saw an error
+    for offset in range(3):
+        add(sink, 4, offset)
+    assert await sink.flush_due() == []
+    assert count(ch_store, "responses") == 3
+    assert await sink.flush_due(force=True) == ["ack-4-0", "ack-4-1", "ack-4-2"]  # same token again
+    assert writer.tokens == ["responses:npsflow.classified:4:0-2"] * 2
+    assert count(ch_store, "responses") == 3  # exact: ClickHouse dropped the retried block (no FINAL needed)
+
+
+def test_batching_sink_validates_bounds():
+    with pytest.raises(ValueError):
+        BatchingSink(table="t", topic="x", writer=None, max_rows=0)
+
+
+def test_close_all_makes_stores_fail_clearly(ch_store):
+    ch.close_all()
+    with pytest.raises(ch.ClickHouseError, match="is closed"):
+        ch_store.query("SELECT 1")
+    assert ch.open_engines() == []
+
+
+def test_dedup_tokens_survive_a_restart(ch_store):
+    """A worker that crashed after inserting, restarted, and retried the same batch still inserts it once."""
+    batch = [response("r1", 10), response("r2", 3)]
+    insert_responses(ch_store, batch, token="responses:t:0:0-1")
+    ch_store.close()
+    with ch.ClickHouseStore(ch_store.dsn) as again:
+        stop_merges(again, "responses")
+        insert_responses(again, batch, token="responses:t:0:0-1")
+        assert count(again, "responses") == 2
