@@ -44,6 +44,13 @@ class Topics:
     triggers = property(lambda self: self._name("triggers"))
     dispatches = property(lambda self: self._name("dispatches"))
 
+    # Faust tables of the worker; their changelog topics are created up front (compacted), because Faust's
+    # own creation races its partition check on a fresh broker ("changelog topic has 0 partitions").
+    TABLES = ("responses-seen", "window-state", "window-contributions")
+
+    def changelogs(self) -> list[str]:
+        return [f"{self.namespace}-{table}-changelog" for table in self.TABLES]
+
     def all(self) -> list[str]:
         return [self.raw_responses, self.classified, self.window_deltas, self.windows, self.alerts,
                 self.dead_letters, self.triggers, self.dispatches]

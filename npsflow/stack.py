@@ -22,6 +22,8 @@ def ensure_topics(settings: Settings, bootstrap: str) -> None:
     from deploy.local.kafka import create_topics
 
     create_topics(bootstrap, {name: settings.partitions for name in settings.topics.all()})
+    create_topics(bootstrap, {name: settings.partitions for name in settings.topics.changelogs()},
+                  configs={"cleanup.policy": "compact"})
 
 
 def _local_kafka(settings: Settings):
