@@ -78,6 +78,25 @@ class Settings:
     def is_embedded_clickhouse(self) -> bool:
         return self.clickhouse_dsn.startswith("chdb://")
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as NPSFLOW_* variables, so a child process (the background worker) sees the same."""
+        env = {
+            "NPSFLOW_HOME": str(self.home),
+            "NPSFLOW_CLICKHOUSE_DSN": self.clickhouse_dsn,
+            "NPSFLOW_NAMESPACE": self.topics.namespace,
+            "NPSFLOW_PARTITIONS": str(self.partitions),
+            "NPSFLOW_WINDOWS": ",".join(w.name for w in self.windows),
+            "NPSFLOW_LATENESS": f"{self.lateness_seconds}s",
+            "NPSFLOW_DIMENSIONS": ",".join(self.dimensions),
+            "NPSFLOW_SINK_MAX_ROWS": str(self.sink_max_rows),
+            "NPSFLOW_SINK_MAX_AGE": str(self.sink_max_age),
+        }
+        if self.kafka:
+            env["NPSFLOW_KAFKA"] = self.kafka
+        if self.web_port:
+            env["NPSFLOW_WEB_PORT"] = str(self.web_port)
+        return env
+
     def bootstrap(self) -> str:
         """The Kafka bootstrap servers: NPSFLOW_KAFKA, else the local broker's if it runs."""
         if self.kafka:

@@ -30,7 +30,11 @@ class Producer:
         self._futures = []
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self._futures.append(self._producer.send(topic, key=key, value=value))
+        try:
+            self._futures.append(self._producer.send(topic, key=key, value=value))
+        except KafkaError as exc:
+            raise ProduceError(f"cannot send to topic {topic}: {exc} (does the topic exist? "
+                               f"`npsflow stack up` creates them)") from None
         if len(self._futures) >= 10_000:
             self.flush()
 

@@ -57,8 +57,7 @@ def start_worker(settings: Settings, bootstrap: str, timeout: float = 120.0) -> 
         return info
     settings.home.mkdir(parents=True, exist_ok=True)
     log_path = settings.home / "worker.log"
-    env = dict(os.environ, NPSFLOW_HOME=str(settings.home), NPSFLOW_KAFKA=bootstrap,
-               NPSFLOW_CLICKHOUSE_DSN=settings.clickhouse_dsn)
+    env = {**os.environ, **settings.to_env(), "NPSFLOW_KAFKA": bootstrap}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "npsflow.cli", "worker"], stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)

@@ -37,6 +37,8 @@ def oracle(records: list[dict]) -> dict:
             when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
         except (AttributeError, ValueError):
             continue
+        if when.tzinfo is None:  # a timestamp without a zone is ambiguous: refused
+            continue
         if rid not in latest or when > latest[rid]["when"]:
             latest[rid] = {"when": when, "score": score, "segment": r.get("segment") or {}}
     by_location: dict[str, Counter] = defaultdict(Counter)
