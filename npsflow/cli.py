@@ -34,6 +34,13 @@ def _bootstrap(settings: cfg.Settings) -> str:
         raise Failure(str(exc)) from None
 
 
+def console():
+    """A rich console; when output is not a terminal (pipes, CI logs) use 120 columns, not rich's 80."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
 def _emit(data, fmt: str, render) -> None:
     if fmt == "json":
         click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
@@ -173,7 +180,6 @@ def ingest_responses(file: str) -> None:
 
 # ----------------------------------------------------------------------------------------------- report
 def _render_report(data: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="NPS" + (f" by {', '.join(data['by'])}" if data["by"] else ""))
@@ -192,7 +198,7 @@ def _render_report(data: dict) -> None:
     if data["by"]:
         table.add_section()
     table.add_row(*(["total"] + [""] * (len(data["by"]) - 1) if data["by"] else []), *cells(data["total"]))
-    Console().print(table)
+    console().print(table)
 
 
 @main.command()
@@ -232,7 +238,6 @@ def windows(segment: str | None, fmt: str) -> None:
         raise Failure(str(exc)) from None
 
     def render(rows):
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title="Live rolling NPS windows")
@@ -242,7 +247,7 @@ def windows(segment: str | None, fmt: str) -> None:
             nps = "—" if r["nps"] is None else f"{r['nps']:.2f}"
             table.add_row(f"{r['dimension']}={r['segment_value']}", r["window"], str(r["responses"]), nps,
                           f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]", r["band"] or "—", str(r["window_end"]))
-        Console().print(table)
+        console().print(table)
 
     _emit(rows, fmt, render)
 
@@ -259,7 +264,6 @@ def deadletters(fmt: str) -> None:
         raise Failure(str(exc)) from None
 
     def render(d):
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title=f"Dead letters: {d['total']}")
@@ -268,7 +272,7 @@ def deadletters(fmt: str) -> None:
         for r in d["reasons"]:
             example = r["examples"][0]["detail"] if r["examples"] else ""
             table.add_row(r["stage"], r["reason"], str(r["count"]), example)
-        Console().print(table)
+        console().print(table)
 
     _emit(data, fmt, render)
 

@@ -38,7 +38,9 @@ def location_table(data: dict, sent: int, target: int, elapsed: float) -> Group:
 def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = False) -> None:
     from npsflow.simulate import run_simulation
 
-    console = Console()
+    from npsflow.cli import console as make_console
+
+    console = make_console()
     console.print("[bold]npsflow demo[/bold]: starting a real Kafka broker and the worker …")
     state = st.up(settings)
     console.print(f"kafka {state['kafka'].get('bootstrap')} · worker http://127.0.0.1:{state['worker']['web_port']}")
