@@ -7,6 +7,7 @@ NPSFLOW_PARTITIONS        partitions of every npsflow topic (default 6)
 NPSFLOW_WINDOWS           rolling windows, comma separated (default 24h,7d,30d)
 NPSFLOW_LATENESS          allowed lateness of window additions (default 6h)
 NPSFLOW_DIMENSIONS        segment dimensions of the live windows (default overall,location,employee,channel)
+NPSFLOW_DEDUP_RETENTION   how long response ids are remembered for deduplication (default 90d)
 NPSFLOW_SINK_MAX_ROWS     rows per partition batch before a ClickHouse insert (default 5000)
 NPSFLOW_SINK_MAX_AGE      seconds a batch may wait before it is inserted (default 1.0)
 NPSFLOW_NAMESPACE         prefix of topic names and the Faust app id / consumer group (default npsflow)
@@ -65,6 +66,7 @@ class Settings:
     windows: tuple[WindowSpec, ...] = ()
     lateness_seconds: int = 6 * 3600
     dimensions: tuple[str, ...] = ("overall", "location", "employee", "channel")
+    dedup_retention_seconds: int = 90 * 86400
     sink_max_rows: int = 5000
     sink_max_age: float = 1.0
     web_port: int | None = None
@@ -88,6 +90,7 @@ class Settings:
             "NPSFLOW_WINDOWS": ",".join(w.name for w in self.windows),
             "NPSFLOW_LATENESS": f"{self.lateness_seconds}s",
             "NPSFLOW_DIMENSIONS": ",".join(self.dimensions),
+            "NPSFLOW_DEDUP_RETENTION": f"{self.dedup_retention_seconds}s",
             "NPSFLOW_SINK_MAX_ROWS": str(self.sink_max_rows),
             "NPSFLOW_SINK_MAX_AGE": str(self.sink_max_age),
         }
@@ -148,10 +151,13 @@ def load(env: dict | None = None) -> Settings:
     try:
         windows = tuple(WindowSpec.parse(w) for w in (env.get("NPSFLOW_WINDOWS") or "24h,7d,30d").split(","))
         lateness = parse_duration(env.get("NPSFLOW_LATENESS") or "6h")
+        retention = parse_duration(env.get("NPSFLOW_DEDUP_RETENTION") or "90d")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if any(w.seconds % 3600 for w in windows):
         raise ConfigError("NPSFLOW_WINDOWS must be whole hours (the windows are built from hourly buckets)")
+    if retention < max(w.seconds for w in windows) + lateness:
+        raise ConfigError("NPSFLOW_DEDUP_RETENTION must be at least the largest window plus the lateness")
     dims = tuple(d.strip() for d in (env.get("NPSFLOW_DIMENSIONS") or "overall,location,employee,channel").split(",")
                  if d.strip())
     try:
@@ -169,6 +175,7 @@ def load(env: dict | None = None) -> Settings:
         partitions=_int(env, "NPSFLOW_PARTITIONS", 6),
         windows=windows,
         lateness_seconds=lateness,
+        dedup_retention_seconds=retention,
         dimensions=dims,
         sink_max_rows=_int(env, "NPSFLOW_SINK_MAX_ROWS", 5000),
         sink_max_age=max_age,

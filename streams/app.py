@@ -77,6 +77,7 @@ class Pipeline:
     topics: dict[str, Any]
     tables: dict[str, Any]
     agents: dict[str, Any]
+    timers: dict[str, Any] = field(default_factory=dict)
     store_holder: dict = field(default_factory=dict)
 
 
@@ -149,7 +150,7 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
     window_state = app.Table("window-state", default=None, partitions=settings.partitions)
     contributions = app.Table("window-contributions", default=None, partitions=settings.partitions)
     pipeline = Pipeline(app, settings, codec, engine, stats, topics,
-                        {"seen": seen, "window_state": window_state, "contributions": contributions}, {})
+                        {"seen": seen, "window_state": window_state, "contributions": contributions}, {}, {})
     dimensions = list(settings.dimensions)
     watermark = {"ms": 0}
 
@@ -313,7 +314,17 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
             for event in events:
                 await stream.ack(event)
 
-    @app.timer(interval=60.0)
+    async def expire_seen():
+        """Forget response ids older than the dedup retention. Safe: a later replay of such an old record is
+        re-emitted with the same version (ClickHouse keeps one row per version) and falls outside every
+        window, so it still counts once."""
+        oldest = int(clock().timestamp() * 1000) - settings.dedup_retention_seconds * 1000
+        stale = [(k, v["src"][0]) for k, v in list(seen.data.items()) if v and v["t"] < oldest]
+        for key, partition in stale:
+            seen.data.pop(key, None)
+            seen.send_changelog(partition, key, None)
+        stats.inc("classify.forgotten", len(stale))
+
     async def expire_contributions():
         """Forget per-response window contributions that no window can use any more (bounded state)."""
         if not watermark["ms"]:
@@ -325,6 +336,10 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
             contributions.data.pop(key, None)
             contributions.send_changelog(partition, key, None)
         stats.inc("windows.contributions_expired", len(stale))
+
+    app.timer(interval=300.0)(expire_seen)
+    app.timer(interval=60.0)(expire_contributions)
+    pipeline.timers.update(expire_seen=expire_seen, expire_contributions=expire_contributions)
 
     pipeline.agents.update(classify=classify, windows=windows)
     if store_factory is not None:

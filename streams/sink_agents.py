@@ -39,11 +39,12 @@ def install_sinks(pipeline: Pipeline, store_factory: Callable[[], Any]) -> None:
 
     for topic_key, table, subject, mapper in SINKS:
         topic = pipeline.topics[topic_key]
-        _install_one(app, topic, table, subject, mapper, codec, stats, store, settings)
+        _install_one(app, topic, table, subject, mapper, codec, stats, store, settings,
+                     pipeline.topics["dead_letters"])
     pipeline.store_holder.update(holder)
 
 
-def _install_one(app, topic, table, subject, mapper, codec, stats, store, settings) -> None:
+def _install_one(app, topic, table, subject, mapper, codec, stats, store, settings, dead_letters) -> None:
     async def writer(rows: list[dict], token: str) -> None:
         await store().ainsert(table, rows, dedup_token=token)
 
@@ -66,9 +67,7 @@ def _install_one(app, topic, table, subject, mapper, codec, stats, store, settin
                         row = row_mappers.dead_letter_row(dl, msg.partition, msg.offset)
                     else:
                         stats.inc(f"dead_letter.sink.{reason}")
-                        await app.topic(settings.topics.dead_letters).send(
-                            value=codec.encode(avro.DEAD_LETTER, dl), key=None, key_serializer="raw",
-                            value_serializer="raw")
+                        await dead_letters.send(key=b"", value=codec.encode(avro.DEAD_LETTER, dl))
                         batching.add(msg.partition, msg.offset, None, event)
                         continue
                 batching.add(msg.partition, msg.offset, row, event)
@@ -83,4 +82,4 @@ def _install_one(app, topic, table, subject, mapper, codec, stats, store, settin
                 log.warning("ClickHouse insert into %s failed; retrying in %.1fs", table, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            stats.inc(f"sink.{table}.rows", len(events))
+            stats.inc(f"sink.{table}.rows", len(events))  # records written (or dead-lettered) and acked

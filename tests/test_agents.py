@@ -177,3 +177,29 @@ async def test_malformed_window_delta_is_dead_lettered(harness):
     await run_windows(harness, [("location=Espoo", b"{not json")])
     (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
     assert dl["reason"] == "bad_window_delta" and dl["stage"] == "windows"
+
+
+async def test_state_expiry_forgets_old_ids_and_contributions(tmp_path):
+    later = {"now": NOW}
+    harness = Harness(tmp_path, clock=lambda: later["now"])
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(rid="old", score=9, at="2026-11-20T10:00:00Z"), key=b"old")
+    async with harness.pipeline.agents["windows"].test_context() as agent:
+        for key, value in harness.deltas():
+            await agent.put(value, key=key, partition=0)
+    seen, contributions = harness.pipeline.tables["seen"], harness.pipeline.tables["contributions"]
+    assert "old" in seen.data and len(contributions.data) == 2
+    await harness.pipeline.timers["expire_seen"]()
+    assert "old" in seen.data  # still inside the retention
+    later["now"] = NOW + timedelta(days=91)
+    await harness.pipeline.timers["expire_seen"]()
+    assert "old" not in seen.data
+    assert harness.pipeline.stats.as_dict()["classify.forgotten"] == 1
+    # contributions expire once the event-time watermark moved past the largest window + lateness
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(rid="new", score=9, at=(NOW + timedelta(days=8)).isoformat()), key=b"new")
+    async with harness.pipeline.agents["windows"].test_context() as agent:
+        for key, value in harness.deltas()[2:]:
+            await agent.put(value, key=key, partition=0)
+    await harness.pipeline.timers["expire_contributions"]()
+    assert sorted(k.split("|")[1] for k in contributions.data) == ["new", "new"]
