@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text

@@ -4,7 +4,6 @@ import io
 import json
 import struct
 import threading
-import time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -271,38 +270,9 @@ def test_registry_mode_errors(registry):
     assert ei.value.reason == "unknown_schema_id"
 
     down = AvroCodec(registry_url="http://127.0.0.1:9", timeout=0.5)   # nothing listens on port 9
-    t0 = time.monotonic()
     with pytest.raises(CodecError) as ei:
         down.encode(codec.ALERT, examples()[codec.ALERT])
     assert ei.value.reason == "schema_registry_error" and "127.0.0.1:9" in ei.value.detail
-    assert time.monotonic() - t0 < 5
     with pytest.raises(CodecError) as ei:
         AvroCodec(registry_url="localhost:8081")
     assert ei.value.reason == "schema_registry_error"
-
-
-def test_encode_decode_speed(c, capsys):
-    """Hot path: report per-record encode+decode cost (µs); generous bound to catch regressions."""
-    n = 3000
-    results = {}
-    for subject, rec in examples().items():
-        data = c.encode(subject, rec)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            c.encode(subject, rec)
-        t1 = time.perf_counter()
-        for _ in range(n):
-            c.decode(data, expected=subject)
-        t2 = time.perf_counter()
-        results[subject] = ((t1 - t0) / n * 1e6, (t2 - t1) / n * 1e6)
-    _, _, old = _old_raw_response_bytes()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        c.decode(old)
-    old_us = (time.perf_counter() - t0) / n * 1e6
-    with capsys.disabled():
-        for s, (e, d) in results.items():
-            print(f"\n{s:34s} encode {e:6.1f} us  decode {d:6.1f} us", end="")
-        print(f"\n{'RawResponse v1 -> v2 (resolution)':34s}                  decode {old_us:6.1f} us")
-    for e, d in results.values():
-        assert e < 200 and d < 200

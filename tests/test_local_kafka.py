@@ -86,9 +86,7 @@ def test_jar_cache_is_complete_and_reused(kafka_bootstrap, monkeypatch):
     assert (libs / ".npsflow-complete.json").is_file()
     # a complete cache never runs Maven again: works even with no mvn on PATH
     monkeypatch.setenv("PATH", "/nonexistent")
-    t0 = time.monotonic()
     assert ensure_jars() == libs
-    assert time.monotonic() - t0 < 1.0
 
 
 def test_missing_java_is_a_clear_error(tmp_path, monkeypatch):
@@ -186,10 +184,9 @@ def test_broker_dying_at_startup_reports_log_tail(tmp_path):
         kafka.stop()
         meta = kafka.state_dir / "data" / "meta.properties"
         meta.write_text(meta.read_text().replace("node.id=1", "node.id=7"))
-        t0 = time.monotonic()
         with pytest.raises(KafkaStackError) as err:
             kafka.start(timeout=60)
-        assert time.monotonic() - t0 < 45  # early exit is detected, not waited out
+        # 'exited during startup' (not a timeout message) proves the early exit was detected
         first_line, _, tail = str(err.value).partition("\n")
         assert "exited during startup" in first_line and str(kafka.log_path) in first_line
         assert "node" in tail.lower() and tail.count("\n") >= 3, tail
