@@ -47,7 +47,7 @@ class Topics:
 
     # Faust tables of the worker; their changelog topics are created up front (compacted), because Faust's
     # own creation races its partition check on a fresh broker ("changelog topic has 0 partitions").
-    TABLES = ("responses-seen", "window-state", "window-contributions")
+    TABLES = ("responses-seen", "window-state")
 
     def changelogs(self) -> list[str]:
         return [f"{self.namespace}-{table}-changelog" for table in self.TABLES]

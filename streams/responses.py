@@ -21,8 +21,15 @@ from streams.nps import Category, classify
 MAX_COMMENT_CHARS = 10_000
 MAX_ID_CHARS = 200
 MAX_FUTURE = timedelta(minutes=10)
-_INT_TEXT = re.compile(r"^\s*[+-]?\d+\s*$")
-_NUMBER_TEXT = re.compile(r"^\s*[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?\s*$")
+MAX_SEGMENT_KEYS = 32
+MAX_SEGMENT_VALUE_CHARS = 256
+MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=timezone.utc)  # versions and ClickHouse UInt64 need >= epoch
+MAX_TIMESTAMP = datetime(2200, 1, 1, tzinfo=timezone.utc)
+MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS = 0, int(MAX_TIMESTAMP.timestamp() * 1000)
+_INT_TEXT = re.compile(r"^\s*[+-]?\d{1,6}\s*$", re.ASCII)
+_LONG_INT_TEXT = re.compile(r"^\s*[+-]?\d+\s*$", re.ASCII)
+_NUMBER_TEXT = re.compile(r"^\s*[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?\s*$", re.ASCII)
+_SEGMENT_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$", re.ASCII)
 
 
 class Rejected(Exception):
@@ -85,6 +92,8 @@ def parse_score(value: object) -> int:
     elif isinstance(value, str):
         if _INT_TEXT.match(value):
             score = int(value)
+        elif _LONG_INT_TEXT.match(value):
+            raise Rejected("score_out_of_range", f"score must be between 0 and 10, got {value.strip()[:20]!r}…")
         elif _NUMBER_TEXT.match(value):
             raise Rejected("score_not_integer", f"score must be an integer 0-10, got {value.strip()!r}")
         elif not value.strip():
@@ -111,7 +120,31 @@ def parse_timestamp(value: object, name: str) -> datetime:
             raise Rejected(f"{name}_invalid", f"{name} is not an ISO-8601 timestamp: {text[:40]!r}") from None
     if parsed.tzinfo is None:
         raise Rejected(f"{name}_invalid", f"{name} needs a timezone (e.g. Z or +02:00): {str(value)[:40]!r}")
-    return parsed.astimezone(timezone.utc)
+    try:
+        parsed = parsed.astimezone(timezone.utc)
+    except OverflowError:
+        parsed = None
+    if parsed is None or not MIN_TIMESTAMP <= parsed < MAX_TIMESTAMP:
+        raise Rejected(f"{name}_out_of_range", f"{name} must be between 1970 and 2200: {str(value)[:40]!r}")
+    return parsed
+
+
+def parse_segment(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Rejected("segment_invalid", "segment must be an object of string values")
+    if len(value) > MAX_SEGMENT_KEYS:
+        raise Rejected("segment_invalid", f"segment has more than {MAX_SEGMENT_KEYS} keys")
+    out = {}
+    for key, item in value.items():
+        key, item = str(key), str(item)
+        if not _SEGMENT_KEY.match(key):
+            raise Rejected("segment_invalid", f"segment key must be 1-64 of A-Z a-z 0-9 _ . : -, got {key[:40]!r}")
+        if len(item) > MAX_SEGMENT_VALUE_CHARS:
+            raise Rejected("segment_invalid", f"segment value of {key!r} is longer than {MAX_SEGMENT_VALUE_CHARS}")
+        out[key] = item.strip()
+    return out
 
 
 def _text(raw: dict, name: str, required: bool = False, limit: int = MAX_ID_CHARS) -> str | None:
@@ -158,7 +191,7 @@ def validate(raw: dict, now: datetime, max_future: timedelta = MAX_FUTURE) -> Re
         locale=_text(raw, "locale", limit=35),
         responded_at=responded_at,
         received_at=received_at.astimezone(timezone.utc),
-        segment={str(k): str(v) for k, v in (raw.get("segment") or {}).items()},
+        segment=parse_segment(raw.get("segment")),
         source=raw.get("source") or "cli",
     )
 

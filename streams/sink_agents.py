@@ -2,20 +2,41 @@
 
 Each sink agent reads with ``noack_take(max_rows, within=max_age)`` (the size and time bound), hands rows
 to a ``sinks.batching.BatchingSink`` that groups them per partition and inserts each group with an
-``insert_deduplication_token`` naming its offsets. Only the events of a batch whose insert returned are
-acked; Faust commits acked offsets only (after flushing its producer). If ClickHouse is down the agent
-retries with backoff and holds its offsets: nothing is lost and nothing is committed ahead of the data.
+``insert_deduplication_token`` naming its offsets and content. Only the events of a batch whose insert
+returned are acked; Faust commits acked offsets only (after flushing its producer).
+
+Failures (see ``sinks.batching``):
+
+* transient (ClickHouse down, connection refused, timeouts): the partition's batch stays queued, is retried
+  with exponential backoff and its offsets are held (no ack): nothing is lost, nothing is committed ahead of
+  the data. Retries are per partition: the agent goes on consuming, so other partitions keep flowing, and a
+  background task retries stuck partitions even when no new records arrive. Backpressure: once more than
+  ``MAX_PENDING_BATCHES × max_rows`` entries are queued (ClickHouse down for everyone) the agent stops
+  taking new records until inserts succeed again.
+* permanent (a row ClickHouse refuses: a value out of range, a parse/type error): the batch is bisected,
+  the good rows are inserted, each row that fails on its own is dead-lettered (Avro ``io.npsflow.DeadLetter``
+  to the dead letters topic: stage ``sink``, reason ``sink_rejected_row``, detail = table + the first line
+  of the ClickHouse error, payload = the row as JSON), then everything is acked.
+  For the ``dead_letters`` table itself, sending a dead letter would loop, so a *replacement* row is written
+  directly: the same dead_letter_id, stage ``sink``, reason ``sink_rejected_row``, the error as detail and
+  the refused row as JSON (payload). If even that is refused, the record is logged, counted
+  (``sink.dead_letters.lost``) and acked — the only place a record is dropped, and never silently.
+
+Revoked partitions: ``app.on_partitions_revoked`` drops their queued entries (Kafka redelivers them from
+the last commit to whoever owns the partition next; a partition re-assigned to us would otherwise be
+queued twice).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from schemas import codec as avro
 from sinks import rows as row_mappers
-from sinks.batching import BatchingSink
+from sinks.batching import BatchingSink, first_line, is_permanent, rows_digest
 from streams.app import Pipeline, dead_letter
 
 log = logging.getLogger("npsflow.sink")
@@ -27,6 +48,10 @@ SINKS = (
     ("dead_letters", "dead_letters", avro.DEAD_LETTER, row_mappers.dead_letter_row),
 )
 
+REJECTED = "sink_rejected_row"
+MAX_PENDING_BATCHES = 4  # queued entries beyond this many × max_rows stop the agent from taking more
+RETRY_POLL = 0.5  # the background retry task looks at least this often (seconds)
+
 
 def install_sinks(pipeline: Pipeline, store_factory: Callable[[], Any]) -> None:
     app, settings, codec, stats = pipeline.app, pipeline.settings, pipeline.codec, pipeline.stats
@@ -37,49 +62,117 @@ def install_sinks(pipeline: Pipeline, store_factory: Callable[[], Any]) -> None:
             holder["store"] = store_factory()
         return holder["store"]
 
+    sinks: dict[str, BatchingSink] = {}
     for topic_key, table, subject, mapper in SINKS:
         topic = pipeline.topics[topic_key]
-        _install_one(app, topic, table, subject, mapper, codec, stats, store, settings,
-                     pipeline.topics["dead_letters"])
+        sinks[table] = _install_one(app, topic, table, subject, mapper, codec, stats, store, settings,
+                                    pipeline.topics["dead_letters"])
     pipeline.store_holder.update(holder)
+    pipeline.store_holder["sinks"] = sinks
+
+    @app.on_partitions_revoked.connect
+    async def drop_revoked(sender, revoked, **kwargs) -> None:
+        for batching in sinks.values():
+            partitions = {tp.partition for tp in revoked if tp.topic == batching.topic}
+            dropped = batching.drop_partitions(partitions) if partitions else 0
+            if dropped:
+                stats.inc(f"sink.{batching.table}.dropped_on_revoke", dropped)
 
 
-def _install_one(app, topic, table, subject, mapper, codec, stats, store, settings, dead_letters) -> None:
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _install_one(app, topic, table, subject, mapper, codec, stats, store, settings, dead_letters) -> BatchingSink:
     async def writer(rows: list[dict], token: str) -> None:
         await store().ainsert(table, rows, dedup_token=token)
 
+    async def on_rejected(partition: int, offset: int, row: dict, event, exc: BaseException) -> None:
+        """A row ClickHouse refused on its own (after bisection): dead-letter it; raising keeps the batch."""
+        detail = f"{table}: {first_line(exc)}"
+        msg = getattr(event, "message", None)
+        source_topic = getattr(msg, "topic", None) or batching.topic
+        key = getattr(msg, "key", None)
+        stats.inc(f"sink.{table}.rejected")
+        if table != "dead_letters":
+            dl = dead_letter("sink", REJECTED, detail, topic=source_topic, partition=partition, offset=offset,
+                             key=key, payload=row)
+            await dead_letters.send(key=b"", value=codec.encode(avro.DEAD_LETTER, dl))
+            stats.inc(f"dead_letter.sink.{REJECTED}")
+            return
+        # never loop through the dead letters topic: write a replacement dead letter row directly
+        replacement = row_mappers.dead_letter_row(
+            {**dead_letter("sink", REJECTED, detail, topic=source_topic, partition=partition, offset=offset,
+                           key=key, payload=row),
+             "dead_letter_id": str(row.get("dead_letter_id") or f"sink:{source_topic}:{partition}:{offset}"),
+             "failed_at": _utcnow()}, partition, offset)
+        try:
+            await store().ainsert(table, [replacement], dedup_token=f"{table}:replacement:{partition}:{offset}:{rows_digest([row])}")
+        except Exception as again:
+            if not is_permanent(again):
+                raise  # ClickHouse went away meanwhile: keep the batch, retry later
+            stats.inc("sink.dead_letters.lost")
+            log.error("dead letter from partition %d offset %d refused by ClickHouse twice (%s); dropped: %r",
+                      partition, offset, first_line(again), row)
+            return
+        stats.inc(f"dead_letter.sink.{REJECTED}")
+
+    batching = BatchingSink(table=table, topic=topic.get_topic_name(), writer=writer,
+                            max_rows=settings.sink_max_rows, max_age=settings.sink_max_age,
+                            on_rejected=on_rejected)
+    lock = asyncio.Lock()  # one flush at a time: the agent and its retry task share the batches
+
     @app.agent(topic, name=f"sink-{table}")
     async def sink(stream):
-        batching = BatchingSink(table=table, topic=topic.get_topic_name(), writer=writer,
-                                max_rows=settings.sink_max_rows, max_age=settings.sink_max_age)
-        async for events in stream.noack_take(settings.sink_max_rows, within=settings.sink_max_age):
-            for event in events:
-                msg = event.message
-                try:
-                    record = codec.decode(event.value, expected=subject)
-                    row = mapper(record, msg.partition, msg.offset)
-                except Exception as exc:  # bad input must not kill the sink, nor vanish
-                    reason = getattr(exc, "reason", "sink_row_error")
-                    detail = getattr(exc, "detail", None) or repr(exc)
-                    dl = dead_letter("sink", reason, f"{table}: {detail}", topic=msg.topic,
-                                     partition=msg.partition, offset=msg.offset, key=msg.key, payload=event.value)
-                    if table == "dead_letters":  # never loop: write the undecodable dead letter directly
-                        row = row_mappers.dead_letter_row(dl, msg.partition, msg.offset)
-                    else:
-                        stats.inc(f"dead_letter.sink.{reason}")
-                        await dead_letters.send(key=b"", value=codec.encode(avro.DEAD_LETTER, dl))
-                        batching.add(msg.partition, msg.offset, None, event)
-                        continue
-                batching.add(msg.partition, msg.offset, row, event)
-            delay = 0.2
+        async def flush(**kw) -> None:
+            async with lock:
+                failures_before = batching.failed_attempts
+                acked = await batching.flush_due(**kw)
+                if batching.failed_attempts > failures_before:
+                    stats.inc(f"sink.{table}.retry", batching.failed_attempts - failures_before)
+            for event in acked:
+                await stream.ack(event)
+            if acked:
+                stats.inc(f"sink.{table}.rows", len(acked))  # records written (or dead-lettered) and acked
+
+        async def retry_stuck() -> None:
+            """Retry partitions backing off even when no new records arrive (the take loop would not wake)."""
             while True:
-                acked = await batching.flush_due(force=True)
-                for event in acked:
-                    await stream.ack(event)
-                if not batching.pending():
-                    break
-                stats.inc(f"sink.{table}.retry")
-                log.warning("ClickHouse insert into %s failed; retrying in %.1fs", table, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            stats.inc(f"sink.{table}.rows", len(events))  # records written (or dead-lettered) and acked
+                due = batching.next_due_in()
+                await asyncio.sleep(RETRY_POLL if due is None else min(max(due, 0.01), RETRY_POLL))
+                if batching.pending():
+                    try:
+                        await flush()
+                    except Exception:  # never let the retry task die; the agent's own flush reports too
+                        log.exception("retrying ClickHouse inserts into %s failed", table)
+
+        retry_task = asyncio.ensure_future(retry_stuck())
+        try:
+            async for events in stream.noack_take(settings.sink_max_rows, within=settings.sink_max_age):
+                for event in events:
+                    batching.add(event.message.partition, event.message.offset, await _row(event), event)
+                await flush(seal_all=True)
+                while batching.pending() > MAX_PENDING_BATCHES * batching.max_rows:  # backpressure
+                    due = batching.next_due_in()
+                    await asyncio.sleep(min(max(due or 0.0, 0.01), RETRY_POLL))
+                    await flush()
+        finally:
+            retry_task.cancel()
+
+    async def _row(event) -> dict | None:
+        msg = event.message
+        try:
+            record = codec.decode(event.value, expected=subject)
+            return mapper(record, msg.partition, msg.offset)
+        except Exception as exc:  # bad input must not kill the sink, nor vanish
+            reason = getattr(exc, "reason", "sink_row_error")
+            detail = getattr(exc, "detail", None) or repr(exc)
+            dl = dead_letter("sink", reason, f"{table}: {detail}", topic=msg.topic, partition=msg.partition,
+                             offset=msg.offset, key=msg.key, payload=event.value)
+            if table == "dead_letters":  # never loop: write the undecodable dead letter directly
+                return row_mappers.dead_letter_row(dl, msg.partition, msg.offset)
+            stats.inc(f"dead_letter.sink.{reason}")
+            await dead_letters.send(key=b"", value=codec.encode(avro.DEAD_LETTER, dl))
+            return None  # ack-only entry: its ack still waits for the rows before it
+
+    return batching

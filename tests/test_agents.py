@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
@@ -29,13 +30,16 @@ class Harness:
         for name, topic in self.pipeline.topics.items():
             async def capture(*args, _name=name, key=None, value=None, **kw):
                 self.sent[_name].append((key, value))
+                delivered = asyncio.get_running_loop().create_future()  # Kafka's acknowledgement
+                delivered.set_result(None)
+                return delivered
             topic.send = capture
 
     def decoded(self, name: str, subject: str) -> list[dict]:
         return [CODEC.decode(v, expected=subject) for _, v in self.sent[name]]
 
     def deltas(self) -> list[tuple[str, bytes]]:
-        return [(k, v) for k, v in self.sent["deltas"]]
+        return [(k.decode() if isinstance(k, bytes) else k, v) for k, v in self.sent["deltas"]]
 
 
 def raw(rid="r-1", score=9, at="2026-11-20T10:00:00Z", location="Espoo", **extra) -> bytes:
@@ -46,6 +50,15 @@ def raw(rid="r-1", score=9, at="2026-11-20T10:00:00Z", location="Espoo", **extra
 @pytest.fixture
 def harness(tmp_path):
     return Harness(tmp_path)
+
+
+async def until(predicate, timeout: float = 10.0) -> None:
+    """Wait for a batched agent (noack_take) to have processed what was put."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "agent did not process the batch"
+        await asyncio.sleep(0.02)
 
 
 async def put_all(agent, items):
@@ -187,8 +200,12 @@ async def test_state_expiry_forgets_old_ids_and_contributions(tmp_path):
     async with harness.pipeline.agents["windows"].test_context() as agent:
         for key, value in harness.deltas():
             await agent.put(value, key=key, partition=0)
-    seen, contributions = harness.pipeline.tables["seen"], harness.pipeline.tables["contributions"]
-    assert "old" in seen.data and len(contributions.data) == 2
+    seen, state = harness.pipeline.tables["seen"], harness.pipeline.tables["window_state"]
+
+    def contributions():
+        return sorted(json.loads(k[2:])[1] for k in state.data if k.startswith("C|"))
+
+    assert "old" in seen.data and contributions() == ["old", "old"]
     await harness.pipeline.timers["expire_seen"]()
     assert "old" in seen.data  # still inside the retention
     later["now"] = NOW + timedelta(days=91)
@@ -202,4 +219,104 @@ async def test_state_expiry_forgets_old_ids_and_contributions(tmp_path):
         for key, value in harness.deltas()[2:]:
             await agent.put(value, key=key, partition=0)
     await harness.pipeline.timers["expire_contributions"]()
-    assert sorted(k.split("|")[1] for k in contributions.data) == ["new", "new"]
+    assert contributions() == ["new", "new"]
+
+
+@pytest.mark.parametrize("changes,reason", [
+    ({"at": "0001-01-01T00:00:00+01:00"}, "responded_at_out_of_range"),
+    ({"at": "1500-01-01T00:00:00Z"}, "responded_at_out_of_range"),
+    ({"at": "1969-12-31T23:59:59Z"}, "responded_at_out_of_range"),
+    ({"score": "9" * 5000}, "score_out_of_range"),
+    ({"score": "\u0667"}, "score_not_integer"),  # an Arabic-Indic digit is not an ASCII integer
+    ({"location": "x" * 300}, "segment_invalid"),
+])
+async def test_poison_records_are_dead_lettered_and_the_agent_keeps_going(harness, changes, reason):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(**changes), key=b"r-1")
+        await agent.put(raw(rid="r-2", score=10), key=b"r-2")
+    (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
+    assert dl["reason"] == reason
+    assert [o["response_id"] for o in harness.decoded("classified", avro.CLASSIFIED_RESPONSE)] == ["r-2"]
+
+
+async def test_unexpected_failure_is_dead_lettered_before_any_state_is_written(harness, monkeypatch):
+    real_encode = harness.pipeline.codec.encode
+
+    def failing(subject, record):
+        if subject == avro.CLASSIFIED_RESPONSE and record["response_id"] == "r-1":
+            raise RuntimeError("boom")
+        return real_encode(subject, record)
+
+    monkeypatch.setattr(harness.pipeline.codec, "encode", failing)
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(), key=b"r-1")
+        await agent.put(raw(rid="r-2"), key=b"r-2")
+    (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
+    assert dl["reason"] == "classify_internal_error" and "boom" in dl["detail"]
+    assert "r-1" not in harness.pipeline.tables["seen"].data  # a retry will process it as new
+    assert [o["response_id"] for o in harness.decoded("classified", avro.CLASSIFIED_RESPONSE)] == ["r-2"]
+
+
+async def test_record_keyed_differently_is_re_keyed_by_response_id(harness):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(rid="r-1"), key=None)
+    assert harness.sent["classified"] == []
+    ((key, value),) = harness.sent["raw"]
+    assert key == b"r-1" and CODEC.decode(value)["response_id"] == "r-1"
+    assert harness.pipeline.stats.as_dict()["classify.rekeyed"] == 1
+
+
+async def test_windows_crash_after_state_landed_but_not_contributions(harness):
+    """Simulate the crash window: the state's changelog record landed, the contributions' did not."""
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        for i in range(3):
+            await agent.put(raw(rid=f"p{i}", score=10, at=f"2026-11-20T10:0{i}:00Z"), key=f"p{i}".encode())
+    deltas = harness.deltas()
+    table = harness.pipeline.tables["window_state"]
+    wrapper = harness.pipeline.agents["windows"]
+    async with wrapper.test_context() as agent:
+        for key, value in deltas:
+            await agent.put(value, key=key, partition=0)
+        await until(lambda: sum(1 for k in table.data if k.startswith("C|")) == 6)  # the batch ran
+        for k in [k for k in table.data if k.startswith("C|")]:
+            del table.data[k]  # lost with the crash
+        agent.sent_offset = 0  # Kafka redelivers the same offsets
+        for key, value in deltas:
+            await agent.put(value, key=key, partition=0)
+    overall = table.data["S|overall=all"]
+    assert sum(c[0] for c in overall["b"].values()) == 3  # not 6, not 0
+    assert sum(1 for k in table.data if k.startswith("C|")) == 6  # contributions restored
+    assert harness.pipeline.stats.as_dict()["windows.redelivered"] == 6
+
+
+async def test_idle_segments_keep_rolling(harness):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(rid="a", score=10, at="2026-11-18T10:00:00Z", location="Espoo"), key=b"a")
+        await agent.put(raw(rid="b", score=10, at="2026-11-20T11:00:00Z", location="Oslo"), key=b"b")
+    deltas = harness.deltas()
+    espoo_first = [(k, v) for k, v in deltas if k == "location=Espoo"]
+    others = [(k, v) for k, v in deltas if k != "location=Espoo"]
+    latest = await run_windows(harness, espoo_first)  # Espoo seen alone: watermark 2026-11-18 10:00
+    assert latest[("location", "Espoo", "24h")]["responses"] == 1
+    harness.sent["windows"].clear()
+    async with harness.pipeline.agents["windows"].test_context() as agent:
+        for key, value in others:  # the watermark moves two days on, Espoo gets nothing
+            await agent.put(value, key=key, partition=0)
+    assert not [u for u in harness.decoded("windows", avro.WINDOW_UPDATE) if u["segment_value"] == "Espoo"]
+    await harness.pipeline.timers["roll_idle_segments"]()
+    rolled = {u["window"]: u for u in harness.decoded("windows", avro.WINDOW_UPDATE) if u["segment_value"] == "Espoo"}
+    assert rolled["24h"]["responses"] == 0 and rolled["7d"]["responses"] == 1
+    assert harness.pipeline.stats.as_dict()["windows.rolled"] == 1
+
+
+async def test_expiry_writes_real_tombstones(harness, monkeypatch):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(), key=b"r-1")
+    seen = harness.pipeline.tables["seen"]
+    calls = []
+    monkeypatch.setattr(seen, "send_changelog", lambda *a, **kw: calls.append((a, kw)))
+    from streams.app import delete_key
+
+    delete_key(seen, "r-1", 0)
+    assert calls == [((0, "r-1", None), {"value_serializer": "raw"})]  # raw None = a Kafka tombstone
+    assert "r-1" not in seen.data

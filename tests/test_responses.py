@@ -46,6 +46,13 @@ def test_integer_scores_in_text_or_number(score, expected):
         ({"comment": "x" * 10_001}, "comment_too_long"),
         ({"unknown_json": json.dumps({"response_id": 17})}, "response_id_not_string"),
         ({"unknown_json": json.dumps({"segment": [1]})}, "segment_invalid"),
+        ({"segment": {"bad key!": "x"}}, "segment_invalid"),
+        ({"segment": {"location": "x" * 257}}, "segment_invalid"),
+        ({"segment": {f"k{i}": "v" for i in range(33)}}, "segment_invalid"),
+        ({"responded_at": "1969-12-31T23:59:59Z"}, "responded_at_out_of_range"),
+        ({"responded_at": "0001-01-01T00:00:00+01:00"}, "responded_at_out_of_range"),
+        ({"score": "12345678901234567890"}, "score_out_of_range"),
+        ({"score": "\u0663"}, "score_not_integer"),
     ],
 )
 def test_rejections_carry_reasons(changes, reason):
