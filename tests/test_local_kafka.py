@@ -441,3 +441,10 @@ def test_faust_worker_processes_messages(kafka_bootstrap, kafka_topics, tmp_path
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait(10)
+
+
+def test_cluster_ids_never_look_like_an_option():
+    from deploy.local.kafka import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(5000)]  # ~1 in 32 raw UUIDs would start with '-' or '_'
+    assert all(len(i) == 22 and i[0].isalnum() for i in ids)

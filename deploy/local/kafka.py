@@ -285,6 +285,17 @@ _LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
 # --------------------------------------------------------------------------- broker
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id: a base64url UUID without padding (22 chars). It must not start with '-': the
+    storage tool's argument parser would take it for an option ("-t: expected one argument")."""
+    import base64
+
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if candidate[0] not in "-_":
+            return candidate
+
+
 class LocalKafka:
     """One broker+controller JVM whose files all live under ``state_dir``:
 
@@ -398,9 +409,7 @@ class LocalKafka:
                     return line.split("=", 1)[1].strip()
         if st.get("cluster_id"):
             return st["cluster_id"]
-        # Kafka cluster ids are base64url-encoded UUIDs without padding (22 chars)
-        import base64
-        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        return new_cluster_id()
 
     @staticmethod
     def _pick_ports(st: dict) -> tuple[int, int]:
