@@ -54,6 +54,8 @@ if str(ROOT) not in sys.path:
 
 PARTITIONS = 6
 POLL = 0.1
+DONE_COUNTERS = ("sink.responses.rows", "sink.responses.events")
+STALL_SECONDS = 60.0
 
 
 def log(msg: str) -> None:
@@ -268,15 +270,18 @@ def pipeline(bootstrap: str, tmp: Path, payload_file: Path, count: int, profile:
         cpu_w0, cpu_b0 = _thread_cpu(pid), _thread_cpu(broker_pid) if broker_pid else {}
         producer.go()
         timeline: list[tuple[float, dict]] = []
-        deadline = time.monotonic() + max(300.0, count / 50)
+        last_change, previous = time.monotonic(), None
         while True:
             stats = _get(port, "/api/v1/stats")
             now = time.monotonic()
             timeline.append((now, stats))
-            if stats.get("sink.responses.rows", 0) >= count:
+            # the sink's per-table counter (named `.rows`; some versions of the worker call it `.events`)
+            if max(stats.get(k, 0) for k in DONE_COUNTERS) >= count:
                 break
-            if now > deadline:
-                raise RuntimeError(f"pipeline did not finish in time; last stats {stats}")
+            if stats != previous:
+                last_change, previous = now, stats
+            elif now - last_change > STALL_SECONDS:
+                raise RuntimeError(f"pipeline stalled for {STALL_SECONDS}s; last stats {stats}")
             time.sleep(POLL)
         t_done = timeline[-1][0]
         cpu_w1, cpu_b1 = _thread_cpu(pid), _thread_cpu(broker_pid) if broker_pid else {}

@@ -186,7 +186,7 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         topic_allow_declare=True,
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
-        broker_commit_every=1000,
+        broker_commit_every=10_000,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
@@ -216,6 +216,8 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         "window_state": app.Table("window-state", default=None, partitions=settings.partitions),
     }
     pipeline = Pipeline(app, settings, avro.AvroCodec(), engine, Stats(), topics, tables, clock=clock)
+    # Faust pauses every stream once 100 sends wait in its producer buffer; a batch of ours makes more.
+    app.producer.buffer.max_messages = 20_000
 
     from streams.classify_agent import install_classify
     from streams.windows_agent import install_windows

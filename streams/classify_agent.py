@@ -32,7 +32,7 @@ def install_classify(pipeline: Pipeline) -> None:
 
     @app.agent(topics["raw"], name="classify")
     async def classify(stream):
-        async for events in stream.noack_take(500, within=0.2):
+        async for events in stream.noack_take(2000, within=0.2):
             async def process(events=events):
                 deliveries = Deliveries()
                 per_segment: dict[str, list] = defaultdict(list)
@@ -43,6 +43,7 @@ def install_classify(pipeline: Pipeline) -> None:
                     await deliveries.send(topics["deltas"], segment.encode(), json.dumps(items).encode())
                 await deliveries.wait()
 
+            stats.inc("classify.batches")
             await run_batch("classify", stats, process)
             for event in events:
                 await stream.ack(event)

@@ -159,7 +159,8 @@ def install_windows(pipeline: Pipeline) -> None:
 
     @app.agent(topics["deltas"], name="windows")
     async def windows(stream):
-        async for events in stream.noack_take(1000, within=0.2):
+        async for events in stream.noack_take(5000, within=0.2):
+            stats.inc("windows.batches")
             await run_batch("windows", stats, lambda events=events: process_batch(events))
             for event in events:
                 await stream.ack(event)
