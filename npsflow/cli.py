@@ -145,37 +145,34 @@ def ingest_responses(file: str) -> None:
     """Send a JSON Lines FILE of responses to the raw responses topic.
 
     Every JSON object is sent; the classify agent validates it (bad ones land in dead letters with a
-    reason). Lines that are not JSON objects are reported with their line numbers, dead-lettered, and make
-    the command exit with code 1.
+    reason). Lines that are not JSON objects, or cannot be encoded as Avro, are reported with their line
+    numbers, dead-lettered, and make the command exit with code 1 (the rest of the file is still sent).
     """
-    from npsflow.ingest import iter_file, parse_lines, to_raw_response
+    import io
+
+    from npsflow.ingest import iter_file, parse_lines, plan_ingest
     from npsflow.producer import ProduceError, Producer
     from schemas import codec as avro
-    from streams.app import dead_letter
 
     settings = _settings()
     bootstrap = _bootstrap(settings)
-    lines = sys.stdin if file == "-" else iter_file(file)
-    parsed = parse_lines(lines)
-    codec = avro.AvroCodec()
+    lines = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace") if file == "-"
+             else iter_file(file))
+    plan = plan_ingest(parse_lines(lines), avro.AvroCodec(), f"file:{file}")
     topics = settings.topics
     try:
         with Producer(bootstrap) as producer:
-            for _, obj in parsed.records:
-                record = to_raw_response(obj)
-                key = record["response_id"].encode() if isinstance(record.get("response_id"), str) else None
-                producer.send(topics.raw_responses, key, codec.encode(avro.RAW_RESPONSE, record))
-            for bad in parsed.bad:
-                dl = dead_letter("ingest", bad.reason, bad.detail, topic=f"file:{file}", partition=0,
-                                 offset=bad.line_no, payload=bad.text)
-                producer.send(topics.dead_letters, None, codec.encode(avro.DEAD_LETTER, dl))
+            for key, value in plan.records:
+                producer.send(topics.raw_responses, key, value)
+            for value in plan.dead_letters:
+                producer.send(topics.dead_letters, None, value)
     except ProduceError as exc:
         raise Failure(str(exc)) from None
-    click.echo(f"sent {len(parsed.records)} records to {topics.raw_responses}")
-    if parsed.bad:
-        for bad in parsed.bad:
+    click.echo(f"sent {len(plan.records)} records to {topics.raw_responses}")
+    if plan.bad:
+        for bad in plan.bad:
             click.echo(f"error: {bad.detail}", err=True)
-        raise Failure(f"{len(parsed.bad)} line(s) were not JSON objects (dead-lettered, see above)")
+        raise Failure(f"{len(plan.bad)} line(s) could not be sent (dead-lettered, see above)")
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -228,13 +225,19 @@ def windows(segment: str | None, fmt: str) -> None:
 
     seg = None
     if segment:
+        from sinks.queries import validate_dimension
+
         dim, sep, value = segment.partition("=")
         if not sep or not dim:
             raise click.BadParameter("use DIM=VALUE, e.g. location=Espoo", param_hint="--segment")
-        seg = (dim, value)
+        try:
+            validate_dimension(dim.strip())
+        except ValueError as exc:
+            raise Failure(f"--segment: {exc}") from None
+        seg = (dim.strip(), value)
     try:
         rows = read_windows(_settings(), seg)
-    except ReadError as exc:
+    except (ReadError, ValueError) as exc:
         raise Failure(str(exc)) from None
 
     def render(rows):

@@ -4,19 +4,21 @@ NPSFLOW_HOME              state directory (default ./.npsflow): local broker, em
 NPSFLOW_KAFKA             bootstrap servers (default: the local broker started by `npsflow stack up`)
 NPSFLOW_CLICKHOUSE_DSN    chdb:///abs/dir (default: embedded chDB in $NPSFLOW_HOME/clickhouse) or http(s)://…
 NPSFLOW_PARTITIONS        partitions of every npsflow topic (default 6)
-NPSFLOW_WINDOWS           rolling windows, comma separated (default 24h,7d,30d)
+NPSFLOW_WINDOWS           rolling windows, comma separated, each name once (default 24h,7d,30d)
 NPSFLOW_LATENESS          allowed lateness of window additions (default 6h)
-NPSFLOW_DIMENSIONS        segment dimensions of the live windows (default overall,location,employee,channel)
+NPSFLOW_DIMENSIONS        segment dimensions of the live windows (default overall,location,employee,channel);
+                          names match ^[a-z][a-z0-9_]{0,63}$ (the rule sinks.queries applies), at least one
 NPSFLOW_DEDUP_RETENTION   how long response ids are remembered for deduplication (default 90d)
 NPSFLOW_SINK_MAX_ROWS     rows per partition batch before a ClickHouse insert (default 5000)
-NPSFLOW_SINK_MAX_AGE      seconds a batch may wait before it is inserted (default 1.0)
+NPSFLOW_SINK_MAX_AGE      seconds a batch may wait before it is inserted (default 1.0; finite, > 0)
 NPSFLOW_NAMESPACE         prefix of topic names and the Faust app id / consumer group (default npsflow)
-NPSFLOW_WEB_PORT          worker HTTP port (default: a free port, written to $NPSFLOW_HOME/worker.json)
+NPSFLOW_WEB_PORT          worker HTTP port 1-65535 (default: a free port, written to $NPSFLOW_HOME/worker.json)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -119,10 +121,41 @@ class Settings:
         except (OSError, ValueError):
             return None
         try:
-            os.kill(int(info["pid"]), 0)
-        except (OSError, KeyError, ValueError):
+            pid = int(info["pid"])
+            os.kill(pid, 0)
+        except (OSError, KeyError, ValueError, TypeError):
+            return None
+        if not is_worker_process(pid):  # a stale file whose pid now belongs to another process
             return None
         return info
+
+
+def process_cmdline(pid: int) -> list[str] | None:
+    """argv of a live process (Linux /proc; elsewhere ``ps``), or None if it cannot be read."""
+    try:
+        raw = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+        return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+    except (OSError, ValueError):
+        if Path("/proc/self").exists():
+            return None  # a Linux box without that pid (or not ours to read)
+    import subprocess
+
+    try:
+        out = subprocess.run(["ps", "-p", str(int(pid)), "-o", "args="], capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    return out.stdout.split() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def is_worker_process(pid: int) -> bool:
+    """True if ``pid`` runs an npsflow worker (``python -m npsflow.cli worker`` or the ``npsflow worker``
+    console script). Guards against signalling an unrelated process that reused a stale pid."""
+    argv = process_cmdline(pid)
+    if not argv:
+        return False
+    is_cli = any(a == "npsflow.cli" or os.path.basename(a) == "npsflow" for a in argv)
+    return is_cli and "worker" in argv
 
 
 class ConfigError(Exception):
@@ -142,6 +175,18 @@ def _int(env: dict, name: str, default: int) -> int:
     return value
 
 
+def _port(raw: str | None) -> int | None:
+    if raw in (None, ""):
+        return None
+    try:
+        port = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"NPSFLOW_WEB_PORT must be a whole number 1-65535, got {raw!r}") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"NPSFLOW_WEB_PORT must be between 1 and 65535, got {raw!r}")
+    return port
+
+
 def load(env: dict | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     home = Path(env.get("NPSFLOW_HOME") or ".npsflow").resolve()
@@ -154,17 +199,35 @@ def load(env: dict | None = None) -> Settings:
         retention = parse_duration(env.get("NPSFLOW_DEDUP_RETENTION") or "90d")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    names = [w.name for w in windows]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ConfigError(f"NPSFLOW_WINDOWS lists {', '.join(duplicated)} more than once")
     if any(w.seconds % 3600 for w in windows):
         raise ConfigError("NPSFLOW_WINDOWS must be whole hours (the windows are built from hourly buckets)")
     if retention < max(w.seconds for w in windows) + lateness:
         raise ConfigError("NPSFLOW_DEDUP_RETENTION must be at least the largest window plus the lateness")
     dims = tuple(d.strip() for d in (env.get("NPSFLOW_DIMENSIONS") or "overall,location,employee,channel").split(",")
                  if d.strip())
+    if not dims:
+        raise ConfigError("NPSFLOW_DIMENSIONS must name at least one dimension, e.g. overall,location")
+    from sinks.queries import validate_dimension  # the read side's rule: a window dimension must be queryable
+
+    for dim in dims:
+        try:
+            validate_dimension(dim)
+        except ValueError as exc:
+            raise ConfigError(f"NPSFLOW_DIMENSIONS: {exc}") from None
+    if len(set(dims)) != len(dims):
+        raise ConfigError(f"NPSFLOW_DIMENSIONS lists a dimension twice: {','.join(dims)}")
+    raw_age = env.get("NPSFLOW_SINK_MAX_AGE")
     try:
-        max_age = float(env.get("NPSFLOW_SINK_MAX_AGE") or 1.0)
+        max_age = float(raw_age) if raw_age not in (None, "") else 1.0
     except ValueError:
-        raise ConfigError("NPSFLOW_SINK_MAX_AGE must be a number of seconds") from None
-    web_port = env.get("NPSFLOW_WEB_PORT")
+        raise ConfigError(f"NPSFLOW_SINK_MAX_AGE must be a number of seconds, got {raw_age!r}") from None
+    if not math.isfinite(max_age) or max_age <= 0:
+        raise ConfigError(f"NPSFLOW_SINK_MAX_AGE must be a finite number of seconds > 0, got {raw_age!r}")
+    web_port = _port(env.get("NPSFLOW_WEB_PORT"))
     namespace = env.get("NPSFLOW_NAMESPACE") or "npsflow"
     if not _NAMESPACE.match(namespace):
         raise ConfigError(f"NPSFLOW_NAMESPACE must be letters, digits, - or _ (max 41), got {namespace!r}")
@@ -179,6 +242,6 @@ def load(env: dict | None = None) -> Settings:
         dimensions=dims,
         sink_max_rows=_int(env, "NPSFLOW_SINK_MAX_ROWS", 5000),
         sink_max_age=max_age,
-        web_port=int(web_port) if web_port else None,
+        web_port=web_port,
         topics=Topics(namespace),
     )

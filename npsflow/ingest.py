@@ -3,12 +3,19 @@
 The CLI does not validate scores or dates: it carries every JSON object into the Avro RawResponse as
 faithfully as the schema allows (fields of the wrong type travel in ``unknown_json``) and lets the classify
 agent decide, so there is exactly one validation rule set. Lines that are not JSON objects never reach the
-agent: they are dead-lettered here (stage ``ingest``) and reported with their line numbers.
+agent: they are dead-lettered here (stage ``ingest``) and reported with their line numbers; so are JSON
+objects that cannot be Avro-encoded (e.g. a string with a lone surrogate "\\ud800", which ``json.loads``
+accepts but UTF-8 cannot carry: reason ``avro_encode_error``). The rest of the file is still sent.
+
+Records are keyed by the *stripped* ``response_id`` (the classify agent strips it too), so every version of
+an answer lands on one partition. Dead letter ids carry a per-run id: two runs over stdin (or two files with
+the same name) must not collapse into one row of the ``dead_letters`` ReplacingMergeTree.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Iterator
@@ -82,6 +89,70 @@ def parse_lines(lines: Iterable[str]) -> ParsedFile:
             continue
         out.records.append((line_no, obj))
     return out
+
+
+@dataclass
+class IngestPlan:
+    """What ``npsflow ingest responses`` sends: (key, Avro value) records and Avro dead letters."""
+
+    run_id: str
+    records: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    dead_letters: list[bytes] = field(default_factory=list)
+    bad: list[BadLine] = field(default_factory=list)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def response_key(record: dict) -> bytes | None:
+    """The Kafka key: the stripped response_id (None when missing or blank)."""
+    rid = record.get("response_id")
+    if isinstance(rid, str) and rid.strip():
+        return rid.strip().encode("utf-8", "surrogatepass")
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).encode("utf-8", "backslashreplace").decode("utf-8").split())
+
+
+def plan_ingest(parsed: ParsedFile, codec, source_name: str, run_id: str | None = None,
+                received_at: datetime | None = None) -> IngestPlan:
+    """Encode every parsed record; lines that fail (not JSON objects, not Avro-encodable) become dead letters.
+
+    ``source_name`` names the input (``file:<path>`` / ``file:-``); dead letter ids are
+    ``ingest:<run_id>:<source_name>:<line>`` so they are unique per run.
+    """
+    from schemas import codec as avro
+    from streams.app import dead_letter
+
+    plan = IngestPlan(run_id or new_run_id())
+    bad = list(parsed.bad)
+    for line_no, obj in parsed.records:
+        record = to_raw_response(obj, received_at=received_at)
+        try:
+            value = codec.encode(avro.RAW_RESPONSE, record)
+        except Exception as exc:  # one bad record must not abort the file
+            why = _one_line(getattr(exc, "detail", None) or exc)
+            bad.append(BadLine(line_no, "avro_encode_error", f"line {line_no}: cannot be encoded as Avro ({why})",
+                               json.dumps(obj, ensure_ascii=True, default=str)))
+            continue
+        plan.records.append((response_key(record), value))
+    bad.sort(key=lambda b: b.line_no)
+    for item in bad:
+        def encoded(payload, item=item) -> bytes:
+            dl = dead_letter("ingest", item.reason, _one_line(item.detail), topic=source_name, partition=0,
+                             offset=item.line_no, payload=payload)
+            dl["dead_letter_id"] = f"ingest:{plan.run_id}:{source_name}:{item.line_no}"
+            return codec.encode(avro.DEAD_LETTER, dl)
+
+        try:
+            plan.dead_letters.append(encoded(item.text))
+        except Exception:  # the line cannot travel as text: keep its bytes (base64)
+            plan.dead_letters.append(encoded(item.text.encode("utf-8", "surrogatepass")))
+    plan.bad = bad
+    return plan
 
 
 def iter_file(path: str) -> Iterator[str]:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from npsflow.config import Settings
+from npsflow.config import Settings, is_worker_process
 
 
 class StackError(Exception):
@@ -75,26 +75,39 @@ def start_worker(settings: Settings, bootstrap: str, timeout: float = 120.0) -> 
     raise StackError(f"worker not ready after {timeout:.0f}s; last lines of {log_path}:\n{_tail(log_path)}")
 
 
+def _signal_worker(pid: int, sig: int) -> bool:
+    """Send ``sig`` to our worker's process group (it runs in its own session) — only after checking that
+    ``pid`` still is an npsflow worker: a stale worker.pid may name a pid the OS gave to another process."""
+    if not is_worker_process(pid):
+        return False
+    try:
+        if os.getpgid(pid) == pid:  # started with start_new_session: its group holds its children too
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except OSError:
+        return False
+    return True
+
+
 def stop_worker(settings: Settings, timeout: float = 30.0) -> bool:
+    """Stop the background worker named by worker.pid; True if one was stopped.
+
+    A pid whose process is gone or is not an npsflow worker (``/proc/<pid>/cmdline`` shows no
+    ``npsflow.cli … worker``) is stale: nothing is signalled, the pid/info files are removed.
+    """
     pid_file = settings.home / "worker.pid"
     try:
         pid = int(pid_file.read_text())
     except (OSError, ValueError):
         return False
     stopped = False
-    if _alive(pid):
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except OSError:
-            os.kill(pid, signal.SIGTERM)
+    if _alive(pid) and _signal_worker(pid, signal.SIGTERM):
         deadline = time.monotonic() + timeout
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         if _alive(pid):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
+            _signal_worker(pid, signal.SIGKILL)
         stopped = True
     pid_file.unlink(missing_ok=True)
     settings.worker_file.unlink(missing_ok=True)

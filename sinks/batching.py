@@ -2,12 +2,30 @@
 
 Like quixstreams' ``BatchingSink``: rows are grouped PER KAFKA PARTITION; a partition's batch is flushed
 when it holds ``max_rows`` entries or its oldest entry is ``max_age`` seconds old. Each batch is inserted
-with ``insert_deduplication_token = "{table}:{topic}:{partition}:{first_offset}-{last_offset}"``, and only
-after that insert returned are the batch's ack handles handed back — the caller acks/commits those Kafka
-offsets, never earlier. If the insert raises, the batch stays queued unchanged (same rows, same token:
-if the failed insert actually landed, ClickHouse drops the retry), the partition backs off exponentially,
-and the error is logged. Once a batch has been attempted it is sealed: later rows go to a new batch, so
-a retried token always names exactly the same rows.
+with ``insert_deduplication_token = "{table}:{topic}:{partition}:{first_offset}-{last_offset}:{digest}"``
+(``digest``: blake2b over a stable JSON serialization of the batch's rows, so the same offsets with other
+content — e.g. after a Kafka topic reset while ClickHouse was kept — are not dropped as duplicates, while a
+retry of the identical batch still is), and only after that insert returned are the batch's ack handles
+handed back — the caller acks/commits those Kafka offsets, never earlier.
+
+Failures are split in two kinds (``is_permanent``):
+
+* transient (connection refused, server down, timeouts: clickhouse_connect ``OperationalError``, OSError,
+  anything not known to be permanent): the batch stays queued unchanged (same rows, same token: if the
+  failed insert actually landed, ClickHouse drops the retry), the partition backs off exponentially (other
+  partitions are unaffected), the error is logged, nothing is acked;
+* permanent (clickhouse_connect ``DataError`` / ``ProgrammingError``, ClickHouse server errors about types
+  or parsing, Python ``TypeError``/``ValueError``/``OverflowError`` while serializing), and only when an
+  ``on_rejected`` handler is given: the batch is bisected; every sub-batch is inserted with its own token
+  ``"{batch_token}/{first}-{last}"`` (deterministic, so a retried split deduplicates too), and the rows that
+  fail on their own are handed to ``on_rejected(partition, offset, row, ack, exc)`` (e.g. dead-lettered)
+  after the good rows landed. Then the whole batch is acked. If ``on_rejected`` raises, or a transient error
+  interrupts the split, the batch is kept and retried like a transient failure. Without ``on_rejected``
+  every error is treated as transient (the old, stalling behaviour: nothing is ever dropped).
+
+Once a batch has been attempted it is sealed: later rows go to a new batch, so a retried token always
+names exactly the same rows. ``drop_partitions`` forgets the queue of revoked partitions; a flush that
+was in progress for such a partition hands back no acks.
 
 An entry may carry ``row=None``: nothing to insert (e.g. a record routed to the dead-letter topic) but its
 ack still waits for the rows before it in the partition.
@@ -15,7 +33,10 @@ ack still waits for the rows before it in the partition.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +45,54 @@ from typing import Any, Awaitable, Callable
 log = logging.getLogger("npsflow.sink")
 
 Writer = Callable[[list[dict], str], Awaitable[Any]]
+#: on_rejected(partition, offset, row, ack, exc): a row ClickHouse refused for good (after bisection)
+RejectedHandler = Callable[[int, int, dict, Any, BaseException], Awaitable[Any]]
+
+# ClickHouse error names (server text "... (CANNOT_PARSE_TEXT)") that are about the data of a row
+_ROW_ERROR = re.compile(
+    r"\b(CANNOT_PARSE_\w+|TYPE_MISMATCH|CANNOT_CONVERT_TYPE|ILLEGAL_TYPE_OF_ARGUMENT|VALUE_IS_OUT_OF_RANGE\w*|"
+    r"ARGUMENT_OUT_OF_BOUND|INCORRECT_DATA|CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN|TOO_LARGE_STRING_SIZE|"
+    r"DECIMAL_OVERFLOW|UNKNOWN_ELEMENT_OF_ENUM|BAD_ARGUMENTS|CANNOT_READ_\w+|INCORRECT_NUMBER_OF_COLUMNS|"
+    r"SIZES_OF_\w+_DOESNT_MATCH|NUMBER_OF_COLUMNS_DOESNT_MATCH)\b")
+# errors about the installation, not the rows: never dead-letter rows for these, keep retrying
+_INFRA_ERROR = re.compile(
+    r"\b(UNKNOWN_TABLE|UNKNOWN_DATABASE|TABLE_IS_READ_ONLY|READONLY|NOT_ENOUGH_SPACE|TOO_MANY_PARTS|"
+    r"MEMORY_LIMIT_EXCEEDED|TIMEOUT_EXCEEDED|SOCKET_TIMEOUT|NETWORK_ERROR|AUTHENTICATION_FAILED|ACCESS_DENIED|"
+    r"REQUIRED_PASSWORD|TABLE_IS_DROPPED|ABORTED|QUERY_WAS_CANCELLED|UNKNOWN_USER)\b")
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for an insert error that retrying the same rows can never fix (bad data), False otherwise."""
+    text = str(exc)
+    if _INFRA_ERROR.search(text):
+        return False
+    try:
+        from clickhouse_connect.driver import exceptions as cce
+    except ImportError:  # pragma: no cover - clickhouse_connect is a dependency
+        cce = None
+    if cce is not None:
+        if isinstance(exc, (cce.OperationalError, cce.InterfaceError, cce.InternalError, cce.StreamFailureError)):
+            return False
+        if isinstance(exc, (cce.DataError, cce.ProgrammingError)):
+            return True
+        if isinstance(exc, cce.Error):
+            return bool(_ROW_ERROR.search(text))
+    if isinstance(exc, (OSError, ConnectionError, TimeoutError)):
+        return False
+    if isinstance(exc, (TypeError, ValueError, OverflowError)):  # e.g. a row that does not serialize
+        return True
+    return bool(_ROW_ERROR.search(text))
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:limit]
+
+
+def rows_digest(rows: list[dict]) -> str:
+    """Content digest of rows: stable across processes (sorted keys; datetimes etc. by their str())."""
+    data = json.dumps(rows, sort_keys=True, default=str, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(data.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 @dataclass
@@ -31,6 +100,7 @@ class Batch:
     partition: int
     created_at: float
     entries: list[tuple[int, dict | None, Any]] = field(default_factory=list)  # (offset, row, ack)
+    token: str | None = None  # computed once the batch is sealed and first attempted
 
     @property
     def first_offset(self) -> int:
@@ -64,7 +134,7 @@ class PartitionState:
 class BatchingSink:
     def __init__(self, *, table: str, topic: str, writer: Writer, max_rows: int = 1000, max_age: float = 1.0,
                  clock: Callable[[], float] = time.monotonic, backoff_initial: float = 0.2,
-                 backoff_max: float = 30.0):
+                 backoff_max: float = 30.0, on_rejected: RejectedHandler | None = None):
         if max_rows < 1:
             raise ValueError("max_rows must be >= 1")
         if max_age < 0:
@@ -76,6 +146,9 @@ class BatchingSink:
         self.inserted_rows = 0
         self.inserted_batches = 0
         self.failed_attempts = 0
+        self.rejected_rows = 0
+        self.split_batches = 0
+        self.on_rejected = on_rejected
 
     # ------------------------------------------------------------------------------------------ intake
     def add(self, partition: int, offset: int, row: dict | None, ack: object) -> None:
@@ -94,7 +167,42 @@ class BatchingSink:
         state.open = None
 
     def token(self, batch: Batch) -> str:
-        return f"{self.table}:{self.topic}:{batch.partition}:{batch.first_offset}-{batch.last_offset}"
+        if batch.token is None:
+            batch.token = (f"{self.table}:{self.topic}:{batch.partition}:{batch.first_offset}-"
+                           f"{batch.last_offset}:{rows_digest(batch.rows)}")
+        return batch.token
+
+    def _permanent(self, exc: BaseException) -> bool:
+        return self.on_rejected is not None and is_permanent(exc)
+
+    async def _insert_split(self, items: list[tuple[int, dict, Any]], token: str, base: str,
+                            rejected: list) -> None:
+        """Insert ``items``; on a permanent error bisect them, collecting single rows that still fail in
+        ``rejected``. Transient errors propagate (the caller keeps the whole batch)."""
+        try:
+            await self.writer([row for _, row, _ in items], token)
+            self.inserted_rows += len(items)
+            return
+        except Exception as exc:
+            if not self._permanent(exc):
+                raise
+            if len(items) == 1:
+                rejected.append((items[0], exc))
+                return
+            self.split_batches += 1
+        mid = len(items) // 2
+        for part in (items[:mid], items[mid:]):
+            await self._insert_split(part, f"{base}/{part[0][0]}-{part[-1][0]}", base, rejected)
+
+    async def _write(self, batch: Batch, token: str) -> None:
+        items = [(offset, row, ack) for offset, row, ack in batch.entries if row is not None]
+        rejected: list = []
+        await self._insert_split(items, token, token, rejected)
+        for (offset, row, ack), exc in rejected:
+            log.error("ClickHouse rejected a row of %s (partition %d, offset %d): %s", self.table,
+                      batch.partition, offset, first_line(exc))
+            await self.on_rejected(batch.partition, offset, row, ack, exc)
+        self.rejected_rows += len(rejected)
 
     # ------------------------------------------------------------------------------------------ inspection
     def pending(self) -> int:
@@ -131,18 +239,23 @@ class BatchingSink:
         return {p: s.last_error for p, s in self.partitions.items() if s.last_error is not None}
 
     # ------------------------------------------------------------------------------------------ flushing
-    async def flush_due(self, force: bool = False) -> list:
-        """Insert every due batch (all batches when ``force``, ignoring backoff too); return acks of written ones.
+    async def flush_due(self, force: bool = False, seal_all: bool = False) -> list:
+        """Insert every due batch; return acks of written (or rejected and handled) ones.
 
-        Batches of one partition are written in offset order; a failure stops that partition (later
-        batches wait behind it) but not the others. Failures are logged and leave the batch queued.
+        ``force``: every batch, ignoring backoff too. ``seal_all``: every open batch is due (the caller
+        already bounded it, e.g. ``noack_take``), but partitions backing off still wait for their retry time.
+        Batches of one partition are written in offset order; a transient failure stops that partition
+        (later batches wait behind it) but not the others. Failures are logged and leave the batch queued.
         """
         now = self.clock()
         acks: list = []
         for partition in sorted(self.partitions):
-            state = self.partitions[partition]
+            state = self.partitions.get(partition)
+            if state is None:  # dropped (revoked) while an earlier partition was being written
+                continue
             batch = state.open
-            if batch is not None and (force or len(batch) >= self.max_rows or now - batch.created_at >= self.max_age):
+            if batch is not None and (force or seal_all or len(batch) >= self.max_rows
+                                      or now - batch.created_at >= self.max_age):
                 self._seal(state)
             if not state.sealed or (not force and now < state.retry_at):
                 continue
@@ -151,7 +264,7 @@ class BatchingSink:
                 rows, token = batch.rows, self.token(batch)
                 if rows:
                     try:
-                        await self.writer(rows, token)
+                        await self._write(batch, token)
                     except Exception as exc:
                         state.failures += 1
                         self.failed_attempts += 1
@@ -162,8 +275,9 @@ class BatchingSink:
                                     "retry in %.1fs: %s", len(rows), self.table, token, state.failures, delay,
                                     exc, exc_info=exc)
                         break
-                    self.inserted_rows += len(rows)
                     self.inserted_batches += 1
+                if self.partitions.get(partition) is not state:  # revoked meanwhile: its acks are void
+                    break
                 state.sealed.popleft()
                 state.failures, state.retry_at, state.last_error = 0, 0.0, None
                 acks.extend(batch.acks)

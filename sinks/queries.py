@@ -36,8 +36,13 @@ def _utc(value: datetime) -> datetime:
 
 
 def _ch_time(value: datetime) -> str:
-    """A DateTime64(3, 'UTC') parameter literal (explicit UTC text: no client/server timezone guessing)."""
-    return _utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    """A DateTime64(3, 'UTC') parameter literal (explicit UTC text: no client/server timezone guessing).
+
+    Formatted by hand: ``strftime("%Y")`` does not zero-pad years < 1000 on glibc ("999-01-01").
+    """
+    v = _utc(value)
+    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d} {v.hour:02d}:{v.minute:02d}:{v.second:02d}."
+            f"{v.microsecond // 1000:03d}")
 
 
 def _iso(value: Any) -> Any:
@@ -117,9 +122,12 @@ WINDOW_COLUMNS = ("window_seconds", "window_start", "window_end", "promoters", "
 
 
 def windows(store, segment: tuple[str, str] | None = None) -> list[dict]:
-    """Latest update (highest seq) per (dimension, segment_value, window), optionally for one segment.
+    """Latest update per (dimension, segment_value, window), optionally for one segment.
 
-    Sorted by dimension, segment_value, window length.
+    Latest = highest ``(updated_at, seq)``: seq alone restarts when the worker's window state is reset
+    (e.g. a new namespace/consumer group writing into the same ClickHouse), so the newest update wins
+    and seq only breaks ties between updates of the same millisecond. Sorted by dimension,
+    segment_value, window length.
     """
     params: dict[str, Any] = {}
     where = ""
@@ -128,8 +136,8 @@ def windows(store, segment: tuple[str, str] | None = None) -> list[dict]:
         params = {"dim": validate_dimension(dim), "value": str(value)}
         where = "WHERE dimension = {dim:String} AND segment_value = {value:String}"
     # aliases differ from column names (an alias shadowing a column nests aggregates in ClickHouse)
-    latest = ", ".join(f"argMax({c}, seq) AS l_{c}" for c in WINDOW_COLUMNS)
-    sql = (f"SELECT dimension, segment_value, `window`, max(seq) AS l_seq, {latest} FROM {{db}}.window_updates "
+    latest = ", ".join(f"argMax({c}, (updated_at, seq)) AS l_{c}" for c in (*WINDOW_COLUMNS, "seq"))
+    sql = (f"SELECT dimension, segment_value, `window`, {latest} FROM {{db}}.window_updates "
            f"{where} GROUP BY dimension, segment_value, `window` "
            f"ORDER BY dimension, segment_value, l_window_seconds, `window`")
     out = []

@@ -65,8 +65,8 @@ def install_sinks(pipeline: Pipeline, store_factory: Callable[[], Any]) -> None:
     sinks: dict[str, BatchingSink] = {}
     for topic_key, table, subject, mapper in SINKS:
         topic = pipeline.topics[topic_key]
-        sinks[table] = _install_one(app, topic, table, subject, mapper, codec, stats, store, settings,
-                                    pipeline.topics["dead_letters"])
+        sinks[table], pipeline.agents[f"sink-{table}"] = _install_one(
+            app, topic, table, subject, mapper, codec, stats, store, settings, pipeline.topics["dead_letters"])
     pipeline.store_holder.update(holder)
     pipeline.store_holder["sinks"] = sinks
 
@@ -83,7 +83,8 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _install_one(app, topic, table, subject, mapper, codec, stats, store, settings, dead_letters) -> BatchingSink:
+def _install_one(app, topic, table, subject, mapper, codec, stats, store, settings, dead_letters):
+    """Install one sink agent; returns (its BatchingSink, the agent)."""
     async def writer(rows: list[dict], token: str) -> None:
         await store().ainsert(table, rows, dedup_token=token)
 
@@ -175,4 +176,4 @@ def _install_one(app, topic, table, subject, mapper, codec, stats, store, settin
             await dead_letters.send(key=b"", value=codec.encode(avro.DEAD_LETTER, dl))
             return None  # ack-only entry: its ack still waits for the rows before it
 
-    return batching
+    return batching, sink

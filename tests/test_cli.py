@@ -78,6 +78,89 @@ def test_bad_setting_is_a_one_line_error(tmp_path):
     assert "NPSFLOW_PARTITIONS" in one_line_error(proc)
 
 
+@pytest.mark.parametrize("segment", ["Location=X", "bad dim=X", "promoters=1"])
+def test_windows_with_a_bad_segment_dimension_is_a_one_line_error(tmp_path, segment):
+    proc = run(["windows", "--segment", segment], home=tmp_path)
+    assert proc.returncode == 1
+    line = one_line_error(proc)
+    assert line.startswith("Error: --segment") and "dimension" in line
+
+
+SURROGATE_LINE = '{"response_id": "r-2", "score": 9, "comment": "\\ud800"}'
+
+
+def _ingest_file(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(['{"response_id": "  r-1 ", "score": 9}', SURROGATE_LINE, "[1]",
+                               '{"response_id": "r-3", "score": 7}']) + "\n")
+    return path
+
+
+def test_ingest_plan_dead_letters_an_unencodable_line_and_keeps_the_rest(tmp_path):
+    from npsflow.ingest import iter_file, parse_lines, plan_ingest
+    from schemas import codec as avro
+
+    assert json.loads(SURROGATE_LINE)["comment"] == "\ud800"  # json accepts it; UTF-8/Avro cannot carry it
+    codec = avro.AvroCodec()
+    plan = plan_ingest(parse_lines(iter_file(str(_ingest_file(tmp_path)))), codec, "file:r.jsonl", run_id="run1")
+    assert [k for k, _ in plan.records] == [b"r-1", b"r-3"]  # keyed by the stripped response_id
+    assert [codec.decode(v, expected=avro.RAW_RESPONSE)["score"] for _, v in plan.records] == [9, 7]
+    assert [(b.line_no, b.reason) for b in plan.bad] == [(2, "avro_encode_error"), (3, "not_a_json_object")]
+    dls = [codec.decode(v, expected=avro.DEAD_LETTER) for v in plan.dead_letters]
+    assert [(d["stage"], d["reason"], d["source_offset"]) for d in dls] == \
+        [("ingest", "avro_encode_error", 2), ("ingest", "not_a_json_object", 3)]
+    assert dls[0]["detail"].startswith("line 2: ") and "\n" not in dls[0]["detail"]
+    assert json.loads(json.loads(dls[0]["payload_json"]))["response_id"] == "r-2"
+    assert [d["dead_letter_id"] for d in dls] == ["ingest:run1:file:r.jsonl:2", "ingest:run1:file:r.jsonl:3"]
+
+
+def test_ingest_dead_letter_ids_are_unique_per_run():
+    from npsflow.ingest import parse_lines, plan_ingest
+    from schemas import codec as avro
+
+    codec = avro.AvroCodec()
+    ids = set()
+    for _ in range(2):  # e.g. two `npsflow ingest responses -` runs over stdin
+        plan = plan_ingest(parse_lines(["not json"]), codec, "file:-")
+        ids.update(codec.decode(v, expected=avro.DEAD_LETTER)["dead_letter_id"] for v in plan.dead_letters)
+    assert len(ids) == 2
+
+
+@pytest.mark.kafka
+def test_ingest_sends_the_rest_of_the_file_after_an_unencodable_line(tmp_path, kafka_bootstrap):
+    from kafka import KafkaConsumer
+
+    from npsflow import stack
+    from schemas import codec as avro
+    from tests.e2e_helpers import make_env
+
+    env = make_env(tmp_path, kafka_bootstrap)
+    stack.ensure_topics(env.settings, kafka_bootstrap)
+    proc = env.cli("ingest", "responses", str(_ingest_file(tmp_path)), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "sent 2 records" in proc.stdout
+    assert "line 2: cannot be encoded as Avro" in proc.stderr and "line 3: expected a JSON object" in proc.stderr
+    codec, topics = avro.AvroCodec(), env.settings.topics
+
+    def consume(topic: str, n: int) -> list:
+        consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                                 consumer_timeout_ms=30000)
+        got = []
+        try:
+            for msg in consumer:
+                got.append(msg)
+                if len(got) >= n:
+                    break
+        finally:
+            consumer.close()
+        return got
+
+    assert sorted(m.key for m in consume(topics.raw_responses, 2)) == [b"r-1", b"r-3"]
+    reasons = sorted(codec.decode(m.value, expected=avro.DEAD_LETTER)["reason"]
+                     for m in consume(topics.dead_letters, 2))
+    assert reasons == ["avro_encode_error", "not_a_json_object"]
+
+
 def test_missing_file_is_a_usage_error(tmp_path):
     proc = run(["ingest", "responses", str(tmp_path / "nope.jsonl")], home=tmp_path)
     assert proc.returncode == 2 and "does not exist" in proc.stderr

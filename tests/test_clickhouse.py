@@ -381,6 +381,28 @@ def test_windows_latest_by_seq(ch_store):
         queries.windows(ch_store, ("Bad Dim", "x"))
 
 
+def test_windows_latest_by_updated_at_then_seq_survives_a_seq_reset(ch_store):
+    """A reset window state restarts seq at 1: the newer update (updated_at) wins over an old high seq."""
+    old = window_update("Espoo", "24h", 86400, 50, 1, 0, 0)
+    old["updated_at"] = W0 - 2 * H
+    new = window_update("Espoo", "24h", 86400, 1, 0, 0, 4)  # after the reset: seq 1, but newest
+    same_ms = [window_update("Oslo", "24h", 86400, s, s, 0, 0) for s in (1, 2)]
+    for r in same_ms:
+        r["updated_at"] = W0  # same updated_at: seq breaks the tie
+    ch_store.insert("window_updates", [old, new, *same_ms])
+    result = {r["segment_value"]: r for r in queries.windows(ch_store, None)}
+    assert (result["Espoo"]["seq"], result["Espoo"]["detractors"], result["Espoo"]["nps"]) == (1, 4, -100.0)
+    assert result["Espoo"]["updated_at"] == new["updated_at"].strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert (result["Oslo"]["seq"], result["Oslo"]["promoters"]) == (2, 2)
+
+
+def test_ch_time_zero_pads_years_before_1000():
+    assert queries._ch_time(datetime(999, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)) == "0999-01-02 03:04:05.678"
+    assert queries._ch_time(datetime(2024, 5, 1, 12, 0, 0, 1999)) == "2024-05-01 12:00:00.001"
+    assert queries._ch_time(datetime(2024, 5, 1, 14, tzinfo=timezone(timedelta(hours=2)))) \
+        == "2024-05-01 12:00:00.000"
+
+
 # =============================================================================================== dead letters
 def dead_letter(ident: str, stage: str, reason: str, minute: int, partition: int | None = 0) -> dict:
     return rows.dead_letter_row({
@@ -428,6 +450,10 @@ class Writer:
         self.fail_next = 0
         self.fail_after_write = 0  # the insert lands, then the client sees an error (e.g. a timeout)
 
+    def offsets(self) -> list[str]:
+        """The tokens without their content digest: "{table}:{topic}:{partition}:{first}-{last}"."""
+        return [t.rsplit(":", 1)[0] for t in self.tokens]
+
     async def __call__(self, batch: list[dict], token: str) -> None:
         self.tokens.append(token)
         if self.fail_next:
@@ -458,7 +484,7 @@ async def test_batch_flushes_at_max_rows(ch_store):
     assert await sink.flush_due() == [] and writer.tokens == []
     add(sink, 0, 12)
     assert await sink.flush_due() == ["ack-0-10", "ack-0-11", "ack-0-12"]
-    assert writer.tokens == ["responses:npsflow.classified:0:10-12"]
+    assert writer.offsets() == ["responses:npsflow.classified:0:10-12"]
     assert count(ch_store, "responses") == 3 and sink.pending() == 0
 
 
@@ -483,10 +509,10 @@ async def test_batches_are_per_partition(ch_store):
     add(sink, 1, 5)
     add(sink, 0, 6)
     assert await sink.flush_due() == ["ack-0-5", "ack-0-6"]
-    assert writer.tokens == ["responses:npsflow.classified:0:5-6"] and sink.pending() == 1
+    assert writer.offsets() == ["responses:npsflow.classified:0:5-6"] and sink.pending() == 1
     add(sink, 2, 0)
     assert await sink.flush_due(force=True) == ["ack-1-5", "ack-2-0"]
-    assert writer.tokens[1:] == ["responses:npsflow.classified:1:5-5", "responses:npsflow.classified:2:0-0"]
+    assert writer.offsets()[1:] == ["responses:npsflow.classified:1:5-5", "responses:npsflow.classified:2:0-0"]
     assert count(ch_store, "responses") == 4
 
 
@@ -496,7 +522,7 @@ async def test_ack_only_entries_wait_for_the_rows_before_them(ch_store):
     sink.add(0, 1, None, "ack-0-1")  # e.g. dead-lettered: nothing to insert, but offset order holds
     add(sink, 0, 2)
     assert await sink.flush_due() == ["ack-0-0", "ack-0-1", "ack-0-2"]
-    assert writer.tokens == ["responses:npsflow.classified:0:0-2"] and count(ch_store, "responses") == 2
+    assert writer.offsets() == ["responses:npsflow.classified:0:0-2"] and count(ch_store, "responses") == 2
     sink.add(0, 3, None, "ack-0-3")
     assert await sink.flush_due(force=True) == ["ack-0-3"] and len(writer.tokens) == 1  # no empty insert
 
@@ -521,7 +547,7 @@ async def test_failed_insert_keeps_batch_acks_nothing_and_backs_off(ch_store, ca
     assert await sink.flush_due() == [] and len(writer.tokens) == 2  # backing off: no attempt yet
     clock.now += 0.5
     assert await sink.flush_due() == ["ack-0-0", "ack-0-1", "ack-0-2", "ack-0-3"]
-    assert writer.tokens == ["responses:npsflow.classified:0:0-1", "responses:npsflow.classified:1:0-1",
+    assert writer.offsets() == ["responses:npsflow.classified:0:0-1", "responses:npsflow.classified:1:0-1",
                              "responses:npsflow.classified:0:0-1", "responses:npsflow.classified:0:2-3"]
     assert count(ch_store, "responses") == 6 and sink.last_errors() == {} and sink.pending() == 0
 
@@ -550,7 +576,8 @@ async def test_retry_of_a_batch_that_actually_landed_is_deduplicated(ch_store):
     assert await sink.flush_due() == []
     assert count(ch_store, "responses") == 3
     assert await sink.flush_due(force=True) == ["ack-4-0", "ack-4-1", "ack-4-2"]  # same token again
-    assert writer.tokens == ["responses:npsflow.classified:4:0-2"] * 2
+    assert writer.offsets() == ["responses:npsflow.classified:4:0-2"] * 2
+    assert writer.tokens[0] == writer.tokens[1]  # the digest is stable for the identical batch
     assert count(ch_store, "responses") == 3  # exact: ClickHouse dropped the retried block (no FINAL needed)
 
 
@@ -575,3 +602,169 @@ def test_dedup_tokens_survive_a_restart(ch_store):
         stop_merges(again, "responses")
         insert_responses(again, batch, token="responses:t:0:0-1")
         assert count(again, "responses") == 2
+
+
+# =============================================================================================== tokens
+async def test_same_offsets_with_other_content_land_identical_retry_dedups(ch_store):
+    """After a Kafka reset (ClickHouse kept) offsets repeat with other rows: the content digest tells them apart."""
+    stop_merges(ch_store, "responses")
+
+    async def run(ids: list[str]) -> list[str]:
+        sink, writer = make_sink(ch_store, max_rows=2)
+        for offset, rid in enumerate(ids):
+            sink.add(0, offset, rows.response_row(response(rid, 9), 0, offset), f"ack-{offset}")
+        assert await sink.flush_due() == ["ack-0", "ack-1"]
+        return writer.tokens
+
+    first = await run(["a1", "a2"])
+    assert count(ch_store, "responses") == 2
+    again = await run(["a1", "a2"])  # identical retry (e.g. a restart before the commit): dropped by ClickHouse
+    assert again == first and count(ch_store, "responses") == 2
+    other = await run(["b1", "b2"])  # same topic/partition/offsets, different content: must land
+    assert other[0].rsplit(":", 1)[0] == first[0].rsplit(":", 1)[0] and other != first
+    assert count(ch_store, "responses") == 4
+    ids = {r["response_id"] for r in ch_store.query("SELECT response_id FROM {db}.responses")}
+    assert ids == {"a1", "a2", "b1", "b2"}
+
+
+# =============================================================================================== permanent errors
+def bad_row(rid: str, offset: int) -> dict:
+    return rows.response_row(response(rid, 9, version=-1), 0, offset)  # UInt64 column: refused
+
+
+def test_chdb_really_refuses_a_negative_version(ch_store):
+    from clickhouse_connect.driver.exceptions import DataError
+
+    from sinks.batching import is_permanent
+
+    with pytest.raises(DataError) as info:
+        ch_store.insert("responses", [bad_row("x", 0)])
+    assert is_permanent(info.value) and count(ch_store, "responses") == 0
+
+
+def test_error_classification():
+    from clickhouse_connect.driver import exceptions as cce
+
+    from sinks.batching import is_permanent
+
+    assert is_permanent(cce.DataError("Unable to create native array for column `version`"))
+    assert is_permanent(cce.ProgrammingError("bad insert"))
+    assert is_permanent(cce.DatabaseError("Code: 27. DB::Exception: Cannot parse input (CANNOT_PARSE_INPUT_ASSERTION_FAILED)"))
+    assert not is_permanent(cce.OperationalError("Error HTTPConnectionPool: connection refused"))
+    assert not is_permanent(cce.DatabaseError("Code: 241. Memory limit (MEMORY_LIMIT_EXCEEDED)"))
+    assert not is_permanent(cce.ProgrammingError("Code: 60. Table npsflow.responses does not exist (UNKNOWN_TABLE)"))
+    assert not is_permanent(ConnectionError("ClickHouse unavailable")) and not is_permanent(TimeoutError("t"))
+    assert not is_permanent(ch.ClickHouseError("store is closed"))
+
+
+class Rejections:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, dict, object, BaseException]] = []
+
+    async def __call__(self, partition, offset, row, ack, exc) -> None:
+        self.calls.append((partition, offset, row, ack, exc))
+
+
+async def test_one_bad_row_is_split_out_good_rows_land_all_acked(ch_store):
+    from clickhouse_connect.driver.exceptions import DataError
+
+    rejected = Rejections()
+    sink, writer = make_sink(ch_store, max_rows=8, on_rejected=rejected)
+    for offset in range(8):
+        row = bad_row("bad", offset) if offset == 5 else rows.response_row(response(f"g{offset}", 9), 0, offset)
+        sink.add(0, offset, row, f"ack-{offset}")
+    assert await sink.flush_due() == [f"ack-{o}" for o in range(8)]
+    assert count(ch_store, "responses") == 7 and sink.pending() == 0
+    ((partition, offset, row, ack, exc),) = rejected.calls
+    assert (partition, offset, row["response_id"], ack) == (0, 5, "bad", "ack-5") and isinstance(exc, DataError)
+    base = writer.tokens[0]
+    assert all(t == base or t.startswith(base + "/") for t in writer.tokens)  # sub-tokens derive from the batch
+    assert f"{base}/5-5" in writer.tokens and sink.rejected_rows == 1 and sink.last_errors() == {}
+
+
+async def test_split_retried_after_a_transient_error_dedups_and_rejects_once_per_success(ch_store):
+    """A transient error in the middle of a split keeps the whole batch; the retry re-splits with the same
+    tokens, so the halves that already landed are dropped by ClickHouse (no FINAL needed)."""
+    stop_merges(ch_store, "responses")
+    rejected = Rejections()
+    clock = Clock()
+    sink, writer = make_sink(ch_store, clock, max_rows=4, on_rejected=rejected)
+
+    inner = writer.__call__
+    calls = {"n": 0}
+
+    async def flaky(batch, token):
+        calls["n"] += 1
+        if calls["n"] == 3:  # whole batch (1) fails permanently, first half (2) lands, second half: down
+            writer.tokens.append(token)
+            raise ConnectionError("ClickHouse unavailable")
+        await inner(batch, token)
+
+    sink.writer = flaky
+    for offset in range(4):
+        row = bad_row("bad", offset) if offset == 3 else rows.response_row(response(f"g{offset}", 9), 0, offset)
+        sink.add(0, offset, row, f"ack-{offset}")
+    assert await sink.flush_due() == [] and rejected.calls == [] and sink.pending() == 4
+    assert count(ch_store, "responses") == 2
+    clock.now += 10
+    assert await sink.flush_due() == ["ack-0", "ack-1", "ack-2", "ack-3"]
+    assert count(ch_store, "responses") == 3 and [c[1] for c in rejected.calls] == [3]
+
+
+async def test_transient_errors_hold_acks_until_success_no_rejections(ch_store):
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    rejected = Rejections()
+    clock = Clock()
+    sink, writer = make_sink(ch_store, clock, max_rows=3, on_rejected=rejected)
+    inner = writer.__call__
+    failures = {"left": 2}
+
+    async def down_twice(batch, token):
+        writer.tokens.append(token)
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError("Error connecting to ClickHouse: connection refused")
+        await inner(batch, token)
+
+    sink.writer = down_twice
+    for offset in range(3):
+        add(sink, 0, offset)
+    for _ in range(2):
+        assert await sink.flush_due() == [] and count(ch_store, "responses") == 0
+        clock.now += sink.next_due_in()
+    assert await sink.flush_due() == ["ack-0-0", "ack-0-1", "ack-0-2"]
+    assert count(ch_store, "responses") == 3 and rejected.calls == [] and sink.rejected_rows == 0
+    assert len(set(writer.tokens)) == 1  # three attempts of the very same batch (no split)
+
+
+async def test_without_a_rejection_handler_permanent_errors_are_retried(ch_store):
+    sink, writer = make_sink(ch_store, max_rows=2)
+    sink.add(0, 0, bad_row("bad", 0), "ack-0")
+    sink.add(0, 1, rows.response_row(response("g", 9), 0, 1), "ack-1")
+    assert await sink.flush_due() == [] and sink.pending() == 2 and len(writer.tokens) == 1
+
+
+async def test_a_failing_rejection_handler_keeps_the_batch(ch_store):
+    async def broken(*args):
+        raise ConnectionError("kafka unavailable")
+
+    sink, writer = make_sink(ch_store, max_rows=2, on_rejected=broken)
+    sink.add(0, 0, bad_row("bad", 0), "ack-0")
+    sink.add(0, 1, rows.response_row(response("g", 9), 0, 1), "ack-1")
+    assert await sink.flush_due() == [] and sink.pending() == 2
+    assert count(ch_store, "responses") == 1  # the good row landed; its retry is deduplicated by its token
+
+
+async def test_drop_partitions_during_a_flush_hands_back_no_acks(ch_store):
+    sink, writer = make_sink(ch_store, max_rows=1)
+    inner = writer.__call__
+
+    async def revoke_while_writing(batch, token):
+        await inner(batch, token)
+        sink.drop_partitions([0])
+
+    sink.writer = revoke_while_writing
+    add(sink, 0, 0)
+    add(sink, 1, 0)
+    assert await sink.flush_due() == ["ack-1-0"] and sink.pending() == 0

@@ -1,0 +1,61 @@
+"""Settings validation: every bad knob is one clear ConfigError line naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from npsflow import config
+
+
+def load(tmp_path, **env):
+    return config.load({"NPSFLOW_HOME": str(tmp_path), **env})
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "-inf", "1e999", "soon"])
+def test_sink_max_age_must_be_a_finite_positive_number(tmp_path, value):
+    with pytest.raises(config.ConfigError, match="NPSFLOW_SINK_MAX_AGE") as info:
+        load(tmp_path, NPSFLOW_SINK_MAX_AGE=value)
+    assert "\n" not in str(info.value)
+
+
+def test_sink_max_age_accepts_fractions(tmp_path):
+    assert load(tmp_path, NPSFLOW_SINK_MAX_AGE="0.25").sink_max_age == 0.25
+    assert load(tmp_path).sink_max_age == 1.0
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "-80", "http", "80.5", "99999999"])
+def test_web_port_must_be_1_to_65535(tmp_path, value):
+    with pytest.raises(config.ConfigError, match="NPSFLOW_WEB_PORT") as info:
+        load(tmp_path, NPSFLOW_WEB_PORT=value)
+    assert "\n" not in str(info.value)
+
+
+def test_web_port_bounds_and_default(tmp_path):
+    assert load(tmp_path, NPSFLOW_WEB_PORT="1").web_port == 1
+    assert load(tmp_path, NPSFLOW_WEB_PORT="65535").web_port == 65535
+    assert load(tmp_path).web_port is None
+
+
+@pytest.mark.parametrize("value", ["Location", "overall,bad dim", "1st", "a-b", "x" * 65, ",", " , ", "location;drop",
+                                   "promoters", "overall,location,overall"])
+def test_dimensions_must_be_valid_names_and_at_least_one(tmp_path, value):
+    with pytest.raises(config.ConfigError, match="NPSFLOW_DIMENSIONS") as info:
+        load(tmp_path, NPSFLOW_DIMENSIONS=value)
+    assert "\n" not in str(info.value)
+
+
+def test_valid_dimensions(tmp_path):
+    assert load(tmp_path, NPSFLOW_DIMENSIONS=" overall , store_2 ").dimensions == ("overall", "store_2")
+    assert load(tmp_path, NPSFLOW_DIMENSIONS="x" * 64).dimensions == ("x" * 64,)
+
+
+def test_window_names_must_be_unique(tmp_path):
+    with pytest.raises(config.ConfigError, match="NPSFLOW_WINDOWS.*24h"):
+        load(tmp_path, NPSFLOW_WINDOWS="24h,7d,24h")
+    assert [w.name for w in load(tmp_path, NPSFLOW_WINDOWS="24h,7d").windows] == ["24h", "7d"]
+
+
+def test_settings_round_trip_through_the_environment(tmp_path):
+    settings = load(tmp_path, NPSFLOW_WEB_PORT="8099", NPSFLOW_SINK_MAX_AGE="0.5", NPSFLOW_DIMENSIONS="overall,shop")
+    again = config.load(settings.to_env())
+    assert (again.web_port, again.sink_max_age, again.dimensions) == (8099, 0.5, ("overall", "shop"))
