@@ -19,7 +19,7 @@ import json
 from collections import defaultdict
 
 from schemas import codec as avro
-from streams.app import Deliveries, Pipeline, Transient, dead_letter, run_batch, within_event
+from streams.app import Deliveries, GapGuard, Pipeline, Transient, dead_letter, run_batch, within_event
 from streams.responses import Decision, Rejected, decide, remembered, validate
 from streams.windows import segment_keys
 
@@ -32,7 +32,9 @@ def install_classify(pipeline: Pipeline) -> None:
 
     @app.agent(topics["raw"], name="classify")
     async def classify(stream):
-        async for events in stream.noack_take(2000, within=0.2):
+        guard = GapGuard(app, stats, "classify")
+        async for taken in stream.noack_take(2000, within=0.2):
+            events = await guard.filter(taken)
             async def process(events=events):
                 deliveries = Deliveries()
                 per_segment: dict[str, list] = defaultdict(list)

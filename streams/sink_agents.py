@@ -22,9 +22,11 @@ Failures (see ``sinks.batching``):
   the refused row as JSON (payload). If even that is refused, the record is logged, counted
   (``sink.dead_letters.lost``) and acked — the only place a record is dropped, and never silently.
 
-Revoked partitions: ``app.on_partitions_revoked`` drops their queued entries (Kafka redelivers them from
-the last commit to whoever owns the partition next; a partition re-assigned to us would otherwise be
-queued twice).
+Revoked partitions: queued rows are NOT dropped. Faust does not seek back when a rebalance hands a partition
+straight back to this worker (the usual case: a restarted worker's stale membership expiring), so dropped
+rows would never be read again and their offsets never committed. If the partition really moved to another
+worker, inserting our queued rows anyway only writes rows the other worker writes too: ReplacingMergeTree +
+argMax make that harmless, and acks for partitions we no longer own are ignored by Faust.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any, Callable
 from schemas import codec as avro
 from sinks import rows as row_mappers
 from sinks.batching import BatchingSink, first_line, is_permanent, rows_digest
-from streams.app import Pipeline, dead_letter
+from streams.app import GapGuard, Pipeline, dead_letter
 
 log = logging.getLogger("npsflow.sink")
 
@@ -69,14 +71,6 @@ def install_sinks(pipeline: Pipeline, store_factory: Callable[[], Any]) -> None:
             app, topic, table, subject, mapper, codec, stats, store, settings, pipeline.topics["dead_letters"])
     pipeline.store_holder.update(holder)
     pipeline.store_holder["sinks"] = sinks
-
-    @app.on_partitions_revoked.connect
-    async def drop_revoked(sender, revoked, **kwargs) -> None:
-        for batching in sinks.values():
-            partitions = {tp.partition for tp in revoked if tp.topic == batching.topic}
-            dropped = batching.drop_partitions(partitions) if partitions else 0
-            if dropped:
-                stats.inc(f"sink.{batching.table}.dropped_on_revoke", dropped)
 
 
 def _utcnow() -> datetime:
@@ -147,9 +141,11 @@ def _install_one(app, topic, table, subject, mapper, codec, stats, store, settin
                     except Exception:  # never let the retry task die; the agent's own flush reports too
                         log.exception("retrying ClickHouse inserts into %s failed", table)
 
+        guard = GapGuard(app, stats, f"sink.{table}")
         retry_task = asyncio.ensure_future(retry_stuck())
         try:
-            async for events in stream.noack_take(settings.sink_max_rows, within=settings.sink_max_age):
+            async for taken in stream.noack_take(settings.sink_max_rows, within=settings.sink_max_age):
+                events = await guard.filter(taken)
                 for event in events:
                     batching.add(event.message.partition, event.message.offset, await _row(event), event)
                 await flush(seal_all=True)

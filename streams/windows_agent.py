@@ -21,7 +21,7 @@ import json
 from typing import Any
 
 from schemas import codec as avro
-from streams.app import Deliveries, Pipeline, dead_letter, delete_key, run_batch, within_event, write_key
+from streams.app import Deliveries, GapGuard, Pipeline, dead_letter, delete_key, run_batch, within_event, write_key
 from streams.nps import Category
 from streams.responses import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, from_ms
 from streams.windows import ApplyStats, Delta, SegmentKey
@@ -159,7 +159,9 @@ def install_windows(pipeline: Pipeline) -> None:
 
     @app.agent(topics["deltas"], name="windows")
     async def windows(stream):
-        async for events in stream.noack_take(5000, within=0.2):
+        guard = GapGuard(app, stats, "windows")
+        async for taken in stream.noack_take(5000, within=0.2):
+            events = await guard.filter(taken)
             stats.inc("windows.batches")
             await run_batch("windows", stats, lambda events=events: process_batch(events))
             for event in events:

@@ -143,7 +143,9 @@ async def test_a_stuck_partition_does_not_block_another(tmp_path, ch_store):
     assert count(ch_store) == 2 and store.calls[0][0] == "down"
 
 
-async def test_revoked_partitions_are_dropped_from_the_queue(tmp_path, ch_store):
+async def test_revoked_partitions_keep_their_queue(tmp_path, ch_store):
+    """A rebalance usually hands the partition straight back and Faust does not seek back: dropping queued
+    rows would lose them until the next restart (seen in the SIGKILL e2e test). Keep them."""
     from faust.types import TP
 
     h = SinkHarness(tmp_path, ch_store)
@@ -151,8 +153,7 @@ async def test_revoked_partitions_are_dropped_from_the_queue(tmp_path, ch_store)
     batching.add(0, 0, None, "ack-0")
     batching.add(1, 0, None, "ack-1")
     await h.pipeline.app.on_partitions_revoked.send({TP(batching.topic, 0), TP("other", 1)})
-    assert sorted(batching.partitions) == [1]
-    assert h.pipeline.stats.as_dict()["sink.responses.dropped_on_revoke"] == 1
+    assert sorted(batching.partitions) == [0, 1]
 
 
 async def test_refused_dead_letter_row_is_replaced_directly_not_looped(tmp_path, ch_store):
