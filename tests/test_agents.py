@@ -19,10 +19,14 @@ CODEC = avro.AvroCodec()
 
 
 class Harness:
-    def __init__(self, tmp_path, clock=lambda: NOW):
-        settings = config.load({"NPSFLOW_HOME": str(tmp_path), "NPSFLOW_WINDOWS": "24h,7d",
-                                "NPSFLOW_LATENESS": "2h", "NPSFLOW_DIMENSIONS": "overall,location"})
-        self.pipeline = create_app(settings, clock=clock, web_enabled=False)
+    """A pipeline without a broker: agents run under test_context, topic sends are captured (and
+    acknowledged at once, as Kafka would)."""
+
+    ENV = {"NPSFLOW_WINDOWS": "24h,7d", "NPSFLOW_LATENESS": "2h", "NPSFLOW_DIMENSIONS": "overall,location"}
+
+    def __init__(self, tmp_path, clock=lambda: NOW, store_factory=None):
+        settings = config.load({"NPSFLOW_HOME": str(tmp_path), **self.ENV})
+        self.pipeline = create_app(settings, clock=clock, web_enabled=False, store_factory=store_factory)
         app = self.pipeline.app
         app.finalize()
         app.flow_control.resume()

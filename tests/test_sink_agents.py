@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
 from clickhouse_connect.driver.exceptions import DataError, OperationalError
 
-from npsflow import config
 from schemas import codec as avro
-from streams.app import create_app
+from tests.test_agents import Harness
 
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 CODEC = avro.AvroCodec()
@@ -57,20 +55,12 @@ class FlakyStore:
         return getattr(self.store, name)
 
 
-class SinkHarness:
+class SinkHarness(Harness):
+    ENV = {"NPSFLOW_SINK_MAX_AGE": "0.05", "NPSFLOW_SINK_MAX_ROWS": "100", "NPSFLOW_DIMENSIONS": "overall,location"}
+
     def __init__(self, tmp_path, store) -> None:
-        settings = config.load({"NPSFLOW_HOME": str(tmp_path), "NPSFLOW_SINK_MAX_AGE": "0.05",
-                                "NPSFLOW_SINK_MAX_ROWS": "100", "NPSFLOW_DIMENSIONS": "overall,location"})
         self.store = store
-        self.pipeline = create_app(settings, store_factory=lambda: store, web_enabled=False)
-        app = self.pipeline.app
-        app.finalize()
-        app.flow_control.resume()
-        self.sent: dict[str, list] = defaultdict(list)
-        for name, topic in self.pipeline.topics.items():
-            async def capture(*args, _name=name, key=None, value=None, **kw):
-                self.sent[_name].append((key, value))
-            topic.send = capture
+        super().__init__(tmp_path, store_factory=lambda: store)
 
     def dead_letters(self) -> list[dict]:
         return [CODEC.decode(v, expected=avro.DEAD_LETTER) for _, v in self.sent["dead_letters"]]
