@@ -139,15 +139,8 @@ def ingest() -> None:
     """Send records from files into Kafka."""
 
 
-@ingest.command("responses")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
-def ingest_responses(file: str) -> None:
-    """Send a JSON Lines FILE of responses to the raw responses topic.
-
-    Every JSON object is sent; the classify agent validates it (bad ones land in dead letters with a
-    reason). Lines that are not JSON objects, or cannot be encoded as Avro, are reported with their line
-    numbers, dead-lettered, and make the command exit with code 1 (the rest of the file is still sent).
-    """
+def _ingest_file(file: str, topic_of, convert_factory, noun: str) -> None:
+    """Shared by the ingest commands: parse, convert/validate, send, dead-letter the refused lines."""
     import io
 
     from npsflow.ingest import iter_file, parse_lines, plan_ingest
@@ -158,21 +151,50 @@ def ingest_responses(file: str) -> None:
     bootstrap = _bootstrap(settings)
     lines = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace") if file == "-"
              else iter_file(file))
-    plan = plan_ingest(parse_lines(lines), avro.AvroCodec(), f"file:{file}")
-    topics = settings.topics
+    plan = plan_ingest(parse_lines(lines), avro.AvroCodec(), f"file:{file}", convert=convert_factory())
+    topic = topic_of(settings.topics)
     try:
         with Producer(bootstrap) as producer:
             for key, value in plan.records:
-                producer.send(topics.raw_responses, key, value)
+                producer.send(topic, key, value)
             for value in plan.dead_letters:
-                producer.send(topics.dead_letters, None, value)
+                producer.send(settings.topics.dead_letters, None, value)
     except ProduceError as exc:
         raise Failure(str(exc)) from None
-    click.echo(f"sent {len(plan.records)} records to {topics.raw_responses}")
+    click.echo(f"sent {len(plan.records)} {noun} to {topic}")
     if plan.bad:
         for bad in plan.bad:
             click.echo(f"error: {bad.detail}", err=True)
         raise Failure(f"{len(plan.bad)} line(s) could not be sent (dead-lettered, see above)")
+
+
+@ingest.command("responses")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+def ingest_responses(file: str) -> None:
+    """Send a JSON Lines FILE of responses to the raw responses topic.
+
+    Every JSON object is sent; the classify agent validates it (bad ones land in dead letters with a
+    reason). Lines that are not JSON objects, or cannot be encoded as Avro, are reported with their line
+    numbers, dead-lettered, and make the command exit with code 1 (the rest of the file is still sent).
+    """
+    from npsflow.ingest import response_converter
+
+    _ingest_file(file, lambda t: t.raw_responses, response_converter, "records")
+
+
+@ingest.command("triggers")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+def ingest_triggers(file: str) -> None:
+    """Send a JSON Lines FILE of trigger events (purchases, finished jobs …) to the triggers topic.
+
+    Each line is validated here (event_id, org_id, event_type, occurred_at with a zone, contact with
+    contact_id and optional e-mail / E.164 phone / locale / IANA timezone, segment attributes). Malformed
+    lines are dead-lettered with a reason and reported with their line numbers (exit code 1); the rest is
+    sent, keyed by event_id.
+    """
+    from npsflow.ingest import trigger_converter
+
+    _ingest_file(file, lambda t: t.triggers, trigger_converter, "trigger events")
 
 
 # ----------------------------------------------------------------------------------------------- report

@@ -30,6 +30,7 @@ class BadLine:
     reason: str
     detail: str
     text: str
+    payload: object = None  # the parsed object when the line was JSON but refused
 
 
 @dataclass
@@ -117,8 +118,32 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).encode("utf-8", "backslashreplace").decode("utf-8").split())
 
 
+def response_converter(received_at: datetime | None = None):
+    """JSON object → (key, subject, record) for the raw responses topic; never refuses (the agent validates)."""
+    from schemas import codec as avro
+
+    def convert(obj: dict):
+        record = to_raw_response(obj, received_at=received_at)
+        return response_key(record), avro.RAW_RESPONSE, record
+
+    return convert
+
+
+def trigger_converter(now: datetime | None = None):
+    """JSON object → (key = event_id, subject, record) for the triggers topic; refuses malformed triggers
+    with ``Rejected(reason, detail)`` (they become dead letters with that reason)."""
+    from schemas import codec as avro
+    from streams.triggers import validate_trigger
+
+    def convert(obj: dict):
+        record = validate_trigger(obj, now or datetime.now(timezone.utc))
+        return record["event_id"].encode("utf-8", "surrogatepass"), avro.TRIGGER_EVENT, record
+
+    return convert
+
+
 def plan_ingest(parsed: ParsedFile, codec, source_name: str, run_id: str | None = None,
-                received_at: datetime | None = None) -> IngestPlan:
+                received_at: datetime | None = None, convert=None) -> IngestPlan:
     """Encode every parsed record; lines that fail (not JSON objects, not Avro-encodable) become dead letters.
 
     ``source_name`` names the input (``file:<path>`` / ``file:-``); dead letter ids are
@@ -127,18 +152,26 @@ def plan_ingest(parsed: ParsedFile, codec, source_name: str, run_id: str | None 
     from schemas import codec as avro
     from streams.app import dead_letter
 
+    from streams.responses import Rejected
+
+    convert = convert or response_converter(received_at)
     plan = IngestPlan(run_id or new_run_id())
     bad = list(parsed.bad)
     for line_no, obj in parsed.records:
-        record = to_raw_response(obj, received_at=received_at)
         try:
-            value = codec.encode(avro.RAW_RESPONSE, record)
+            key, subject, record = convert(obj)
+        except Rejected as exc:
+            bad.append(BadLine(line_no, exc.reason, f"line {line_no}: {exc.detail}",
+                               json.dumps(obj, ensure_ascii=False, default=str), payload=obj))
+            continue
+        try:
+            value = codec.encode(subject, record)
         except Exception as exc:  # one bad record must not abort the file
             why = _one_line(getattr(exc, "detail", None) or exc)
             bad.append(BadLine(line_no, "avro_encode_error", f"line {line_no}: cannot be encoded as Avro ({why})",
                                json.dumps(obj, ensure_ascii=True, default=str)))
             continue
-        plan.records.append((response_key(record), value))
+        plan.records.append((key, value))
     bad.sort(key=lambda b: b.line_no)
     for item in bad:
         def encoded(payload, item=item) -> bytes:
@@ -148,7 +181,7 @@ def plan_ingest(parsed: ParsedFile, codec, source_name: str, run_id: str | None 
             return codec.encode(avro.DEAD_LETTER, dl)
 
         try:
-            plan.dead_letters.append(encoded(item.text))
+            plan.dead_letters.append(encoded(item.payload if item.payload is not None else item.text))
         except Exception:  # the line cannot travel as text: keep its bytes (base64)
             plan.dead_letters.append(encoded(item.text.encode("utf-8", "surrogatepass")))
     plan.bad = bad

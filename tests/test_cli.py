@@ -10,7 +10,7 @@ import sys
 import pytest
 
 SUBCOMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["worker"], ["ingest"],
-               ["ingest", "responses"], ["report"], ["windows"], ["deadletters"], ["simulate"], ["demo"]]
+               ["ingest", "responses"], ["ingest", "triggers"], ["report"], ["windows"], ["deadletters"], ["simulate"], ["demo"]]
 
 
 def run(args, env_extra=None, home=None, timeout=120):
