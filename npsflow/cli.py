@@ -302,6 +302,34 @@ def deadletters(fmt: str) -> None:
     _emit(data, fmt, render)
 
 
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def dispatches(fmt: str) -> None:
+    """Survey dispatches: counts by status (sent, scheduled, suppressed, failed) and reason, cost so far."""
+    from npsflow.reader import ReadError, dispatches as read_dispatches
+
+    try:
+        data = read_dispatches(_settings())
+    except ReadError as exc:
+        raise Failure(str(exc)) from None
+
+    def render(d):
+        from rich.table import Table
+
+        table = Table(title=f"Dispatches: {d['total']}")
+        for col in ("status", "reason", "count"):
+            table.add_column(col)
+        for status, n in d["by_status"].items():
+            table.add_row(status, "", str(n))
+            for r in d["reasons"]:
+                if r["status"] == status:
+                    table.add_row("", r["reason"], str(r["count"]))
+        console().print(table)
+        click.echo("cost so far: " + (", ".join(f"{v:.2f} {k}" for k, v in d["cost"].items()) or "0"))
+
+    _emit(data, fmt, render)
+
+
 # --------------------------------------------------------------------------------------- simulate, demo
 @main.command()
 @click.option("--count", default=1000, show_default=True, help="Responses to send.")

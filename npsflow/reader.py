@@ -78,3 +78,12 @@ def deadletters(settings: Settings) -> dict:
     from sinks import queries
 
     return queries.deadletters(_store(settings))
+
+
+def dispatches(settings: Settings) -> dict:
+    info = _via_worker(settings)
+    if info:
+        return _get(info, "/api/v1/dispatches", {})
+    from sinks import queries
+
+    return queries.dispatches(_store(settings))

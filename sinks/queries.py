@@ -176,3 +176,45 @@ def deadletters(store, examples: int = 3) -> dict:
     reasons = [{"stage": c["stage"], "reason": c["reason"], "count": int(c["count"]),
                 "examples": by_reason.get((c["stage"], c["reason"]), [])} for c in counts]
     return {"total": sum(r["count"] for r in reasons), "reasons": reasons}
+
+
+_LATEST_DISPATCHES = """
+    SELECT dispatch_id,
+           argMax(status, decided_at)   AS st,
+           argMax(reason, decided_at)   AS why,
+           argMax(channel, decided_at)  AS ch,
+           argMax(cost, decided_at)     AS price,
+           argMax(currency, decided_at) AS cur
+    FROM {db}.dispatches
+    GROUP BY dispatch_id
+"""
+
+
+def dispatches(store) -> dict:
+    """The latest decision of every dispatch, counted: by status, by (status, reason), by channel, and the
+    cost so far per currency (sent messages only)."""
+    rows = store.query(
+        f"SELECT toString(st) AS status, why AS reason, ch AS channel, cur AS currency, count() AS n, "
+        f"sumIf(ifNull(price, 0), st = 'sent') AS cost FROM ({_LATEST_DISPATCHES}) "
+        f"GROUP BY status, reason, channel, currency ORDER BY status, reason, channel, currency")
+    by_status: dict[str, int] = {}
+    by_reason: dict[tuple[str, str], int] = {}
+    by_channel: dict[str, int] = {}
+    cost: dict[str, float] = {}
+    for r in rows:
+        n = int(r["n"])
+        by_status[r["status"]] = by_status.get(r["status"], 0) + n
+        if r["reason"]:
+            key = (r["status"], r["reason"])
+            by_reason[key] = by_reason.get(key, 0) + n
+        if r["channel"]:
+            by_channel[r["channel"]] = by_channel.get(r["channel"], 0) + n
+        if r["currency"] and r["cost"]:
+            cost[r["currency"]] = round(cost.get(r["currency"], 0.0) + float(r["cost"]), 4)
+    return {
+        "total": sum(by_status.values()),
+        "by_status": dict(sorted(by_status.items())),
+        "reasons": [{"status": s, "reason": why, "count": n} for (s, why), n in sorted(by_reason.items())],
+        "by_channel": dict(sorted(by_channel.items())),
+        "cost": cost,
+    }

@@ -128,9 +128,41 @@ def alert_row(record: Mapping[str, Any], partition: int | None = None, offset: i
     }
 
 
+_STATUSES = ("sent", "scheduled", "suppressed", "failed")
+
+
+def dispatch_row(record: Mapping[str, Any], partition: int, offset: int) -> dict:
+    """io.npsflow.DispatchedMessage → ``dispatches`` (contact_key is already a pseudonym)."""
+    status = getattr(record["status"], "value", record["status"])
+    if status not in _STATUSES:
+        raise ValueError(f"unknown dispatch status {status!r}")
+    scheduled = record.get("scheduled_for")
+    cost = record.get("cost")
+    return {
+        "dispatch_id": str(record["dispatch_id"]),
+        "invitation_id": _s(record.get("invitation_id")),
+        "event_id": str(record["event_id"]),
+        "org_id": str(record["org_id"]),
+        "survey_id": _s(record.get("survey_id")),
+        "contact_key": str(record["contact_key"]),
+        "channel": _s(record.get("channel")),
+        "status": status,
+        "reason": _s(record.get("reason")),
+        "scheduled_for": None if scheduled is None else utc(scheduled),
+        "decided_at": utc(record["decided_at"]),
+        "cost": None if cost is None else float(cost),
+        "currency": _s(record.get("currency")),
+        "locale": _s(record.get("locale")),
+        "segment": {str(k): _s(v) for k, v in (record.get("segment") or {}).items()},
+        "kafka_partition": int(partition),
+        "kafka_offset": int(offset),
+    }
+
+
 MAPPERS = {
     "responses": response_row,
     "window_updates": window_update_row,
     "dead_letters": dead_letter_row,
     "alerts": alert_row,
+    "dispatches": dispatch_row,
 }

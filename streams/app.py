@@ -246,6 +246,7 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         "deltas": app.topic(names.window_deltas, partitions=settings.partitions, **raw_bytes),
         "windows": app.topic(names.windows, partitions=settings.partitions, **raw_bytes),
         "dead_letters": app.topic(names.dead_letters, partitions=settings.partitions, **raw_bytes),
+        "dispatches": app.topic(names.dispatches, partitions=settings.partitions, **raw_bytes),
     }
     tables = {
         "seen": app.Table("responses-seen", default=None, partitions=settings.partitions),

@@ -48,6 +48,7 @@ SINKS = (
     ("classified", "responses", avro.CLASSIFIED_RESPONSE, row_mappers.response_row),
     ("windows", "window_updates", avro.WINDOW_UPDATE, row_mappers.window_update_row),
     ("dead_letters", "dead_letters", avro.DEAD_LETTER, row_mappers.dead_letter_row),
+    ("dispatches", "dispatches", avro.DISPATCHED_MESSAGE, row_mappers.dispatch_row),
 )
 
 REJECTED = "sink_rejected_row"

@@ -5,6 +5,7 @@ GET /api/v1/stats            in-memory counters of the agents
 GET /api/v1/report?by=location,channel&since=ISO&until=ISO
 GET /api/v1/windows?segment=location=Espoo
 GET /api/v1/deadletters
+GET /api/v1/dispatches
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def install_web(pipeline, store) -> None:
                 return error(web, 400, "segment must look like DIM=VALUE")
             segment = (dim, value)
         return web.json(await store.arun(queries.windows, segment))
+
+    @app.page("/api/v1/dispatches")
+    async def dispatches(web, request):
+        return web.json(await store.arun(queries.dispatches))
 
     @app.page("/api/v1/deadletters")
     async def deadletters(web, request):

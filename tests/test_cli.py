@@ -10,7 +10,7 @@ import sys
 import pytest
 
 SUBCOMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["worker"], ["ingest"],
-               ["ingest", "responses"], ["ingest", "triggers"], ["report"], ["windows"], ["deadletters"], ["simulate"], ["demo"]]
+               ["ingest", "responses"], ["ingest", "triggers"], ["report"], ["windows"], ["deadletters"], ["dispatches"], ["simulate"], ["demo"]]
 
 
 def run(args, env_extra=None, home=None, timeout=120):
@@ -184,3 +184,9 @@ def test_stack_up_status_down_leaves_no_process(tmp_path):
         assert not running(pid), f"process {pid} survived `stack down`"
     final = json.loads(run(["stack", "status", "--format", "json"], home=home).stdout)
     assert not final["kafka"]["running"] and not final["worker"].get("pid")
+
+
+def test_dispatches_on_an_empty_store(tmp_path):
+    proc = run(["dispatches", "--format", "json"], home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"total": 0, "by_status": {}, "reasons": [], "by_channel": {}, "cost": {}}

@@ -99,7 +99,7 @@ def test_directory_is_locked_against_other_processes_until_closed(ch_store):
 
 def test_databases_isolate_stores_on_one_engine(ch_store, ch_dsn):
     with ch.ClickHouseStore(ch_dsn, database="npsflow_other") as other:
-        assert ch.migrate(other) == ["0001_init.sql"]
+        assert ch.migrate(other) == [m.name for m in ch.load_migrations()]
         insert_responses(other, [response("r1", 10)])
         assert count(other, "responses") == 1
         assert count(ch_store, "responses") == 0
@@ -129,11 +129,11 @@ def test_migrations_are_recorded_and_idempotent(ch_store):
     assert ch.migrate(ch_store) == []  # the fixture already applied them
     assert ch.migrate(ch_store) == []
     recorded = ch.applied_migrations(ch_store)
-    assert [r["name"] for r in recorded.values()] == ["0001_init.sql"]
+    assert [r["name"] for r in recorded.values()] == ["0001_init.sql", "0002_dispatches.sql"]
     assert recorded[1]["checksum"] == ch.load_migrations()[0].checksum
     tables = {r["name"] for r in ch_store.query(
         "SELECT name FROM system.tables WHERE database = {d:String}", {"d": ch_store.database})}
-    assert tables == {"schema_migrations", "responses", "window_updates", "dead_letters", "alerts"}
+    assert tables == {"schema_migrations", "responses", "window_updates", "dead_letters", "alerts", "dispatches"}
     engines = ch_store.query("SELECT name, engine, create_table_query AS q FROM system.tables "
                              "WHERE database = {d:String} AND name != 'schema_migrations'", {"d": ch_store.database})
     for t in engines:
@@ -152,22 +152,22 @@ def test_new_migrations_apply_in_order_and_changed_checksum_is_an_error(ch_store
     mdir.mkdir()
     for m in ch.load_migrations():
         (mdir / m.name).write_text(m.sql)
-    (mdir / "0003_third.sql").write_text("ALTER TABLE {db}.t2 ADD COLUMN IF NOT EXISTS z UInt8;\n")
-    (mdir / "0002_second.sql").write_text(
+    (mdir / "9003_third.sql").write_text("ALTER TABLE {db}.t2 ADD COLUMN IF NOT EXISTS z UInt8;\n")
+    (mdir / "9002_second.sql").write_text(
         "-- a table and a column\nCREATE TABLE IF NOT EXISTS {db}.t2 (x UInt8) ENGINE = MergeTree ORDER BY x;\n"
         "ALTER TABLE {db}.t2 ADD COLUMN IF NOT EXISTS y String;\n")
-    assert ch.migrate(ch_store, mdir) == ["0002_second.sql", "0003_third.sql"]
+    assert ch.migrate(ch_store, mdir) == ["9002_second.sql", "9003_third.sql"]
     assert ch.migrate(ch_store, mdir) == []
     cols = [r["name"] for r in ch_store.query("SELECT name FROM system.columns WHERE database = {d:String} "
                                               "AND table = 't2' ORDER BY position", {"d": ch_store.database})]
     assert cols == ["x", "y", "z"]
     # CRLF line endings are not a change
-    (mdir / "0002_second.sql").write_bytes((mdir / "0002_second.sql").read_text().replace("\n", "\r\n").encode())
+    (mdir / "9002_second.sql").write_bytes((mdir / "9002_second.sql").read_text().replace("\n", "\r\n").encode())
     assert ch.migrate(ch_store, mdir) == []
-    (mdir / "0002_second.sql").write_text("CREATE TABLE IF NOT EXISTS {db}.t2 (x UInt16) ENGINE = Log;\n")
-    with pytest.raises(ch.MigrationError, match=r"0002_second.sql was changed after it was applied"):
+    (mdir / "9002_second.sql").write_text("CREATE TABLE IF NOT EXISTS {db}.t2 (x UInt16) ENGINE = Log;\n")
+    with pytest.raises(ch.MigrationError, match=r"9002_second.sql was changed after it was applied"):
         ch.migrate(ch_store, mdir)
-    (mdir / "0002_second.sql").unlink()
+    (mdir / "9002_second.sql").unlink()
     with pytest.raises(ch.MigrationError, match="file is missing"):
         ch.migrate(ch_store, mdir)
 
