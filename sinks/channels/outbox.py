@@ -1,0 +1,182 @@
+"""The demo's default channel: nothing leaves the machine, every invitation lands in files.
+
+* e-mail: ``<home>/outbox/email/<invitation_id>.eml`` — the exact MIME message EmailChannel would send
+  (same builder); a re-send overwrites it (written atomically via a temp file + rename).
+* SMS: one JSON object per line in ``<home>/outbox/sms.jsonl`` (invitation_id, to, from, body, segments,
+  encoding, cost, currency, written_at). The file itself is the idempotency index: under an exclusive
+  file lock the channel reads the lines added since it last looked and appends only when the invitation
+  id is not there yet, so a re-send — from this process or another — never adds a second line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from sinks.channels.base import ChannelCosts, Invitation, SendResult, file_stem, invitation_problem, money
+from sinks.channels.email import InvalidMessage, build_message, message_bytes
+from sinks.channels.sms import sms_body, sms_encoding, sms_segments, sms_sender
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: in-process lock only
+    fcntl = None
+
+MEDIA = ("email", "sms")
+
+
+def outbox_dir(home: Path) -> Path:
+    return Path(home) / "outbox"
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class SmsLog:
+    """Append-once JSON Lines file keyed by invitation_id (safe across threads and processes)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+        self._offset = 0  # bytes of the file already read into _seen
+
+    def _catch_up(self, f) -> bool:
+        """Read lines appended since the last look; True when the file is empty or ends with a newline."""
+        size = f.seek(0, os.SEEK_END)
+        if size < self._offset:  # truncated or replaced: start over
+            self._seen.clear()
+            self._offset = 0
+        f.seek(self._offset)
+        chunk = f.read(size - self._offset)
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        for line in complete.splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a torn line from a crash: ignored; the re-send writes a whole one
+            if isinstance(rec, dict) and isinstance(rec.get("invitation_id"), str):
+                self._seen.add(rec["invitation_id"])
+        self._offset += len(complete)
+        if size == 0:
+            return True
+        f.seek(size - 1)
+        return f.read(1) == b"\n"
+
+    def append_once(self, record: dict) -> bool:
+        """Append `record` unless its invitation_id is already in the file; True when it was appended."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.path, "a+b") as f:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                ends_with_newline = self._catch_up(f)
+                if record["invitation_id"] in self._seen:
+                    return False
+                line = json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n"
+                if not ends_with_newline:
+                    line = b"\n" + line  # never glue a record onto a torn line
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+                self._seen.add(record["invitation_id"])
+                f.seek(0, os.SEEK_END)
+                self._offset = f.tell()
+                return True
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def records(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_bytes().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+class OutboxChannel:
+    """Writes e-mail (`medium="email"`) or SMS (`medium="sms"`) invitations to `<home>/outbox/`.
+
+    The cost recorded is what the real channel would have cost, so the demo's dispatch report is realistic.
+    """
+
+    transport = "outbox"
+
+    def __init__(self, home: Path, medium: str = "email", *, costs: ChannelCosts | None = None,
+                 sender_email: str | None = None, sender_name: str | None = None,
+                 list_unsubscribe: str | None = None, sms_sender: str | None = None,
+                 clock: Callable[[], datetime] | None = None):
+        if medium not in MEDIA:
+            raise ValueError(f"outbox medium must be one of {MEDIA}, not {medium!r}")
+        self.name = medium
+        self.home = Path(home)
+        self.costs = costs or ChannelCosts()
+        self.sender_email, self.sender_name = sender_email, sender_name
+        self.list_unsubscribe, self.sms_sender = list_unsubscribe, sms_sender
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.sms_log = SmsLog(outbox_dir(self.home) / "sms.jsonl")
+
+    def email_path(self, invitation_id: str) -> Path:
+        return outbox_dir(self.home) / "email" / f"{file_stem(invitation_id)}.eml"
+
+    async def send(self, invitation: Invitation) -> SendResult:
+        try:
+            if self.name == "email":
+                return await self._send_email(invitation)
+            return await self._send_sms(invitation)
+        except OSError as e:  # disk full, permissions: a failure, never an exception in the agent
+            return SendResult.failed("outbox_write_failed", attempts=1, detail=type(e).__name__)
+
+    async def _send_email(self, inv: Invitation) -> SendResult:
+        if not inv.to_email:
+            return SendResult.failed("no_address", attempts=0)
+        try:
+            msg = build_message(inv, sender_email=self.sender_email, sender_name=self.sender_name,
+                                list_unsubscribe=self.list_unsubscribe, now=self.clock())
+        except InvalidMessage as e:
+            return SendResult.failed("invalid_invitation", attempts=0, detail=str(e))
+        await asyncio.to_thread(write_atomically, self.email_path(inv.invitation_id), message_bytes(msg))
+        return SendResult.sent(attempts=1, provider_id=msg["Message-ID"], cost=money(self.costs.email),
+                               currency=self.costs.currency)
+
+    async def _send_sms(self, inv: Invitation) -> SendResult:
+        if not inv.to_phone:
+            return SendResult.failed("no_address", attempts=0)
+        problem = invitation_problem(inv)
+        if problem:
+            return SendResult.failed("invalid_invitation", attempts=0, detail=problem)
+        sender = sms_sender(inv, self.sms_sender)
+        if not sender:
+            return SendResult.failed("invalid_invitation", attempts=0, detail="no SMS sender id")
+        body = sms_body(inv)
+        segments = sms_segments(body)
+        cost = money(self.costs.sms * segments)
+        record = {"invitation_id": inv.invitation_id, "to": inv.to_phone.strip(), "from": sender, "body": body,
+                  "segments": segments, "encoding": sms_encoding(body), "cost": cost,
+                  "currency": self.costs.currency, "written_at": self.clock().isoformat()}
+        await asyncio.to_thread(self.sms_log.append_once, record)
+        return SendResult.sent(attempts=1, provider_id=f"outbox:{inv.invitation_id}", cost=cost,
+                               currency=self.costs.currency)
