@@ -67,6 +67,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from streams.triggers import EMAIL, EVENT_TYPE
+from sinks.channels.sms import GSM7_BASIC, GSM7_EXTENDED, GSM7_SINGLE, UCS2_SINGLE, _units, sms_encoding
+from sinks.channels.sms import sms_segments as _channel_segments
 
 __all__ = [
     "CHANNELS", "DEFAULT_TEXTS", "SHIPPED_LOCALES", "TEXT_KEYS", "TYPICAL_LINK_LENGTH", "SUPPORTED_VERSION",
@@ -193,53 +195,18 @@ def render_text(template: str, org: str | None = None, link: str | None = None) 
 # ---------------------------------------------------------------------------------------------------------
 # SMS segments
 
-# GSM 03.38 default alphabet (ESC excluded: it is not a character) and its extension table (two septets each).
-GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM7_EXTENDED = frozenset("\f^{}\\[~]|€")
-GSM7_SINGLE, GSM7_MULTI = 160, 153  # septets: one segment / per segment of a concatenated SMS (UDH)
-UCS2_SINGLE, UCS2_MULTI = 70, 67    # UTF-16 code units
-
-
-def sms_encoding(text: str) -> str:
-    """``"gsm7"`` if every character is in the GSM-7 alphabet (basic or extension table), else ``"ucs2"``."""
-    return "gsm7" if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text) else "ucs2"
-
-
-def _sms_units(text: str) -> tuple[str, list[int]]:
-    if sms_encoding(text) == "gsm7":
-        return "gsm7", [2 if c in GSM7_EXTENDED else 1 for c in text]
-    return "ucs2", [2 if ord(c) > 0xFFFF else 1 for c in text]  # astral characters are surrogate pairs
+# One implementation of the GSM-7 / UCS-2 rules (sinks.channels.sms), shared with the channel that sends.
 
 
 def sms_length(text: str) -> tuple[str, int]:
     """(encoding, length in septets for GSM-7 / UTF-16 code units for UCS-2)."""
-    encoding, units = _sms_units(text)
-    return encoding, sum(units)
+    encoding = sms_encoding(text)
+    return encoding, sum(_units(text, encoding))
 
 
 def sms_segments(text: str) -> int:
-    """How many SMS segments ``text`` takes (0 for an empty text).
-
-    GSM-7: 160 septets fit one SMS; longer texts are split into segments of 153 (the rest carries the
-    concatenation header), extension characters (``^{}\\[~]|€`` and form feed) take two septets and an escape
-    pair is never split across segments. Any character outside GSM-7 switches the whole text to UCS-2:
-    70 code units in one SMS, 67 per segment otherwise, surrogate pairs (emoji) count two and are not split.
-    """
-    encoding, units = _sms_units(text)
-    if not units:
-        return 0
-    single, multi = (GSM7_SINGLE, GSM7_MULTI) if encoding == "gsm7" else (UCS2_SINGLE, UCS2_MULTI)
-    if sum(units) <= single:
-        return 1
-    segments, used = 1, 0
-    for unit in units:
-        if used + unit > multi:
-            segments, used = segments + 1, 0
-        used += unit
-    return segments
+    """Number of SMS segments ``text`` takes (0 for an empty text); see sinks.channels.sms.sms_segments."""
+    return _channel_segments(text) if text else 0
 
 
 # ---------------------------------------------------------------------------------------------------------
