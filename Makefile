@@ -5,7 +5,10 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export NPSFLOW_CACHE ?= $(HOME)/.cache/npsflow
 
-.PHONY: setup demo test test-fast bench kafka-jars lint clean distclean
+.PHONY: setup system-deps demo test test-fast bench kafka-jars lint clean distclean
+
+# Debian packages, installed only when missing (the broker runs on Java 17; Maven fetches its jars).
+APT_PACKAGES := openjdk-17-jre-headless maven
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -13,9 +16,18 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP) kafka-jars
+setup: system-deps $(STAMP) kafka-jars
 
-kafka-jars: $(STAMP)
+system-deps:
+	@if command -v java >/dev/null && command -v mvn >/dev/null && java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])'; then \
+		echo "java and maven: present"; \
+	else \
+		echo "installing $(APT_PACKAGES) from Debian"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y $(APT_PACKAGES); \
+	fi
+
+kafka-jars: system-deps $(STAMP)
 	$(BIN)/python -c "from deploy.local.kafka import ensure_jars; print('kafka jars:', ensure_jars())"
 
 demo: setup

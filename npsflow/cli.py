@@ -332,12 +332,16 @@ def dispatches(fmt: str) -> None:
 
 # --------------------------------------------------------------------------------------- simulate, demo
 @main.command()
-@click.option("--count", default=1000, show_default=True, help="Responses to send.")
-@click.option("--rate", default=200.0, show_default=True, help="Responses per second (0 = as fast as possible).")
+@click.option("--count", default=1000, show_default=True, type=click.IntRange(min=1), help="Responses to send.")
+@click.option("--rate", default=200.0, show_default=True, type=click.FloatRange(min=0),
+              help="Responses per second (0 = as fast as possible).")
 @click.option("--seed", default=None, type=int, help="Random seed for a repeatable run.")
-@click.option("--bad-ratio", default=0.01, show_default=True, help="Share of invalid records (dead-lettered).")
-@click.option("--duplicate-ratio", default=0.02, show_default=True, help="Share of replayed records.")
-@click.option("--edit-ratio", default=0.01, show_default=True, help="Share of edited answers.")
+@click.option("--bad-ratio", default=0.01, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of invalid records (dead-lettered).")
+@click.option("--duplicate-ratio", default=0.02, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of replayed records.")
+@click.option("--edit-ratio", default=0.01, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of edited answers.")
 def simulate(count: int, rate: float, seed: int | None, bad_ratio: float, duplicate_ratio: float,
              edit_ratio: float) -> None:
     """Send realistic synthetic responses (Nordic locations, employees, channels, comments in sv/da/fi/nb/en)."""
@@ -353,8 +357,8 @@ def simulate(count: int, rate: float, seed: int | None, bad_ratio: float, duplic
 
 
 @main.command()
-@click.option("--count", default=3000, show_default=True, help="Responses to simulate.")
-@click.option("--rate", default=150.0, show_default=True, help="Responses per second.")
+@click.option("--count", default=3000, show_default=True, type=click.IntRange(min=1), help="Responses to simulate.")
+@click.option("--rate", default=150.0, show_default=True, type=click.FloatRange(min=1), help="Responses per second.")
 @click.option("--keep-running", is_flag=True, help="Leave the stack running afterwards.")
 def demo(count: int, rate: float, keep_running: bool) -> None:
     """Bring the stack up, simulate responses, show live NPS per location, then print the report."""

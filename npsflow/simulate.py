@@ -536,7 +536,7 @@ def run_simulation(settings, bootstrap: str, *, count: int, rate: float, seed: i
     at the end. ``on_progress(sent)`` is called after every batch and once after the final flush.
     Returns the number of records sent.
     """
-    from npsflow.ingest import to_raw_response
+    from npsflow.ingest import response_key, to_raw_response
     from npsflow.producer import Producer
     from schemas import codec as avro
 
@@ -549,9 +549,7 @@ def run_simulation(settings, bootstrap: str, *, count: int, rate: float, seed: i
 
     def send(producer, obj: dict) -> None:
         record = to_raw_response(obj, source="simulator")
-        rid = record.get("response_id")
-        key = rid.encode() if isinstance(rid, str) else None
-        producer.send(topic, key, codec.encode(avro.RAW_RESPONSE, record))
+        producer.send(topic, response_key(record), codec.encode(avro.RAW_RESPONSE, record))
 
     with Producer(bootstrap) as producer:
         if rate <= 0:

@@ -67,7 +67,7 @@ def report(store, by: list[str] | tuple[str, ...] = (), since: datetime | None =
     """NPS over the latest version of every response whose (latest) responded_at is in [since, until).
 
     ``by``: segment dimensions (keys of ``segment``); a response without the key is grouped as "(none)".
-    Returns {"by", "since", "until", "rows": [{dim: value, …, **summary}], "total": summary}; rows sorted by
+    Returns {"by", "rows": [{dim: value, …, **summary}], "total": summary} (the shape issue #2 specifies); rows sorted by
     responses desc then dimension values; ``rows`` is empty when ``by`` is empty.
     """
     by = [validate_dimension(d) for d in (by or [])]
@@ -109,8 +109,6 @@ def report(store, by: list[str] | tuple[str, ...] = (), since: datetime | None =
     rows.sort(key=lambda row: (-row["responses"], *[row[d] for d in by]))
     return {
         "by": list(by),
-        "since": _iso(since) if since is not None else None,
-        "until": _iso(until) if until is not None else None,
         "rows": rows,
         "total": summarize(*totals).as_dict(),
     }

@@ -190,3 +190,10 @@ def test_dispatches_on_an_empty_store(tmp_path):
     proc = run(["dispatches", "--format", "json"], home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"total": 0, "by_status": {}, "reasons": [], "by_channel": {}, "cost": {}}
+
+
+@pytest.mark.parametrize("args", [["simulate", "--rate", "-5"], ["simulate", "--count", "0"],
+                                  ["simulate", "--bad-ratio", "1.5"], ["demo", "--count", "0"]])
+def test_bad_simulation_options_are_usage_errors(tmp_path, args):
+    proc = run(args, home=tmp_path)
+    assert proc.returncode == 2 and "Invalid value" in proc.stderr and "Traceback" not in proc.stderr

@@ -2,9 +2,6 @@
 
 import json
 import re
-import sys
-import time
-import types
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 
@@ -257,67 +254,45 @@ def test_records_encode_with_the_real_avro_codec():
 
 
 # ----------------------------------------------------------------------------------- run_simulation
-class FakeProducer:
-    instances: list = []
-
-    def __init__(self, bootstrap):
-        self.bootstrap = bootstrap
-        self.sent = []
-        self.flushed = 0
-        FakeProducer.instances.append(self)
-
-    def send(self, topic, key, value):
-        self.sent.append((topic, key, value))
-
-    def flush(self):
-        self.flushed += 1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-
-@pytest.fixture
-def fake_kafka(monkeypatch):
-    import npsflow.producer
-    import schemas
-
-    codec = types.ModuleType("schemas.codec")
-    codec.RAW_RESPONSE = "RawResponse"
-
-    class AvroCodec:
-        def encode(self, schema, record):
-            assert schema == "RawResponse"
-            return json.dumps(record, default=str).encode()
-
-    codec.AvroCodec = AvroCodec
-    monkeypatch.setitem(sys.modules, "schemas.codec", codec)
-    monkeypatch.setattr(schemas, "codec", codec, raising=False)
-    FakeProducer.instances = []
-    monkeypatch.setattr(npsflow.producer, "Producer", FakeProducer)
-    settings = types.SimpleNamespace(topics=types.SimpleNamespace(raw_responses="npsflow.responses.raw"))
-    return settings
-
-
+@pytest.mark.kafka
 @pytest.mark.parametrize("rate", [0, 1000.0])
-def test_run_simulation_sends_keyed_records_at_the_rate(fake_kafka, rate):
+def test_run_simulation_sends_keyed_avro_records_to_the_real_broker(tmp_path, kafka_bootstrap, rate):
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    from npsflow.stack import ensure_topics
+    from schemas import codec as avro
+    from tests.e2e_helpers import make_env
+
+    settings = make_env(tmp_path, kafka_bootstrap).settings
+    ensure_topics(settings, kafka_bootstrap)
     progress = []
-    started = time.monotonic()
-    sent = run_simulation(fake_kafka, "broker:9092", count=120, rate=rate, seed=8, bad_ratio=0.1,
+    sent = run_simulation(settings, kafka_bootstrap, count=120, rate=rate, seed=8, bad_ratio=0.1,
                           duplicate_ratio=0.05, edit_ratio=0.05, on_progress=progress.append)
-    elapsed = time.monotonic() - started
     assert sent == 120
-    (producer,) = FakeProducer.instances
-    assert producer.bootstrap == "broker:9092" and producer.flushed >= 1
-    assert len(producer.sent) == 120
-    assert {topic for topic, _, _ in producer.sent} == {"npsflow.responses.raw"}
-    for _, key, value in producer.sent:
-        record = json.loads(value)
-        assert record["source"] == "simulator"
-        assert key == (record["response_id"].encode() if record["response_id"] else None)
     assert progress[-1] == 120 and progress == sorted(progress)
     if rate:
-        assert elapsed >= 0.08  # 120 records at 1000/s take ~0.12 s
-        assert len(progress) > 2  # sent in several small batches
+        assert len(progress) > 2  # throttled: sent in several small batches
+
+    async def read_all():
+        consumer = AIOKafkaConsumer(settings.topics.raw_responses, bootstrap_servers=kafka_bootstrap,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        out = []
+        try:
+            while len(out) < 120:
+                for msgs in (await consumer.getmany(timeout_ms=10_000)).values():
+                    out.extend(msgs)
+        finally:
+            await consumer.stop()
+        return out
+
+    codec = avro.AvroCodec()
+    messages = asyncio.run(read_all())
+    assert len(messages) == 120
+    for m in messages:
+        record = codec.decode(m.value, expected=avro.RAW_RESPONSE)
+        assert record["source"] == "simulator"
+        rid = record["response_id"]
+        assert m.key == (rid.strip().encode() if rid and rid.strip() else None)
