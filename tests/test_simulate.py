@@ -1,4 +1,4 @@
-"""The response simulator: a pure, seeded generator (no Kafka needed), plus run_simulation with fakes."""
+"""The response simulator: a pure, seeded generator, plus run_simulation against the real broker."""
 
 import json
 import re
