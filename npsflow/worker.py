@@ -25,6 +25,8 @@ class NpsWorker(faust.Worker):
 
     def __init__(self, *args, info_file, info: dict, **kwargs):
         super().__init__(*args, **kwargs)
+        if not self.stdout.isatty():
+            self.spinner = None  # its terminal escape codes only clutter worker.log
         self._info_file = info_file
         self._info = info
 
