@@ -1005,3 +1005,34 @@ def load_programs(path: str | Path) -> Programs:
     except (OSError, UnicodeDecodeError) as exc:
         raise ProgramsError([f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
     return parse_programs(text, base_dir=path.parent, source=str(path))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Programs → contact rules
+
+
+def rule_config(org: Organization, program: Program):
+    """The contact rules (streams.contact_rules.RuleConfig) of one program of one organization.
+
+    The newsletter channel is not per contact (it is an embed the customer sends with their own mailing
+    tool), so it is left out of the per-contact fallback list; a newsletter-only program has no per-contact
+    rules and raises ValueError."""
+    from streams.contact_rules import RuleConfig
+
+    channels = tuple(c for c in program.channels if c != "newsletter")
+    if not channels:
+        raise ValueError(f"program {program.id!r} of {org.id!r} only uses the newsletter channel: "
+                         "it has no per-contact contact rules")
+    quiet = program.quiet_hours
+    return RuleConfig(
+        sampling_rate=program.sampling_rate,
+        quarantine=program.quarantine,
+        quiet_hours=None if quiet is None or quiet.start == quiet.end else (quiet.start, quiet.end),
+        delay_after_event=program.delay,
+        daily_cap=program.daily_cap,
+        channels=channels,
+        reminder_after=program.reminder_after,
+        max_event_age=program.max_event_age,
+        timezone=org.timezone,
+        event_types=frozenset(program.event_types),
+    )

@@ -483,3 +483,35 @@ def test_program_texts_may_add_a_locale_together_with_the_org():
     org, program = programs.program_for("nordvik-ror", "job.completed")
     assert texts(org, "de-AT", program)["question"] == "Würden Sie Nordvik Rör empfehlen?"
     assert texts(org, "de")["question"] == "Wie wahrscheinlich empfehlen Sie Nordvik Rör?"
+
+
+def test_rule_config_of_the_example_programs_drives_the_contact_rules():
+    from datetime import datetime, timezone
+
+    from npsflow.programs import rule_config
+    from streams.contact_rules import decide
+
+    programs = load_programs(EXAMPLE)
+    checked = 0
+    for org in programs.organizations:
+        for program in org.programs:
+            if set(program.channels) == {"newsletter"}:
+                continue
+            config = rule_config(org, program)
+            assert config.timezone == org.timezone and config.quarantine == program.quarantine
+            assert "newsletter" not in config.channels and config.event_types == frozenset(program.event_types)
+            trigger = {"event_id": "ev-1", "org_id": org.id, "event_type": program.event_types[0],
+                       "occurred_at": datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc),
+                       "contact": {"contact_id": "c-1", "email": "a@example.se", "phone": "+46701234567",
+                                   "locale": None, "timezone": None},
+                       "segment": {}, "received_at": datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)}
+            decision = decide(trigger, config, None, None, datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc),
+                              b"0123456789abcdef0123")
+            if decision.status == "suppressed":  # a fresh contact can only be sampled out
+                assert decision.reason == "sampled_out" and program.sampling_rate < 1
+            else:
+                assert decision.channel == config.channels[0]  # the contact has every address
+                assert decision.send_at >= trigger["occurred_at"] + program.delay
+                assert (decision.status == "sent") == (decision.send_at == decision.decided_at)
+            checked += 1
+    assert checked >= 2
