@@ -12,7 +12,6 @@ NPSFLOW_DEDUP_RETENTION   how long response ids are remembered for deduplication
 NPSFLOW_SINK_MAX_ROWS     rows per partition batch before a ClickHouse insert (default 5000)
 NPSFLOW_SINK_MAX_AGE      seconds a batch may wait before it is inserted (default 1.0; finite, > 0)
 NPSFLOW_NAMESPACE         prefix of topic names and the Faust app id / consumer group (default npsflow)
-NPSFLOW_WORKER_ID         static consumer-group member id of this worker (default: host + home); unique per worker
 NPSFLOW_WEB_PORT          worker HTTP port 1-65535 (default: a free port, written to $NPSFLOW_HOME/worker.json)
 """
 
@@ -22,8 +21,6 @@ import json
 import math
 import os
 import re
-import socket
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +69,6 @@ class Settings:
     lateness_seconds: int = 6 * 3600
     dimensions: tuple[str, ...] = ("overall", "location", "employee", "channel")
     dedup_retention_seconds: int = 90 * 86400
-    worker_id: str = "worker-1"
     sink_max_rows: int = 5000
     sink_max_age: float = 1.0
     web_port: int | None = None
@@ -98,7 +94,6 @@ class Settings:
             "NPSFLOW_DIMENSIONS": ",".join(self.dimensions),
             "NPSFLOW_DEDUP_RETENTION": f"{self.dedup_retention_seconds}s",
             "NPSFLOW_SINK_MAX_ROWS": str(self.sink_max_rows),
-            "NPSFLOW_WORKER_ID": self.worker_id,
             "NPSFLOW_SINK_MAX_AGE": str(self.sink_max_age),
         }
         if self.kafka:
@@ -234,10 +229,6 @@ def load(env: dict | None = None) -> Settings:
         raise ConfigError(f"NPSFLOW_SINK_MAX_AGE must be a finite number of seconds > 0, got {raw_age!r}")
     web_port = _port(env.get("NPSFLOW_WEB_PORT"))
     namespace = env.get("NPSFLOW_NAMESPACE") or "npsflow"
-    # the worker's static group membership id: unique per worker process that runs at the same time
-    worker_id = env.get("NPSFLOW_WORKER_ID") or f"{socket.gethostname()}-{zlib.crc32(str(home).encode()):08x}"
-    if not _NAMESPACE.match(worker_id[:41]):
-        raise ConfigError(f"NPSFLOW_WORKER_ID must be letters, digits, - or _, got {worker_id!r}")
     if not _NAMESPACE.match(namespace):
         raise ConfigError(f"NPSFLOW_NAMESPACE must be letters, digits, - or _ (max 41), got {namespace!r}")
     return Settings(
@@ -253,5 +244,4 @@ def load(env: dict | None = None) -> Settings:
         sink_max_age=max_age,
         web_port=web_port,
         topics=Topics(namespace),
-        worker_id=worker_id,
     )

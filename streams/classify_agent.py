@@ -19,7 +19,8 @@ import json
 from collections import defaultdict
 
 from schemas import codec as avro
-from streams.app import Deliveries, GapGuard, Pipeline, Transient, dead_letter, run_batch, within_event
+from streams.app import (Deliveries, GapGuard, Pipeline, Transient, dead_letter, delete_key, run_batch,
+                         within_event)
 from streams.responses import Decision, Rejected, decide, remembered, validate
 from streams.windows import segment_keys
 
@@ -137,8 +138,6 @@ def install_classify(pipeline: Pipeline) -> None:
         expired = 0
         for i, (key, value) in enumerate(list(seen.data.items())):
             if value and value["t"] < oldest:
-                from streams.app import delete_key
-
                 delete_key(seen, key, value["src"][0])
                 expired += 1
             if i % 5000 == 4999:

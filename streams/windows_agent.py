@@ -191,17 +191,12 @@ def install_windows(pipeline: Pipeline) -> None:
             return
         oldest = (engine.window_end(watermark["ms"]) - engine.max_window - engine.lateness_seconds) * 1000
         expired = 0
-        partitions: dict[str, int] = {}
-        for i, (key, value) in enumerate(list(table.data.items())):
-            if key.startswith("S|") and value and "p" in value:
-                partitions[key[2:]] = value["p"]
-            if i % 5000 == 4999:
-                await asyncio.sleep(0)
         for i, (key, value) in enumerate(list(table.data.items())):
             if key.startswith("C|") and value and value[1] < oldest:
-                segment = json.loads(key[2:])[0]
-                if segment in partitions:
-                    delete_key(table, key, partitions[segment])
+                # a contribution lives on its segment's changelog partition, which the state remembers
+                state = table.data.get(state_key(json.loads(key[2:])[0]))
+                if state and "p" in state:
+                    delete_key(table, key, state["p"])
                     expired += 1
             if i % 5000 == 4999:
                 await asyncio.sleep(0)

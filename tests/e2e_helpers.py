@@ -95,3 +95,24 @@ def write_jsonl(path: Path, lines: list) -> Path:
             handle.write(line if isinstance(line, str) else json.dumps(line, ensure_ascii=False))
             handle.write("\n")
     return path
+
+
+def read_topic(bootstrap: str, topic: str, n: int) -> list:
+    """Read at least ``n`` records of ``topic`` from the beginning with a real consumer (no group)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    async def read() -> list:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        await consumer.start()
+        out: list = []
+        try:
+            while len(out) < n:
+                for msgs in (await consumer.getmany(timeout_ms=10_000)).values():
+                    out.extend(msgs)
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(read())

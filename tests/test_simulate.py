@@ -257,13 +257,9 @@ def test_records_encode_with_the_real_avro_codec():
 @pytest.mark.kafka
 @pytest.mark.parametrize("rate", [0, 1000.0])
 def test_run_simulation_sends_keyed_avro_records_to_the_real_broker(tmp_path, kafka_bootstrap, rate):
-    import asyncio
-
-    from aiokafka import AIOKafkaConsumer
-
     from npsflow.stack import ensure_topics
     from schemas import codec as avro
-    from tests.e2e_helpers import make_env
+    from tests.e2e_helpers import make_env, read_topic
 
     settings = make_env(tmp_path, kafka_bootstrap).settings
     ensure_topics(settings, kafka_bootstrap)
@@ -275,21 +271,8 @@ def test_run_simulation_sends_keyed_avro_records_to_the_real_broker(tmp_path, ka
     if rate:
         assert len(progress) > 2  # throttled: sent in several small batches
 
-    async def read_all():
-        consumer = AIOKafkaConsumer(settings.topics.raw_responses, bootstrap_servers=kafka_bootstrap,
-                                    auto_offset_reset="earliest")
-        await consumer.start()
-        out = []
-        try:
-            while len(out) < 120:
-                for msgs in (await consumer.getmany(timeout_ms=10_000)).values():
-                    out.extend(msgs)
-        finally:
-            await consumer.stop()
-        return out
-
     codec = avro.AvroCodec()
-    messages = asyncio.run(read_all())
+    messages = read_topic(kafka_bootstrap, settings.topics.raw_responses, 120)
     assert len(messages) == 120
     for m in messages:
         record = codec.decode(m.value, expected=avro.RAW_RESPONSE)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -67,9 +66,7 @@ def test_malformed_triggers_are_refused_with_a_reason(changes, reason):
 
 @pytest.mark.kafka
 def test_ingest_triggers_sends_valid_and_dead_letters_malformed(tmp_path, kafka_bootstrap):
-    from aiokafka import AIOKafkaConsumer
-
-    from tests.e2e_helpers import make_env, write_jsonl
+    from tests.e2e_helpers import make_env, read_topic, write_jsonl
 
     env = make_env(tmp_path, kafka_bootstrap)
     from npsflow.stack import ensure_topics
@@ -85,22 +82,10 @@ def test_ingest_triggers_sends_valid_and_dead_letters_malformed(tmp_path, kafka_
     assert "line 4: occurred_at is not an ISO-8601 timestamp" in proc.stderr
     assert "line 5: expected a JSON object" in proc.stderr
 
-    async def read(topic, n):
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
-        await consumer.start()
-        out = []
-        try:
-            while len(out) < n:
-                for msgs in (await consumer.getmany(timeout_ms=10_000)).values():
-                    out.extend(msgs)
-        finally:
-            await consumer.stop()
-        return out
-
     codec = avro.AvroCodec()
-    sent = asyncio.run(read(env.settings.topics.triggers, 3))
+    sent = read_topic(kafka_bootstrap, env.settings.topics.triggers, 3)
     assert sorted(m.key.decode() for m in sent) == ["ev-0", "ev-1", "ev-2"]
     assert {codec.decode(m.value)["contact"]["contact_id"] for m in sent} == {"c-17"}
-    dead = [codec.decode(m.value) for m in asyncio.run(read(env.settings.topics.dead_letters, 2))]
+    dead = [codec.decode(m.value) for m in read_topic(kafka_bootstrap, env.settings.topics.dead_letters, 2)]
     assert sorted(d["reason"] for d in dead) == ["not_a_json_object", "occurred_at_invalid"]
     assert json.loads(next(d for d in dead if d["reason"] == "occurred_at_invalid")["payload_json"])["event_id"] == "ev-bad"

@@ -19,9 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from sinks.channels.base import ChannelCosts, Invitation, SendResult, file_stem, invitation_problem, money
+from sinks.channels.base import ChannelCosts, Invitation, SendResult, file_stem, money
 from sinks.channels.email import InvalidMessage, build_message, message_bytes
-from sinks.channels.sms import sms_body, sms_encoding, sms_segments, sms_sender
+from sinks.channels.sms import sms_body, sms_encoding, sms_refusal, sms_segments
 
 try:
     import fcntl
@@ -163,14 +163,9 @@ class OutboxChannel:
                                currency=self.costs.currency)
 
     async def _send_sms(self, inv: Invitation) -> SendResult:
-        if not inv.to_phone:
-            return SendResult.failed("no_address", attempts=0)
-        problem = invitation_problem(inv)
-        if problem:
-            return SendResult.failed("invalid_invitation", attempts=0, detail=problem)
-        sender = sms_sender(inv, self.sms_sender)
-        if not sender:
-            return SendResult.failed("invalid_invitation", attempts=0, detail="no SMS sender id")
+        sender, refused = sms_refusal(inv, self.sms_sender)
+        if refused:
+            return refused
         body = sms_body(inv)
         segments = sms_segments(body)
         cost = money(self.costs.sms * segments)

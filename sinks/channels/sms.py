@@ -77,6 +77,19 @@ def sms_sender(inv: Invitation, default: str | None) -> str | None:
     return (inv.branding or {}).get("sms_sender") or default
 
 
+def sms_refusal(inv: Invitation, default_sender: str | None) -> tuple[str | None, SendResult | None]:
+    """The checks every SMS path makes before sending: (sender id, None) or (None, the failed result)."""
+    if not inv.to_phone:
+        return None, SendResult.failed("no_address", attempts=0)
+    problem = invitation_problem(inv)
+    if problem:
+        return None, SendResult.failed("invalid_invitation", attempts=0, detail=problem)
+    sender = sms_sender(inv, default_sender)
+    if not sender:
+        return None, SendResult.failed("invalid_invitation", attempts=0, detail="no SMS sender id")
+    return sender, None
+
+
 class SmsChannel:
     """Sends invitations through a Twilio-compatible SMS gateway over aiohttp."""
 
@@ -105,14 +118,9 @@ class SmsChannel:
         return f"{self.base_url}/2010-04-01/Accounts/{quote(self.account_sid, safe='')}/Messages.json"
 
     async def send(self, invitation: Invitation) -> SendResult:
-        if not invitation.to_phone:
-            return SendResult.failed("no_address", attempts=0)
-        problem = invitation_problem(invitation)
-        if problem:
-            return SendResult.failed("invalid_invitation", attempts=0, detail=problem)
-        sender = sms_sender(invitation, self.sender)
-        if not sender:
-            return SendResult.failed("invalid_invitation", attempts=0, detail="no SMS sender id")
+        sender, refused = sms_refusal(invitation, self.sender)
+        if refused:
+            return refused
         body = sms_body(invitation)
         form = {"To": invitation.to_phone.strip(), "From": sender, "Body": body}
         if self._session is not None:
