@@ -21,6 +21,41 @@ Decisions worth knowing:
   Tokens longer than ``MAX_TOKEN_CHARS`` are ``malformed`` without being decoded.
 * **One-click links** (``one_click_urls``): the 11 URLs of a 0–10 scale, one token each. Mail scanners fetch
   links, so the survey page must not record a score on GET alone (show it preselected and confirm).
+
+**Short form** (``sign_short_token``, ``short_survey_url``), for SMS: a whole SMS is one 160-character segment
+and the shipped SMS texts leave about 60 characters for the link (``programs.TYPICAL_LINK_LENGTH``), so
+``https://nps.example.se/s/<token>`` needs a token of at most 34 characters. A readable
+``<id>~<expiry>~<key id>~<MAC>`` cannot fit: a 20-character id plus a 64-bit MAC (11 base64url characters)
+already take 31. So a short token packs its fields as bits. It is the base64url digits (alphabet
+``A–Z a–z 0–9 - _``, 6 bits each, most significant first, no leading ``A`` = no leading zero digit) of the bits ::
+
+    1 | id (5 bits per character, 1–32 characters) | key number (7) | expiry (32) | MAC (64)
+
+* The leading ``1`` bit marks where the id begins, so the id length needs no field: the bits after it number
+  103 + 5 × (id length). With the project's ids (``[a-z2-7]{20}``) that is 204 bits = **34 characters** exactly,
+  whatever the expiry; ``https://nps.example.se/s/`` + token = 59 characters.
+* **Id**: 1–32 characters of the lowercase RFC 4648 base32 alphabet ``a–z 2–7`` (the alphabet of the project's
+  invitation ids), 5 bits each (``a`` = 0 … ``7`` = 31); anything else is refused when signing (ValueError).
+  The alphabet has no ``@`` or ``+``: a short token can't carry an e-mail address or a phone number either,
+  and like the long form it carries no personal data, only the random invitation id.
+* **Key id** ``k0`` … ``k127`` (the key number; ``k01`` is refused), **expiry** unsigned epoch seconds
+  (1970 … 2106-02-07), rounded down as for the long form; **no score** (one-click scores are for e-mail only).
+* **MAC**: the first 8 bytes (64 bits) of HMAC-SHA256(key, ``"npsflow-short-v1~<id>~<expiry decimal>~<key id>"``).
+  It covers id, expiry and key id. Domain separation: the long-form MAC input is base64url text, which never
+  contains ``~``; the short-form input always does, so no message is MACed in both forms, and a MAC (or its
+  first 8 bytes) taken from one form never verifies in the other.
+* **Canonical**: every bit string has exactly one spelling (no padding, no leading ``A``, case is significant as
+  in all base64url; the bit length must fit a whole id). Any other text is ``malformed``, and so is a short
+  token longer than ``MAX_SHORT_TOKEN_CHARS`` (44), without being decoded.
+* **Telling the forms apart**: a long token has exactly one ``.``, a short one has none (``.`` is not a base64url
+  character); ``verify_token`` accepts both, with the same reasons and the same order of checks, and gives
+  ``score=None`` for short tokens. The short form uses no separator at all: ``~`` would also cost two GSM-7
+  septets in an SMS.
+* **Why 64 bits are enough**: the key is secret, so a MAC can only be guessed online, one request per guess,
+  and each guess succeeds with probability 2^-64 (a forger also has to know a real invitation id, itself
+  100 random bits). The survey server must rate-limit token checks per IP and per invitation id (not per token
+  string: every guess is a different string); even at an impossible billion guesses a second, 2^64 guesses take
+  about 585 years. A forged link would only let someone answer one survey.
 """
 
 from __future__ import annotations
@@ -40,7 +75,9 @@ from streams.triggers import E164
 
 __all__ = [
     "BAD_SIGNATURE", "EXPIRED", "MALFORMED", "UNKNOWN_KEY", "REASONS", "MAX_TOKEN_CHARS",
-    "InvalidToken", "TokenClaims", "one_click_urls", "sign_token", "survey_url", "verify_token",
+    "MAX_SHORT_TOKEN_CHARS", "SHORT_ID_ALPHABET", "SHORT_KEY_NUMBERS",
+    "InvalidToken", "TokenClaims", "one_click_urls", "short_survey_url", "sign_short_token", "sign_token",
+    "survey_url", "verify_token",
 ]
 
 MALFORMED = "malformed"
@@ -57,6 +94,19 @@ _B64URL = re.compile(r"^[A-Za-z0-9_-]+$", re.ASCII)
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$", re.ASCII)
 _PHONE = re.compile(r"^\+?[\d\s().-]{7,}$")
 UTC = timezone.utc
+
+# Short form: see the module docstring.
+SHORT_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648 base32, lowercase: 5 bits a character
+SHORT_KEY_NUMBERS = range(0, 128)  # key ids k0 … k127
+_SHORT_ID = re.compile(r"[a-z2-7]{1,32}", re.ASCII)
+_SHORT_KEY_ID = re.compile(r"k(0|[1-9][0-9]{0,2})", re.ASCII)
+_SHORT_DOMAIN = "npsflow-short-v1"
+_ID_CHAR_BITS, _KEY_BITS, _EXPIRY_BITS, _SHORT_MAC_BYTES = 5, 7, 32, 8
+_FIXED_BITS = _KEY_BITS + _EXPIRY_BITS + 8 * _SHORT_MAC_BYTES  # 103
+_MAX_SHORT_ID_CHARS = 32
+MAX_SHORT_TOKEN_CHARS = -(-(1 + _ID_CHAR_BITS * _MAX_SHORT_ID_CHARS + _FIXED_BITS) // 6)  # 44
+_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"  # base64url, digit value = index
+_DIGIT_VALUE = {c: i for i, c in enumerate(_DIGITS)}
 
 
 class InvalidToken(Exception):
@@ -113,13 +163,18 @@ def _check_invitation_id(invitation_id: object) -> str:
     return invitation_id
 
 
+def _check_key(key: object) -> bytes:
+    if not isinstance(key, (bytes, bytearray)) or len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"key must be at least {MIN_KEY_BYTES} bytes (32 random bytes recommended)")
+    return bytes(key)
+
+
 def sign_token(invitation_id: str, expires_at: datetime, key: bytes, key_id: str = "k1",
                score: int | None = None) -> str:
     """A compact URL-safe token for ``invitation_id`` that expires at ``expires_at`` (aware datetime)."""
     _check_invitation_id(invitation_id)
     _aware(expires_at, "expires_at")
-    if not isinstance(key, (bytes, bytearray)) or len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"key must be at least {MIN_KEY_BYTES} bytes (32 random bytes recommended)")
+    _check_key(key)
     if not isinstance(key_id, str) or not _KEY_ID.match(key_id):
         raise ValueError(f"key_id must be 1–32 letters, digits or _ . -, got {key_id!r}")
     if score is not None and not _valid_score(score):
@@ -131,10 +186,75 @@ def sign_token(invitation_id: str, expires_at: datetime, key: bytes, key_id: str
     return f"{encoded}.{_b64encode(_mac(bytes(key), encoded))}"
 
 
+def _short_mac(key: bytes, invitation_id: str, expiry: int, key_id: str) -> bytes:
+    """The first 8 bytes of HMAC-SHA256 over the short form's own message (it always contains ``~``)."""
+    return _mac(key, "~".join((_SHORT_DOMAIN, invitation_id, str(expiry), key_id)))[:_SHORT_MAC_BYTES]
+
+
+def sign_short_token(invitation_id: str, expires_at: datetime, key: bytes, key_id: str = "k1") -> str:
+    """A short token (34 characters for a 20-character id) for SMS links; no score. ``invitation_id`` must be
+    1–32 characters ``a–z 2–7``, ``key_id`` one of ``k0`` … ``k127``, ``expires_at`` an aware datetime
+    between 1970 and 2106-02-07 (rounded down to whole seconds); ValueError otherwise."""
+    if not isinstance(invitation_id, str) or not _SHORT_ID.fullmatch(invitation_id):
+        raise ValueError(f"a short token's invitation_id must be 1–{_MAX_SHORT_ID_CHARS} characters a–z 2–7, "
+                         f"got {invitation_id!r}")
+    expiry = math.floor(_aware(expires_at, "expires_at").timestamp())
+    if not 0 <= expiry < 1 << _EXPIRY_BITS:
+        raise ValueError(f"a short token's expires_at must lie between 1970 and 2106-02-07, got {expires_at!r}")
+    key = _check_key(key)
+    match = _SHORT_KEY_ID.fullmatch(key_id) if isinstance(key_id, str) else None
+    if match is None or int(match[1]) not in SHORT_KEY_NUMBERS:
+        raise ValueError(f"a short token's key_id must be k0 … k{SHORT_KEY_NUMBERS[-1]}, got {key_id!r}")
+    value = 1  # the marker bit in front of the id
+    for char in invitation_id:
+        value = value << _ID_CHAR_BITS | SHORT_ID_ALPHABET.index(char)
+    value = value << _KEY_BITS | int(match[1])
+    value = value << _EXPIRY_BITS | expiry
+    value = value << 8 * _SHORT_MAC_BYTES | int.from_bytes(_short_mac(key, invitation_id, expiry, key_id), "big")
+    digits = []
+    while value:
+        value, digit = divmod(value, 64)
+        digits.append(_DIGITS[digit])
+    return "".join(reversed(digits))
+
+
+def _verify_short_token(token: str, keys: dict[str, bytes], now: datetime) -> TokenClaims:
+    if len(token) > MAX_SHORT_TOKEN_CHARS or token[0] == "A" or any(c not in _DIGIT_VALUE for c in token):
+        raise InvalidToken(MALFORMED)  # too long, a leading zero digit (another spelling), not base64url
+    value = 0
+    for char in token:
+        value = value << 6 | _DIGIT_VALUE[char]
+    id_bits = value.bit_length() - 1 - _FIXED_BITS
+    if id_bits <= 0 or id_bits % _ID_CHAR_BITS:
+        raise InvalidToken(MALFORMED)  # the bits after the marker don't hold a whole id (≤ 32: length check)
+    mac = (value & ((1 << 8 * _SHORT_MAC_BYTES) - 1)).to_bytes(_SHORT_MAC_BYTES, "big")
+    value >>= 8 * _SHORT_MAC_BYTES
+    expiry = value & ((1 << _EXPIRY_BITS) - 1)
+    value >>= _EXPIRY_BITS
+    key_id = f"k{value & ((1 << _KEY_BITS) - 1)}"
+    value >>= _KEY_BITS
+    chars = []
+    for _ in range(id_bits // _ID_CHAR_BITS):
+        value, index = divmod(value, 1 << _ID_CHAR_BITS)
+        chars.append(SHORT_ID_ALPHABET[index])
+    invitation_id = "".join(reversed(chars))
+    key = keys.get(key_id) if isinstance(keys, dict) else None
+    if key is None:
+        raise InvalidToken(UNKNOWN_KEY)
+    if not hmac.compare_digest(mac, _short_mac(bytes(key), invitation_id, expiry, key_id)):
+        raise InvalidToken(BAD_SIGNATURE)
+    if now.timestamp() >= expiry:  # every field decoded has a valid type and range: no claims check needed
+        raise InvalidToken(EXPIRED)
+    return TokenClaims(invitation_id=invitation_id, expires_at=datetime.fromtimestamp(expiry, UTC),
+                       key_id=key_id, score=None)
+
+
 def verify_token(token: str, keys: dict[str, bytes], now: datetime) -> TokenClaims:
-    """The claims of a valid, unexpired token signed with one of ``keys`` (key id → key); else
-    ``InvalidToken`` with reason ``malformed``, ``unknown_key``, ``bad_signature`` or ``expired``."""
+    """The claims of a valid, unexpired token, long or short form, signed with one of ``keys`` (key id → key);
+    else ``InvalidToken`` with reason ``malformed``, ``unknown_key``, ``bad_signature`` or ``expired``."""
     _aware(now, "now")
+    if isinstance(token, str) and token and "." not in token:
+        return _verify_short_token(token, keys, now)
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
         raise InvalidToken(MALFORMED)
     encoded, signature_text = token.split(".")
@@ -181,3 +301,9 @@ def one_click_urls(base_url: str, invitation_id: str, expires_at: datetime, key:
                    key_id: str = "k1") -> list[str]:
     """The 11 one-click URLs of the 0–10 scale (index = score), each with its own signed token."""
     return [survey_url(base_url, sign_token(invitation_id, expires_at, key, key_id, score=s)) for s in SCORES]
+
+
+def short_survey_url(base_url: str, invitation_id: str, expires_at: datetime, key: bytes,
+                     key_id: str = "k1") -> str:
+    """The SMS survey URL: ``survey_url(base_url, sign_short_token(...))``."""
+    return survey_url(base_url, sign_short_token(invitation_id, expires_at, key, key_id))
