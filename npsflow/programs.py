@@ -1014,15 +1014,11 @@ def load_programs(path: str | Path) -> Programs:
 def rule_config(org: Organization, program: Program):
     """The contact rules (streams.contact_rules.RuleConfig) of one program of one organization.
 
-    The newsletter channel is not per contact (it is an embed the customer sends with their own mailing
-    tool), so it is left out of the per-contact fallback list; a newsletter-only program has no per-contact
-    rules and raises ValueError."""
+    Channels keep the program's fallback order. The newsletter channel needs no address (the organization
+    sends the embed with its own mailing tool), so it catches every contact the channels before it cannot
+    reach, and quiet hours never apply to it (only to SMS)."""
     from streams.contact_rules import RuleConfig
 
-    channels = tuple(c for c in program.channels if c != "newsletter")
-    if not channels:
-        raise ValueError(f"program {program.id!r} of {org.id!r} only uses the newsletter channel: "
-                         "it has no per-contact contact rules")
     quiet = program.quiet_hours
     return RuleConfig(
         sampling_rate=program.sampling_rate,
@@ -1030,7 +1026,7 @@ def rule_config(org: Organization, program: Program):
         quiet_hours=None if quiet is None or quiet.start == quiet.end else (quiet.start, quiet.end),
         delay_after_event=program.delay,
         daily_cap=program.daily_cap,
-        channels=channels,
+        channels=tuple(program.channels),
         reminder_after=program.reminder_after,
         max_event_age=program.max_event_age,
         timezone=org.timezone,

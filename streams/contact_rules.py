@@ -9,7 +9,8 @@ Order of the rules (the first that refuses gives the reason; later ones are not 
     1. opted_out           the caller says the contact opted out — always wins, whatever else is wrong
     2. unknown_event_type  ``config.event_types`` is set and does not contain the trigger's event_type
     3. too_old             now − occurred_at > ``config.max_event_age`` (exactly at the limit is still fine)
-    4. no_contact          no channel of ``config.channels`` has an address (sms/whatsapp → phone, email → e-mail)
+    4. no_contact          no channel of ``config.channels`` has an address (sms/whatsapp → phone, email → e-mail;
+                           newsletter needs none)
     5. quarantine          now < last_invited_at + ``config.quarantine`` (exactly at the boundary: allowed)
     6. sampled_out         HMAC(secret, org_id, contact_key, event_id) ↦ u ∈ [0, 1); kept iff u < sampling_rate
     7. cap                 the org already has ``daily_cap`` invitations on the send day (org's local calendar)
@@ -68,8 +69,9 @@ SUPPRESSION_REASONS = frozenset({OPTED_OUT, UNKNOWN_EVENT_TYPE, TOO_OLD, NO_CONT
 NOTE_QUIET_HOURS = "quiet_hours"
 NOTE_CONTACT_TIMEZONE_INVALID = "contact_timezone_invalid"
 
-# Which contact field a channel delivers to.
-CHANNEL_ADDRESS = {"sms": "phone", "whatsapp": "phone", "email": "email"}
+# Which contact field a channel delivers to. The newsletter channel needs none: it produces an embed the
+# organization sends with its own mailing tool, so every contact can get one (never in quiet hours either).
+CHANNEL_ADDRESS = {"sms": "phone", "whatsapp": "phone", "email": "email", "newsletter": None}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -416,13 +418,14 @@ class Decision:
 
 
 def _address_of(contact: Mapping[str, Any], channel: str) -> str | None:
-    value = contact.get(CHANNEL_ADDRESS[channel])
+    field = CHANNEL_ADDRESS[channel]
+    value = contact.get(field) if field else None
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 def choose_channel(contact: Mapping[str, Any], config: RuleConfig) -> str | None:
-    """The first channel of ``config.channels`` the contact has an address for, else None."""
-    return next((c for c in config.channels if _address_of(contact, c)), None)
+    """The first channel of ``config.channels`` the contact has an address for (newsletter: always), else None."""
+    return next((c for c in config.channels if CHANNEL_ADDRESS[c] is None or _address_of(contact, c)), None)
 
 
 def _aware(value: object, name: str) -> datetime:

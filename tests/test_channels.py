@@ -418,10 +418,15 @@ async def test_outbox_email_writes_the_same_message_the_smtp_channel_sends(tmp_p
     assert parts(written) == parts(sent)
     assert written["Message-ID"] == result.provider_id
 
-    again = await outbox.send(invitation(reminder=True))  # re-send overwrites
-    assert again.status == "sent"
+    again = await outbox.send(invitation())  # a re-send overwrites the same file
+    assert again.status == "sent" and again.provider_id == result.provider_id
     assert sorted(p.name for p in path.parent.iterdir()) == ["inv-42.eml"]
-    assert email.message_from_bytes(path.read_bytes(), policy=policy.default)["Subject"].startswith("Påminnelse:")
+    reminder = await outbox.send(invitation(reminder=True))  # the reminder is a message of its own
+    assert reminder.status == "sent" and reminder.provider_id != result.provider_id
+    assert sorted(p.name for p in path.parent.iterdir()) == ["inv-42-reminder.eml", "inv-42.eml"]
+    reminder_msg = email.message_from_bytes((path.parent / "inv-42-reminder.eml").read_bytes(), policy=policy.default)
+    assert reminder_msg["Subject"].startswith("Påminnelse:")
+    assert not email.message_from_bytes(path.read_bytes(), policy=policy.default)["Subject"].startswith("Påminnelse:")
 
 
 async def test_outbox_sms_line_is_written_once_per_invitation(tmp_path):

@@ -493,13 +493,13 @@ def test_rule_config_of_the_example_programs_drives_the_contact_rules():
 
     programs = load_programs(EXAMPLE)
     checked = 0
+    newsletter_only = 0
     for org in programs.organizations:
         for program in org.programs:
-            if set(program.channels) == {"newsletter"}:
-                continue
             config = rule_config(org, program)
             assert config.timezone == org.timezone and config.quarantine == program.quarantine
-            assert "newsletter" not in config.channels and config.event_types == frozenset(program.event_types)
+            assert config.channels == program.channels and config.event_types == frozenset(program.event_types)
+            newsletter_only += config.channels == ("newsletter",)
             trigger = {"event_id": "ev-1", "org_id": org.id, "event_type": program.event_types[0],
                        "occurred_at": datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc),
                        "contact": {"contact_id": "c-1", "email": "a@example.se", "phone": "+46701234567",
@@ -514,4 +514,23 @@ def test_rule_config_of_the_example_programs_drives_the_contact_rules():
                 assert decision.send_at >= trigger["occurred_at"] + program.delay
                 assert (decision.status == "sent") == (decision.send_at == decision.decided_at)
             checked += 1
-    assert checked >= 2
+    assert checked >= 3 and newsletter_only == 1
+
+
+def test_newsletter_reaches_contacts_without_any_address_and_ignores_quiet_hours():
+    from datetime import datetime, timezone
+
+    from streams.contact_rules import RuleConfig, decide
+
+    config = RuleConfig(channels=("email", "newsletter"), quiet_hours_channels=("sms",), timezone="Europe/Helsinki")
+    night = datetime(2026, 11, 20, 23, 30, tzinfo=timezone.utc)  # 01:30 in Helsinki
+    base = {"event_id": "ev-1", "org_id": "o", "event_type": "x", "occurred_at": night, "segment": {},
+            "received_at": night}
+    with_email = decide({**base, "contact": {"contact_id": "a", "email": "a@example.fi"}}, config, None, None,
+                        night, b"0123456789abcdef")
+    without = decide({**base, "contact": {"contact_id": "b"}}, config, None, None, night, b"0123456789abcdef")
+    only_sms = decide({**base, "contact": {"contact_id": "b"}}, RuleConfig(channels=("sms",)), None, None, night,
+                      b"0123456789abcdef")
+    assert (with_email.channel, with_email.status) == ("email", "sent")
+    assert (without.channel, without.status, without.send_at) == ("newsletter", "sent", night)
+    assert (only_sms.status, only_sms.reason) == ("suppressed", "no_contact")

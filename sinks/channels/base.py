@@ -38,6 +38,11 @@ class Invitation:
     branding: dict = field(default_factory=dict)
     reminder: bool = False
 
+    @property
+    def delivery_id(self) -> str:
+        """Id of this message (idempotency key of a send): the invitation's, ``-reminder`` for its reminder."""
+        return f"{self.invitation_id}-reminder" if self.reminder else self.invitation_id
+
 
 @dataclass(frozen=True)
 class SendResult:

@@ -68,7 +68,7 @@ def build_message(inv: Invitation, *, sender_email: str | None = None, sender_na
     msg["To"] = recipient
     msg["Subject"] = render.subject(inv)
     msg["Date"] = format_datetime(now or datetime.now(timezone.utc))
-    msg["Message-ID"] = message_id(inv.invitation_id, sender.domain)
+    msg["Message-ID"] = message_id(inv.delivery_id, sender.domain)
     unsubscribe = render.safe_http_url(branding.get("unsubscribe_url"))
     if unsubscribe is None and list_unsubscribe:
         unsubscribe = list_unsubscribe.replace("{invitation_id}", inv.invitation_id).replace("{org_id}", inv.org_id)

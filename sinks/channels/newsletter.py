@@ -42,7 +42,7 @@ class NewsletterChannel:
             return SendResult.failed("invalid_invitation", attempts=0, detail=problem)
         snippet = render.render_embed(invitation)
         try:
-            await asyncio.to_thread(write_atomically, self.path(invitation.invitation_id), snippet.encode("utf-8"))
+            await asyncio.to_thread(write_atomically, self.path(invitation.delivery_id), snippet.encode("utf-8"))
         except OSError as e:
             return SendResult.failed("outbox_write_failed", attempts=1, detail=type(e).__name__)
         return SendResult.sent(attempts=1, provider_id=None, cost=money(self.costs.newsletter),

@@ -1,11 +1,15 @@
 """The demo's default channel: nothing leaves the machine, every invitation lands in files.
 
-* e-mail: ``<home>/outbox/email/<invitation_id>.eml`` — the exact MIME message EmailChannel would send
-  (same builder); a re-send overwrites it (written atomically via a temp file + rename).
-* SMS: one JSON object per line in ``<home>/outbox/sms.jsonl`` (invitation_id, to, from, body, segments,
-  encoding, cost, currency, written_at). The file itself is the idempotency index: under an exclusive
-  file lock the channel reads the lines added since it last looked and appends only when the invitation
-  id is not there yet, so a re-send — from this process or another — never adds a second line.
+A message is identified by its ``delivery_id``: the invitation id, or ``<invitation id>-reminder`` for the
+invitation's reminder.
+
+* e-mail: ``<home>/outbox/email/<delivery_id>.eml`` — the exact MIME message EmailChannel would send (same
+  builder); a re-send overwrites it (written atomically via a temp file + rename).
+* SMS: one JSON object per line in ``<home>/outbox/sms.jsonl`` (invitation_id, delivery_id, reminder, to,
+  from, body, segments, encoding, cost, currency, written_at). The file itself is the idempotency index:
+  under an exclusive file lock the channel reads the lines added since it last looked and appends only
+  when the delivery id is not there yet, so a re-send — from this process or another — never adds a
+  second line.
 """
 
 from __future__ import annotations
@@ -73,8 +77,8 @@ class SmsLog:
                 rec = json.loads(line)
             except ValueError:
                 continue  # a torn line from a crash: ignored; the re-send writes a whole one
-            if isinstance(rec, dict) and isinstance(rec.get("invitation_id"), str):
-                self._seen.add(rec["invitation_id"])
+            if isinstance(rec, dict) and isinstance(rec.get("delivery_id", rec.get("invitation_id")), str):
+                self._seen.add(rec.get("delivery_id", rec.get("invitation_id")))
         self._offset += len(complete)
         if size == 0:
             return True
@@ -82,14 +86,14 @@ class SmsLog:
         return f.read(1) == b"\n"
 
     def append_once(self, record: dict) -> bool:
-        """Append `record` unless its invitation_id is already in the file; True when it was appended."""
+        """Append `record` unless its delivery_id is already in the file; True when it was appended."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock, open(self.path, "a+b") as f:
             if fcntl is not None:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             try:
                 ends_with_newline = self._catch_up(f)
-                if record["invitation_id"] in self._seen:
+                if record["delivery_id"] in self._seen:
                     return False
                 line = json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n"
                 if not ends_with_newline:
@@ -97,7 +101,7 @@ class SmsLog:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
-                self._seen.add(record["invitation_id"])
+                self._seen.add(record["delivery_id"])
                 f.seek(0, os.SEEK_END)
                 self._offset = f.tell()
                 return True
@@ -158,7 +162,7 @@ class OutboxChannel:
                                 list_unsubscribe=self.list_unsubscribe, now=self.clock())
         except InvalidMessage as e:
             return SendResult.failed("invalid_invitation", attempts=0, detail=str(e))
-        await asyncio.to_thread(write_atomically, self.email_path(inv.invitation_id), message_bytes(msg))
+        await asyncio.to_thread(write_atomically, self.email_path(inv.delivery_id), message_bytes(msg))
         return SendResult.sent(attempts=1, provider_id=msg["Message-ID"], cost=money(self.costs.email),
                                currency=self.costs.currency)
 
@@ -169,9 +173,10 @@ class OutboxChannel:
         body = sms_body(inv)
         segments = sms_segments(body)
         cost = money(self.costs.sms * segments)
-        record = {"invitation_id": inv.invitation_id, "to": inv.to_phone.strip(), "from": sender, "body": body,
+        record = {"invitation_id": inv.invitation_id, "delivery_id": inv.delivery_id, "reminder": inv.reminder,
+                  "to": inv.to_phone.strip(), "from": sender, "body": body,
                   "segments": segments, "encoding": sms_encoding(body), "cost": cost,
                   "currency": self.costs.currency, "written_at": self.clock().isoformat()}
         await asyncio.to_thread(self.sms_log.append_once, record)
-        return SendResult.sent(attempts=1, provider_id=f"outbox:{inv.invitation_id}", cost=cost,
+        return SendResult.sent(attempts=1, provider_id=f"outbox:{inv.delivery_id}", cost=cost,
                                currency=self.costs.currency)
