@@ -305,7 +305,7 @@ def deadletters(fmt: str) -> None:
 @main.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def dispatches(fmt: str) -> None:
-    """Survey dispatches: counts by status (sent, scheduled, suppressed, failed) and reason, cost so far."""
+    """Survey dispatches: invitations by status (sent, scheduled, suppressed, failed) and reason, reminders, cost so far."""
     from npsflow.reader import ReadError, dispatches as read_dispatches
 
     try:
@@ -313,19 +313,32 @@ def dispatches(fmt: str) -> None:
     except ReadError as exc:
         raise Failure(str(exc)) from None
 
-    def render(d):
+    def status_table(title: str, section: dict):
         from rich.table import Table
 
-        table = Table(title=f"Dispatches: {d['total']}")
+        table = Table(title=f"{title}: {section['total']}")
         for col in ("status", "reason", "count"):
             table.add_column(col)
-        for status, n in d["by_status"].items():
+        for status, n in section["by_status"].items():
             table.add_row(status, "", str(n))
-            for r in d["reasons"]:
+            for r in section["reasons"]:
                 if r["status"] == status:
                     table.add_row("", r["reason"], str(r["count"]))
-        console().print(table)
-        click.echo("cost so far: " + (", ".join(f"{v:.2f} {k}" for k, v in d["cost"].items()) or "0"))
+        return table
+
+    def render(d):
+        console().print(status_table("Invitations", d))
+        reminders = d["reminders"]
+        if reminders["total"]:
+            console().print(status_table("Reminders", reminders))
+        else:
+            click.echo("reminders: 0")
+        click.echo("cost so far (invitations and reminders): "
+                   + (", ".join(f"{amount(v)} {k}" for k, v in d["cost"].items()) or "0"))
+
+    def amount(value: float) -> str:  # 0.45 -> "0.45", 0.301 -> "0.301" (e-mails cost fractions of a cent)
+        whole, _, frac = f"{value:.6f}".partition(".")
+        return f"{whole}.{frac.rstrip('0').ljust(2, '0')}"
 
     _emit(data, fmt, render)
 

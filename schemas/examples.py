@@ -27,7 +27,8 @@ def examples() -> dict[str, dict]:
             "dispatch_id": "d-1", "invitation_id": "inv-1", "event_id": "evt-1", "org_id": "acme",
             "survey_id": "s-1", "contact_key": "hmac:3f2a9c", "channel": "email", "status": "sent",
             "reason": None, "scheduled_for": None, "decided_at": _T1, "cost": 0.0012,
-            "currency": "EUR", "locale": "fr-FR", "segment": dict(_SEG),
+            "currency": "EUR", "locale": "fr-FR", "segment": dict(_SEG), "kind": "invitation",
+            "attempts": 1, "provider_id": "<inv-1@mail.acme.example>",
         },
         _c.RAW_RESPONSE: {
             "response_id": "r-1", "survey_id": "s-1", "invitation_id": "inv-1", "score": 9,

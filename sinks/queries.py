@@ -178,6 +178,7 @@ def deadletters(store, examples: int = 3) -> dict:
 
 _LATEST_DISPATCHES = """
     SELECT dispatch_id,
+           argMax(kind, decided_at)     AS knd,
            argMax(status, decided_at)   AS st,
            argMax(reason, decided_at)   AS why,
            argMax(channel, decided_at)  AS ch,
@@ -188,31 +189,64 @@ _LATEST_DISPATCHES = """
 """
 
 
+class _Counts:
+    """Latest decisions of one kind, counted by status, by (status, reason), by channel, sent by channel."""
+
+    def __init__(self) -> None:
+        self.by_status: dict[str, int] = {}
+        self.by_reason: dict[tuple[str, str], int] = {}
+        self.by_channel: dict[str, int] = {}
+        self.sent_by_channel: dict[str, int] = {}
+
+    def add(self, status: str, reason: str, channel: str, n: int) -> None:
+        self.by_status[status] = self.by_status.get(status, 0) + n
+        if reason:
+            self.by_reason[(status, reason)] = self.by_reason.get((status, reason), 0) + n
+        if channel:
+            self.by_channel[channel] = self.by_channel.get(channel, 0) + n
+            if status == "sent":
+                self.sent_by_channel[channel] = self.sent_by_channel.get(channel, 0) + n
+
+    def summary(self) -> dict:
+        return {
+            "total": sum(self.by_status.values()),
+            "by_status": dict(sorted(self.by_status.items())),
+            "reasons": [{"status": s, "reason": why, "count": n} for (s, why), n in sorted(self.by_reason.items())],
+        }
+
+
 def dispatches(store) -> dict:
-    """The latest decision of every dispatch, counted: by status, by (status, reason), by channel, and the
-    cost so far per currency (sent messages only)."""
+    """The latest decision (highest decided_at) of every dispatch_id, counted per kind, and the cost so far.
+
+    Returns::
+
+        {"total", "by_status", "reasons", "by_channel", "sent_by_channel",   # invitations (kind invitation)
+         "reminders": {"total", "by_status", "reasons"},                       # reminders (kind reminder)
+         "cost": {currency: amount}}                                          # every sent message, both kinds
+
+    ``reasons`` is ``[{"status", "reason", "count"}]`` sorted by status then reason; ``by_channel`` counts every
+    invitation decision that names a channel, ``sent_by_channel`` only the sent ones. A scheduled dispatch that
+    was later sent counts once, as sent. ``cost`` sums the cost of sent invitations and sent reminders per
+    currency (rounded to 6 decimals, like ``sinks.channels.base.money``).
+    """
     rows = store.query(
-        f"SELECT toString(st) AS status, why AS reason, ch AS channel, cur AS currency, count() AS n, "
+        f"SELECT knd AS kind, toString(st) AS status, why AS reason, ch AS channel, cur AS currency, count() AS n, "
         f"sumIf(ifNull(price, 0), st = 'sent') AS cost FROM ({_LATEST_DISPATCHES}) "
-        f"GROUP BY status, reason, channel, currency ORDER BY status, reason, channel, currency")
-    by_status: dict[str, int] = {}
-    by_reason: dict[tuple[str, str], int] = {}
-    by_channel: dict[str, int] = {}
+        f"GROUP BY kind, status, reason, channel, currency ORDER BY kind, status, reason, channel, currency")
+    invitations, reminders = _Counts(), _Counts()
     cost: dict[str, float] = {}
     for r in rows:
         n = int(r["n"])
-        by_status[r["status"]] = by_status.get(r["status"], 0) + n
-        if r["reason"]:
-            key = (r["status"], r["reason"])
-            by_reason[key] = by_reason.get(key, 0) + n
-        if r["channel"]:
-            by_channel[r["channel"]] = by_channel.get(r["channel"], 0) + n
+        if r["kind"] == "reminder":
+            reminders.add(r["status"], r["reason"], r["channel"], n)
+        elif r["kind"] in ("invitation", ""):
+            invitations.add(r["status"], r["reason"], r["channel"], n)
         if r["currency"] and r["cost"]:
-            cost[r["currency"]] = round(cost.get(r["currency"], 0.0) + float(r["cost"]), 4)
+            cost[r["currency"]] = cost.get(r["currency"], 0.0) + float(r["cost"])
     return {
-        "total": sum(by_status.values()),
-        "by_status": dict(sorted(by_status.items())),
-        "reasons": [{"status": s, "reason": why, "count": n} for (s, why), n in sorted(by_reason.items())],
-        "by_channel": dict(sorted(by_channel.items())),
-        "cost": cost,
+        **invitations.summary(),
+        "by_channel": dict(sorted(invitations.by_channel.items())),
+        "sent_by_channel": dict(sorted(invitations.sent_by_channel.items())),
+        "reminders": reminders.summary(),
+        "cost": {cur: round(amount, 6) for cur, amount in sorted(cost.items())},
     }

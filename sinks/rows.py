@@ -129,23 +129,40 @@ def alert_row(record: Mapping[str, Any], partition: int | None = None, offset: i
 
 
 _STATUSES = ("sent", "scheduled", "suppressed", "failed")
+DISPATCH_KINDS = ("invitation", "reminder")
+_MAX_ATTEMPTS = 65535  # attempts is Nullable(UInt16)
 
 
 def dispatch_row(record: Mapping[str, Any], partition: int, offset: int) -> dict:
-    """io.npsflow.DispatchedMessage → ``dispatches`` (contact_key is already a pseudonym)."""
+    """io.npsflow.DispatchedMessage → ``dispatches`` (contact_key is already a pseudonym).
+
+    ``kind`` is "invitation" when absent (a v1 record decodes with that default anyway); an unknown kind or
+    status, or attempts outside 0..65535, is a ValueError (the sink dead-letters the record).
+    """
     status = getattr(record["status"], "value", record["status"])
     if status not in _STATUSES:
         raise ValueError(f"unknown dispatch status {status!r}")
+    kind = record.get("kind") or "invitation"
+    if kind not in DISPATCH_KINDS:
+        raise ValueError(f"unknown dispatch kind {kind!r}")
+    attempts = record.get("attempts")
+    if attempts is not None:
+        attempts = int(attempts)
+        if not 0 <= attempts <= _MAX_ATTEMPTS:
+            raise ValueError(f"dispatch attempts {attempts} outside 0..{_MAX_ATTEMPTS}")
     scheduled = record.get("scheduled_for")
     cost = record.get("cost")
     return {
         "dispatch_id": str(record["dispatch_id"]),
+        "kind": kind,
         "invitation_id": _s(record.get("invitation_id")),
         "event_id": str(record["event_id"]),
         "org_id": str(record["org_id"]),
         "survey_id": _s(record.get("survey_id")),
         "contact_key": str(record["contact_key"]),
         "channel": _s(record.get("channel")),
+        "attempts": attempts,
+        "provider_id": _s(record.get("provider_id")),
         "status": status,
         "reason": _s(record.get("reason")),
         "scheduled_for": None if scheduled is None else utc(scheduled),

@@ -189,7 +189,46 @@ def test_stack_up_status_down_leaves_no_process(tmp_path):
 def test_dispatches_on_an_empty_store(tmp_path):
     proc = run(["dispatches", "--format", "json"], home=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"total": 0, "by_status": {}, "reasons": [], "by_channel": {}, "cost": {}}
+    assert json.loads(proc.stdout) == {"total": 0, "by_status": {}, "reasons": [], "by_channel": {},
+                                       "sent_by_channel": {},
+                                       "reminders": {"total": 0, "by_status": {}, "reasons": []}, "cost": {}}
+    table = run(["dispatches"], home=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "Invitations: 0" in table.stdout and "reminders: 0" in table.stdout
+    assert table.stdout.rstrip().endswith("cost so far (invitations and reminders): 0")
+
+
+def test_dispatches_shows_invitations_then_reminders_then_cost(tmp_path, ch_store):
+    from datetime import timedelta
+
+    from tests.test_dispatches_store import T0, insert, record, reminder
+
+    insert(ch_store, [
+        record(1, "sent", cost=0.15),
+        record(2, "sent", channel="email", cost=0.001),
+        record(3, "suppressed", reason="quarantine", channel=None),
+        record(4, "scheduled", reason="quiet_hours"),
+        record(4, "sent", cost=0.15, at=T0 + timedelta(hours=12)),
+        reminder(1, "sent", cost=0.15),
+        reminder(2, "suppressed", reason="responded", channel="email"),
+    ])
+    ch_store.close()  # the CLI opens the same chDB directory (NPSFLOW_HOME/clickhouse) in its own process
+    proc = run(["dispatches", "--format", "json"], home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {
+        "total": 4, "by_status": {"sent": 3, "suppressed": 1},
+        "reasons": [{"status": "suppressed", "reason": "quarantine", "count": 1}],
+        "by_channel": {"email": 1, "sms": 2}, "sent_by_channel": {"email": 1, "sms": 2},
+        "reminders": {"total": 2, "by_status": {"sent": 1, "suppressed": 1},
+                      "reasons": [{"status": "suppressed", "reason": "responded", "count": 1}]},
+        "cost": {"EUR": 0.451},
+    }
+    table = run(["dispatches"], home=tmp_path)
+    assert table.returncode == 0, table.stderr
+    out = table.stdout
+    positions = [out.index(s) for s in ("Invitations: 4", "quarantine", "Reminders: 2", "responded",
+                                        "cost so far (invitations and reminders): 0.451 EUR")]
+    assert positions == sorted(positions), out
 
 
 @pytest.mark.parametrize("args", [["simulate", "--rate", "-5"], ["simulate", "--count", "0"],

@@ -129,7 +129,7 @@ def test_migrations_are_recorded_and_idempotent(ch_store):
     assert ch.migrate(ch_store) == []  # the fixture already applied them
     assert ch.migrate(ch_store) == []
     recorded = ch.applied_migrations(ch_store)
-    assert [r["name"] for r in recorded.values()] == ["0001_init.sql", "0002_dispatches.sql"]
+    assert [r["name"] for r in recorded.values()] == ["0001_init.sql", "0002_dispatches.sql", "0003_dispatch_kind.sql"]
     assert recorded[1]["checksum"] == ch.load_migrations()[0].checksum
     tables = {r["name"] for r in ch_store.query(
         "SELECT name FROM system.tables WHERE database = {d:String}", {"d": ch_store.database})}

@@ -160,6 +160,32 @@ def test_old_version_bytes_decoded_with_current_reader(c):
     assert set(out) == {f["name"] for f in catalog.read_schema_file("raw_response.avsc")["fields"]}
 
 
+def _old_dispatched_message_bytes():
+    v1 = next(v for v in catalog.load_versions() if v.subject == codec.DISPATCHED_MESSAGE and v.version == 1)
+    rec = {"dispatch_id": "d-old", "invitation_id": "inv-old", "event_id": "evt-old", "org_id": "acme",
+           "survey_id": "s-1", "contact_key": "hmac:old", "channel": "email", "status": "failed",
+           "reason": "smtp_rejected_recipient", "scheduled_for": None,
+           "decided_at": datetime(2024, 5, 1, 8, 0, 1, tzinfo=UTC), "cost": None, "currency": None,
+           "locale": "fi-FI", "segment": {"location": "Espoo"}}
+    buf = io.BytesIO()
+    buf.write(b"\x00" + struct.pack(">I", v1.id))
+    fastavro.schemaless_writer(buf, parse_schema(copy.deepcopy(v1.schema)), rec)
+    return v1.id, rec, buf.getvalue()
+
+
+def test_old_dispatched_message_decodes_as_an_invitation(c):
+    old_id, rec, data = _old_dispatched_message_bytes()
+    assert old_id == 2 and c.schema_id(codec.DISPATCHED_MESSAGE) == 9
+    out = c.decode(data, expected=codec.DISPATCHED_MESSAGE)
+    assert out == dict(rec, kind="invitation", attempts=None, provider_id=None)
+    assert set(out) == {f["name"] for f in catalog.read_schema_file("dispatched_message.avsc")["fields"]}
+    # a current producer that does not set the new fields writes their defaults
+    legacy_shaped = {k: v for k, v in examples()[codec.DISPATCHED_MESSAGE].items()
+                     if k not in ("kind", "attempts", "provider_id")}
+    assert c.decode(c.encode(codec.DISPATCHED_MESSAGE, legacy_shaped)) == \
+        dict(legacy_shaped, kind="invitation", attempts=None, provider_id=None)
+
+
 # --------------------------------------------------------------------------- registry stand-in
 
 class _Registry:
@@ -257,6 +283,16 @@ def test_registry_mode_old_writer_schema_read_with_current(registry):
     data = data[:1] + struct.pack(">I", old_id) + data[5:]
     c = AvroCodec(registry_url=registry.url)
     assert c.decode(data, expected=codec.RAW_RESPONSE) == dict(rec, invitation_id=None, unknown_json=None)
+
+
+def test_registry_mode_old_dispatched_message_read_with_current(registry):
+    v1 = next(v for v in catalog.load_versions() if v.subject == codec.DISPATCHED_MESSAGE and v.version == 1)
+    old_id = registry.add(v1.schema)
+    _, rec, data = _old_dispatched_message_bytes()
+    data = data[:1] + struct.pack(">I", old_id) + data[5:]
+    c = AvroCodec(registry_url=registry.url)
+    assert c.decode(data, expected=codec.DISPATCHED_MESSAGE) == dict(rec, kind="invitation", attempts=None,
+                                                                     provider_id=None)
 
 
 def test_registry_mode_errors(registry):

@@ -42,6 +42,7 @@ def test_expected_files_exist():
     assert set(ALL_FILES) >= {
         "trigger_event.avsc", "dispatched_message.avsc", "raw_response.avsc", "classified_response.avsc",
         "window_update.avsc", "alert.avsc", "dead_letter.avsc", "history/io.npsflow.RawResponse/v1.avsc",
+        "history/io.npsflow.DispatchedMessage/v1.avsc",
     }
 
 
@@ -76,6 +77,7 @@ def test_catalog_matches_files():
             assert v["fingerprint"] == catalog.fingerprint(catalog.read_schema_file(v["file"]))
             assert catalog.full_name(catalog.read_schema_file(v["file"])) == subject
     assert [v["version"] for v in data["io.npsflow.RawResponse"]] == [1, 2]
+    assert [(v["version"], v["id"]) for v in data["io.npsflow.DispatchedMessage"]] == [(1, 2), (2, 9)]
 
 
 def test_raw_response_history_entry_is_real():
@@ -84,6 +86,20 @@ def test_raw_response_history_entry_is_real():
     names1 = {f["name"] for f in v1["fields"]}
     names2 = {f["name"] for f in v2["fields"]}
     assert names2 - names1 == {"invitation_id", "unknown_json"}
+    assert catalog.fingerprint(v1) != catalog.fingerprint(v2)
+
+
+def test_dispatched_message_history_entry_is_real():
+    v1 = catalog.read_schema_file("history/io.npsflow.DispatchedMessage/v1.avsc")
+    v2 = catalog.read_schema_file("dispatched_message.avsc")
+    assert {f["name"] for f in v2["fields"]} - {f["name"] for f in v1["fields"]} == {"kind", "attempts", "provider_id"}
+    assert [f["name"] for f in v2["fields"]][:len(v1["fields"])] == [f["name"] for f in v1["fields"]]
+    new = {f["name"]: f for f in v2["fields"]}
+    assert (new["kind"]["type"], new["kind"]["default"], new["kind"]["doc"]) == ("string", "invitation",
+                                                                                "invitation or reminder")
+    assert (new["attempts"]["type"], new["attempts"]["default"]) == (["null", "int"], None)
+    assert (new["provider_id"]["type"], new["provider_id"]["default"]) == (["null", "string"], None)
+    assert catalog.fingerprint(v1) == "4d19f0bad85644ab8eaa3ec6f15dd4dc600632822829c6700eaa5ea6a1967baa"
     assert catalog.fingerprint(v1) != catalog.fingerprint(v2)
 
 
@@ -128,6 +144,23 @@ def test_raw_response_v1_bytes_get_defaults_for_new_fields():
     out = _roundtrip(v1, v2, rec)
     assert out["invitation_id"] is None and out["unknown_json"] is None
     assert out["score"] == 8 and out["segment"] == {"location": "paris"} and out["source"] == "web"
+
+
+def test_dispatched_message_v1_bytes_read_as_invitations():
+    v1 = catalog.read_schema_file("history/io.npsflow.DispatchedMessage/v1.avsc")
+    v2 = catalog.read_schema_file("dispatched_message.avsc")
+    rec = {"dispatch_id": "d-9", "invitation_id": "inv-9", "event_id": "evt-9", "org_id": "acme", "survey_id": None,
+           "contact_key": "hmac:9", "channel": "sms", "status": "sent", "reason": None, "scheduled_for": None,
+           "decided_at": 1_714_564_800_000, "cost": 0.15, "currency": "EUR", "locale": "sv",
+           "segment": {"location": "Malmö"}}
+    out = _roundtrip(v1, v2, rec)
+    assert (out["kind"], out["attempts"], out["provider_id"]) == ("invitation", None, None)
+    assert out["dispatch_id"] == "d-9" and out["status"] == "sent" and out["cost"] == 0.15
+    # and the other direction: a v2 reminder read by v1 code (a not yet upgraded consumer) drops the new fields
+    reminder = dict(rec, dispatch_id="d-9:reminder", kind="reminder", attempts=2, provider_id="gw-1")
+    back = _roundtrip(v2, v1, reminder)
+    assert set(back) == set(rec) and back["dispatch_id"] == "d-9:reminder" and back["invitation_id"] == "inv-9"
+    assert catalog.check_backward_compatible(v2, v1) == []
 
 
 def test_compatibility_check_over_all_pairs():
