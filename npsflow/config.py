@@ -13,6 +13,15 @@ NPSFLOW_SINK_MAX_ROWS     rows per partition batch before a ClickHouse insert (d
 NPSFLOW_SINK_MAX_AGE      seconds a batch may wait before it is inserted (default 1.0; finite, > 0)
 NPSFLOW_NAMESPACE         prefix of topic names and the Faust app id / consumer group (default npsflow)
 NPSFLOW_WEB_PORT          worker HTTP port 1-65535 (default: a free port, written to $NPSFLOW_HOME/worker.json)
+NPSFLOW_PROGRAMS          survey programs YAML (npsflow.programs); unset: no programs, every trigger is
+                          suppressed with reason no_program
+NPSFLOW_CHANNELS          channel configuration YAML (sinks.channels.factory); unset: outbox for e-mail and SMS
+NPSFLOW_SECRET            key for contact pseudonyms, sampling and link signatures (≥ 16 characters); unset:
+                          a random one is created once in $NPSFLOW_HOME/secret.key (set it when several
+                          workers or hosts share one deployment: they must all use the same)
+NPSFLOW_SURVEY_URL        base URL of the survey page the links point to (default: the worker's own web
+                          server, http://127.0.0.1:<port>/s)
+NPSFLOW_LINK_TTL          how long a survey link stays valid (default 30d)
 """
 
 from __future__ import annotations
@@ -46,17 +55,18 @@ class Topics:
     dead_letters = property(lambda self: self._name("deadletters"))
     triggers = property(lambda self: self._name("triggers"))
     dispatches = property(lambda self: self._name("dispatches"))
+    invitations = property(lambda self: self._name("invitations"))  # dispatch stage 2 commands, key invitation_id
 
     # Faust tables of the worker; their changelog topics are created up front (compacted), because Faust's
     # own creation races its partition check on a fresh broker ("changelog topic has 0 partitions").
-    TABLES = ("responses-seen", "window-state")
+    TABLES = ("responses-seen", "window-state", "dispatch-state", "invitations")
 
     def changelogs(self) -> list[str]:
         return [f"{self.namespace}-{table}-changelog" for table in self.TABLES]
 
     def all(self) -> list[str]:
         return [self.raw_responses, self.classified, self.window_deltas, self.windows, self.alerts,
-                self.dead_letters, self.triggers, self.dispatches]
+                self.dead_letters, self.triggers, self.dispatches, self.invitations]
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,36 @@ class Settings:
     sink_max_age: float = 1.0
     web_port: int | None = None
     topics: Topics = field(default_factory=Topics)
+    programs_file: Path | None = None
+    channels_file: Path | None = None
+    secret_value: str | None = None  # NPSFLOW_SECRET; see ``secret``
+    survey_url: str | None = None
+    link_ttl_seconds: int = 30 * 86400
+
+    @property
+    def secret(self) -> bytes:
+        """NPSFLOW_SECRET, else the key in $NPSFLOW_HOME/secret.key (created once, mode 0600, 32 random bytes)."""
+        if self.secret_value:
+            return self.secret_value.encode()
+        path = self.home / "secret.key"
+        try:
+            return bytes.fromhex(path.read_text().strip())
+        except FileNotFoundError:
+            pass
+        except ValueError:
+            raise ConfigError(f"{path} is not a hex key: delete it or set NPSFLOW_SECRET") from None
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".secret.key.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(os.urandom(32).hex())
+        try:
+            os.link(tmp, path)  # atomic create-if-absent: two processes starting at once agree on one key
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        return bytes.fromhex(path.read_text().strip())
 
     @property
     def worker_file(self) -> Path:
@@ -100,6 +140,11 @@ class Settings:
             env["NPSFLOW_KAFKA"] = self.kafka
         if self.web_port:
             env["NPSFLOW_WEB_PORT"] = str(self.web_port)
+        for name, value in (("NPSFLOW_PROGRAMS", self.programs_file), ("NPSFLOW_CHANNELS", self.channels_file),
+                            ("NPSFLOW_SECRET", self.secret_value), ("NPSFLOW_SURVEY_URL", self.survey_url)):
+            if value:
+                env[name] = str(value)
+        env["NPSFLOW_LINK_TTL"] = f"{self.link_ttl_seconds}s"
         return env
 
     def bootstrap(self) -> str:
@@ -231,6 +276,26 @@ def load(env: dict | None = None) -> Settings:
     namespace = env.get("NPSFLOW_NAMESPACE") or "npsflow"
     if not _NAMESPACE.match(namespace):
         raise ConfigError(f"NPSFLOW_NAMESPACE must be letters, digits, - or _ (max 41), got {namespace!r}")
+    secret = env.get("NPSFLOW_SECRET") or None
+    if secret is not None and len(secret.encode()) < 16:
+        raise ConfigError("NPSFLOW_SECRET must be at least 16 characters (32 random bytes, hex, recommended)")
+    survey_url = env.get("NPSFLOW_SURVEY_URL") or None
+    if survey_url is not None and not re.match(r"^https?://[^/\s]+", survey_url):
+        raise ConfigError(f"NPSFLOW_SURVEY_URL must be an http(s) URL, got {survey_url!r}")
+    try:
+        link_ttl = parse_duration(env.get("NPSFLOW_LINK_TTL") or "30d")
+    except ValueError as exc:
+        raise ConfigError(f"NPSFLOW_LINK_TTL: {exc}") from None
+    if link_ttl <= 0:
+        raise ConfigError("NPSFLOW_LINK_TTL must be positive")
+    files = {}
+    for name in ("NPSFLOW_PROGRAMS", "NPSFLOW_CHANNELS"):
+        raw = env.get(name)
+        if raw:
+            path = Path(raw).expanduser().resolve()
+            if not path.is_file():
+                raise ConfigError(f"{name}: no such file: {raw}")
+            files[name] = path
     return Settings(
         home=home,
         kafka=env.get("NPSFLOW_KAFKA") or None,
@@ -244,4 +309,9 @@ def load(env: dict | None = None) -> Settings:
         sink_max_age=max_age,
         web_port=web_port,
         topics=Topics(namespace),
+        programs_file=files.get("NPSFLOW_PROGRAMS"),
+        channels_file=files.get("NPSFLOW_CHANNELS"),
+        secret_value=secret,
+        survey_url=survey_url,
+        link_ttl_seconds=link_ttl,
     )

@@ -107,10 +107,12 @@ def new_run_id() -> str:
 
 
 def response_key(record: dict) -> bytes | None:
-    """The Kafka key: the stripped response_id (None when missing or blank)."""
-    rid = record.get("response_id")
-    if isinstance(rid, str) and rid.strip():
-        return rid.strip().encode("utf-8", "surrogatepass")
+    """The Kafka key: the stripped invitation_id when there is one (the response then meets its invitation on
+    one partition, see streams.classify_agent), else the stripped response_id; None when both are blank."""
+    for name in ("invitation_id", "response_id"):
+        value = record.get(name)
+        if isinstance(value, str) and value.strip():
+            return value.strip().encode("utf-8", "surrogatepass")
     return None
 
 
@@ -130,14 +132,15 @@ def response_converter(received_at: datetime | None = None):
 
 
 def trigger_converter(now: datetime | None = None):
-    """JSON object → (key = event_id, subject, record) for the triggers topic; refuses malformed triggers
-    with ``Rejected(reason, detail)`` (they become dead letters with that reason)."""
+    """JSON object → (key = org_id, subject, record) for the triggers topic; refuses malformed triggers
+    with ``Rejected(reason, detail)`` (they become dead letters with that reason). Keyed by organization: the
+    dispatch agent decides all triggers of one org on one partition (dedup, quarantine, daily cap)."""
     from schemas import codec as avro
     from streams.triggers import validate_trigger
 
     def convert(obj: dict):
         record = validate_trigger(obj, now or datetime.now(timezone.utc))
-        return record["event_id"].encode("utf-8", "surrogatepass"), avro.TRIGGER_EVENT, record
+        return record["org_id"].encode("utf-8", "surrogatepass"), avro.TRIGGER_EVENT, record
 
     return convert
 

@@ -57,17 +57,37 @@ def within_event(event) -> None:
     _current_event.set(weakref.ref(event))
 
 
-def delete_key(table, key: Any, partition: int) -> None:
-    """Delete a table key outside stream iteration (timers): drop it and write a real tombstone."""
+def delete_key(table, key: Any, partition: int):
+    """Delete a table key on a known changelog partition (also outside stream iteration): drop it and write a
+    real tombstone. Returns the changelog send's future (resolved when Kafka acknowledged it)."""
     table.data.pop(key, None)
     getattr(table.data, "_key_partition", {}).pop(key, None)
-    table.send_changelog(partition, key, None, value_serializer="raw")
+    return table.send_changelog(partition, key, None, value_serializer="raw")
 
 
-def write_key(table, key: Any, value: Any, partition: int) -> None:
-    """Set a table key outside stream iteration (timers), on a known changelog partition."""
+def write_key(table, key: Any, value: Any, partition: int):
+    """Set a table key on a known changelog partition (also outside stream iteration). Returns the changelog
+    send's future (resolved when Kafka acknowledged it), so a caller can make state durable before acting."""
     table.data[key] = value
-    table.send_changelog(partition, key, value)
+    return table.send_changelog(partition, key, value)
+
+
+def add_timer(pipeline, name: str, interval: float, job: Callable[[], Any]) -> None:
+    """Run ``job()`` every ``interval`` seconds. An exception escaping a Faust timer crashes the whole worker:
+    here it is logged and counted (``<name>.error``) and the job runs again at the next tick — every timer job
+    of ours is idempotent."""
+
+    async def tick() -> None:  # no parameters: Faust passes the app to a timer function that takes one
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            pipeline.stats.inc(f"{name}.error")
+            log.exception("%s failed; retrying at the next tick", name)
+
+    tick.__name__ = tick.__qualname__ = name  # Faust names the timer's task after the function
+    pipeline.app.timer(interval=interval)(tick)
 
 
 class Transient(Exception):
@@ -211,8 +231,11 @@ class Pipeline:
 
 
 def create_app(settings: Settings, *, broker: str | None = None, clock: Callable[[], datetime] = utcnow,
-               store_factory: Callable[[], Any] | None = None, web_enabled: bool = True) -> Pipeline:
-    """Build the Faust app and its agents. ``clock`` is the wall clock used for validation (injectable)."""
+               store_factory: Callable[[], Any] | None = None, web_enabled: bool = True,
+               programs: Any = None, channels: dict | None = None) -> Pipeline:
+    """Build the Faust app and its agents. ``clock`` is the wall clock used for validation and dispatch
+    decisions (injectable). ``programs`` (npsflow.programs.Programs) and ``channels`` (medium → channel)
+    default to what ``settings`` names (NPSFLOW_PROGRAMS, NPSFLOW_CHANNELS)."""
     app = faust.App(
         settings.topics.namespace,
         broker=f"kafka://{broker or 'localhost:9092'}",
@@ -247,22 +270,64 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         "windows": app.topic(names.windows, partitions=settings.partitions, **raw_bytes),
         "dead_letters": app.topic(names.dead_letters, partitions=settings.partitions, **raw_bytes),
         "dispatches": app.topic(names.dispatches, partitions=settings.partitions, **raw_bytes),
+        "triggers": app.topic(names.triggers, partitions=settings.partitions, **raw_bytes),
+        "invitations": app.topic(names.invitations, partitions=settings.partitions, **raw_bytes),
     }
     tables = {
         "seen": app.Table("responses-seen", default=None, partitions=settings.partitions),
         "window_state": app.Table("window-state", default=None, partitions=settings.partitions),
+        "dispatch_state": app.Table("dispatch-state", default=None, partitions=settings.partitions),
+        "invitations": app.Table("invitations", default=None, partitions=settings.partitions),
     }
     pipeline = Pipeline(app, settings, avro.AvroCodec(), engine, Stats(), topics, tables, clock=clock)
     # Faust pauses every stream once 100 sends wait in its producer buffer; a batch of ours makes more.
     app.producer.buffer.max_messages = 20_000
 
     from streams.classify_agent import install_classify
+    from streams.dispatch_agent import install_dispatch
     from streams.windows_agent import install_windows
 
     install_classify(pipeline)
     install_windows(pipeline)
+    install_dispatch(pipeline, dispatch_book(settings, programs), channels if channels is not None
+                     else load_channels(settings))
     if store_factory is not None:
         from streams.sink_agents import install_sinks
 
         install_sinks(pipeline, store_factory)
     return pipeline
+
+
+def dispatch_book(settings: Settings, programs: Any = None):
+    """The dispatch decisions' inputs: survey programs (NPSFLOW_PROGRAMS), secret, survey URL, link lifetime."""
+    from datetime import timedelta
+
+    from streams.dispatch import DispatchBook
+
+    if programs is None and settings.programs_file is not None:
+        from npsflow.programs import load_programs
+
+        programs = load_programs(settings.programs_file)  # ProgramsError: the worker does not start
+    if programs is None:
+        log.warning("no survey programs (NPSFLOW_PROGRAMS): every trigger is suppressed with reason no_program")
+    survey_url = settings.survey_url or f"http://127.0.0.1:{settings.web_port or 6066}/s"
+    return DispatchBook(programs, settings.secret, survey_url, timedelta(seconds=settings.link_ttl_seconds))
+
+
+def load_channels(settings: Settings) -> dict:
+    """The channels of NPSFLOW_CHANNELS (YAML, see sinks.channels.factory); the outbox when unset. The
+    newsletter embed (files under NPSFLOW_HOME) is on unless the file turns it off."""
+    from sinks.channels.factory import build_channels
+
+    config: dict = {}
+    if settings.channels_file is not None:
+        import yaml
+
+        try:
+            config = yaml.safe_load(settings.channels_file.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"{settings.channels_file}: {exc}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{settings.channels_file}: must be a mapping of channel settings")
+    config.setdefault("newsletter", True)
+    return build_channels(config, settings.home)

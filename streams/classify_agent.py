@@ -2,8 +2,13 @@
 
 Per raw record, in order:
 1. decode (Avro) and validate (streams.responses); bad input → dead letter with a reason, never a crash;
-2. re-key: a record whose Kafka key is not its response_id is re-produced with the right key (all versions of
-   one response must meet on one partition, where the dedup table keeps them) and skipped here;
+2. re-key: a record whose Kafka key is not its routing key — the invitation_id when it has one, else the
+   response_id — is re-produced with the right key (all versions of one response must meet on one partition,
+   where the dedup table keeps them) and skipped here;
+   join: a response to an invitation takes the invitation's segments (they win over the response's own keys),
+   survey and locale from the ``invitations`` table of the deliver agent: keyed by invitation id, on a topic
+   co-partitioned with this one, so the entry is on this very partition; a new response tells the deliver agent
+   (``responded``, which cancels the reminder);
 3. decide against the table ``responses-seen`` (latest version per response_id): new / edit → emit;
    duplicate / stale → count and drop; a Kafka *redelivery* of the offset that produced the remembered
    version (after a crash) re-emits the same outputs, because they may not have reached Kafka;
@@ -15,11 +20,12 @@ The batch is acked after Kafka confirmed every output.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections import defaultdict
 
 from schemas import codec as avro
-from streams.app import (Deliveries, GapGuard, Pipeline, Transient, dead_letter, delete_key, run_batch,
+from streams.app import (Deliveries, GapGuard, Pipeline, Transient, add_timer, dead_letter, delete_key, run_batch,
                          within_event)
 from streams.responses import Decision, Rejected, decide, remembered, validate
 from streams.windows import segment_keys
@@ -28,6 +34,7 @@ from streams.windows import segment_keys
 def install_classify(pipeline: Pipeline) -> None:
     app, codec, stats, topics = pipeline.app, pipeline.codec, pipeline.stats, pipeline.topics
     seen = pipeline.tables["seen"]
+    invitations = pipeline.tables["invitations"]
     dimensions = list(pipeline.settings.dimensions)
     clock = pipeline.clock
 
@@ -82,10 +89,20 @@ def install_classify(pipeline: Pipeline) -> None:
     async def classify_valid(event, response, per_segment, deliveries: Deliveries) -> None:
         msg = event.message
         rid = response.response_id
-        if msg.key != rid.encode():
+        route = response.invitation_id or rid
+        if msg.key != route.encode():
             stats.inc("classify.rekeyed")
-            await deliveries.send(topics["raw"], rid.encode(), event.value)
+            await deliveries.send(topics["raw"], route.encode(), event.value)
             return
+        invitation = invitations.get(f"I|{response.invitation_id}") if response.invitation_id else None
+        if invitation is not None:
+            stats.inc("classify.joined")
+            response = dataclasses.replace(
+                response, segment={**response.segment, **(invitation.get("segment") or {})},
+                survey_id=response.survey_id or invitation.get("survey_id") or "",
+                locale=response.locale or invitation.get("locale"))
+        elif response.invitation_id:
+            stats.inc("classify.invitation_unknown")
         previous = seen.get(rid)
         decision = decide(previous, response)
         source = [msg.partition, msg.offset]
@@ -121,6 +138,9 @@ def install_classify(pipeline: Pipeline) -> None:
             stats.inc(f"classify.{decision.value}")
             seen[rid] = memo
         await deliveries.send(topics["classified"], rid.encode(), encoded)
+        if invitation is not None and not memo["e"]:
+            await deliveries.send(topics["invitations"], response.invitation_id.encode(), json.dumps(
+                {"op": "responded", "inv": response.invitation_id, "at": response.responded_ms}).encode())
         version = response.version
         new_keys = segment_keys(response.segment, dimensions)
         for key in new_keys:
@@ -144,6 +164,6 @@ def install_classify(pipeline: Pipeline) -> None:
                 await asyncio.sleep(0)  # do not starve heartbeats on a big table
         stats.inc("classify.forgotten", expired)
 
-    app.timer(interval=300.0)(expire_seen)
+    add_timer(pipeline, "expire_seen", 300.0, expire_seen)
     pipeline.agents["classify"] = classify
     pipeline.timers["expire_seen"] = expire_seen

@@ -21,7 +21,8 @@ import json
 from typing import Any
 
 from schemas import codec as avro
-from streams.app import Deliveries, GapGuard, Pipeline, dead_letter, delete_key, run_batch, within_event, write_key
+from streams.app import (Deliveries, GapGuard, Pipeline, add_timer, dead_letter, delete_key, run_batch, within_event,
+                         write_key)
 from streams.nps import Category
 from streams.responses import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, from_ms
 from streams.windows import ApplyStats, Delta, SegmentKey
@@ -202,7 +203,7 @@ def install_windows(pipeline: Pipeline) -> None:
                 await asyncio.sleep(0)
         stats.inc("windows.contributions_expired", expired)
 
-    app.timer(interval=30.0)(roll_idle_segments)
-    app.timer(interval=60.0)(expire_contributions)
+    add_timer(pipeline, "roll_idle_segments", 30.0, roll_idle_segments)
+    add_timer(pipeline, "expire_contributions", 60.0, expire_contributions)
     pipeline.agents["windows"] = windows
     pipeline.timers.update(roll_idle_segments=roll_idle_segments, expire_contributions=expire_contributions)

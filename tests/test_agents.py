@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,15 +19,19 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 CODEC = avro.AvroCodec()
 
 
+class _Acked(asyncio.Future):
+    """A changelog write Kafka has acknowledged (Faust reads ``.message.partition`` of it)."""
+
+
 class Harness:
     """A pipeline without a broker: agents run under test_context, topic sends are captured (and
     acknowledged at once, as Kafka would)."""
 
     ENV = {"NPSFLOW_WINDOWS": "24h,7d", "NPSFLOW_LATENESS": "2h", "NPSFLOW_DIMENSIONS": "overall,location"}
 
-    def __init__(self, tmp_path, clock=lambda: NOW, store_factory=None):
-        settings = config.load({"NPSFLOW_HOME": str(tmp_path), **self.ENV})
-        self.pipeline = create_app(settings, clock=clock, web_enabled=False, store_factory=store_factory)
+    def __init__(self, tmp_path, clock=lambda: NOW, store_factory=None, env=None, **kw):
+        settings = config.load({"NPSFLOW_HOME": str(tmp_path), **self.ENV, **(env or {})})
+        self.pipeline = create_app(settings, clock=clock, web_enabled=False, store_factory=store_factory, **kw)
         app = self.pipeline.app
         app.finalize()
         app.flow_control.resume()
@@ -38,6 +43,15 @@ class Harness:
                 delivered.set_result(None)
                 return delivered
             topic.send = capture
+        self.changelog: dict[str, list] = defaultdict(list)
+        for name, table in self.pipeline.tables.items():
+            def changelog(partition, key, value, *args, _name=name, **kw):
+                self.changelog[_name].append((partition, key, value))
+                written = _Acked(loop=asyncio.get_running_loop())  # Kafka's acknowledgement
+                written.message = SimpleNamespace(partition=partition)
+                written.set_result(None)
+                return written
+            table.send_changelog = changelog
 
     def decoded(self, name: str, subject: str) -> list[dict]:
         return [CODEC.decode(v, expected=subject) for _, v in self.sent[name]]

@@ -70,6 +70,9 @@ class SendResult:
 
 @runtime_checkable
 class Channel(Protocol):
+    """``idempotent`` (optional attribute, default False): sending the same delivery id twice has the effect of
+    sending it once, so the dispatcher may re-send after a crash instead of recording ``send_interrupted``."""
+
     name: str
 
     async def send(self, invitation: Invitation) -> SendResult: ...

@@ -25,6 +25,7 @@ def render_embed(invitation: Invitation) -> str:
 class NewsletterChannel:
     name = "newsletter"
     transport = "outbox"
+    idempotent = True  # the snippet file of a delivery id is overwritten with the same content
 
     def __init__(self, home: Path, *, costs: ChannelCosts | None = None):
         self.home = Path(home)

@@ -128,6 +128,7 @@ class OutboxChannel:
     """
 
     transport = "outbox"
+    idempotent = True  # sending a delivery id again changes nothing (see the module docstring)
 
     def __init__(self, home: Path, medium: str = "email", *, costs: ChannelCosts | None = None,
                  sender_email: str | None = None, sender_name: str | None = None,

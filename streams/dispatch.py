@@ -1,0 +1,219 @@
+"""Dispatch decisions and invitations: the pure part of the dispatch agents (no Kafka, no clock of its own).
+
+``DispatchBook`` holds what a worker knows at start-up — the survey programs, the secret, the link settings —
+and turns
+
+* a trigger event + the contact's and the org's rule state → ``TriggerOutcome``: the new state, and either a
+  ``suppressed`` dispatch record or an ``invite`` command for stage 2 (``streams.dispatch_agent``);
+* an invitation (the state stage 2 keeps per invitation) → the ``sinks.channels.Invitation`` a channel sends,
+  with localized texts, branding and signed links;
+* a delivery outcome → the dispatch record (Avro ``io.npsflow.DispatchedMessage``).
+
+Ids are deterministic: ``invitation_id = dispatch_id = base32(HMAC(secret, org_id, event_id))[:20]``, so a
+trigger decided twice (state lost in a crash) gets the same invitation, which stage 2 sends at most once. A
+reminder is a dispatch of its own: ``<dispatch_id>:reminder``, kind ``reminder``, same invitation id.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+from streams import contact_rules as rules
+from streams import links
+
+UTC = timezone.utc
+
+UNKNOWN_ORG = "unknown_org"
+NO_PROGRAM = "no_program"
+SEND_INTERRUPTED = "send_interrupted"  # the worker died during a send: at most once, so not re-sent
+CHANNEL_NOT_CONFIGURED = "channel_not_configured"
+RESPONDED = "responded"  # a reminder cancelled because the contact answered
+DELAY = "delay"  # scheduled: the program's delay after the event
+QUIET_HOURS = rules.NOTE_QUIET_HOURS  # scheduled: moved out of the contact's quiet hours
+
+INVITATION = "invitation"
+REMINDER = "reminder"
+LINK_KEY_ID = "k1"
+
+
+def ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def from_ms(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
+
+
+def invitation_id(org_id: str, event_id: str, secret: bytes) -> str:
+    """20 lowercase base32 characters (100 bits) from HMAC(secret, org_id, event_id): safe in URLs and SMS."""
+    digest = rules._mac(secret, "invitation", org_id, event_id)
+    return base64.b32encode(digest).decode("ascii")[:20].lower()
+
+
+def link_key(secret: bytes) -> bytes:
+    """The survey-link signing key, derived from the secret (its own purpose: never the pseudonym key)."""
+    return hmac.new(secret, b"npsflow/links/" + LINK_KEY_ID.encode(), hashlib.sha256).digest()
+
+
+@dataclass
+class TriggerOutcome:
+    status: str  # sent | scheduled | suppressed
+    reason: str | None
+    dispatch_id: str
+    contact_key: str
+    contact_state: rules.ContactState | None = None  # new state to store; None: unchanged
+    org_state: rules.OrgDayState | None = None
+    record: dict | None = None  # the suppressed dispatch record
+    invite: dict | None = None  # the stage-2 command for sent/scheduled
+
+
+@dataclass
+class DispatchBook:
+    programs: Any  # npsflow.programs.Programs | None
+    secret: bytes
+    survey_url: str  # base URL of the survey page, e.g. https://nps.example.com/s
+    link_ttl: timedelta = timedelta(days=30)
+    _rules: dict = field(default_factory=dict)
+
+    @property
+    def link_keys(self) -> dict[str, bytes]:
+        return {LINK_KEY_ID: link_key(self.secret)}
+
+    def rule_config(self, org, program) -> rules.RuleConfig:
+        key = (org.id, program.id)
+        if key not in self._rules:
+            from npsflow.programs import rule_config
+
+            self._rules[key] = rule_config(org, program)
+        return self._rules[key]
+
+    def dedup_retention(self) -> timedelta:
+        """How long event ids are remembered: the longest ``max_event_age`` of any program plus a day — a
+        duplicate arriving later is older than every program accepts anyway (7 d default without programs)."""
+        ages = [p.max_event_age or timedelta(days=90) for o in self._orgs() for p in o.programs]
+        return max(ages or [timedelta(days=7)]) + timedelta(days=1)
+
+    def quarantine_of(self, org_id: str) -> timedelta:
+        org = self.programs.organization(org_id) if self.programs else None
+        return max((p.quarantine for p in org.programs), default=timedelta(0)) if org else timedelta(0)
+
+    def _orgs(self):
+        return self.programs.organizations if self.programs else ()
+
+    # ------------------------------------------------------------------------------------------- stage 1
+    def decide(self, trigger: Mapping[str, Any], contact_state: rules.ContactState | None,
+               org_state: rules.OrgDayState | None, now: datetime) -> TriggerOutcome:
+        org_id, event_id = trigger["org_id"], trigger["event_id"]
+        contact = trigger.get("contact") or {}
+        key = rules.contact_key(org_id, contact["contact_id"], self.secret)
+        dispatch_id = invitation_id(org_id, event_id, self.secret)
+        if now - rules._aware(trigger["occurred_at"], "occurred_at") > self.dedup_retention():
+            # Older than event ids are remembered: it may be a duplicate of a trigger decided long ago, whose
+            # record must not be overwritten — this decision gets an id of its own.
+            dispatch_id += "-late"
+        found = self.programs.program_for(org_id, trigger["event_type"]) if self.programs else None
+        org = self.programs.organization(org_id) if self.programs else None
+        if found is None:
+            reason = UNKNOWN_ORG if org is None else NO_PROGRAM
+            return TriggerOutcome(rules.SUPPRESSED, reason, dispatch_id, key, record=self.record(
+                trigger, dispatch_id, key, status=rules.SUPPRESSED, reason=reason, decided_at=now))
+        org, program = found
+        config = self.rule_config(org, program)
+        decision = rules.decide(trigger, config, contact_state, org_state, now, self.secret,
+                                opted_out=org.is_opted_out(contact["contact_id"]))
+        locale = self.locale(org, program, contact.get("locale"))
+        if decision.suppressed:
+            return TriggerOutcome(rules.SUPPRESSED, decision.reason, dispatch_id, key, record=self.record(
+                trigger, dispatch_id, key, status=rules.SUPPRESSED, reason=decision.reason, decided_at=now,
+                channel=decision.channel, survey_id=program.survey_id, locale=locale))
+        reminder_at = decision.invitation.reminder_due_at if decision.invitation else None
+        invite = {
+            "op": "invite", "inv": dispatch_id, "org": org_id, "program": program.id,
+            "survey_id": program.survey_id, "event_id": event_id, "contact_key": key,
+            "channel": decision.channel, "locale": locale,
+            "to": {"email": contact.get("email"), "phone": contact.get("phone")},
+            "timezone": decision.timezone, "segment": dict(trigger.get("segment") or {}),
+            "send_at": ms(decision.send_at), "reminder_at": None if reminder_at is None else ms(reminder_at),
+            "expires_at": ms(decision.send_at + self.link_ttl), "decided_at": ms(now),
+            "why": QUIET_HOURS if QUIET_HOURS in decision.notes else DELAY,
+        }
+        return TriggerOutcome(decision.status, None, dispatch_id, key, contact_state=decision.contact_state,
+                              org_state=decision.org_day_state, invite=invite)
+
+    @staticmethod
+    def locale(org, program, requested: str | None) -> str:
+        from npsflow.programs import resolve_locale
+
+        return resolve_locale(org, requested, program)
+
+    @staticmethod
+    def record(trigger: Mapping[str, Any], dispatch_id: str, contact_key: str, *, status: str, reason: str | None,
+               decided_at: datetime, channel: str | None = None, survey_id: str | None = None,
+               locale: str | None = None) -> dict:
+        return {
+            "dispatch_id": dispatch_id, "invitation_id": None, "event_id": trigger["event_id"],
+            "org_id": trigger["org_id"], "survey_id": survey_id, "contact_key": contact_key, "channel": channel,
+            "status": status, "reason": reason, "scheduled_for": None, "decided_at": decided_at, "cost": None,
+            "currency": None, "locale": locale, "segment": dict(trigger.get("segment") or {}),
+            "kind": INVITATION, "attempts": None, "provider_id": None,
+        }
+
+    # ------------------------------------------------------------------------------------------- stage 2
+    def invitation_record(self, inv: Mapping[str, Any], *, kind: str = INVITATION) -> dict:
+        """The dispatch record of an invitation (or of its reminder) in its current state."""
+        reminder = kind == REMINDER
+        status = inv["rst"] if reminder else inv["st"]
+        out = inv.get("rout" if reminder else "out") or {}
+        scheduled = status == rules.SCHEDULED
+        return {
+            "dispatch_id": f"{inv['inv']}:reminder" if reminder else inv["inv"],
+            "invitation_id": inv["inv"], "event_id": inv["event_id"], "org_id": inv["org"],
+            "survey_id": inv["survey_id"], "contact_key": inv["contact_key"], "channel": inv["channel"],
+            "status": status, "reason": out.get("reason") or (inv.get("why") if scheduled else None),
+            "scheduled_for": from_ms(inv["send_at"]) if scheduled else None,
+            "decided_at": from_ms(out.get("at") or inv["decided_at"]),
+            "cost": out.get("cost"), "currency": out.get("currency"), "locale": inv["locale"],
+            "segment": dict(inv.get("segment") or {}), "kind": kind, "attempts": out.get("attempts"),
+            "provider_id": out.get("provider_id"),
+        }
+
+    def channel_invitation(self, inv: Mapping[str, Any], *, reminder: bool = False):
+        """What the channel needs to deliver this invitation (or its reminder): addresses, texts, links."""
+        from npsflow.programs import branding, texts
+        from sinks.channels.base import Invitation
+
+        org = self.programs.organization(inv["org"])
+        program = org.program(inv["program"]) if org else None
+        if org is None or program is None:
+            raise LookupError(f"organization {inv['org']!r} / program {inv['program']!r} is no longer configured")
+        expires = from_ms(inv["expires_at"])
+        key = link_key(self.secret)
+        if inv["channel"] == "sms":
+            url = links.short_survey_url(self.survey_url, inv["inv"], expires, key, LINK_KEY_ID)
+        else:
+            url = links.survey_url(self.survey_url, links.sign_token(inv["inv"], expires, key, LINK_KEY_ID))
+        brand = branding(org, inv["locale"])
+        words = texts(org, inv["locale"], program)
+        return Invitation(
+            invitation_id=inv["inv"], org_id=org.id, org_name=brand["name"], locale=inv["locale"],
+            to_email=(inv.get("to") or {}).get("email"), to_phone=(inv.get("to") or {}).get("phone"),
+            survey_url=url, score_urls=links.one_click_urls(self.survey_url, inv["inv"], expires, key, LINK_KEY_ID),
+            texts=words,
+            branding={"name": brand["name"], "logo_url": brand.get("logo_url"), "colors": brand.get("colors") or {},
+                      "sender_name": brand.get("sender_name"), "sender_email": brand.get("sender_email"),
+                      "sms_sender": brand.get("sms_sender_id")},
+            reminder=reminder)
+
+    def cost(self, inv: Mapping[str, Any], result) -> tuple[float | None, str | None]:
+        """The program's price for the channel when it names one (per message), else the channel's own."""
+        org = self.programs.organization(inv["org"]) if self.programs else None
+        program = org.program(inv["program"]) if org else None
+        price = getattr(program.cost, inv["channel"], None) if program else None
+        if price is not None and result.ok:
+            return float(price), program.cost.currency
+        return result.cost, result.currency

@@ -1,0 +1,327 @@
+"""The dispatch and deliver agents without a broker (agent.test_context), with an injectable clock.
+
+Outputs are captured at the topic boundary (see tests/test_agents.py Harness); stage 2 is fed with what stage 1
+emitted, and the schedule timer is called directly with the clock moved forward.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from npsflow.programs import parse_programs
+from schemas import codec as avro
+from sinks.channels.base import SendResult
+from streams import links
+from streams.dispatch import invitation_id, link_key
+from tests.test_agents import Harness
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+CODEC = avro.AvroCodec()
+SECRET = "test-secret-0123456789"
+
+PROGRAMS = """
+version: 1
+organizations:
+  - id: acme
+    name: Acme Oy
+    timezone: Europe/Helsinki
+    default_locale: fi
+    branding:
+      fi: {name: Acme, sender_email: nps@acme.fi, sms_sender_id: Acme, logo_url: "https://acme.fi/l.png"}
+    opt_out: [c-opted]
+    programs:
+      - id: service
+        survey_id: nps-service
+        event_types: [job.completed]
+        delay: 0m
+        channels: [sms, email]
+        quiet_hours: null
+        daily_cap: 4
+        reminder_after: 2d
+        cost: {sms: 0.15, email: 0.002, currency: EUR}
+      - id: delivery
+        survey_id: nps-delivery
+        event_types: [order.delivered]
+        delay: 2h
+        channels: [email]
+"""
+
+
+class Clock:
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Recorder:
+    """A channel that records what it was asked to send (the real channels are tested in test_channels and
+    end to end against aiosmtpd and an HTTP gateway)."""
+
+    def __init__(self, name: str, fail: str | None = None):
+        self.name, self.fail, self.sent = name, fail, []
+
+    async def send(self, invitation):
+        self.sent.append(invitation)
+        if self.fail:
+            return SendResult.failed(self.fail, attempts=3, detail="550")
+        return SendResult.sent(attempts=1, provider_id=f"p-{invitation.delivery_id}", cost=0.5, currency="SEK")
+
+
+def trigger(event_id="ev-1", contact_id="c-1", event_type="job.completed", org="acme", email="a@acme-kunde.fi",
+            phone="+358401234567", at=NOW - timedelta(minutes=5), **segment) -> dict:
+    from streams.triggers import validate_trigger
+
+    contact = {"contact_id": contact_id, "email": email, "phone": phone, "locale": "fi-FI"}
+    obj = {"event_id": event_id, "org_id": org, "event_type": event_type, "occurred_at": at.isoformat(),
+           "contact": {k: v for k, v in contact.items() if v}, "segment": {"location": "Espoo", **segment}}
+    return validate_trigger(obj, NOW)
+
+
+def encoded(t: dict) -> bytes:
+    return CODEC.encode(avro.TRIGGER_EVENT, t)
+
+
+@pytest.fixture
+def clock():
+    return Clock(NOW)
+
+
+@pytest.fixture
+def channels():
+    return {"sms": Recorder("sms"), "email": Recorder("email"), "newsletter": Recorder("newsletter")}
+
+
+@pytest.fixture
+def harness(tmp_path, clock, channels):
+    return Harness(tmp_path, clock=clock, env={"NPSFLOW_SECRET": SECRET, "NPSFLOW_SURVEY_URL": "https://nps.acme.fi/s"},
+                   programs=parse_programs(PROGRAMS), channels=channels)
+
+
+def records(harness) -> list[dict]:
+    return harness.decoded("dispatches", avro.DISPATCHED_MESSAGE)
+
+
+def commands(harness) -> list[tuple[bytes, dict]]:
+    return [(k, json.loads(v)) for k, v in harness.sent["invitations"]]
+
+
+async def run_dispatch(harness, *triggers, key=b"acme"):
+    async with harness.pipeline.agents["dispatch"].test_context() as agent:
+        for t in triggers:
+            await agent.put(t if isinstance(t, bytes) else encoded(t), key=key, partition=0)
+
+
+async def run_deliver(harness, items):
+    async with harness.pipeline.agents["deliver"].test_context() as agent:
+        for key, command in items:
+            await agent.put(json.dumps(command).encode(), key=key, partition=0)
+
+
+async def test_trigger_becomes_an_sms_invitation_with_a_short_signed_link(harness, channels):
+    await run_dispatch(harness, trigger())
+    assert records(harness) == []  # stage 1 emits no record for an invitation: stage 2 records the send
+    ((key, invite),) = commands(harness)
+    inv_id = invitation_id("acme", "ev-1", SECRET.encode())
+    assert key == inv_id.encode() and invite["op"] == "invite" and invite["channel"] == "sms"
+    assert invite["segment"] == {"location": "Espoo"} and invite["locale"] == "fi"
+
+    await run_deliver(harness, commands(harness))
+    (sms,) = channels["sms"].sent
+    assert sms.to_phone == "+358401234567" and sms.invitation_id == inv_id and not sms.reminder
+    assert sms.survey_url.startswith("https://nps.acme.fi/s/") and len(sms.survey_url) <= 60
+    claims = links.verify_token(sms.survey_url.rsplit("/", 1)[1], {"k1": link_key(SECRET.encode())}, NOW)
+    assert claims.invitation_id == inv_id and claims.expires_at == NOW.replace(microsecond=0) + timedelta(days=30)
+    assert [links.verify_token(u.rsplit("/", 1)[1], {"k1": link_key(SECRET.encode())}, NOW).score
+            for u in sms.score_urls] == list(range(11))
+    assert sms.texts["question"].startswith("Kuinka todennäköisesti") and sms.branding["sms_sender"] == "Acme"
+    (rec,) = records(harness)
+    assert (rec["dispatch_id"], rec["invitation_id"], rec["status"], rec["kind"]) == (inv_id, inv_id, "sent",
+                                                                                      "invitation")
+    assert (rec["cost"], rec["currency"]) == (0.15, "EUR")  # the program's price wins over the channel's
+    assert (rec["provider_id"], rec["attempts"], rec["survey_id"]) == (f"p-{inv_id}", 1, "nps-service")
+    assert rec["contact_key"] != "c-1" and "358" not in json.dumps(rec, default=str)  # no personal data
+
+
+async def test_each_trigger_gets_exactly_one_outcome_duplicates_are_dropped(harness):
+    await run_dispatch(harness, trigger(), trigger(), trigger(event_id="ev-2", contact_id="c-2"))
+    assert [c["event_id"] for _, c in commands(harness)] == ["ev-1", "ev-2"]
+    assert harness.pipeline.stats.as_dict()["dispatch.duplicate"] == 1
+
+
+@pytest.mark.parametrize("kw,reason", [
+    (dict(org="nobody"), "unknown_org"),
+    (dict(event_type="invoice.paid"), "no_program"),
+    (dict(contact_id="c-opted"), "opted_out"),
+    (dict(email=None, phone=None), "no_contact"),
+    (dict(at=NOW - timedelta(days=8)), "too_old"),
+])
+async def test_suppressions_are_recorded_with_their_reason(harness, kw, reason):
+    t = trigger(**kw)
+    await run_dispatch(harness, t, key=t["org_id"].encode())
+    (rec,) = records(harness)
+    assert (rec["status"], rec["reason"], rec["event_id"], rec["invitation_id"]) == ("suppressed", reason, "ev-1", None)
+    assert rec["segment"] == {"location": "Espoo"} and commands(harness) == []
+
+
+async def test_quarantine_and_daily_cap_hold_across_triggers(harness):
+    await run_dispatch(harness, trigger(event_id="a", contact_id="c-1"), trigger(event_id="b", contact_id="c-1"),
+                       *[trigger(event_id=f"x{i}", contact_id=f"c-x{i}") for i in range(5)])
+    invited = [c["event_id"] for _, c in commands(harness)]
+    reasons = {r["event_id"]: r["reason"] for r in records(harness)}
+    assert invited == ["a", "x0", "x1", "x2"]  # daily cap 4
+    assert reasons == {"b": "quarantine", "x3": "cap", "x4": "cap"}
+
+
+async def test_a_trigger_keyed_wrongly_is_rekeyed_to_its_organization(harness):
+    await run_dispatch(harness, trigger(), key=b"ev-1")
+    assert harness.sent["triggers"] == [(b"acme", encoded(trigger()))] and commands(harness) == []
+
+
+async def test_undecodable_trigger_is_dead_lettered(harness):
+    await run_dispatch(harness, b"\x07junk")
+    (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
+    assert (dl["stage"], dl["reason"]) == ("dispatch", "not_avro_wire_format")
+
+
+async def test_a_redelivered_offset_re_emits_its_outputs_a_new_offset_does_not(harness):
+    await run_dispatch(harness, trigger())
+    first = list(harness.sent["invitations"])
+    # Kafka redelivers offset 0 after a crash: the state says it was decided from that very offset.
+    memo = harness.pipeline.tables["dispatch_state"].data["E|acme|ev-1"]
+    assert memo["src"] == [0, 0]
+    state = harness.pipeline.tables["dispatch_state"]
+    async with harness.pipeline.agents["dispatch"].test_context() as agent:
+        await agent.put(encoded(trigger()), key=b"acme", partition=0)
+    assert harness.sent["invitations"] == first * 2
+    assert harness.pipeline.stats.as_dict()["dispatch.redelivered"] == 1
+    assert state.data["E|acme|ev-1"] == memo
+
+
+async def test_scheduled_invitation_is_sent_when_its_slot_has_passed(harness, clock, channels):
+    await run_dispatch(harness, trigger(event_type="order.delivered"))  # delay 2h, e-mail
+    await run_deliver(harness, commands(harness))
+    (scheduled,) = records(harness)
+    assert scheduled["status"] == "scheduled" and scheduled["reason"] == "delay"
+    assert scheduled["scheduled_for"] == NOW - timedelta(minutes=5) + timedelta(hours=2)
+    assert channels["email"].sent == []
+    fire_due = harness.pipeline.timers["fire_due"]
+    assert await fire_due([0]) == 0  # not yet
+    clock.now = scheduled["scheduled_for"] + timedelta(seconds=10)
+    harness.sent["invitations"].clear()
+    assert await fire_due([0]) == 1
+    due = commands(harness)
+    assert [c for _, c in due] == [{"op": "due", "what": "send", "inv": scheduled["invitation_id"]}]
+    assert await fire_due([0]) == 0  # a bucket fires once
+    await run_deliver(harness, due)
+    (mail,) = channels["email"].sent
+    assert mail.to_email == "a@acme-kunde.fi"
+    sent = records(harness)[-1]
+    assert (sent["dispatch_id"], sent["status"], sent["decided_at"]) == (scheduled["dispatch_id"], "sent", clock.now)
+    await run_deliver(harness, due)  # the same due command again: nothing is sent twice
+    assert len(channels["email"].sent) == 1
+
+
+async def test_reminder_goes_out_once_after_the_delay_and_not_after_a_response(harness, clock, channels):
+    await run_dispatch(harness, trigger(event_id="ev-1", contact_id="c-1"), trigger(event_id="ev-2", contact_id="c-2"))
+    invites = commands(harness)
+    await run_deliver(harness, invites)
+    assert len(channels["sms"].sent) == 2
+    answered = invites[1][1]["inv"]
+    await run_deliver(harness, [(answered.encode(), {"op": "responded", "inv": answered, "at": 0})])
+    cancelled = records(harness)[-1]
+    assert (cancelled["dispatch_id"], cancelled["kind"], cancelled["status"], cancelled["reason"]) == (
+        f"{answered}:reminder", "reminder", "suppressed", "responded")
+    clock.now = NOW + timedelta(days=2, minutes=1)
+    harness.sent["invitations"].clear()
+    assert await harness.pipeline.timers["fire_due"]([0]) == 2
+    await run_deliver(harness, commands(harness))
+    reminders = [i for i in channels["sms"].sent if i.reminder]
+    assert [r.invitation_id for r in reminders] == [invites[0][1]["inv"]]
+    rec = records(harness)[-1]
+    assert (rec["dispatch_id"], rec["kind"], rec["status"]) == (f"{invites[0][1]['inv']}:reminder", "reminder", "sent")
+    await run_deliver(harness, commands(harness))  # replayed due commands: no second reminder
+    assert len([i for i in channels["sms"].sent if i.reminder]) == 1
+
+
+async def test_a_send_interrupted_by_a_crash_is_recorded_failed_not_resent(harness, channels):
+    await run_dispatch(harness, trigger())
+    ((key, invite),) = commands(harness)
+    table = harness.pipeline.tables["invitations"]
+    # What a worker that died during the send left behind: the durable "sending" mark.
+    table.data[f"I|{invite['inv']}"] = {**{k: v for k, v in invite.items() if k != "op"}, "st": "sending",
+                                        "out": None, "rst": None, "rout": None, "resp": False}
+    await run_deliver(harness, [(key, invite)])
+    assert channels["sms"].sent == []
+    (rec,) = records(harness)
+    assert (rec["status"], rec["reason"]) == ("failed", "send_interrupted")
+
+
+async def test_a_permanent_channel_failure_is_recorded(harness, channels):
+    channels["sms"].fail = "gateway_4xx"
+    await run_dispatch(harness, trigger())
+    await run_deliver(harness, commands(harness))
+    (rec,) = records(harness)
+    assert (rec["status"], rec["reason"], rec["attempts"], rec["cost"]) == ("failed", "gateway_4xx", 3, None)
+    assert harness.pipeline.tables["invitations"].data[f"I|{rec['invitation_id']}"]["to"] is None
+
+
+async def test_classify_joins_a_response_to_its_invitation_and_cancels_the_reminder(harness):
+    from tests.test_agents import raw
+
+    await run_dispatch(harness, trigger(employee="e-7"))
+    ((key, invite),) = commands(harness)
+    await run_deliver(harness, [(key, invite)])
+    inv_id = invite["inv"]
+    harness.sent["invitations"].clear()
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        body = raw(rid=inv_id, score=3, location="somewhere-else", invitation_id=inv_id)
+        await agent.put(body, key=inv_id.encode(), partition=0)
+        await agent.put(body, key=inv_id.encode(), partition=0)  # a replay
+    (out,) = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
+    assert out["segment"] == {"location": "Espoo", "employee": "e-7"}  # the invitation's segments win
+    assert (out["survey_id"], out["locale"], out["invitation_id"]) == ("nps-service", "fi", inv_id)
+    assert [c for _, c in commands(harness)] == [{"op": "responded", "inv": inv_id,
+                                                  "at": int(datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
+                                                            .timestamp() * 1000)}]
+
+
+async def test_an_interrupted_send_on_an_idempotent_channel_is_sent_again(harness, channels):
+    channels["sms"].idempotent = True  # like the outbox: a second send of a delivery id changes nothing
+    await run_dispatch(harness, trigger())
+    ((key, invite),) = commands(harness)
+    harness.pipeline.tables["invitations"].data[f"I|{invite['inv']}"] = {
+        **{k: v for k, v in invite.items() if k != "op"}, "st": "sending", "out": None, "rst": None, "rout": None,
+        "resp": False}
+    await run_deliver(harness, [(key, invite)])
+    assert [i.invitation_id for i in channels["sms"].sent] == [invite["inv"]]
+    assert [r["status"] for r in records(harness)] == ["sent"]
+
+
+async def test_the_same_invitation_twice_in_one_batch_is_sent_once(harness, channels):
+    await run_dispatch(harness, trigger())
+    ((key, invite),) = commands(harness)
+    await run_deliver(harness, [(key, invite), (key, invite), (key, {"op": "due", "what": "send", "inv": invite["inv"]})])
+    assert len(channels["sms"].sent) == 1
+    assert {r["status"] for r in records(harness)} == {"sent"}
+
+
+async def test_every_send_is_marked_durably_before_the_channel_is_called(harness, channels):
+    marks = []
+
+    class Watching(Recorder):
+        async def send(self, invitation):
+            entry = harness.pipeline.tables["invitations"].data[f"I|{invitation.invitation_id}"]
+            logged = [v for _, k, v in harness.changelog["invitations"] if k == f"I|{invitation.invitation_id}"]
+            marks.append((entry["st"], logged[-1]["st"]))
+            return await super().send(invitation)
+
+    channels["sms"] = Watching("sms")
+    await run_dispatch(harness, *[trigger(event_id=f"e{i}", contact_id=f"c{i}") for i in range(3)])
+    await run_deliver(harness, commands(harness))
+    assert marks == [("sending", "sending")] * 3
+    assert [r["status"] for r in records(harness)] == ["sent"] * 3
