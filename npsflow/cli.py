@@ -370,11 +370,14 @@ def simulate(count: int, rate: float, seed: int | None, bad_ratio: float, duplic
 
 
 @main.command()
-@click.option("--count", default=3000, show_default=True, type=click.IntRange(min=1), help="Responses to simulate.")
-@click.option("--rate", default=150.0, show_default=True, type=click.FloatRange(min=1), help="Responses per second.")
+@click.option("--count", default=3000, show_default=True, type=click.IntRange(min=1),
+              help="Trigger events to simulate.")
+@click.option("--rate", default=150.0, show_default=True, type=click.FloatRange(min=1),
+              help="Trigger events per second.")
 @click.option("--keep-running", is_flag=True, help="Leave the stack running afterwards.")
 def demo(count: int, rate: float, keep_running: bool) -> None:
-    """Bring the stack up, simulate responses, show live NPS per location, then print the report."""
+    """Bring the stack up, simulate trigger events (finished jobs, delivered orders); the worker invites the
+    customers (outbox) and simulated customers answer; show live NPS per location, then the report."""
     from npsflow.demo import run_demo
 
     try:

@@ -1,4 +1,5 @@
-"""`npsflow demo`: stack up → simulated respondents → a live NPS table per location → the final report."""
+"""`npsflow demo`: stack up → simulated trigger events → invitations → simulated answers → a live NPS table per
+location → the final report."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from npsflow.reader import ReadError, report
 BAND_STYLE = {"needs_improvement": "red", "good": "yellow", "excellent": "green", "world_class": "bold green"}
 
 
-def location_table(data: dict, sent: int, target: int, elapsed: float) -> Group:
+def location_table(data: dict, status: str) -> Group:
     table = Table(title="Live NPS per location (from ClickHouse, latest edit wins)", expand=False)
     for col, justify in (("location", "left"), ("n", "right"), ("NPS", "right"), ("95% CI", "right"),
                          ("band", "left")):
@@ -31,27 +32,39 @@ def location_table(data: dict, sent: int, target: int, elapsed: float) -> Group:
     table.add_section()
     table.add_row("all", str(total["responses"]), "—" if total["nps"] is None else f"{total['nps']:.1f}",
                   f"[{total['ci95'][0]:.1f}, {total['ci95'][1]:.1f}]", total["band"] or "—")
-    status = Text(f"sent {sent}/{target} simulated responses · {elapsed:.0f}s", style="dim")
-    return Group(table, status)
+    return Group(table, Text(status, style="dim"))
+
+
+def status_line(progress, elapsed: float) -> str:
+    return (f"triggers {progress.triggers_sent + progress.refused}/{progress.target} "
+            f"({progress.refused} malformed) · invitations sent {progress.invitations} · "
+            f"simulated answers {progress.responses} · {elapsed:.0f}s")
 
 
 def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = False) -> None:
-    from npsflow.simulate import run_simulation
+    """The survey flow end to end: simulated trigger events → contact rules → invitations in the outbox
+    (``$NPSFLOW_HOME/outbox``) → simulated respondents answer some → live NPS per location → final report."""
+    from dataclasses import replace
 
     from npsflow.cli import console as make_console
+    from npsflow.simulate import demo_programs_path
+    from npsflow.survey_sim import SurveySimulation, run_survey_simulation
 
+    if settings.programs_file is None:
+        settings = replace(settings, programs_file=demo_programs_path())
     console = make_console()
     console.print("[bold]npsflow demo[/bold]: starting a real Kafka broker and the worker …")
     state = st.up(settings)
-    console.print(f"kafka {state['kafka'].get('bootstrap')} · worker http://127.0.0.1:{state['worker']['web_port']}")
+    console.print(f"kafka {state['kafka'].get('bootstrap')} · worker http://127.0.0.1:{state['worker']['web_port']}"
+                  f" · survey programs {settings.programs_file}")
     bootstrap = state["kafka"]["bootstrap"]
-    progress = {"sent": 0, "error": None}
+    progress = {"sim": SurveySimulation(target=count), "error": None, "done": False}
 
     def simulate() -> None:
         try:
-            run_simulation(settings, bootstrap, count=count, rate=rate, seed=None, bad_ratio=0.01,
-                           duplicate_ratio=0.02, edit_ratio=0.01,
-                           on_progress=lambda n: progress.__setitem__("sent", n))
+            run_survey_simulation(settings, bootstrap, count=count, rate=rate, seed=None,
+                                  max_seconds=count / max(rate, 1) + 120,
+                                  on_progress=lambda p: progress.__setitem__("sim", p))
         except Exception as exc:  # surfaced after the live view
             progress["error"] = exc
         progress["done"] = True
@@ -68,12 +81,12 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
                     data = report(settings, ["location"], None, None)
                 except ReadError as exc:
                     console.print(f"[yellow]waiting for the worker: {exc}[/yellow]")
-                live.update(location_table(data, progress["sent"], count, time.monotonic() - started))
-                if progress.get("done"):
-                    # wait until the sink caught up (the total stops changing), at most ~15 s
+                live.update(location_table(data, status_line(progress["sim"], time.monotonic() - started)))
+                if progress["done"]:
+                    # wait until the sink caught up (the total equals the answers sent, or stops changing)
                     settled = settled + 1 if data["total"]["responses"] == progress.get("last_total") else 0
                     progress["last_total"] = data["total"]["responses"]
-                    if settled >= 3 or time.monotonic() - started > count / max(rate, 1) + 30:
+                    if data["total"]["responses"] >= progress["sim"].responses or settled >= 5:
                         break
                 time.sleep(1.0)
         if progress["error"]:
@@ -83,11 +96,17 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
         from npsflow.cli import _render_report
 
         _render_report(data)
-        from npsflow.reader import deadletters
+        from npsflow.reader import deadletters, dispatches
 
+        d = dispatches(settings)
+        console.print(f"dispatches (npsflow dispatches): {d['total']} triggers decided · "
+                      + ", ".join(f"{k}={v}" for k, v in d["by_status"].items()) + " · suppressed: "
+                      + ", ".join(f"{r['reason']}={r['count']}" for r in d["reasons"] if r["status"] == "suppressed")
+                      + " · cost " + (", ".join(f"{v:.2f} {k}" for k, v in d["cost"].items()) or "0"))
         dl = deadletters(settings)
         console.print(f"dead letters: {dl['total']} "
                       + ", ".join(f"{r['reason']}={r['count']}" for r in dl["reasons"]))
+        console.print(f"invitations written to {settings.home / 'outbox'} (e-mails as .eml, SMS in sms.jsonl)")
     finally:
         if not keep_running:
             st.down(settings)

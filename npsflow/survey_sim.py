@@ -1,0 +1,118 @@
+"""A simulated survey flow on the real broker: trigger events in, simulated respondents answer the invitations.
+
+``run_survey_simulation`` sends ``TriggerSimulator`` events to the triggers topic at a rate (refused ones — the
+simulator makes some malformed on purpose — become dead letters, as with ``npsflow ingest triggers``), and at
+the same time reads the dispatches topic: each invitation the worker *sent* may be answered by a
+``Respondent`` (seeded per invitation), whose answer goes to the raw responses topic carrying the invitation
+id — so classify joins it to the invitation's segments. Reading starts at the topic's end when the run starts:
+invitations of earlier runs are not answered again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from npsflow.config import Settings
+
+
+@dataclass
+class SurveySimulation:
+    target: int = 0
+    triggers_sent: int = 0
+    refused: int = 0  # malformed triggers, dead-lettered at intake
+    invitations: int = 0  # invitations the worker sent (seen on the dispatches topic)
+    responses: int = 0
+    done: bool = False
+    reasons: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def run_survey_simulation(settings: Settings, bootstrap: str, *, count: int, rate: float, seed: int | None,
+                          bad_ratio: float = 0.01, duplicate_ratio: float = 0.02, no_contact_ratio: float = 0.02,
+                          response_rate: float = 0.35, quiet_seconds: float = 6.0, max_seconds: float | None = None,
+                          on_progress: Callable[[SurveySimulation], None] | None = None) -> SurveySimulation:
+    """Send ``count`` triggers at ``rate``/s (0: at once) and answer sent invitations until none has come for
+    ``quiet_seconds`` after the last trigger (or ``max_seconds`` passed)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from npsflow.ingest import response_key, to_raw_response, trigger_converter
+    from npsflow.producer import Producer
+    from npsflow.simulate import Respondent, TriggerSimulator
+    from schemas import codec as avro
+    from streams.app import dead_letter
+    from streams.responses import Rejected
+
+    codec = avro.AvroCodec()
+    topics = settings.topics
+    simulator = TriggerSimulator(seed)
+    respondent = Respondent(None if seed is None else seed + 1, response_rate=response_rate,
+                            locations=simulator.locations)
+    triggers = iter(simulator.records(count, duplicate_ratio=duplicate_ratio, bad_ratio=bad_ratio,
+                                      no_contact_ratio=no_contact_ratio))
+    convert = trigger_converter()
+    progress = SurveySimulation(target=count)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             consumer_timeout_ms=100)
+    partitions = [TopicPartition(topics.dispatches, p)
+                  for p in sorted(consumer.partitions_for_topic(topics.dispatches) or range(settings.partitions))]
+    consumer.assign(partitions)
+    consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        consumer.position(tp)  # resolve "end" now: what the worker sends from here on is ours
+    answered: set[str] = set()
+    started = time.monotonic()
+    last_seen = started
+    try:
+        with Producer(bootstrap) as producer:
+            while True:
+                now = time.monotonic()
+                due = count if rate <= 0 else min(count, int((now - started) * rate) + 1)
+                while progress.triggers_sent + progress.refused < due:
+                    obj = next(triggers)
+                    try:
+                        key, subject, record = convert(obj)
+                    except Rejected as exc:
+                        progress.refused += 1
+                        producer.send(topics.dead_letters, None, codec.encode(avro.DEAD_LETTER, dead_letter(
+                            "ingest", exc.reason, exc.detail, topic=topics.triggers, payload=obj)))
+                        continue
+                    producer.send(topics.triggers, key, codec.encode(subject, record))
+                    progress.triggers_sent += 1
+                for batch in consumer.poll(timeout_ms=100).values():
+                    for message in batch:
+                        rec = codec.decode(message.value, expected=avro.DISPATCHED_MESSAGE)
+                        last_seen = time.monotonic()
+                        status = getattr(rec["status"], "value", rec["status"])
+                        if rec.get("kind", "invitation") != "invitation" or status != "sent":
+                            if status == "suppressed":
+                                progress.reasons[rec["reason"]] = progress.reasons.get(rec["reason"], 0) + 1
+                            continue
+                        if rec["invitation_id"] in answered:
+                            continue
+                        answered.add(rec["invitation_id"])
+                        progress.invitations += 1
+                        answer = respondent.respond(rec)
+                        if answer is not None:
+                            raw = to_raw_response(answer, source="simulator")
+                            producer.send(topics.raw_responses, response_key(raw),
+                                          codec.encode(avro.RAW_RESPONSE, raw))
+                            progress.responses += 1
+                if on_progress:
+                    on_progress(progress)
+                all_sent = progress.triggers_sent + progress.refused >= count
+                now = time.monotonic()
+                if all_sent and now - last_seen >= quiet_seconds:
+                    break
+                if max_seconds is not None and now - started > max_seconds:
+                    break
+            producer.flush()
+    finally:
+        consumer.close()
+    progress.done = True
+    if on_progress:
+        on_progress(progress)
+    return progress
