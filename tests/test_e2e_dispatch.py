@@ -228,3 +228,45 @@ def test_a_worker_killed_mid_stream_never_sends_twice_and_loses_no_trigger(env, 
     # every sent record reached the server; an interrupted send may or may not have
     assert by_status["sent"] <= len(mails) <= by_status["sent"] + interrupted
     print(f"killed after {at_kill} mails; then {dict(by_status)}, {len(mails)} mails")
+
+
+def test_scheduled_send_reminder_and_its_cancellation_by_a_response(env, servers, tmp_path):
+    """Real time, short durations: delay 5 s, reminder 12 s after the send. The answered invitation gets no
+    reminder; the response is joined to the invitation's segments."""
+    smtp, _ = servers
+    programs = tmp_path / "programs.yaml"
+    programs.write_text(PROGRAMS.replace("delay: 0m\n        channels: [email]",
+                                         "delay: 5s\n        reminder_after: 12s\n        channels: [email]"))
+    now = datetime.now(timezone.utc)
+    lines = [{"event_id": f"r-{i}", "org_id": "bolt", "event_type": "order.delivered", "occurred_at": now.isoformat(),
+              "contact": {"contact_id": f"r{i}", "email": f"r{i}@kund.se"}, "location": "Lund", "employee": "e-9"}
+             for i in range(2)]
+    env.start_worker()
+    env.cli("ingest", "triggers", str(write_jsonl(tmp_path / "t.jsonl", lines)))
+    wait_for(lambda: len(smtp.received()) == 2, what="the invitations, after the delay")
+    first = wait_for(lambda: (lambda d: d if d["by_status"].get("sent") == 2 else None)(env.cli_json("dispatches")),
+                     what="sent records")
+    assert first["total"] == 2
+    history = [avro.AvroCodec().decode(m.value) for m in read_topic(env.vars["NPSFLOW_KAFKA"],
+                                                                      env.settings.topics.dispatches, 4)]
+    assert sorted((r["event_id"], r["status"]) for r in history) == [
+        ("r-0", "scheduled"), ("r-0", "sent"), ("r-1", "scheduled"), ("r-1", "sent")]
+    for r in history:
+        if r["status"] == "sent":  # never before it is due (how late is a benchmark matter, not a test's)
+            assert r["decided_at"] >= now + timedelta(seconds=5)
+    answered = next(r["invitation_id"] for r in history if r["event_id"] == "r-0")
+    env.cli("ingest", "responses", str(write_jsonl(tmp_path / "answer.jsonl", [
+        {"response_id": answered, "invitation_id": answered, "score": 10, "responded_at": iso(datetime.now(timezone.utc)),
+         "segment": {"location": "forged"}}])))
+    done = wait_for(lambda: (lambda d: d if d["reminders"]["total"] == 2 else None)(env.cli_json("dispatches")),
+                    what="the reminder to be sent and the other cancelled")
+    assert done["reminders"]["by_status"] == {"sent": 1, "suppressed": 1}
+    assert [(r["reason"], r["count"]) for r in done["reminders"]["reasons"] if r["status"] == "suppressed"] == [
+        ("responded", 1)]
+    mails = smtp.received()
+    assert len(mails) == 3
+    reminder = mails[-1]
+    assert reminder["To"] == "r1@kund.se" and reminder["Subject"].startswith("Påminnelse:")
+    assert reminder["Message-ID"] != next(m for m in mails[:2] if m["To"] == "r1@kund.se")["Message-ID"]
+    report = env.cli_json("report", "--by", "location,employee")
+    assert [(r["location"], r["employee"], r["responses"]) for r in report["rows"]] == [("Lund", "e-9", 1)]
