@@ -118,6 +118,29 @@ def stack_status(fmt: str) -> None:
     _emit(state, fmt, render)
 
 
+# --------------------------------------------------------------------------------------------- programs
+@main.group()
+def programs() -> None:
+    """Survey programs (which events trigger which survey, contact rules, texts, branding)."""
+
+
+@programs.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def programs_check(file: str) -> None:
+    """Validate a programs YAML FILE: every mistake on a line of its own (exit 1), else a summary."""
+    from npsflow.programs import ProgramsError, load_programs
+
+    try:
+        loaded = load_programs(file)
+    except ProgramsError as exc:
+        for error in exc.errors:
+            click.echo(error, err=True)
+        raise Failure(f"{file}: {len(exc.errors)} mistake(s)") from None
+    orgs = loaded.organizations
+    click.echo(f"{file}: ok — {len(orgs)} organization(s), {sum(len(o.programs) for o in orgs)} program(s), "
+               f"event types: {', '.join(sorted({e for o in orgs for p in o.programs for e in p.event_types}))}")
+
+
 # ----------------------------------------------------------------------------------------------- worker
 @main.command()
 @click.option("--loglevel", default="warning", show_default=True,

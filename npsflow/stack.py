@@ -115,6 +115,9 @@ def stop_worker(settings: Settings, timeout: float = 30.0) -> bool:
 
 
 def up(settings: Settings) -> dict:
+    from npsflow.worker import dispatch_inputs
+
+    dispatch_inputs(settings)  # refuse a broken programs/channels file before starting anything
     if settings.kafka:
         bootstrap = settings.kafka
         broker = {"external": True, "bootstrap": bootstrap}

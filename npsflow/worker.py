@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import faust
 
-from npsflow.config import Settings
+from npsflow.config import ConfigError, Settings
 from npsflow.stack import ensure_topics
 
 
@@ -45,18 +45,43 @@ class NpsWorker(faust.Worker):
         await super().on_stop()
 
 
+def dispatch_inputs(settings: Settings):
+    """The survey programs (NPSFLOW_PROGRAMS, None when unset) and the channels (NPSFLOW_CHANNELS), validated:
+    ``ConfigError`` with one line naming the file and the first mistake."""
+    from npsflow.programs import ProgramsError, load_programs
+    from streams.app import load_channels
+
+    programs = None
+    if settings.programs_file is not None:
+        try:
+            programs = load_programs(settings.programs_file)
+        except ProgramsError as exc:
+            raise ConfigError(f"NPSFLOW_PROGRAMS {settings.programs_file}: {len(exc.errors)} mistake(s), first: "
+                              f"{exc.errors[0]} (`npsflow programs check FILE` lists all)") from None
+    try:
+        channels = load_channels(settings)
+    except ValueError as exc:
+        raise ConfigError(f"NPSFLOW_CHANNELS {settings.channels_file}: {exc}") from None
+    return programs, channels
+
+
 def run(settings: Settings, loglevel: str = "warning") -> None:
     from sinks.clickhouse import ClickHouseStore, migrate
     from streams.app import create_app
     from streams.web import install_web
 
+    programs, channels = dispatch_inputs(settings)  # a configuration mistake stops us before anything starts
     bootstrap = settings.bootstrap()
     settings.home.mkdir(parents=True, exist_ok=True)
-    ensure_topics(settings, bootstrap)
+    try:
+        ensure_topics(settings, bootstrap)
+    except Exception as exc:
+        raise ConfigError(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from None
     settings = replace(settings, web_port=settings.web_port or free_port())
     store = ClickHouseStore(settings.clickhouse_dsn)
     migrate(store)
-    pipeline = create_app(settings, broker=bootstrap, store_factory=lambda: store)
+    pipeline = create_app(settings, broker=bootstrap, store_factory=lambda: store, programs=programs,
+                          channels=channels)
     install_web(pipeline, store)
     info = {"pid": os.getpid(), "web_port": settings.web_port, "bootstrap": bootstrap,
             "clickhouse_dsn": settings.clickhouse_dsn}

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 SUBCOMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["worker"], ["ingest"],
-               ["ingest", "responses"], ["ingest", "triggers"], ["report"], ["windows"], ["deadletters"], ["dispatches"], ["simulate"], ["demo"]]
+               ["ingest", "responses"], ["ingest", "triggers"], ["report"], ["windows"], ["deadletters"], ["dispatches"], ["simulate"], ["demo"],
+               ["programs"], ["programs", "check"]]
 
 
 def run(args, env_extra=None, home=None, timeout=120):
@@ -236,3 +237,47 @@ def test_dispatches_shows_invitations_then_reminders_then_cost(tmp_path, ch_stor
 def test_bad_simulation_options_are_usage_errors(tmp_path, args):
     proc = run(args, home=tmp_path)
     assert proc.returncode == 2 and "Invalid value" in proc.stderr and "Traceback" not in proc.stderr
+
+
+BROKEN_PROGRAMS = "version: 1\norganizations:\n  - id: x\n    name: X\n"
+
+
+def test_programs_check_lists_every_mistake_or_summarizes(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BROKEN_PROGRAMS)
+    proc = run(["programs", "check", str(bad)], home=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == ["organizations[0].timezone: required", "organizations[0].default_locale: required",
+                                        "organizations[0].branding: required", "organizations[0].programs: required",
+                                        f"Error: {bad}: 4 mistake(s)"]
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "deploy" / "programs.example.yaml"
+    ok = run(["programs", "check", str(example)], home=tmp_path)
+    assert ok.returncode == 0 and "ok — 2 organization(s), 4 program(s)" in ok.stdout
+
+
+@pytest.mark.parametrize("command", [["worker"], ["stack", "up"]])
+def test_a_broken_programs_file_stops_the_worker_with_one_line(tmp_path, command):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BROKEN_PROGRAMS)
+    proc = run(command, home=tmp_path, env_extra={"NPSFLOW_PROGRAMS": str(bad), "NPSFLOW_KAFKA": "127.0.0.1:1"})
+    assert proc.returncode == 1
+    line = one_line_error(proc)
+    assert line.startswith(f"Error: NPSFLOW_PROGRAMS {bad}: 4 mistake(s), first: organizations[0].timezone: required")
+    assert not (tmp_path / "worker.json").exists()
+
+
+def test_unreachable_kafka_is_a_one_line_worker_error(tmp_path):
+    proc = run(["worker"], home=tmp_path, env_extra={"NPSFLOW_KAFKA": "127.0.0.1:1"})
+    assert proc.returncode == 1
+    assert one_line_error(proc).startswith("Error: cannot reach Kafka at 127.0.0.1:1")
+
+
+def test_a_broken_channels_file_is_a_one_line_error(tmp_path):
+    channels = tmp_path / "channels.yaml"
+    channels.write_text("sms: {transport: pigeon}\n")
+    proc = run(["worker"], home=tmp_path, env_extra={"NPSFLOW_CHANNELS": str(channels), "NPSFLOW_KAFKA": "127.0.0.1:1"})
+    assert proc.returncode == 1
+    assert one_line_error(proc) == (f"Error: NPSFLOW_CHANNELS {channels}: channels.sms.transport must be outbox or "
+                                    "gateway, not 'pigeon'")

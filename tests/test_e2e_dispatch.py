@@ -201,6 +201,15 @@ def test_triggers_reach_smtp_and_the_sms_gateway_once_with_working_signed_links(
     again = env.cli_json("dispatches")
     assert (again["total"], again["by_status"], again["cost"]) == (data["total"], data["by_status"], data["cost"])
 
+    # The contact state survived the restart too: a new event for an invited contact is in quarantine.
+    env.cli("ingest", "triggers", str(write_jsonl(tmp_path / "new.jsonl", [{
+        "event_id": "a-later", "org_id": "acme", "event_type": "job.completed", "occurred_at": iso(now),
+        "contact": {"contact_id": "c-s0", "phone": "+358401000000"}}])))
+    later = wait_for(lambda: (lambda d: d if d["total"] == n_total + 1 else None)(env.cli_json("dispatches")),
+                     what="the later trigger's record")
+    assert dict((r["reason"], r["count"]) for r in later["reasons"])["quarantine"] == 2
+    assert len(gateway.received()) == len(expected["sms"])
+
 
 def test_a_worker_killed_mid_stream_never_sends_twice_and_loses_no_trigger(env, servers, tmp_path):
     smtp, _ = servers
