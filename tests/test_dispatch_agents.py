@@ -7,6 +7,7 @@ emitted, and the schedule timer is called directly with the clock moved forward.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -16,7 +17,7 @@ from schemas import codec as avro
 from sinks.channels.base import SendResult
 from streams import links
 from streams.dispatch import invitation_id, link_key
-from tests.test_agents import Harness
+from tests.test_agents import Harness, until
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 CODEC = avro.AvroCodec()
@@ -116,10 +117,14 @@ async def run_dispatch(harness, *triggers, key=b"acme"):
             await agent.put(t if isinstance(t, bytes) else encoded(t), key=key, partition=0)
 
 
-async def run_deliver(harness, items):
+async def run_deliver(harness, items, records_expected: int | None = None):
+    """Feed commands to the deliver agent; with ``records_expected``, wait for that many dispatch records (a
+    channel doing real I/O finishes after the put returns)."""
     async with harness.pipeline.agents["deliver"].test_context() as agent:
         for key, command in items:
             await agent.put(json.dumps(command).encode(), key=key, partition=0)
+        if records_expected is not None:
+            await until(lambda: len(harness.sent["dispatches"]) >= records_expected)
 
 
 async def test_trigger_becomes_an_sms_invitation_with_a_short_signed_link(harness, channels):
@@ -325,3 +330,49 @@ async def test_every_send_is_marked_durably_before_the_channel_is_called(harness
     await run_deliver(harness, commands(harness))
     assert marks == [("sending", "sending")] * 3
     assert [r["status"] for r in records(harness)] == ["sent"] * 3
+
+
+NEWSLETTER = PROGRAMS.replace("""      - id: delivery
+        survey_id: nps-delivery
+        event_types: [order.delivered]
+        delay: 2h
+        channels: [email]""", """      - id: delivery
+        survey_id: nps-delivery
+        event_types: [order.delivered]
+        delay: 0m
+        channels: [email, newsletter]
+        quiet_hours: null""")
+
+
+async def test_contacts_without_an_address_get_a_newsletter_embed(tmp_path, clock):
+    from sinks.channels.newsletter import NewsletterChannel
+
+    channels = {"email": Recorder("email"), "newsletter": NewsletterChannel(tmp_path)}
+    harness = Harness(tmp_path, clock=clock, env={"NPSFLOW_SECRET": SECRET, "NPSFLOW_SURVEY_URL": "https://nps.acme.fi/s"},
+                      programs=parse_programs(NEWSLETTER), channels=channels)
+    await run_dispatch(harness, trigger(event_type="order.delivered", email=None, phone=None),
+                       trigger(event_id="ev-2", contact_id="c-2", event_type="order.delivered", phone=None))
+    await run_deliver(harness, commands(harness), records_expected=2)
+    by_channel = {r["channel"]: r for r in records(harness)}
+    assert set(by_channel) == {"newsletter", "email"} and {r["status"] for r in by_channel.values()} == {"sent"}
+    snippet = (tmp_path / "outbox" / "newsletter" / f"{by_channel['newsletter']['invitation_id']}.html").read_text()
+    tokens = re.findall(r'href="https://nps\.acme\.fi/s/([^"]+)"', snippet)
+    claims = [links.verify_token(t, {"k1": link_key(SECRET.encode())}, NOW) for t in tokens]
+    assert sorted(c.score for c in claims) == list(range(11))
+    assert {c.invitation_id for c in claims} == {by_channel["newsletter"]["invitation_id"]}
+
+
+async def test_state_expiry_forgets_old_event_ids_outputs_and_passed_quarantines(harness, clock):
+    await run_dispatch(harness, trigger())
+    state = harness.pipeline.tables["dispatch_state"].data
+    expire = harness.pipeline.timers["expire_dispatch_state"]
+    (ckey,) = [k for k in state if k.startswith("C|")]
+    clock.now = NOW + timedelta(hours=2)
+    assert await expire() == 0
+    assert state["E|acme|ev-1"]["o"] == [] and ckey in state  # outputs pruned, id still remembered
+    clock.now = NOW + timedelta(days=8, minutes=1)  # past max_event_age (7 d) + 1 d
+    assert await expire() == 1 and "E|acme|ev-1" not in state and ckey in state
+    clock.now = NOW + timedelta(days=91)  # past the 90-day quarantine
+    assert await expire() == 1 and ckey not in state
+    tombstones = [(k, v) for _, k, v in harness.changelog["dispatch_state"] if v is None]
+    assert sorted(k for k, _ in tombstones) == sorted(["E|acme|ev-1", ckey])
