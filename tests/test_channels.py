@@ -537,3 +537,20 @@ def test_build_channels_defaults_to_the_outbox_and_builds_configured_transports(
         build_channels({"email": {"transport": "carrier-pigeon"}}, tmp_path)
     with pytest.raises(ValueError):
         build_channels({"sms": {"transport": "gateway", "base_url": "https://x"}}, tmp_path)
+
+
+def test_the_example_channels_file_builds_every_channel(tmp_path):
+    from pathlib import Path
+
+    from npsflow import config
+    from sinks.channels.newsletter import NewsletterChannel
+    from streams.app import load_channels
+
+    example = Path(__file__).resolve().parent.parent / "deploy" / "channels.example.yaml"
+    built = load_channels(config.load({"NPSFLOW_HOME": str(tmp_path), "NPSFLOW_CHANNELS": str(example)}))
+    assert isinstance(built["email"], EmailChannel) and isinstance(built["sms"], SmsChannel)
+    assert isinstance(built["newsletter"], NewsletterChannel)
+    assert built["sms"].url == "https://api.twilio.com/2010-04-01/Accounts/AC00000000000000000000000000000000/Messages.json"
+    defaults = load_channels(config.load({"NPSFLOW_HOME": str(tmp_path)}))  # no file: outbox + newsletter
+    assert {k: type(v).__name__ for k, v in defaults.items()} == {
+        "email": "OutboxChannel", "sms": "OutboxChannel", "newsletter": "NewsletterChannel"}

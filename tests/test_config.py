@@ -59,3 +59,45 @@ def test_settings_round_trip_through_the_environment(tmp_path):
     settings = load(tmp_path, NPSFLOW_WEB_PORT="8099", NPSFLOW_SINK_MAX_AGE="0.5", NPSFLOW_DIMENSIONS="overall,shop")
     again = config.load(settings.to_env())
     assert (again.web_port, again.sink_max_age, again.dimensions) == (8099, 0.5, ("overall", "shop"))
+
+
+@pytest.mark.parametrize("name,value,match", [
+    ("NPSFLOW_SECRET", "short", "at least 16 characters"),
+    ("NPSFLOW_SURVEY_URL", "nps.example.com/s", "http\\(s\\) URL"),
+    ("NPSFLOW_LINK_TTL", "forever", "NPSFLOW_LINK_TTL"),
+    ("NPSFLOW_PROGRAMS", "/no/such/programs.yaml", "no such file"),
+    ("NPSFLOW_CHANNELS", "/no/such/channels.yaml", "no such file"),
+])
+def test_dispatch_settings_are_checked(tmp_path, name, value, match):
+    with pytest.raises(config.ConfigError, match=match) as info:
+        load(tmp_path, **{name: value})
+    assert name in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_secret_is_created_once_private_and_shared_by_every_process(tmp_path):
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    first = load(tmp_path).secret
+    path = tmp_path / "secret.key"
+    assert len(first) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load(tmp_path).secret == first
+    other = subprocess.run([sys.executable, "-c", "from npsflow import config; print(config.load().secret.hex())"],
+                           env={**os.environ, "NPSFLOW_HOME": str(tmp_path)}, capture_output=True, text=True)
+    assert other.stdout.strip() == first.hex()
+    assert load(tmp_path, NPSFLOW_SECRET="s" * 20).secret == b"s" * 20  # the variable wins
+    path.write_text("not hex")
+    with pytest.raises(config.ConfigError, match="secret.key"):
+        load(tmp_path).secret
+
+
+def test_dispatch_settings_reach_a_child_process(tmp_path):
+    programs = tmp_path / "p.yaml"
+    programs.write_text("version: 1\n")
+    settings = load(tmp_path, NPSFLOW_PROGRAMS=str(programs), NPSFLOW_SECRET="x" * 16,
+                    NPSFLOW_SURVEY_URL="https://nps.example.com/s", NPSFLOW_LINK_TTL="7d")
+    again = config.load(settings.to_env())
+    assert (again.programs_file, again.secret, again.survey_url, again.link_ttl_seconds) == (
+        programs.resolve(), b"x" * 16, "https://nps.example.com/s", 7 * 86400)
