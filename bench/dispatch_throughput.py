@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Throughput of survey dispatch: trigger events → contact rules → invitations sent → dispatch rows in ClickHouse.
+
+    .venv/bin/python bench/dispatch_throughput.py [--count 5000] [--orgs 6] [--channel outbox|smtp] [--keep]
+
+One run starts a throwaway local Kafka broker (KRaft, temp dir) and one worker (`python -m npsflow.cli worker`)
+with a generated programs file: ``--orgs`` organizations, one e-mail program each (delay 0, sampling 1.0, no cap,
+no reminder), every trigger a new contact — so every trigger becomes one sent e-mail. Channel: the outbox
+(``.eml`` files under the worker's home, the default) or ``smtp`` (a real aiosmtpd server in this process).
+
+N pre-encoded TriggerEvent records are produced (keyed by org, acks=all) after the worker is ready; the clock runs
+from the first send until the worker's counter ``sink.dispatches.rows`` (incremented after the ClickHouse insert
+returned) reaches N. Printed: triggers/s end to end, per-stage completion times (dispatch decided, invitation
+sent, row written) from the /api/v1/stats timeline, and a final JSON line. Triggers of one organization are
+decided on one partition (see README, "Survey dispatch in two stages"): ``--orgs 1`` shows that bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PARTITIONS = 6
+STALL_SECONDS = 60.0
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def programs_yaml(orgs: int) -> str:
+    out = ["version: 1", "organizations:"]
+    for i in range(orgs):
+        out += [f"  - id: org-{i}", f"    name: Org {i}", "    timezone: Europe/Stockholm", "    default_locale: sv",
+                "    branding:", f"      sv: {{name: Org {i}, sender_email: nps@org{i}.example.com}}",
+                "    programs:", "      - id: p", "        survey_id: s", "        event_types: [job.completed]",
+                "        delay: 0m", "        channels: [email]", "        quiet_hours: null",
+                "        cost: {email: 0.002, currency: EUR}"]
+    return "\n".join(out) + "\n"
+
+
+def payloads(count: int, orgs: int) -> list[tuple[bytes, bytes]]:
+    from npsflow.ingest import trigger_converter
+    from schemas import codec as avro
+
+    codec, convert = avro.AvroCodec(), trigger_converter()
+    now = datetime.now(timezone.utc).isoformat()
+    out = []
+    for i in range(count):
+        key, subject, record = convert({
+            "event_id": f"ev-{i}", "org_id": f"org-{i % orgs}", "event_type": "job.completed", "occurred_at": now,
+            "contact": {"contact_id": f"c-{i}", "email": f"c{i}@kund.example.com", "locale": "sv"},
+            "segment": {"location": f"loc-{i % 12}"}})
+        out.append((key, codec.encode(subject, record)))
+    return out
+
+
+def stats(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/stats", timeout=30) as r:
+        return json.loads(r.read())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=5000)
+    ap.add_argument("--orgs", type=int, default=6)
+    ap.add_argument("--channel", choices=("outbox", "smtp"), default="outbox")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    os.chdir(ROOT)
+    from deploy.local.kafka import LocalKafka
+    from npsflow import config, stack
+    from npsflow.producer import Producer
+
+    tmp = Path(tempfile.mkdtemp(prefix="npsflow-dispatch-bench-"))
+    kafka = LocalKafka(tmp / "kafka")
+    smtp = None
+    result: dict = {"count": args.count, "orgs": args.orgs, "channel": args.channel, "cpus": os.cpu_count(),
+                    "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    try:
+        bootstrap = kafka.start()
+        home = tmp / "home"
+        home.mkdir()
+        (tmp / "programs.yaml").write_text(programs_yaml(args.orgs))
+        env = {"NPSFLOW_HOME": str(home), "NPSFLOW_KAFKA": bootstrap, "NPSFLOW_PARTITIONS": str(PARTITIONS),
+               "NPSFLOW_NAMESPACE": "dbench" + uuid.uuid4().hex[:6], "NPSFLOW_PROGRAMS": str(tmp / "programs.yaml"),
+               "NPSFLOW_CLICKHOUSE_DSN": f"chdb://{home / 'clickhouse'}", "NPSFLOW_SECRET": "bench-secret-0123456789"}
+        if args.channel == "smtp":
+            from aiosmtpd.controller import Controller
+
+            class Sink:
+                received = 0
+
+                async def handle_DATA(self, server, session, envelope):
+                    Sink.received += 1
+                    return "250 OK"
+
+            from npsflow.worker import free_port
+
+            smtp = Controller(Sink(), hostname="127.0.0.1", port=free_port())
+            smtp.start()
+            (tmp / "channels.yaml").write_text(
+                f"email: {{transport: smtp, host: 127.0.0.1, port: {smtp.port}, starttls: false}}\n")
+            env["NPSFLOW_CHANNELS"] = str(tmp / "channels.yaml")
+        settings = config.load(env)
+        stack.ensure_topics(settings, bootstrap)
+        info = stack.start_worker(settings, bootstrap)
+        port = info["web_port"]
+        items = payloads(args.count, args.orgs)
+        timeline = []
+        t0 = time.monotonic()
+        with Producer(bootstrap) as producer:
+            for key, value in items:
+                producer.send(settings.topics.triggers, key, value)
+            producer.flush()
+        t_produced = time.monotonic() - t0
+        last_change, previous = time.monotonic(), None
+        while True:
+            s = stats(port)
+            now = time.monotonic()
+            timeline.append((now - t0, s))
+            if s.get("sink.dispatches.rows", 0) >= args.count:
+                break
+            if s != previous:
+                last_change, previous = now, s
+            elif now - last_change > STALL_SECONDS:
+                raise RuntimeError(f"stalled for {STALL_SECONDS}s; last stats {s}")
+            time.sleep(0.1)
+        seconds = timeline[-1][0]
+        final = timeline[-1][1]
+
+        def done_at(key: str) -> float | None:
+            return next((round(t, 2) for t, s in timeline if s.get(key, 0) >= args.count), None)
+
+        result.update(seconds=round(seconds, 2), rate=round(args.count / seconds, 1),
+                      producer_seconds=round(t_produced, 2),
+                      stages={k: done_at(k) for k in ("dispatch.sent", "deliver.invitation.sent",
+                                                      "sink.dispatches.rows")},
+                      sent=final.get("deliver.invitation.sent", 0), smtp_received=smtp.handler.received if smtp else None)
+        stack.stop_worker(settings)
+    finally:
+        if smtp is not None:
+            smtp.stop()
+        kafka.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            log(f"kept {tmp}")
+    log(f"{args.count} triggers ({args.orgs} orgs, {args.channel}): {result['rate']} triggers/s end to end "
+        f"({result['seconds']} s; produced in {result['producer_seconds']} s); stages done at {result['stages']}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
