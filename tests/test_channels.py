@@ -1,6 +1,7 @@
 """Invitation channels against real in-process servers: aiosmtpd for SMTP, an aiohttp app standing in for
 a Twilio-style SMS gateway. Retries use an injected sleep that only records, so no test waits."""
 
+import asyncio
 import base64
 import email
 import json
@@ -554,3 +555,61 @@ def test_the_example_channels_file_builds_every_channel(tmp_path):
     defaults = load_channels(config.load({"NPSFLOW_HOME": str(tmp_path)}))  # no file: outbox + newsletter
     assert {k: type(v).__name__ for k, v in defaults.items()} == {
         "email": "OutboxChannel", "sms": "OutboxChannel", "newsletter": "NewsletterChannel"}
+
+
+# --- at most once: what is retried and what is not ------------------------------------------------------
+
+class DroppingMailbox(Mailbox):
+    """Takes the whole message, then drops the connection instead of answering: the client cannot know."""
+
+    async def handle_DATA(self, server, session, envelope):
+        self.data_commands += 1
+        self.envelopes.append(envelope)
+        server.transport.close()
+        return "250 2.0.0 OK queued"
+
+
+async def test_smtp_connection_lost_during_data_is_uncertain_and_never_retried(smtp):
+    box = DroppingMailbox()
+    sleep = Recorder()
+    result = await email_channel(smtp(box), sleep).send(invitation())
+    assert (result.status, result.reason, result.retryable, result.attempts) == (
+        "failed", "delivery_uncertain", False, 1)
+    assert box.data_commands == 1 and sleep.delays == []  # one DATA: the message is not sent a second time
+
+
+async def test_smtp_temporary_failures_are_retryable_for_the_dispatcher(smtp):
+    sleep = Recorder()
+    result = await email_channel(smtp(Mailbox(temporary_failures=10)), sleep).send(invitation())
+    assert (result.status, result.reason, result.retryable, result.attempts) == (
+        "failed", "smtp_temporary_failure", True, 4)
+    unreachable = await EmailChannel(host="127.0.0.1", port=free_port(), starttls=False, timeout=5,
+                                     retry=policy_with(Recorder(), max_attempts=2)).send(invitation())
+    assert (unreachable.reason, unreachable.retryable) == ("smtp_unreachable", True)
+    rejected = await email_channel(smtp(RejectingMailbox()), Recorder()).send(invitation())
+    assert (rejected.reason, rejected.retryable) == ("smtp_rejected_recipient", False)
+
+
+async def test_sms_gateway_timeout_is_uncertain_and_never_retried():
+    calls = []
+
+    async def slow(request):
+        calls.append(await request.post())
+        await asyncio.sleep(2)
+        return web.json_response({"sid": "SM1"}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        channel = SmsChannel(base_url=f"http://127.0.0.1:{runner.addresses[0][1]}", account_sid="AC1",
+                             auth_token="t", timeout=0.3, retry=policy_with(Recorder()))
+        result = await channel.send(invitation())
+    finally:
+        await runner.cleanup()
+    assert (result.status, result.reason, result.retryable, result.attempts) == ("failed", "delivery_uncertain",
+                                                                                  False, 1)
+    assert len(calls) == 1

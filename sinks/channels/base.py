@@ -53,6 +53,7 @@ class SendResult:
     cost: float | None
     currency: str | None
     detail: str | None = None  # short technical detail (status codes only, never an address)
+    retryable: bool = False  # failed for a passing reason (server down, rate limited): worth another try later
 
     @property
     def ok(self) -> bool:
@@ -64,8 +65,9 @@ class SendResult:
         return cls(SENT, None, attempts, provider_id, cost, currency if cost is not None else None)
 
     @classmethod
-    def failed(cls, reason: str, *, attempts: int, detail: str | None = None) -> "SendResult":
-        return cls(FAILED, reason, attempts, None, None, None, detail)
+    def failed(cls, reason: str, *, attempts: int, detail: str | None = None,
+               retryable: bool = False) -> "SendResult":
+        return cls(FAILED, reason, attempts, None, None, None, detail, retryable)
 
 
 @runtime_checkable

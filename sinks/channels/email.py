@@ -19,8 +19,8 @@ import aiosmtplib
 
 from sinks.channels import render
 from sinks.channels.base import ChannelCosts, Invitation, SendResult, invitation_problem, money
-from sinks.channels.retry import (PERMANENT, PermanentFailure, RetryPolicy, TransientFailure,
-                                  call_with_retry, classify_smtp_code)
+from sinks.channels.retry import (PERMANENT, TRANSIENT, PermanentFailure, RetryPolicy, TransientFailure,
+                                  UncertainFailure, call_with_retry, classify_smtp_code)
 
 _ATEXT_UNSAFE = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]")
 
@@ -135,20 +135,31 @@ class EmailChannel:
             return SendResult.failed("invalid_invitation", attempts=0, detail=str(e))
         outcome = await call_with_retry(lambda: self._attempt(msg), self.retry, what="email")
         if not outcome.ok:
-            return SendResult.failed(outcome.reason, attempts=outcome.attempts, detail=outcome.detail)
+            return SendResult.failed(outcome.reason, attempts=outcome.attempts, detail=outcome.detail,
+                                     retryable=outcome.kind == TRANSIENT)
         return SendResult.sent(attempts=outcome.attempts, provider_id=msg["Message-ID"],
                                cost=money(self.costs.email), currency=self.costs.currency)
 
     async def _attempt(self, msg: EmailMessage) -> None:
+        """One delivery: connect (+ STARTTLS/TLS, AUTH), MAIL, RCPT, DATA. A failure up to RCPT is safe to retry
+        (nothing was handed over); a timeout or dropped connection during DATA is not — the server may have
+        accepted the message — and ends as ``delivery_uncertain`` without another attempt."""
+        sender = msg["From"].addresses[0].addr_spec
+        recipients = [a.addr_spec for a in msg["To"].addresses]
+        utf8 = not all(a.isascii() for a in (sender, *recipients))
+        smtp = aiosmtplib.SMTP(hostname=self.host, port=self.port, username=self.username, password=self.password,
+                               start_tls=self.starttls if not self.use_tls else False, use_tls=self.use_tls,
+                               validate_certs=self.validate_certs, timeout=self.timeout)
+        in_data = False
         try:
-            await aiosmtplib.send(
-                msg, hostname=self.host, port=self.port, username=self.username, password=self.password,
-                start_tls=self.starttls if not self.use_tls else False, use_tls=self.use_tls,
-                validate_certs=self.validate_certs, timeout=self.timeout)
-        except aiosmtplib.SMTPRecipientsRefused as e:
-            first = e.recipients[0] if e.recipients else None
-            code, text = (first.code, first.message) if first else (550, "")
-            raise _response_failure(code, text, "smtp_rejected_recipient") from None
+            await smtp.connect()
+            await smtp.mail(sender, options=["SMTPUTF8"] if utf8 else None, encoding="utf-8" if utf8 else "ascii")
+            for recipient in recipients:
+                await smtp.rcpt(recipient, encoding="utf-8" if utf8 else "ascii")
+            in_data = True
+            await smtp.data(message_bytes(msg))
+        except aiosmtplib.SMTPRecipientRefused as e:
+            raise _response_failure(e.code, e.message, "smtp_rejected_recipient") from None
         except aiosmtplib.SMTPSenderRefused as e:
             raise _response_failure(e.code, e.message, "smtp_rejected_sender") from None
         except aiosmtplib.SMTPAuthenticationError as e:
@@ -159,15 +170,26 @@ class EmailChannel:
             raise _response_failure(e.code, e.message, "smtp_refused_connection") from None
         except aiosmtplib.SMTPConnectError as e:  # refused, unresolvable, connect timeout
             raise TransientFailure("smtp_unreachable", detail=type(e).__name__) from None
-        except aiosmtplib.SMTPTimeoutError:
-            raise TransientFailure("smtp_timeout") from None
-        except aiosmtplib.SMTPServerDisconnected:
-            raise TransientFailure("smtp_disconnected") from None
+        except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected) as e:
+            if in_data:
+                raise UncertainFailure(f"smtp {type(e).__name__} during DATA") from None
+            raise TransientFailure("smtp_timeout" if isinstance(e, aiosmtplib.SMTPTimeoutError)
+                                   else "smtp_disconnected") from None
         except aiosmtplib.SMTPNotSupported as e:  # e.g. STARTTLS/AUTH demanded but not offered
             raise PermanentFailure("smtp_not_supported", detail=str(e)[:120]) from None
         except aiosmtplib.SMTPResponseException as e:  # HELO/EHLO and other replies
             raise _response_failure(e.code, e.message, "smtp_rejected") from None
         except aiosmtplib.SMTPException as e:
+            if in_data:
+                raise UncertainFailure(f"smtp {type(e).__name__} during DATA") from None
             raise TransientFailure("smtp_error", detail=type(e).__name__) from None
         except OSError as e:  # TLS handshake and socket errors not wrapped by aiosmtplib
+            if in_data:
+                raise UncertainFailure(f"smtp {type(e).__name__} during DATA") from None
             raise TransientFailure("smtp_unreachable", detail=type(e).__name__) from None
+        finally:
+            if smtp.is_connected:
+                try:
+                    await smtp.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    smtp.close()

@@ -24,6 +24,8 @@ Sleep = Callable[[float], Awaitable[Any]]
 
 TRANSIENT = "transient"
 PERMANENT = "permanent"
+UNCERTAIN = "uncertain"
+DELIVERY_UNCERTAIN = "delivery_uncertain"
 
 
 class TransientFailure(Exception):
@@ -33,6 +35,16 @@ class TransientFailure(Exception):
         super().__init__(reason if detail is None else f"{reason}: {detail}")
         self.reason = reason
         self.retry_after = retry_after
+        self.detail = detail
+
+
+class UncertainFailure(Exception):
+    """The attempt broke off after the message may already have been accepted (a timeout or a dropped
+    connection while the server had it): another attempt could deliver it twice, so there is none."""
+
+    def __init__(self, detail: str):
+        super().__init__(f"{DELIVERY_UNCERTAIN}: {detail}")
+        self.reason = DELIVERY_UNCERTAIN
         self.detail = detail
 
 
@@ -119,6 +131,9 @@ async def call_with_retry(attempt: Callable[[], Awaitable[T]], policy: RetryPoli
         except PermanentFailure as e:
             log.info("%s failed permanently on attempt %d: %s", what, n, e)
             return Outcome(None, n, e.reason, e.detail, PERMANENT)
+        except UncertainFailure as e:
+            log.warning("%s broke off on attempt %d after the server may have accepted it: %s", what, n, e)
+            return Outcome(None, n, e.reason, e.detail, UNCERTAIN)
         except TransientFailure as e:
             delay = policy.delay_after(n, e.retry_after)
             if delay is None:

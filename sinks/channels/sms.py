@@ -16,7 +16,7 @@ import aiohttp
 
 from sinks.channels import render
 from sinks.channels.base import ChannelCosts, Invitation, SendResult, invitation_problem, money
-from sinks.channels.retry import (TRANSIENT, PermanentFailure, RetryPolicy, TransientFailure,
+from sinks.channels.retry import (TRANSIENT, PermanentFailure, RetryPolicy, TransientFailure, UncertainFailure,
                                   call_with_retry, classify_http_status, parse_retry_after)
 
 # GSM 03.38 default alphabet (ESC 0x1B left out) and its extension table (each costs two septets).
@@ -132,7 +132,8 @@ class SmsChannel:
             except Exception as e:  # session setup/teardown trouble must not escape into the agent
                 return SendResult.failed("channel_error", attempts=1, detail=type(e).__name__)
         if not outcome.ok:
-            return SendResult.failed(outcome.reason, attempts=outcome.attempts, detail=outcome.detail)
+            return SendResult.failed(outcome.reason, attempts=outcome.attempts, detail=outcome.detail,
+                                     retryable=outcome.kind == TRANSIENT)
         return SendResult.sent(attempts=outcome.attempts, provider_id=outcome.value,
                                cost=money(self.costs.sms * sms_segments(body)), currency=self.costs.currency)
 
@@ -143,12 +144,12 @@ class SmsChannel:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        except aiohttp.ClientConnectorError as e:  # refused, DNS, TLS connect
+        except aiohttp.ClientConnectorError as e:  # refused, DNS, TLS connect: nothing was sent
             raise TransientFailure("gateway_unreachable", detail=type(e).__name__) from None
-        except asyncio.TimeoutError:
-            raise TransientFailure("gateway_timeout") from None
-        except aiohttp.ClientError as e:  # disconnected mid-request, bad response framing, …
-            raise TransientFailure("gateway_error", detail=type(e).__name__) from None
+        except asyncio.TimeoutError:  # the gateway may have queued the SMS before the answer timed out
+            raise UncertainFailure("gateway_timeout") from None
+        except aiohttp.ClientError as e:  # disconnected mid-request, bad response framing: maybe queued
+            raise UncertainFailure(f"gateway_error {type(e).__name__}") from None
         payload = _json(raw)
         kind = classify_http_status(status)
         if kind is None:
