@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
@@ -136,12 +136,13 @@ def trigger_converter(now: datetime | None = None):
     with ``Rejected(reason, detail)`` (they become dead letters with that reason). Keyed by organization: the
     dispatch agent decides all triggers of one org on one partition (dedup, quarantine, daily cap)."""
     from schemas import codec as avro
-    from streams.triggers import validate_trigger
+    from streams.triggers import redact, validate_trigger
 
     def convert(obj: dict):
         record = validate_trigger(obj, now or datetime.now(timezone.utc))
         return record["org_id"].encode("utf-8", "surrogatepass"), avro.TRIGGER_EVENT, record
 
+    convert.redact = redact  # a refused trigger's dead letter carries no e-mail address or phone number
     return convert
 
 
@@ -158,21 +159,22 @@ def plan_ingest(parsed: ParsedFile, codec, source_name: str, run_id: str | None 
     from streams.responses import Rejected
 
     convert = convert or response_converter(received_at)
+    redact = getattr(convert, "redact", lambda value: value)
     plan = IngestPlan(run_id or new_run_id())
-    bad = list(parsed.bad)
+    bad = [replace(b, text=redact(b.text)) if isinstance(b.text, str) else b for b in parsed.bad]
     for line_no, obj in parsed.records:
         try:
             key, subject, record = convert(obj)
         except Rejected as exc:
             bad.append(BadLine(line_no, exc.reason, f"line {line_no}: {exc.detail}",
-                               json.dumps(obj, ensure_ascii=False, default=str), payload=obj))
+                               json.dumps(redact(obj), ensure_ascii=False, default=str), payload=redact(obj)))
             continue
         try:
             value = codec.encode(subject, record)
         except Exception as exc:  # one bad record must not abort the file
             why = _one_line(getattr(exc, "detail", None) or exc)
             bad.append(BadLine(line_no, "avro_encode_error", f"line {line_no}: cannot be encoded as Avro ({why})",
-                               json.dumps(obj, ensure_ascii=True, default=str)))
+                               json.dumps(redact(obj), ensure_ascii=True, default=str)))
             continue
         plan.records.append((key, value))
     bad.sort(key=lambda b: b.line_no)

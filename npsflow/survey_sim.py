@@ -45,6 +45,7 @@ def run_survey_simulation(settings: Settings, bootstrap: str, *, count: int, rat
     from schemas import codec as avro
     from streams.app import dead_letter
     from streams.responses import Rejected
+    from streams.triggers import redact
 
     codec = avro.AvroCodec()
     topics = settings.topics
@@ -78,7 +79,7 @@ def run_survey_simulation(settings: Settings, bootstrap: str, *, count: int, rat
                     except Rejected as exc:
                         progress.refused += 1
                         producer.send(topics.dead_letters, None, codec.encode(avro.DEAD_LETTER, dead_letter(
-                            "ingest", exc.reason, exc.detail, topic=topics.triggers, payload=obj)))
+                            "ingest", exc.reason, exc.detail, topic=topics.triggers, payload=redact(obj))))
                         continue
                     producer.send(topics.triggers, key, codec.encode(subject, record))
                     progress.triggers_sent += 1

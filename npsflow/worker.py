@@ -62,6 +62,24 @@ def dispatch_inputs(settings: Settings):
         channels = load_channels(settings)
     except ValueError as exc:
         raise ConfigError(f"NPSFLOW_CHANNELS {settings.channels_file}: {exc}") from None
+    for org in programs.organizations if programs else ():
+        for program in org.programs:
+            if program.reminder_after is not None and program.reminder_after.total_seconds() >= settings.link_ttl_seconds:
+                raise ConfigError(f"NPSFLOW_PROGRAMS {settings.programs_file}: the reminder of {org.id}/{program.id} "
+                                  f"({program.reminder_after}) would carry an expired link: NPSFLOW_LINK_TTL is "
+                                  f"{settings.link_ttl_seconds // 86400} d")
+    if settings.survey_url and any("sms" in p.channels for o in (programs.organizations if programs else ())
+                                   for p in o.programs):
+        from datetime import datetime, timezone
+
+        from npsflow.programs import TYPICAL_LINK_LENGTH
+        from streams.links import short_survey_url
+
+        length = len(short_survey_url(settings.survey_url, "a" * 20, datetime.now(timezone.utc), b"k" * 32))
+        if length > TYPICAL_LINK_LENGTH:
+            logging.getLogger("npsflow").warning(
+                "NPSFLOW_SURVEY_URL makes SMS links %d characters long (the texts assume %d): SMS may need two "
+                "segments; a shorter survey host name avoids it", length, TYPICAL_LINK_LENGTH)
     return programs, channels
 
 

@@ -32,9 +32,14 @@ UNKNOWN_ORG = "unknown_org"
 NO_PROGRAM = "no_program"
 SEND_INTERRUPTED = "send_interrupted"  # the worker died during a send: at most once, so not re-sent
 CHANNEL_NOT_CONFIGURED = "channel_not_configured"
-RESPONDED = "responded"  # a reminder cancelled because the contact answered
+PROGRAM_REMOVED = "program_removed"  # the org or program was removed from the programs file meanwhile
+RESPONDED = "responded"  # cancelled because the contact answered (a reminder, or a send still scheduled)
 DELAY = "delay"  # scheduled: the program's delay after the event
 QUIET_HOURS = rules.NOTE_QUIET_HOURS  # scheduled: moved out of the contact's quiet hours
+RETRY = "retry"  # scheduled again after a transient channel failure: reason "retry:<the failure>"
+FALLBACK = "fallback"  # scheduled on the next channel after a permanent failure: "fallback:<the failure>"
+RETRY_BACKOFF = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2),
+                 timedelta(hours=6))  # after a transient failure (the channel's own quick retries exhausted)
 
 INVITATION = "invitation"
 REMINDER = "reminder"
@@ -49,9 +54,10 @@ def from_ms(value: int | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
 
 
-def invitation_id(org_id: str, event_id: str, secret: bytes) -> str:
-    """20 lowercase base32 characters (100 bits) from HMAC(secret, org_id, event_id): safe in URLs and SMS."""
-    digest = rules._mac(secret, "invitation", org_id, event_id)
+def invitation_id(org_id: str, event_id: str, secret: bytes, *, late: bool = False) -> str:
+    """20 lowercase base32 characters (100 bits) from HMAC(secret, org_id, event_id): safe in URLs and SMS.
+    ``late``: the id of a decision about a trigger older than the event-id memory (see ``DispatchBook.decide``)."""
+    digest = rules._mac(secret, "invitation-late" if late else "invitation", org_id, event_id)
     return base64.b32encode(digest).decode("ascii")[:20].lower()
 
 
@@ -79,6 +85,24 @@ class DispatchBook:
     survey_url: str  # base URL of the survey page, e.g. https://nps.example.com/s
     link_ttl: timedelta = timedelta(days=30)
     _rules: dict = field(default_factory=dict)
+    _opted_out: dict = field(default_factory=dict)
+
+    def opted_out_keys(self, org_id: str) -> frozenset[str]:
+        """The contact keys of the org's opt-out list (stage 2 knows contacts only by their key)."""
+        if org_id not in self._opted_out:
+            org = self.programs.organization(org_id) if self.programs else None
+            ids = org.opt_out.ids if org else ()
+            self._opted_out[org_id] = frozenset(rules.contact_key(org_id, c, self.secret) for c in ids)
+        return self._opted_out[org_id]
+
+    def found(self, org_id: str, program_id: str):
+        org = self.programs.organization(org_id) if self.programs else None
+        program = org.program(program_id) if org else None
+        return (org, program) if program is not None else None
+
+    def program_id(self, trigger: Mapping[str, Any]) -> str | None:
+        found = self.programs.program_for(trigger["org_id"], trigger["event_type"]) if self.programs else None
+        return found[1].id if found else None
 
     @property
     def link_keys(self) -> dict[str, bytes]:
@@ -111,11 +135,10 @@ class DispatchBook:
         org_id, event_id = trigger["org_id"], trigger["event_id"]
         contact = trigger.get("contact") or {}
         key = rules.contact_key(org_id, contact["contact_id"], self.secret)
-        dispatch_id = invitation_id(org_id, event_id, self.secret)
-        if now - rules._aware(trigger["occurred_at"], "occurred_at") > self.dedup_retention():
-            # Older than event ids are remembered: it may be a duplicate of a trigger decided long ago, whose
-            # record must not be overwritten — this decision gets an id of its own.
-            dispatch_id += "-late"
+        late = self.beyond_memory(trigger, now)
+        # A trigger older than event ids are remembered may be a duplicate of one decided long ago, whose
+        # record must not be overwritten: this decision gets an id of its own.
+        dispatch_id = invitation_id(org_id, event_id, self.secret, late=late)
         found = self.programs.program_for(org_id, trigger["event_type"]) if self.programs else None
         org = self.programs.organization(org_id) if self.programs else None
         if found is None:
@@ -144,6 +167,47 @@ class DispatchBook:
         }
         return TriggerOutcome(decision.status, None, dispatch_id, key, contact_state=decision.contact_state,
                               org_state=decision.org_day_state, invite=invite)
+
+    def beyond_memory(self, trigger: Mapping[str, Any], now: datetime) -> bool:
+        """True when the trigger is older than event ids are remembered (a duplicate could not be recognized)."""
+        return now - rules._aware(trigger["occurred_at"], "occurred_at") > self.dedup_retention()
+
+    def send_block(self, inv: Mapping[str, Any], kind: str, now: datetime) -> tuple[str, Any] | None:
+        """Why this message must not go out *now*, re-checked at send time (stage 1 decided maybe hours ago):
+        ``("fail", reason)`` (program removed), ``("suppress", reason)`` (opted out since, or answered
+        already), ``("reschedule", datetime)`` (the contact's quiet hours: delay, don't drop), or None."""
+        found = self.found(inv["org"], inv["program"])
+        if found is None:
+            return ("fail", PROGRAM_REMOVED)
+        if inv["contact_key"] in self.opted_out_keys(inv["org"]):
+            return ("suppress", rules.OPTED_OUT)
+        if kind == INVITATION and inv.get("resp"):
+            return ("suppress", RESPONDED)
+        config = self.rule_config(*found)
+        quiet = config.quiet_hours_for(inv["channel"])
+        tz, _, _ = rules.resolve_timezone(inv.get("timezone"), config)
+        if rules.in_quiet_hours(now, tz, quiet):
+            return ("reschedule", rules.move_out_of_quiet_hours(now, tz, quiet))
+        return None
+
+    def reminder_at(self, inv: Mapping[str, Any], sent_at: datetime) -> int | None:
+        """When the reminder is due, from the *actual* send time (ms), out of quiet hours; None: no reminder."""
+        found = self.found(inv["org"], inv["program"])
+        if found is None:
+            return None
+        due = rules.reminder_due(sent_at, self.rule_config(*found), inv["channel"], inv.get("timezone"))
+        return None if due is None else ms(due)
+
+    def fallback(self, inv: Mapping[str, Any]) -> str | None:
+        """The next channel of the program after the one that failed permanently, that can reach the contact."""
+        found = self.found(inv["org"], inv["program"])
+        if found is None:
+            return None
+        channels = list(found[1].channels)
+        to = inv.get("to") or {}
+        later = channels[channels.index(inv["channel"]) + 1:] if inv["channel"] in channels else []
+        return next((c for c in later if rules.CHANNEL_ADDRESS.get(c) is None or to.get(rules.CHANNEL_ADDRESS[c])),
+                    None)
 
     @staticmethod
     def locale(org, program, requested: str | None) -> str:
@@ -187,10 +251,10 @@ class DispatchBook:
         from npsflow.programs import branding, texts
         from sinks.channels.base import Invitation
 
-        org = self.programs.organization(inv["org"])
-        program = org.program(inv["program"]) if org else None
-        if org is None or program is None:
+        found = self.found(inv["org"], inv["program"])
+        if found is None:
             raise LookupError(f"organization {inv['org']!r} / program {inv['program']!r} is no longer configured")
+        org, program = found
         expires = from_ms(inv["expires_at"])
         key = link_key(self.secret)
         if inv["channel"] == "sms":

@@ -39,8 +39,10 @@ from schemas import codec as avro
 from streams import contact_rules as rules
 from streams.app import (Deliveries, GapGuard, Pipeline, Transient, add_timer, dead_letter, delete_key, run_batch,
                          write_key)
-from streams.dispatch import (CHANNEL_NOT_CONFIGURED, INVITATION, REMINDER, RESPONDED, SEND_INTERRUPTED,
-                              DispatchBook, ms)
+from streams.dispatch import (CHANNEL_NOT_CONFIGURED, FALLBACK, INVITATION, QUIET_HOURS, REMINDER, RESPONDED,
+                              RETRY, RETRY_BACKOFF, SEND_INTERRUPTED, DispatchBook, ms)
+from streams.responses import Rejected
+from streams.triggers import redact, revalidate
 
 log = logging.getLogger("npsflow.dispatch")
 
@@ -52,11 +54,24 @@ SENDING = "sending"
 FAILED = "failed"
 
 
+def ms_of(delta) -> int:
+    return int(delta.total_seconds() * 1000)
+
+
+def redact_bytes(value: bytes) -> str | None:
+    """An undecodable command as text for its dead letter, addresses removed (None if not even text)."""
+    try:
+        return redact(value.decode("utf-8"))
+    except (UnicodeDecodeError, AttributeError):
+        return None
+
+
 def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> None:
     app, codec, stats, topics, clock = pipeline.app, pipeline.codec, pipeline.stats, pipeline.topics, pipeline.clock
     state = pipeline.tables["dispatch_state"]
     invitations = pipeline.tables["invitations"]
     short = {"dispatches": topics["dispatches"], "invitations": topics["invitations"]}
+    link_ttl_ms = ms_of(book.link_ttl)
     scanning: dict[int, int] = {}  # partition → the bucket slot the timer is emitting right now
     unsent: set[tuple[str, str]] = set()  # (invitation, kind) marked "sending" by this process, not yet handed
     # to a channel: a batch retried in-process sends these again instead of calling them interrupted
@@ -92,8 +107,15 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
             except avro.CodecError as exc:
                 if exc.reason == avro.SCHEMA_REGISTRY_ERROR:
                     raise Transient(exc.detail) from None
+                # no payload: undecodable bytes may hold addresses; the record stays at its offset
                 await pipeline.send_dead_letter(
-                    dead_letter("dispatch", exc.reason, exc.detail, payload=event.value, **where), deliveries)
+                    dead_letter("dispatch", exc.reason, exc.detail, **where), deliveries)
+                return
+            try:  # the CLI validates, but any producer may write to the topic: the same rules here
+                trigger = revalidate(trigger, clock())
+            except Rejected as exc:
+                await pipeline.send_dead_letter(
+                    dead_letter("dispatch", exc.reason, exc.detail, payload=redact(trigger), **where), deliveries)
                 return
             await decide_one(event, trigger, deliveries)
         except Transient:
@@ -103,7 +125,7 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
             stats.inc("dispatch.internal_error")
             await pipeline.send_dead_letter(
                 dead_letter("dispatch", "dispatch_internal_error", f"{type(exc).__name__}: {exc}",
-                            payload=trigger if trigger is not None else event.value, **where), deliveries)
+                            payload=redact(trigger) if trigger is not None else None, **where), deliveries)
 
     async def decide_one(event, trigger: dict, deliveries: Deliveries) -> None:
         msg = event.message
@@ -124,13 +146,21 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
                 stats.inc("dispatch.duplicate")
             return
         now = clock()
-        ckey, okey = None, f"O|{org_id}"
-        contact_id = trigger["contact"]["contact_id"]
-        ckey = f"C|{org_id}|{rules.contact_key(org_id, contact_id, book.secret)}"
+        program_id = book.program_id(trigger)
+        okey = f"O|{org_id}|{program_id}"  # the daily cap is a program's: counted per (org, program)
+        ckey = f"C|{org_id}|{rules.contact_key(org_id, trigger['contact']['contact_id'], book.secret)}"
         contact_state = rules.ContactState.from_dict(state.get(ckey))
-        replay = contact_state.last_event_id == event_id  # decided before, but its memo was lost in a crash
-        outcome = book.decide(trigger, None if replay else contact_state,
-                              rules.OrgDayState.from_dict(state.get(okey)), now)
+        # Decided before (the contact's state names this very event) but the memo is gone: a crash between the
+        # batch's changelog writes. Not a replay when the memo may simply have expired: then the quarantine holds.
+        replay = contact_state.last_event_id == event_id and not book.beyond_memory(trigger, now)
+        if replay:  # decide again as before, without counting it twice (quarantine, cap)
+            outcome = book.decide(trigger, None, None, now)
+        else:
+            outcome = book.decide(trigger, contact_state, rules.OrgDayState.from_dict(state.get(okey)), now)
+        if replay and outcome.invite is None:
+            # it was an invitation (its contact state says so): never overwrite that with a suppression now
+            stats.inc("dispatch.replay_suppressed")
+            outcome.record = None
         outputs = []
         if outcome.record is not None:
             outputs.append(("dispatches", outcome.dispatch_id, codec.encode(avro.DISPATCHED_MESSAGE, outcome.record)))
@@ -139,7 +169,7 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
         stats.inc(f"dispatch.{outcome.status}" + (f".{outcome.reason}" if outcome.reason else ""))
         if outcome.contact_state is not None and not replay:
             track(deliveries, state, ckey, {**outcome.contact_state.to_dict(), "p": partition}, partition)
-        if outcome.org_state is not None and not replay:
+        if outcome.org_state is not None and not replay and program_id is not None:
             track(deliveries, state, okey, outcome.org_state.to_dict(), partition)
         track(deliveries, state, ekey, {"src": source, "t": ms(now), "o": [
             [name, key, base64.b64encode(value).decode()] for name, key, value in outputs]}, partition)
@@ -176,7 +206,7 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
             op, inv_id = command["op"], command["inv"]
         except (ValueError, TypeError, KeyError) as exc:
             await pipeline.send_dead_letter(dead_letter("deliver", "invalid_command", f"{type(exc).__name__}: {exc}",
-                                                        payload=event.value, **where), deliveries)
+                                                        payload=redact_bytes(event.value), **where), deliveries)
             return
         try:
             await handle(op, inv_id, command, msg.partition, deliveries, sends)
@@ -186,34 +216,36 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
             log.exception("deliver: internal error")
             stats.inc("deliver.internal_error")
             await pipeline.send_dead_letter(dead_letter("deliver", "deliver_internal_error",
-                                                        f"{type(exc).__name__}: {exc}", payload=command, **where),
-                                            deliveries)
+                                                        f"{type(exc).__name__}: {exc}", payload=redact(command),
+                                                        **where), deliveries)
 
     async def emit(inv: dict, deliveries: Deliveries, kind: str = INVITATION) -> None:
         record = book.invitation_record(inv, kind=kind)
         await deliveries.send(topics["dispatches"], record["dispatch_id"].encode(),
                               codec.encode(avro.DISPATCHED_MESSAGE, record))
 
+    def save(inv: dict, partition: int, deliveries: Deliveries) -> None:
+        track(deliveries, invitations, f"I|{inv['inv']}", inv, partition)
+
     async def handle(op: str, inv_id: str, command: dict, partition: int, deliveries: Deliveries,
                      sends: dict) -> None:
         ikey = f"I|{inv_id}"
         inv = invitations.get(ikey)
-        now_ms = ms(clock())
+        now = clock()
+        now_ms = ms(now)
         if op == "invite":
             if inv is not None or (inv_id, INVITATION) in sends:
                 # a repeated command: the invitation is already in hand, say where it stands
                 stats.inc("deliver.repeated")
-                if inv is None:
-                    return
-                if not await settle_interrupted(inv, partition, deliveries, sends):
+                if inv is not None and not await settle_interrupted(inv, partition, deliveries, sends):
                     await emit(inv, deliveries)
                 return
             inv = {k: v for k, v in command.items() if k != "op"}
-            inv.update(st=rules.SCHEDULED, out=None, rst=None, rout=None, resp=False)
+            inv.update(st=rules.SCHEDULED, out=None, rst=None, rout=None, resp=False, tries=0, rtries=0)
             if inv["send_at"] <= now_ms:
-                start_send(inv, INVITATION, partition, sends)
+                await attempt(inv, INVITATION, partition, deliveries, sends, now)
             else:
-                track(deliveries, invitations, ikey, inv, partition)
+                save(inv, partition, deliveries)
                 schedule(inv["send_at"], "send", inv_id, partition, deliveries)
                 stats.inc("deliver.scheduled")
                 await emit(inv, deliveries)
@@ -223,24 +255,54 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
             if inv["resp"]:
                 return
             inv = {**inv, "resp": True}
-            if inv["rst"] is None and inv.get("reminder_at") is not None and inv["st"] in (rules.SCHEDULED, rules.SENT):
+            if inv["rst"] is None and inv.get("reminder_at") is not None and inv["st"] == rules.SENT:
                 inv.update(rst=rules.SUPPRESSED, rout={"reason": RESPONDED, "at": now_ms}, to=None)
                 stats.inc("deliver.reminder_cancelled")
                 await emit(inv, deliveries, REMINDER)
-            track(deliveries, invitations, ikey, inv, partition)
+            save(inv, partition, deliveries)
         elif op == "due":
             what = command.get("what")
             if what == "forget":
                 stats.inc("deliver.forgotten")
                 deliveries.futures.append(delete_key(invitations, ikey, partition))
             elif what == "send" and inv["st"] == rules.SCHEDULED:
-                start_send(inv, INVITATION, partition, sends)
+                await attempt(inv, INVITATION, partition, deliveries, sends, now)
             elif what == "remind" and inv["rst"] is None and inv["st"] == rules.SENT and not inv["resp"]:
-                start_send(inv, REMINDER, partition, sends)
+                await attempt(inv, REMINDER, partition, deliveries, sends, now)
             else:
                 await settle_interrupted(inv, partition, deliveries, sends)
         else:
             stats.inc("deliver.unknown_op")
+
+    async def attempt(inv: dict, kind: str, partition: int, deliveries: Deliveries, sends: dict, now) -> None:
+        """Send now — unless the rules say otherwise *now*: the contact opted out or already answered
+        (suppressed), the program is gone (failed), or it is night where the contact is (rescheduled)."""
+        block = book.send_block(inv, kind, now)
+        if block is None:
+            start_send(inv, kind, partition, sends)
+            return
+        what, detail = block
+        if what == "reschedule":
+            stats.inc(f"deliver.{kind}.quiet_hours")
+            if kind == INVITATION:
+                inv = {**inv, "st": rules.SCHEDULED, "send_at": ms(detail), "why": QUIET_HOURS}
+                await emit(inv, deliveries)
+            save(inv, partition, deliveries)
+            schedule(ms(detail), "send" if kind == INVITATION else "remind", inv["inv"], partition, deliveries)
+            return
+        status = rules.SUPPRESSED if what == "suppress" else FAILED
+        stats.inc(f"deliver.{kind}.{status}.{detail}")
+        await conclude(inv, kind, status, {"reason": detail, "at": ms(now)}, partition, deliveries)
+
+    async def conclude(inv: dict, kind: str, status: str, out: dict, partition: int, deliveries: Deliveries) -> None:
+        """The final state of an invitation (or its reminder) other than sent: recorded, addresses dropped."""
+        if kind == REMINDER:
+            inv = {**inv, "rst": status, "rout": out, "to": None}
+        else:
+            inv = {**inv, "st": status, "out": out, "to": None}
+            schedule(inv["expires_at"] + FORGET_AFTER_EXPIRY_MS, "forget", inv["inv"], partition, deliveries)
+        save(inv, partition, deliveries)
+        await emit(inv, deliveries, kind)
 
     def idempotent(inv: dict) -> bool:
         return bool(getattr(channels.get(inv["channel"]), "idempotent", False))
@@ -250,17 +312,15 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
         ``send_interrupted`` and never sent again — unless its channel is idempotent (the outbox: a re-send
         changes nothing) or the send was never handed to the channel (a batch retried in this process): then it
         is queued again, and True is returned."""
-        for status_key, out_key, kind in (("st", "out", INVITATION), ("rst", "rout", REMINDER)):
+        for status_key, kind in (("st", INVITATION), ("rst", REMINDER)):
             if inv.get(status_key) == SENDING and ((inv["inv"], kind) in unsent or idempotent(inv)):
                 start_send(inv, kind, partition, sends)
                 return True
             if inv.get(status_key) == SENDING:
                 stats.inc(f"deliver.{kind}_interrupted")
-                inv = {**inv, status_key: "failed", out_key: {"reason": SEND_INTERRUPTED, "at": ms(clock())}}
-                if kind == INVITATION:
-                    inv["to"] = None
-                track(deliveries, invitations, f"I|{inv['inv']}", inv, partition)
-                await emit(inv, deliveries, kind)
+                await conclude(inv, kind, FAILED, {"reason": SEND_INTERRUPTED, "at": ms(clock())}, partition,
+                               deliveries)
+                inv = invitations.get(f"I|{inv['inv']}") or inv
         return False
 
     def start_send(inv: dict, kind: str, partition: int, sends: dict) -> None:
@@ -268,10 +328,17 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
 
     async def send_chunk(chunk: list, deliveries: Deliveries) -> None:
         """Mark the chunk ``sending`` (durable in the changelog), send it concurrently, record the outcomes."""
+        now_ms = ms(clock())
+        marked_chunk = []
         for inv, kind, partition in chunk:
-            marked = {**(invitations.get(f"I|{inv['inv']}") or inv), ("rst" if kind == REMINDER else "st"): SENDING}
-            track(deliveries, invitations, f"I|{inv['inv']}", marked, partition)
+            marked = {**(invitations.get(f"I|{inv['inv']}") or inv)}
+            if kind == REMINDER:
+                marked["rst"] = SENDING
+            else:  # the link is valid for the link lifetime from the actual send
+                marked.update(st=SENDING, expires_at=max(marked["expires_at"], now_ms + link_ttl_ms))
+            save(marked, partition, deliveries)
             unsent.add((inv["inv"], kind))
+            marked_chunk.append((marked, kind, partition))
         await deliveries.wait()
 
         async def one(inv: dict, kind: str):
@@ -281,39 +348,71 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
                 return None
             return await channel.send(book.channel_invitation(inv, reminder=kind == REMINDER))
 
-        results = await asyncio.gather(*(one(inv, kind) for inv, kind, _ in chunk), return_exceptions=True)
-        for (inv, kind, partition), result in zip(chunk, results):
+        results = await asyncio.gather(*(one(inv, kind) for inv, kind, _ in marked_chunk), return_exceptions=True)
+        for (inv, kind, partition), result in zip(marked_chunk, results):
             await finish_send(inv, kind, partition, result, deliveries)
         await deliveries.wait()
 
     async def finish_send(inv: dict, kind: str, partition: int, result, deliveries: Deliveries) -> None:
-        now_ms = ms(clock())
+        now = clock()
+        now_ms = ms(now)
         inv = invitations.get(f"I|{inv['inv']}") or inv  # the latest state (a response may have come meanwhile)
         if result is None:
-            out, status = {"reason": CHANNEL_NOT_CONFIGURED, "at": now_ms}, FAILED
+            reason, retryable, out = CHANNEL_NOT_CONFIGURED, False, None
         elif isinstance(result, BaseException):  # a bug in a channel: recorded, never lost
             log.error("deliver: channel %s raised %r", inv["channel"], result)
-            out, status = {"reason": "channel_error", "at": now_ms}, FAILED
-        else:
+            reason, retryable, out = "channel_error", False, None
+        elif result.ok:
+            reason, retryable = None, False
             cost, currency = book.cost(inv, result)
-            out = {"reason": result.reason, "at": now_ms, "cost": cost, "currency": currency,
-                   "attempts": result.attempts, "provider_id": result.provider_id}
-            status = result.status
-        stats.inc(f"deliver.{kind}.{status}" + (f".{out['reason']}" if out.get("reason") else ""))
-        if kind == REMINDER:
-            inv = {**inv, "rst": status, "rout": out, "to": None}
+            out = {"reason": None, "at": now_ms, "cost": cost, "currency": currency, "attempts": result.attempts,
+                   "provider_id": result.provider_id}
         else:
-            inv = {**inv, "st": status, "out": out}
-            reminder_at = inv.get("reminder_at")
-            if status == rules.SENT and reminder_at is not None and not inv["resp"]:
-                schedule(reminder_at, "remind", inv["inv"], partition, deliveries)
+            reason, retryable, out = result.reason, result.retryable, None
+        failed_out = {"reason": reason, "at": now_ms,
+                      "attempts": getattr(result, "attempts", None) if not isinstance(result, BaseException) else None}
+        tries_key = "rtries" if kind == REMINDER else "tries"
+        tries = inv.get(tries_key) or 0
+        if reason is None:
+            stats.inc(f"deliver.{kind}.sent")
+            if kind == REMINDER:
+                inv = {**inv, "rst": rules.SENT, "rout": out, "to": None}
             else:
-                inv["to"] = None  # nothing more will be sent: drop the addresses
-            schedule(inv["expires_at"] + FORGET_AFTER_EXPIRY_MS, "forget", inv["inv"], partition, deliveries)
-        track(deliveries, invitations, f"I|{inv['inv']}", inv, partition)
-        await emit(inv, deliveries, kind)
+                inv = {**inv, "st": rules.SENT, "out": out, "reminder_at": book.reminder_at(inv, now)}
+                if inv["reminder_at"] is not None and not inv["resp"]:
+                    schedule(inv["reminder_at"], "remind", inv["inv"], partition, deliveries)
+                else:
+                    inv["to"] = None  # nothing more will be sent: drop the addresses
+                schedule(inv["expires_at"] + FORGET_AFTER_EXPIRY_MS, "forget", inv["inv"], partition, deliveries)
+            save(inv, partition, deliveries)
+            await emit(inv, deliveries, kind)
+        elif retryable and tries < len(RETRY_BACKOFF) and now_ms + ms_of(RETRY_BACKOFF[tries]) < inv["expires_at"]:
+            at = now_ms + ms_of(RETRY_BACKOFF[tries])  # the channel's quick retries are spent: try again later
+            stats.inc(f"deliver.{kind}.retry_later.{reason}")
+            if kind == REMINDER:
+                inv = {**inv, "rst": None, "rtries": tries + 1}
+            else:
+                inv = {**inv, "st": rules.SCHEDULED, "send_at": at, "tries": tries + 1, "why": f"{RETRY}:{reason}"}
+                await emit(inv, deliveries)
+            save(inv, partition, deliveries)
+            schedule(at, "remind" if kind == REMINDER else "send", inv["inv"], partition, deliveries)
+        elif kind == INVITATION and (fallback := book.fallback(inv)) is not None:
+            stats.inc(f"deliver.fallback.{inv['channel']}.{fallback}")  # e.g. the SMS gateway refused the number
+            inv = {**inv, "st": rules.SCHEDULED, "channel": fallback, "send_at": now_ms, "tries": 0,
+                   "why": f"{FALLBACK}:{reason}"}
+            save(inv, partition, deliveries)
+            schedule(now_ms, "send", inv["inv"], partition, deliveries)
+            await emit(inv, deliveries)
+        else:
+            stats.inc(f"deliver.{kind}.failed.{reason}")
+            await conclude(inv, kind, FAILED, failed_out, partition, deliveries)
 
     # --------------------------------------------------------------------------------------- schedule
+    def recovering() -> bool:
+        """While partitions move or tables are rebuilt from their changelogs the state is incomplete: a timer
+        acting on it could skip a bucket it cannot see yet, or forget what is still being restored."""
+        return bool(getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
+
     def slot_of(at_ms: int) -> int:
         return math.floor(at_ms / SLOT_MS)
 
@@ -334,6 +433,8 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
         """Emit ``due`` commands for every bucket whose slot has ended, partition by partition, then forget the
         bucket. Visits only buckets by their key (slot after slot since the last visit): no state scan."""
         if partitions is None:
+            if recovering():
+                return 0
             name = topics["invitations"].get_topic_name()
             partitions = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name)
         now_slot = slot_of(ms(clock()))
@@ -371,6 +472,8 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
     async def expire_state() -> int:
         """Forget event ids older than the dedup retention, outputs older than an hour, and contact states whose
         quarantine has passed. Runs every few minutes over stage 1's state."""
+        if recovering():
+            return 0
         now = clock()
         now_ms = ms(now)
         retention_ms = book.dedup_retention().total_seconds() * 1000

@@ -93,6 +93,10 @@ def validate_trigger(obj: dict, now: datetime, max_future: timedelta = MAX_FUTUR
         raise Rejected("segment_invalid", f"top-level attribute {sorted(nested)[0]!r} must be a scalar")
     segment = parse_segment({**(obj.get("segment") or {}), **attributes}
                             if isinstance(obj.get("segment") or {}, dict) else obj.get("segment"))
+    for key, value in segment.items():  # segments reach the analytics tables: no contact data there
+        if _CONTACT_KEYS.match(key) or EMAIL.match(value) or E164.match(re.sub(r"[\s()-]", "", value)):
+            raise Rejected("segment_personal_data", f"segment {key!r} looks like contact data (an e-mail address "
+                                                    "or phone number): it belongs in contact, not in the segment")
     return {
         "event_id": event_id,
         "org_id": org_id,
@@ -102,3 +106,40 @@ def validate_trigger(obj: dict, now: datetime, max_future: timedelta = MAX_FUTUR
         "segment": segment,
         "received_at": now,
     }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Personal data out of dead letters
+
+REDACTED = "[redacted]"
+_CONTACT_KEYS = re.compile(r"^(e-?mail|phone|mobile|msisdn|tel|email_address|phone_number)$", re.IGNORECASE)
+_PERSONAL_KEYS = re.compile(r"e-?mail|phone|mobile|msisdn|^tel$|^to$", re.IGNORECASE)
+_EMAIL_IN_TEXT = re.compile(r"[^\s@\"'<>(),;:]+@[^\s@\"'<>(),;:]+\.[A-Za-z]{2,}")
+_PHONE_IN_TEXT = re.compile(r"\+\d[\d\s().-]{5,}\d")
+
+
+def redact(value):
+    """A copy of a trigger (or an invite command, or a line of text) fit for a dead letter: values under
+    address-like keys (email, phone, mobile, to …) and anything that looks like an e-mail address or an
+    international phone number are replaced by ``[redacted]``. The original stays in its source topic."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if isinstance(k, str) and _PERSONAL_KEYS.search(k) and v not in (None, "")
+                    else redact(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return _PHONE_IN_TEXT.sub(REDACTED, _EMAIL_IN_TEXT.sub(REDACTED, value))
+    return value
+
+
+def revalidate(record: dict, now: datetime, max_future: timedelta = MAX_FUTURE) -> dict:
+    """The same rules as ``validate_trigger`` for a decoded Avro TriggerEvent (a producer other than the CLI
+    may have written it): the validated record, or ``Rejected``."""
+    occurred = record.get("occurred_at")
+    obj = {"event_id": record.get("event_id"), "org_id": record.get("org_id"), "event_type": record.get("event_type"),
+           "occurred_at": occurred.isoformat() if isinstance(occurred, datetime) else occurred,
+           "contact": {k: v for k, v in (record.get("contact") or {}).items() if v is not None},
+           "segment": record.get("segment") or {}}
+    out = validate_trigger(obj, now, max_future)
+    out["received_at"] = record.get("received_at") or now
+    return out

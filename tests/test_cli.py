@@ -281,3 +281,14 @@ def test_a_broken_channels_file_is_a_one_line_error(tmp_path):
     assert proc.returncode == 1
     assert one_line_error(proc) == (f"Error: NPSFLOW_CHANNELS {channels}: channels.sms.transport must be outbox or "
                                     "gateway, not 'pigeon'")
+
+
+def test_a_reminder_longer_than_the_link_lifetime_is_refused_at_start(tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "deploy" / "programs.example.yaml"  # reminders of 2 d, 3 d
+    proc = run(["worker"], home=tmp_path, env_extra={"NPSFLOW_PROGRAMS": str(example), "NPSFLOW_LINK_TTL": "2d",
+                                                     "NPSFLOW_KAFKA": "127.0.0.1:1"})
+    assert proc.returncode == 1
+    assert one_line_error(proc).startswith(f"Error: NPSFLOW_PROGRAMS {example}: the reminder of "
+                                           "nordvik-ror/service-visit (2 days, 0:00:00) would carry an expired link")

@@ -74,13 +74,13 @@ class Recorder:
 
 
 def trigger(event_id="ev-1", contact_id="c-1", event_type="job.completed", org="acme", email="a@acme-kunde.fi",
-            phone="+358401234567", at=NOW - timedelta(minutes=5), **segment) -> dict:
+            phone="+358401234567", at=NOW - timedelta(minutes=5), now=NOW, **segment) -> dict:
     from streams.triggers import validate_trigger
 
     contact = {"contact_id": contact_id, "email": email, "phone": phone, "locale": "fi-FI"}
     obj = {"event_id": event_id, "org_id": org, "event_type": event_type, "occurred_at": at.isoformat(),
            "contact": {k: v for k, v in contact.items() if v}, "segment": {"location": "Espoo", **segment}}
-    return validate_trigger(obj, NOW)
+    return validate_trigger(obj, now)
 
 
 def encoded(t: dict) -> bytes:
@@ -266,13 +266,181 @@ async def test_a_send_interrupted_by_a_crash_is_recorded_failed_not_resent(harne
     assert (rec["status"], rec["reason"]) == ("failed", "send_interrupted")
 
 
-async def test_a_permanent_channel_failure_is_recorded(harness, channels):
+async def test_a_permanent_failure_falls_back_to_the_next_channel(harness, clock, channels):
     channels["sms"].fail = "gateway_4xx"
     await run_dispatch(harness, trigger())
     await run_deliver(harness, commands(harness))
     (rec,) = records(harness)
+    assert (rec["status"], rec["reason"], rec["channel"]) == ("scheduled", "fallback:gateway_4xx", "email")
+    clock.now = NOW + timedelta(seconds=10)
+    harness.sent["invitations"].clear()
+    assert await harness.pipeline.timers["fire_due"]([0]) == 1
+    await run_deliver(harness, commands(harness))
+    sent = records(harness)[-1]
+    assert (sent["dispatch_id"], sent["status"], sent["channel"], sent["cost"]) == (rec["dispatch_id"], "sent",
+                                                                                   "email", 0.002)
+    assert [i.to_email for i in channels["email"].sent] == ["a@acme-kunde.fi"]
+
+
+async def test_a_permanent_failure_without_another_channel_is_recorded(harness, channels):
+    channels["sms"].fail = "gateway_4xx"
+    await run_dispatch(harness, trigger(email=None))
+    await run_deliver(harness, commands(harness))
+    (rec,) = records(harness)
     assert (rec["status"], rec["reason"], rec["attempts"], rec["cost"]) == ("failed", "gateway_4xx", 3, None)
     assert harness.pipeline.tables["invitations"].data[f"I|{rec['invitation_id']}"]["to"] is None
+
+
+async def test_a_passing_failure_is_tried_again_later_with_backoff(harness, clock, channels):
+    class Flaky(Recorder):
+        calls = 0
+
+        async def send(self, invitation):
+            Flaky.calls += 1
+            if Flaky.calls <= 2:
+                return SendResult.failed("gateway_unreachable", attempts=4, retryable=True)
+            return await super().send(invitation)
+
+    channels["sms"] = Flaky("sms")
+    await run_dispatch(harness, trigger())
+    await run_deliver(harness, commands(harness))
+    fire_due = harness.pipeline.timers["fire_due"]
+    for wait in (timedelta(minutes=1), timedelta(minutes=5)):  # the first two backoff steps
+        rec = records(harness)[-1]
+        assert (rec["status"], rec["reason"]) == ("scheduled", "retry:gateway_unreachable")
+        assert rec["scheduled_for"] == clock.now + wait
+        clock.now += wait + timedelta(seconds=6)
+        harness.sent["invitations"].clear()
+        assert await fire_due([0]) == 1
+        await run_deliver(harness, commands(harness))
+    assert records(harness)[-1]["status"] == "sent" and Flaky.calls == 3 and len(channels["sms"].sent) == 1
+
+
+async def test_rules_are_checked_again_when_a_scheduled_send_is_due(harness, clock, channels):
+    """Opted out since, answered already, or night at the contact's: suppressed / suppressed / delayed."""
+    from streams.contact_rules import contact_key
+
+    await run_dispatch(harness, trigger(event_type="order.delivered"),
+                       trigger(event_id="ev-2", contact_id="c-2", event_type="order.delivered"))
+    invites = [c for _, c in commands(harness)]
+    opted = {**invites[0], "event_id": "ev-9", "inv": "optedoutinvitation22",
+             "contact_key": contact_key("acme", "c-opted", SECRET.encode())}
+    await run_deliver(harness, [(c["inv"].encode(), c) for c in (*invites, opted)])
+    await run_deliver(harness, [(invites[1]["inv"].encode(), {"op": "responded", "inv": invites[1]["inv"], "at": 0})])
+    clock.now = NOW + timedelta(hours=2)
+    harness.sent["invitations"].clear()
+    assert await harness.pipeline.timers["fire_due"]([0]) == 3
+    await run_deliver(harness, commands(harness), records_expected=6)
+    latest = {r["invitation_id"]: r for r in records(harness)}
+    assert (latest[invites[0]["inv"]]["status"], latest[invites[1]["inv"]]["status"]) == ("sent", "suppressed")
+    assert latest[invites[1]["inv"]]["reason"] == "responded"
+    assert (latest["optedoutinvitation22"]["status"], latest["optedoutinvitation22"]["reason"]) == ("suppressed",
+                                                                                                    "opted_out")
+    assert [i.invitation_id for i in channels["email"].sent] == [invites[0]["inv"]]
+
+
+QUIET = PROGRAMS.replace("        quiet_hours: null\n        daily_cap: 4", "        daily_cap: 4").replace(
+    "delay: 0m\n        channels: [sms, email]", "delay: 1h\n        channels: [sms, email]")
+
+
+async def test_an_sms_due_at_night_waits_for_the_morning_and_its_reminder_counts_from_the_real_send(tmp_path, clock,
+                                                                                                 channels):
+    harness = Harness(tmp_path, clock=clock, env={"NPSFLOW_SECRET": SECRET, "NPSFLOW_SURVEY_URL": "https://nps.acme.fi/s"},
+                      programs=parse_programs(QUIET), channels=channels)
+    evening = datetime(2026, 11, 20, 16, 30, tzinfo=timezone.utc)  # 18:30 in Helsinki; due 19:30, before 21:00
+    clock.now = evening
+    await run_dispatch(harness, trigger(at=evening, now=evening))
+    await run_deliver(harness, commands(harness))
+    assert records(harness)[-1]["scheduled_for"] == evening + timedelta(hours=1)
+    clock.now = datetime(2026, 11, 20, 21, 30, tzinfo=timezone.utc)  # the worker was down: 23:30 in Helsinki
+    harness.sent["invitations"].clear()
+    assert await harness.pipeline.timers["fire_due"]([0]) == 1
+    await run_deliver(harness, commands(harness))
+    moved = records(harness)[-1]
+    morning = datetime(2026, 11, 21, 6, 0, tzinfo=timezone.utc)  # 08:00 in Helsinki
+    assert (moved["status"], moved["reason"], moved["scheduled_for"]) == ("scheduled", "quiet_hours", morning)
+    assert channels["sms"].sent == []
+    clock.now = morning + timedelta(seconds=7)
+    harness.sent["invitations"].clear()
+    assert await harness.pipeline.timers["fire_due"]([0]) == 1
+    await run_deliver(harness, commands(harness))
+    assert records(harness)[-1]["status"] == "sent" and len(channels["sms"].sent) == 1
+    inv = harness.pipeline.tables["invitations"].data[f"I|{moved['invitation_id']}"]
+    assert inv["reminder_at"] == int((clock.now + timedelta(days=2)).timestamp() * 1000)
+
+
+async def test_an_interrupted_send_is_forgotten_in_time(harness, channels):
+    await run_dispatch(harness, trigger())
+    ((key, invite),) = commands(harness)
+    table = harness.pipeline.tables["invitations"]
+    table.data[f"I|{invite['inv']}"] = {**{k: v for k, v in invite.items() if k != "op"}, "st": "sending",
+                                        "out": None, "rst": None, "rout": None, "resp": False}
+    await run_deliver(harness, [(key, invite)])
+    buckets = [v for k, v in table.data.items() if k.startswith("Q|")]
+    assert ["forget", invite["inv"]] in [item for items in buckets for item in items]
+    assert table.data[f"I|{invite['inv']}"]["to"] is None
+
+
+async def test_a_late_duplicate_beyond_the_event_memory_still_meets_the_quarantine(tmp_path, clock, channels):
+    programs = PROGRAMS.replace("daily_cap: 4", "daily_cap: 4\n        max_event_age: null\n        quarantine: 180d")
+    harness = Harness(tmp_path, clock=clock, env={"NPSFLOW_SECRET": SECRET, "NPSFLOW_SURVEY_URL": "https://nps.acme.fi/s"},
+                      programs=parse_programs(programs), channels=channels)
+    await run_dispatch(harness, trigger())
+    clock.now = NOW + timedelta(days=95)
+    assert await harness.pipeline.timers["expire_dispatch_state"]() == 1  # the event id is forgotten
+    await run_dispatch(harness, trigger())
+    (rec,) = records(harness)
+    assert (rec["status"], rec["reason"]) == ("suppressed", "quarantine")
+    assert rec["dispatch_id"] != invitation_id("acme", "ev-1", SECRET.encode())
+    assert re.fullmatch(r"[a-z2-7]{20}", rec["dispatch_id"])
+    assert len(commands(harness)) == 1
+
+
+async def test_a_replay_after_a_lost_memo_re_emits_the_invitation_and_counts_nothing_twice(tmp_path, clock, channels):
+    programs = PROGRAMS.replace("daily_cap: 4", "daily_cap: 1")
+    harness = Harness(tmp_path, clock=clock, env={"NPSFLOW_SECRET": SECRET, "NPSFLOW_SURVEY_URL": "https://nps.acme.fi/s"},
+                      programs=parse_programs(programs), channels=channels)
+    await run_dispatch(harness, trigger())
+    state = harness.pipeline.tables["dispatch_state"].data
+    counts = dict(state["O|acme|service"])
+    del state["E|acme|ev-1"]  # a crash lost the memo but not the contact's and the org's state
+    clock.now = NOW + timedelta(seconds=5)
+    await run_dispatch(harness, trigger())
+    assert records(harness) == []  # no "cap" record overwrites the invitation
+    assert [c["inv"] for _, c in commands(harness)] == [invitation_id("acme", "ev-1", SECRET.encode())] * 2
+    assert state["O|acme|service"] == counts
+
+
+async def test_the_daily_cap_is_counted_per_program(tmp_path, clock, channels):
+    programs = PROGRAMS.replace("daily_cap: 4", "daily_cap: 1").replace("delay: 2h\n        channels: [email]",
+                                                                          "delay: 0m\n        channels: [email]")
+    harness = Harness(tmp_path, clock=clock, env={"NPSFLOW_SECRET": SECRET, "NPSFLOW_SURVEY_URL": "https://nps.acme.fi/s"},
+                      programs=parse_programs(programs), channels=channels)
+    await run_dispatch(harness, trigger(event_id="a", contact_id="c-a", event_type="order.delivered"),
+                       trigger(event_id="b", contact_id="c-b"), trigger(event_id="c", contact_id="c-c"))
+    assert [c["event_id"] for _, c in commands(harness)] == ["a", "b"]  # the other program's invite did not count
+    assert [(r["event_id"], r["reason"]) for r in records(harness)] == [("c", "cap")]
+
+
+async def test_a_trigger_written_by_another_producer_is_validated_and_dead_lettered_without_addresses(harness):
+    t = trigger()
+    bad = {**t, "contact": {**t["contact"], "phone": "0401234567"}, "occurred_at": NOW + timedelta(days=2)}
+    await run_dispatch(harness, bad)
+    (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
+    assert (dl["stage"], dl["reason"]) == ("dispatch", "occurred_at_in_future")
+    assert "a@acme-kunde.fi" not in dl["payload_json"] and "0401234567" not in dl["payload_json"]
+    assert json.loads(dl["payload_json"])["contact"]["contact_id"] == "c-1"
+    assert commands(harness) == [] and records(harness) == []
+
+
+async def test_deliver_dead_letters_carry_no_addresses(harness):
+    await run_deliver(harness, [(b"x", {"op": "invite", "inv": "x", "to": {"email": "a@acme-kunde.fi"}})])
+    (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
+    assert dl["reason"] == "deliver_internal_error" and "a@acme-kunde.fi" not in dl["payload_json"]
+    async with harness.pipeline.agents["deliver"].test_context() as agent:
+        await agent.put(b'{"op": "invite", "to": "a@acme-kunde.fi"', key=b"y", partition=0)
+    dl = harness.decoded("dead_letters", avro.DEAD_LETTER)[-1]
+    assert dl["reason"] == "invalid_command" and "a@acme-kunde.fi" not in dl["payload_json"]
 
 
 async def test_classify_joins_a_response_to_its_invitation_and_cancels_the_reminder(harness):
@@ -376,3 +544,18 @@ async def test_state_expiry_forgets_old_event_ids_outputs_and_passed_quarantines
     assert await expire() == 1 and ckey not in state
     tombstones = [(k, v) for _, k, v in harness.changelog["dispatch_state"] if v is None]
     assert sorted(k for k, _ in tombstones) == sorted(["E|acme|ev-1", ckey])
+
+
+async def test_timers_wait_while_partitions_move_or_tables_recover(harness, clock):
+    await run_dispatch(harness, trigger(event_type="order.delivered"))
+    await run_deliver(harness, commands(harness))
+    clock.now = NOW + timedelta(hours=3)
+    app = harness.pipeline.app
+    app.assignor.assigned_actives = lambda: {type("TP", (), {"topic": harness.pipeline.topics["invitations"]
+                                                             .get_topic_name(), "partition": 0})()}
+    for flag in ("rebalancing", "in_recovery"):
+        setattr(app, flag, True)
+        assert await harness.pipeline.timers["fire_due"]() == 0
+        assert await harness.pipeline.timers["expire_dispatch_state"]() == 0
+        setattr(app, flag, False)
+    assert await harness.pipeline.timers["fire_due"]() == 1  # the assigned partition, once all is in place
