@@ -39,7 +39,10 @@ Decisions worth knowing:
   be https; colors are ``#RRGGBB``.
 * **Opt-out**: an inline list of contact ids and/or ``file:`` (one id per line, ``#`` comments; relative to
   the YAML file), read once when the file is loaded.
-* **Costs** per channel are optional; a channel without a price costs 0 (``Program.cost_of``).
+* **Costs** per channel are optional: a price named here is per message (an SMS of two segments costs it
+  once) and wins; without one, the channel configuration's price applies (NPSFLOW_CHANNELS ``costs``, SMS
+  per segment). Only messages actually sent cost anything.
+* **Daily cap** is per program (its own invitations per day of the org's calendar).
 """
 
 from __future__ import annotations

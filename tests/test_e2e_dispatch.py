@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -181,7 +183,9 @@ def test_triggers_reach_smtp_and_the_sms_gateway_once_with_working_signed_links(
     assert sorted(r["form"]["To"] for r in requests) == sorted(expected["sms"].values())
     for r in requests:
         assert r["path"] == f"/2010-04-01/Accounts/{gateway.account_sid}/Messages.json"
-        assert r["content_type"] == "application/x-www-form-urlencoded" and r["authorization"].startswith("Basic ")
+        assert r["content_type"] == "application/x-www-form-urlencoded"
+        assert r["authorization"] == "Basic " + base64.b64encode(
+            f"{gateway.account_sid}:{gateway.auth_token}".encode()).decode()
         assert r["form"]["From"] == "Acme"
         body = r["form"]["Body"]
         (url,) = urls_in(body)
@@ -189,8 +193,14 @@ def test_triggers_reach_smtp_and_the_sms_gateway_once_with_working_signed_links(
         event = next(e for e, p in expected["sms"].items() if p == r["form"]["To"])
         assert links.verify_token(url.rsplit("/", 1)[1], KEYS, now).invitation_id == by_event[event]["invitation_id"]
 
-    # Analytics never see an address: contact keys only.
+    # Analytics never see an address: contact keys only; the refused trigger's dead letter has its reason and
+    # no phone number.
     assert not any("@" in r["contact_key"] or r["contact_key"].startswith("+") for r in records.values())
+    dead = env.cli_json("deadletters")
+    (refused,) = dead["reasons"]
+    assert (dead["total"], refused["stage"], refused["reason"]) == (1, "ingest", "contact_phone_invalid")
+    example = json.loads(refused["examples"][0]["payload_json"])
+    assert example["event_id"] == "a-bad" and example["contact"]["phone"] == "[redacted]"
 
     # The same file again, and a restart: nothing is sent twice, no record changes.
     env.stop_worker()
