@@ -41,13 +41,20 @@ def _get(info: dict, path: str, params: dict) -> dict | list:
 
 
 def _store(settings: Settings):
+    import logging
+    import re
+
     from sinks.clickhouse import ClickHouseStore, migrate
 
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)  # its own line would break "one line"
     try:
         store = ClickHouseStore(settings.clickhouse_dsn)
         migrate(store)
     except Exception as exc:  # chDB lock held by another process, server down, …
-        raise ReadError(f"cannot open ClickHouse at {settings.clickhouse_dsn}: {str(exc).splitlines()[0]}") from None
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        root = re.search(r"(\[Errno \d+\] [^'\")]+)", text)  # urllib3's wrapping hides the cause at the end
+        raise ReadError(f"cannot open ClickHouse at {settings.clickhouse_dsn}: "
+                        f"{root.group(1) if root else text[:300]}") from None
     return store
 
 

@@ -292,3 +292,10 @@ def test_a_reminder_longer_than_the_link_lifetime_is_refused_at_start(tmp_path):
     assert proc.returncode == 1
     assert one_line_error(proc).startswith(f"Error: NPSFLOW_PROGRAMS {example}: the reminder of "
                                            "nordvik-ror/service-visit (2 days, 0:00:00) would carry an expired link")
+
+
+@pytest.mark.parametrize("command", [["dispatches"], ["report"], ["deadletters"]])
+def test_an_unreachable_clickhouse_server_is_one_short_line(tmp_path, command):
+    proc = run(command, home=tmp_path, env_extra={"NPSFLOW_CLICKHOUSE_DSN": "http://127.0.0.1:1"})
+    assert proc.returncode == 1
+    assert one_line_error(proc) == "Error: cannot open ClickHouse at http://127.0.0.1:1: [Errno 111] Connection refused"
