@@ -159,7 +159,7 @@ class DispatchBook:
             "op": "invite", "inv": dispatch_id, "org": org_id, "program": program.id,
             "survey_id": program.survey_id, "event_id": event_id, "contact_key": key,
             "channel": decision.channel, "locale": locale,
-            "to": {"email": contact.get("email"), "phone": contact.get("phone")},
+            "to": {"email": contact.get("email"), "phone": contact.get("phone"), "contact_id": contact["contact_id"]},
             "timezone": decision.timezone, "segment": dict(trigger.get("segment") or {}),
             "send_at": ms(decision.send_at), "reminder_at": None if reminder_at is None else ms(reminder_at),
             "expires_at": ms(decision.send_at + self.link_ttl), "decided_at": ms(now),
@@ -271,7 +271,8 @@ class DispatchBook:
             branding={"name": brand["name"], "logo_url": brand.get("logo_url"), "colors": brand.get("colors") or {},
                       "sender_name": brand.get("sender_name"), "sender_email": brand.get("sender_email"),
                       "sms_sender": brand.get("sms_sender_id")},
-            reminder=reminder)
+            reminder=reminder, contact_ref=(inv.get("to") or {}).get("contact_id"),
+            campaign=(inv.get("segment") or {}).get("campaign"))
 
     def cost(self, inv: Mapping[str, Any], result) -> tuple[float | None, str | None]:
         """The program's price for the channel when it names one (per message), else the channel's own."""

@@ -528,6 +528,9 @@ async def test_contacts_without_an_address_get_a_newsletter_embed(tmp_path, cloc
     claims = [links.verify_token(t, {"k1": link_key(SECRET.encode())}, NOW) for t in tokens]
     assert sorted(c.score for c in claims) == list(range(11))
     assert {c.invitation_id for c in claims} == {by_channel["newsletter"]["invitation_id"]}
+    (entry,) = [json.loads(line) for line in (tmp_path / "outbox" / "newsletter" / "index.jsonl").read_text().splitlines()]
+    assert (entry["invitation_id"], entry["contact_id"], entry["file"]) == (
+        by_channel["newsletter"]["invitation_id"], "c-1", f"{by_channel['newsletter']['invitation_id']}.html")
 
 
 async def test_state_expiry_forgets_old_event_ids_outputs_and_passed_quarantines(harness, clock):

@@ -37,6 +37,8 @@ class Invitation:
     # sms_sender; optional: unsubscribe_url
     branding: dict = field(default_factory=dict)
     reminder: bool = False
+    contact_ref: str | None = None  # the organization's own id of the contact (newsletter embeds are merged by it)
+    campaign: str | None = None  # the trigger's campaign segment, if any
 
     @property
     def delivery_id(self) -> str:

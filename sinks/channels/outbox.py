@@ -54,7 +54,7 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-class SmsLog:
+class AppendOnceLog:
     """Append-once JSON Lines file keyed by invitation_id (safe across threads and processes)."""
 
     def __init__(self, path: Path):
@@ -142,7 +142,7 @@ class OutboxChannel:
         self.sender_email, self.sender_name = sender_email, sender_name
         self.list_unsubscribe, self.sms_sender = list_unsubscribe, sms_sender
         self.clock = clock or (lambda: datetime.now(timezone.utc))
-        self.sms_log = SmsLog(outbox_dir(self.home) / "sms.jsonl")
+        self.sms_log = AppendOnceLog(outbox_dir(self.home) / "sms.jsonl")
 
     def email_path(self, invitation_id: str) -> Path:
         return outbox_dir(self.home) / "email" / f"{file_stem(invitation_id)}.eml"
