@@ -55,7 +55,8 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 class AppendOnceLog:
-    """Append-once JSON Lines file keyed by invitation_id (safe across threads and processes)."""
+    """Append-once JSON Lines file keyed by delivery_id (safe across threads and processes): the SMS outbox, the
+    newsletter index."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
