@@ -41,6 +41,7 @@ test-fast: $(STAMP)
 
 bench: setup
 	$(BIN)/python bench/pipeline_throughput.py
+	$(BIN)/python bench/dispatch_throughput.py
 
 clean:
 	-$(BIN)/npsflow stack down
