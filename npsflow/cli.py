@@ -141,6 +141,48 @@ def programs_check(file: str) -> None:
                f"event types: {', '.join(sorted({e for o in orgs for p in o.programs for e in p.event_types}))}")
 
 
+@main.command("survey-link")
+@click.argument("invitation_id")
+@click.option("--score", type=click.IntRange(0, 10), default=None, help="A one-click link with this score.")
+def survey_link(invitation_id: str, score: int | None) -> None:
+    """Print a signed survey link for INVITATION_ID (for testing; signed with NPSFLOW_SECRET, valid
+    NPSFLOW_LINK_TTL, pointing at NPSFLOW_SURVEY_URL or the running worker)."""
+    from datetime import datetime, timedelta, timezone
+
+    from streams import links
+    from streams.dispatch import LINK_KEY_ID, link_key
+
+    settings = _settings()
+    base = settings.survey_url
+    if base is None:
+        info = settings.worker_info()
+        if not info:
+            raise Failure("no worker is running and NPSFLOW_SURVEY_URL is not set: no base URL for the link")
+        base = f"http://127.0.0.1:{info['web_port']}/s"
+    expires = datetime.now(timezone.utc) + timedelta(seconds=settings.link_ttl_seconds)
+    try:
+        token = links.sign_token(invitation_id, expires, link_key(settings.secret), LINK_KEY_ID, score=score)
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
+    click.echo(links.survey_url(base, token))
+
+
+@main.group("api-key")
+def api_key() -> None:
+    """API keys of POST /api/v1/responses (one organization each)."""
+
+
+@api_key.command("new")
+def api_key_new() -> None:
+    """Print a new API key and the hash line to add to the organization's `api_keys` in the programs file.
+    The key is shown once; only its hash is configured."""
+    from streams.guards import new_api_key
+
+    key, line = new_api_key()
+    click.echo(f"key:  {key}")
+    click.echo(f"hash: {line}   (add under api_keys: of the organization in NPSFLOW_PROGRAMS)")
+
+
 # ----------------------------------------------------------------------------------------------- worker
 @main.command()
 @click.option("--loglevel", default="warning", show_default=True,

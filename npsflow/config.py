@@ -22,6 +22,7 @@ NPSFLOW_SECRET            key for contact pseudonyms, sampling and link signatur
 NPSFLOW_SURVEY_URL        base URL of the survey page the links point to (default: the worker's own web
                           server, http://127.0.0.1:<port>/s)
 NPSFLOW_LINK_TTL          how long a survey link stays valid (default 30d)
+NPSFLOW_EDIT_WINDOW       how long after the first answer a respondent may still change it (default 24h)
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class Settings:
     secret_value: str | None = None  # NPSFLOW_SECRET; see ``secret``
     survey_url: str | None = None
     link_ttl_seconds: int = 30 * 86400
+    edit_window_seconds: int = 86400
 
     @property
     def secret(self) -> bytes:
@@ -145,6 +147,7 @@ class Settings:
             if value:
                 env[name] = str(value)
         env["NPSFLOW_LINK_TTL"] = f"{self.link_ttl_seconds}s"
+        env["NPSFLOW_EDIT_WINDOW"] = f"{self.edit_window_seconds}s"
         return env
 
     def bootstrap(self) -> str:
@@ -286,6 +289,10 @@ def load(env: dict | None = None) -> Settings:
         link_ttl = parse_duration(env.get("NPSFLOW_LINK_TTL") or "30d")
     except ValueError as exc:
         raise ConfigError(f"NPSFLOW_LINK_TTL: {exc}") from None
+    try:
+        edit_window = parse_duration(env.get("NPSFLOW_EDIT_WINDOW") or "24h")
+    except ValueError as exc:
+        raise ConfigError(f"NPSFLOW_EDIT_WINDOW: {exc}") from None
     if link_ttl <= 0:
         raise ConfigError("NPSFLOW_LINK_TTL must be positive")
     files = {}
@@ -314,4 +321,5 @@ def load(env: dict | None = None) -> Settings:
         secret_value=secret,
         survey_url=survey_url,
         link_ttl_seconds=link_ttl,
+        edit_window_seconds=edit_window,
     )

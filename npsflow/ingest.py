@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
-TEXT_FIELDS = ("response_id", "survey_id", "invitation_id", "comment", "responded_at", "locale")
+TEXT_FIELDS = ("response_id", "survey_id", "invitation_id", "comment", "follow_up", "responded_at", "locale")
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 
 

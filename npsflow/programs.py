@@ -575,6 +575,7 @@ class Organization(_Model):
     opt_out: OptOut = OptOut()
     texts: TextsByLocale = Field(default_factory=dict)
     programs: tuple[Program, ...]
+    api_keys: tuple[str, ...] = ()  # "sha256:<hex>" of the keys of POST /api/v1/responses (npsflow api-key new)
 
     @field_validator("id", mode="before")
     @classmethod
@@ -601,6 +602,17 @@ class Organization(_Model):
     @classmethod
     def _review(cls, value: Any) -> str | None:
         return _check_https(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_keys(cls, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(f"must be a list of key hashes like sha256:<64 hex digits>, got {_show(value)}")
+        for i, entry in enumerate(value):
+            if not isinstance(entry, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", entry):
+                raise _fail(f"entry [{i}] must be a key hash like sha256:<64 hex digits> (`npsflow api-key new` "
+                            f"prints one), not the key itself")
+        return value
 
     @field_validator("programs", mode="before")
     @classmethod

@@ -32,12 +32,14 @@ def examples() -> dict[str, dict]:
         },
         _c.RAW_RESPONSE: {
             "response_id": "r-1", "survey_id": "s-1", "invitation_id": "inv-1", "score": 9,
-            "comment": "Great service", "responded_at": "2024-05-01T12:00:00Z", "locale": "fr-FR",
+            "comment": "Great service", "follow_up": "The friendly technician",
+            "responded_at": "2024-05-01T12:00:00Z", "locale": "fr-FR",
             "segment": dict(_SEG), "unknown_json": None, "source": "cli", "received_at": _T1,
         },
         _c.CLASSIFIED_RESPONSE: {
             "response_id": "r-1", "survey_id": "s-1", "invitation_id": "inv-1", "score": 9,
-            "category": "promoter", "comment": "Great service", "locale": "fr-FR",
+            "category": "promoter", "comment": "Great service", "follow_up": "The friendly technician",
+            "locale": "fr-FR",
             "responded_at": _T0, "received_at": _T1, "processed_at": _T1, "segment": dict(_SEG),
             "version": 1, "is_edit": False, "previous_score": None, "source": "cli",
         },

@@ -50,6 +50,7 @@ def response_row(record: Mapping[str, Any], partition: int, offset: int) -> dict
         "score": int(record["score"]),
         "category": _category(record["category"]),
         "comment": _s(record.get("comment")),
+        "follow_up": _s(record.get("follow_up")),
         "locale": _s(record.get("locale")),
         "responded_at": utc(record["responded_at"]),
         "received_at": utc(record["received_at"]),

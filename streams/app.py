@@ -223,6 +223,7 @@ class Pipeline:
     timers: dict[str, Any] = field(default_factory=dict)
     clock: Callable[[], datetime] = utcnow
     store_holder: dict = field(default_factory=dict)
+    book: Any = None  # streams.dispatch.DispatchBook: programs, secret, links
 
     async def send_dead_letter(self, record: dict, deliveries: Deliveries) -> None:
         self.stats.inc(f"dead_letter.{record['stage']}.{record['reason']}")
@@ -289,8 +290,12 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
 
     install_classify(pipeline)
     install_windows(pipeline)
-    install_dispatch(pipeline, dispatch_book(settings, programs), channels if channels is not None
-                     else load_channels(settings))
+    pipeline.book = dispatch_book(settings, programs)
+    install_dispatch(pipeline, pipeline.book, channels if channels is not None else load_channels(settings))
+    if web_enabled:
+        from streams.survey_web import install_survey
+
+        install_survey(pipeline, pipeline.book, settings)
     if store_factory is not None:
         from streams.sink_agents import install_sinks
 

@@ -123,6 +123,7 @@ def install_classify(pipeline: Pipeline) -> None:
             "score": response.score,
             "category": response.category.value,
             "comment": response.comment,
+            "follow_up": response.follow_up,
             "locale": response.locale,
             "responded_at": response.responded_at,
             "received_at": response.received_at,
@@ -140,7 +141,8 @@ def install_classify(pipeline: Pipeline) -> None:
         await deliveries.send(topics["classified"], rid.encode(), encoded)
         if invitation is not None and not memo["e"]:
             await deliveries.send(topics["invitations"], response.invitation_id.encode(), json.dumps(
-                {"op": "responded", "inv": response.invitation_id, "at": response.responded_ms}).encode())
+                {"op": "responded", "inv": response.invitation_id, "at": response.responded_ms,
+                 "score": response.score}).encode())
         version = response.version
         new_keys = segment_keys(response.segment, dimensions)
         for key in new_keys:

@@ -254,7 +254,8 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
         elif op == "responded":
             if inv["resp"]:
                 return
-            inv = {**inv, "resp": True}
+            # the first answer opens the edit window of the survey page; its score preselects a change
+            inv = {**inv, "resp": True, "answered_at": command.get("at") or now_ms, "answer_score": command.get("score")}
             if inv["rst"] is None and inv.get("reminder_at") is not None and inv["st"] == rules.SENT:
                 inv.update(rst=rules.SUPPRESSED, rout={"reason": RESPONDED, "at": now_ms}, to=None)
                 stats.inc("deliver.reminder_cancelled")

@@ -19,6 +19,7 @@ from enum import Enum
 from streams.nps import Category, classify
 
 MAX_COMMENT_CHARS = 10_000
+MAX_FOLLOW_UP_CHARS = MAX_COMMENT_CHARS  # the answer to the survey page's follow-up question: a comment too
 MAX_ID_CHARS = 200
 MAX_FUTURE = timedelta(minutes=10)
 MAX_SEGMENT_KEYS = 32
@@ -54,6 +55,7 @@ class Response:
     received_at: datetime
     segment: dict[str, str] = field(default_factory=dict)
     source: str = "cli"
+    follow_up: str | None = None  # answer to the category's follow-up question on the survey page
 
     @property
     def responded_ms(self) -> int:
@@ -61,7 +63,14 @@ class Response:
 
     @property
     def content_hash(self) -> str:
-        body = json.dumps([self.score, self.comment or "", self.survey_id, sorted(self.segment.items())])
+        """Digest of what the respondent said. A follow-up answer is part of it (adding or changing one is an
+        edit); without one the body is exactly what it was before follow_up existed, so the versions of
+        responses already remembered by classify (table ``responses-seen``) or stored in ClickHouse stay the
+        same and a replay of them is still a duplicate, not an edit."""
+        parts = [self.score, self.comment or "", self.survey_id, sorted(self.segment.items())]
+        if self.follow_up:
+            parts.append(["follow_up", self.follow_up])
+        body = json.dumps(parts)
         return hashlib.blake2b(body.encode(), digest_size=8).hexdigest()
 
     @property
@@ -173,12 +182,20 @@ def validate(raw: dict, now: datetime, max_future: timedelta = MAX_FUTURE) -> Re
                 raise Rejected(f"{name}_not_string", f"{name} must be a string, got {extra[name]!r}"[:200])
         if "segment" in extra:
             raise Rejected("segment_invalid", "segment must be an object of string values")
+        if "follow_up" in extra:
+            # a producer that predates the typed field (RawResponse v1/v2) carried any follow_up here
+            value = extra["follow_up"]
+            if value is not None and not isinstance(value, str):
+                raise Rejected("follow_up_not_string", f"follow_up must be a string, got {value!r}"[:200])
+            if raw.get("follow_up") is None:
+                raw = {**raw, "follow_up": value}
     response_id = _text(raw, "response_id", required=True)
     score = parse_score(raw.get("score"))
     responded_at = parse_timestamp(raw.get("responded_at"), "responded_at")
     if responded_at > now + max_future:
         raise Rejected("responded_at_in_future", f"responded_at {responded_at.isoformat()} is in the future")
     comment = _text(raw, "comment", limit=MAX_COMMENT_CHARS)
+    follow_up = _text(raw, "follow_up", limit=MAX_FOLLOW_UP_CHARS)
     received = raw.get("received_at")
     received_at = received if isinstance(received, datetime) else now
     return Response(
@@ -193,6 +210,7 @@ def validate(raw: dict, now: datetime, max_future: timedelta = MAX_FUTURE) -> Re
         received_at=received_at.astimezone(timezone.utc),
         segment=parse_segment(raw.get("segment")),
         source=raw.get("source") or "cli",
+        follow_up=follow_up,
     )
 
 

@@ -338,3 +338,71 @@ async def test_expiry_writes_real_tombstones(harness, monkeypatch):
     delete_key(seen, "r-1", 0)
     assert calls == [((0, "r-1", None), {"value_serializer": "raw"})]  # raw None = a Kafka tombstone
     assert "r-1" not in seen.data
+
+
+# ------------------------------------------------------------------------------------------ follow_up
+def test_ingest_carries_follow_up_in_its_own_field_not_in_unknown_json():
+    rec = to_raw_response({"response_id": "r-1", "score": 3, "follow_up": "Faster booking", "x": 1},
+                          received_at=NOW)
+    assert rec["follow_up"] == "Faster booking" and json.loads(rec["unknown_json"]) == {"x": 1}
+    assert to_raw_response({"response_id": "r-1", "score": 3}, received_at=NOW)["follow_up"] is None
+    assert to_raw_response({"response_id": "r-1", "follow_up": None}, received_at=NOW)["unknown_json"] is None
+    wrong = to_raw_response({"response_id": "r-1", "follow_up": 5}, received_at=NOW)  # a misfit, like a comment
+    assert wrong["follow_up"] is None and json.loads(wrong["unknown_json"]) == {"follow_up": 5}
+    assert CODEC.decode(CODEC.encode(avro.RAW_RESPONSE, rec))["follow_up"] == "Faster booking"
+
+
+async def test_classify_emits_the_follow_up_answer(harness):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(rid="d", score=2, comment="Late", follow_up="  Call before coming \n"), key=b"d")
+        await agent.put(raw(rid="p", score=10, follow_up="The technician"), key=b"p")
+        await agent.put(raw(rid="n", score=8), key=b"n")
+        await agent.put(raw(rid="b", score=9, follow_up="   "), key=b"b")
+    out = {o["response_id"]: o for o in harness.decoded("classified", avro.CLASSIFIED_RESPONSE)}
+    assert {rid: (o["category"], o["comment"], o["follow_up"]) for rid, o in out.items()} == {
+        "d": ("detractor", "Late", "Call before coming"), "p": ("promoter", None, "The technician"),
+        "n": ("passive", None, None), "b": ("promoter", None, None)}
+    assert harness.sent["dead_letters"] == []
+
+
+async def test_follow_up_too_long_or_not_a_string_is_dead_lettered(harness):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(rid="long", follow_up="x" * 10_001), key=b"long")
+        await agent.put(raw(rid="num", follow_up=42), key=b"num")
+        await agent.put(raw(rid="ok", follow_up="x" * 10_000), key=b"ok")
+    dls = harness.decoded("dead_letters", avro.DEAD_LETTER)
+    assert [(json.loads(d["payload_json"])["response_id"], d["reason"], d["stage"]) for d in dls] == \
+        [("long", "follow_up_too_long", "classify"), ("num", "follow_up_not_string", "classify")]
+    assert all(d["detail"] for d in dls)
+    (out,) = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
+    assert out["response_id"] == "ok" and out["follow_up"] == "x" * 10_000
+
+
+async def test_adding_the_follow_up_answer_is_an_edit(harness):
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(score=3), key=b"r-1")  # the score, page 1
+        await agent.put(raw(score=3, at="2026-11-20T10:01:00Z", follow_up="Faster booking"), key=b"r-1")  # page 2
+        await agent.put(raw(score=3, at="2026-11-20T10:01:00Z", follow_up="Faster booking"), key=b"r-1")  # replay
+    first, second = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
+    assert (first["follow_up"], first["is_edit"]) == (None, False)
+    assert (second["follow_up"], second["is_edit"], second["previous_score"]) == ("Faster booking", True, 3)
+    assert second["version"] > first["version"]
+    stats = harness.pipeline.stats.as_dict()
+    assert (stats["classify.new"], stats["classify.edit"], stats["classify.duplicate"]) == (1, 1, 1)
+
+
+async def test_follow_up_lands_in_clickhouse_end_to_end(tmp_path, ch_store):
+    """raw → classify → classified → sink-responses → real chDB: the answer, and '' where there is none."""
+    h = Harness(tmp_path, store_factory=lambda: ch_store, env={"NPSFLOW_SINK_MAX_AGE": "0.05"})
+    async with h.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(rid="d", score=1, comment="Late", follow_up="Call before coming"), key=b"d")
+        await agent.put(raw(rid="n", score=7), key=b"n")
+    classified = h.sent["classified"]
+    assert len(classified) == 2
+    async with h.pipeline.agents["sink-responses"].test_context() as agent:
+        events = [await agent.put(value, key=key, partition=0) for key, value in classified]
+        await until(lambda: all(e.message.acked for e in events))
+    got = ch_store.query("SELECT response_id, comment, follow_up, toTypeName(follow_up) AS t "
+                         "FROM {db}.responses FINAL ORDER BY response_id")
+    assert got == [{"response_id": "d", "comment": "Late", "follow_up": "Call before coming", "t": "String"},
+                   {"response_id": "n", "comment": "", "follow_up": "", "t": "String"}]

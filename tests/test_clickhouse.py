@@ -129,7 +129,8 @@ def test_migrations_are_recorded_and_idempotent(ch_store):
     assert ch.migrate(ch_store) == []  # the fixture already applied them
     assert ch.migrate(ch_store) == []
     recorded = ch.applied_migrations(ch_store)
-    assert [r["name"] for r in recorded.values()] == ["0001_init.sql", "0002_dispatches.sql", "0003_dispatch_kind.sql"]
+    assert [r["name"] for r in recorded.values()] == ["0001_init.sql", "0002_dispatches.sql", "0003_dispatch_kind.sql",
+                                                      "0004_response_follow_up.sql"]
     assert recorded[1]["checksum"] == ch.load_migrations()[0].checksum
     tables = {r["name"] for r in ch_store.query(
         "SELECT name FROM system.tables WHERE database = {d:String}", {"d": ch_store.database})}
@@ -766,3 +767,49 @@ async def test_drop_partitions_during_a_flush_hands_back_no_acks(ch_store):
     add(sink, 0, 0)
     add(sink, 1, 0)
     assert await sink.flush_due() == ["ack-1-0"] and sink.pending() == 0
+
+
+# =============================================================================================== follow_up
+def test_response_row_maps_follow_up_and_it_lands(ch_store):
+    with_answer = rows.response_row(response("r1", 2, comment="Late", follow_up="Call before coming"), 0, 0)
+    none = rows.response_row(response("r2", 10, follow_up=None), 0, 1)
+    v1_shaped = response("r3", 8)  # a ClassifiedResponse v1 record has no follow_up key at all
+    assert "follow_up" not in v1_shaped
+    missing = rows.response_row(v1_shaped, 0, 2)
+    assert (with_answer["follow_up"], none["follow_up"], missing["follow_up"]) == ("Call before coming", "", "")
+    ch_store.insert("responses", [with_answer, none, missing])
+    got = ch_store.query("SELECT response_id, comment, follow_up FROM {db}.responses FINAL ORDER BY response_id")
+    assert got == [{"response_id": "r1", "comment": "Late", "follow_up": "Call before coming"},
+                   {"response_id": "r2", "comment": "", "follow_up": ""},
+                   {"response_id": "r3", "comment": "", "follow_up": ""}]
+
+
+def test_migration_0004_adds_follow_up_keeps_old_rows_and_is_idempotent(ch_store, ch_dsn, tmp_path: Path):
+    mdir = tmp_path / "migrations_v3"
+    mdir.mkdir()
+    for m in ch.load_migrations():
+        if m.version < 4:
+            (mdir / m.name).write_text(m.sql)
+    with ch.ClickHouseStore(ch_dsn, database="npsflow_v3") as old:
+        assert ch.migrate(old, mdir) == ["0001_init.sql", "0002_dispatches.sql", "0003_dispatch_kind.sql"]
+        row = rows.response_row(response("before", 3, comment="meh"), 0, 0)
+        old.insert("responses", [{k: v for k, v in row.items() if k != "follow_up"}])  # written by the old sink
+        assert ch.migrate(old) == ["0004_response_follow_up.sql"]
+        assert ch.migrate(old) == []
+        fourth = next(m for m in ch.load_migrations() if m.version == 4)
+        assert fourth.name == "0004_response_follow_up.sql"
+        for _ in range(2):  # the DDL itself is idempotent too (ADD COLUMN IF NOT EXISTS)
+            for statement in fourth.statements(old.database):
+                old.command(statement)
+        columns = old.query("SELECT name, type, default_kind, default_expression FROM system.columns "
+                            "WHERE database = {d:String} AND table = 'responses' ORDER BY position",
+                            {"d": old.database})
+        names = [c["name"] for c in columns]
+        assert names.count("follow_up") == 1 and names.index("follow_up") == names.index("comment") + 1
+        assert next(c for c in columns if c["name"] == "follow_up") == \
+            {"name": "follow_up", "type": "String", "default_kind": "DEFAULT", "default_expression": "''"}
+        old.insert("responses", [rows.response_row(response("after", 9, follow_up="The technician"), 0, 1)])
+        assert old.query("SELECT response_id, comment, follow_up FROM {db}.responses FINAL ORDER BY response_id") == \
+            [{"response_id": "after", "comment": "", "follow_up": "The technician"},
+             {"response_id": "before", "comment": "meh", "follow_up": ""}]
+        assert queries.report(old)["total"]["responses"] == 2  # the read side is unaffected

@@ -40,7 +40,7 @@ def test_wire_format_header(c):
     assert data[0] == 0
     assert struct.unpack(">I", data[1:5])[0] == sid
     cat = catalog.load_catalog_json()["subjects"][codec.RAW_RESPONSE]
-    assert sid == cat[-1]["id"] == 8 and cat[0]["id"] != sid
+    assert sid == cat[-1]["id"] == 11 and cat[0]["id"] != sid
     # body is plain Avro binary of the current schema
     body = fastavro.schemaless_reader(io.BytesIO(data[5:]), parse_schema(catalog.read_schema_file("raw_response.avsc")))
     assert body["response_id"] == "r-1"
@@ -156,8 +156,45 @@ def test_old_version_bytes_decoded_with_current_reader(c):
     old_id, rec, data = _old_raw_response_bytes()
     assert old_id != c.schema_id(codec.RAW_RESPONSE)
     out = c.decode(data, expected=codec.RAW_RESPONSE)
-    assert out == dict(rec, invitation_id=None, unknown_json=None)
+    assert out == dict(rec, invitation_id=None, unknown_json=None, follow_up=None)
     assert set(out) == {f["name"] for f in catalog.read_schema_file("raw_response.avsc")["fields"]}
+
+
+def _old_bytes(subject, version, rec):
+    """Confluent-wire bytes of rec written with a catalogued older version of subject."""
+    old = next(v for v in catalog.load_versions() if v.subject == subject and v.version == version)
+    assert not old.current
+    buf = io.BytesIO()
+    buf.write(b"\x00" + struct.pack(">I", old.id))
+    fastavro.schemaless_writer(buf, parse_schema(copy.deepcopy(old.schema)), rec)
+    return old.id, buf.getvalue()
+
+
+def test_raw_response_v2_bytes_decode_with_follow_up_none(c):
+    rec = {"response_id": "r-v2", "survey_id": "s-1", "invitation_id": "inv-2", "score": 4, "comment": "late",
+           "responded_at": "2024-05-01T10:00:00Z", "locale": "da", "segment": {"location": "Aarhus"},
+           "unknown_json": None, "source": "cli", "received_at": datetime(2024, 5, 1, 10, 0, 1, tzinfo=UTC)}
+    old_id, data = _old_bytes(codec.RAW_RESPONSE, 2, rec)
+    assert (old_id, c.schema_id(codec.RAW_RESPONSE)) == (8, 11)
+    assert c.decode(data, expected=codec.RAW_RESPONSE) == dict(rec, follow_up=None)
+
+
+def test_classified_response_v1_bytes_decode_with_follow_up_none(c):
+    rec = {k: v for k, v in examples()[codec.CLASSIFIED_RESPONSE].items() if k != "follow_up"}
+    old_id, data = _old_bytes(codec.CLASSIFIED_RESPONSE, 1, rec)
+    assert (old_id, c.schema_id(codec.CLASSIFIED_RESPONSE)) == (4, 10)
+    out = c.decode(data, expected=codec.CLASSIFIED_RESPONSE)
+    assert out == dict(rec, follow_up=None)
+    assert set(out) == {f["name"] for f in catalog.read_schema_file("classified_response.avsc")["fields"]}
+
+
+@pytest.mark.parametrize("subject", [codec.RAW_RESPONSE, codec.CLASSIFIED_RESPONSE])
+def test_follow_up_round_trips_and_defaults_to_none(c, subject):
+    rec = examples()[subject]
+    assert rec["follow_up"] == "The friendly technician"
+    assert c.decode(c.encode(subject, rec))["follow_up"] == "The friendly technician"
+    without = {k: v for k, v in rec.items() if k != "follow_up"}  # a producer that does not know the field
+    assert c.decode(c.encode(subject, without)) == dict(without, follow_up=None)
 
 
 def _old_dispatched_message_bytes():
@@ -282,7 +319,8 @@ def test_registry_mode_old_writer_schema_read_with_current(registry):
     _, rec, data = _old_raw_response_bytes()
     data = data[:1] + struct.pack(">I", old_id) + data[5:]
     c = AvroCodec(registry_url=registry.url)
-    assert c.decode(data, expected=codec.RAW_RESPONSE) == dict(rec, invitation_id=None, unknown_json=None)
+    assert c.decode(data, expected=codec.RAW_RESPONSE) == dict(rec, invitation_id=None, unknown_json=None,
+                                                               follow_up=None)
 
 
 def test_registry_mode_old_dispatched_message_read_with_current(registry):

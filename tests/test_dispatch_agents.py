@@ -458,9 +458,13 @@ async def test_classify_joins_a_response_to_its_invitation_and_cancels_the_remin
     (out,) = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
     assert out["segment"] == {"location": "Espoo", "employee": "e-7"}  # the invitation's segments win
     assert (out["survey_id"], out["locale"], out["invitation_id"]) == ("nps-service", "fi", inv_id)
-    assert [c for _, c in commands(harness)] == [{"op": "responded", "inv": inv_id,
+    assert [c for _, c in commands(harness)] == [{"op": "responded", "inv": inv_id, "score": 3,
                                                   "at": int(datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
                                                             .timestamp() * 1000)}]
+    await run_deliver(harness, commands(harness))
+    stored = harness.pipeline.tables["invitations"].data[f"I|{inv_id}"]
+    assert (stored["resp"], stored["answer_score"], stored["answered_at"]) == (
+        True, 3, int(datetime(2026, 11, 20, 10, tzinfo=timezone.utc).timestamp() * 1000))
 
 
 async def test_an_interrupted_send_on_an_idempotent_channel_is_sent_again(harness, channels):

@@ -90,3 +90,86 @@ def test_same_timestamp_edit_has_an_arrival_order_independent_winner():
     loser = b if winner is a else a
     assert decide(remembered(loser), winner) is Decision.EDIT
     assert decide(remembered(winner), loser) is Decision.STALE
+
+
+# ------------------------------------------------------------------------------------------ follow_up
+def test_follow_up_is_read_like_the_comment():
+    r = validate(raw(follow_up="  Faster booking, please \n"), NOW)
+    assert r.follow_up == "Faster booking, please" and r.comment == "Hyvä palvelu"
+    assert validate(raw(), NOW).follow_up is None  # absent
+    assert validate(raw(follow_up=None), NOW).follow_up is None
+    assert validate(raw(follow_up="x" * 10_000), NOW).follow_up == "x" * 10_000  # the comment's limit, inclusive
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t "])
+def test_blank_follow_up_is_none(blank):
+    r = validate(raw(follow_up=blank), NOW)
+    assert r.follow_up is None
+    assert r.version == validate(raw(), NOW).version  # a blank answer is no answer: the same version
+
+
+@pytest.mark.parametrize(
+    "changes,reason",
+    [
+        ({"follow_up": "x" * 10_001}, "follow_up_too_long"),
+        ({"follow_up": 17}, "follow_up_not_string"),
+        ({"unknown_json": json.dumps({"follow_up": 17})}, "follow_up_not_string"),
+        ({"unknown_json": json.dumps({"follow_up": ["a"]})}, "follow_up_not_string"),
+        ({"unknown_json": json.dumps({"follow_up": "x" * 10_001})}, "follow_up_too_long"),
+    ],
+)
+def test_follow_up_rejections_carry_reasons(changes, reason):
+    with pytest.raises(Rejected) as err:
+        validate(raw(**changes), NOW)
+    assert err.value.reason == reason
+    assert err.value.detail
+
+
+def test_follow_up_limit_is_the_comments():
+    from streams.responses import MAX_COMMENT_CHARS, MAX_FOLLOW_UP_CHARS
+    assert MAX_FOLLOW_UP_CHARS == MAX_COMMENT_CHARS == 10_000
+    with pytest.raises(Rejected) as comment_err:
+        validate(raw(comment="x" * 10_001), NOW)
+    with pytest.raises(Rejected) as follow_up_err:
+        validate(raw(follow_up="x" * 10_001), NOW)
+    assert (comment_err.value.reason, follow_up_err.value.reason) == ("comment_too_long", "follow_up_too_long")
+    assert follow_up_err.value.detail == comment_err.value.detail.replace("comment", "follow_up")
+
+
+def test_follow_up_from_a_producer_before_the_typed_field_is_kept():
+    """RawResponse v1/v2 had no follow_up field: the CLI then carried it in unknown_json."""
+    r = validate(raw(unknown_json=json.dumps({"follow_up": " The technician ", "other": 1})), NOW)
+    assert r.follow_up == "The technician"
+    # the typed field wins over a leftover in unknown_json
+    assert validate(raw(follow_up="typed", unknown_json=json.dumps({"follow_up": "old"})), NOW).follow_up == "typed"
+    assert validate(raw(unknown_json=json.dumps({"follow_up": None})), NOW).follow_up is None
+
+
+def test_only_a_follow_up_change_is_a_new_version():
+    base = validate(raw(), NOW)
+    answered = validate(raw(follow_up="Faster booking"), NOW)
+    other = validate(raw(follow_up="Cheaper"), NOW)
+    assert base.responded_ms == answered.responded_ms == other.responded_ms
+    assert len({base.content_hash, answered.content_hash, other.content_hash}) == 3
+    assert len({base.version, answered.version, other.version}) == 3
+    assert decide(remembered(answered), validate(raw(follow_up=" Faster booking "), NOW)) is Decision.DUPLICATE
+    # the follow-up is answered after the score (a later responded_at): an edit, and the earlier one is stale
+    later = validate(raw(follow_up="Faster booking", responded_at="2026-11-20T10:01:00Z"), NOW)
+    assert later.score == base.score and later.version > base.version
+    assert decide(remembered(base), later) is Decision.EDIT
+    assert decide(remembered(later), base) is Decision.STALE
+    # same responded_at: the content hash orders the two (independent of arrival order), as for any edit
+    winner, loser = sorted([base, answered], key=lambda r: (r.version, r.content_hash), reverse=True)
+    assert decide(remembered(loser), winner) is Decision.EDIT
+    assert decide(remembered(winner), loser) is Decision.STALE
+
+
+def test_versions_without_follow_up_are_unchanged():
+    """Responses remembered (table responses-seen) or stored before follow_up existed keep their version, so a
+    replay of them is still a duplicate and not an edit. The body below is the hash input before follow_up."""
+    import hashlib
+
+    r = validate(raw(), NOW)
+    old_body = json.dumps([9, "Hyvä palvelu", "s-1", [["location", "Espoo"]]])
+    assert r.content_hash == hashlib.blake2b(old_body.encode(), digest_size=8).hexdigest()
+    assert r.version == r.responded_ms * 1_000_000 + int(r.content_hash, 16) % 1_000_000

@@ -42,7 +42,8 @@ def test_expected_files_exist():
     assert set(ALL_FILES) >= {
         "trigger_event.avsc", "dispatched_message.avsc", "raw_response.avsc", "classified_response.avsc",
         "window_update.avsc", "alert.avsc", "dead_letter.avsc", "history/io.npsflow.RawResponse/v1.avsc",
-        "history/io.npsflow.DispatchedMessage/v1.avsc",
+        "history/io.npsflow.DispatchedMessage/v1.avsc", "history/io.npsflow.RawResponse/v2.avsc",
+        "history/io.npsflow.ClassifiedResponse/v1.avsc",
     }
 
 
@@ -76,17 +77,44 @@ def test_catalog_matches_files():
         for v in versions:
             assert v["fingerprint"] == catalog.fingerprint(catalog.read_schema_file(v["file"]))
             assert catalog.full_name(catalog.read_schema_file(v["file"])) == subject
-    assert [v["version"] for v in data["io.npsflow.RawResponse"]] == [1, 2]
+    assert [(v["version"], v["id"]) for v in data["io.npsflow.RawResponse"]] == [(1, 3), (2, 8), (3, 11)]
     assert [(v["version"], v["id"]) for v in data["io.npsflow.DispatchedMessage"]] == [(1, 2), (2, 9)]
+    assert [(v["version"], v["id"]) for v in data["io.npsflow.ClassifiedResponse"]] == [(1, 4), (2, 10)]
 
 
 def test_raw_response_history_entry_is_real():
     v1 = catalog.read_schema_file("history/io.npsflow.RawResponse/v1.avsc")
-    v2 = catalog.read_schema_file("raw_response.avsc")
+    v2 = catalog.read_schema_file("history/io.npsflow.RawResponse/v2.avsc")
     names1 = {f["name"] for f in v1["fields"]}
     names2 = {f["name"] for f in v2["fields"]}
     assert names2 - names1 == {"invitation_id", "unknown_json"}
     assert catalog.fingerprint(v1) != catalog.fingerprint(v2)
+    assert catalog.fingerprint(v2) == "504c85069c43bc4fd80b5c986428cb4286d7553c11430bb7bf3209d791077103"
+
+
+FOLLOW_UP_FIELD = {"name": "follow_up", "type": ["null", "string"], "default": None,
+                   "doc": "answer to the category's follow-up question on the survey page"}
+
+
+@pytest.mark.parametrize("old_file,current_file,old_fingerprint", [
+    ("history/io.npsflow.RawResponse/v2.avsc", "raw_response.avsc",
+     "504c85069c43bc4fd80b5c986428cb4286d7553c11430bb7bf3209d791077103"),
+    ("history/io.npsflow.ClassifiedResponse/v1.avsc", "classified_response.avsc",
+     "5e5eb491d8ac2950ce4053061fa302264584785c8865ba1d34d41dec351807c8"),
+])
+def test_follow_up_is_the_only_change_of_the_new_response_versions(old_file, current_file, old_fingerprint):
+    old = catalog.read_schema_file(old_file)
+    new = catalog.read_schema_file(current_file)
+    assert catalog.fingerprint(old) == old_fingerprint  # the archived text is the real previous version
+    new_fields = [f for f in new["fields"] if f["name"] != "follow_up"]
+    assert new_fields == old["fields"] and {k: v for k, v in new.items() if k != "fields"} == \
+        {k: v for k, v in old.items() if k != "fields"}
+    (follow_up,) = [f for f in new["fields"] if f["name"] == "follow_up"]
+    assert follow_up == FOLLOW_UP_FIELD
+    names = [f["name"] for f in new["fields"]]
+    assert names.index("follow_up") == names.index("comment") + 1
+    assert catalog.check_backward_compatible(old, new) == []
+    assert catalog.check_backward_compatible(new, old) == []  # and a not yet upgraded reader drops it
 
 
 def test_dispatched_message_history_entry_is_real():
@@ -142,8 +170,37 @@ def test_raw_response_v1_bytes_get_defaults_for_new_fields():
     rec = {"response_id": "r-9", "survey_id": "s-1", "score": 8, "comment": None, "responded_at": None,
            "locale": None, "segment": {"location": "paris"}, "source": "web", "received_at": 1_714_564_800_000}
     out = _roundtrip(v1, v2, rec)
-    assert out["invitation_id"] is None and out["unknown_json"] is None
+    assert out["invitation_id"] is None and out["unknown_json"] is None and out["follow_up"] is None
     assert out["score"] == 8 and out["segment"] == {"location": "paris"} and out["source"] == "web"
+
+
+def test_raw_response_v2_bytes_read_with_follow_up_none():
+    v2 = catalog.read_schema_file("history/io.npsflow.RawResponse/v2.avsc")
+    v3 = catalog.read_schema_file("raw_response.avsc")
+    rec = {"response_id": "r-9", "survey_id": "s-1", "invitation_id": "inv-9", "score": 3, "comment": "slow",
+           "responded_at": "2024-05-01T12:00:00Z", "locale": "sv", "segment": {"location": "Malmö"},
+           "unknown_json": '{"extra": 1}', "source": "web", "received_at": 1_714_564_800_000}
+    out = _roundtrip(v2, v3, rec)
+    assert out.pop("follow_up") is None
+    assert out == dict(rec, received_at=out["received_at"]) and out["received_at"].timestamp() == 1_714_564_800
+    # a v3 record with an answer, read by v2 code, loses only the answer
+    back = _roundtrip(v3, v2, dict(rec, follow_up="faster booking"))
+    assert back == dict(rec, received_at=back["received_at"])
+
+
+def test_classified_response_v1_bytes_read_with_follow_up_none():
+    v1 = catalog.read_schema_file("history/io.npsflow.ClassifiedResponse/v1.avsc")
+    v2 = catalog.read_schema_file("classified_response.avsc")
+    rec = {"response_id": "r-9", "survey_id": "s-1", "invitation_id": None, "score": 10, "category": "promoter",
+           "comment": "great", "locale": "fi", "responded_at": 1_714_564_800_000,
+           "received_at": 1_714_564_801_000, "processed_at": 1_714_564_802_000, "segment": {"location": "Espoo"},
+           "version": 1_714_564_800_000_000_123, "is_edit": False, "previous_score": None, "source": "cli"}
+    out = _roundtrip(v1, v2, rec)
+    assert out["follow_up"] is None
+    assert {k: out[k] for k in ("response_id", "score", "category", "comment", "segment", "version")} == \
+        {k: rec[k] for k in ("response_id", "score", "category", "comment", "segment", "version")}
+    back = _roundtrip(v2, v1, dict(out, follow_up="the technician"))
+    assert "follow_up" not in back and back["comment"] == "great"
 
 
 def test_dispatched_message_v1_bytes_read_as_invitations():
@@ -228,12 +285,14 @@ def test_check_detects_stale_catalog_and_bump_fixes_it(schema_tree):
     prev = schema_tree.parent / "prev.avsc"
     prev.write_text(old_text)
     max_id = max(v.id for v in VERSIONS)
+    n = len([v for v in VERSIONS if v.subject == "io.npsflow.ClassifiedResponse"])  # current version number
     changes = catalog.bump(str(schema_tree), previous=str(prev))
-    assert changes == [f"io.npsflow.ClassifiedResponse: v2 id={max_id + 1} (classified_response.avsc)"]
+    assert changes == [f"io.npsflow.ClassifiedResponse: v{n + 1} id={max_id + 1} (classified_response.avsc)"]
     assert catalog.check_catalog(str(schema_tree)) == []
     data = json.loads((schema_tree / "catalog.json").read_text())["subjects"]["io.npsflow.ClassifiedResponse"]
-    assert [v["file"] for v in data] == ["history/io.npsflow.ClassifiedResponse/v1.avsc", "classified_response.avsc"]
-    assert json.loads((schema_tree / data[0]["file"]).read_text()) == json.loads(old_text)
+    assert [v["file"] for v in data] == [f"history/io.npsflow.ClassifiedResponse/v{i}.avsc" for i in range(1, n + 1)] \
+        + ["classified_response.avsc"]
+    assert json.loads((schema_tree / data[-2]["file"]).read_text()) == json.loads(old_text)
     assert catalog.bump(str(schema_tree)) == []  # idempotent
 
 

@@ -1,0 +1,195 @@
+"""The survey page and the response API end to end: a real worker (real broker, embedded ClickHouse), HTTP
+from this process. Every refusal is checked to write nothing."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+
+from schemas import codec as avro
+from streams import links
+from streams.dispatch import link_key
+from streams.guards import api_key_hash
+from tests.e2e_helpers import make_env, read_topic, wait_for, write_jsonl
+
+pytestmark = pytest.mark.kafka
+
+SECRET = "survey-e2e-secret-0123456789"
+API_KEY = "npk_test-key-for-the-e2e-only"
+PROGRAMS = f"""
+version: 1
+organizations:
+  - id: acme
+    name: Acme Oy
+    timezone: Europe/Helsinki
+    default_locale: fi
+    branding:
+      fi: {{name: Acme, sender_email: nps@acme.fi, colors: {{primary: "#0B5FFF"}}}}
+    review_url: https://reviews.example.com/acme
+    api_keys: [{api_key_hash(API_KEY)}]
+    programs:
+      - id: service
+        survey_id: nps-service
+        event_types: [job.completed]
+        delay: 0m
+        channels: [email]
+        quiet_hours: null
+"""
+
+
+@pytest.fixture
+def env(tmp_path, kafka_bootstrap):
+    programs = tmp_path / "programs.yaml"
+    programs.write_text(PROGRAMS)
+    e = make_env(tmp_path, kafka_bootstrap, NPSFLOW_PROGRAMS=str(programs), NPSFLOW_SECRET=SECRET,
+                 NPSFLOW_EDIT_WINDOW="4s")
+    yield e
+    e.stop_worker()
+
+
+def invite(env, tmp_path, n: int = 1) -> list[str]:
+    """n trigger events → n invitations sent (outbox); their invitation ids."""
+    now = datetime.now(timezone.utc).isoformat()
+    lines = [{"event_id": f"ev-{i}", "org_id": "acme", "event_type": "job.completed", "occurred_at": now,
+              "contact": {"contact_id": f"c-{i}", "email": f"c{i}@kunde.fi", "locale": "sv-FI"},
+              "location": "Espoo", "employee": f"e-{i}"} for i in range(n)]
+    env.cli("ingest", "triggers", str(write_jsonl(tmp_path / "t.jsonl", lines)))
+    wait_for(lambda: env.stats().get("deliver.invitation.sent", 0) >= n, what="the invitations")
+    codec = avro.AvroCodec()
+    records = [codec.decode(m.value) for m in read_topic(env.vars["NPSFLOW_KAFKA"], env.settings.topics.dispatches, n)]
+    return [r["invitation_id"] for r in sorted(records, key=lambda r: r["event_id"])]
+
+
+def link(env, inv: str, score: int | None = None, expires: datetime | None = None) -> str:
+    port = env.settings.worker_info()["web_port"]
+    token = links.sign_token(inv, expires or datetime.now(timezone.utc) + timedelta(days=1),
+                             link_key(SECRET.encode()), "k1", score=score)
+    return f"http://127.0.0.1:{port}/s/{token}"
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf"', html).group(1) or ""
+
+
+def field(html: str, name: str) -> str | None:
+    m = re.search(rf'name="{name}"[^>]*value="([^"]*)"', html)
+    return m.group(1) if m else None
+
+
+def answers(env) -> int:
+    return env.stats().get("survey.answer.score", 0) + env.stats().get("survey.answer.follow_up", 0)
+
+
+def test_answer_through_the_page_lands_in_clickhouse_with_the_invitations_segments(env, tmp_path):
+    env.start_worker()
+    (inv,) = invite(env, tmp_path)
+    url = link(env, inv)
+    page = requests.get(url, timeout=30)
+    assert page.status_code == 200
+    assert "Hur troligt är det att du skulle rekommendera Acme" in page.text  # sv-FI → sv texts, org's branding
+    csp = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'nonce-" in csp and page.headers["Cache-Control"] == "no-store"
+    assert not re.search(r'<(script|link|img)[^>]+(src|href)="https?://', page.text)  # no external assets
+    token = csrf_of(page.text)
+    thanks = requests.post(url, data={"csrf": token, "score": "3", "comment": "Kom <script>alert(1)</script> sent"},
+                           timeout=30)
+    assert thanks.status_code == 200 and "Vad borde vi förbättra?" in thanks.text  # detractor follow-up (sv)
+    follow = requests.post(url, data={"csrf": csrf_of(thanks.text), "step": "follow_up", "score": field(thanks.text, "score"),
+                                      "comment": field(thanks.text, "comment") or "", "follow_up": "Ring innan ni kommer"},
+                           timeout=30)
+    assert follow.status_code == 200
+    report = wait_for(lambda: (lambda r: r if r["total"]["responses"] == 1 else None)(
+        env.cli_json("report", "--by", "location,employee")), what="the response in ClickHouse")
+    assert [(r["location"], r["employee"], r["detractors"]) for r in report["rows"]] == [("Espoo", "e-0", 1)]
+    classified = [avro.AvroCodec().decode(m.value) for m in
+                  read_topic(env.vars["NPSFLOW_KAFKA"], env.settings.topics.classified, 2)]
+    latest = max(classified, key=lambda r: r["version"])
+    assert (latest["response_id"], latest["invitation_id"], latest["score"], latest["comment"], latest["follow_up"]) == (
+        inv, inv, 3, "Kom <script>alert(1)</script> sent", "Ring innan ni kommer")
+    assert latest["segment"] == {"location": "Espoo", "employee": "e-0"} and latest["source"] == "web"
+
+
+def test_refused_requests_write_nothing(env, tmp_path):
+    env.start_worker()
+    first, second = invite(env, tmp_path, 2)
+    url = link(env, first)
+    good = requests.get(url, timeout=30)
+    token = csrf_of(good.text)
+    forged = url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")
+    expired = link(env, first, expires=datetime.now(timezone.utc) - timedelta(seconds=1))
+    other_org_csrf = csrf_of(requests.get(link(env, second), timeout=30).text)  # valid, but for another invitation
+    cases = [
+        (requests.get(forged, timeout=30), 404),
+        (requests.post(forged, data={"csrf": token, "score": "9"}, timeout=30), 404),
+        (requests.get(expired, timeout=30), 410),
+        (requests.post(expired, data={"csrf": token, "score": "9"}, timeout=30), 410),
+        (requests.get(link(env, "nosuchinvitation2345"), timeout=30), 404),
+        (requests.post(url, data={"score": "9"}, timeout=30), 404),  # no CSRF token
+        (requests.post(url, data={"csrf": other_org_csrf, "score": "9"}, timeout=30), 404),
+        (requests.post(url, data={"csrf": token, "score": "9", "comment": "x" * 60_000}, timeout=30), 413),
+        (requests.post(url, data={"csrf": token, "score": "11"}, timeout=30), 400),
+    ]
+    assert [r.status_code for r, _ in cases] == [status for _, status in cases]
+    for response, _ in cases:
+        assert "Content-Security-Policy" in response.headers and "<html" in response.text.lower()
+    assert answers(env) == 0 and env.stats().get("survey.csrf_refused") == 2
+
+    # one answer, then the edit window (4 s) closes: the link is "already answered" and writes nothing more
+    assert requests.post(url, data={"csrf": token, "score": "10"}, timeout=30).status_code == 200
+    wait_for(lambda: env.stats().get("classify.joined", 0) >= 1, what="the answer to reach classify")
+    change = requests.post(url, data={"csrf": token, "score": "9"}, timeout=30)
+    assert change.status_code == 200  # within the window: an edit
+    wait_for(lambda: requests.get(url, timeout=30).status_code == 409, interval=0.5, what="the edit window to close")
+    assert requests.post(url, data={"csrf": csrf_of(requests.get(link(env, second), timeout=30).text),
+                                    "score": "1"}, timeout=30).status_code == 404  # csrf of the other invitation
+    late = requests.post(url, data={"csrf": token, "score": "0"}, timeout=30)
+    assert late.status_code == 409 and answers(env) == 2
+    report = wait_for(lambda: (lambda r: r if r["total"]["responses"] == 1 and r["total"]["promoters"] == 1 else None)(
+        env.cli_json("report")), what="one response, the edit")
+    assert report["total"]["detractors"] == 0
+
+    # many requests from one client: rate limited with Retry-After, nothing written
+    statuses = [requests.get(url, timeout=30) for _ in range(40)]
+    limited = [r for r in statuses if r.status_code == 429]
+    assert limited and all(int(r.headers["Retry-After"]) >= 1 for r in limited)
+
+
+def test_one_click_link_preselects_and_submits_only_in_a_browser(env, tmp_path):
+    env.start_worker()
+    (inv,) = invite(env, tmp_path)
+    page = requests.get(link(env, inv, score=9), timeout=30)
+    assert page.status_code == 200
+    assert re.search(r'<input[^>]*value="9"[^>]*checked|<input[^>]*checked[^>]*value="9"', page.text)
+    nonce = re.search(r"script-src 'nonce-([^']+)'", page.headers["Content-Security-Policy"]).group(1)
+    assert f'<script nonce="{nonce}"' in page.text  # submitted by the page's own script: a prefetch records nothing
+    assert answers(env) == 0
+
+
+def test_response_api_validates_each_record_and_needs_the_orgs_key(env, tmp_path):
+    env.start_worker()
+    (inv,) = invite(env, tmp_path)
+    port = env.settings.worker_info()["web_port"]
+    api = f"http://127.0.0.1:{port}/api/v1/responses"
+    now = datetime.now(timezone.utc).isoformat()
+    batch = [{"response_id": "api-1", "score": 10, "responded_at": now, "segment": {"location": "Turku"}},
+             {"response_id": "api-2", "score": 11, "responded_at": now},
+             {"response_id": inv, "invitation_id": inv, "score": 6, "responded_at": now},
+             "not an object"]
+    assert requests.post(api, json=batch, timeout=30).status_code == 401
+    assert requests.post(api, json=batch, headers={"Authorization": "Bearer wrong"}, timeout=30).status_code == 401
+    reply = requests.post(api, json=batch, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
+    assert reply.status_code == 200
+    body = reply.json()
+    assert (body["accepted"], body["rejected"]) == (2, 2)
+    assert [(r["index"], r["status"], r.get("reason")) for r in body["results"]] == [
+        (0, "accepted", None), (1, "rejected", "score_out_of_range"), (2, "accepted", None),
+        (3, "rejected", "not_a_json_object")]
+    big = requests.post(api, data=b"[" + b"0," * 600_000 + b"0]", timeout=30,
+                        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+    assert big.status_code == 413
+    report = wait_for(lambda: (lambda r: r if r["total"]["responses"] == 2 else None)(
+        env.cli_json("report", "--by", "location")), what="the API's responses in ClickHouse")
+    assert sorted((r["location"], r["responses"]) for r in report["rows"]) == [("Espoo", 1), ("Turku", 1)]
