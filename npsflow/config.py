@@ -23,6 +23,8 @@ NPSFLOW_SURVEY_URL        base URL of the survey page the links point to (defaul
                           server, http://127.0.0.1:<port>/s)
 NPSFLOW_LINK_TTL          how long a survey link stays valid (default 30d)
 NPSFLOW_EDIT_WINDOW       how long after the first answer a respondent may still change it (default 24h)
+NPSFLOW_PAGE_RATE         survey page requests per second per client IP, sustained (default 1; a burst of 30×)
+NPSFLOW_TRUSTED_PROXIES   comma-separated IPs of reverse proxies whose X-Forwarded-For names the client
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class Settings:
     survey_url: str | None = None
     link_ttl_seconds: int = 30 * 86400
     edit_window_seconds: int = 86400
+    page_rate: float = 1.0
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def secret(self) -> bytes:
@@ -148,6 +152,9 @@ class Settings:
                 env[name] = str(value)
         env["NPSFLOW_LINK_TTL"] = f"{self.link_ttl_seconds}s"
         env["NPSFLOW_EDIT_WINDOW"] = f"{self.edit_window_seconds}s"
+        env["NPSFLOW_PAGE_RATE"] = str(self.page_rate)
+        if self.trusted_proxies:
+            env["NPSFLOW_TRUSTED_PROXIES"] = ",".join(self.trusted_proxies)
         return env
 
     def bootstrap(self) -> str:
@@ -293,6 +300,14 @@ def load(env: dict | None = None) -> Settings:
         edit_window = parse_duration(env.get("NPSFLOW_EDIT_WINDOW") or "24h")
     except ValueError as exc:
         raise ConfigError(f"NPSFLOW_EDIT_WINDOW: {exc}") from None
+    raw_rate = env.get("NPSFLOW_PAGE_RATE") or "1"
+    try:
+        page_rate = float(raw_rate)
+    except ValueError:
+        raise ConfigError(f"NPSFLOW_PAGE_RATE must be requests per second, got {raw_rate!r}") from None
+    if not math.isfinite(page_rate) or page_rate <= 0:
+        raise ConfigError(f"NPSFLOW_PAGE_RATE must be a positive number, got {raw_rate!r}")
+    proxies = tuple(p.strip() for p in (env.get("NPSFLOW_TRUSTED_PROXIES") or "").split(",") if p.strip())
     if link_ttl <= 0:
         raise ConfigError("NPSFLOW_LINK_TTL must be positive")
     files = {}
@@ -322,4 +337,6 @@ def load(env: dict | None = None) -> Settings:
         survey_url=survey_url,
         link_ttl_seconds=link_ttl,
         edit_window_seconds=edit_window,
+        page_rate=page_rate,
+        trusted_proxies=proxies,
     )

@@ -38,7 +38,7 @@ def location_table(data: dict, status: str) -> Group:
 def status_line(progress, elapsed: float) -> str:
     return (f"triggers {progress.triggers_sent + progress.refused}/{progress.target} "
             f"({progress.refused} malformed) · invitations sent {progress.invitations} · "
-            f"simulated answers {progress.responses} · {elapsed:.0f}s")
+            f"answers on the survey page {progress.responses} · {elapsed:.0f}s")
 
 
 def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = False) -> None:
@@ -52,6 +52,8 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
 
     if settings.programs_file is None:
         settings = replace(settings, programs_file=demo_programs_path())
+    # every simulated respondent comes from 127.0.0.1: lift the per-client page limit for the demo's worker
+    settings = replace(settings, page_rate=max(settings.page_rate, 1000.0))
     console = make_console()
     console.print("[bold]npsflow demo[/bold]: starting a real Kafka broker and the worker …")
     state = st.up(settings)

@@ -3,8 +3,9 @@
 ``run_survey_simulation`` sends ``TriggerSimulator`` events to the triggers topic at a rate (refused ones — the
 simulator makes some malformed on purpose — become dead letters, as with ``npsflow ingest triggers``), and at
 the same time reads the dispatches topic: each invitation the worker *sent* may be answered by a
-``Respondent`` (seeded per invitation), whose answer goes to the raw responses topic carrying the invitation
-id — so classify joins it to the invitation's segments. Reading starts at the topic's end when the run starts:
+``Respondent`` (seeded per invitation) through the real survey page — GET the signed link, POST the form with
+its CSRF token, like a browser — so the answer takes the same path as a respondent's (classify joins it to the
+invitation's segments). Reading starts at the topic's end when the run starts:
 invitations of earlier runs are not answered again.
 """
 
@@ -39,7 +40,7 @@ def run_survey_simulation(settings: Settings, bootstrap: str, *, count: int, rat
     ``quiet_seconds`` after the last trigger (or ``max_seconds`` passed)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from npsflow.ingest import response_key, to_raw_response, trigger_converter
+    from npsflow.ingest import trigger_converter
     from npsflow.producer import Producer
     from npsflow.simulate import Respondent, TriggerSimulator
     from schemas import codec as avro
@@ -65,6 +66,13 @@ def run_survey_simulation(settings: Settings, bootstrap: str, *, count: int, rat
     for tp in partitions:
         consumer.position(tp)  # resolve "end" now: what the worker sends from here on is ours
     answered: set[str] = set()
+    import requests
+
+    http = requests.Session()
+    info = settings.worker_info()
+    if not info:
+        raise RuntimeError("no worker is running: the simulated respondents answer on its survey page")
+    survey_base = f"http://127.0.0.1:{info['web_port']}/s"
     started = time.monotonic()
     last_seen = started
     try:
@@ -98,9 +106,7 @@ def run_survey_simulation(settings: Settings, bootstrap: str, *, count: int, rat
                         progress.invitations += 1
                         answer = respondent.respond(rec)
                         if answer is not None:
-                            raw = to_raw_response(answer, source="simulator")
-                            producer.send(topics.raw_responses, response_key(raw),
-                                          codec.encode(avro.RAW_RESPONSE, raw))
+                            answer_on_page(http, survey_base, settings, rec["invitation_id"], answer)
                             progress.responses += 1
                 if on_progress:
                     on_progress(progress)
@@ -117,3 +123,26 @@ def run_survey_simulation(settings: Settings, bootstrap: str, *, count: int, rat
     if on_progress:
         on_progress(progress)
     return progress
+
+
+def answer_on_page(http, base: str, settings: Settings, invitation_id: str, answer: dict) -> None:
+    """Answer an invitation like a browser: GET the signed link (a fresh token, as in the invitation), read the
+    form's CSRF token, POST the score and the comment. Raises on anything but the thank-you page."""
+    import re
+    from datetime import datetime, timedelta, timezone
+
+    from streams import links
+    from streams.dispatch import LINK_KEY_ID, link_key
+
+    expires = datetime.now(timezone.utc) + timedelta(seconds=settings.link_ttl_seconds)
+    url = links.survey_url(base, links.sign_token(invitation_id, expires, link_key(settings.secret), LINK_KEY_ID))
+    page = http.get(url, timeout=30)
+    page.raise_for_status()
+    csrf = re.search(r'name="csrf"[^>]*value="([^"]+)"', page.text)
+    if csrf is None:
+        raise RuntimeError(f"survey page of {invitation_id} has no form")
+    form = {"csrf": csrf.group(1), "score": str(answer["score"])}
+    if answer.get("comment"):
+        form["comment"] = answer["comment"]
+    thanks = http.post(url, data=form, timeout=30)
+    thanks.raise_for_status()

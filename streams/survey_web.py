@@ -69,7 +69,16 @@ def install_survey(pipeline, book, settings) -> None:
     raw_topic = pipeline.topics["raw"]
     codec = pipeline.codec
     edit_window = timedelta(seconds=settings.edit_window_seconds)
-    per_ip = RateLimiter(rate=1.0, burst=30)  # a client: 30 at once, then one a second
+    per_ip = RateLimiter(rate=settings.page_rate, burst=30 * settings.page_rate)  # default: 30 at once, then 1/s
+    trusted = frozenset(settings.trusted_proxies)
+
+    def client_ip(request) -> str:
+        """The client's IP: the peer, or — behind a trusted reverse proxy — the last address it appended."""
+        peer = request.remote or "unknown"
+        forwarded = request.headers.get("X-Forwarded-For")
+        if peer in trusted and forwarded:
+            return forwarded.split(",")[-1].strip() or peer
+        return peer
     per_invitation = RateLimiter(rate=0.2, burst=10)  # one invitation: 10 at once, then one per 5 s
     per_api_key = RateLimiter(rate=50.0, burst=200)
 
@@ -82,7 +91,7 @@ def install_survey(pipeline, book, settings) -> None:
 
     def limited(web, request, inv_id: str | None):
         now = time.monotonic()
-        ip = request.remote or "unknown"
+        ip = client_ip(request)
         for limiter, key in ((per_ip, ip), (per_invitation, inv_id)):
             if key is not None and not limiter.allow(key, now):
                 wait = max(1, int(limiter.retry_after(key, now) + 0.999))

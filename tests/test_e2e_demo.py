@@ -21,7 +21,7 @@ def test_demo_runs_the_survey_flow_from_trigger_events(tmp_path, kafka_bootstrap
         env.stop_worker()
     out = proc.stdout
     assert "Final report" in out and "stack stopped" in out
-    status = re.findall(r"triggers (\d+)/300 \((\d+) malformed\) · invitations sent (\d+) · simulated answers (\d+)",
+    status = re.findall(r"triggers (\d+)/300 \((\d+) malformed\) · invitations sent (\d+) · answers on the survey page (\d+)",
                         out)
     triggers, malformed, invited, answered = map(int, status[-1])
     assert triggers == 300 and 0 < answered < invited
@@ -29,6 +29,15 @@ def test_demo_runs_the_survey_flow_from_trigger_events(tmp_path, kafka_bootstrap
     # after the demo the stack is down: the CLI reads the embedded store directly
     report = env.cli_json("report", "--by", "location")
     assert report["total"]["responses"] == answered
+    from sinks.clickhouse import ClickHouseStore
+
+    store = ClickHouseStore(env.settings.clickhouse_dsn)  # the worker is gone: the embedded store is free
+    try:
+        sources = store.query("SELECT source, count() AS n, countIf(invitation_id != '') AS joined "
+                              "FROM {db}.responses FINAL GROUP BY source")
+    finally:
+        store.close()
+    assert [(r["source"], r["n"], r["joined"]) for r in sources] == [("web", answered, answered)]  # via the page
     dispatches = env.cli_json("dispatches")
     assert dispatches["by_status"]["sent"] == invited
     assert dispatches["total"] + malformed < 300  # the duplicated trigger events were decided once
