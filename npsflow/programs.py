@@ -607,7 +607,8 @@ class Organization(_Model):
     @classmethod
     def _api_keys(cls, value: Any) -> Any:
         if not isinstance(value, (list, tuple)):
-            raise _fail(f"must be a list of key hashes like sha256:<64 hex digits>, got {_show(value)}")
+            shown = "a string" if isinstance(value, str) else _show(value)  # never echo what may be a key
+            raise _fail(f"must be a list of key hashes like sha256:<64 hex digits>, got {shown}")
         for i, entry in enumerate(value):
             if not isinstance(entry, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", entry):
                 raise _fail(f"entry [{i}] must be a key hash like sha256:<64 hex digits> (`npsflow api-key new` "

@@ -104,6 +104,8 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
     info = {"pid": os.getpid(), "web_port": settings.web_port, "bootstrap": bootstrap,
             "clickhouse_dsn": settings.clickhouse_dsn}
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    # aiohttp's access log would write client IPs (personal data) and survey tokens (bearer links): never
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     for name in ("faust", "mode"):  # their per-send debug records cost ~5 % even when not printed
         logging.getLogger(name).setLevel(getattr(logging, loglevel.upper()))
     worker = NpsWorker(pipeline.app, loglevel=loglevel, quiet=True, info_file=settings.worker_file, info=info,

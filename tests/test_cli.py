@@ -11,7 +11,7 @@ import pytest
 
 SUBCOMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["worker"], ["ingest"],
                ["ingest", "responses"], ["ingest", "triggers"], ["report"], ["windows"], ["deadletters"], ["dispatches"], ["simulate"], ["demo"],
-               ["programs"], ["programs", "check"]]
+               ["programs"], ["programs", "check"], ["survey-link"], ["api-key"], ["api-key", "new"]]
 
 
 def run(args, env_extra=None, home=None, timeout=120):
@@ -299,3 +299,32 @@ def test_an_unreachable_clickhouse_server_is_one_short_line(tmp_path, command):
     proc = run(command, home=tmp_path, env_extra={"NPSFLOW_CLICKHOUSE_DSN": "http://127.0.0.1:1"})
     assert proc.returncode == 1
     assert one_line_error(proc) == "Error: cannot open ClickHouse at http://127.0.0.1:1: [Errno 111] Connection refused"
+
+
+def test_survey_link_prints_a_working_signed_link(tmp_path):
+    from datetime import datetime, timezone
+
+    from streams import links
+    from streams.dispatch import link_key
+
+    env = {"NPSFLOW_SURVEY_URL": "https://nps.example.com/s", "NPSFLOW_SECRET": "s" * 24}
+    proc = run(["survey-link", "abcdefghij234567abcd", "--score", "8"], home=tmp_path, env_extra=env)
+    assert proc.returncode == 0, proc.stderr
+    url = proc.stdout.strip()
+    assert url.startswith("https://nps.example.com/s/")
+    claims = links.verify_token(url.rsplit("/", 1)[1], {"k1": link_key(b"s" * 24)}, datetime.now(timezone.utc))
+    assert (claims.invitation_id, claims.score) == ("abcdefghij234567abcd", 8)
+    refused = run(["survey-link", "anna@example.se"], home=tmp_path, env_extra=env)
+    assert refused.returncode == 1 and "personal data" in one_line_error(refused)
+    no_base = run(["survey-link", "abc"], home=tmp_path)
+    assert no_base.returncode == 1 and "NPSFLOW_SURVEY_URL" in one_line_error(no_base)
+
+
+def test_api_key_new_prints_a_key_and_only_its_hash_to_configure(tmp_path):
+    from streams.guards import api_key_hash
+
+    proc = run(["api-key", "new"], home=tmp_path)
+    assert proc.returncode == 0
+    key = proc.stdout.split("key:")[1].split()[0]
+    line = proc.stdout.split("hash:")[1].split()[0]
+    assert key.startswith("npk_") and len(key) > 40 and line == api_key_hash(key)

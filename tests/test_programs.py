@@ -276,6 +276,11 @@ MISTAKES = [
     (_set(f"{O0}.timezone", "Europe/Stokholm"),
      f"{O0}.timezone: must be an IANA timezone like Europe/Stockholm, got 'Europe/Stokholm'"),
     (_set(f"{O0}.timezone", "CET+1"), f"{O0}.timezone: must be an IANA timezone like Europe/Stockholm, got 'CET+1'"),
+    (_set(f"{O0}.api_keys", ["npk_the-key-itself"]), f"{O0}.api_keys: entry [0] must be a key hash like "
+                                                     "sha256:<64 hex digits> (`npsflow api-key new` prints one), "
+                                                     "not the key itself"),
+    (_set(f"{O0}.api_keys", "sha256:" + "0" * 64), f"{O0}.api_keys: must be a list of key hashes like "
+                                                    "sha256:<64 hex digits>, got a string"),
     (_set(f"{O0}.branding.sv.colors.primary", "blue"),
      f"{O0}.branding.sv.colors.primary: must be a color #RRGGBB, got 'blue'"),
     (_set(f"{O0}.branding.sv.colors.text", "#12345"),
