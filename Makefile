@@ -7,8 +7,10 @@ export NPSFLOW_CACHE ?= $(HOME)/.cache/npsflow
 
 .PHONY: setup system-deps demo test test-fast bench kafka-jars lint clean distclean
 
-# Debian packages, installed only when missing (the broker runs on Java 17; Maven fetches its jars).
+# Debian packages, installed only when missing (the broker runs on Java 17; Maven fetches its jars;
+# the browser tests drive Debian's chromium through its chromedriver, nothing downloads a browser).
 APT_PACKAGES := openjdk-17-jre-headless maven
+APT_BROWSER  := chromium chromium-driver
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,12 +21,21 @@ $(STAMP): pyproject.toml requirements.lock
 setup: system-deps $(STAMP) kafka-jars
 
 system-deps:
-	@if command -v java >/dev/null && command -v mvn >/dev/null && java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])'; then \
+	@MISSING=""; \
+	if command -v java >/dev/null && command -v mvn >/dev/null && java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])'; then \
 		echo "java and maven: present"; \
 	else \
-		echo "installing $(APT_PACKAGES) from Debian"; \
+		MISSING="$(APT_PACKAGES)"; \
+	fi; \
+	if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		echo "chromium and chromedriver: present"; \
+	else \
+		MISSING="$$MISSING $(APT_BROWSER)"; \
+	fi; \
+	if [ -n "$$MISSING" ]; then \
+		echo "installing$$MISSING from Debian"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y $(APT_PACKAGES); \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y $$MISSING; \
 	fi
 
 kafka-jars: system-deps $(STAMP)

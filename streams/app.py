@@ -69,6 +69,9 @@ def write_key(table, key: Any, value: Any, partition: int):
     """Set a table key on a known changelog partition (also outside stream iteration). Returns the changelog
     send's future (resolved when Kafka acknowledged it), so a caller can make state durable before acting."""
     table.data[key] = value
+    key_partition = getattr(table.data, "_key_partition", None)
+    if key_partition is not None:  # so the memory store drops the key when this partition is revoked
+        key_partition[key] = partition
     return table.send_changelog(partition, key, value)
 
 

@@ -139,10 +139,11 @@ def install_classify(pipeline: Pipeline) -> None:
             stats.inc(f"classify.{decision.value}")
             seen[rid] = memo
         await deliveries.send(topics["classified"], rid.encode(), encoded)
-        if invitation is not None and not memo["e"]:
+        if invitation is not None:  # the first answer opens the edit window; every version refreshes the page's
             await deliveries.send(topics["invitations"], response.invitation_id.encode(), json.dumps(
                 {"op": "responded", "inv": response.invitation_id, "at": response.responded_ms,
-                 "score": response.score}).encode())
+                 "v": response.version, "score": response.score, "comment": response.comment,
+                 "follow_up": response.follow_up}).encode())
         version = response.version
         new_keys = segment_keys(response.segment, dimensions)
         for key in new_keys:

@@ -252,10 +252,15 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
         elif inv is None:
             stats.inc(f"deliver.{op}_unknown_invitation")
         elif op == "responded":
+            # the latest answer (by version) prefills the survey page when the respondent comes back to change it
+            answer = {k: command.get(k) for k in ("v", "score", "comment", "follow_up")}
+            if (inv.get("answer") or {}).get("v", -1) < (answer["v"] if answer["v"] is not None else 0):
+                inv = {**inv, "answer": answer}
+                save(inv, partition, deliveries)
             if inv["resp"]:
                 return
-            # the first answer opens the edit window of the survey page; its score preselects a change
-            inv = {**inv, "resp": True, "answered_at": command.get("at") or now_ms, "answer_score": command.get("score")}
+            # the first answer opens the edit window of the survey page
+            inv = {**inv, "resp": True, "answered_at": command.get("at") or now_ms}
             if inv["rst"] is None and inv.get("reminder_at") is not None and inv["st"] == rules.SENT:
                 inv.update(rst=rules.SUPPRESSED, rout={"reason": RESPONDED, "at": now_ms}, to=None)
                 stats.inc("deliver.reminder_cancelled")

@@ -110,11 +110,13 @@ _DIGIT_VALUE = {c: i for i, c in enumerate(_DIGITS)}
 
 
 class InvalidToken(Exception):
-    """The token cannot be used; ``reason`` is one of ``REASONS``."""
+    """The token cannot be used; ``reason`` is one of ``REASONS``. An ``expired`` token's signature was valid, so
+    its ``invitation_id`` is known (e.g. to show the "expired" page in the invitation's language); else None."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, invitation_id: str | None = None):
         super().__init__(reason)
         self.reason = reason
+        self.invitation_id = invitation_id
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ def _verify_short_token(token: str, keys: dict[str, bytes], now: datetime) -> To
     if not hmac.compare_digest(mac, _short_mac(bytes(key), invitation_id, expiry, key_id)):
         raise InvalidToken(BAD_SIGNATURE)
     if now.timestamp() >= expiry:  # every field decoded has a valid type and range: no claims check needed
-        raise InvalidToken(EXPIRED)
+        raise InvalidToken(EXPIRED, invitation_id)
     return TokenClaims(invitation_id=invitation_id, expires_at=datetime.fromtimestamp(expiry, UTC),
                        key_id=key_id, score=None)
 
@@ -276,7 +278,7 @@ def verify_token(token: str, keys: dict[str, bytes], now: datetime) -> TokenClai
             or isinstance(expiry, bool) or not isinstance(expiry, int) or ("s" in payload and not _valid_score(score)):
         raise InvalidToken(MALFORMED)
     if now.timestamp() >= expiry:
-        raise InvalidToken(EXPIRED)
+        raise InvalidToken(EXPIRED, invitation_id)
     try:
         expires_at = datetime.fromtimestamp(expiry, UTC)
     except (OverflowError, OSError, ValueError):  # far beyond year 9999: treat as malformed

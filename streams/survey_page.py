@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "survey"
-# The textareas' maxlength (comment, follow-up): what the worker's form handler keeps (its body limit is 16 KiB);
+# The textareas' maxlength (comment, follow-up): what the worker's form handler keeps (its body limit is 48 KiB);
 # streams.responses.validate accepts up to MAX_COMMENT_CHARS (API batches).
 COMMENT_MAX_CHARS = min(2000, MAX_COMMENT_CHARS)
 CATEGORIES = ("detractor", "passive", "promoter")
@@ -82,6 +82,7 @@ PAGE_TEXTS: dict[str, dict[str, str]] = {
         "optional": "optional",
         "comment_label": "Would you like to tell us more?",
         "pick_score": "Please choose a score from 0 to 10.",
+        "send_again": "This page was open for a long time. Please send your answer again.",
         "saved": "Your answer has been saved.",
         "change_answer": "Change your answer",
         "follow_up_submit": "Send",
@@ -108,6 +109,7 @@ PAGE_TEXTS: dict[str, dict[str, str]] = {
         "optional": "valfritt",
         "comment_label": "Vill du berätta mer?",
         "pick_score": "Välj ett betyg mellan 0 och 10.",
+        "send_again": "Sidan har varit öppen länge. Skicka ditt svar igen.",
         "saved": "Ditt svar har sparats.",
         "change_answer": "Ändra ditt svar",
         "follow_up_submit": "Skicka",
@@ -134,6 +136,7 @@ PAGE_TEXTS: dict[str, dict[str, str]] = {
         "optional": "valgfrit",
         "comment_label": "Vil du fortælle os mere?",
         "pick_score": "Vælg en vurdering fra 0 til 10.",
+        "send_again": "Siden har været åben længe. Send venligst dit svar igen.",
         "saved": "Dit svar er gemt.",
         "change_answer": "Ret dit svar",
         "follow_up_submit": "Send",
@@ -160,6 +163,7 @@ PAGE_TEXTS: dict[str, dict[str, str]] = {
         "optional": "vapaaehtoinen",
         "comment_label": "Haluatko kertoa lisää?",
         "pick_score": "Valitse arvosana väliltä 0–10.",
+        "send_again": "Sivu oli auki pitkään. Lähetä vastauksesi uudelleen.",
         "saved": "Vastauksesi on tallennettu.",
         "change_answer": "Muuta vastaustasi",
         "follow_up_submit": "Lähetä",
@@ -186,6 +190,7 @@ PAGE_TEXTS: dict[str, dict[str, str]] = {
         "optional": "valgfritt",
         "comment_label": "Vil du fortelle oss mer?",
         "pick_score": "Velg en vurdering fra 0 til 10.",
+        "send_again": "Siden har vært åpen lenge. Send svaret ditt på nytt.",
         "saved": "Svaret ditt er lagret.",
         "change_answer": "Endre svaret ditt",
         "follow_up_submit": "Send",

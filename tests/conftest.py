@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures_kafka",
     "tests.fixtures_clickhouse",
+    "tests.fixtures_browser",
 ]

@@ -458,13 +458,19 @@ async def test_classify_joins_a_response_to_its_invitation_and_cancels_the_remin
     (out,) = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
     assert out["segment"] == {"location": "Espoo", "employee": "e-7"}  # the invitation's segments win
     assert (out["survey_id"], out["locale"], out["invitation_id"]) == ("nps-service", "fi", inv_id)
-    assert [c for _, c in commands(harness)] == [{"op": "responded", "inv": inv_id, "score": 3,
-                                                  "at": int(datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
-                                                            .timestamp() * 1000)}]
+    (responded,) = [c for _, c in commands(harness)]
+    at = int(datetime(2026, 11, 20, 10, tzinfo=timezone.utc).timestamp() * 1000)
+    assert responded == {"op": "responded", "inv": inv_id, "at": at, "v": out["version"], "score": 3,
+                         "comment": None, "follow_up": None}
     await run_deliver(harness, commands(harness))
     stored = harness.pipeline.tables["invitations"].data[f"I|{inv_id}"]
-    assert (stored["resp"], stored["answer_score"], stored["answered_at"]) == (
-        True, 3, int(datetime(2026, 11, 20, 10, tzinfo=timezone.utc).timestamp() * 1000))
+    assert (stored["resp"], stored["answered_at"], stored["answer"]["score"]) == (True, at, 3)
+    # a later version (an edit) refreshes the stored answer but not the start of the edit window
+    later = {**responded, "at": at + 60_000, "v": responded["v"] + 1, "score": 8, "comment": "ok"}
+    older = {**responded, "v": responded["v"] - 1, "score": 0}
+    await run_deliver(harness, [(key, later), (key, older)])
+    stored = harness.pipeline.tables["invitations"].data[f"I|{inv_id}"]
+    assert (stored["answered_at"], stored["answer"]["score"], stored["answer"]["comment"]) == (at, 8, "ok")
 
 
 async def test_an_interrupted_send_on_an_idempotent_channel_is_sent_again(harness, channels):

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.kafka
 
 SECRET = "survey-e2e-secret-0123456789"
 API_KEY = "npk_test-key-for-the-e2e-only"
+OTHER_KEY = "npk_the-other-organizations-key"
 PROGRAMS = f"""
 version: 1
 organizations:
@@ -39,15 +40,32 @@ organizations:
         delay: 0m
         channels: [email]
         quiet_hours: null
+  - id: bolt
+    name: Bolt AB
+    timezone: Europe/Stockholm
+    default_locale: sv
+    branding:
+      sv: {{name: Bolt, sender_email: nps@bolt.se}}
+    api_keys: [{api_key_hash(OTHER_KEY)}]
+    programs:
+      - id: shop
+        survey_id: nps-shop
+        event_types: [order.delivered]
+        delay: 0m
+        channels: [email]
 """
+
+
+def survey_env(tmp_path, kafka_bootstrap):
+    programs = tmp_path / "programs.yaml"
+    programs.write_text(PROGRAMS)
+    return make_env(tmp_path, kafka_bootstrap, NPSFLOW_PROGRAMS=str(programs), NPSFLOW_SECRET=SECRET,
+                    NPSFLOW_EDIT_WINDOW="4s")
 
 
 @pytest.fixture
 def env(tmp_path, kafka_bootstrap):
-    programs = tmp_path / "programs.yaml"
-    programs.write_text(PROGRAMS)
-    e = make_env(tmp_path, kafka_bootstrap, NPSFLOW_PROGRAMS=str(programs), NPSFLOW_SECRET=SECRET,
-                 NPSFLOW_EDIT_WINDOW="4s")
+    e = survey_env(tmp_path, kafka_bootstrap)
     yield e
     e.stop_worker()
 
@@ -114,6 +132,23 @@ def test_answer_through_the_page_lands_in_clickhouse_with_the_invitations_segmen
         inv, inv, 3, "Kom <script>alert(1)</script> sent", "Ring innan ni kommer")
     assert latest["segment"] == {"location": "Espoo", "employee": "e-0"} and latest["source"] == "web"
 
+    # skipping the follow-up records nothing; the one-click link opened again shows the answer, submits nothing
+    before = answers(env)
+    skip = requests.post(url, data={"csrf": csrf_of(thanks.text), "step": "follow_up", "score": "3", "skip": "1"},
+                         timeout=30)
+    assert skip.status_code == 200 and answers(env) == before
+    wait_for(lambda: "Kom &lt;script&gt;" in requests.get(url, timeout=30).text or None, interval=2,
+             what="the page to know the answer")
+    again = requests.get(link(env, inv, score=10), timeout=30)
+    assert again.status_code == 200 and "<script" not in again.text  # no second automatic submit
+    assert re.search(r'<input[^>]*value="3"[^>]*checked|<input[^>]*checked[^>]*value="3"', again.text)
+    assert "Kom &lt;script&gt;alert(1)&lt;/script&gt; sent" in again.text  # the comment, prefilled and inert
+
+    # a form body that arrives chunked (no Content-Length) is held to the same limit
+    big = requests.post(url, data=(b"comment=" + b"x" * 30_000 for _ in range(3)), timeout=30,
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert big.status_code == 413 and answers(env) == before
+
 
 def test_refused_requests_write_nothing(env, tmp_path):
     env.start_worker()
@@ -130,7 +165,8 @@ def test_refused_requests_write_nothing(env, tmp_path):
         (requests.post(expired, data={"csrf": token, "score": "9"}, timeout=30), 410),
         (requests.get(link(env, "nosuchinvitation2345"), timeout=30), 404),
         (requests.post(other, data={"score": "9"}, timeout=30), 404),  # no CSRF token
-        (requests.post(other, data={"csrf": token, "score": "9"}, timeout=30), 404),  # another invitation's
+        # another invitation's token: the form again with a fresh one (as for a page left open too long)
+        (requests.post(other, data={"csrf": token, "score": "9"}, timeout=30), 400),
         (requests.post(other, data={"csrf": other_token, "score": "9", "comment": "x" * 60_000}, timeout=30), 413),
         (requests.post(other, data={"csrf": other_token, "score": "11"}, timeout=30), 400),
     ]
@@ -138,6 +174,10 @@ def test_refused_requests_write_nothing(env, tmp_path):
     for response, _ in cases:
         assert "Content-Security-Policy" in response.headers and "<html" in response.text.lower()
     assert answers(env) == 0 and env.stats().get("survey.csrf_refused") == 2
+
+    # one invitation hammered: its own limit answers 429 (the client's is far from used up)
+    hammered = [requests.post(other, data={"score": "9"}, timeout=30).status_code for _ in range(8)]
+    assert 429 in hammered and set(hammered) <= {404, 429} and answers(env) == 0
 
     # one answer and a change within the edit window (4 s); after it, "already answered" and nothing written
     started = time.monotonic()
@@ -154,11 +194,15 @@ def test_refused_requests_write_nothing(env, tmp_path):
         env.cli_json("report")), what="one response, the edit")
     assert report["total"]["detractors"] == 0
 
-    # many requests from one client: rate limited with Retry-After, nothing written
-    statuses = [requests.get(other, timeout=30) for _ in range(40)]
+    # many requests from one client, each for another (forged) link: the client's limit, with Retry-After
+    statuses = [requests.get(forged[:-2] + f"{i:02d}", timeout=30) for i in range(45)]
     limited = [r for r in statuses if r.status_code == 429]
     assert limited and all(int(r.headers["Retry-After"]) >= 1 for r in limited)
     assert answers(env) == 2
+
+    # the worker's log holds no client address, no answer text, no link token
+    log = (env.home / "worker.log").read_text()
+    assert "Error handling request" not in log and token not in log and url.rsplit("/", 1)[1] not in log
 
 
 def test_one_click_link_preselects_and_submits_only_in_a_browser(env, tmp_path):
@@ -180,20 +224,40 @@ def test_response_api_validates_each_record_and_needs_the_orgs_key(env, tmp_path
     now = datetime.now(timezone.utc).isoformat()
     batch = [{"response_id": "api-1", "score": 10, "responded_at": now, "segment": {"location": "Turku"}},
              {"response_id": "api-2", "score": 11, "responded_at": now},
-             {"response_id": inv, "invitation_id": inv, "score": 6, "responded_at": now},
-             "not an object"]
+             {"response_id": "whatever", "invitation_id": inv, "score": 6, "responded_at": now},
+             "not an object",
+             {"response_id": "api-3", "score": 7, "responded_at": now, "comment": "\ud800"}]  # not encodable
     assert requests.post(api, json=batch, timeout=30).status_code == 401
     assert requests.post(api, json=batch, headers={"Authorization": "Bearer wrong"}, timeout=30).status_code == 401
     reply = requests.post(api, json=batch, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
     assert reply.status_code == 200
     body = reply.json()
-    assert (body["accepted"], body["rejected"]) == (2, 2)
-    assert [(r["index"], r["status"], r.get("reason")) for r in body["results"]] == [
-        (0, "accepted", None), (1, "rejected", "score_out_of_range"), (2, "accepted", None),
-        (3, "rejected", "not_a_json_object")]
+    assert (body["accepted"], body["rejected"]) == (2, 3)
+    assert [(r["index"], r["status"], r.get("reason"), r["response_id"], r.get("stored_as"))
+            for r in body["results"]] == [
+        (0, "accepted", None, "api-1", "acme:api-1"), (1, "rejected", "score_out_of_range", "api-2", None),
+        (2, "accepted", None, "whatever", inv),  # one response per invitation: stored under the invitation's id
+        (3, "rejected", "not_a_json_object", None, None), (4, "rejected", "avro_encode_error", "api-3", None)]
+
+    # another organization can neither answer nor even probe acme's invitation, nor collide with its ids
+    other = requests.post(api, headers={"Authorization": f"Bearer {OTHER_KEY}"}, timeout=30, json=[
+        {"response_id": "x", "invitation_id": inv, "score": 0, "responded_at": now},
+        {"response_id": "api-1", "score": 0, "responded_at": now}]).json()
+    assert [(r["status"], r.get("reason"), r.get("stored_as")) for r in other["results"]] == [
+        ("rejected", "invitation_unknown", None), ("accepted", None, "bolt:api-1")]
+
     big = requests.post(api, data=b"[" + b"0," * 600_000 + b"0]", timeout=30,
                         headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
     assert big.status_code == 413
-    report = wait_for(lambda: (lambda r: r if r["total"]["responses"] == 2 else None)(
+    chunked = requests.post(api, data=(b"[" + b"0," * 100_000 + b"0]" for _ in range(8)), timeout=30,
+                            headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+    assert chunked.status_code == 413  # no Content-Length: the limit still holds
+    split = requests.post(api, data=iter([b'[{"response_id": "api-4", "score": 9, "responded_at": "', now.encode(),
+                                          b'"}]']), timeout=30,
+                          headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+    assert split.status_code == 200 and split.json()["accepted"] == 1  # a body in pieces is read whole
+
+    report = wait_for(lambda: (lambda r: r if r["total"]["responses"] == 4 else None)(
         env.cli_json("report", "--by", "location")), what="the API's responses in ClickHouse")
-    assert sorted((r["location"], r["responses"]) for r in report["rows"]) == [("Espoo", 1), ("Turku", 1)]
+    assert sorted((r["location"], r["responses"]) for r in report["rows"]) == [
+        ("(none)", 2), ("Espoo", 1), ("Turku", 1)]

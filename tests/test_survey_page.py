@@ -171,7 +171,7 @@ def thanks(**over) -> str:
 def test_every_shipped_locale_has_every_page_text():
     assert set(PAGE_TEXTS) == set(SHIPPED_LOCALES)
     expected = {"submit", "optional", "comment_label", "pick_score", "saved", "change_answer", "follow_up_submit",
-                "skip", "review_button", "confirm_notice", "confirm_score", "close_page"}
+                "skip", "review_button", "confirm_notice", "confirm_score", "close_page", "send_again"}
     expected |= {f"{kind}_{part}" for kind in MESSAGE_KINDS for part in ("title", "body")}
     assert set(PAGE_TEXT_KEYS) == expected
     for locale, table in PAGE_TEXTS.items():
