@@ -3,6 +3,7 @@ from this process. Every refusal is checked to write nothing."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -261,3 +262,35 @@ def test_response_api_validates_each_record_and_needs_the_orgs_key(env, tmp_path
         env.cli_json("report", "--by", "location")), what="the API's responses in ClickHouse")
     assert sorted((r["location"], r["responses"]) for r in report["rows"]) == [
         ("(none)", 2), ("Espoo", 1), ("Turku", 1)]
+
+
+def test_the_links_actually_sent_open_the_page(env, tmp_path):
+    """The outbox's SMS (compact token) and e-mail (full token) links, as the respondent gets them."""
+    import email
+    from email import policy
+
+    programs = tmp_path / "programs.yaml"
+    programs.write_text(PROGRAMS.replace("channels: [email]\n        quiet_hours: null",
+                                         "channels: [sms, email]\n        quiet_hours: null", 1).replace(
+        'fi: {name: Acme, sender_email: nps@acme.fi,', 'fi: {name: Acme, sender_email: nps@acme.fi, sms_sender_id: Acme,'))
+    env.start_worker()
+    now = datetime.now(timezone.utc).isoformat()
+    lines = [{"event_id": "by-sms", "org_id": "acme", "event_type": "job.completed", "occurred_at": now,
+              "contact": {"contact_id": "c-sms", "phone": "+358401112222"}, "location": "Oulu"},
+             {"event_id": "by-mail", "org_id": "acme", "event_type": "job.completed", "occurred_at": now,
+              "contact": {"contact_id": "c-mail", "email": "m@kunde.fi"}, "location": "Vaasa"}]
+    env.cli("ingest", "triggers", str(write_jsonl(tmp_path / "t.jsonl", lines)))
+    wait_for(lambda: env.stats().get("deliver.invitation.sent", 0) >= 2, what="the invitations")
+    outbox = env.home / "outbox"
+    sms = json.loads((outbox / "sms.jsonl").read_text().splitlines()[0])
+    (sms_url,) = re.findall(r"http://\S+", sms["body"])
+    mail = email.message_from_bytes(next((outbox / "email").glob("*.eml")).read_bytes(), policy=policy.default)
+    mail_url = re.findall(r"http://\S+/s/[A-Za-z0-9_.-]+", mail.get_body(("plain",)).get_content())[0]
+    for url, score in ((sms_url, "2"), (mail_url, "10")):
+        page = requests.get(url, timeout=30)
+        assert page.status_code == 200 and "Kuinka todennäköisesti suosittelisit yritystä Acme" in page.text
+        assert requests.post(url, data={"csrf": csrf_of(page.text), "score": score}, timeout=30).status_code == 200
+    report = wait_for(lambda: (lambda r: r if r["total"]["responses"] == 2 else None)(
+        env.cli_json("report", "--by", "location")), what="both answers")
+    assert sorted((r["location"], r["promoters"], r["detractors"]) for r in report["rows"]) == [
+        ("Oulu", 0, 1), ("Vaasa", 1, 0)]
