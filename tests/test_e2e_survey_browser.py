@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 from tests.e2e_helpers import wait_for
 from tests.fixtures_browser import page_text, wait_for_text
@@ -32,7 +34,7 @@ def no_alert(driver) -> bool:
 
 def test_a_respondent_answers_in_the_browser(env, tmp_path, browser):
     env.start_worker()
-    first, second = invite(env, tmp_path, 2)
+    first, second, third = invite(env, tmp_path, 3)
     browser.get(link(env, first))
     text = wait_for_text(browser, "Hur troligt är det att du skulle rekommendera Acme")
     assert "Inte alls troligt" in text and "Extremt troligt" in text  # the scale's end labels, in Swedish
@@ -61,6 +63,29 @@ def test_a_respondent_answers_in_the_browser(env, tmp_path, browser):
     assert browser.find_elements(By.CSS_SELECTOR, "a[href='https://reviews.example.com/acme']")
     wait_for(lambda: env.cli_json("report")["total"]["responses"] == 2, what="the one-click answer")
     assert env.cli_json("report")["total"]["promoters"] == 1
+
+    # keyboard only: into the scale, arrows to 7, to the comment, to the button, Enter
+    browser.get(link(env, third))
+    wait_for_text(browser, "Hur troligt är det att du skulle rekommendera Acme")
+    keys = ActionChains(browser)
+    for _ in range(12):  # past the logo/heading links, if any, to the first radio
+        if (browser.switch_to.active_element.get_attribute("name") or "") == "score":
+            break
+        keys.send_keys(Keys.TAB).perform()
+    assert browser.switch_to.active_element.get_attribute("id") == "score-0"
+    keys.send_keys(Keys.SPACE).perform()
+    for _ in range(7):
+        keys.send_keys(Keys.ARROW_RIGHT).perform()
+    assert browser.find_element(By.ID, "score-7").is_selected()
+    keys.send_keys(Keys.TAB).perform()
+    assert browser.switch_to.active_element.get_attribute("id") == "comment"
+    keys.send_keys("Bra").send_keys(Keys.TAB).perform()
+    assert browser.switch_to.active_element.get_attribute("id") == "send"
+    keys.send_keys(Keys.ENTER).perform()
+    wait_for_text(browser, "Vad borde vi förbättra?")  # passives get the "what to improve" question
+    report = wait_for(lambda: (lambda r: r if r["total"]["responses"] == 3 else None)(env.cli_json("report")),
+                      what="the keyboard answer")
+    assert report["total"]["passives"] == 1
 
 
 def latest_answers(env) -> list[dict]:
