@@ -266,16 +266,30 @@ def ingest_triggers(file: str) -> None:
 def _render_report(data: dict) -> None:
     from rich.table import Table
 
-    table = Table(title="NPS" + (f" by {', '.join(data['by'])}" if data["by"] else ""))
+    compared = "previous_period" in data
+    title = "NPS" + (f" by {', '.join(data['by'])}" if data["by"] else "")
+    if compared:
+        title += (f" · {data['period']['since']} – {data['period']['until']} vs the previous period "
+                  f"{data['previous_period']['since']} – {data['previous_period']['until']}")
+    table = Table(title=title)
     for dim in data["by"]:
         table.add_column(dim)
-    for col in ("n", "promoters", "passives", "detractors", "NPS", "95% CI", "band"):
-        table.add_column(col, justify="right" if col not in ("band",) else "left")
+    columns = ["n", "promoters", "passives", "detractors", "NPS", "95% CI", "band"]
+    if compared:
+        columns += ["prev n", "prev NPS", "change", "significant (95 %)"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("band", "significant (95 %)") else "right")
 
     def cells(row):
         nps = "—" if row["nps"] is None else f"{row['nps']:.2f}"
-        return [str(row["responses"]), str(row["promoters"]), str(row["passives"]), str(row["detractors"]), nps,
-                f"[{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}]", row["band"] or "—"]
+        out = [str(row["responses"]), str(row["promoters"]), str(row["passives"]), str(row["detractors"]), nps,
+               f"[{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}]", row["band"] or "—"]
+        if compared:
+            prev = row["previous"]
+            out += [str(prev["responses"]), "—" if prev["nps"] is None else f"{prev['nps']:.2f}",
+                    "—" if row["change"] is None else f"{row['change']:+.2f}",
+                    "yes" if row["significant"] else "no"]
+        return out
 
     for row in data["rows"]:
         table.add_row(*[str(row[d]) for d in data["by"]], *cells(row))
@@ -289,15 +303,19 @@ def _render_report(data: dict) -> None:
 @click.option("--by", "by", default="", help="Comma-separated segment dimensions, e.g. location,channel.")
 @click.option("--since", default=None, help="Only responses at or after this ISO-8601 time.")
 @click.option("--until", default=None, help="Only responses before this ISO-8601 time.")
+@click.option("--compare-previous", is_flag=True,
+              help="Also the same segments in the previous period of equal length (needs --since; --until "
+                   "defaults to now), with the change and whether it is significant at 95 %.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def report(by: str, since: str | None, until: str | None, fmt: str) -> None:
+def report(by: str, since: str | None, until: str | None, compare_previous: bool, fmt: str) -> None:
     """NPS from ClickHouse, latest edit of every response counted once, with n and 95 % interval."""
     from npsflow.reader import ReadError, report as read_report
 
     dims = [d.strip() for d in by.split(",") if d.strip()]
     settings = _settings()
     try:
-        data = read_report(settings, dims, _parse_time(since, "since"), _parse_time(until, "until"))
+        data = read_report(settings, dims, _parse_time(since, "since"), _parse_time(until, "until"),
+                           compare_previous=compare_previous)
     except (ReadError, ValueError) as exc:
         raise Failure(str(exc)) from None
     _emit(data, fmt, _render_report)

@@ -58,14 +58,18 @@ def _store(settings: Settings):
     return store
 
 
-def report(settings: Settings, by: list[str], since: datetime | None, until: datetime | None) -> dict:
+def report(settings: Settings, by: list[str], since: datetime | None, until: datetime | None,
+           compare_previous: bool = False) -> dict:
     info = _via_worker(settings)
     if info:
         return _get(info, "/api/v1/report", {"by": ",".join(by) or None,
                                              "since": since.isoformat() if since else None,
-                                             "until": until.isoformat() if until else None})
+                                             "until": until.isoformat() if until else None,
+                                             "compare_previous": "1" if compare_previous else None})
     from sinks import queries
 
+    if compare_previous:
+        return queries.report_compared(_store(settings), by, since, until)
     return queries.report(_store(settings), by, since, until)
 
 

@@ -114,6 +114,43 @@ def report(store, by: list[str] | tuple[str, ...] = (), since: datetime | None =
     }
 
 
+def report_compared(store, by: list[str] | tuple[str, ...] = (), since: datetime | None = None,
+                    until: datetime | None = None, now: datetime | None = None) -> dict:
+    """``report`` for [since, until) next to the same segments in the previous period of equal length,
+    [since − (until − since), since): every row and the total get ``previous`` (a summary), ``change`` (NPS
+    points, None when a period has no responses), ``z`` and ``significant`` (two-sample z-test at 95 %,
+    ``streams.nps.compare``). Segments seen in only one of the periods are listed with zeros in the other.
+    ``until`` defaults to ``now``; ``since`` is required (a previous period needs a length)."""
+    from streams.nps import compare
+
+    if since is None:
+        raise ValueError("--compare-previous needs --since (and --until, default now): the period to compare")
+    until = until or now or datetime.now(timezone.utc)
+    since, until = _utc(since), _utc(until)
+    if since >= until:
+        raise ValueError("since must be earlier than until")
+    previous_since = since - (until - since)
+    current = report(store, by, since, until)
+    previous = report(store, by, previous_since, since)
+    by = current["by"]
+    key = lambda row: tuple(row[d] for d in by)  # noqa: E731
+    counts = lambda s: (s["promoters"], s["passives"], s["detractors"])  # noqa: E731
+    empty = summarize(0, 0, 0).as_dict()
+    before = {key(r): r for r in previous["rows"]}
+    now_rows = {key(r): r for r in current["rows"]}
+    rows = []
+    for k in list(now_rows) + [k for k in before if k not in now_rows]:
+        cur = now_rows.get(k) or {**dict(zip(by, k)), **empty}
+        prev = before.get(k)
+        prev_summary = {s: prev[s] for s in empty} if prev else dict(empty)
+        rows.append({**cur, "previous": prev_summary, **compare(counts(cur), counts(prev_summary))})
+    total = {**current["total"], "previous": previous["total"],
+             **compare(counts(current["total"]), counts(previous["total"]))}
+    return {"by": by, "rows": rows, "total": total,
+            "period": {"since": _iso(since), "until": _iso(until)},
+            "previous_period": {"since": _iso(previous_since), "until": _iso(since)}}
+
+
 # ------------------------------------------------------------------------------------------------ windows
 WINDOW_COLUMNS = ("window_seconds", "window_start", "window_end", "promoters", "passives", "detractors",
                   "responses", "nps", "ci_low", "ci_high", "band", "updated_at")

@@ -2,7 +2,7 @@
 
 GET /healthz                 liveness
 GET /api/v1/stats            in-memory counters of the agents
-GET /api/v1/report?by=location,channel&since=ISO&until=ISO
+GET /api/v1/report?by=location,channel&since=ISO&until=ISO[&compare_previous=1]
 GET /api/v1/windows?segment=location=Espoo
 GET /api/v1/deadletters
 GET /api/v1/dispatches
@@ -43,8 +43,9 @@ def install_web(pipeline, store) -> None:
             until = _time(request.query.get("until"), "until")
         except Rejected as exc:
             return error(web, 400, exc.detail)
+        compared = request.query.get("compare_previous") in ("1", "true")
         try:
-            result = await store.arun(queries.report, by, since, until)
+            result = await store.arun(queries.report_compared if compared else queries.report, by, since, until)
         except ValueError as exc:
             return error(web, 400, str(exc))
         return web.json(result)

@@ -328,3 +328,24 @@ def test_api_key_new_prints_a_key_and_only_its_hash_to_configure(tmp_path):
     key = proc.stdout.split("key:")[1].split()[0]
     line = proc.stdout.split("hash:")[1].split()[0]
     assert key.startswith("npk_") and len(key) > 40 and line == api_key_hash(key)
+
+
+def test_report_compare_previous_json_and_table(tmp_path, ch_store):
+    from tests.test_clickhouse import seed_report_data
+
+    seed_report_data(ch_store)
+    ch_store.close()  # the CLI opens the same chDB directory in its own process
+    args = ["report", "--by", "location", "--since", "2024-05-02T00:00:00Z", "--until", "2024-05-03T00:00:00Z",
+            "--compare-previous"]
+    proc = run([*args, "--format", "json"], home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data) == {"by", "rows", "total", "period", "previous_period"}
+    assert [(r["location"], r["responses"], r["previous"]["responses"], r["change"], r["significant"])
+            for r in data["rows"]] == [("Helsinki", 3, 1, 133.33, True), ("Espoo", 0, 5, None, False)]
+    assert (data["total"]["change"], data["total"]["significant"]) == (-16.67, False)
+    table = run(args, home=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "vs the previous period" in table.stdout and "+133.33" in table.stdout and "-16.67" in table.stdout
+    missing = run(["report", "--compare-previous"], home=tmp_path)
+    assert missing.returncode == 1 and "needs --since" in one_line_error(missing)

@@ -813,3 +813,22 @@ def test_migration_0004_adds_follow_up_keeps_old_rows_and_is_idempotent(ch_store
             [{"response_id": "after", "comment": "", "follow_up": "The technician"},
              {"response_id": "before", "comment": "meh", "follow_up": ""}]
         assert queries.report(old)["total"]["responses"] == 2  # the read side is unaffected
+
+
+def test_report_compared_with_the_previous_period(ch_store):
+    """Day 2 against day 1 of the seed (counts by hand above; z by hand: Helsinki Δ = 1.3333 / sqrt(0.8889/3 +
+    0/1) = 2.449; total Δ = −0.1667 / sqrt(0.8889/3 + 0.5833/6) = −0.266)."""
+    seed_report_data(ch_store)
+    result = queries.report_compared(ch_store, ["location"], T0 + D, T0 + 2 * D)
+    assert result["period"] == {"since": "2024-05-02T00:00:00.000Z", "until": "2024-05-03T00:00:00.000Z"}
+    assert result["previous_period"] == {"since": "2024-05-01T00:00:00.000Z", "until": "2024-05-02T00:00:00.000Z"}
+    helsinki, espoo = result["rows"]
+    assert (helsinki["location"], helsinki["nps"], helsinki["previous"]["nps"]) == ("Helsinki", 33.33, -100.0)
+    assert (helsinki["change"], helsinki["z"], helsinki["significant"]) == (133.33, 2.449, True)
+    assert (espoo["location"], espoo["responses"], espoo["previous"]["responses"]) == ("Espoo", 0, 5)
+    assert (espoo["change"], espoo["significant"]) == (None, False)  # nothing this period: no change to speak of
+    total = result["total"]
+    assert (total["responses"], total["previous"]["responses"]) == (3, 6)
+    assert (total["change"], total["z"], total["significant"]) == (-16.67, -0.266, False)
+    with pytest.raises(ValueError, match="needs --since"):
+        queries.report_compared(ch_store, ["location"], None, None)

@@ -294,3 +294,9 @@ def test_the_links_actually_sent_open_the_page(env, tmp_path):
         env.cli_json("report", "--by", "location")), what="both answers")
     assert sorted((r["location"], r["promoters"], r["detractors"]) for r in report["rows"]) == [
         ("Oulu", 0, 1), ("Vaasa", 1, 0)]
+    # the same through the worker's API, next to the (empty) previous hour
+    since = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
+    compared = env.cli_json("report", "--by", "location", "--since", since, "--compare-previous")
+    assert (compared["total"]["responses"], compared["total"]["previous"]["responses"]) == (2, 0)
+    assert [(r["location"], r["change"]) for r in sorted(compared["rows"], key=lambda r: r["location"])] == [
+        ("Oulu", None), ("Vaasa", None)]

@@ -71,3 +71,16 @@ def test_variance_matches_definition():
     assert variance(5, 0, 5) == pytest.approx(1.0)
     assert variance(0, 10, 0) == 0.0
     assert variance(3, 3, 4) == pytest.approx(0.3 + 0.4 - (0.3 - 0.4) ** 2)
+
+
+@pytest.mark.parametrize("current,previous,change,z,significant", [
+    ((9, 0, 2), (1, 2, 3), 96.97, 2.532, True),      # by hand: Δ 0.9697 / sqrt(0.59504/11 + 0.55556/6)
+    ((30, 40, 30), (35, 40, 25), -10.0, -0.917, False),  # Δ −0.1 / sqrt(0.6/100 + 0.59/100) = −0.917 (|z| < 1.96)
+    ((5, 0, 0), (0, 0, 5), 200.0, None, True),      # no variance at all: any change is certain
+    ((5, 0, 0), (5, 0, 0), 0.0, 0.0, False),
+    ((1, 0, 0), (0, 0, 0), None, None, False),      # an empty period: nothing to compare
+])
+def test_period_over_period_change_and_its_significance(current, previous, change, z, significant):
+    from streams.nps import compare
+
+    assert compare(current, previous) == {"change": change, "z": z, "significant": significant}
