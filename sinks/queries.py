@@ -13,7 +13,7 @@ reaches SQL as bound query parameters.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from streams.nps import summarize
@@ -149,6 +149,66 @@ def report_compared(store, by: list[str] | tuple[str, ...] = (), since: datetime
     return {"by": by, "rows": rows, "total": total,
             "period": {"since": _iso(since), "until": _iso(until)},
             "previous_period": {"since": _iso(previous_since), "until": _iso(since)}}
+
+
+# ------------------------------------------------------------------------------------------------ dashboard
+LATEST_ANSWERS = """
+    SELECT response_id,
+           argMax(category, version)     AS cat,
+           argMax(score, version)        AS score,
+           argMax(comment, version)      AS comment,
+           argMax(responded_at, version) AS at,
+           argMax(segment, version)      AS seg
+    FROM {db}.responses
+    GROUP BY response_id
+"""
+
+
+def dashboard(store, by: str = "location", days: int = 14, comments: int = 10,
+              now: datetime | None = None) -> dict:
+    """What the built-in live dashboard shows, from the latest version of every response:
+    ``report`` by ``by``; ``trend``: NPS per UTC day for the last ``days`` days (ending today), overall and per
+    segment value (days without responses have n = 0 and nps None); ``comments``: the newest non-empty comments
+    (score, category, the ``by`` value, responded_at). Numbers are exactly ``report``'s."""
+    by = validate_dimension(by)
+    days = max(1, min(int(days), 90))
+    comments = max(0, min(int(comments), 50))
+    today = _utc(now or datetime.now(timezone.utc)).date()
+    first = today - timedelta(days=days - 1)
+    params = {"k": by, "none": NONE_VALUE, "first": first.isoformat(), "n": comments}
+    seg = "if(seg[{k:String}] = '', {none:String}, seg[{k:String}])"
+    per_day = store.query(
+        f"SELECT toDate(at) AS day, {seg} AS value, countIf(cat = 'promoter') AS p, countIf(cat = 'passive') AS pa, "
+        "countIf(cat = 'detractor') AS d "
+        f"FROM ({LATEST_ANSWERS}) WHERE toDate(at) >= toDate({{first:String}}) AND toDate(at) <= today() + 1 "
+        "GROUP BY day, value", params)
+    counts: dict[str, dict[str, list[int]]] = {}
+    for r in per_day:
+        for key in ("(all)", r["value"]):
+            cell = counts.setdefault(key, {}).setdefault(str(r["day"]), [0, 0, 0])
+            cell[0] += int(r["p"]); cell[1] += int(r["pa"]); cell[2] += int(r["d"])  # noqa: E702
+    day_list = [(first + timedelta(days=i)).isoformat() for i in range(days)]
+
+    def series(key: str) -> list[dict]:
+        out = []
+        for day in day_list:
+            s = summarize(*counts.get(key, {}).get(day, [0, 0, 0])).as_dict()
+            out.append({"day": day, "responses": s["responses"], "nps": s["nps"]})
+        return out
+
+    latest = store.query(
+        f"SELECT response_id, score, cat, comment, at, {seg} AS value FROM ({LATEST_ANSWERS}) "
+        "WHERE comment != '' ORDER BY at DESC, response_id LIMIT {n:UInt32}", params) if comments else []
+    result = report(store, [by])
+    return {
+        "by": by,
+        "rows": result["rows"],
+        "total": result["total"],
+        "trend": {"days": day_list, "total": series("(all)"),
+                  "segments": {r[by]: series(r[by]) for r in result["rows"]}},
+        "comments": [{"response_id": c["response_id"], "score": int(c["score"]), "category": c["cat"],
+                      "comment": c["comment"], by: c["value"], "responded_at": _iso(c["at"])} for c in latest],
+    }
 
 
 # ------------------------------------------------------------------------------------------------ windows

@@ -6,6 +6,8 @@ GET /api/v1/report?by=location,channel&since=ISO&until=ISO[&compare_previous=1]
 GET /api/v1/windows?segment=location=Espoo
 GET /api/v1/deadletters
 GET /api/v1/dispatches
+GET /api/v1/dashboard?by=location    what the live dashboard shows (sinks.queries.dashboard)
+GET /dashboard?by=location           the built-in live dashboard (streams.dashboard)
 """
 
 from __future__ import annotations
@@ -68,3 +70,30 @@ def install_web(pipeline, store) -> None:
     @app.page("/api/v1/deadletters")
     async def deadletters(web, request):
         return web.json(await store.arun(queries.deadletters))
+
+    dimensions = [d for d in pipeline.settings.dimensions if d != "overall"] or ["location"]
+
+    @app.page("/api/v1/dashboard")
+    async def dashboard_data(web, request):
+        by = request.query.get("by") or dimensions[0]
+        try:
+            data = await store.arun(queries.dashboard, by)
+        except ValueError as exc:
+            return error(web, 400, str(exc))
+        return web.json(data, headers={"Cache-Control": "no-store"})
+
+    @app.page("/dashboard")
+    async def dashboard_page(web, request):
+        import secrets
+
+        from streams.dashboard import content_security_policy, render_dashboard
+
+        by = request.query.get("by") or dimensions[0]
+        nonce = secrets.token_urlsafe(12)
+        try:
+            page = render_dashboard(by=by, dimensions=dimensions, nonce=nonce)
+        except ValueError as exc:
+            return error(web, 400, str(exc))
+        return web.html(page, headers={"Content-Security-Policy": content_security_policy(nonce),
+                                       "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
+                                       "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"})

@@ -832,3 +832,25 @@ def test_report_compared_with_the_previous_period(ch_store):
     assert (total["change"], total["z"], total["significant"]) == (-16.67, -0.266, False)
     with pytest.raises(ValueError, match="needs --since"):
         queries.report_compared(ch_store, ["location"], None, None)
+
+
+def test_dashboard_numbers_trend_and_latest_comments(ch_store):
+    seed_report_data(ch_store)
+    insert_responses(ch_store, [
+        response("c1", 2, at=T0 + 2 * D + H, segment={"location": "Oulu"}, comment="<script>alert(1)</script> slow"),
+        response("c2", 10, at=T0 + 2 * D + 2 * H, segment={"location": "Oulu"}, comment="Great"),
+        response("c3", 9, at=T0 + 2 * D + 3 * H, segment={"location": "Oulu"}, comment=""),
+    ], token="responses:t:0:20-22", first_offset=20)
+    data = queries.dashboard(ch_store, "location", days=4, comments=5, now=T0 + 2 * D)
+    assert (data["by"], data["rows"], data["total"]) == ("location", *(lambda r: (r["rows"], r["total"]))(
+        queries.report(ch_store, ["location"], None, None)))  # exactly the report's numbers
+    assert data["trend"]["days"] == ["2024-04-30", "2024-05-01", "2024-05-02", "2024-05-03"]
+    # by hand: 05-01 e1 e2 e3 e4 e5 (Espoo 4P 1Pa) + m1 (Helsinki D) = 4/1/1 → 50; 05-02 h1 D, h2 P, h3 P → 33.33;
+    # 05-03 n1 Pa + c1 D + c2 P + c3 P → 2/1/1 → 25
+    assert [(p["responses"], p["nps"]) for p in data["trend"]["total"]] == [(0, None), (6, 50.0), (3, 33.33), (4, 25.0)]
+    assert [(p["responses"], p["nps"]) for p in data["trend"]["segments"]["Oulu"]] == [
+        (0, None), (0, None), (0, None), (3, 33.33)]
+    assert [(c["response_id"], c["comment"], c["location"], c["category"]) for c in data["comments"]] == [
+        ("c2", "Great", "Oulu", "promoter"), ("c1", "<script>alert(1)</script> slow", "Oulu", "detractor")]
+    with pytest.raises(ValueError):
+        queries.dashboard(ch_store, "location;drop")
