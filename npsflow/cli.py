@@ -183,6 +183,49 @@ def api_key_new() -> None:
     click.echo(f"hash: {line}   (add under api_keys: of the organization in NPSFLOW_PROGRAMS)")
 
 
+# ---------------------------------------------------------------------------------------------- grafana
+@main.group()
+def grafana() -> None:
+    """Grafana dashboards as code (ClickHouse data source, dashboards from sinks/bi.py)."""
+
+
+@grafana.command("build")
+@click.option("--out", "out_dir", default="deploy/grafana", show_default=True,
+              type=click.Path(file_okay=False), help="directory for dashboards/ and provisioning/")
+def grafana_build(out_dir: str) -> None:
+    """Regenerate the dashboard JSON and the provisioning files."""
+    from npsflow.grafana import build
+
+    for path in build(out_dir):
+        click.echo(str(path))
+
+
+@grafana.command("push")
+@click.option("--url", required=True, help="Grafana base URL, e.g. http://localhost:3000")
+@click.option("--token", required=True, envvar="GRAFANA_TOKEN", help="service account token (or GRAFANA_TOKEN)")
+@click.option("--clickhouse-url", default="http://default@localhost:8123/npsflow", show_default=True,
+              help="ClickHouse as Grafana reaches it: http(s)://user:pass@host:port/db or clickhouse(s)://…")
+@click.option("--folder-uid", default=None, help="Grafana folder for the dashboards (default: General)")
+def grafana_push(url: str, token: str, clickhouse_url: str, folder_uid: str | None) -> None:
+    """Create or update the data source and upload the dashboards (overwrite)."""
+    from npsflow.grafana import push
+
+    try:
+        done = push(url, token, clickhouse_url=clickhouse_url, folder_uid=folder_uid)
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
+    except Exception as exc:  # connection refused, 401, 5xx …: one line, exit 1
+        status = getattr(exc, "status_code", None)
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        prefix = f"HTTP {status}: " if status else ""
+        raise Failure(f"grafana push to {url} failed: {prefix}{detail}") from None
+    for item in done:
+        if item["kind"] == "datasource":
+            click.echo(f"datasource {item['name']!r}: {item['action']}")
+        else:
+            click.echo(f"dashboard {item['uid']}: saved (version {item['version']}, {item['url']})")
+
+
 # ----------------------------------------------------------------------------------------------- worker
 @main.command()
 @click.option("--loglevel", default="warning", show_default=True,

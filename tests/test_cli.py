@@ -11,7 +11,8 @@ import pytest
 
 SUBCOMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["worker"], ["ingest"],
                ["ingest", "responses"], ["ingest", "triggers"], ["report"], ["windows"], ["deadletters"], ["dispatches"], ["simulate"], ["demo"],
-               ["programs"], ["programs", "check"], ["survey-link"], ["api-key"], ["api-key", "new"]]
+               ["programs"], ["programs", "check"], ["survey-link"], ["api-key"], ["api-key", "new"],
+               ["grafana"], ["grafana", "build"], ["grafana", "push"]]
 
 
 def run(args, env_extra=None, home=None, timeout=120):

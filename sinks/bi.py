@@ -1,0 +1,310 @@
+"""The SQL of every Grafana panel (``npsflow grafana build``), as data, in one place.
+
+The statements are written for the SQL editor of the ``grafana-clickhouse-datasource`` plugin (v4). They use
+only these placeholders, which ``render`` expands the way Grafana and the plugin do:
+
+* ``$__fromTime`` / ``$__toTime`` — the plugin's macros: the dashboard time range as ``toDateTime(<unix
+  seconds>)``. Periods are half-open, ``at >= $__fromTime AND at < $__toTime``, exactly like
+  ``npsflow report --since … --until …``.
+* ``${org:sqlstring}`` — the ``org`` variable (values of ``dispatches.org_id``) as a quoted SQL string. Its
+  "All" option has the custom all value ``'__all__'`` (quotes included: Grafana inserts a custom all value
+  verbatim, without the ``sqlstring`` format), so every statement reads ``${org:sqlstring} = '__all__' OR …``.
+* ``${dimension:sqlstring}`` — the ``dimension`` variable (location, employee, channel) as a quoted string, used
+  as a key of the ``segment`` map.
+* ``{db}`` — the database, as in ``sinks.queries``: ``ClickHouseStore.query`` replaces it with the store's
+  quoted database; the Grafana JSON carries the store's default database (``for_grafana``).
+
+Correct before merges: every read takes the latest version of each response (``argMax(…, version)`` grouped
+by ``response_id``) and the latest decision of each dispatch (``argMax(…, decided_at)`` grouped by
+``dispatch_id``), like ``sinks.queries``; dead letters count once per ``(stage, dead_letter_id)``.
+
+Organizations: a response belongs to an org through its (latest) ``invitation_id`` → ``dispatches.invitation_id``
+of that org. Responses without an invitation (CLI/API ingest, the simulator) have no org: they count under
+"All" only. Dead letters have no org either: that panel ignores the variable.
+
+NPS math is ``streams.nps`` in SQL: NPS = 100·(P − D)/n; the 95 % adjusted-Wald interval with n' = n + 3,
+p' = (P + 0.75)/n', d' = (D + 0.75)/n', SE = sqrt(max(p' + d' − (p' − d')², 0)/n'), 100·((p' − d') ± 1.96·SE)
+clipped to [−100, 100]; bands < 0 needs_improvement, < 50 good, < 70 excellent, else world_class.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sinks.clickhouse import DEFAULT_DATABASE, quote_ident
+from sinks.queries import NONE_VALUE, validate_dimension
+
+ALL_ORGS = "__all__"
+ORG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+DIMENSIONS = ("location", "employee", "channel")
+COMMENTS_LIMIT = 50
+
+# ------------------------------------------------------------------------------------------------ building blocks
+ORG = "${org:sqlstring}"
+DIM = "${dimension:sqlstring}"
+PERIOD = "$__fromTime AND at < $__toTime"  # used as: at >= {PERIOD}
+
+#: latest version of every response, with its organization scope and the dashboard period applied
+_RESPONSES = """(
+        SELECT response_id,
+               argMax(score, version)         AS sc,
+               argMax(category, version)      AS cat,
+               argMax(comment, version)       AS txt,
+               argMax(responded_at, version)  AS at,
+               argMax(segment, version)       AS seg,
+               argMax(invitation_id, version) AS inv
+        FROM {db}.responses
+        GROUP BY response_id
+    )
+    WHERE at >= $__fromTime AND at < $__toTime
+      AND (${org:sqlstring} = '__all__'
+           OR (inv != '' AND inv IN (SELECT invitation_id FROM {db}.dispatches
+                                     WHERE org_id = ${org:sqlstring} AND invitation_id != '')))"""
+
+#: NPS, interval and band over columns p (promoters), d (detractors), n (responses) of the enclosing SELECT
+_NPS_COLUMNS = """100 * (p - d) / n AS nps,
+           (p + 0.75) / (n + 3) AS p_adj,
+           (d + 0.75) / (n + 3) AS d_adj,
+           sqrt(greatest(p_adj + d_adj - (p_adj - d_adj) * (p_adj - d_adj), 0) / (n + 3)) AS se,
+           greatest(-100, 100 * ((p_adj - d_adj) - 1.96 * se)) AS ci_low,
+           least(100, 100 * ((p_adj - d_adj) + 1.96 * se)) AS ci_high"""
+
+_SEGMENT_VALUE = f"if(seg[{DIM}] = '', '{NONE_VALUE}', seg[{DIM}])"
+
+# ------------------------------------------------------------------------------------------------ panels
+NPS_DAILY = f"""SELECT time, nps, ci_low, ci_high, n
+FROM
+(
+    SELECT toStartOfDay(at) AS time,
+           count() AS n,
+           countIf(cat = 'promoter') AS p,
+           countIf(cat = 'detractor') AS d,
+           {_NPS_COLUMNS}
+    FROM {_RESPONSES}
+    GROUP BY time
+)
+ORDER BY time"""
+
+NPS_BY_SEGMENT = f"""SELECT value, n, promoters, passives, detractors, nps, ci_low, ci_high,
+       multiIf(nps < 0, 'needs_improvement', nps < 50, 'good', nps < 70, 'excellent', 'world_class') AS band
+FROM
+(
+    SELECT {_SEGMENT_VALUE} AS value,
+           count() AS n,
+           countIf(cat = 'promoter') AS p,
+           countIf(cat = 'passive') AS pa,
+           countIf(cat = 'detractor') AS d,
+           p AS promoters, pa AS passives, d AS detractors,
+           {_NPS_COLUMNS}
+    FROM {_RESPONSES}
+    GROUP BY value
+)
+ORDER BY n DESC, value"""
+
+SCORE_DISTRIBUTION = f"""SELECT toString(s) AS score, detractors, passives, promoters
+FROM
+(
+    SELECT toUInt8(sc) AS s,
+           countIf(cat = 'detractor') AS detractors,
+           countIf(cat = 'passive') AS passives,
+           countIf(cat = 'promoter') AS promoters
+    FROM {_RESPONSES}
+    GROUP BY s
+    ORDER BY s WITH FILL FROM 0 TO 11
+)
+ORDER BY s"""
+
+CATEGORY_SHARE = f"""SELECT toStartOfDay(at) AS time,
+       100 * countIf(cat = 'promoter') / count() AS promoters,
+       100 * countIf(cat = 'passive') / count() AS passives,
+       100 * countIf(cat = 'detractor') / count() AS detractors
+FROM {_RESPONSES}
+GROUP BY time
+ORDER BY time"""
+
+DETRACTOR_COMMENTS = f"""SELECT at AS responded_at, sc AS score, {_SEGMENT_VALUE} AS value, txt AS comment, response_id
+FROM {_RESPONSES}
+  AND cat = 'detractor' AND txt != ''
+ORDER BY responded_at DESC, response_id
+LIMIT {COMMENTS_LIMIT}"""
+
+#: invitations first decided in the period, per channel of their latest decision; responses whenever they came
+FUNNEL = """WITH
+    latest AS
+    (
+        SELECT dispatch_id,
+               argMax(kind, decided_at)            AS knd,
+               argMax(status, decided_at)          AS st,
+               argMax(channel, decided_at)         AS ch,
+               argMax(invitation_id, decided_at)   AS inv,
+               argMax(ifNull(cost, 0), decided_at) AS price,
+               argMax(currency, decided_at)        AS cur,
+               min(decided_at)                     AS first_at,
+               max(decided_at)                     AS sent_at
+        FROM {db}.dispatches
+        WHERE ${org:sqlstring} = '__all__' OR org_id = ${org:sqlstring}
+        GROUP BY dispatch_id
+    ),
+    reminders AS
+    (
+        SELECT inv, sum(price) AS reminder_cost, groupUniqArrayIf(cur, cur != '') AS reminder_cur
+        FROM latest
+        WHERE knd = 'reminder' AND st = 'sent' AND inv != ''
+        GROUP BY inv
+    ),
+    answers AS
+    (
+        SELECT inv, min(at) AS answered_at, 1 AS answered
+        FROM
+        (
+            SELECT response_id,
+                   argMax(invitation_id, version) AS inv,
+                   argMax(responded_at, version)  AS at
+            FROM {db}.responses
+            GROUP BY response_id
+        )
+        WHERE inv != ''
+        GROUP BY inv
+    )
+SELECT if(i.ch = '', '(none)', i.ch) AS channel,
+       count() AS triggered,
+       countIf(i.st = 'sent') AS sent,
+       countIf(i.st = 'sent' AND a.answered = 1) AS responded,
+       if(sent = 0, NULL, 100 * responded / sent) AS response_rate,
+       quantileExactInclusiveIf(0.5)(
+           (toUnixTimestamp64Milli(a.answered_at) - toUnixTimestamp64Milli(i.sent_at)) / 3600000,
+           i.st = 'sent' AND a.answered = 1) AS median_hours_to_respond,
+       sumIf(i.price, i.st = 'sent') + sumIf(r.reminder_cost, i.st = 'sent') AS cost,
+       arrayStringConcat(arraySort(arrayDistinct(arrayConcat(
+           groupUniqArrayIf(i.cur, i.st = 'sent' AND i.cur != ''),
+           groupArrayArrayIf(r.reminder_cur, i.st = 'sent')))), ',') AS currency,
+       if(responded = 0, NULL, cost / responded) AS cost_per_response
+FROM
+(
+    SELECT inv, ch, st, price, cur, sent_at
+    FROM latest
+    WHERE knd = 'invitation' AND first_at >= $__fromTime AND first_at < $__toTime
+) AS i
+LEFT JOIN reminders AS r ON r.inv = i.inv AND i.inv != ''
+LEFT JOIN answers AS a ON a.inv = i.inv AND i.inv != ''
+GROUP BY channel
+ORDER BY channel"""
+
+DEAD_LETTERS_HOURLY = """SELECT toStartOfHour(t) AS time, stage, count() AS dead_letters
+FROM
+(
+    SELECT stage, dead_letter_id, min(failed_at) AS t
+    FROM {db}.dead_letters
+    GROUP BY stage, dead_letter_id
+)
+WHERE t >= $__fromTime AND t < $__toTime
+GROUP BY time, stage
+ORDER BY time, stage"""
+
+#: the ``org`` variable's options (no time range: every org that ever had a dispatch)
+ORG_OPTIONS = "SELECT DISTINCT org_id FROM {db}.dispatches WHERE org_id != '' ORDER BY org_id"
+
+TABLE, TIME_SERIES = 1, 0  # the plugin's "format" of a query
+
+
+@dataclass(frozen=True)
+class Panel:
+    key: str
+    title: str
+    sql: str
+    format: int  # TABLE or TIME_SERIES
+    description: str
+
+
+OVERVIEW = (
+    Panel("nps_daily", "NPS per day with 95 % interval", NPS_DAILY, TIME_SERIES,
+          "NPS of the responses answered each UTC day (latest version of every answer), with the 95 % "
+          "adjusted-Wald interval (ci_low, ci_high) as a band; n = responses that day."),
+    Panel("nps_by_segment", "NPS by ${dimension}", NPS_BY_SEGMENT, TABLE,
+          "Responses in the period grouped by the segment dimension chosen above; '(none)' = the response has "
+          "no value for it. Same numbers as `npsflow report --by <dimension>`."),
+    Panel("score_distribution", "Score distribution", SCORE_DISTRIBUTION, TABLE,
+          "Responses per score 0–10 in the period, colored by category."),
+    Panel("category_share", "Promoters, passives, detractors (% per day)", CATEGORY_SHARE, TIME_SERIES,
+          "Share of each category among the responses of each UTC day (stacked to 100 %)."),
+    Panel("detractor_comments", "Latest detractor comments", DETRACTOR_COMMENTS, TABLE,
+          f"The {COMMENTS_LIMIT} newest detractor answers with a comment in the period. Comments are shown as "
+          "plain text: the table escapes them, markup in a comment is not interpreted."),
+)
+
+OPERATIONS = (
+    Panel("funnel", "Survey funnel per channel", FUNNEL, TABLE,
+          "Invitations first decided in the period, by the channel of their latest decision ('(none)': no "
+          "channel, e.g. suppressed): triggered, sent, responded (a response carries the invitation id; "
+          "responses arriving after the period still count), response rate = responded / sent, median hours "
+          "from sending to the answer, cost of the sent invitations and their sent reminders, and cost per "
+          "response."),
+    Panel("dead_letters", "Dead letters per hour by stage", DEAD_LETTERS_HOURLY, TIME_SERIES,
+          "Records npsflow refused (each dead letter once), per hour and stage. Not tied to an organization: "
+          "the org variable does not apply. Details: `npsflow deadletters`."),
+)
+
+DASHBOARDS = {"nps-overview": ("NPS overview", OVERVIEW), "survey-operations": ("Survey operations", OPERATIONS)}
+
+
+def panels() -> tuple[Panel, ...]:
+    return OVERVIEW + OPERATIONS
+
+
+def for_grafana(sql: str, database: str = DEFAULT_DATABASE) -> str:
+    """The statement as it goes into the dashboard JSON: ``{db}`` → the quoted database name."""
+    return sql.replace("{db}", quote_ident(database))
+
+
+# ------------------------------------------------------------------------------------------------ render
+_TOKEN = re.compile(r"\$__[A-Za-z_]+|\$\{[^}]*\}|\$[A-Za-z_]\w*|\[\[[^\]]*\]\]")
+
+
+def _seconds(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return int(value.timestamp() // 1)
+
+
+def _quote(value: str) -> str:
+    return "'" + value + "'"  # only ever called on values matched by a strict regex (no quotes, backslashes)
+
+
+def render(sql: str, *, time_from: datetime, time_to: datetime, variables: dict[str, str | None]) -> str:
+    """Expand the placeholders of a panel's SQL into plain ClickHouse SQL, as Grafana + the plugin would.
+
+    ``$__fromTime``/``$__toTime`` → ``toDateTime(<unix seconds>)`` (the plugin truncates to whole seconds; naive
+    datetimes are UTC). ``${org:sqlstring}`` → ``'__all__'`` when ``variables["org"]`` is None, "All" or
+    ``__all__``, else the quoted org id (must match ``ORG_ID``). ``${dimension:sqlstring}`` → the quoted
+    dimension (must pass ``sinks.queries.validate_dimension``). ``{db}`` is left for ``store.query``. Any
+    other macro or variable is a ValueError, as is a variable the SQL needs but ``variables`` lacks.
+    """
+    if _seconds(time_from) >= _seconds(time_to):
+        raise ValueError("time_from must be earlier than time_to")
+    values: dict[str, str] = {
+        "$__fromTime": f"toDateTime({_seconds(time_from)})",
+        "$__toTime": f"toDateTime({_seconds(time_to)})",
+    }
+    if "org" in variables:
+        org = variables["org"]
+        if org in (None, "All", "$__all", ALL_ORGS):
+            values[ORG] = _quote(ALL_ORGS)
+        elif isinstance(org, str) and ORG_ID.match(org):
+            values[ORG] = _quote(org)
+        else:
+            raise ValueError(f"invalid org id {org!r}")
+    if "dimension" in variables:
+        values[DIM] = _quote(validate_dimension(variables["dimension"]))
+    unknown = set(variables) - {"org", "dimension"}
+    if unknown:
+        raise ValueError(f"unknown variables {sorted(unknown)}: only org and dimension")
+
+    def expand(match: re.Match) -> str:
+        token = match.group(0)
+        if token not in values:
+            raise ValueError(f"cannot render {token!r}: supported are {sorted(values)} (given the variables)")
+        return values[token]
+
+    return _TOKEN.sub(expand, sql)

@@ -1,0 +1,453 @@
+"""Grafana dashboards as code (sinks/bi.py, npsflow/grafana.py, `npsflow grafana`).
+
+Every panel's SQL runs on real embedded ClickHouse (chDB, the ``ch_store`` fixture) over a seeded dataset with
+edits, duplicates and late answers; expected numbers are counted by hand below (NPS/CI via streams.nps). Grafana
+itself is not installable here: `push` talks to an in-process HTTP stand-in of Grafana's API.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from npsflow import grafana
+from npsflow.cli import main
+from sinks import bi, queries, rows
+from streams.nps import adjusted_wald_ci, summarize
+from tests.test_clickhouse import D, H, T0, insert_responses, response, seed_report_data, stop_merges
+
+REPO = Path(__file__).resolve().parent.parent
+PERIOD = {"time_from": T0, "time_to": T0 + 3 * D}  # [2024-05-01, 2024-05-04)
+M = timedelta(minutes=1)
+
+
+def dispatch(did: str, org: str, status: str, at: datetime, *, kind: str = "invitation", inv: str | None = None,
+             channel: str = "email", cost: float | None = None, reason: str = "") -> dict:
+    return {"dispatch_id": did, "kind": kind, "invitation_id": did.split(":")[0] if inv is None else inv,
+            "event_id": f"ev-{did}", "org_id": org, "contact_key": f"c-{did}", "channel": channel,
+            "status": status, "reason": reason, "decided_at": at, "cost": cost,
+            "currency": "EUR" if cost is not None else "", "segment": {}}
+
+
+def seed(store) -> None:
+    """seed_report_data (10 answers without invitation: "All" only) + invitations of two orgs and their answers.
+
+    Latest answers in PERIOD (after latest-wins), by UTC day:
+      05-01  seed e1 P, e2 P, e3 Pa, e4 P, e5 P, m1 D (Espoo ×5 … m1 Helsinki) + inv-a1 D (2) + inv-a2 P (9)
+      05-02  seed h1 D, h2 P, h3 P (Helsinki)
+      05-03  seed n1 Pa (no segment) + inv-b1 D (4, late: two days after its invitation)
+    """
+    for table in ("responses", "dispatches", "dead_letters"):
+        stop_merges(store, table)
+    seed_report_data(store)
+    loc = lambda city, channel: {"location": city, "channel": channel}  # noqa: E731
+    insert_responses(store, [
+        response("inv-a1", 3, at=T0 + 2 * H, invitation_id="inv-a1", comment="slow", segment=loc("Turku", "email")),
+        response("inv-a2", 9, at=T0 + 5 * H, invitation_id="inv-a2", comment="great", segment=loc("Turku", "sms")),
+        response("inv-b1", 4, at=T0 + 2 * D + 6 * H, invitation_id="inv-b1", comment="no show",
+                 segment=loc("Bergen", "email")),
+    ], first_offset=100)
+    insert_responses(store, [
+        # edit of inv-a1: score 3 -> 2, new comment, one hour later (the latest responded_at wins)
+        response("inv-a1", 2, version=2, at=T0 + 3 * H, invitation_id="inv-a1", comment="very slow <b>",
+                 segment=loc("Turku", "email")),
+        # a replay of inv-a2 (physical duplicate)
+        response("inv-a2", 9, at=T0 + 5 * H, invitation_id="inv-a2", comment="great", segment=loc("Turku", "sms")),
+    ], first_offset=200)
+    decisions = [
+        dispatch("inv-a1", "nordvik", "sent", T0 + 1 * H, cost=0.1),
+        dispatch("inv-a1:reminder", "nordvik", "sent", T0 + 25 * H, kind="reminder", cost=0.1),
+        dispatch("inv-a2", "nordvik", "scheduled", T0 + 2 * H, channel="sms", reason="quiet_hours"),
+        dispatch("inv-a2", "nordvik", "sent", T0 + 3 * H, channel="sms", cost=0.5),
+        dispatch("inv-a2", "nordvik", "sent", T0 + 3 * H, channel="sms", cost=0.5),  # redelivered duplicate
+        dispatch("inv-a2:reminder", "nordvik", "suppressed", T0 + 27 * H, kind="reminder", channel="sms",
+                 reason="responded"),
+        dispatch("inv-a3", "nordvik", "sent", T0 + 4 * H, channel="sms", cost=0.5),
+        dispatch("inv-a3:reminder", "nordvik", "sent", T0 + 28 * H, kind="reminder", channel="sms", cost=0.5),
+        dispatch("sup-1", "nordvik", "suppressed", T0 + 5 * H, inv="", channel="", reason="quarantine"),
+        dispatch("inv-a4", "nordvik", "failed", T0 + 7 * H, reason="smtp_5xx"),
+        dispatch("inv-b1", "fjord", "sent", T0 + 6 * H, cost=0.1),
+        dispatch("inv-old", "fjord", "sent", T0 - 2 * D, cost=0.1),  # before the period: not in the funnel
+    ]
+    store.insert("dispatches", [rows.dispatch_row(d, 0, i) for i, d in enumerate(decisions)])
+    letters = [("dl1", "classify", T0 + H + 10 * M), ("dl1", "classify", T0 + H + 20 * M),  # redelivered
+               ("dl2", "classify", T0 + H + 50 * M), ("dl3", "sink", T0 + H + 30 * M),
+               ("dl4", "classify", T0 + 5 * H), ("dl1", "windows", T0 + 5 * H + 30 * M),
+               ("dl5", "classify", T0 + 3 * D + H)]  # after the period
+    store.insert("dead_letters", [rows.dead_letter_row({"dead_letter_id": i, "stage": s, "reason": "bad_json",
+                                                        "failed_at": t}) for i, s, t in letters])
+
+
+def run(store, sql: str, org: str | None = None, dimension: str = "location", **period) -> list[dict]:
+    rendered = bi.render(sql, **(period or PERIOD), variables={"org": org, "dimension": dimension})
+    assert "$" not in rendered and "{db}" in rendered
+    return store.query(rendered)
+
+
+def summary_row(value: str, p: int, pa: int, d: int) -> dict:
+    s = summarize(p, pa, d).as_dict()
+    return {"value": value, "n": s["responses"], "promoters": p, "passives": pa, "detractors": d, "nps": s["nps"],
+            "ci_low": s["ci95"][0], "ci_high": s["ci95"][1], "band": s["band"]}
+
+
+def rounded(result: list[dict]) -> list[dict]:
+    return [{k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()} for r in result]
+
+
+# =============================================================================================== committed files
+def test_committed_files_are_regenerated_byte_identical(tmp_path: Path):
+    written = grafana.build(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
+        "dashboards/nps-overview.json", "dashboards/survey-operations.json",
+        "provisioning/dashboards/npsflow.yaml", "provisioning/datasources/clickhouse.yaml"]
+    for path in written:
+        committed = REPO / "deploy" / "grafana" / path.relative_to(tmp_path)
+        assert committed.read_bytes() == path.read_bytes(), f"{committed} is stale: run `npsflow grafana build`"
+    again = tmp_path / "again"
+    grafana.build(again)
+    assert all((again / p.relative_to(tmp_path)).read_bytes() == p.read_bytes() for p in written)  # deterministic
+
+
+def test_cli_build_writes_the_files(tmp_path: Path):
+    result = CliRunner().invoke(main, ["grafana", "build", "--out", str(tmp_path / "g")])
+    assert result.exit_code == 0, result.output
+    assert len(result.output.splitlines()) == 4
+    assert json.loads((tmp_path / "g" / "dashboards" / "nps-overview.json").read_text())["title"] == "NPS overview"
+
+
+def test_provisioning_files():
+    import yaml
+
+    ds = yaml.safe_load((REPO / "deploy/grafana/provisioning/datasources/clickhouse.yaml").read_text())
+    assert ds["apiVersion"] == 1
+    (source,) = ds["datasources"]
+    assert (source["type"], source["uid"], source["name"]) == (grafana.PLUGIN, grafana.DATASOURCE_UID,
+                                                                grafana.DATASOURCE_NAME)
+    assert source["jsonData"] == {"host": "$CLICKHOUSE_HOST", "port": "$CLICKHOUSE_PORT",
+                                  "protocol": "$CLICKHOUSE_PROTOCOL", "secure": "$CLICKHOUSE_SECURE",
+                                  "username": "$CLICKHOUSE_USER", "defaultDatabase": "npsflow"}
+    assert source["secureJsonData"] == {"password": "$CLICKHOUSE_PASSWORD"}
+    boards = yaml.safe_load((REPO / "deploy/grafana/provisioning/dashboards/npsflow.yaml").read_text())
+    assert boards["apiVersion"] == 1
+    assert boards["providers"] == [{"name": "npsflow", "folder": "npsflow", "type": "file", "disableDeletion": False,
+                                    "allowUiUpdates": False, "updateIntervalSeconds": 60,
+                                    "options": {"path": grafana.DASHBOARD_DIR}}]
+
+
+# =============================================================================================== JSON structure
+@pytest.mark.parametrize("key", sorted(bi.DASHBOARDS))
+def test_dashboard_json_structure(key: str):
+    model = json.loads((REPO / "deploy" / "grafana" / "dashboards" / f"{key}.json").read_text())
+    title, specs = bi.DASHBOARDS[key]
+    assert (model["title"], model["uid"], model["timezone"]) == (title, f"npsflow-{key}", "utc")
+    panels = model["panels"]
+    assert [p["title"] for p in panels] == [s.title for s in specs]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells = set()
+    for panel, spec in zip(panels, specs):
+        assert panel["datasource"] == {"type": "grafana-clickhouse-datasource", "uid": "npsflow-clickhouse"}
+        g = panel["gridPos"]
+        assert g["w"] > 0 and g["h"] > 0 and g["x"] + g["w"] <= 24
+        area = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & area, f"panel {panel['title']} overlaps another"
+        cells |= area
+        (target,) = panel["targets"]
+        assert target == {"refId": "A", "datasource": panel["datasource"], "editorType": "sql",
+                          "queryType": "table" if spec.format == bi.TABLE else "timeSeries",
+                          "format": spec.format, "rawSql": bi.for_grafana(spec.sql)}
+        assert "{db}" not in target["rawSql"] and "FROM `npsflow`." in target["rawSql"]
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    org = variables["org"]
+    assert (org["type"], org["includeAll"], org["allValue"]) == ("query", True, "'__all__'")
+    assert org["query"]["rawSql"] == bi.for_grafana(bi.ORG_OPTIONS) and org["datasource"] == panels[0]["datasource"]
+    if key == "nps-overview":
+        dim = variables["dimension"]
+        assert (dim["type"], dim["query"], dim["current"]["value"]) == ("custom", "location,employee,channel",
+                                                                         "location")
+        by_segment = panels[[s.key for s in specs].index("nps_by_segment")]
+        overrides = {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+                     for o in by_segment["fieldConfig"]["overrides"]}
+        assert overrides["band"]["mappings"][0]["options"]["world_class"]["color"] == "dark-green"
+        assert [s["value"] for s in overrides["nps"]["thresholds"]["steps"]] == [None, 0, 50, 70]
+    else:
+        assert set(variables) == {"org"}
+
+
+def test_every_panel_sql_uses_only_renderable_placeholders():
+    for spec in bi.panels():
+        bi.render(spec.sql, **PERIOD, variables={"org": "nordvik", "dimension": "channel"})
+
+
+# =============================================================================================== render
+def test_render_rules():
+    sql = "SELECT 1 WHERE x >= $__fromTime AND x < $__toTime AND ${org:sqlstring} = o AND seg[${dimension:sqlstring}]"
+    out = bi.render(sql, time_from=datetime(2024, 5, 1), time_to=datetime(2024, 5, 1, 1, 0, 0, 999000),
+                    variables={"org": "nordvik-ror", "dimension": "employee"})
+    assert out == ("SELECT 1 WHERE x >= toDateTime(1714521600) AND x < toDateTime(1714525200) "
+                   "AND 'nordvik-ror' = o AND seg['employee']")
+    for every in (None, "All", "$__all", "__all__"):
+        assert "'__all__' = o" in bi.render(sql, **PERIOD, variables={"org": every, "dimension": "location"})
+    for bad_org in ("x' OR 1=1 --", "", "a b", "é"):
+        with pytest.raises(ValueError, match="invalid org"):
+            bi.render(sql, **PERIOD, variables={"org": bad_org, "dimension": "location"})
+    for bad_dim in ("Location", "loc'ation", "nps"):
+        with pytest.raises(ValueError):
+            bi.render(sql, **PERIOD, variables={"org": None, "dimension": bad_dim})
+    with pytest.raises(ValueError, match="cannot render"):  # a variable the SQL needs but was not given
+        bi.render(sql, **PERIOD, variables={"org": None})
+    for unsupported in ("$__timeFilter(at)", "$__interval_s", "${org}", "$org", "[[org]]"):
+        with pytest.raises(ValueError, match="cannot render"):
+            bi.render(f"SELECT {unsupported}", **PERIOD, variables={"org": None, "dimension": "location"})
+    with pytest.raises(ValueError, match="earlier"):
+        bi.render("SELECT 1", time_from=T0, time_to=T0, variables={})
+
+
+# =============================================================================================== panels on chDB
+def test_nps_by_segment_equals_the_report(ch_store):
+    seed(ch_store)
+    report = queries.report(ch_store, ["location"], T0, T0 + 3 * D)
+    expected = [summary_row(r["location"], r["promoters"], r["passives"], r["detractors"]) for r in report["rows"]]
+    # by hand: Espoo e1 e2 e4 e5 P, e3 Pa; Helsinki h2 h3 P, h1 m1 D; Turku a2 P, a1 D; (none) n1 Pa; Bergen b1 D
+    assert [(r["value"], r["promoters"], r["passives"], r["detractors"]) for r in expected] == [
+        ("Espoo", 4, 1, 0), ("Helsinki", 2, 0, 2), ("Turku", 1, 0, 1), ("(none)", 0, 1, 0), ("Bergen", 0, 0, 1)]
+    result = run(ch_store, bi.NPS_BY_SEGMENT)
+    assert rounded(result) == expected
+    # unrounded, the interval is exactly streams.nps's
+    for r in result:
+        lo, hi = adjusted_wald_ci(r["promoters"], r["passives"], r["detractors"])
+        assert (r["ci_low"], r["ci_high"]) == (pytest.approx(lo, abs=1e-9), pytest.approx(hi, abs=1e-9))
+    # per org: only answers whose invitation belongs to it
+    assert rounded(run(ch_store, bi.NPS_BY_SEGMENT, org="nordvik")) == [summary_row("Turku", 1, 0, 1)]
+    assert rounded(run(ch_store, bi.NPS_BY_SEGMENT, org="fjord")) == [summary_row("Bergen", 0, 0, 1)]
+    assert run(ch_store, bi.NPS_BY_SEGMENT, org="nobody") == []
+    # another dimension, and a shorter period: 05-02 only = h1 D, h2 P (channel web), h3 P (sms)
+    assert rounded(run(ch_store, bi.NPS_BY_SEGMENT, dimension="channel", time_from=T0 + D, time_to=T0 + 2 * D)) == [
+        summary_row("web", 1, 0, 1), summary_row("sms", 1, 0, 0)]
+
+
+def test_nps_daily_with_interval(ch_store):
+    seed(ch_store)
+    result = run(ch_store, bi.NPS_DAILY)
+    days = [(T0, 5, 1, 2), (T0 + D, 2, 0, 1), (T0 + 2 * D, 0, 1, 1)]  # (day, P, Pa, D) from seed's docstring
+    assert [(r["time"], r["n"]) for r in result] == [(day, p + pa + d) for day, p, pa, d in days]
+    for r, (_, p, pa, d) in zip(result, days):
+        lo, hi = adjusted_wald_ci(p, pa, d)
+        assert r["nps"] == 100 * (p - d) / (p + pa + d)
+        assert (r["ci_low"], r["ci_high"]) == (pytest.approx(lo, abs=1e-9), pytest.approx(hi, abs=1e-9))
+    assert [r["nps"] for r in result] == [37.5, pytest.approx(100 / 3), -50.0]
+    assert set(result[0]) == {"time", "nps", "ci_low", "ci_high", "n"}
+    # half-open period: ending at 05-03 00:00 leaves that day out; org filter
+    assert [r["time"] for r in run(ch_store, bi.NPS_DAILY, time_from=T0, time_to=T0 + 2 * D)] == [T0, T0 + D]
+    fjord = run(ch_store, bi.NPS_DAILY, org="fjord")
+    assert [(r["time"], r["n"], r["nps"]) for r in fjord] == [(T0 + 2 * D, 1, -100.0)]
+
+
+def test_score_distribution(ch_store):
+    seed(ch_store)
+    result = run(ch_store, bi.SCORE_DISTRIBUTION)
+    # latest scores: seed 10,9,8,10,9,0,6,10,9,7 + a1 2 (edited from 3), a2 9 (replayed once), b1 4
+    counts = {0: 1, 2: 1, 4: 1, 6: 1, 7: 1, 8: 1, 9: 4, 10: 3}
+    assert [r["score"] for r in result] == [str(s) for s in range(11)]
+    for r in result:
+        s = int(r["score"])
+        n = counts.get(s, 0)
+        assert (r["detractors"], r["passives"], r["promoters"]) == (
+            n if s <= 6 else 0, n if 7 <= s <= 8 else 0, n if s >= 9 else 0)
+    nordvik = {r["score"]: r["detractors"] + r["passives"] + r["promoters"]
+               for r in run(ch_store, bi.SCORE_DISTRIBUTION, org="nordvik")}
+    assert nordvik == {**{str(s): 0 for s in range(11)}, "2": 1, "9": 1}
+
+
+def test_category_share(ch_store):
+    seed(ch_store)
+    result = run(ch_store, bi.CATEGORY_SHARE)
+    assert [(r["time"], r["promoters"], r["passives"], r["detractors"]) for r in result] == [
+        (T0, 62.5, 12.5, 25.0),                                                  # 5/8, 1/8, 2/8
+        (T0 + D, pytest.approx(200 / 3), 0.0, pytest.approx(100 / 3)),           # 2/3, 0, 1/3
+        (T0 + 2 * D, 0.0, 50.0, 50.0)]                                           # n1 Pa, b1 D
+
+
+def test_detractor_comments(ch_store):
+    seed(ch_store)
+    result = run(ch_store, bi.DETRACTOR_COMMENTS)
+    # detractors with a comment, newest first; inv-a1's first comment "slow" was edited away; a2 is a promoter
+    assert result == [
+        {"responded_at": T0 + 2 * D + 6 * H, "score": 4, "value": "Bergen", "comment": "no show",
+         "response_id": "inv-b1"},
+        {"responded_at": T0 + 3 * H, "score": 2, "value": "Turku", "comment": "very slow <b>",
+         "response_id": "inv-a1"},
+    ]
+    assert [r["response_id"] for r in run(ch_store, bi.DETRACTOR_COMMENTS, org="nordvik")] == ["inv-a1"]
+    assert [r["value"] for r in run(ch_store, bi.DETRACTOR_COMMENTS, dimension="channel")] == ["email", "email"]
+
+
+def test_funnel_per_channel(ch_store):
+    seed(ch_store)
+    result = {r["channel"]: r for r in run(ch_store, bi.FUNNEL)}
+    assert list(result) == ["(none)", "email", "sms"]
+    # email: a1 sent (answered 2 h later: 01:00 -> 03:00, the edit's time), b1 sent (answered 48 h later), a4 failed
+    #        cost a1 0.1 + its reminder 0.1 + b1 0.1 = 0.3 for 2 responses; inv-old is before the period
+    email = result["email"]
+    assert (email["triggered"], email["sent"], email["responded"], email["response_rate"]) == (3, 2, 2, 100.0)
+    assert email["median_hours_to_respond"] == 25.0  # median of 2 and 48
+    assert (email["cost"], email["cost_per_response"]) == (pytest.approx(0.3), pytest.approx(0.15))
+    assert email["currency"] == "EUR"
+    # sms: a2 scheduled then sent 03:00 (duplicate row), answered 05:00 = 2 h; a3 sent, not answered, reminded
+    #      cost 0.5 + 0.5 + a3's reminder 0.5 (a2's reminder was suppressed: free) = 1.5 for 1 response
+    sms = result["sms"]
+    assert (sms["triggered"], sms["sent"], sms["responded"], sms["response_rate"]) == (2, 2, 1, 50.0)
+    assert sms["median_hours_to_respond"] == 2.0
+    assert (sms["cost"], sms["cost_per_response"], sms["currency"]) == (pytest.approx(1.5), pytest.approx(1.5), "EUR")
+    none = result["(none)"]  # sup-1: suppressed before a channel was chosen
+    assert (none["triggered"], none["sent"], none["responded"], none["response_rate"], none["cost"],
+            none["cost_per_response"], none["currency"]) == (1, 0, 0, None, 0.0, None, "")
+    # per org
+    nordvik = {r["channel"]: (r["triggered"], r["sent"], r["responded"]) for r in run(ch_store, bi.FUNNEL, org="nordvik")}
+    assert nordvik == {"(none)": (1, 0, 0), "email": (2, 1, 1), "sms": (2, 2, 1)}
+    (fjord,) = run(ch_store, bi.FUNNEL, org="fjord")
+    assert (fjord["channel"], fjord["triggered"], fjord["sent"], fjord["responded"],
+            fjord["median_hours_to_respond"], fjord["cost"]) == ("email", 1, 1, 1, 48.0, pytest.approx(0.1))
+    # a period holding only inv-old (2024-04-29)
+    (old,) = run(ch_store, bi.FUNNEL, time_from=T0 - 3 * D, time_to=T0)
+    assert (old["channel"], old["triggered"], old["sent"], old["responded"]) == ("email", 1, 1, 0)
+
+
+def test_dead_letters_hourly(ch_store):
+    seed(ch_store)
+    result = run(ch_store, bi.DEAD_LETTERS_HOURLY)
+    # dl1 twice in classify = once (at its first failure, 01:10); dl1 in windows is another dead letter; dl5 later
+    assert [(r["time"], r["stage"], r["dead_letters"]) for r in result] == [
+        (T0 + H, "classify", 2), (T0 + H, "sink", 1), (T0 + 5 * H, "classify", 1), (T0 + 5 * H, "windows", 1)]
+
+
+def test_org_variable_options(ch_store):
+    seed(ch_store)
+    assert [r["org_id"] for r in ch_store.query(bi.ORG_OPTIONS)] == ["fjord", "nordvik"]
+
+
+# =============================================================================================== push
+class GrafanaStandIn:
+    """Answers like Grafana's HTTP API for the calls `push` makes; records every request."""
+
+    def __init__(self, token: str = "glsa_good"):
+        self.token = token
+        self.requests: list[dict] = []
+        self.datasources: dict[str, dict] = {}
+        self.versions: dict[str, int] = {}
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _reply(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                stand_in.requests.append({"method": method, "path": self.path, "body": body,
+                                          "auth": self.headers.get("Authorization")})
+                if self.headers.get("Authorization") != f"Bearer {stand_in.token}":
+                    return self._reply(401, {"message": "Unauthorized"})
+                if method == "GET" and self.path.startswith("/api/datasources/name/"):
+                    ds = stand_in.datasources.get(self.path.rsplit("/", 1)[1])
+                    return self._reply(200, ds) if ds else self._reply(404, {"message": "Data source not found"})
+                if method == "POST" and self.path == "/api/datasources":
+                    ds = {**body, "id": 7}
+                    stand_in.datasources[body["name"]] = ds
+                    return self._reply(200, {"datasource": ds, "id": 7, "message": "Datasource added",
+                                             "name": body["name"]})
+                if method == "PUT" and self.path.startswith("/api/datasources/"):
+                    return self._reply(200, {"message": "Datasource updated", "id": int(self.path.rsplit("/", 1)[1])})
+                if method == "POST" and self.path == "/api/dashboards/db":
+                    uid = body["dashboard"]["uid"]
+                    stand_in.versions[uid] = stand_in.versions.get(uid, 0) + 1
+                    return self._reply(200, {"id": len(stand_in.versions), "uid": uid, "status": "success",
+                                             "url": f"/d/{uid}/x", "version": stand_in.versions[uid]})
+                return self._reply(404, {"message": "Not found"})
+
+            def do_GET(self):
+                self._handle("GET")
+
+            def do_POST(self):
+                self._handle("POST")
+
+            def do_PUT(self):
+                self._handle("PUT")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_push_creates_then_updates(tmp_path: Path):
+    with GrafanaStandIn() as g:
+        args = ["grafana", "push", "--url", g.url, "--token", "glsa_good",
+                "--clickhouse-url", "https://reader:s%40cret@ch.example:8443/npsflow"]
+        first = CliRunner().invoke(main, args)
+        assert first.exit_code == 0, first.output
+        assert first.output.splitlines() == [
+            "datasource 'npsflow-clickhouse': created",
+            "dashboard npsflow-nps-overview: saved (version 1, /d/npsflow-nps-overview/x)",
+            "dashboard npsflow-survey-operations: saved (version 1, /d/npsflow-survey-operations/x)"]
+        assert [(r["method"], r["path"]) for r in g.requests] == [
+            ("GET", "/api/datasources/name/npsflow-clickhouse"), ("POST", "/api/datasources"),
+            ("POST", "/api/dashboards/db"), ("POST", "/api/dashboards/db")]
+        assert {r["auth"] for r in g.requests} == {"Bearer glsa_good"}
+        assert g.requests[1]["body"] == {
+            "name": "npsflow-clickhouse", "uid": "npsflow-clickhouse", "type": "grafana-clickhouse-datasource",
+            "access": "proxy", "isDefault": False,
+            "jsonData": {"host": "ch.example", "port": 8443, "protocol": "http", "secure": True,
+                         "username": "reader", "defaultDatabase": "npsflow"},
+            "secureJsonData": {"password": "s@cret"}}
+        for request, key in zip(g.requests[2:], ["nps-overview", "survey-operations"]):
+            assert request["body"]["overwrite"] is True
+            assert request["body"]["dashboard"] == json.loads(
+                (REPO / "deploy" / "grafana" / "dashboards" / f"{key}.json").read_text())
+        g.requests.clear()
+        second = CliRunner().invoke(main, args)
+        assert second.exit_code == 0, second.output
+        assert second.output.splitlines()[0] == "datasource 'npsflow-clickhouse': updated"
+        assert "version 2" in second.output.splitlines()[1]
+        assert [(r["method"], r["path"]) for r in g.requests][:2] == [
+            ("GET", "/api/datasources/name/npsflow-clickhouse"), ("PUT", "/api/datasources/7")]
+
+
+def test_push_unauthorized_is_one_line_and_exit_1():
+    with GrafanaStandIn() as g:
+        result = CliRunner().invoke(main, ["grafana", "push", "--url", g.url, "--token", "wrong"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: grafana push to {g.url} failed: HTTP 401")
+    assert [(r["method"], r["path"], r["auth"]) for r in g.requests] == [
+        ("GET", "/api/datasources/name/npsflow-clickhouse", "Bearer wrong")]  # stopped at the first refusal
+
+
+def test_push_connection_refused_and_bad_clickhouse_url():
+    with GrafanaStandIn() as g:
+        url = g.url  # the port is free again after the stand-in stopped
+    refused = CliRunner().invoke(main, ["grafana", "push", "--url", url, "--token", "t"])
+    assert refused.exit_code == 1 and len(refused.output.strip().splitlines()) == 1
+    assert refused.output.startswith(f"Error: grafana push to {url} failed:")
+    bad = CliRunner().invoke(main, ["grafana", "push", "--url", url, "--token", "t", "--clickhouse-url", "ftp://x"])
+    assert bad.exit_code == 1 and "--clickhouse-url must be" in bad.output
