@@ -53,7 +53,7 @@ _RESPONSES = """(
                argMax(category, version)      AS cat,
                argMax(comment, version)       AS txt,
                argMax(responded_at, version)  AS at,
-               argMax(segment, version)       AS seg,
+               argMax(segment[${dimension:sqlstring}], version) AS segval,
                argMax(invitation_id, version) AS inv
         FROM {db}.responses
         GROUP BY response_id
@@ -71,7 +71,8 @@ _NPS_COLUMNS = """100 * (p - d) / n AS nps,
            greatest(-100, 100 * ((p_adj - d_adj) - 1.96 * se)) AS ci_low,
            least(100, 100 * ((p_adj - d_adj) + 1.96 * se)) AS ci_high"""
 
-_SEGMENT_VALUE = f"if(seg[{DIM}] = '', '{NONE_VALUE}', seg[{DIM}])"
+# (only the dimension's key inside argMax: ~12× faster than argMax of the whole Map, see bench/README.md)
+_SEGMENT_VALUE = f"if(segval = '', '{NONE_VALUE}', segval)"
 
 # ------------------------------------------------------------------------------------------------ panels
 NPS_DAILY = f"""SELECT time, nps, ci_low, ci_high, n

@@ -52,16 +52,6 @@ def _iso(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ report
-LATEST_RESPONSES = """
-    SELECT response_id,
-           argMax(category, version)     AS cat,
-           argMax(responded_at, version) AS at,
-           argMax(segment, version)      AS seg
-    FROM {db}.responses
-    GROUP BY response_id
-"""
-
-
 def report(store, by: list[str] | tuple[str, ...] = (), since: datetime | None = None,
            until: datetime | None = None) -> dict:
     """NPS over the latest version of every response whose (latest) responded_at is in [since, until).
@@ -83,16 +73,20 @@ def report(store, by: list[str] | tuple[str, ...] = (), since: datetime | None =
     if until is not None:
         where.append("at < {until:DateTime64(3, 'UTC')}")
         params["until"] = _ch_time(until)
-    dims = []
+    dims, latest_values = [], []
     for i, dim in enumerate(by):
         params[f"k{i}"] = dim
         params["none"] = NONE_VALUE
-        dims.append(f"if(seg[{{k{i}:String}}] = '', {{none:String}}, seg[{{k{i}:String}}]) AS d{i}")
+        # only the keys asked for, inside argMax: 12× faster than argMax of the whole Map (bench/README.md)
+        latest_values.append(f", argMax(segment[{{k{i}:String}}], version) AS v{i}")
+        dims.append(f"if(v{i} = '', {{none:String}}, v{i}) AS d{i}")
+    latest = ("SELECT response_id, argMax(category, version) AS cat, argMax(responded_at, version) AS at"
+              + "".join(latest_values) + " FROM {db}.responses GROUP BY response_id")
     sql = (
         "SELECT " + "".join(f"{d}, " for d in dims)
         + "countIf(cat = 'promoter') AS promoters, countIf(cat = 'passive') AS passives, "
           "countIf(cat = 'detractor') AS detractors "
-        + f"FROM ({LATEST_RESPONSES})"
+        + f"FROM ({latest})"
         + (" WHERE " + " AND ".join(where) if where else "")
         + (" GROUP BY " + ", ".join(f"d{i}" for i in range(len(by))) if by else "")
     )
@@ -154,11 +148,11 @@ def report_compared(store, by: list[str] | tuple[str, ...] = (), since: datetime
 # ------------------------------------------------------------------------------------------------ dashboard
 LATEST_ANSWERS = """
     SELECT response_id,
-           argMax(category, version)     AS cat,
-           argMax(score, version)        AS score,
-           argMax(comment, version)      AS comment,
-           argMax(responded_at, version) AS at,
-           argMax(segment, version)      AS seg
+           argMax(category, version)                AS cat,
+           argMax(score, version)                   AS score,
+           argMax(comment, version)                 AS comment,
+           argMax(responded_at, version)            AS at,
+           argMax(segment[{k:String}], version)     AS segval
     FROM {db}.responses
     GROUP BY response_id
 """
@@ -176,7 +170,7 @@ def dashboard(store, by: str = "location", days: int = 14, comments: int = 10,
     today = _utc(now or datetime.now(timezone.utc)).date()
     first = today - timedelta(days=days - 1)
     params = {"k": by, "none": NONE_VALUE, "first": first.isoformat(), "n": comments}
-    seg = "if(seg[{k:String}] = '', {none:String}, seg[{k:String}])"
+    seg = "if(segval = '', {none:String}, segval)"
     per_day = store.query(
         f"SELECT toDate(at) AS day, {seg} AS value, countIf(cat = 'promoter') AS p, countIf(cat = 'passive') AS pa, "
         "countIf(cat = 'detractor') AS d "
