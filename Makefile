@@ -53,6 +53,7 @@ test-fast: $(STAMP)
 bench: setup
 	$(BIN)/python bench/pipeline_throughput.py
 	$(BIN)/python bench/dispatch_throughput.py
+	$(BIN)/python bench/dashboard_queries.py
 
 clean:
 	-$(BIN)/npsflow stack down
