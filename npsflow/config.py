@@ -25,6 +25,8 @@ NPSFLOW_LINK_TTL          how long a survey link stays valid (default 30d)
 NPSFLOW_EDIT_WINDOW       how long after the first answer a respondent may still change it (default 24h)
 NPSFLOW_PAGE_RATE         survey page requests per second per client IP, sustained (default 1; a burst of 30×)
 NPSFLOW_TRUSTED_PROXIES   comma-separated IPs of reverse proxies whose X-Forwarded-For names the client
+NPSFLOW_RETENTION         how long responses, dispatches and dead letters stay in ClickHouse, in whole days
+                          (e.g. 730d; unset: forever); applied as a TTL at every worker start
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class Settings:
     edit_window_seconds: int = 86400
     page_rate: float = 1.0
     trusted_proxies: tuple[str, ...] = ()
+    retention_days: int | None = None
 
     @property
     def secret(self) -> bytes:
@@ -155,6 +158,8 @@ class Settings:
         env["NPSFLOW_PAGE_RATE"] = str(self.page_rate)
         if self.trusted_proxies:
             env["NPSFLOW_TRUSTED_PROXIES"] = ",".join(self.trusted_proxies)
+        if self.retention_days:
+            env["NPSFLOW_RETENTION"] = f"{self.retention_days}d"
         return env
 
     def bootstrap(self) -> str:
@@ -308,6 +313,15 @@ def load(env: dict | None = None) -> Settings:
     if not math.isfinite(page_rate) or page_rate <= 0:
         raise ConfigError(f"NPSFLOW_PAGE_RATE must be a positive number, got {raw_rate!r}")
     proxies = tuple(p.strip() for p in (env.get("NPSFLOW_TRUSTED_PROXIES") or "").split(",") if p.strip())
+    retention_days = None
+    if env.get("NPSFLOW_RETENTION"):
+        try:
+            seconds = parse_duration(env["NPSFLOW_RETENTION"])
+        except ValueError as exc:
+            raise ConfigError(f"NPSFLOW_RETENTION: {exc}") from None
+        if seconds % 86400:
+            raise ConfigError(f"NPSFLOW_RETENTION must be whole days (e.g. 730d), got {env['NPSFLOW_RETENTION']!r}")
+        retention_days = seconds // 86400
     if link_ttl <= 0:
         raise ConfigError("NPSFLOW_LINK_TTL must be positive")
     files = {}
@@ -339,4 +353,5 @@ def load(env: dict | None = None) -> Settings:
         edit_window_seconds=edit_window,
         page_rate=page_rate,
         trusted_proxies=proxies,
+        retention_days=retention_days,
     )

@@ -84,7 +84,7 @@ def dispatch_inputs(settings: Settings):
 
 
 def run(settings: Settings, loglevel: str = "warning") -> None:
-    from sinks.clickhouse import ClickHouseStore, migrate
+    from sinks.clickhouse import ClickHouseStore, apply_retention, migrate
     from streams.app import create_app
     from streams.web import install_web
 
@@ -98,6 +98,7 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
     settings = replace(settings, web_port=settings.web_port or free_port())
     store = ClickHouseStore(settings.clickhouse_dsn)
     migrate(store)
+    apply_retention(store, settings.retention_days)
     pipeline = create_app(settings, broker=bootstrap, store_factory=lambda: store, programs=programs,
                           channels=channels)
     install_web(pipeline, store)

@@ -439,3 +439,31 @@ def migrate(store: ClickHouseStore, directory: Path | str | None = None) -> list
         log.info("applied migration %s to %s", mig.name, store.database)
         applied.append(mig.name)
     return applied
+
+
+# Retention (NPSFLOW_RETENTION): how long analytics rows are kept, as a TTL on their event time. Applied at every
+# worker start as a desired state (set, changed or removed), not as a migration: it is configuration.
+RETENTION_COLUMNS = {"responses": "responded_at", "dispatches": "decided_at", "dead_letters": "failed_at"}
+
+
+def apply_retention(store: ClickHouseStore, days: int | None) -> dict[str, str]:
+    """Make each table's TTL ``<event time> + days`` (None: keep rows forever). Rows past it disappear at the
+    next merge (ClickHouse TTL), reads in between still see them. Returns table → "set"/"removed"/"unchanged"."""
+    done = {}
+    for table, column in RETENTION_COLUMNS.items():
+        create = store.query("SELECT create_table_query AS q FROM system.tables WHERE database = {d:String} "
+                             "AND name = {t:String}", {"d": store.database, "t": table})
+        current = create[0]["q"] if create else ""
+        wanted = None if days is None else f"TTL toDateTime({column}) + toIntervalDay({int(days)})"
+        if wanted is None:
+            if " TTL " in current:
+                store.command(f"ALTER TABLE {{db}}.{table} REMOVE TTL")
+                done[table] = "removed"
+            else:
+                done[table] = "unchanged"
+        elif f"toIntervalDay({int(days)})" in current and " TTL " in current:
+            done[table] = "unchanged"
+        else:
+            store.command(f"ALTER TABLE {{db}}.{table} MODIFY TTL toDateTime({column}) + toIntervalDay({int(days)})")
+            done[table] = "set"
+    return done

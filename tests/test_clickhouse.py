@@ -854,3 +854,20 @@ def test_dashboard_numbers_trend_and_latest_comments(ch_store):
         ("c2", "Great", "Oulu", "promoter"), ("c1", "<script>alert(1)</script> slow", "Oulu", "detractor")]
     with pytest.raises(ValueError):
         queries.dashboard(ch_store, "location;drop")
+
+
+def test_retention_is_a_ttl_on_event_time_set_changed_and_removed(ch_store):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    insert_responses(ch_store, [response("old", 9, at=now - 40 * D), response("new", 3, at=now - 10 * D)])
+    assert ch.apply_retention(ch_store, 30) == {"responses": "set", "dispatches": "set", "dead_letters": "set"}
+    assert ch.apply_retention(ch_store, 30) == dict.fromkeys(ch.RETENTION_COLUMNS, "unchanged")
+    ch_store.command("OPTIMIZE TABLE {db}.responses FINAL")  # TTL applies when parts merge
+    assert [r["response_id"] for r in ch_store.query("SELECT response_id FROM {db}.responses")] == ["new"]
+    assert ch.apply_retention(ch_store, 5) == dict.fromkeys(ch.RETENTION_COLUMNS, "set")  # shorter: applied to
+    ch_store.command("OPTIMIZE TABLE {db}.responses FINAL")                               # the rows already there
+    assert ch_store.query("SELECT response_id FROM {db}.responses") == []
+    assert ch.apply_retention(ch_store, None) == dict.fromkeys(ch.RETENTION_COLUMNS, "removed")
+    insert_responses(ch_store, [response("older", 9, at=now - 400 * D)], token="t2")
+    ch_store.command("OPTIMIZE TABLE {db}.responses FINAL")
+    assert [r["response_id"] for r in ch_store.query("SELECT response_id FROM {db}.responses")] == [
+        "older"]  # no TTL any more: kept

@@ -101,3 +101,12 @@ def test_dispatch_settings_reach_a_child_process(tmp_path):
     again = config.load(settings.to_env())
     assert (again.programs_file, again.secret, again.survey_url, again.link_ttl_seconds) == (
         programs.resolve(), b"x" * 16, "https://nps.example.com/s", 7 * 86400)
+
+
+def test_retention_in_whole_days(tmp_path):
+    assert load(tmp_path).retention_days is None
+    assert load(tmp_path, NPSFLOW_RETENTION="730d").retention_days == 730
+    assert config.load(load(tmp_path, NPSFLOW_RETENTION="2w").to_env()).retention_days == 14
+    for bad in ("36h", "forever", "0d"):
+        with pytest.raises(config.ConfigError, match="NPSFLOW_RETENTION"):
+            load(tmp_path, NPSFLOW_RETENTION=bad)
