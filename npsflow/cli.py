@@ -226,6 +226,29 @@ def grafana_push(url: str, token: str, clickhouse_url: str, folder_uid: str | No
             click.echo(f"dashboard {item['uid']}: saved (version {item['version']}, {item['url']})")
 
 
+@main.group("clickhouse")
+def clickhouse() -> None:
+    """ClickHouse schema tools."""
+
+
+@clickhouse.command("ddl")
+@click.option("--cluster", required=True, help="The cluster name of the ClickHouse servers (remote_servers).")
+@click.option("--database", default="npsflow", show_default=True, help="Database name.")
+def clickhouse_ddl(cluster: str, database: str) -> None:
+    """Print the migrations in their cluster form (ON CLUSTER, Replicated*MergeTree, Distributed tables) to
+    run with clickhouse-client on a multi-node ClickHouse; the application then uses the Distributed tables."""
+    from sinks.cluster import cluster_ddl
+
+    try:
+        migrations = cluster_ddl(cluster, database)
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
+    for name, statements in migrations:
+        click.echo(f"-- {name}")
+        for statement in statements:
+            click.echo(statement + ";\n")
+
+
 # ----------------------------------------------------------------------------------------------- worker
 @main.command()
 @click.option("--loglevel", default="warning", show_default=True,

@@ -12,7 +12,7 @@ import pytest
 SUBCOMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["worker"], ["ingest"],
                ["ingest", "responses"], ["ingest", "triggers"], ["report"], ["windows"], ["deadletters"], ["dispatches"], ["simulate"], ["demo"],
                ["programs"], ["programs", "check"], ["survey-link"], ["api-key"], ["api-key", "new"],
-               ["grafana"], ["grafana", "build"], ["grafana", "push"]]
+               ["grafana"], ["grafana", "build"], ["grafana", "push"], ["clickhouse"], ["clickhouse", "ddl"]]
 
 
 def run(args, env_extra=None, home=None, timeout=120):

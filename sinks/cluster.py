@@ -1,0 +1,78 @@
+"""The cluster variant of the migrations, for multi-node ClickHouse: generated from the same files.
+
+Every ``CREATE TABLE {db}.t … ENGINE = XMergeTree(args)`` becomes
+
+* ``{db}.t_local ON CLUSTER '<cluster>'`` with ``ReplicatedXMergeTree('/clickhouse/tables/{shard}/<db>/t_local',
+  '{replica}', args)`` (the ``{shard}``/``{replica}`` macros come from each server's config), and
+* ``{db}.t ON CLUSTER '<cluster>' AS {db}.t_local ENGINE = Distributed('<cluster>', <db>, t_local, <sharding
+  key>)`` — the name the application reads and writes, so ``sinks/`` works unchanged against it.
+
+The sharding key keeps everything that must meet on one shard together: all versions of a response
+(``response_id``), all decisions of a dispatch (``dispatch_id``) … so latest-wins reads and merges stay per shard.
+``ALTER TABLE {db}.t …`` goes to both, ``ON CLUSTER``. ``non_replicated_deduplication_window`` is dropped
+(replicated tables deduplicate inserts by default). Print it with ``npsflow clickhouse ddl --cluster NAME``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sinks.clickhouse import load_migrations, quote_ident, split_statements
+
+SHARDING_KEYS = {
+    "responses": "cityHash64(response_id)",
+    "dispatches": "cityHash64(dispatch_id)",
+    "window_updates": "cityHash64(dimension, segment_value)",
+    "dead_letters": "cityHash64(dead_letter_id)",
+    "alerts": "cityHash64(alert_id)",
+}
+_CREATE = re.compile(r"^CREATE TABLE IF NOT EXISTS (?P<db>\S+)\.(?P<table>\w+)\s*\n", re.IGNORECASE)
+_ENGINE = re.compile(r"ENGINE\s*=\s*(?P<kind>\w*MergeTree)(?:\((?P<args>[^)]*)\))?", re.IGNORECASE)
+_ALTER = re.compile(r"^ALTER TABLE (?P<db>\S+)\.(?P<table>\w+)\s", re.IGNORECASE)
+_DEDUP_SETTING = re.compile(r"\s*SETTINGS\s+non_replicated_deduplication_window\s*=\s*\d+\s*$", re.IGNORECASE)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def cluster_statements(statement: str, cluster: str, database: str) -> list[str]:
+    """One migration statement → its cluster form (one or two statements)."""
+    on = f"ON CLUSTER {_quote(cluster)}"
+    create = _CREATE.match(statement)
+    if create:
+        table = create["table"]
+        if table not in SHARDING_KEYS:
+            raise ValueError(f"no sharding key for table {table!r}: add it to sinks.cluster.SHARDING_KEYS")
+        local = f"{create['db']}.{table}_local"
+        body = statement[create.end():]
+        engine = _ENGINE.search(body)
+        if engine is None:
+            raise ValueError(f"{table}: no *MergeTree engine to replicate")
+        path = _quote(f"/clickhouse/tables/{{shard}}/{database}/{table}_local")
+        args = ", ".join(a for a in (path, "'{replica}'", (engine["args"] or "").strip()) if a)
+        body = body[:engine.start()] + f"ENGINE = Replicated{engine['kind']}({args})" + body[engine.end():]
+        body = _DEDUP_SETTING.sub("", body)
+        return [
+            f"CREATE TABLE IF NOT EXISTS {local} {on}\n{body}",
+            f"CREATE TABLE IF NOT EXISTS {create['db']}.{table} {on} AS {local}\n"
+            f"ENGINE = Distributed({_quote(cluster)}, {create['db']}, {table}_local, {SHARDING_KEYS[table]})",
+        ]
+    alter = _ALTER.match(statement)
+    if alter:
+        rest = statement[alter.end():]
+        return [f"ALTER TABLE {alter['db']}.{alter['table']}_local {on} {rest}",
+                f"ALTER TABLE {alter['db']}.{alter['table']} {on} {rest}"]
+    raise ValueError(f"no cluster form for: {statement.splitlines()[0][:80]}")
+
+
+def cluster_ddl(cluster: str, database: str = "npsflow") -> list[tuple[str, list[str]]]:
+    """Every migration (name, its statements in cluster form), in version order."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", cluster or ""):
+        raise ValueError(f"cluster name must be 1-64 of A-Z a-z 0-9 _ . -, got {cluster!r}")
+    db = quote_ident(database)
+    out = []
+    for migration in load_migrations():
+        statements = split_statements(migration.sql.replace("{db}", db))
+        out.append((migration.name, [s for st in statements for s in cluster_statements(st, cluster, database)]))
+    return out

@@ -1,0 +1,56 @@
+"""The cluster variant of the migrations: generated from the same files, parsed by the real ClickHouse parser."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sinks.clickhouse import load_migrations, split_statements
+from sinks.cluster import SHARDING_KEYS, cluster_ddl, cluster_statements
+
+
+def test_every_migration_statement_has_a_cluster_form_that_clickhouse_parses(ch_store):
+    generated = cluster_ddl("prod_cluster", "npsflow")
+    assert [name for name, _ in generated] == [m.name for m in load_migrations()]
+    statements = [s for _, sts in generated for s in sts]
+    for statement in statements:
+        assert "ON CLUSTER 'prod_cluster'" in statement
+        assert ch_store.query("EXPLAIN AST " + statement)  # syntax checked by the engine itself, not executed
+    creates = [s for s in statements if s.startswith("CREATE")]
+    local = [s for s in creates if "_local ON CLUSTER" in s]
+    distributed = [s for s in creates if "ENGINE = Distributed(" in s]
+    assert len(local) == len(distributed) == len(SHARDING_KEYS)
+    for s in local:
+        table = re.match(r"CREATE TABLE IF NOT EXISTS `npsflow`\.(\w+)_local", s)[1]
+        assert f"ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/npsflow/{table}_local', " \
+               "'{replica}'" in s
+        assert "non_replicated_deduplication_window" not in s
+    responses = next(s for s in local if "`npsflow`.responses_local" in s)
+    assert "'{replica}', version)" in responses  # the version column still decides which row wins
+    assert "ENGINE = Distributed('prod_cluster', `npsflow`, responses_local, cityHash64(response_id))" in "\n".join(
+        distributed)
+    alters = [s for s in statements if s.startswith("ALTER")]
+    assert {re.match(r"ALTER TABLE `npsflow`\.(\w+) ", s)[1] for s in alters} == {
+        "dispatches_local", "dispatches", "responses_local", "responses"}  # both the shards and the front
+
+
+def test_the_plain_migrations_are_untouched_and_bad_input_refused():
+    statement = split_statements(load_migrations()[0].sql.replace("{db}", "`npsflow`"))[0]
+    assert "ON CLUSTER" not in statement and "Replicated" not in statement  # chDB/single server DDL unchanged
+    with pytest.raises(ValueError, match="cluster name"):
+        cluster_ddl("prod'; DROP")
+    with pytest.raises(ValueError, match="no sharding key"):
+        cluster_statements("CREATE TABLE IF NOT EXISTS `npsflow`.other\n(a String)\nENGINE = MergeTree\nORDER BY a",
+                           "c", "npsflow")
+
+
+def test_cli_prints_the_cluster_ddl(tmp_path):
+    from tests.test_cli import one_line_error, run
+
+    proc = run(["clickhouse", "ddl", "--cluster", "prod"], home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("-- 0001_init.sql\nCREATE TABLE IF NOT EXISTS `npsflow`.responses_local ON CLUSTER")
+    assert proc.stdout.count(";\n") == sum(len(s) for _, s in cluster_ddl("prod"))
+    bad = run(["clickhouse", "ddl", "--cluster", "a b"], home=tmp_path)
+    assert bad.returncode == 1 and "cluster name" in one_line_error(bad)
