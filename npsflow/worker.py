@@ -99,6 +99,9 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
     store = ClickHouseStore(settings.clickhouse_dsn)
     migrate(store)
     apply_retention(store, settings.retention_days)
+    from sinks.bi import apply_views
+
+    apply_views(store)  # the BI views follow the code, like the dashboards
     pipeline = create_app(settings, broker=bootstrap, store_factory=lambda: store, programs=programs,
                           channels=channels)
     install_web(pipeline, store)

@@ -309,3 +309,42 @@ def render(sql: str, *, time_from: datetime, time_to: datetime, variables: dict[
         return values[token]
 
     return _TOKEN.sub(expand, sql)
+
+
+# ------------------------------------------------------------------------------------------------ SQL views
+#: Grafana macro / variable → ClickHouse query parameter of a parameterized view
+VIEW_PARAMETERS = {
+    "$__fromTime": "{since:DateTime64(3, 'UTC')}",
+    "$__toTime": "{until:DateTime64(3, 'UTC')}",
+    ORG: "{org:String}",
+    DIM: "{dimension:String}",
+}
+
+
+def view_name(panel: Panel) -> str:
+    return f"bi_{panel.key}"
+
+
+def view_sql(panel: Panel) -> str:
+    """The panel's query as a parameterized view, for BI tools and SQL users::
+
+        SELECT * FROM npsflow.bi_nps_by_segment(since = '2026-11-01 00:00:00', until = '2026-11-08 00:00:00',
+                                                 org = '__all__', dimension = 'location')
+
+    (``org = '__all__'``: every organization; periods are [since, until), UTC)."""
+    sql = panel.sql
+    for macro, parameter in VIEW_PARAMETERS.items():
+        sql = sql.replace(macro, parameter)
+    leftover = _TOKEN.search(sql)
+    if leftover:
+        raise ValueError(f"panel {panel.key}: no view parameter for {leftover.group(0)}")
+    return f"CREATE OR REPLACE VIEW {{db}}.{view_name(panel)} AS\n{sql}"
+
+
+def apply_views(store) -> list[str]:
+    """(Re)create every panel's view — at every worker start, like the retention: the views follow the code."""
+    names = []
+    for panel in panels():
+        store.command(view_sql(panel))
+        names.append(view_name(panel))
+    return names

@@ -451,3 +451,22 @@ def test_push_connection_refused_and_bad_clickhouse_url():
     assert refused.output.startswith(f"Error: grafana push to {url} failed:")
     bad = CliRunner().invoke(main, ["grafana", "push", "--url", url, "--token", "t", "--clickhouse-url", "ftp://x"])
     assert bad.exit_code == 1 and "--clickhouse-url must be" in bad.output
+
+
+@pytest.mark.parametrize("org", [None, "acme"])
+def test_every_panel_is_also_a_parameterized_sql_view_with_the_same_rows(ch_store, org):
+    """The BI views (``SELECT * FROM npsflow.bi_<panel>(since=…, until=…, org=…, dimension=…)``) return exactly
+    what the dashboard panels return, on the same seeded data."""
+    seed(ch_store)
+    assert bi.apply_views(ch_store) == [f"bi_{p.key}" for p in bi.panels()]
+    assert bi.apply_views(ch_store) == [f"bi_{p.key}" for p in bi.panels()]  # idempotent: replaced
+    fmt = "%Y-%m-%d %H:%M:%S"
+    params = {"since": PERIOD["time_from"].strftime(fmt), "until": PERIOD["time_to"].strftime(fmt),
+              "org": org or bi.ALL_ORGS, "dimension": "location"}
+    for panel in bi.panels():
+        expected = run(ch_store, panel.sql, org=org)
+        args = ", ".join(f"{k} = {{{k}:String}}" for k in params if "{" + k + ":" in bi.view_sql(panel))
+        got = ch_store.query(f"SELECT * FROM {{db}}.bi_{panel.key}({args})", params)
+        nan_safe = lambda rows: [{k: "NaN" if v != v else v for k, v in r.items()} for r in rows]  # noqa: E731
+        assert nan_safe(got) == nan_safe(expected), panel.key
+    assert any(run(ch_store, p.sql, org=org) for p in bi.panels())  # the comparison is over real rows
