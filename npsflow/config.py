@@ -322,6 +322,9 @@ def load(env: dict | None = None) -> Settings:
         if seconds % 86400:
             raise ConfigError(f"NPSFLOW_RETENTION must be whole days (e.g. 730d), got {env['NPSFLOW_RETENTION']!r}")
         retention_days = seconds // 86400
+        if retention_days > 36_500:
+            raise ConfigError(f"NPSFLOW_RETENTION must be at most 36500d (100 years; unset keeps rows forever), "
+                              f"got {env['NPSFLOW_RETENTION']!r}")
     if link_ttl <= 0:
         raise ConfigError("NPSFLOW_LINK_TTL must be positive")
     files = {}

@@ -98,10 +98,15 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
     settings = replace(settings, web_port=settings.web_port or free_port())
     store = ClickHouseStore(settings.clickhouse_dsn)
     migrate(store)
-    apply_retention(store, settings.retention_days)
     from sinks.bi import apply_views
 
-    apply_views(store)  # the BI views follow the code, like the dashboards
+    for what, step in (("retention", lambda: apply_retention(store, settings.retention_days)),
+                       ("BI views", lambda: apply_views(store))):
+        try:
+            step()
+        except Exception as exc:  # e.g. no ALTER/CREATE VIEW right, an old server, Distributed tables of a
+            # cluster (TTL and views go ON CLUSTER there: see `npsflow clickhouse ddl`): not a reason to stop
+            logging.getLogger("npsflow").warning("ClickHouse %s not applied: %s", what, str(exc).splitlines()[0][:300])
     pipeline = create_app(settings, broker=bootstrap, store_factory=lambda: store, programs=programs,
                           channels=channels)
     install_web(pipeline, store)

@@ -443,18 +443,24 @@ def migrate(store: ClickHouseStore, directory: Path | str | None = None) -> list
 
 # Retention (NPSFLOW_RETENTION): how long analytics rows are kept, as a TTL on their event time. Applied at every
 # worker start as a desired state (set, changed or removed), not as a migration: it is configuration.
-RETENTION_COLUMNS = {"responses": "responded_at", "dispatches": "decided_at", "dead_letters": "failed_at"}
+RETENTION_COLUMNS = {"responses": "responded_at", "dispatches": "decided_at", "dead_letters": "failed_at",
+                     "alerts": "created_at"}
+MAX_RETENTION_DAYS = 36_500
 
 
 def apply_retention(store: ClickHouseStore, days: int | None) -> dict[str, str]:
     """Make each table's TTL ``<event time> + days`` (None: keep rows forever). Rows past it disappear at the
-    next merge (ClickHouse TTL), reads in between still see them. Returns table → "set"/"removed"/"unchanged"."""
+    next merge (ClickHouse TTL), reads in between still see them. Returns table → "set"/"removed"/"unchanged".
+    Changing it rewrites the table's parts in the background (ClickHouse materializes a modified TTL)."""
+    if days is not None and not 1 <= int(days) <= MAX_RETENTION_DAYS:
+        raise ValueError(f"retention must be 1–{MAX_RETENTION_DAYS} days, got {days}")
     done = {}
     for table, column in RETENTION_COLUMNS.items():
         create = store.query("SELECT create_table_query AS q FROM system.tables WHERE database = {d:String} "
                              "AND name = {t:String}", {"d": store.database, "t": table})
         current = create[0]["q"] if create else ""
-        wanted = None if days is None else f"TTL toDateTime({column}) + toIntervalDay({int(days)})"
+        # on the DateTime64 column itself: toDateTime() of a date past 2106 wraps around (and would expire it)
+        wanted = None if days is None else f"TTL {column} + toIntervalDay({int(days)})"
         if wanted is None:
             if " TTL " in current:
                 store.command(f"ALTER TABLE {{db}}.{table} REMOVE TTL")
@@ -464,6 +470,6 @@ def apply_retention(store: ClickHouseStore, days: int | None) -> dict[str, str]:
         elif f"toIntervalDay({int(days)})" in current and " TTL " in current:
             done[table] = "unchanged"
         else:
-            store.command(f"ALTER TABLE {{db}}.{table} MODIFY TTL toDateTime({column}) + toIntervalDay({int(days)})")
+            store.command(f"ALTER TABLE {{db}}.{table} MODIFY TTL {column} + toIntervalDay({int(days)})")
             done[table] = "set"
     return done

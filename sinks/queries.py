@@ -21,12 +21,15 @@ from streams.nps import summarize
 DIMENSION = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 NONE_VALUE = "(none)"
 _SUMMARY_KEYS = frozenset(summarize(0, 0, 0).as_dict())
+# names the comparison and the dashboard's comments use next to the segment value
+_RESERVED = _SUMMARY_KEYS | {"previous", "change", "z", "significant", "response_id", "score", "category",
+                             "comment", "responded_at", "value"}
 
 
 def validate_dimension(name: str) -> str:
     if not isinstance(name, str) or not DIMENSION.match(name):
         raise ValueError(f"invalid dimension {name!r}: use lowercase letters, digits and _ (e.g. location)")
-    if name in _SUMMARY_KEYS:
+    if name in _RESERVED:
         raise ValueError(f"dimension {name!r} clashes with a report column name")
     return name
 
@@ -177,16 +180,17 @@ def dashboard(store, by: str = "location", days: int = 14, comments: int = 10,
         f"FROM ({LATEST_ANSWERS}) WHERE toDate(at) >= toDate({{first:String}}) AND toDate(at) <= today() + 1 "
         "GROUP BY day, value", params)
     counts: dict[str, dict[str, list[int]]] = {}
+    overall: dict[str, list[int]] = {}  # apart from the segments: a segment may be called anything
     for r in per_day:
-        for key in ("(all)", r["value"]):
-            cell = counts.setdefault(key, {}).setdefault(str(r["day"]), [0, 0, 0])
+        for cell in (counts.setdefault(r["value"], {}).setdefault(str(r["day"]), [0, 0, 0]),
+                     overall.setdefault(str(r["day"]), [0, 0, 0])):
             cell[0] += int(r["p"]); cell[1] += int(r["pa"]); cell[2] += int(r["d"])  # noqa: E702
     day_list = [(first + timedelta(days=i)).isoformat() for i in range(days)]
 
-    def series(key: str) -> list[dict]:
+    def series(days: dict[str, list[int]]) -> list[dict]:
         out = []
         for day in day_list:
-            s = summarize(*counts.get(key, {}).get(day, [0, 0, 0])).as_dict()
+            s = summarize(*days.get(day, [0, 0, 0])).as_dict()
             out.append({"day": day, "responses": s["responses"], "nps": s["nps"]})
         return out
 
@@ -198,8 +202,8 @@ def dashboard(store, by: str = "location", days: int = 14, comments: int = 10,
         "by": by,
         "rows": result["rows"],
         "total": result["total"],
-        "trend": {"days": day_list, "total": series("(all)"),
-                  "segments": {r[by]: series(r[by]) for r in result["rows"]}},
+        "trend": {"days": day_list, "total": series(overall),
+                  "segments": {r[by]: series(counts.get(r[by], {})) for r in result["rows"]}},
         "comments": [{"response_id": c["response_id"], "score": int(c["score"]), "category": c["cat"],
                       "comment": c["comment"], by: c["value"], "responded_at": _iso(c["at"])} for c in latest],
     }

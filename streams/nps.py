@@ -126,18 +126,22 @@ def summarize(promoters: int, passives: int, detractors: int) -> NpsSummary:
 def compare(current: tuple[int, int, int], previous: tuple[int, int, int], z_crit: float = 1.96) -> dict:
     """Period-over-period change of NPS with a two-sample z-test (95 % by default).
 
-    Each respondent scores +1 (promoter), 0 (passive) or −1 (detractor); NPS/100 is the mean, its per-respondent
-    variance is p + d − (p − d)² (``variance``), so z = ΔNPS / sqrt(σ₁²/n₁ + σ₂²/n₂) (NPS as fractions).
-    Returns {"change": ΔNPS in points (None when a period has no responses), "z", "significant"}; with zero
-    variance in both periods any non-zero change is certain (z = ±inf) and no change is not significant."""
+    ``change`` is the plain difference of the two NPS (points; None when a period has no responses). The test
+    uses the same adjusted-Wald estimates as the intervals we show (p′ = (P + ¾)/(n + 3), d′ = (D + ¾)/(n + 3),
+    per-respondent variance p′ + d′ − (p′ − d′)², over n + 3): z = Δ(p′ − d′) / sqrt(σ₁²/(n₁+3) + σ₂²/(n₂+3)).
+    With the plain estimates a period whose answers are all of one category has zero variance and every small
+    sample looked "significant" (1 promoter vs 1 detractor); the adjusted ones agree with the overlapping
+    intervals."""
     n1, n2 = sum(current), sum(previous)
     if n1 == 0 or n2 == 0:
         return {"change": None, "z": None, "significant": False}
     delta = (current[0] - current[2]) / n1 - (previous[0] - previous[2]) / n2
-    se = math.sqrt(variance(*current) / n1 + variance(*previous) / n2)
-    if se == 0:
-        z = 0.0 if delta == 0 else math.copysign(math.inf, delta)
-    else:
-        z = delta / se
-    return {"change": round(100.0 * delta, 2), "z": None if math.isinf(z) else round(z, 3),
-            "significant": abs(z) > z_crit}
+
+    def adjusted(p: int, d: int, n: int) -> tuple[float, float]:
+        pa, da = (p + 0.75) / (n + 3), (d + 0.75) / (n + 3)
+        return pa - da, (pa + da - (pa - da) ** 2) / (n + 3)
+
+    m1, v1 = adjusted(current[0], current[2], n1)
+    m2, v2 = adjusted(previous[0], previous[2], n2)
+    z = (m1 - m2) / math.sqrt(v1 + v2)
+    return {"change": round(100.0 * delta, 2), "z": round(z, 3), "significant": abs(z) > z_crit}

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.responses import MAX_FUTURE, MAX_ID_CHARS, Rejected, parse_segment, parse_timestamp
 
+ORG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", re.ASCII)
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$", re.ASCII)
 E164 = re.compile(r"^\+[1-9]\d{6,14}$", re.ASCII)
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}\.[^@\s]{2,63}$")
@@ -80,6 +81,8 @@ def validate_trigger(obj: dict, now: datetime, max_future: timedelta = MAX_FUTUR
     """A JSON object → an Avro TriggerEvent dict, or ``Rejected(reason, detail)``."""
     event_id = _required_text(obj, "event_id")
     org_id = _required_text(obj, "org_id")
+    if not ORG_ID.match(org_id):  # it reaches SQL (Grafana's org variable) and file names: a safe alphabet
+        raise Rejected("org_id_invalid", "org_id must be 1-128 of A-Z a-z 0-9 . _ : - (starting with a letter or digit)")
     event_type = _required_text(obj, "event_type")
     if not EVENT_TYPE.match(event_type):
         raise Rejected("event_type_invalid", f"event_type must look like job.completed, got {event_type[:40]!r}")

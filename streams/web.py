@@ -12,9 +12,14 @@ GET /dashboard?by=location           the built-in live dashboard (streams.dashbo
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime
 
 from streams.responses import Rejected, parse_timestamp
+
+
+DASHBOARD_CACHE_SECONDS = 5.0
 
 
 def _time(value: str | None, name: str) -> datetime | None:
@@ -45,7 +50,10 @@ def install_web(pipeline, store) -> None:
             until = _time(request.query.get("until"), "until")
         except Rejected as exc:
             return error(web, 400, exc.detail)
-        compared = request.query.get("compare_previous") in ("1", "true")
+        flag = request.query.get("compare_previous")
+        if flag not in (None, "", "0", "1", "true", "false"):
+            return error(web, 400, "compare_previous must be 1/true or 0/false")
+        compared = flag in ("1", "true")
         try:
             result = await store.arun(queries.report_compared if compared else queries.report, by, since, until)
         except ValueError as exc:
@@ -73,14 +81,24 @@ def install_web(pipeline, store) -> None:
 
     dimensions = [d for d in pipeline.settings.dimensions if d != "overall"] or ["location"]
 
+    cache: dict[str, tuple[float, dict]] = {}
+    computing: dict[str, asyncio.Lock] = {}
+
     @app.page("/api/v1/dashboard")
     async def dashboard_data(web, request):
+        """Shared by every open dashboard: computed at most once per DASHBOARD_CACHE_SECONDS per dimension
+        (one computation at a time), so open tabs never keep the store — which the sinks also use — busy."""
         by = request.query.get("by") or dimensions[0]
         try:
-            data = await store.arun(queries.dashboard, by)
+            queries.validate_dimension(by)
         except ValueError as exc:
             return error(web, 400, str(exc))
-        return web.json(data, headers={"Cache-Control": "no-store"})
+        async with computing.setdefault(by, asyncio.Lock()):
+            hit = cache.get(by)
+            if hit is None or time.monotonic() - hit[0] > DASHBOARD_CACHE_SECONDS:
+                hit = (time.monotonic(), await store.arun(queries.dashboard, by))
+                cache[by] = hit
+        return web.json(hit[1], headers={"Cache-Control": "no-store"})
 
     @app.page("/dashboard")
     async def dashboard_page(web, request):

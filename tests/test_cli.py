@@ -343,7 +343,7 @@ def test_report_compare_previous_json_and_table(tmp_path, ch_store):
     data = json.loads(proc.stdout)
     assert set(data) == {"by", "rows", "total", "period", "previous_period"}
     assert [(r["location"], r["responses"], r["previous"]["responses"], r["change"], r["significant"])
-            for r in data["rows"]] == [("Helsinki", 3, 1, 133.33, True), ("Espoo", 0, 5, None, False)]
+            for r in data["rows"]] == [("Helsinki", 3, 1, 133.33, False), ("Espoo", 0, 5, None, False)]
     assert (data["total"]["change"], data["total"]["significant"]) == (-16.67, False)
     table = run(args, home=tmp_path)
     assert table.returncode == 0, table.stderr

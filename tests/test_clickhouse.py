@@ -816,20 +816,21 @@ def test_migration_0004_adds_follow_up_keeps_old_rows_and_is_idempotent(ch_store
 
 
 def test_report_compared_with_the_previous_period(ch_store):
-    """Day 2 against day 1 of the seed (counts by hand above; z by hand: Helsinki Δ = 1.3333 / sqrt(0.8889/3 +
-    0/1) = 2.449; total Δ = −0.1667 / sqrt(0.8889/3 + 0.5833/6) = −0.266)."""
+    """Day 2 against day 1 of the seed (counts by hand above; z by hand with the adjusted estimates of
+    streams.nps.compare: Helsinki (2,0,1) vs (0,0,1): 0.4167 / sqrt(0.120370 + 0.140625) = 0.816; total
+    (2,0,1) vs (4,1,1): −0.1667 / sqrt(0.120370 + 0.067901) = −0.384)."""
     seed_report_data(ch_store)
     result = queries.report_compared(ch_store, ["location"], T0 + D, T0 + 2 * D)
     assert result["period"] == {"since": "2024-05-02T00:00:00.000Z", "until": "2024-05-03T00:00:00.000Z"}
     assert result["previous_period"] == {"since": "2024-05-01T00:00:00.000Z", "until": "2024-05-02T00:00:00.000Z"}
     helsinki, espoo = result["rows"]
     assert (helsinki["location"], helsinki["nps"], helsinki["previous"]["nps"]) == ("Helsinki", 33.33, -100.0)
-    assert (helsinki["change"], helsinki["z"], helsinki["significant"]) == (133.33, 2.449, True)
+    assert (helsinki["change"], helsinki["z"], helsinki["significant"]) == (133.33, 0.816, False)
     assert (espoo["location"], espoo["responses"], espoo["previous"]["responses"]) == ("Espoo", 0, 5)
     assert (espoo["change"], espoo["significant"]) == (None, False)  # nothing this period: no change to speak of
     total = result["total"]
     assert (total["responses"], total["previous"]["responses"]) == (3, 6)
-    assert (total["change"], total["z"], total["significant"]) == (-16.67, -0.266, False)
+    assert (total["change"], total["z"], total["significant"]) == (-16.67, -0.384, False)
     with pytest.raises(ValueError, match="needs --since"):
         queries.report_compared(ch_store, ["location"], None, None)
 
@@ -859,7 +860,8 @@ def test_dashboard_numbers_trend_and_latest_comments(ch_store):
 def test_retention_is_a_ttl_on_event_time_set_changed_and_removed(ch_store):
     now = datetime.now(timezone.utc).replace(microsecond=0)
     insert_responses(ch_store, [response("old", 9, at=now - 40 * D), response("new", 3, at=now - 10 * D)])
-    assert ch.apply_retention(ch_store, 30) == {"responses": "set", "dispatches": "set", "dead_letters": "set"}
+    assert ch.apply_retention(ch_store, 30) == dict.fromkeys(
+        ["responses", "dispatches", "dead_letters", "alerts"], "set")
     assert ch.apply_retention(ch_store, 30) == dict.fromkeys(ch.RETENTION_COLUMNS, "unchanged")
     ch_store.command("OPTIMIZE TABLE {db}.responses FINAL")  # TTL applies when parts merge
     assert [r["response_id"] for r in ch_store.query("SELECT response_id FROM {db}.responses")] == ["new"]
@@ -871,3 +873,30 @@ def test_retention_is_a_ttl_on_event_time_set_changed_and_removed(ch_store):
     ch_store.command("OPTIMIZE TABLE {db}.responses FINAL")
     assert [r["response_id"] for r in ch_store.query("SELECT response_id FROM {db}.responses")] == [
         "older"]  # no TTL any more: kept
+
+
+def test_retention_never_expires_far_future_rows_and_is_bounded(ch_store):
+    """A TTL through DateTime (toDateTime) would wrap past 2106 and expire such rows at once; on the DateTime64
+    column itself it does not."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    far = datetime(2150, 1, 1, tzinfo=timezone.utc)
+    insert_responses(ch_store, [response("far", 9, at=far), response("now", 9, at=now)])
+    ch.apply_retention(ch_store, 730)
+    ch_store.command("OPTIMIZE TABLE {db}.responses FINAL")
+    assert sorted(r["response_id"] for r in ch_store.query("SELECT response_id FROM {db}.responses")) == ["far", "now"]
+    for bad in (0, 36_501):
+        with pytest.raises(ValueError, match="retention"):
+            ch.apply_retention(ch_store, bad)
+
+
+def test_reserved_dimension_names_and_a_segment_called_all(ch_store):
+    for name in ("change", "previous", "z", "significant", "score", "comment", "category", "responded_at",
+                 "response_id", "value", "nps"):
+        with pytest.raises(ValueError, match="clashes"):
+            queries.validate_dimension(name)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    insert_responses(ch_store, [response("a", 9, at=now, segment={"location": "(all)"}),
+                                response("b", 3, at=now, segment={"location": "Espoo"})])
+    data = queries.dashboard(ch_store, "location", days=1, now=now)
+    assert [(p["responses"], p["nps"]) for p in data["trend"]["total"]] == [(2, 0.0)]  # not counted twice
+    assert [(p["responses"], p["nps"]) for p in data["trend"]["segments"]["(all)"]] == [(1, 100.0)]

@@ -56,7 +56,7 @@ def test_live_dashboard_shows_the_reports_numbers_and_updates_without_reload(env
     wait_for(lambda: env.cli_json("report")["total"]["responses"] == 10, what="the first responses")
     port = env.settings.worker_info()["web_port"]
     browser.get(f"http://127.0.0.1:{port}/dashboard?by=location")
-    wait_for_text(browser, "10 responses")
+    wait_for_text(browser, "10 responses", timeout=30)
     assert table(browser) == expected(env.cli_json("report", "--by", "location"))
     comment = browser.find_element(By.XPATH, "//li[contains(@class, 'comment')][1]/div[@class='text']")
     texts = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#comments li .text")]
@@ -68,7 +68,7 @@ def test_live_dashboard_shows_the_reports_numbers_and_updates_without_reload(env
     more = responses("b", {"Espoo": [0, 0], "Turku": [10]}, now + timedelta(minutes=1))
     env.cli("ingest", "responses", str(write_jsonl(tmp_path / "b.jsonl", more)))
     wait_for(lambda: env.cli_json("report")["total"]["responses"] == 13, what="the new responses")
-    wait_for_text(browser, "13 responses")
+    wait_for_text(browser, "13 responses", timeout=30)  # the API caches for 5 s, the page polls every 2 s
     assert browser.execute_script("return window.__same_page === true;")  # updated in place, no reload
     assert table(browser) == expected(env.cli_json("report", "--by", "location"))
     assert "Turku" in table(browser)

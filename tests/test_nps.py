@@ -73,10 +73,12 @@ def test_variance_matches_definition():
     assert variance(3, 3, 4) == pytest.approx(0.3 + 0.4 - (0.3 - 0.4) ** 2)
 
 
+# z by hand with the adjusted-Wald estimates p' = (P+.75)/(n+3), d' = (D+.75)/(n+3), var p'+d'-(p'-d')² over n+3
 @pytest.mark.parametrize("current,previous,change,z,significant", [
-    ((9, 0, 2), (1, 2, 3), 96.97, 2.532, True),      # by hand: Δ 0.9697 / sqrt(0.59504/11 + 0.55556/6)
-    ((30, 40, 30), (35, 40, 25), -10.0, -0.917, False),  # Δ −0.1 / sqrt(0.6/100 + 0.59/100) = −0.917 (|z| < 1.96)
-    ((5, 0, 0), (0, 0, 5), 200.0, None, True),      # no variance at all: any change is certain
+    ((9, 0, 2), (1, 2, 3), 96.97, 2.194, True),      # 0.5 vs −0.2222: 0.7222 / sqrt(0.045918 + 0.062414)
+    ((30, 40, 30), (35, 40, 25), -10.0, -0.905, False),  # 0 vs 0.0971: −0.0971 / sqrt(0.005797 + 0.005705)
+    ((5, 0, 0), (0, 0, 5), 200.0, 3.849, True),     # 0.625 vs −0.625: 1.25 / sqrt(2 × 0.052734)
+    ((1, 0, 0), (0, 0, 1), 200.0, 0.943, False),    # one answer each: far from significant
     ((5, 0, 0), (5, 0, 0), 0.0, 0.0, False),
     ((1, 0, 0), (0, 0, 0), None, None, False),      # an empty period: nothing to compare
 ])

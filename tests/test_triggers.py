@@ -89,3 +89,20 @@ def test_ingest_triggers_sends_valid_and_dead_letters_malformed(tmp_path, kafka_
     dead = [codec.decode(m.value) for m in read_topic(kafka_bootstrap, env.settings.topics.dead_letters, 2)]
     assert sorted(d["reason"] for d in dead) == ["not_a_json_object", "occurred_at_invalid"]
     assert json.loads(next(d for d in dead if d["reason"] == "occurred_at_invalid")["payload_json"])["event_id"] == "ev-bad"
+
+
+@pytest.mark.parametrize("org", ["acme\\\\", "a'b", "acme corp", "-lead", "x" * 129])
+def test_org_ids_are_limited_to_a_safe_alphabet(org):
+    """org_id reaches SQL (Grafana's org variable) and file names."""
+    from datetime import datetime, timezone
+
+    from streams.responses import Rejected
+    from streams.triggers import validate_trigger
+
+    now = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    obj = {"event_id": "e", "org_id": org, "event_type": "job.completed", "occurred_at": "2026-11-20T00:00:00Z",
+           "contact": {"contact_id": "c"}}
+    with pytest.raises(Rejected) as info:
+        validate_trigger(obj, now)
+    assert info.value.reason in ("org_id_invalid", "org_id_too_long")
+    assert validate_trigger({**obj, "org_id": "nordvik-ror.se:1"}, now)["org_id"] == "nordvik-ror.se:1"
