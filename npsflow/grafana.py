@@ -47,7 +47,7 @@ class ClickHouseQuery(cogbuilder.Builder[UnknownDataquery]):
             "refId": ref_id,
             "datasource": {"type": PLUGIN, "uid": DATASOURCE_UID},
             "editorType": "sql",
-            "queryType": "timeSeries" if fmt == bi.TIME_SERIES else "table",
+            "queryType": "timeseries" if fmt == bi.TIME_SERIES else "table",  # the v4 plugin's spelling
             "format": fmt,
             "rawSql": bi.for_grafana(sql),
         }
@@ -279,6 +279,19 @@ def datasource_payload(clickhouse_url: str) -> dict:
     return payload
 
 
+def with_database(model: Any, database: str) -> Any:
+    """The dashboard with every query reading ``database`` instead of the default one (the same SQL)."""
+    from sinks.clickhouse import quote_ident
+
+    old, new = quote_ident(DEFAULT_DATABASE) + ".", quote_ident(database) + "."
+    if isinstance(model, dict):
+        return {k: (v.replace(old, new) if k == "rawSql" and isinstance(v, str) else with_database(v, database))
+                for k, v in model.items()}
+    if isinstance(model, list):
+        return [with_database(v, database) for v in model]
+    return model
+
+
 def push(url: str, token: str, clickhouse_url: str = "http://default@localhost:8123/npsflow",
          folder_uid: str | None = None, timeout: float = 10.0) -> list[dict]:
     """Create or update the data source, then save every dashboard (overwrite). Returns one entry per action:
@@ -303,7 +316,9 @@ def push(url: str, token: str, clickhouse_url: str = "http://default@localhost:8
         api.datasource.create_datasource(ds)
         done.append({"kind": "datasource", "action": "created", "name": ds["name"]})
     for key in bi.DASHBOARDS:
-        body: dict[str, Any] = {"dashboard": dashboard_model(key), "overwrite": True,
+        # the panels read the database the data source points at (the URL's path), not always "npsflow"
+        model = with_database(dashboard_model(key), ds["jsonData"]["defaultDatabase"])
+        body: dict[str, Any] = {"dashboard": model, "overwrite": True,
                                 "message": "npsflow grafana push"}
         if folder_uid:
             body["folderUid"] = folder_uid

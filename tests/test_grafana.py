@@ -159,7 +159,7 @@ def test_dashboard_json_structure(key: str):
         cells |= area
         (target,) = panel["targets"]
         assert target == {"refId": "A", "datasource": panel["datasource"], "editorType": "sql",
-                          "queryType": "table" if spec.format == bi.TABLE else "timeSeries",
+                          "queryType": "table" if spec.format == bi.TABLE else "timeseries",
                           "format": spec.format, "rawSql": bi.for_grafana(spec.sql)}
         assert "{db}" not in target["rawSql"] and "FROM `npsflow`." in target["rawSql"]
     variables = {v["name"]: v for v in model["templating"]["list"]}
@@ -431,6 +431,14 @@ def test_push_creates_then_updates(tmp_path: Path):
         assert "version 2" in second.output.splitlines()[1]
         assert [(r["method"], r["path"]) for r in g.requests][:2] == [
             ("GET", "/api/datasources/name/npsflow-clickhouse"), ("PUT", "/api/datasources/7")]
+
+        # another database in the ClickHouse URL: the data source and every panel's SQL read that one
+        g.requests.clear()
+        other = CliRunner().invoke(main, [*args[:-1], "https://reader:pw@ch.example:8443/analytics"])
+        assert other.exit_code == 0, other.output
+        assert g.requests[1]["body"]["jsonData"]["defaultDatabase"] == "analytics"
+        sqls = [t["rawSql"] for r in g.requests[2:] for p in r["body"]["dashboard"]["panels"] for t in p["targets"]]
+        assert sqls and all("`analytics`." in sql and "`npsflow`." not in sql for sql in sqls)
 
 
 def test_push_unauthorized_is_one_line_and_exit_1():
