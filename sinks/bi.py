@@ -177,11 +177,13 @@ SELECT if(i.ch = '', '(none)', i.ch) AS channel,
        quantileExactInclusiveIf(0.5)(
            (toUnixTimestamp64Milli(a.answered_at) - toUnixTimestamp64Milli(i.sent_at)) / 3600000,
            i.st = 'sent' AND a.answered = 1) AS median_hours_to_respond,
-       sumIf(i.price, i.st = 'sent') + sumIf(r.reminder_cost, i.st = 'sent') AS cost,
        arrayStringConcat(arraySort(arrayDistinct(arrayConcat(
            groupUniqArrayIf(i.cur, i.st = 'sent' AND i.cur != ''),
            groupArrayArrayIf(r.reminder_cur, i.st = 'sent')))), ',') AS currency,
-       if(responded = 0, NULL, cost / responded) AS cost_per_response
+       -- amounts in different currencies are never added up: no cost when the row mixes them
+       if(position(currency, ',') > 0, NULL,
+          sumIf(i.price, i.st = 'sent') + sumIf(r.reminder_cost, i.st = 'sent')) AS cost,
+       if(responded = 0 OR cost IS NULL, NULL, cost / responded) AS cost_per_response
 FROM
 (
     SELECT inv, ch, st, price, cur, sent_at

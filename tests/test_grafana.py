@@ -478,3 +478,15 @@ def test_every_panel_is_also_a_parameterized_sql_view_with_the_same_rows(ch_stor
         nan_safe = lambda rows: [{k: "NaN" if v != v else v for k, v in r.items()} for r in rows]  # noqa: E731
         assert nan_safe(got) == nan_safe(expected), panel.key
     assert any(run(ch_store, p.sql, org=org) for p in bi.panels())  # the comparison is over real rows
+
+
+def test_funnel_never_adds_up_different_currencies(ch_store):
+    at = T0 + H
+    ch_store.insert("dispatches", [
+        rows.dispatch_row(dispatch("x-eur", "o1", "sent", at, inv="x-eur", cost=0.1, channel="email"), 0, 0),
+        rows.dispatch_row({**dispatch("x-sek", "o2", "sent", at, inv="x-sek", cost=1.0, channel="email"),
+                           "currency": "SEK"}, 0, 1)])
+    (email,) = run(ch_store, bi.FUNNEL)
+    assert (email["sent"], email["currency"], email["cost"], email["cost_per_response"]) == (2, "EUR,SEK", None, None)
+    (only_eur,) = run(ch_store, bi.FUNNEL, org="o1")
+    assert (only_eur["currency"], only_eur["cost"]) == ("EUR", pytest.approx(0.1))
