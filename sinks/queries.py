@@ -172,12 +172,12 @@ def dashboard(store, by: str = "location", days: int = 14, comments: int = 10,
     comments = max(0, min(int(comments), 50))
     today = _utc(now or datetime.now(timezone.utc)).date()
     first = today - timedelta(days=days - 1)
-    params = {"k": by, "none": NONE_VALUE, "first": first.isoformat(), "n": comments}
+    params = {"k": by, "none": NONE_VALUE, "first": first.isoformat(), "last": today.isoformat(), "n": comments}
     seg = "if(segval = '', {none:String}, segval)"
     per_day = store.query(
         f"SELECT toDate(at) AS day, {seg} AS value, countIf(cat = 'promoter') AS p, countIf(cat = 'passive') AS pa, "
         "countIf(cat = 'detractor') AS d "
-        f"FROM ({LATEST_ANSWERS}) WHERE toDate(at) >= toDate({{first:String}}) AND toDate(at) <= today() + 1 "
+        f"FROM ({LATEST_ANSWERS}) WHERE toDate(at) >= toDate({{first:String}}) AND toDate(at) <= toDate({{last:String}}) "
         "GROUP BY day, value", params)
     counts: dict[str, dict[str, list[int]]] = {}
     overall: dict[str, list[int]] = {}  # apart from the segments: a segment may be called anything
