@@ -100,7 +100,8 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
     migrate(store)
     from sinks.bi import apply_views
 
-    for what, step in (("retention", lambda: apply_retention(store, settings.retention_days)),
+    link_days = -(-(settings.link_ttl_seconds + settings.edit_window_seconds) // 86400)
+    for what, step in (("retention", lambda: apply_retention(store, settings.retention_days, link_days)),
                        ("BI views", lambda: apply_views(store))):
         try:
             step()

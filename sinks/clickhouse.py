@@ -448,28 +448,31 @@ RETENTION_COLUMNS = {"responses": "responded_at", "dispatches": "decided_at", "d
 MAX_RETENTION_DAYS = 36_500
 
 
-def apply_retention(store: ClickHouseStore, days: int | None) -> dict[str, str]:
+def apply_retention(store: ClickHouseStore, days: int | None, dispatch_extra_days: int = 0) -> dict[str, str]:
     """Make each table's TTL ``<event time> + days`` (None: keep rows forever). Rows past it disappear at the
     next merge (ClickHouse TTL), reads in between still see them. Returns table → "set"/"removed"/"unchanged".
-    Changing it rewrites the table's parts in the background (ClickHouse materializes a modified TTL)."""
+    Changing it rewrites the table's parts in the background (ClickHouse materializes a modified TTL).
+    ``dispatch_extra_days``: dispatches are kept that much longer (a response comes up to a link lifetime after
+    its invitation, and finds its organization through it)."""
     if days is not None and not 1 <= int(days) <= MAX_RETENTION_DAYS:
         raise ValueError(f"retention must be 1–{MAX_RETENTION_DAYS} days, got {days}")
     done = {}
     for table, column in RETENTION_COLUMNS.items():
+        table_days = None if days is None else days + (dispatch_extra_days if table == "dispatches" else 0)
         create = store.query("SELECT create_table_query AS q FROM system.tables WHERE database = {d:String} "
                              "AND name = {t:String}", {"d": store.database, "t": table})
         current = create[0]["q"] if create else ""
         # on the DateTime64 column itself: toDateTime() of a date past 2106 wraps around (and would expire it)
-        wanted = None if days is None else f"TTL {column} + toIntervalDay({int(days)})"
+        wanted = None if table_days is None else f"TTL {column} + toIntervalDay({int(table_days)})"
         if wanted is None:
             if " TTL " in current:
                 store.command(f"ALTER TABLE {{db}}.{table} REMOVE TTL")
                 done[table] = "removed"
             else:
                 done[table] = "unchanged"
-        elif f"toIntervalDay({int(days)})" in current and " TTL " in current:
+        elif f"toIntervalDay({int(table_days)})" in current and " TTL " in current:
             done[table] = "unchanged"
         else:
-            store.command(f"ALTER TABLE {{db}}.{table} MODIFY TTL {column} + toIntervalDay({int(days)})")
+            store.command(f"ALTER TABLE {{db}}.{table} MODIFY TTL {column} + toIntervalDay({int(table_days)})")
             done[table] = "set"
     return done

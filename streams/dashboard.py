@@ -38,6 +38,7 @@ tr.total td {{ font-weight: 600; border-top: 2px solid #1f2328; }}
 svg {{ width: 120px; height: 28px; vertical-align: middle; }}
 svg polyline {{ fill: none; stroke: #0969da; stroke-width: 2; }}
 svg line {{ stroke: #d0d7de; stroke-width: 1; }}
+svg circle {{ fill: #0969da; }}
 #comments {{ list-style: none; padding: 0; }}
 #comments li {{ background: #fff; border-left: 4px solid #d0d7de; margin: 6px 0; padding: 6px 10px; }}
 #comments li.detractor {{ border-color: #b42318; }} #comments li.promoter {{ border-color: #2e7d32; }}
@@ -85,6 +86,11 @@ svg line {{ stroke: #d0d7de; stroke-width: 1; }}
     var line = document.createElementNS(ns, "polyline");
     line.setAttribute("points", pts.join(" "));
     svg.appendChild(line);
+    if (pts.length === 1) {{  // one day with answers: a dot, a line needs two
+      var dot = document.createElementNS(ns, "circle"), xy = pts[0].split(",");
+      dot.setAttribute("cx", xy[0]); dot.setAttribute("cy", xy[1]); dot.setAttribute("r", "2.5");
+      svg.appendChild(dot);
+    }}
     return svg;
   }}
   function row(name, s, series, cls) {{

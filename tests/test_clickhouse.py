@@ -900,3 +900,13 @@ def test_reserved_dimension_names_and_a_segment_called_all(ch_store):
     data = queries.dashboard(ch_store, "location", days=1, now=now)
     assert [(p["responses"], p["nps"]) for p in data["trend"]["total"]] == [(2, 0.0)]  # not counted twice
     assert [(p["responses"], p["nps"]) for p in data["trend"]["segments"]["(all)"]] == [(1, 100.0)]
+
+
+def test_dispatches_are_kept_longer_than_responses(ch_store):
+    ch.apply_retention(ch_store, 100, dispatch_extra_days=31)
+    ttl = {r["name"]: r["q"] for r in ch_store.query(
+        "SELECT name, create_table_query AS q FROM system.tables WHERE database = {d:String}",
+        {"d": ch_store.database})}
+    assert "TTL responded_at + toIntervalDay(100)" in ttl["responses"]
+    assert "TTL decided_at + toIntervalDay(131)" in ttl["dispatches"]
+    assert ch.apply_retention(ch_store, 100, dispatch_extra_days=31) == dict.fromkeys(ch.RETENTION_COLUMNS, "unchanged")

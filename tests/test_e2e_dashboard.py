@@ -48,7 +48,7 @@ def expected(report: dict) -> dict[str, tuple[str, str, str, str]]:
 
 def test_live_dashboard_shows_the_reports_numbers_and_updates_without_reload(env, tmp_path, browser):
     env.start_worker()
-    now = datetime.now(timezone.utc) - timedelta(minutes=5)
+    now = datetime.now(timezone.utc) - timedelta(seconds=2)  # today (the one-point trends below)
     first = responses("a", {"Espoo": [10, 9, 9, 7, 3], "Oslo": [0, 4, 8, 10]}, now)
     first.append({"response_id": "x-1", "score": 1, "responded_at": now.isoformat(), "segment": {"location": "Oslo"},
                   "comment": "<script>alert('x')</script><b>bold?</b>"})
@@ -63,9 +63,11 @@ def test_live_dashboard_shows_the_reports_numbers_and_updates_without_reload(env
     assert "<script>alert('x')</script><b>bold?</b>" in texts  # shown as text, not run, not markup
     assert comment.text and not browser.find_elements(By.CSS_SELECTOR, "#comments b")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#rows tr svg polyline")) == 3  # a trend per row + total
+    # every answer is from today: one point per row, drawn as a dot
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#rows tr svg circle")) == 3
 
     browser.execute_script("window.__same_page = true;")
-    more = responses("b", {"Espoo": [0, 0], "Turku": [10]}, now + timedelta(minutes=1))
+    more = responses("b", {"Espoo": [0, 0], "Turku": [10]}, now)
     env.cli("ingest", "responses", str(write_jsonl(tmp_path / "b.jsonl", more)))
     wait_for(lambda: env.cli_json("report")["total"]["responses"] == 13, what="the new responses")
     wait_for_text(browser, "13 responses", timeout=30)  # the API caches for 5 s, the page polls every 2 s
