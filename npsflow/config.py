@@ -25,6 +25,9 @@ NPSFLOW_LINK_TTL          how long a survey link stays valid (default 30d)
 NPSFLOW_EDIT_WINDOW       how long after the first answer a respondent may still change it (default 24h)
 NPSFLOW_PAGE_RATE         survey page requests per second per client IP, sustained (default 1; a burst of 30×)
 NPSFLOW_TRUSTED_PROXIES   comma-separated IPs of reverse proxies whose X-Forwarded-For names the client
+NPSFLOW_ALLOWED_HOSTS     host names the worker's web server answers to (Host header), comma separated; always
+                          127.0.0.1, localhost and the host of NPSFLOW_SURVEY_URL (others: 421, against DNS
+                          rebinding of the read APIs and the dashboard)
 NPSFLOW_RETENTION         how long responses, dispatches and dead letters stay in ClickHouse, in whole days
                           (e.g. 730d; unset: forever); applied as a TTL at every worker start
 """
@@ -97,6 +100,17 @@ class Settings:
     page_rate: float = 1.0
     trusted_proxies: tuple[str, ...] = ()
     retention_days: int | None = None
+    allowed_hosts: tuple[str, ...] = ()
+
+    @property
+    def web_hosts(self) -> frozenset[str]:
+        """Host names the web server answers to."""
+        from urllib.parse import urlsplit
+
+        hosts = {"127.0.0.1", "localhost", "::1", *(h.lower() for h in self.allowed_hosts)}
+        if self.survey_url:
+            hosts.add((urlsplit(self.survey_url).hostname or "").lower())
+        return frozenset(h for h in hosts if h)
 
     @property
     def secret(self) -> bytes:
@@ -160,6 +174,8 @@ class Settings:
             env["NPSFLOW_TRUSTED_PROXIES"] = ",".join(self.trusted_proxies)
         if self.retention_days:
             env["NPSFLOW_RETENTION"] = f"{self.retention_days}d"
+        if self.allowed_hosts:
+            env["NPSFLOW_ALLOWED_HOSTS"] = ",".join(self.allowed_hosts)
         return env
 
     def bootstrap(self) -> str:
@@ -357,4 +373,5 @@ def load(env: dict | None = None) -> Settings:
         page_rate=page_rate,
         trusted_proxies=proxies,
         retention_days=retention_days,
+        allowed_hosts=tuple(h.strip() for h in (env.get("NPSFLOW_ALLOWED_HOSTS") or "").split(",") if h.strip()),
     )

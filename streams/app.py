@@ -93,6 +93,25 @@ def add_timer(pipeline, name: str, interval: float, job: Callable[[], Any]) -> N
     pipeline.app.timer(interval=interval)(tick)
 
 
+def host_guard(allowed: frozenset[str]):
+    """aiohttp middleware: answer 421 to a request whose Host header is not one of ours (a page on another site
+    must not reach the worker's read APIs and dashboard through a DNS name rebound to 127.0.0.1)."""
+    from aiohttp import web
+    from yarl import URL
+
+    @web.middleware
+    async def guard(request, handler):
+        try:
+            host = (URL(f"http://{request.host}").host or "").lower() if request.host else ""
+        except ValueError:
+            host = ""
+        if host not in allowed:
+            return web.Response(status=421, text="misdirected request: this host name is not served here\n")
+        return await handler(request)
+
+    return guard
+
+
 class Transient(Exception):
     """A failure worth retrying the whole batch for (broker or registry unavailable), never dead-lettered."""
 
@@ -262,6 +281,7 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         producer_acks=-1,
         producer_max_request_size=4 * 1024 * 1024,
         stream_wait_empty=False,
+        web_application_options={"middlewares": [host_guard(settings.web_hosts)]},
     )
     engine = WindowEngine(windows=settings.windows or WindowEngine().windows,
                           lateness_seconds=settings.lateness_seconds)

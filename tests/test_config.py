@@ -110,3 +110,10 @@ def test_retention_in_whole_days(tmp_path):
     for bad in ("36h", "forever", "0d", "40000d"):
         with pytest.raises(config.ConfigError, match="NPSFLOW_RETENTION"):
             load(tmp_path, NPSFLOW_RETENTION=bad)
+
+
+def test_web_hosts_are_local_names_the_survey_host_and_the_allowed_ones(tmp_path):
+    assert load(tmp_path).web_hosts == {"127.0.0.1", "localhost", "::1"}
+    settings = load(tmp_path, NPSFLOW_SURVEY_URL="https://NPS.example.com/s", NPSFLOW_ALLOWED_HOSTS="a.example, b.example")
+    assert settings.web_hosts == {"127.0.0.1", "localhost", "::1", "nps.example.com", "a.example", "b.example"}
+    assert config.load(settings.to_env()).web_hosts == settings.web_hosts

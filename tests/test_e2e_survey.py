@@ -247,6 +247,15 @@ def test_response_api_validates_each_record_and_needs_the_orgs_key(env, tmp_path
     assert [(r["status"], r.get("reason"), r.get("stored_as")) for r in other["results"]] == [
         ("rejected", "invitation_unknown", None), ("accepted", None, "bolt:api-1")]
 
+    # a request under another host name (DNS rebinding of a page elsewhere) is not served
+    foreign = requests.post(api, json=batch, headers={"Authorization": f"Bearer {API_KEY}", "Host": "evil.example"},
+                            timeout=30)
+    assert foreign.status_code == 421
+    assert requests.get(f"http://127.0.0.1:{port}/dashboard", headers={"Host": "evil.example:80"},
+                        timeout=30).status_code == 421
+    assert requests.get(f"http://127.0.0.1:{port}/healthz", headers={"Host": f"localhost:{port}"},
+                        timeout=30).status_code == 200
+
     big = requests.post(api, data=b"[" + b"0," * 600_000 + b"0]", timeout=30,
                         headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
     assert big.status_code == 413
