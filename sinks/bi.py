@@ -35,9 +35,10 @@ from datetime import datetime, timezone
 
 from sinks.clickhouse import DEFAULT_DATABASE, quote_ident
 from sinks.queries import NONE_VALUE, validate_dimension
+from streams.triggers import ORG_ID as TRIGGER_ORG_ID
 
 ALL_ORGS = "__all__"
-ORG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+ORG_ID = TRIGGER_ORG_ID  # the alphabet trigger intake enforces (streams.triggers)
 DIMENSIONS = ("location", "employee", "channel")
 COMMENTS_LIMIT = 50
 

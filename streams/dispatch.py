@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 from streams import contact_rules as rules
 from streams import links
+from streams.responses import from_ms, to_ms
 
 UTC = timezone.utc
 
@@ -44,14 +45,6 @@ RETRY_BACKOFF = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=3
 INVITATION = "invitation"
 REMINDER = "reminder"
 LINK_KEY_ID = "k1"
-
-
-def ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
-
-
-def from_ms(value: int | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
 
 
 def invitation_id(org_id: str, event_id: str, secret: bytes, *, late: bool = False) -> str:
@@ -161,8 +154,8 @@ class DispatchBook:
             "channel": decision.channel, "locale": locale,
             "to": {"email": contact.get("email"), "phone": contact.get("phone"), "contact_id": contact["contact_id"]},
             "timezone": decision.timezone, "segment": dict(trigger.get("segment") or {}),
-            "send_at": ms(decision.send_at), "reminder_at": None if reminder_at is None else ms(reminder_at),
-            "expires_at": ms(decision.send_at + self.link_ttl), "decided_at": ms(now),
+            "send_at": to_ms(decision.send_at), "reminder_at": None if reminder_at is None else to_ms(reminder_at),
+            "expires_at": to_ms(decision.send_at + self.link_ttl), "decided_at": to_ms(now),
             "why": QUIET_HOURS if QUIET_HOURS in decision.notes else DELAY,
         }
         return TriggerOutcome(decision.status, None, dispatch_id, key, contact_state=decision.contact_state,
@@ -196,7 +189,7 @@ class DispatchBook:
         if found is None:
             return None
         due = rules.reminder_due(sent_at, self.rule_config(*found), inv["channel"], inv.get("timezone"))
-        return None if due is None else ms(due)
+        return None if due is None else to_ms(due)
 
     def fallback(self, inv: Mapping[str, Any]) -> str | None:
         """The next channel of the program after the one that failed permanently, that can reach the contact."""

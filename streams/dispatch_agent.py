@@ -40,8 +40,8 @@ from streams import contact_rules as rules
 from streams.app import (Deliveries, GapGuard, Pipeline, Transient, add_timer, dead_letter, delete_key, run_batch,
                          write_key)
 from streams.dispatch import (CHANNEL_NOT_CONFIGURED, FALLBACK, INVITATION, QUIET_HOURS, REMINDER, RESPONDED,
-                              RETRY, RETRY_BACKOFF, SEND_INTERRUPTED, DispatchBook, ms)
-from streams.responses import Rejected
+                              RETRY, RETRY_BACKOFF, SEND_INTERRUPTED, DispatchBook)
+from streams.responses import Rejected, to_ms
 from streams.triggers import redact, revalidate
 
 log = logging.getLogger("npsflow.dispatch")
@@ -171,7 +171,7 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
             track(deliveries, state, ckey, {**outcome.contact_state.to_dict(), "p": partition}, partition)
         if outcome.org_state is not None and not replay and program_id is not None:
             track(deliveries, state, okey, outcome.org_state.to_dict(), partition)
-        track(deliveries, state, ekey, {"src": source, "t": ms(now), "o": [
+        track(deliveries, state, ekey, {"src": source, "t": to_ms(now), "o": [
             [name, key, base64.b64encode(value).decode()] for name, key, value in outputs]}, partition)
         for name, key, value in outputs:
             await deliveries.send(short[name], key.encode(), value)
@@ -232,7 +232,7 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
         ikey = f"I|{inv_id}"
         inv = invitations.get(ikey)
         now = clock()
-        now_ms = ms(now)
+        now_ms = to_ms(now)
         if op == "invite":
             if inv is not None or (inv_id, INVITATION) in sends:
                 # a repeated command: the invitation is already in hand, say where it stands
@@ -291,14 +291,14 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
         if what == "reschedule":
             stats.inc(f"deliver.{kind}.quiet_hours")
             if kind == INVITATION:
-                inv = {**inv, "st": rules.SCHEDULED, "send_at": ms(detail), "why": QUIET_HOURS}
+                inv = {**inv, "st": rules.SCHEDULED, "send_at": to_ms(detail), "why": QUIET_HOURS}
                 await emit(inv, deliveries)
             save(inv, partition, deliveries)
-            schedule(ms(detail), "send" if kind == INVITATION else "remind", inv["inv"], partition, deliveries)
+            schedule(to_ms(detail), "send" if kind == INVITATION else "remind", inv["inv"], partition, deliveries)
             return
         status = rules.SUPPRESSED if what == "suppress" else FAILED
         stats.inc(f"deliver.{kind}.{status}.{detail}")
-        await conclude(inv, kind, status, {"reason": detail, "at": ms(now)}, partition, deliveries)
+        await conclude(inv, kind, status, {"reason": detail, "at": to_ms(now)}, partition, deliveries)
 
     async def conclude(inv: dict, kind: str, status: str, out: dict, partition: int, deliveries: Deliveries) -> None:
         """The final state of an invitation (or its reminder) other than sent: recorded, addresses dropped."""
@@ -324,7 +324,7 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
                 return True
             if inv.get(status_key) == SENDING:
                 stats.inc(f"deliver.{kind}_interrupted")
-                await conclude(inv, kind, FAILED, {"reason": SEND_INTERRUPTED, "at": ms(clock())}, partition,
+                await conclude(inv, kind, FAILED, {"reason": SEND_INTERRUPTED, "at": to_ms(clock())}, partition,
                                deliveries)
                 inv = invitations.get(f"I|{inv['inv']}") or inv
         return False
@@ -334,7 +334,7 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
 
     async def send_chunk(chunk: list, deliveries: Deliveries) -> None:
         """Mark the chunk ``sending`` (durable in the changelog), send it concurrently, record the outcomes."""
-        now_ms = ms(clock())
+        now_ms = to_ms(clock())
         marked_chunk = []
         for inv, kind, partition in chunk:
             marked = {**(invitations.get(f"I|{inv['inv']}") or inv)}
@@ -361,7 +361,7 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
 
     async def finish_send(inv: dict, kind: str, partition: int, result, deliveries: Deliveries) -> None:
         now = clock()
-        now_ms = ms(now)
+        now_ms = to_ms(now)
         inv = invitations.get(f"I|{inv['inv']}") or inv  # the latest state (a response may have come meanwhile)
         if result is None:
             reason, retryable, out = CHANNEL_NOT_CONFIGURED, False, None
@@ -426,7 +426,7 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
         lkey = f"L|{partition}"
         last = invitations.get(lkey)
         if last is None:
-            last = slot_of(ms(clock())) - 1
+            last = slot_of(to_ms(clock())) - 1
             track(deliveries, invitations, lkey, last, partition)
         slot = max(slot_of(at_ms), last + 1, scanning.get(partition, last) + 1)
         qkey = f"Q|{partition}|{slot}"
@@ -443,7 +443,7 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
                 return 0
             name = topics["invitations"].get_topic_name()
             partitions = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name)
-        now_slot = slot_of(ms(clock()))
+        now_slot = slot_of(to_ms(clock()))
         fired = 0
         for partition in partitions:
             lkey = f"L|{partition}"
@@ -481,7 +481,7 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
         if recovering():
             return 0
         now = clock()
-        now_ms = ms(now)
+        now_ms = to_ms(now)
         retention_ms = book.dedup_retention().total_seconds() * 1000
         expired = 0
         for i, (key, value) in enumerate(list(state.data.items())):

@@ -32,6 +32,7 @@ from npsflow.ingest import response_key, to_raw_response
 from schemas import codec as avro
 from streams import links
 from streams.guards import RateLimiter, api_key_matches, csrf_token, csrf_valid
+from streams.nps import classify
 from streams.responses import Rejected, validate
 
 log = logging.getLogger("npsflow.survey")
@@ -231,7 +232,7 @@ def install_survey(pipeline, book, settings) -> None:
                 return survey_html(self, token, inv, words, brand, now, comment=comment or "",
                                    errors=["pick_score"], status=400)
             score = int(score_text)
-            category = "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
+            category = classify(score).value
             previous = inv.get("answer") or {}
             if step == "score":  # changing the score keeps an earlier follow-up answer
                 follow_up = previous.get("follow_up")
