@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
@@ -109,9 +110,11 @@ class DispatchBook:
             self._rules[key] = rule_config(org, program)
         return self._rules[key]
 
+    @cached_property
     def dedup_retention(self) -> timedelta:
         """How long event ids are remembered: the longest ``max_event_age`` of any program plus a day — a
-        duplicate arriving later is older than every program accepts anyway (7 d default without programs)."""
+        duplicate arriving later is older than every program accepts anyway (7 d default without programs).
+        Computed once: the programs do not change while a worker runs, and every trigger asks."""
         ages = [p.max_event_age or timedelta(days=90) for o in self._orgs() for p in o.programs]
         return max(ages or [timedelta(days=7)]) + timedelta(days=1)
 
@@ -163,7 +166,7 @@ class DispatchBook:
 
     def beyond_memory(self, trigger: Mapping[str, Any], now: datetime) -> bool:
         """True when the trigger is older than event ids are remembered (a duplicate could not be recognized)."""
-        return now - rules._aware(trigger["occurred_at"], "occurred_at") > self.dedup_retention()
+        return now - rules._aware(trigger["occurred_at"], "occurred_at") > self.dedup_retention
 
     def send_block(self, inv: Mapping[str, Any], kind: str, now: datetime) -> tuple[str, Any] | None:
         """Why this message must not go out *now*, re-checked at send time (stage 1 decided maybe hours ago):

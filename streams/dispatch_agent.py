@@ -482,7 +482,7 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
             return 0
         now = clock()
         now_ms = to_ms(now)
-        retention_ms = book.dedup_retention().total_seconds() * 1000
+        retention_ms = book.dedup_retention.total_seconds() * 1000
         expired = 0
         for i, (key, value) in enumerate(list(state.data.items())):
             if not isinstance(value, dict):
