@@ -25,7 +25,7 @@ import json
 from collections import defaultdict
 
 from schemas import codec as avro
-from streams.app import (Deliveries, GapGuard, Pipeline, Transient, add_timer, dead_letter, delete_key, run_batch,
+from streams.app import (Deliveries, Pipeline, Transient, add_timer, consume_batches, dead_letter, delete_key,
                          within_event)
 from streams.responses import Decision, Rejected, decide, remembered, validate
 from streams.windows import segment_keys
@@ -40,23 +40,17 @@ def install_classify(pipeline: Pipeline) -> None:
 
     @app.agent(topics["raw"], name="classify")
     async def classify(stream):
-        guard = GapGuard(app, stats, "classify")
-        async for taken in stream.noack_take(2000, within=0.2):
-            events = await guard.filter(taken)
-            async def process(events=events):
-                deliveries = Deliveries()
-                per_segment: dict[str, list] = defaultdict(list)
-                for event in events:
-                    within_event(event)
-                    await classify_one(event, per_segment, deliveries)
-                for segment, items in per_segment.items():
-                    await deliveries.send(topics["deltas"], segment.encode(), json.dumps(items).encode())
-                await deliveries.wait()
+        await consume_batches(pipeline, stream, "classify", 2000, process)
 
-            stats.inc("classify.batches")
-            await run_batch("classify", stats, process)
-            for event in events:
-                await stream.ack(event)
+    async def process(events: list) -> None:
+        deliveries = Deliveries()
+        per_segment: dict[str, list] = defaultdict(list)
+        for event in events:
+            within_event(event)
+            await classify_one(event, per_segment, deliveries)
+        for segment, items in per_segment.items():
+            await deliveries.send(topics["deltas"], segment.encode(), json.dumps(items).encode())
+        await deliveries.wait()
 
     async def classify_one(event, per_segment: dict[str, list], deliveries: Deliveries) -> None:
         msg = event.message

@@ -37,7 +37,7 @@ import math
 
 from schemas import codec as avro
 from streams import contact_rules as rules
-from streams.app import (Deliveries, GapGuard, Pipeline, Transient, add_timer, dead_letter, delete_key, run_batch,
+from streams.app import (Deliveries, Pipeline, Transient, add_timer, consume_batches, dead_letter, delete_key,
                          write_key)
 from streams.dispatch import (CHANNEL_NOT_CONFIGURED, FALLBACK, INVITATION, QUIET_HOURS, REMINDER, RESPONDED,
                               RETRY, RETRY_BACKOFF, SEND_INTERRUPTED, DispatchBook)
@@ -82,20 +82,13 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
     # --------------------------------------------------------------------------------------- stage 1
     @app.agent(topics["triggers"], name="dispatch")
     async def dispatch(stream):
-        guard = GapGuard(app, stats, "dispatch")
-        async for taken in stream.noack_take(500, within=0.2):
-            events = await guard.filter(taken)
+        await consume_batches(pipeline, stream, "dispatch", 500, decide_batch)
 
-            async def process(events=events):
-                deliveries = Deliveries()
-                for event in events:
-                    await dispatch_one(event, deliveries)
-                await deliveries.wait()
-
-            stats.inc("dispatch.batches")
-            await run_batch("dispatch", stats, process)
-            for event in events:
-                await stream.ack(event)
+    async def decide_batch(events: list) -> None:
+        deliveries = Deliveries()
+        for event in events:
+            await dispatch_one(event, deliveries)
+        await deliveries.wait()
 
     async def dispatch_one(event, deliveries: Deliveries) -> None:
         msg = event.message
@@ -179,24 +172,17 @@ def install_dispatch(pipeline: Pipeline, book: DispatchBook, channels: dict) -> 
     # --------------------------------------------------------------------------------------- stage 2
     @app.agent(topics["invitations"], name="deliver")
     async def deliver(stream):
-        guard = GapGuard(app, stats, "deliver")
-        async for taken in stream.noack_take(500, within=0.2):
-            events = await guard.filter(taken)
+        await consume_batches(pipeline, stream, "deliver", 500, deliver_batch)
 
-            async def process(events=events):
-                deliveries = Deliveries()
-                sends: dict[tuple[str, str], tuple[dict, str, int]] = {}  # (invitation, kind) → what to send
-                for event in events:
-                    await deliver_one(event, deliveries, sends)
-                await deliveries.wait()
-                queue = list(sends.values())
-                for start in range(0, len(queue), SEND_CHUNK):  # a crash leaves at most one chunk in doubt
-                    await send_chunk(queue[start:start + SEND_CHUNK], deliveries)
-
-            stats.inc("deliver.batches")
-            await run_batch("deliver", stats, process)
-            for event in events:
-                await stream.ack(event)
+    async def deliver_batch(events: list) -> None:
+        deliveries = Deliveries()
+        sends: dict[tuple[str, str], tuple[dict, str, int]] = {}  # (invitation, kind) → what to send
+        for event in events:
+            await deliver_one(event, deliveries, sends)
+        await deliveries.wait()
+        queue = list(sends.values())
+        for start in range(0, len(queue), SEND_CHUNK):  # a crash leaves at most one chunk in doubt
+            await send_chunk(queue[start:start + SEND_CHUNK], deliveries)
 
     async def deliver_one(event, deliveries: Deliveries, sends: dict) -> None:
         msg = event.message

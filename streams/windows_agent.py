@@ -21,7 +21,7 @@ import json
 from typing import Any
 
 from schemas import codec as avro
-from streams.app import (Deliveries, GapGuard, Pipeline, add_timer, dead_letter, delete_key, run_batch, within_event,
+from streams.app import (Deliveries, Pipeline, add_timer, consume_batches, dead_letter, delete_key, within_event,
                          write_key)
 from streams.nps import Category
 from streams.responses import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, from_ms
@@ -160,13 +160,7 @@ def install_windows(pipeline: Pipeline) -> None:
 
     @app.agent(topics["deltas"], name="windows")
     async def windows(stream):
-        guard = GapGuard(app, stats, "windows")
-        async for taken in stream.noack_take(5000, within=0.2):
-            events = await guard.filter(taken)
-            stats.inc("windows.batches")
-            await run_batch("windows", stats, lambda events=events: process_batch(events))
-            for event in events:
-                await stream.ack(event)
+        await consume_batches(pipeline, stream, "windows", 5000, process_batch)
 
     async def roll_idle_segments() -> None:
         """When event time enters a new hour, re-emit the segments that got no response since, so their
