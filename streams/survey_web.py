@@ -131,6 +131,25 @@ def install_survey(pipeline, book, settings) -> None:
                 return limited(web, request, exc.invitation_id) or answer(web, kind, inv["locale"], brand)
         return limited(web, request, None) or answer(web, kind)
 
+    def admit(view, request, token: str):
+        """(claims, None) for a genuine, unexpired link within the rate limits; else (None, the refusal page)."""
+        try:
+            claims = links.verify_token(token, book.link_keys, clock())
+        except links.InvalidToken as exc:
+            return None, refused_token(view, request, exc)
+        return claims, limited(view, request, claims.invitation_id)
+
+    def open_invitation(view, inv_id: str, now: datetime):
+        """((invitation, org, texts, branding), None), or (None, the notice page): unknown, held by another
+        worker, or answered and past its edit window."""
+        found, problem = lookup(inv_id)
+        if problem:
+            return None, answer(view, problem)
+        inv, _org, _words, brand = found
+        if closed(inv, now):
+            return None, answer(view, "answered", inv["locale"], brand)
+        return found, None
+
     def closed(inv: dict, now: datetime) -> bool:
         first = inv.get("answered_at")
         return bool(inv.get("resp")) and first is not None and now.timestamp() * 1000 > first + edit_window_ms
@@ -167,21 +186,14 @@ def install_survey(pipeline, book, settings) -> None:
     class Survey(View):
         @guarded
         async def get(self, request, token):
-            try:
-                claims = links.verify_token(token, book.link_keys, clock())
-            except links.InvalidToken as exc:
-                return refused_token(self, request, exc)
-            inv_id = claims.invitation_id
-            blocked = limited(self, request, inv_id)
-            if blocked:
-                return blocked
-            found, problem = lookup(inv_id)
-            if problem:
-                return answer(self, problem)
-            inv, org, words, brand = found
+            claims, refused = admit(self, request, token)
+            if refused:
+                return refused
             now = clock()
-            if closed(inv, now):
-                return answer(self, "answered", inv["locale"], brand)
+            found, refused = open_invitation(self, claims.invitation_id, now)
+            if refused:
+                return refused
+            inv, org, words, brand = found
             previous = inv.get("answer") or {}
             answered = bool(inv.get("resp"))
             preselected = claims.score if claims.score is not None and not answered else previous.get("score")
@@ -194,25 +206,19 @@ def install_survey(pipeline, book, settings) -> None:
         async def post(self, request, token):
             if (request.content_length or 0) > MAX_FORM_BYTES:
                 return answer(self, "too_large")
-            try:
-                claims = links.verify_token(token, book.link_keys, clock())
-            except links.InvalidToken as exc:
-                return refused_token(self, request, exc)
+            claims, refused = admit(self, request, token)
+            if refused:
+                return refused
             inv_id = claims.invitation_id
-            blocked = limited(self, request, inv_id)
-            if blocked:
-                return blocked
             raw = await read_body(request, MAX_FORM_BYTES)
             if raw is None:
                 return answer(self, "too_large")
             form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True).items()}
-            found, problem = lookup(inv_id)
-            if problem:
-                return answer(self, problem)
-            inv, org, words, brand = found
             now = clock()
-            if closed(inv, now):
-                return answer(self, "answered", inv["locale"], brand)
+            found, refused = open_invitation(self, inv_id, now)
+            if refused:
+                return refused
+            inv, org, words, brand = found
             step = form.get("step") or "score"
             if step not in ("score", "follow_up"):
                 return answer(self, "invalid", inv["locale"], brand)
