@@ -258,8 +258,19 @@ BAD_KINDS = ("score_decimal", "score_text", "score_too_high", "score_negative", 
 POOL_SIZE = 5000  # earlier records that duplicates and edits are drawn from (bounded memory)
 
 
+def _check_ratios(**ratios: float) -> None:
+    """Each share within 0..1 and all together at most 1 (every record is of one kind)."""
+    for name, ratio in ratios.items():
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, got {ratio}")
+    if sum(ratios.values()) > 1.0:
+        raise ValueError(" + ".join(ratios) + " must not exceed 1")
+
+
 def category_of(score: int) -> str:
-    return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
+    from streams.nps import classify
+
+    return classify(score).value
 
 
 def _utc_now() -> datetime:
@@ -406,12 +417,7 @@ class ResponseSimulator:
         """Like :meth:`records`, as ``(kind, record)`` with kind ``valid``, ``bad``, ``duplicate`` or ``edit``."""
         if count < 0:
             raise ValueError("count must be >= 0")
-        for name, ratio in (("bad_ratio", bad_ratio), ("duplicate_ratio", duplicate_ratio),
-                            ("edit_ratio", edit_ratio)):
-            if not 0.0 <= ratio <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {ratio}")
-        if bad_ratio + duplicate_ratio + edit_ratio > 1.0:
-            raise ValueError("bad_ratio + duplicate_ratio + edit_ratio must not exceed 1")
+        _check_ratios(bad_ratio=bad_ratio, duplicate_ratio=duplicate_ratio, edit_ratio=edit_ratio)
         return self._generate(count, bad_ratio, duplicate_ratio, edit_ratio)
 
     def _generate(self, count: int, bad_ratio: float, duplicate_ratio: float,
@@ -712,12 +718,7 @@ class TriggerSimulator:
         """
         if not isinstance(count, int) or count < 0:
             raise ValueError("count must be an integer >= 0")
-        for name, ratio in (("duplicate_ratio", duplicate_ratio), ("bad_ratio", bad_ratio),
-                            ("no_contact_ratio", no_contact_ratio)):
-            if not 0.0 <= ratio <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {ratio}")
-        if duplicate_ratio + bad_ratio + no_contact_ratio > 1.0:
-            raise ValueError("duplicate_ratio + bad_ratio + no_contact_ratio must not exceed 1")
+        _check_ratios(duplicate_ratio=duplicate_ratio, bad_ratio=bad_ratio, no_contact_ratio=no_contact_ratio)
         return self._generate(count, duplicate_ratio, bad_ratio, no_contact_ratio)
 
     def contact(self, index: int) -> Contact:
