@@ -249,6 +249,37 @@ def clickhouse_ddl(cluster: str, database: str) -> None:
             click.echo(statement + ";\n")
 
 
+@main.group("rollup")
+def rollup_group() -> None:
+    """The exact daily NPS rollup (table nps_daily) that keeps dashboards fast on big data."""
+
+
+@rollup_group.command("refresh")
+@click.option("--rebuild", is_flag=True, help="Forget every recomputation and recompute all days.")
+@click.option("--quiet-seconds", default=60, show_default=True, type=click.IntRange(0, 86400),
+              help="Only days without new answers for this long (a busy day is read from the ledger anyway).")
+def rollup_refresh(rebuild: bool, quiet_seconds: int) -> None:
+    """Recompute the days whose answers changed since their last recomputation. A running worker does this
+    every 30 s by itself; the command is for a store no worker writes to (imports, a rebuild)."""
+    from npsflow.reader import ReadError, open_store, worker_owns_store
+    from sinks import rollup
+
+    settings = _settings()
+    if worker_owns_store(settings):
+        raise Failure("a worker runs on this embedded ClickHouse and refreshes the rollup itself every 30 s "
+                      "(chDB allows one process): stop it first to refresh from the command line")
+    try:
+        store = open_store(settings)
+    except ReadError as exc:
+        raise Failure(str(exc)) from None
+    try:
+        rollup.apply_view(store)
+        result = (rollup.rebuild if rebuild else rollup.refresh)(store, quiet_seconds=quiet_seconds)
+    finally:
+        store.close()
+    click.echo(result.summary())
+
+
 # ----------------------------------------------------------------------------------------------- worker
 @main.command()
 @click.option("--loglevel", default="warning", show_default=True,

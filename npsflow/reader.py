@@ -40,6 +40,16 @@ def _get(info: dict, path: str, params: dict) -> dict | list:
     return resp.json()
 
 
+def worker_owns_store(settings: Settings) -> bool:
+    """True when a running worker holds the embedded ClickHouse (the CLI cannot open it meanwhile)."""
+    return _via_worker(settings) is not None
+
+
+def open_store(settings: Settings):
+    """The migrated store of the settings' DSN, or ReadError with one line saying why not."""
+    return _store(settings)
+
+
 def _store(settings: Settings):
     import logging
     import re

@@ -33,6 +33,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 from typing import Any, Iterator
 
@@ -153,6 +154,9 @@ _PRIMITIVE_EXAMPLES = {
 }
 
 
+_EXAMPLE_DATE = date(2024, 5, 1)
+
+
 def _example(schema: Any, variant: int, named: dict) -> Any:
     if isinstance(schema, str):
         if schema in _PRIMITIVE_EXAMPLES:
@@ -163,6 +167,8 @@ def _example(schema: Any, variant: int, named: dict) -> Any:
     t = schema["type"]
     if isinstance(t, (dict, list)):
         return _example(t, variant, named)
+    if schema.get("logicalType") == "date":  # fastavro reads a date back as datetime.date
+        return _EXAMPLE_DATE
     if t in ("record", "enum", "fixed"):
         named[full_name(schema) if "namespace" in schema else schema["name"]] = schema
         named[schema["name"]] = schema

@@ -41,7 +41,8 @@ def examples() -> dict[str, dict]:
             "category": "promoter", "comment": "Great service", "follow_up": "The friendly technician",
             "locale": "fr-FR",
             "responded_at": _T0, "received_at": _T1, "processed_at": _T1, "segment": dict(_SEG),
-            "version": 1, "is_edit": False, "previous_score": None, "source": "cli",
+            "version": 1, "is_edit": False, "previous_score": None, "earlier_days": [], "source": "cli",
+            "org_id": "acme",
         },
         _c.WINDOW_UPDATE: {
             "dimension": "location", "segment_value": "paris", "window": "24h", "window_seconds": 86400,

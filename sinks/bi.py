@@ -14,12 +14,14 @@ only these placeholders, which ``render`` expands the way Grafana and the plugin
 * ``{db}`` — the database, as in ``sinks.queries``: ``ClickHouseStore.query`` replaces it with the store's
   quoted database; the Grafana JSON carries the store's default database (``for_grafana``).
 
-Correct before merges: every read takes the latest version of each response (``argMax(…, version)`` grouped
-by ``response_id``) and the latest decision of each dispatch (``argMax(…, decided_at)`` grouped by
-``dispatch_id``), like ``sinks.queries``; dead letters count once per ``(stage, dead_letter_id)``.
+Correct before merges, fast on big tables: the NPS panels read ``nps_cells(since, until)`` (``sinks.rollup``:
+exact per-day counts, from the rollup for clean whole days and from the day ledger for the rest); the comments
+and the funnel's answers read the day ledger ``responses_by_day`` for the period's days only (latest version
+per ``(day, response_id)``, tombstones excluded); dispatches take the latest decision of each dispatch
+(``argMax(…, decided_at)`` grouped by ``dispatch_id``); dead letters count once per ``(stage, dead_letter_id)``.
 
-Organizations: a response belongs to an org through its (latest) ``invitation_id`` → ``dispatches.invitation_id``
-of that org. Responses without an invitation (CLI/API ingest, the simulator) have no org: they count under
+Organizations: a response belongs to the org of its invitation (``responses.org_id``, set by classify from
+the invitation). Responses without an invitation (CLI/API ingest, the simulator) have no org: they count under
 "All" only. Dead letters have no org either: that panel ignores the variable.
 
 NPS math is ``streams.nps`` in SQL: NPS = 100·(P − D)/n; the 95 % adjusted-Wald interval with n' = n + 3,
@@ -47,22 +49,27 @@ ORG = "${org:sqlstring}"
 DIM = "${dimension:sqlstring}"
 PERIOD = "$__fromTime AND at < $__toTime"  # used as: at >= {PERIOD}
 
-#: latest version of every response, with its organization scope and the dashboard period applied
-_RESPONSES = """(
-        SELECT response_id,
+#: the period's answers as exact per-day cells (sinks.rollup: clean days from the rollup ``nps_daily``, the rest
+#: from the day ledger), scoped to the organization
+_CELLS = """{db}.nps_cells(since = $__fromTime, until = $__toTime)
+    WHERE ${org:sqlstring} = '__all__' OR org_id = ${org:sqlstring}"""
+
+#: latest version of every answer of the period's days (the day ledger, read by day), scoped to the organization
+_LEDGER = """(
+        SELECT day, response_id,
+               argMax(gone, version)          AS g,
+               argMax(org_id, version)        AS o,
                argMax(score, version)         AS sc,
                argMax(category, version)      AS cat,
                argMax(comment, version)       AS txt,
                argMax(responded_at, version)  AS at,
-               argMax(segment[${dimension:sqlstring}], version) AS segval,
-               argMax(invitation_id, version) AS inv
-        FROM {db}.responses
-        GROUP BY response_id
+               argMax(segment[${dimension:sqlstring}], version) AS segval
+        FROM {db}.responses_by_day
+        WHERE day >= toDate($__fromTime) AND day <= toDate($__toTime)
+        GROUP BY day, response_id
     )
-    WHERE at >= $__fromTime AND at < $__toTime
-      AND (${org:sqlstring} = '__all__'
-           OR (inv != '' AND inv IN (SELECT invitation_id FROM {db}.dispatches
-                                     WHERE org_id = ${org:sqlstring} AND invitation_id != '')))"""
+    WHERE g = 0 AND at >= $__fromTime AND at < $__toTime
+      AND (${org:sqlstring} = '__all__' OR o = ${org:sqlstring})"""
 
 #: NPS, interval and band over columns p (promoters), d (detractors), n (responses) of the enclosing SELECT
 _NPS_COLUMNS = """100 * (p - d) / n AS nps,
@@ -72,19 +79,18 @@ _NPS_COLUMNS = """100 * (p - d) / n AS nps,
            greatest(-100, 100 * ((p_adj - d_adj) - 1.96 * se)) AS ci_low,
            least(100, 100 * ((p_adj - d_adj) + 1.96 * se)) AS ci_high"""
 
-# (only the dimension's key inside argMax: ~12× faster than argMax of the whole Map, see bench/README.md)
 _SEGMENT_VALUE = f"if(segval = '', '{NONE_VALUE}', segval)"
 
 # ------------------------------------------------------------------------------------------------ panels
 NPS_DAILY = f"""SELECT time, nps, ci_low, ci_high, n
 FROM
 (
-    SELECT toStartOfDay(at) AS time,
-           count() AS n,
-           countIf(cat = 'promoter') AS p,
-           countIf(cat = 'detractor') AS d,
+    SELECT toDateTime64(day, 3, 'UTC') AS time,
+           sum(responses) AS n,
+           sum(promoters) AS p,
+           sum(detractors) AS d,
            {_NPS_COLUMNS}
-    FROM {_RESPONSES}
+    FROM {_CELLS}
     GROUP BY time
 )
 ORDER BY time"""
@@ -93,41 +99,43 @@ NPS_BY_SEGMENT = f"""SELECT value, n, promoters, passives, detractors, nps, ci_l
        multiIf(nps < 0, 'needs_improvement', nps < 50, 'good', nps < 70, 'excellent', 'world_class') AS band
 FROM
 (
-    SELECT {_SEGMENT_VALUE} AS value,
-           count() AS n,
-           countIf(cat = 'promoter') AS p,
-           countIf(cat = 'passive') AS pa,
-           countIf(cat = 'detractor') AS d,
+    SELECT if(segment[${{dimension:sqlstring}}] = '', '{NONE_VALUE}', segment[${{dimension:sqlstring}}]) AS value,
+           sum(responses) AS n,
+           sum(promoters) AS p,
+           sum(passives) AS pa,
+           sum(detractors) AS d,
            p AS promoters, pa AS passives, d AS detractors,
            {_NPS_COLUMNS}
-    FROM {_RESPONSES}
+    FROM {_CELLS}
     GROUP BY value
 )
 ORDER BY n DESC, value"""
 
-SCORE_DISTRIBUTION = f"""SELECT toString(s) AS score, detractors, passives, promoters
+SCORE_DISTRIBUTION = f"""SELECT toString(s) AS score,
+       if(s <= 6, count_, 0) AS detractors,
+       if(s BETWEEN 7 AND 8, count_, 0) AS passives,
+       if(s >= 9, count_, 0) AS promoters
 FROM
 (
-    SELECT toUInt8(sc) AS s,
-           countIf(cat = 'detractor') AS detractors,
-           countIf(cat = 'passive') AS passives,
-           countIf(cat = 'promoter') AS promoters
-    FROM {_RESPONSES}
-    GROUP BY s
-    ORDER BY s WITH FILL FROM 0 TO 11
+    SELECT arrayJoin(arrayEnumerate(totals)) - 1 AS s, totals[s + 1] AS count_
+    FROM
+    (
+        SELECT if(count() = 0, arrayWithConstant(11, toUInt64(0)), sumForEach(scores)) AS totals
+        FROM {_CELLS}
+    )
 )
 ORDER BY s"""
 
-CATEGORY_SHARE = f"""SELECT toStartOfDay(at) AS time,
-       100 * countIf(cat = 'promoter') / count() AS promoters,
-       100 * countIf(cat = 'passive') / count() AS passives,
-       100 * countIf(cat = 'detractor') / count() AS detractors
-FROM {_RESPONSES}
+CATEGORY_SHARE = f"""SELECT toDateTime64(day, 3, 'UTC') AS time,
+       100 * sum(promoters) / sum(responses) AS promoters,
+       100 * sum(passives) / sum(responses) AS passives,
+       100 * sum(detractors) / sum(responses) AS detractors
+FROM {_CELLS}
 GROUP BY time
 ORDER BY time"""
 
 DETRACTOR_COMMENTS = f"""SELECT at AS responded_at, sc AS score, {_SEGMENT_VALUE} AS value, txt AS comment, response_id
-FROM {_RESPONSES}
+FROM {_LEDGER}
   AND cat = 'detractor' AND txt != ''
 ORDER BY responded_at DESC, response_id
 LIMIT {COMMENTS_LIMIT}"""
@@ -158,16 +166,19 @@ FUNNEL = """WITH
     ),
     answers AS
     (
+        -- from the day ledger, from the period's first day on (an answer comes after its invitation)
         SELECT inv, min(at) AS answered_at, 1 AS answered
         FROM
         (
-            SELECT response_id,
+            SELECT day, response_id,
+                   argMax(gone, version)          AS g,
                    argMax(invitation_id, version) AS inv,
                    argMax(responded_at, version)  AS at
-            FROM {db}.responses
-            GROUP BY response_id
+            FROM {db}.responses_by_day
+            WHERE day >= toDate($__fromTime)
+            GROUP BY day, response_id
         )
-        WHERE inv != ''
+        WHERE g = 0 AND inv != ''
         GROUP BY inv
     )
 SELECT if(i.ch = '', '(none)', i.ch) AS channel,
@@ -345,8 +356,12 @@ def view_sql(panel: Panel) -> str:
 
 
 def apply_views(store) -> list[str]:
-    """(Re)create every panel's view — at every worker start, like the retention: the views follow the code."""
-    names = []
+    """(Re)create ``nps_cells`` and every panel's view — at every worker start, like the retention: the views
+    follow the code."""
+    from sinks.rollup import apply_view
+
+    apply_view(store)
+    names = ["nps_cells"]
     for panel in panels():
         store.command(view_sql(panel))
         names.append(view_name(panel))

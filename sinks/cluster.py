@@ -9,7 +9,9 @@ Every ``CREATE TABLE {db}.t … ENGINE = XMergeTree(args)`` becomes
 
 The sharding key keeps everything that must meet on one shard together: all versions of a response
 (``response_id``), all decisions of a dispatch (``dispatch_id``) … so latest-wins reads and merges stay per shard.
-``ALTER TABLE {db}.t …`` goes to both, ``ON CLUSTER``. ``non_replicated_deduplication_window`` is dropped
+``ALTER TABLE {db}.t …`` goes to both, ``ON CLUSTER``. A materialized view goes ``ON CLUSTER`` from the local
+source table into the local target table (each shard feeds its own day ledger); a backfill ``INSERT … SELECT``
+runs once, through the Distributed tables. ``non_replicated_deduplication_window`` is dropped
 (replicated tables deduplicate inserts by default). Print it with ``npsflow clickhouse ddl --cluster NAME``.
 """
 
@@ -25,10 +27,19 @@ SHARDING_KEYS = {
     "window_updates": "cityHash64(dimension, segment_value)",
     "dead_letters": "cityHash64(dead_letter_id)",
     "alerts": "cityHash64(alert_id)",
+    # the day ledger next to its responses (its MV runs on each shard, local table to local table)
+    "responses_by_day": "cityHash64(response_id)",
+    # one day's rollup rows on one shard: FINAL (latest computed_at per cell) stays per shard
+    "nps_daily": "toUInt32(day)",
+    "nps_daily_state": "toUInt32(day)",
+    "nps_daily_touched": "toUInt32(day)",
 }
 _CREATE = re.compile(r"^CREATE TABLE IF NOT EXISTS (?P<db>\S+)\.(?P<table>\w+)\s*\n", re.IGNORECASE)
 _ENGINE = re.compile(r"ENGINE\s*=\s*(?P<kind>\w*MergeTree)(?:\((?P<args>[^)]*)\))?", re.IGNORECASE)
 _ALTER = re.compile(r"^ALTER TABLE (?P<db>\S+)\.(?P<table>\w+)\s", re.IGNORECASE)
+_VIEW = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<db>\S+)\.(?P<view>\w+) "
+                   r"TO (?P<tdb>\S+)\.(?P<to>\w+) AS\s", re.IGNORECASE)
+_FROM = re.compile(r"\bFROM (?P<db>\S+)\.(?P<table>\w+)\b")
 _DEDUP_SETTING = re.compile(r"\s*SETTINGS\s+non_replicated_deduplication_window\s*=\s*\d+\s*$", re.IGNORECASE)
 
 
@@ -63,6 +74,13 @@ def cluster_statements(statement: str, cluster: str, database: str) -> list[str]
         rest = statement[alter.end():]
         return [f"ALTER TABLE {alter['db']}.{alter['table']}_local {on} {rest}",
                 f"ALTER TABLE {alter['db']}.{alter['table']} {on} {rest}"]
+    view = _VIEW.match(statement)
+    if view:  # on every server, from its local source table into its local target table
+        select = _FROM.sub(lambda m: f"FROM {m['db']}.{m['table']}_local", statement[view.end():], count=1)
+        return [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {view['db']}.{view['view']} {on} "
+                f"TO {view['tdb']}.{view['to']}_local AS\n{select}"]
+    if re.match(r"^INSERT INTO ", statement, re.IGNORECASE):
+        return [statement]  # a backfill: once, through the Distributed tables
     raise ValueError(f"no cluster form for: {statement.splitlines()[0][:80]}")
 
 

@@ -59,6 +59,8 @@ def response_row(record: Mapping[str, Any], partition: int, offset: int) -> dict
         "version": int(record["version"]),
         "is_edit": 1 if record.get("is_edit") else 0,
         "previous_score": None if previous is None else int(previous),
+        "earlier_days": sorted(set(record.get("earlier_days") or ())),
+        "org_id": _s(record.get("org_id")),
         "source": _s(record.get("source")),
         "kafka_partition": int(partition),
         "kafka_offset": int(offset),

@@ -23,12 +23,30 @@ import asyncio
 import dataclasses
 import json
 from collections import defaultdict
+from datetime import date, timedelta
 
 from schemas import codec as avro
 from streams.app import (Deliveries, Pipeline, Transient, add_timer, consume_batches, dead_letter, delete_key,
                          within_event)
 from streams.responses import Decision, Rejected, decide, remembered, validate
 from streams.windows import segment_keys
+
+
+EPOCH = date(1970, 1, 1)
+MAX_ANSWER_DAYS = 64  # bound on the days one answer's versions are remembered on (edits happen in a window)
+
+
+def day_of(ms: int) -> int:
+    """UTC day number (days since 1970-01-01) of a time in ms."""
+    return ms // 86_400_000
+
+
+def answer_days(previous: dict | None, responded_ms: int) -> list[int]:
+    """The distinct UTC days of every version of an answer so far, this one included (memo ``ds``). A memo
+    written before ``ds`` existed knows only the previous version's time ``t``."""
+    days = set(previous.get("ds") or [day_of(previous["t"])]) if previous else set()
+    days.add(day_of(responded_ms))
+    return sorted(days)[-MAX_ANSWER_DAYS:]
 
 
 def install_classify(pipeline: Pipeline) -> None:
@@ -109,7 +127,10 @@ def install_classify(pipeline: Pipeline) -> None:
         else:
             memo = {**remembered(response), "src": source, "e": decision is Decision.EDIT,
                     "ps": previous["s"] if previous else None, "pseg": previous["seg"] if previous else None,
-                    "pt": previous["t"] if previous else None}
+                    "pt": previous["t"] if previous else None,
+                    "ds": answer_days(previous, response.responded_ms),
+                    # the organization of the invitation; an edit made after the invitation was forgotten keeps it
+                    "o": invitation.get("org") if invitation is not None else (previous or {}).get("o")}
         record = {
             "response_id": rid,
             "survey_id": response.survey_id,
@@ -126,6 +147,10 @@ def install_classify(pipeline: Pipeline) -> None:
             "version": response.version,
             "is_edit": bool(memo["e"]),
             "previous_score": memo["ps"],
+            # the other days earlier versions had: ClickHouse's day ledger retracts the answer there
+            # (sinks/migrations/0005), whatever order the versions reach it in
+            "earlier_days": [EPOCH + timedelta(days=d) for d in memo.get("ds", ()) if d != day_of(response.responded_ms)],
+            "org_id": memo.get("o"),
             "source": response.source,
         }
         encoded = codec.encode(avro.CLASSIFIED_RESPONSE, record)  # before the table write: may raise

@@ -37,9 +37,10 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from schemas import codec as avro
+from sinks import rollup
 from sinks import rows as row_mappers
 from sinks.batching import BatchingSink, first_line, is_permanent, rows_digest
-from streams.app import GapGuard, Pipeline, dead_letter
+from streams.app import GapGuard, Pipeline, add_timer, dead_letter
 
 log = logging.getLogger("npsflow.sink")
 
@@ -54,6 +55,10 @@ SINKS = (
 REJECTED = "sink_rejected_row"
 MAX_PENDING_BATCHES = 4  # queued entries beyond this many × max_rows stop the agent from taking more
 RETRY_POLL = 0.5  # the background retry task looks at least this often (seconds)
+
+
+ROLLUP_INTERVAL_SECONDS = 30.0
+ROLLUP_DAYS_PER_TICK = 31  # a backfill of a year's days takes ~12 ticks; each tick stays short
 
 
 def install_sinks(pipeline: Pipeline, store_factory: Callable[[], Any]) -> None:
@@ -72,6 +77,15 @@ def install_sinks(pipeline: Pipeline, store_factory: Callable[[], Any]) -> None:
             app, topic, table, subject, mapper, codec, stats, store, settings, pipeline.topics["dead_letters"])
     pipeline.store_holder.update(holder)
     pipeline.store_holder["sinks"] = sinks
+
+    async def refresh_rollups() -> None:
+        """Recompute the daily rollup of days that went quiet (sinks.rollup): reads stay exact without it, only
+        slower. Idempotent: every worker may run it."""
+        result = await store().arun(rollup.refresh, limit=ROLLUP_DAYS_PER_TICK)
+        stats.inc("rollup.days_refreshed", len(result.days))
+
+    add_timer(pipeline, "refresh_rollups", ROLLUP_INTERVAL_SECONDS, refresh_rollups)
+    pipeline.timers["refresh_rollups"] = refresh_rollups
 
 
 def _utcnow() -> datetime:

@@ -2,7 +2,8 @@
 
 Fixtures:
   ch_dsn     function: "chdb:///<tmp_path>/clickhouse" — a fresh, empty chDB directory for this test
-  ch_store   function: a migrated ``ClickHouseStore`` (database ``npsflow``) on ``ch_dsn``; closed afterwards
+  ch_store   function: a migrated ``ClickHouseStore`` (database ``npsflow``, with the view ``nps_cells``) on
+             ``ch_dsn``; closed afterwards
 
 chDB hosts ONE engine path per process at a time (opening a second path while one is open fails) and
 locks the directory against other processes while open. Closing every client frees both, after which
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from sinks import clickhouse as ch
+from sinks.rollup import apply_view
 
 
 def _close_leaked_embedded(keep: str | None = None) -> None:
@@ -42,6 +44,7 @@ def ch_store(ch_dsn: str) -> Iterator[ch.ClickHouseStore]:
     store = ch.ClickHouseStore(ch_dsn)
     try:
         ch.migrate(store)
+        apply_view(store)  # nps_cells: the worker creates it at start (it follows the code, like the BI views)
         yield store
     finally:
         store.close()

@@ -150,6 +150,38 @@ async def test_kafka_redelivery_of_the_same_offset_re_emits_outputs(harness):
     assert harness.pipeline.stats.as_dict()["classify.redelivered"] == 1
 
 
+async def test_edits_carry_the_other_days_of_earlier_versions(harness):
+    """ClickHouse's day ledger retracts an answer from every day it left: each version names the other days its
+    earlier versions had (not only the previous one), and a redelivery re-emits exactly the same."""
+    days = ["2026-11-18T10:00:00Z", "2026-11-19T10:00:00Z", "2026-11-19T12:00:00Z", "2026-11-20T08:00:00Z"]
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        for offset, at in enumerate(days):
+            agent.sent_offset = offset
+            await agent.put(raw(score=offset, at=at), key=b"r-1", partition=0)
+        agent.sent_offset = 3
+        await agent.put(raw(score=3, at=days[3]), key=b"r-1", partition=0)  # redelivered after a crash
+    out = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
+    d = lambda day: datetime(2026, 11, day).date()  # noqa: E731
+    assert [o["earlier_days"] for o in out] == [[], [d(18)], [d(18)], [d(18), d(19)], [d(18), d(19)]]
+    assert [o["org_id"] for o in out] == [None] * 5  # no invitation, no organization
+
+
+async def test_a_response_to_an_invitation_carries_its_organization_also_after_it_is_forgotten(harness):
+    from streams.app import write_key
+
+    invitation = {"inv": "inv-1", "org": "acme", "survey_id": "s-9", "locale": "fi", "segment": {"location": "Oulu"}}
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        write_key(harness.pipeline.tables["invitations"], "I|inv-1", invitation, 0)
+        await agent.put(raw(rid="inv-1", score=4, invitation_id="inv-1"), key=b"inv-1", partition=0)
+        await until(lambda: len(harness.sent["classified"]) == 1)
+        harness.pipeline.tables["invitations"].data.pop("I|inv-1")  # the deliver agent forgot it (expired)
+        await agent.put(raw(rid="inv-1", score=9, at="2026-11-20T11:00:00Z", invitation_id="inv-1"), key=b"inv-1",
+                        partition=0)
+    first, edit = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
+    assert (first["org_id"], first["survey_id"], first["segment"]) == ("acme", "s-9", {"location": "Oulu"})
+    assert (edit["org_id"], edit["is_edit"]) == ("acme", True)  # remembered by classify, not lost with it
+
+
 async def test_edit_moving_a_response_removes_it_from_the_old_segment(harness):
     async with harness.pipeline.agents["classify"].test_context() as agent:
         await agent.put(raw(score=0, location="Bergen"), key=b"r-1")

@@ -34,8 +34,12 @@ def response(rid: str, score: int, *, version: int = 1, at: datetime = T0, segme
             "is_edit": version > 1, "previous_score": None, "source": "api", **extra}
 
 
-def insert_responses(store, records: list[dict], token: str | None = None, first_offset: int = 0) -> None:
-    store.insert("responses", [rows.response_row(r, 0, first_offset + i) for i, r in enumerate(records)],
+def insert_responses(store, records: list[dict], token: str | None = None, first_offset: int = 0,
+                     inserted_at: datetime | None = None) -> None:
+    """``inserted_at``: when the rows "arrived" (default: now, by ClickHouse) — an hour ago makes their days quiet
+    for the rollup refresher (sinks.rollup)."""
+    extra = {} if inserted_at is None else {"inserted_at": inserted_at}
+    store.insert("responses", [{**rows.response_row(r, 0, first_offset + i), **extra} for i, r in enumerate(records)],
                  dedup_token=token)
 
 
@@ -130,16 +134,21 @@ def test_migrations_are_recorded_and_idempotent(ch_store):
     assert ch.migrate(ch_store) == []
     recorded = ch.applied_migrations(ch_store)
     assert [r["name"] for r in recorded.values()] == ["0001_init.sql", "0002_dispatches.sql", "0003_dispatch_kind.sql",
-                                                      "0004_response_follow_up.sql"]
+                                                      "0004_response_follow_up.sql", "0005_nps_daily_rollup.sql"]
     assert recorded[1]["checksum"] == ch.load_migrations()[0].checksum
-    tables = {r["name"] for r in ch_store.query(
-        "SELECT name FROM system.tables WHERE database = {d:String}", {"d": ch_store.database})}
-    assert tables == {"schema_migrations", "responses", "window_updates", "dead_letters", "alerts", "dispatches"}
-    engines = ch_store.query("SELECT name, engine, create_table_query AS q FROM system.tables "
-                             "WHERE database = {d:String} AND name != 'schema_migrations'", {"d": ch_store.database})
-    for t in engines:
-        assert t["engine"] == "ReplacingMergeTree", t
-        assert "non_replicated_deduplication_window = 10000" in t["q"], t["name"]
+    engines = {r["name"]: r for r in ch_store.query(
+        "SELECT name, engine, create_table_query AS q FROM system.tables WHERE database = {d:String}",
+        {"d": ch_store.database})}
+    written = {"responses", "window_updates", "dead_letters", "alerts", "dispatches"}  # by the sinks
+    derived = {"responses_by_day": "ReplacingMergeTree", "nps_daily": "ReplacingMergeTree",  # sinks.rollup
+               "nps_daily_state": "ReplacingMergeTree", "nps_daily_touched": "AggregatingMergeTree",
+               "responses_by_day_mv": "MaterializedView", "nps_daily_touched_mv": "MaterializedView",
+               "nps_cells": "View"}  # the fixture created the view
+    assert set(engines) == {"schema_migrations"} | written | set(derived)
+    for name in written:  # Kafka delivers at least once: identical retried batches are dropped at insert
+        assert engines[name]["engine"] == "ReplacingMergeTree", name
+        assert "non_replicated_deduplication_window = 10000" in engines[name]["q"], name
+    assert {name: engines[name]["engine"] for name in derived} == derived
 
 
 def test_no_personal_data_columns(ch_store):
@@ -230,7 +239,7 @@ def test_row_mappers_fill_neutral_values_and_drop_unknown_fields(ch_store):
 
 
 # =============================================================================================== report
-def seed_report_data(store) -> None:
+def seed_report_data(store, inserted_at: datetime | None = None) -> None:
     """10 distinct responses after latest-wins; see the per-row comments for the hand count."""
     first = [
         response("e1", 10, at=T0 + 1 * H, segment={"location": "Espoo", "channel": "web"}),        # P
@@ -244,19 +253,19 @@ def seed_report_data(store) -> None:
         response("h3", 9, version=2, at=T0 + D + 2 * H, segment={"location": "Helsinki", "channel": "sms"}),  # P
         response("n1", 7, at=T0 + 2 * D),                                                           # Pa, no segment
     ]
-    insert_responses(store, first, token="responses:t:0:0-9")
+    insert_responses(store, first, token="responses:t:0:0-9", inserted_at=inserted_at)
     insert_responses(store, [
         # edit: detractor -> promoter, and channel sms -> web
         response("e4", 10, version=2, at=T0 + 4 * H, segment={"location": "Espoo", "channel": "web"}),
         # edit moving responded_at into the period: only the latest time counts
-        response("e5", 9, version=2, at=T0 + 5 * H, segment={"location": "Espoo"}),
+        response("e5", 9, version=2, at=T0 + 5 * H, segment={"location": "Espoo"}, earlier_days=[(T0 - D).date()]),
         # edit moving the response to another location and category
         response("m1", 0, version=2, at=T0 + 6 * H, segment={"location": "Helsinki", "channel": "web"}),
         # a replay of h2 under another token: a physical duplicate row
         response("h2", 10, at=T0 + D + H, segment={"location": "Helsinki", "channel": "web"}),
         # an OLDER version arriving after the newer one: must not win
         response("h3", 2, version=1, at=T0 + 3 * D, segment={"location": "Oulu"}),
-    ], token="responses:t:0:10-14", first_offset=10)
+    ], token="responses:t:0:10-14", first_offset=10, inserted_at=inserted_at)
 
 
 def expect(p: int, pa: int, d: int, nps: float | None) -> dict:
@@ -793,8 +802,9 @@ def test_migration_0004_adds_follow_up_keeps_old_rows_and_is_idempotent(ch_store
     with ch.ClickHouseStore(ch_dsn, database="npsflow_v3") as old:
         assert ch.migrate(old, mdir) == ["0001_init.sql", "0002_dispatches.sql", "0003_dispatch_kind.sql"]
         row = rows.response_row(response("before", 3, comment="meh"), 0, 0)
-        old.insert("responses", [{k: v for k, v in row.items() if k != "follow_up"}])  # written by the old sink
-        assert ch.migrate(old) == ["0004_response_follow_up.sql"]
+        old.insert("responses", [{k: v for k, v in row.items()  # written by the old sink
+                                  if k not in ("follow_up", "earlier_days", "org_id")}])
+        assert ch.migrate(old) == ["0004_response_follow_up.sql", "0005_nps_daily_rollup.sql"]
         assert ch.migrate(old) == []
         fourth = next(m for m in ch.load_migrations() if m.version == 4)
         assert fourth.name == "0004_response_follow_up.sql"
@@ -861,10 +871,12 @@ def test_retention_is_a_ttl_on_event_time_set_changed_and_removed(ch_store):
     now = datetime.now(timezone.utc).replace(microsecond=0)
     insert_responses(ch_store, [response("old", 9, at=now - 40 * D), response("new", 3, at=now - 10 * D)])
     assert ch.apply_retention(ch_store, 30) == dict.fromkeys(
-        ["responses", "dispatches", "dead_letters", "alerts"], "set")
+        ["responses", "dispatches", "dead_letters", "alerts", "responses_by_day", "nps_daily", "nps_daily_touched",
+         "nps_daily_state"], "set")
     assert ch.apply_retention(ch_store, 30) == dict.fromkeys(ch.RETENTION_COLUMNS, "unchanged")
-    ch_store.command("OPTIMIZE TABLE {db}.responses FINAL")  # TTL applies when parts merge
-    assert [r["response_id"] for r in ch_store.query("SELECT response_id FROM {db}.responses")] == ["new"]
+    for table in ("responses", "responses_by_day"):
+        ch_store.command(f"OPTIMIZE TABLE {{db}}.{table} FINAL")  # TTL applies when parts merge
+        assert [r["response_id"] for r in ch_store.query(f"SELECT response_id FROM {{db}}.{table}")] == ["new"]
     assert ch.apply_retention(ch_store, 5) == dict.fromkeys(ch.RETENTION_COLUMNS, "set")  # shorter: applied to
     ch_store.command("OPTIMIZE TABLE {db}.responses FINAL")                               # the rows already there
     assert ch_store.query("SELECT response_id FROM {db}.responses") == []

@@ -15,21 +15,27 @@ def test_every_migration_statement_has_a_cluster_form_that_clickhouse_parses(ch_
     assert [name for name, _ in generated] == [m.name for m in load_migrations()]
     statements = [s for _, sts in generated for s in sts]
     for statement in statements:
-        assert "ON CLUSTER 'prod_cluster'" in statement
+        # every DDL statement goes to the whole cluster; a backfill INSERT runs once, through the Distributed tables
+        assert ("ON CLUSTER 'prod_cluster'" in statement) != statement.startswith("INSERT INTO `npsflow`.")
         assert ch_store.query("EXPLAIN AST " + statement)  # syntax checked by the engine itself, not executed
-    creates = [s for s in statements if s.startswith("CREATE")]
+    creates = [s for s in statements if s.startswith("CREATE TABLE")]
     local = [s for s in creates if "_local ON CLUSTER" in s]
     distributed = [s for s in creates if "ENGINE = Distributed(" in s]
     assert len(local) == len(distributed) == len(SHARDING_KEYS)
     for s in local:
         table = re.match(r"CREATE TABLE IF NOT EXISTS `npsflow`\.(\w+)_local", s)[1]
-        assert f"ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/npsflow/{table}_local', " \
-               "'{replica}'" in s
+        assert re.search(rf"ENGINE = Replicated(Replacing|Aggregating)MergeTree\('/clickhouse/tables/{{shard}}/npsflow/"
+                         rf"{table}_local', '{{replica}}'", s)
         assert "non_replicated_deduplication_window" not in s
     responses = next(s for s in local if "`npsflow`.responses_local" in s)
     assert "'{replica}', version)" in responses  # the version column still decides which row wins
     assert "ENGINE = Distributed('prod_cluster', `npsflow`, responses_local, cityHash64(response_id))" in "\n".join(
         distributed)
+    views = {re.match(r"CREATE MATERIALIZED VIEW IF NOT EXISTS `npsflow`\.(\w+) ON CLUSTER 'prod_cluster' "
+                      r"TO `npsflow`\.(\w+) AS\n.*?FROM `npsflow`\.(\w+)", s, re.S).groups()
+             for s in statements if s.startswith("CREATE MATERIALIZED VIEW")}
+    assert views == {("responses_by_day_mv", "responses_by_day_local", "responses_local"),  # shard-local feeds
+                     ("nps_daily_touched_mv", "nps_daily_touched_local", "responses_by_day_local")}
     alters = [s for s in statements if s.startswith("ALTER")]
     assert {re.match(r"ALTER TABLE `npsflow`\.(\w+) ", s)[1] for s in alters} == {
         "dispatches_local", "dispatches", "responses_local", "responses"}  # both the shards and the front

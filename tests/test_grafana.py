@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from npsflow import grafana
 from npsflow.cli import main
-from sinks import bi, queries, rows
+from sinks import bi, queries, rollup, rows
 from streams.nps import adjusted_wald_ci, summarize
 from tests.test_clickhouse import D, H, T0, insert_responses, response, seed_report_data, stop_merges
 
@@ -35,7 +35,7 @@ def dispatch(did: str, org: str, status: str, at: datetime, *, kind: str = "invi
             "currency": "EUR" if cost is not None else "", "segment": {}}
 
 
-def seed(store) -> None:
+def seed(store, inserted_at: datetime | None = None) -> None:
     """seed_report_data (10 answers without invitation: "All" only) + invitations of two orgs and their answers.
 
     Latest answers in PERIOD (after latest-wins), by UTC day:
@@ -45,21 +45,21 @@ def seed(store) -> None:
     """
     for table in ("responses", "dispatches", "dead_letters"):
         stop_merges(store, table)
-    seed_report_data(store)
+    seed_report_data(store, inserted_at)
     loc = lambda city, channel: {"location": city, "channel": channel}  # noqa: E731
     insert_responses(store, [
-        response("inv-a1", 3, at=T0 + 2 * H, invitation_id="inv-a1", comment="slow", segment=loc("Turku", "email")),
-        response("inv-a2", 9, at=T0 + 5 * H, invitation_id="inv-a2", comment="great", segment=loc("Turku", "sms")),
-        response("inv-b1", 4, at=T0 + 2 * D + 6 * H, invitation_id="inv-b1", comment="no show",
+        response("inv-a1", 3, at=T0 + 2 * H, invitation_id="inv-a1", org_id="nordvik", comment="slow", segment=loc("Turku", "email")),
+        response("inv-a2", 9, at=T0 + 5 * H, invitation_id="inv-a2", org_id="nordvik", comment="great", segment=loc("Turku", "sms")),
+        response("inv-b1", 4, at=T0 + 2 * D + 6 * H, invitation_id="inv-b1", org_id="fjord", comment="no show",
                  segment=loc("Bergen", "email")),
-    ], first_offset=100)
+    ], first_offset=100, inserted_at=inserted_at)
     insert_responses(store, [
         # edit of inv-a1: score 3 -> 2, new comment, one hour later (the latest responded_at wins)
-        response("inv-a1", 2, version=2, at=T0 + 3 * H, invitation_id="inv-a1", comment="very slow <b>",
+        response("inv-a1", 2, version=2, at=T0 + 3 * H, invitation_id="inv-a1", org_id="nordvik", comment="very slow <b>",
                  segment=loc("Turku", "email")),
         # a replay of inv-a2 (physical duplicate)
-        response("inv-a2", 9, at=T0 + 5 * H, invitation_id="inv-a2", comment="great", segment=loc("Turku", "sms")),
-    ], first_offset=200)
+        response("inv-a2", 9, at=T0 + 5 * H, invitation_id="inv-a2", org_id="nordvik", comment="great", segment=loc("Turku", "sms")),
+    ], first_offset=200, inserted_at=inserted_at)
     decisions = [
         dispatch("inv-a1", "nordvik", "sent", T0 + 1 * H, cost=0.1),
         dispatch("inv-a1:reminder", "nordvik", "sent", T0 + 25 * H, kind="reminder", cost=0.1),
@@ -82,6 +82,22 @@ def seed(store) -> None:
                ("dl5", "classify", T0 + 3 * D + H)]  # after the period
     store.insert("dead_letters", [rows.dead_letter_row({"dead_letter_id": i, "stage": s, "reason": "bad_json",
                                                         "failed_at": t}) for i, s, t in letters])
+
+
+@pytest.fixture(params=["ledger", "rollup"])
+def seeded(request, ch_store):
+    """The seeded store, read two ways: "ledger" — nothing recomputed yet, every day comes from the day ledger;
+    "rollup" — the rows arrived an hour ago and the refresher recomputed every day, so the whole days of a
+    period come from ``nps_daily`` (the panels must return the same numbers either way)."""
+    if request.param == "ledger":
+        seed(ch_store)
+    else:
+        seed(ch_store, inserted_at=datetime.now(timezone.utc) - timedelta(hours=1))
+        assert rollup.refresh(ch_store).days  # every seeded day
+        sources = ch_store.query("SELECT DISTINCT source FROM {db}.nps_cells(since = {s:DateTime64(3, 'UTC')}, "
+                                 "until = {u:DateTime64(3, 'UTC')})", {"s": T0, "u": T0 + 3 * D})
+        assert sources == [{"source": "rollup"}]
+    return ch_store
 
 
 def run(store, sql: str, org: str | None = None, dimension: str = "location", **period) -> list[dict]:
@@ -209,8 +225,8 @@ def test_render_rules():
 
 
 # =============================================================================================== panels on chDB
-def test_nps_by_segment_equals_the_report(ch_store):
-    seed(ch_store)
+def test_nps_by_segment_equals_the_report(seeded):
+    ch_store = seeded
     report = queries.report(ch_store, ["location"], T0, T0 + 3 * D)
     expected = [summary_row(r["location"], r["promoters"], r["passives"], r["detractors"]) for r in report["rows"]]
     # by hand: Espoo e1 e2 e4 e5 P, e3 Pa; Helsinki h2 h3 P, h1 m1 D; Turku a2 P, a1 D; (none) n1 Pa; Bergen b1 D
@@ -231,8 +247,8 @@ def test_nps_by_segment_equals_the_report(ch_store):
         summary_row("web", 1, 0, 1), summary_row("sms", 1, 0, 0)]
 
 
-def test_nps_daily_with_interval(ch_store):
-    seed(ch_store)
+def test_nps_daily_with_interval(seeded):
+    ch_store = seeded
     result = run(ch_store, bi.NPS_DAILY)
     days = [(T0, 5, 1, 2), (T0 + D, 2, 0, 1), (T0 + 2 * D, 0, 1, 1)]  # (day, P, Pa, D) from seed's docstring
     assert [(r["time"], r["n"]) for r in result] == [(day, p + pa + d) for day, p, pa, d in days]
@@ -248,8 +264,8 @@ def test_nps_daily_with_interval(ch_store):
     assert [(r["time"], r["n"], r["nps"]) for r in fjord] == [(T0 + 2 * D, 1, -100.0)]
 
 
-def test_score_distribution(ch_store):
-    seed(ch_store)
+def test_score_distribution(seeded):
+    ch_store = seeded
     result = run(ch_store, bi.SCORE_DISTRIBUTION)
     # latest scores: seed 10,9,8,10,9,0,6,10,9,7 + a1 2 (edited from 3), a2 9 (replayed once), b1 4
     counts = {0: 1, 2: 1, 4: 1, 6: 1, 7: 1, 8: 1, 9: 4, 10: 3}
@@ -264,8 +280,8 @@ def test_score_distribution(ch_store):
     assert nordvik == {**{str(s): 0 for s in range(11)}, "2": 1, "9": 1}
 
 
-def test_category_share(ch_store):
-    seed(ch_store)
+def test_category_share(seeded):
+    ch_store = seeded
     result = run(ch_store, bi.CATEGORY_SHARE)
     assert [(r["time"], r["promoters"], r["passives"], r["detractors"]) for r in result] == [
         (T0, 62.5, 12.5, 25.0),                                                  # 5/8, 1/8, 2/8
@@ -273,8 +289,8 @@ def test_category_share(ch_store):
         (T0 + 2 * D, 0.0, 50.0, 50.0)]                                           # n1 Pa, b1 D
 
 
-def test_detractor_comments(ch_store):
-    seed(ch_store)
+def test_detractor_comments(seeded):
+    ch_store = seeded
     result = run(ch_store, bi.DETRACTOR_COMMENTS)
     # detractors with a comment, newest first; inv-a1's first comment "slow" was edited away; a2 is a promoter
     assert result == [
@@ -287,8 +303,8 @@ def test_detractor_comments(ch_store):
     assert [r["value"] for r in run(ch_store, bi.DETRACTOR_COMMENTS, dimension="channel")] == ["email", "email"]
 
 
-def test_funnel_per_channel(ch_store):
-    seed(ch_store)
+def test_funnel_per_channel(seeded):
+    ch_store = seeded
     result = {r["channel"]: r for r in run(ch_store, bi.FUNNEL)}
     assert list(result) == ["(none)", "email", "sms"]
     # email: a1 sent (answered 2 h later: 01:00 -> 03:00, the edit's time), b1 sent (answered 48 h later), a4 failed
@@ -466,8 +482,8 @@ def test_every_panel_is_also_a_parameterized_sql_view_with_the_same_rows(ch_stor
     """The BI views (``SELECT * FROM npsflow.bi_<panel>(since=…, until=…, org=…, dimension=…)``) return exactly
     what the dashboard panels return, on the same seeded data."""
     seed(ch_store)
-    assert bi.apply_views(ch_store) == [f"bi_{p.key}" for p in bi.panels()]
-    assert bi.apply_views(ch_store) == [f"bi_{p.key}" for p in bi.panels()]  # idempotent: replaced
+    assert bi.apply_views(ch_store) == ["nps_cells"] + [f"bi_{p.key}" for p in bi.panels()]
+    assert bi.apply_views(ch_store) == ["nps_cells"] + [f"bi_{p.key}" for p in bi.panels()]  # idempotent: replaced
     fmt = "%Y-%m-%d %H:%M:%S"
     params = {"since": PERIOD["time_from"].strftime(fmt), "until": PERIOD["time_to"].strftime(fmt),
               "org": org or bi.ALL_ORGS, "dimension": "location"}

@@ -43,7 +43,7 @@ def test_expected_files_exist():
         "trigger_event.avsc", "dispatched_message.avsc", "raw_response.avsc", "classified_response.avsc",
         "window_update.avsc", "alert.avsc", "dead_letter.avsc", "history/io.npsflow.RawResponse/v1.avsc",
         "history/io.npsflow.DispatchedMessage/v1.avsc", "history/io.npsflow.RawResponse/v2.avsc",
-        "history/io.npsflow.ClassifiedResponse/v1.avsc",
+        "history/io.npsflow.ClassifiedResponse/v1.avsc", "history/io.npsflow.ClassifiedResponse/v2.avsc",
     }
 
 
@@ -79,7 +79,7 @@ def test_catalog_matches_files():
             assert catalog.full_name(catalog.read_schema_file(v["file"])) == subject
     assert [(v["version"], v["id"]) for v in data["io.npsflow.RawResponse"]] == [(1, 3), (2, 8), (3, 11)]
     assert [(v["version"], v["id"]) for v in data["io.npsflow.DispatchedMessage"]] == [(1, 2), (2, 9)]
-    assert [(v["version"], v["id"]) for v in data["io.npsflow.ClassifiedResponse"]] == [(1, 4), (2, 10)]
+    assert [(v["version"], v["id"]) for v in data["io.npsflow.ClassifiedResponse"]] == [(1, 4), (2, 10), (3, 12)]
 
 
 def test_raw_response_history_entry_is_real():
@@ -99,7 +99,7 @@ FOLLOW_UP_FIELD = {"name": "follow_up", "type": ["null", "string"], "default": N
 @pytest.mark.parametrize("old_file,current_file,old_fingerprint", [
     ("history/io.npsflow.RawResponse/v2.avsc", "raw_response.avsc",
      "504c85069c43bc4fd80b5c986428cb4286d7553c11430bb7bf3209d791077103"),
-    ("history/io.npsflow.ClassifiedResponse/v1.avsc", "classified_response.avsc",
+    ("history/io.npsflow.ClassifiedResponse/v1.avsc", "history/io.npsflow.ClassifiedResponse/v2.avsc",
      "5e5eb491d8ac2950ce4053061fa302264584785c8865ba1d34d41dec351807c8"),
 ])
 def test_follow_up_is_the_only_change_of_the_new_response_versions(old_file, current_file, old_fingerprint):
@@ -115,6 +115,21 @@ def test_follow_up_is_the_only_change_of_the_new_response_versions(old_file, cur
     assert names.index("follow_up") == names.index("comment") + 1
     assert catalog.check_backward_compatible(old, new) == []
     assert catalog.check_backward_compatible(new, old) == []  # and a not yet upgraded reader drops it
+
+
+def test_classified_response_v3_adds_only_earlier_days_and_org_id_with_defaults():
+    v2 = catalog.read_schema_file("history/io.npsflow.ClassifiedResponse/v2.avsc")
+    v3 = catalog.read_schema_file("classified_response.avsc")
+    assert catalog.fingerprint(v2) == "31e93ff02788616d95437f441ddad12b4d7089f6a0655d834ab2f23ed215c147"
+    added = {f["name"]: f for f in v3["fields"] if f["name"] not in {g["name"] for g in v2["fields"]}}
+    assert [f for f in v3["fields"] if f["name"] not in added] == v2["fields"]
+    assert set(added) == {"earlier_days", "org_id"}
+    assert added["earlier_days"]["type"] == {"type": "array", "items": {"type": "int", "logicalType": "date"}}
+    assert added["earlier_days"]["default"] == [] and added["org_id"]["default"] is None
+    assert catalog.check_backward_compatible(v2, v3) == [] and catalog.check_backward_compatible(v3, v2) == []
+    rec = {**catalog.example_records(v2)[0]}
+    out = _roundtrip(v2, v3, rec)  # an old producer's record: the new fields read as their defaults
+    assert out["earlier_days"] == [] and out["org_id"] is None
 
 
 def test_dispatched_message_history_entry_is_real():

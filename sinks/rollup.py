@@ -1,0 +1,184 @@
+"""Exact daily NPS rollups: the refresher of ``nps_daily`` and the view ``nps_cells(since, until)``.
+
+The model (tables in ``sinks/migrations/0005_nps_daily_rollup.sql``, guide in ``sinks/README.md``):
+
+* ``responses_by_day`` — the day ledger, filled by a materialized view from ``responses``: every version of an
+  answer under its UTC day, plus a tombstone (``gone = 1``) under the day an edit moved it away from. The latest
+  version per ``(day, response_id)`` is exactly what counts on that day, however often rows were delivered.
+* ``nps_daily_touched`` — per day, when a ledger row last arrived (MV into an AggregatingMergeTree).
+* ``nps_daily`` — absolute counts per (day, org, survey, segment), recomputed here per day from the ledger;
+  ``nps_daily_state`` — when each day was recomputed.
+
+A day is **clean** when its last recomputation started at least ``MARGIN_SECONDS`` after its last ledger row
+arrived. The margin covers the time between ClickHouse evaluating a row's ``inserted_at`` (at insert) and the
+row becoming visible (when the insert commits): an insert that takes longer than the margin could be missed by
+a recomputation and the day still look clean — inserts here are batches of at most a few thousand rows.
+
+``nps_cells(since, until)`` returns the clean whole days inside ``[since, until)`` from ``nps_daily``
+(``source = 'rollup'``) and every other day — the partial days at the edges of the period, days with new rows,
+days never recomputed — from the ledger (``source = 'ledger'``, one row per answer): the numbers are exact at
+every moment, only the speed depends on how many days are clean. The worker refreshes days once they have been
+quiet for ``QUIET_SECONDS`` (``refresh``, a timer); a day that keeps receiving answers (today) is read from the
+ledger, which is ordered by day, so that is one range read of that day.
+
+Recomputing is idempotent (absolute counts, newest ``computed_at`` wins, cells that disappeared are written as
+deleted rows), so two workers refreshing at once, or a refresh interrupted half-way, leave correct tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+MARGIN_SECONDS = 60
+QUIET_SECONDS = 60
+SCORES = 11  # scores 0..10: ``scores[1]`` (ClickHouse arrays are 1-based) counts the zeros
+
+SINCE = "{since:DateTime64(3, 'UTC')}"
+UNTIL = "{until:DateTime64(3, 'UTC')}"
+
+
+def clean_days(lo: str, hi: str, margin_seconds: int = MARGIN_SECONDS) -> str:
+    """Subquery: the clean days lying wholly inside ``[lo, hi)`` (SQL expressions of DateTime64 values)."""
+    return f"""(
+        SELECT s.day
+        FROM
+        (
+            SELECT day, max(computed_at) AS computed
+            FROM {{db}}.nps_daily_state
+            WHERE day >= toDate({lo}) AND day < toDate({hi})
+            GROUP BY day
+        ) AS s
+        INNER JOIN
+        (
+            SELECT day, max(last_insert) AS arrived
+            FROM {{db}}.nps_daily_touched
+            WHERE day >= toDate({lo}) AND day < toDate({hi})
+            GROUP BY day
+        ) AS t ON t.day = s.day
+        WHERE t.arrived < s.computed - toIntervalSecond({int(margin_seconds)})
+          AND toDateTime64(s.day, 3, 'UTC') >= {lo}
+          AND toDateTime64(s.day, 3, 'UTC') + toIntervalDay(1) <= {hi}
+    )"""
+
+
+#: latest version per (day, response_id) of the ledger rows of the selected days
+def _ledger_latest(where: str) -> str:
+    return f"""(
+        SELECT day, response_id,
+               argMax(gone, version)         AS g,
+               argMax(org_id, version)       AS o,
+               argMax(survey_id, version)    AS sv,
+               argMax(score, version)        AS sc,
+               argMax(category, version)     AS cat,
+               argMax(responded_at, version) AS at,
+               argMax(segment, version)      AS seg
+        FROM {{db}}.responses_by_day
+        WHERE {where}
+        GROUP BY day, response_id
+    )"""
+
+
+def cells_view(margin_seconds: int = MARGIN_SECONDS) -> str:
+    """The statement creating ``nps_cells`` (``margin_seconds``: see the module doc; tests of an embedded store,
+    where an insert is visible when it returns, use 0)."""
+    clean = clean_days(SINCE, UNTIL, margin_seconds)
+    return f"""CREATE OR REPLACE VIEW {{db}}.nps_cells AS
+SELECT day, org_id, survey_id, segment, responses, promoters, passives, detractors, scores,
+       'rollup' AS source
+FROM {{db}}.nps_daily FINAL
+WHERE day >= toDate({SINCE}) AND day < toDate({UNTIL})
+  AND day IN {clean}
+UNION ALL
+SELECT day, o AS org_id, sv AS survey_id, seg AS segment,
+       toUInt64(1) AS responses,
+       toUInt64(cat = 'promoter') AS promoters,
+       toUInt64(cat = 'passive') AS passives,
+       toUInt64(cat = 'detractor') AS detractors,
+       arrayMap(i -> toUInt64(i = sc), range({SCORES})) AS scores,
+       'ledger' AS source
+FROM {_ledger_latest(f"day >= toDate({SINCE}) AND day <= toDate({UNTIL}) AND day NOT IN {clean}")}
+WHERE g = 0 AND at >= {SINCE} AND at < {UNTIL}"""
+
+_RECOMPUTE = f"""INSERT INTO {{db}}.nps_daily
+    (day, org_id, survey_id, cell, segment, responses, promoters, passives, detractors, scores, computed_at, deleted)
+SELECT {{day:Date}}, o, sv, toJSONString(mapSort(seg)) AS c, any(seg), count(),
+       countIf(cat = 'promoter'), countIf(cat = 'passive'), countIf(cat = 'detractor'),
+       sumForEach(arrayMap(i -> toUInt64(i = sc), range({SCORES}))),
+       {{gen:DateTime64(3, 'UTC')}}, 0
+FROM {_ledger_latest("day = {day:Date}")}
+WHERE g = 0
+GROUP BY o, sv, c"""
+
+#: cells of the day that the recomputation did not produce again (their answers moved or were edited away)
+_VANISHED = f"""INSERT INTO {{db}}.nps_daily
+    (day, org_id, survey_id, cell, segment, responses, promoters, passives, detractors, scores, computed_at, deleted)
+SELECT day, org_id, survey_id, cell, segment, 0, 0, 0, 0, arrayWithConstant({SCORES}, toUInt64(0)),
+       {{gen:DateTime64(3, 'UTC')}}, 1
+FROM {{db}}.nps_daily FINAL
+WHERE day = {{day:Date}} AND computed_at < {{gen:DateTime64(3, 'UTC')}}"""
+
+_DIRTY = f"""SELECT t.day AS day
+FROM (SELECT day, max(last_insert) AS arrived FROM {{db}}.nps_daily_touched GROUP BY day) AS t
+LEFT JOIN (SELECT day, max(computed_at) AS computed FROM {{db}}.nps_daily_state GROUP BY day) AS s ON s.day = t.day
+WHERE t.arrived < {{now:DateTime64(3, 'UTC')}} - toIntervalSecond({{quiet:UInt32}})
+  AND t.arrived >= s.computed - toIntervalSecond({{margin:UInt32}})  -- never recomputed: computed = 1970
+ORDER BY day DESC"""
+
+
+@dataclass
+class RefreshResult:
+    days: list[date] = field(default_factory=list)  # recomputed, newest first
+    pending: int = 0  # dirty days left for the next call (``limit``)
+
+    def summary(self) -> str:
+        if not self.days:
+            return "nothing to refresh" + (f" ({self.pending} days pending)" if self.pending else "")
+        span = f"{self.days[-1]}..{self.days[0]}" if len(self.days) > 1 else f"{self.days[0]}"
+        more = f", {self.pending} days pending" if self.pending else ""
+        return f"refreshed {len(self.days)} days ({span}){more}"
+
+
+def server_now(store) -> datetime:
+    return store.query("SELECT now64(3, 'UTC') AS now")[0]["now"]
+
+
+def dirty_days(store, quiet_seconds: int = QUIET_SECONDS, margin_seconds: int = MARGIN_SECONDS) -> list[date]:
+    """Days whose ledger changed after their last recomputation and that have been quiet for ``quiet_seconds``."""
+    rows = store.query(_DIRTY, {"now": server_now(store), "quiet": int(quiet_seconds),
+                                "margin": int(margin_seconds)})
+    return [r["day"] for r in rows]
+
+
+def refresh_day(store, day: date) -> datetime:
+    """Recompute one day's cells from the ledger. Returns the generation (server time the read started)."""
+    gen = server_now(store)
+    params: dict[str, Any] = {"day": day, "gen": gen}
+    store.command(_RECOMPUTE, params)
+    store.command(_VANISHED, params)
+    store.insert("nps_daily_state", [{"day": day, "computed_at": gen}])  # last: a crash leaves the day dirty
+    return gen
+
+
+def refresh(store, *, quiet_seconds: int = QUIET_SECONDS, margin_seconds: int = MARGIN_SECONDS,
+            limit: int | None = None) -> RefreshResult:
+    """Recompute the dirty quiet days, newest first (at most ``limit``)."""
+    days = dirty_days(store, quiet_seconds, margin_seconds)
+    chosen = days if limit is None else days[:limit]
+    result = RefreshResult(pending=len(days) - len(chosen))
+    for day in chosen:
+        refresh_day(store, day)
+        result.days.append(day)
+    return result
+
+
+def rebuild(store, *, quiet_seconds: int = QUIET_SECONDS, margin_seconds: int = MARGIN_SECONDS) -> RefreshResult:
+    """Forget every recomputation and recompute all quiet days (e.g. after restoring the ledger)."""
+    store.command("TRUNCATE TABLE IF EXISTS {db}.nps_daily_state")
+    return refresh(store, quiet_seconds=quiet_seconds, margin_seconds=margin_seconds)
+
+
+def apply_view(store, margin_seconds: int = MARGIN_SECONDS) -> None:
+    """(Re)create ``nps_cells`` — at every worker start, before the BI views that read it."""
+    store.command(cells_view(margin_seconds))
