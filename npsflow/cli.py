@@ -193,10 +193,16 @@ def grafana() -> None:
 @click.option("--out", "out_dir", default="deploy/grafana", show_default=True,
               type=click.Path(file_okay=False), help="directory for dashboards/ and provisioning/")
 def grafana_build(out_dir: str) -> None:
-    """Regenerate the dashboard JSON and the provisioning files."""
+    """Regenerate the dashboard JSON and the provisioning files (the Segment by options: NPSFLOW_DIMENSIONS
+    without overall)."""
     from npsflow.grafana import build
 
-    for path in build(out_dir):
+    dimensions = _settings().dimensions
+    try:
+        written = build(out_dir, dimensions=dimensions)
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
+    for path in written:
         click.echo(str(path))
 
 
@@ -207,11 +213,13 @@ def grafana_build(out_dir: str) -> None:
               help="ClickHouse as Grafana reaches it: http(s)://user:pass@host:port/db or clickhouse(s)://…")
 @click.option("--folder-uid", default=None, help="Grafana folder for the dashboards (default: General)")
 def grafana_push(url: str, token: str, clickhouse_url: str, folder_uid: str | None) -> None:
-    """Create or update the data source and upload the dashboards (overwrite)."""
+    """Create or update the data source and upload the dashboards (overwrite; the Segment by options:
+    NPSFLOW_DIMENSIONS without overall)."""
     from npsflow.grafana import push
 
+    dimensions = _settings().dimensions
     try:
-        done = push(url, token, clickhouse_url=clickhouse_url, folder_uid=folder_uid)
+        done = push(url, token, clickhouse_url=clickhouse_url, folder_uid=folder_uid, dimensions=dimensions)
     except ValueError as exc:
         raise Failure(str(exc)) from None
     except Exception as exc:  # connection refused, 401, 5xx …: one line, exit 1

@@ -1,7 +1,7 @@
 """Grafana dashboards as code: ``npsflow grafana build`` and ``npsflow grafana push``.
 
 The dashboards are built with grafana-foundation-sdk; every panel's SQL comes from ``sinks.bi`` (one place).
-``build(out_dir)`` writes deterministic, pretty JSON and the provisioning files::
+``build(out_dir, dimensions)`` writes deterministic, pretty JSON and the provisioning files::
 
     <out_dir>/dashboards/nps-overview.json, survey-operations.json
     <out_dir>/provisioning/datasources/clickhouse.yaml   (grafana-clickhouse-datasource, settings from env)
@@ -9,13 +9,16 @@ The dashboards are built with grafana-foundation-sdk; every panel's SQL comes fr
 
 ``push(url, token, …)`` uploads the data source and the dashboards through Grafana's HTTP API (grafana-client):
 the data source is looked up by name and updated, or created; dashboards are saved with ``overwrite: true``.
+
+The ``dimension`` variable offers the configured segment dimensions (``NPSFLOW_DIMENSIONS`` without ``overall``;
+``dimension_options``); the committed files under deploy/grafana are a build with the default settings.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import unquote, urlsplit
 
 from grafana_foundation_sdk.builders import barchart, common as common_b, dashboard as dash_b, table, timeseries
@@ -26,6 +29,8 @@ from grafana_foundation_sdk.models import common, dashboard as dash_m
 
 from sinks import bi
 from sinks.clickhouse import DEFAULT_DATABASE
+from sinks.queries import validate_dimension
+from streams.windows import OVERALL
 
 PLUGIN = "grafana-clickhouse-datasource"
 DATASOURCE_NAME = "npsflow-clickhouse"
@@ -173,20 +178,45 @@ def _org_variable():
                          "count under All only."))
 
 
-def _dimension_variable():
-    return (dash_b.CustomVariable("dimension").label("Segment by").values(",".join(bi.DIMENSIONS))
-            .multi(False).include_all(False)
-            .current(dash_m.VariableOption(selected=True, text=bi.DIMENSIONS[0], value=bi.DIMENSIONS[0])))
+def dimension_options(dimensions: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The ``dimension`` variable's options from the configured dimensions (``Settings.dimensions``): without
+    the pseudo-dimension ``overall`` (not a segment key), each validated (``sinks.queries.validate_dimension``,
+    ValueError), duplicates dropped; ``sinks.bi.DIMENSIONS`` when none remain (or ``dimensions`` is None)."""
+    options: list[str] = []
+    for name in dimensions or ():
+        if name != OVERALL and validate_dimension(name) not in options:
+            options.append(name)
+    return tuple(options) or bi.DIMENSIONS
 
 
-def dashboard_model(key: str) -> dict:
-    """The dashboard ``key`` of ``sinks.bi.DASHBOARDS`` as Grafana JSON (a dict)."""
+def _custom_variable(name: str, label: str, options: tuple[str, ...], description: str):
+    # option values never hold a comma: dimensions pass validate_dimension, granularities are fixed words
+    return (dash_b.CustomVariable(name).label(label).values(",".join(options)).multi(False).include_all(False)
+            .current(dash_m.VariableOption(selected=True, text=options[0], value=options[0]))
+            .description(description))
+
+
+def _dimension_variable(options: tuple[str, ...]):
+    return _custom_variable("dimension", "Segment by", options,
+                            "The segment dimension of the segment table and the comments (NPSFLOW_DIMENSIONS).")
+
+
+def _granularity_variable():
+    return _custom_variable("granularity", "Granularity", bi.GRANULARITIES,
+                            "Buckets of the trend panels: UTC day, ISO week (from Monday) or calendar month.")
+
+
+def dashboard_model(key: str, dimensions: Iterable[str] | None = None) -> dict:
+    """The dashboard ``key`` of ``sinks.bi.DASHBOARDS`` as Grafana JSON (a dict); ``dimensions``: the configured
+    dimensions (``dimension_options``)."""
     title, specs = bi.DASHBOARDS[key]
     board = (dash_b.Dashboard(title).uid(f"npsflow-{key}").tags(TAGS).timezone("utc").editable()
              .time("now-30d", "now").refresh("5m").tooltip(dash_m.DashboardCursorSync.CROSSHAIR)
              .with_variable(_org_variable()))
     if any("${dimension" in s.sql for s in specs):
-        board = board.with_variable(_dimension_variable())
+        board = board.with_variable(_dimension_variable(dimension_options(dimensions)))
+    if any("${granularity" in s.sql for s in specs):
+        board = board.with_variable(_granularity_variable())
     for number, spec in enumerate(specs, start=1):
         make, grid = LAYOUT[spec.key]
         board = board.with_panel(make(spec, grid).id(number))
@@ -239,19 +269,21 @@ providers:
 """
 
 
-def files() -> dict[str, str]:
+def files(dimensions: Iterable[str] | None = None) -> dict[str, str]:
     """Relative path → content of every generated file."""
-    out = {f"dashboards/{key}.json": _dump(dashboard_model(key)) for key in bi.DASHBOARDS}
+    dimensions = dimension_options(dimensions)
+    out = {f"dashboards/{key}.json": _dump(dashboard_model(key, dimensions)) for key in bi.DASHBOARDS}
     out["provisioning/datasources/clickhouse.yaml"] = DATASOURCE_YAML
     out["provisioning/dashboards/npsflow.yaml"] = DASHBOARDS_YAML
     return out
 
 
-def build(out_dir: str | Path) -> list[Path]:
-    """Write the dashboards and the provisioning files under ``out_dir``; returns the paths written."""
+def build(out_dir: str | Path, dimensions: Iterable[str] | None = None) -> list[Path]:
+    """Write the dashboards and the provisioning files under ``out_dir``; returns the paths written.
+    ``dimensions``: the configured dimensions (``Settings.dimensions``; None: the default options)."""
     out = Path(out_dir)
     written = []
-    for rel, content in files().items():
+    for rel, content in files(dimensions).items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content, encoding="utf-8")
@@ -296,13 +328,15 @@ def with_database(model: Any, database: str) -> Any:
 
 
 def push(url: str, token: str, clickhouse_url: str = "http://default@localhost:8123/npsflow",
-         folder_uid: str | None = None, timeout: float = 10.0) -> list[dict]:
-    """Create or update the data source, then save every dashboard (overwrite). Returns one entry per action:
+         folder_uid: str | None = None, timeout: float = 10.0, dimensions: Iterable[str] | None = None) -> list[dict]:
+    """Create or update the data source, then save every dashboard (overwrite; ``dimensions`` as in ``build``).
+    Returns one entry per action:
     ``{"kind": "datasource", "action": "created"|"updated", "name"}`` and ``{"kind": "dashboard", "uid", "url"}``.
     Raises grafana_client's exceptions (e.g. GrafanaUnauthorizedError) and connection errors."""
     from grafana_client import GrafanaApi
     from grafana_client.client import GrafanaClientError
 
+    dimensions = dimension_options(dimensions)  # a bad dimension fails before anything is sent
     api = GrafanaApi.from_url(url, credential=token, timeout=timeout)
     done: list[dict] = []
     ds = datasource_payload(clickhouse_url)
@@ -320,7 +354,7 @@ def push(url: str, token: str, clickhouse_url: str = "http://default@localhost:8
         done.append({"kind": "datasource", "action": "created", "name": ds["name"]})
     for key in bi.DASHBOARDS:
         # the panels read the database the data source points at (the URL's path), not always "npsflow"
-        model = with_database(dashboard_model(key), ds["jsonData"]["defaultDatabase"])
+        model = with_database(dashboard_model(key, dimensions), ds["jsonData"]["defaultDatabase"])
         body: dict[str, Any] = {"dashboard": model, "overwrite": True,
                                 "message": "npsflow grafana push"}
         if folder_uid:

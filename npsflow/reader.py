@@ -55,11 +55,13 @@ def _store(settings: Settings):
     import re
 
     from sinks.clickhouse import ClickHouseStore, migrate
+    from sinks.rollup import apply_view
 
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)  # its own line would break "one line"
     try:
         store = ClickHouseStore(settings.clickhouse_dsn)
         migrate(store)
+        apply_view(store)  # nps_cells, which the reports read (the worker creates it too, at its start)
     except Exception as exc:  # chDB lock held by another process, server down, …
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         root = re.search(r"(\[Errno \d+\] [^'\")]+)", text)  # urllib3's wrapping hides the cause at the end

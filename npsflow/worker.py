@@ -85,6 +85,7 @@ def dispatch_inputs(settings: Settings):
 
 def run(settings: Settings, loglevel: str = "warning") -> None:
     from sinks.clickhouse import ClickHouseStore, apply_retention, migrate
+    from sinks.rollup import apply_view
     from streams.app import create_app
     from streams.web import install_web
 
@@ -98,6 +99,7 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
     settings = replace(settings, web_port=settings.web_port or free_port())
     store = ClickHouseStore(settings.clickhouse_dsn)
     migrate(store)
+    apply_view(store)  # nps_cells: every NPS read goes through it (the BI views below are optional extras)
     from sinks.bi import apply_views
 
     link_days = -(-(settings.link_ttl_seconds + settings.edit_window_seconds) // 86400)

@@ -9,8 +9,12 @@ only these placeholders, which ``render`` expands the way Grafana and the plugin
 * ``${org:sqlstring}`` — the ``org`` variable (values of ``dispatches.org_id``) as a quoted SQL string. Its
   "All" option has the custom all value ``'__all__'`` (quotes included: Grafana inserts a custom all value
   verbatim, without the ``sqlstring`` format), so every statement reads ``${org:sqlstring} = '__all__' OR …``.
-* ``${dimension:sqlstring}`` — the ``dimension`` variable (location, employee, channel) as a quoted string, used
-  as a key of the ``segment`` map.
+* ``${dimension:sqlstring}`` — the ``dimension`` variable (the configured dimensions: ``NPSFLOW_DIMENSIONS``
+  without ``overall``, by default location, employee, channel) as a quoted string, used as a key of the
+  ``segment`` map.
+* ``${granularity:sqlstring}`` — the ``granularity`` variable of the trend panels (``GRANULARITIES``: day, week,
+  month) as a quoted string: the buckets are UTC days, ISO weeks (from Monday) or calendar months, each the
+  exact sum of its days' cells, at the bucket's start (``time``).
 * ``{db}`` — the database, as in ``sinks.queries``: ``ClickHouseStore.query`` replaces it with the store's
   quoted database; the Grafana JSON carries the store's default database (``for_grafana``).
 
@@ -41,12 +45,14 @@ from streams.triggers import ORG_ID as TRIGGER_ORG_ID
 
 ALL_ORGS = "__all__"
 ORG_ID = TRIGGER_ORG_ID  # the alphabet trigger intake enforces (streams.triggers)
-DIMENSIONS = ("location", "employee", "channel")
+DIMENSIONS = ("location", "employee", "channel")  # the dimension variable's options by default
+GRANULARITIES = ("day", "week", "month")  # the granularity variable's options; the first is the default
 COMMENTS_LIMIT = 50
 
 # ------------------------------------------------------------------------------------------------ building blocks
 ORG = "${org:sqlstring}"
 DIM = "${dimension:sqlstring}"
+GRAN = "${granularity:sqlstring}"
 PERIOD = "$__fromTime AND at < $__toTime"  # used as: at >= {PERIOD}
 
 #: the period's answers as exact per-day cells (sinks.rollup: clean days from the rollup ``nps_daily``, the rest
@@ -54,8 +60,10 @@ PERIOD = "$__fromTime AND at < $__toTime"  # used as: at >= {PERIOD}
 _CELLS = """{db}.nps_cells(since = $__fromTime, until = $__toTime)
     WHERE ${org:sqlstring} = '__all__' OR org_id = ${org:sqlstring}"""
 
-#: latest version of every answer of the period's days (the day ledger, read by day), scoped to the organization
-_LEDGER = """(
+#: the newest detractor answers with a comment in the period (the day ledger, read by day, scoped to the org):
+#: first the (day, response_id) keys that have such a version at all (two columns of the period's days), then
+#: the latest version of only those keys — a few per cent of the answers instead of all of them
+_COMMENTED_DETRACTORS = """(
         SELECT day, response_id,
                argMax(gone, version)          AS g,
                argMax(org_id, version)        AS o,
@@ -65,7 +73,10 @@ _LEDGER = """(
                argMax(responded_at, version)  AS at,
                argMax(segment[${dimension:sqlstring}], version) AS segval
         FROM {db}.responses_by_day
-        WHERE day >= toDate($__fromTime) AND day <= toDate($__toTime)
+        WHERE day >= toDate32($__fromTime) AND day <= toDate32($__toTime)
+          AND (day, response_id) IN (SELECT day, response_id FROM {db}.responses_by_day
+                                     WHERE day >= toDate32($__fromTime) AND day <= toDate32($__toTime)
+                                       AND category = 'detractor' AND comment != '')
         GROUP BY day, response_id
     )
     WHERE g = 0 AND at >= $__fromTime AND at < $__toTime
@@ -81,11 +92,18 @@ _NPS_COLUMNS = """100 * (p - d) / n AS nps,
 
 _SEGMENT_VALUE = f"if(segval = '', '{NONE_VALUE}', segval)"
 
+#: the start of the bucket of a cell's ``day`` (Date32) by the granularity: the day itself, the Monday of its ISO
+#: week, the first of its month; anything else (a BI view called with another value) counts as day. By
+#: arithmetic on Date32, not toStartOfWeek/toStartOfMonth: those return Date and clamp days outside 1970–2149.
+_BUCKET = """toDateTime64(multiIf(${granularity:sqlstring} = 'week', day - (toDayOfWeek(day) - 1),
+                                 ${granularity:sqlstring} = 'month', day - (toDayOfMonth(day) - 1),
+                                 day), 3, 'UTC')"""
+
 # ------------------------------------------------------------------------------------------------ panels
 NPS_DAILY = f"""SELECT time, nps, ci_low, ci_high, n
 FROM
 (
-    SELECT toDateTime64(day, 3, 'UTC') AS time,
+    SELECT {_BUCKET} AS time,
            sum(responses) AS n,
            sum(promoters) AS p,
            sum(detractors) AS d,
@@ -126,7 +144,7 @@ FROM
 )
 ORDER BY s"""
 
-CATEGORY_SHARE = f"""SELECT toDateTime64(day, 3, 'UTC') AS time,
+CATEGORY_SHARE = f"""SELECT {_BUCKET} AS time,
        100 * sum(promoters) / sum(responses) AS promoters,
        100 * sum(passives) / sum(responses) AS passives,
        100 * sum(detractors) / sum(responses) AS detractors
@@ -135,7 +153,7 @@ GROUP BY time
 ORDER BY time"""
 
 DETRACTOR_COMMENTS = f"""SELECT at AS responded_at, sc AS score, {_SEGMENT_VALUE} AS value, txt AS comment, response_id
-FROM {_LEDGER}
+FROM {_COMMENTED_DETRACTORS}
   AND cat = 'detractor' AND txt != ''
 ORDER BY responded_at DESC, response_id
 LIMIT {COMMENTS_LIMIT}"""
@@ -157,28 +175,38 @@ FUNNEL = """WITH
         WHERE ${org:sqlstring} = '__all__' OR org_id = ${org:sqlstring}
         GROUP BY dispatch_id
     ),
-    reminders AS
+    invitations AS
     (
-        SELECT inv, sum(price) AS reminder_cost, groupUniqArrayIf(cur, cur != '') AS reminder_cur
+        -- one pass over the latest decisions (aggregate aliases differ from the columns: ClickHouse substitutes
+        -- aliases): an invitation (its dispatch_id is its invitation id) and its
+        -- reminder (dispatch_id "<invitation id>:reminder", invitation_id = the invitation's) meet on one key
+        SELECT if(knd = 'reminder', inv, dispatch_id) AS k,
+               countIf(knd = 'invitation') AS invited,
+               anyIf(inv, knd = 'invitation') AS i_inv,
+               anyIf(ch, knd = 'invitation') AS i_ch,
+               anyIf(st, knd = 'invitation') AS i_st,
+               anyIf(price, knd = 'invitation') AS i_price,
+               anyIf(cur, knd = 'invitation') AS i_cur,
+               anyIf(first_at, knd = 'invitation') AS i_first,
+               anyIf(sent_at, knd = 'invitation') AS i_sent,
+               sumIf(price, knd = 'reminder' AND st = 'sent') AS reminder_cost,
+               groupUniqArrayIf(cur, knd = 'reminder' AND st = 'sent' AND cur != '') AS reminder_cur
         FROM latest
-        WHERE knd = 'reminder' AND st = 'sent' AND inv != ''
-        GROUP BY inv
+        WHERE knd = 'invitation' OR (knd = 'reminder' AND inv != '')
+        GROUP BY k
     ),
     answers AS
     (
-        -- from the day ledger, from the period's first day on (an answer comes after its invitation)
+        -- the latest version of every answer, from the day ledger, from the period's first day on (an answer
+        -- comes after its invitation); FINAL on (day, response_id), conditions outside (sinks.rollup)
         SELECT inv, min(at) AS answered_at, 1 AS answered
         FROM
         (
-            SELECT day, response_id,
-                   argMax(gone, version)          AS g,
-                   argMax(invitation_id, version) AS inv,
-                   argMax(responded_at, version)  AS at
-            FROM {db}.responses_by_day
-            WHERE day >= toDate($__fromTime)
-            GROUP BY day, response_id
+            SELECT gone, invitation_id AS inv, responded_at AS at
+            FROM {db}.responses_by_day FINAL
+            WHERE day >= toDate32($__fromTime)
         )
-        WHERE g = 0 AND inv != ''
+        WHERE gone = 0 AND inv != ''
         GROUP BY inv
     )
 SELECT if(i.ch = '', '(none)', i.ch) AS channel,
@@ -191,18 +219,18 @@ SELECT if(i.ch = '', '(none)', i.ch) AS channel,
            i.st = 'sent' AND a.answered = 1) AS median_hours_to_respond,
        arrayStringConcat(arraySort(arrayDistinct(arrayConcat(
            groupUniqArrayIf(i.cur, i.st = 'sent' AND i.cur != ''),
-           groupArrayArrayIf(r.reminder_cur, i.st = 'sent')))), ',') AS currency,
+           groupArrayArrayIf(i.reminder_cur, i.st = 'sent' AND i.inv != '')))), ',') AS currency,
        -- amounts in different currencies are never added up: no cost when the row mixes them
        if(position(currency, ',') > 0, NULL,
-          sumIf(i.price, i.st = 'sent') + sumIf(r.reminder_cost, i.st = 'sent')) AS cost,
+          sumIf(i.price, i.st = 'sent') + sumIf(i.reminder_cost, i.st = 'sent' AND i.inv != '')) AS cost,
        if(responded = 0 OR cost IS NULL, NULL, cost / responded) AS cost_per_response
 FROM
 (
-    SELECT inv, ch, st, price, cur, sent_at
-    FROM latest
-    WHERE knd = 'invitation' AND first_at >= $__fromTime AND first_at < $__toTime
+    SELECT i_inv AS inv, i_ch AS ch, i_st AS st, i_price AS price, i_cur AS cur, i_sent AS sent_at, reminder_cost,
+           reminder_cur
+    FROM invitations
+    WHERE invited > 0 AND i_first >= $__fromTime AND i_first < $__toTime
 ) AS i
-LEFT JOIN reminders AS r ON r.inv = i.inv AND i.inv != ''
 LEFT JOIN answers AS a ON a.inv = i.inv AND i.inv != ''
 GROUP BY channel
 ORDER BY channel"""
@@ -234,16 +262,21 @@ class Panel:
 
 
 OVERVIEW = (
-    Panel("nps_daily", "NPS per day with 95 % interval", NPS_DAILY, TIME_SERIES,
-          "NPS of the responses answered each UTC day (latest version of every answer), with the 95 % "
-          "adjusted-Wald interval (ci_low, ci_high) as a band; n = responses that day."),
+    Panel("nps_daily", "NPS per ${granularity} with 95 % interval", NPS_DAILY, TIME_SERIES,
+          "NPS of the responses answered in each UTC day, ISO week (from Monday) or calendar month, as chosen "
+          "in Granularity (latest version of every answer), with the 95 % adjusted-Wald interval (ci_low, "
+          "ci_high) as a band; n = responses in the bucket, plotted at its start. A week or month cut by the "
+          "time range counts only its days inside the range."),
     Panel("nps_by_segment", "NPS by ${dimension}", NPS_BY_SEGMENT, TABLE,
           "Responses in the period grouped by the segment dimension chosen above; '(none)' = the response has "
           "no value for it. Same numbers as `npsflow report --by <dimension>`."),
     Panel("score_distribution", "Score distribution", SCORE_DISTRIBUTION, TABLE,
           "Responses per score 0–10 in the period, colored by category."),
-    Panel("category_share", "Promoters, passives, detractors (% per day)", CATEGORY_SHARE, TIME_SERIES,
-          "Share of each category among the responses of each UTC day (stacked to 100 %)."),
+    Panel("category_share", "Promoters, passives, detractors (% per ${granularity})", CATEGORY_SHARE,
+          TIME_SERIES,
+          "Share of each category among the responses of each UTC day, ISO week (from Monday) or calendar "
+          "month, as chosen in Granularity (stacked to 100 %). A week or month cut by the time range counts "
+          "only its days inside the range."),
     Panel("detractor_comments", "Latest detractor comments", DETRACTOR_COMMENTS, TABLE,
           f"The {COMMENTS_LIMIT} newest detractor answers with a comment in the period. Comments are shown as "
           "plain text: the table escapes them, markup in a comment is not interpreted."),
@@ -293,8 +326,9 @@ def render(sql: str, *, time_from: datetime, time_to: datetime, variables: dict[
     ``$__fromTime``/``$__toTime`` → ``toDateTime(<unix seconds>)`` (the plugin truncates to whole seconds; naive
     datetimes are UTC). ``${org:sqlstring}`` → ``'__all__'`` when ``variables["org"]`` is None, "All" or
     ``__all__``, else the quoted org id (must match ``ORG_ID``). ``${dimension:sqlstring}`` → the quoted
-    dimension (must pass ``sinks.queries.validate_dimension``). ``{db}`` is left for ``store.query``. Any
-    other macro or variable is a ValueError, as is a variable the SQL needs but ``variables`` lacks.
+    dimension (must pass ``sinks.queries.validate_dimension``). ``${granularity:sqlstring}`` → the quoted
+    granularity (one of ``GRANULARITIES``). ``{db}`` is left for ``store.query``. Any other macro or variable
+    is a ValueError, as is a variable the SQL needs but ``variables`` lacks.
     """
     if _seconds(time_from) >= _seconds(time_to):
         raise ValueError("time_from must be earlier than time_to")
@@ -312,9 +346,14 @@ def render(sql: str, *, time_from: datetime, time_to: datetime, variables: dict[
             raise ValueError(f"invalid org id {org!r}")
     if "dimension" in variables:
         values[DIM] = _quote(validate_dimension(variables["dimension"]))
-    unknown = set(variables) - {"org", "dimension"}
+    if "granularity" in variables:
+        granularity = variables["granularity"]
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"invalid granularity {granularity!r}: one of {', '.join(GRANULARITIES)}")
+        values[GRAN] = _quote(granularity)
+    unknown = set(variables) - {"org", "dimension", "granularity"}
     if unknown:
-        raise ValueError(f"unknown variables {sorted(unknown)}: only org and dimension")
+        raise ValueError(f"unknown variables {sorted(unknown)}: only org, dimension and granularity")
 
     def expand(match: re.Match) -> str:
         token = match.group(0)
@@ -332,6 +371,7 @@ VIEW_PARAMETERS = {
     "$__toTime": "{until:DateTime64(3, 'UTC')}",
     ORG: "{org:String}",
     DIM: "{dimension:String}",
+    GRAN: "{granularity:String}",
 }
 
 
@@ -345,7 +385,8 @@ def view_sql(panel: Panel) -> str:
         SELECT * FROM npsflow.bi_nps_by_segment(since = '2026-11-01 00:00:00', until = '2026-11-08 00:00:00',
                                                  org = '__all__', dimension = 'location')
 
-    (``org = '__all__'``: every organization; periods are [since, until), UTC)."""
+    (``org = '__all__'``: every organization; periods are [since, until), UTC). The trend views also take
+    ``granularity = 'day'|'week'|'month'`` (another value counts as day)."""
     sql = panel.sql
     for macro, parameter in VIEW_PARAMETERS.items():
         sql = sql.replace(macro, parameter)

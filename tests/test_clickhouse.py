@@ -15,6 +15,7 @@ import pytest
 from sinks import clickhouse as ch
 from sinks import queries, rows
 from sinks.batching import BatchingSink
+from sinks.rollup import apply_view
 from streams.nps import summarize
 
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
@@ -263,8 +264,9 @@ def seed_report_data(store, inserted_at: datetime | None = None) -> None:
         response("m1", 0, version=2, at=T0 + 6 * H, segment={"location": "Helsinki", "channel": "web"}),
         # a replay of h2 under another token: a physical duplicate row
         response("h2", 10, at=T0 + D + H, segment={"location": "Helsinki", "channel": "web"}),
-        # an OLDER version arriving after the newer one: must not win
-        response("h3", 2, version=1, at=T0 + 3 * D, segment={"location": "Oulu"}),
+        # an OLDER version (the earlier answer: versions follow responded_at) arriving after the newer one: must
+        # not win
+        response("h3", 2, version=1, at=T0 + D + 90 * timedelta(minutes=1), segment={"location": "Oulu"}),
     ], token="responses:t:0:10-14", first_offset=10, inserted_at=inserted_at)
 
 
@@ -310,7 +312,7 @@ def test_report_since_until_filter_on_latest_responded_at(ch_store):
     assert first_day["rows"] == [{"location": "Espoo", **expect(4, 1, 0, 80.0)},
                                  {"location": "Helsinki", **expect(0, 0, 1, -100.0)}]
     later = queries.report(ch_store, [], T0 + D, None)
-    assert later["total"] == expect(2, 1, 1, 25.0)  # h1 h2 h3 n1 (h3's stale v1 at T0+3d is ignored)
+    assert later["total"] == expect(2, 1, 1, 25.0)  # h1 h2 h3 n1 (h3's stale v1 is ignored)
     before = queries.report(ch_store, [], None, T0)  # e5's old responded_at (T0-1d) no longer counts
     assert before["total"] == {"responses": 0, "promoters": 0, "passives": 0, "detractors": 0, "nps": None,
                                "ci95": list(expect(0, 0, 0, None)["ci95"]), "band": None}
@@ -822,6 +824,7 @@ def test_migration_0004_adds_follow_up_keeps_old_rows_and_is_idempotent(ch_store
         assert old.query("SELECT response_id, comment, follow_up FROM {db}.responses FINAL ORDER BY response_id") == \
             [{"response_id": "after", "comment": "", "follow_up": "The technician"},
              {"response_id": "before", "comment": "meh", "follow_up": ""}]
+        apply_view(old)
         assert queries.report(old)["total"]["responses"] == 2  # the read side is unaffected
 
 
@@ -843,6 +846,24 @@ def test_report_compared_with_the_previous_period(ch_store):
     assert (total["change"], total["z"], total["significant"]) == (-16.67, -0.384, False)
     with pytest.raises(ValueError, match="needs --since"):
         queries.report_compared(ch_store, ["location"], None, None)
+
+
+def test_dashboard_comments_are_the_newest_of_the_whole_trend_window(ch_store):
+    """The dashboard reads the last two days first and widens the window only when they hold too few comments:
+    the result is always the newest comments of the whole window, edits and moved answers included."""
+    now = T0 + 20 * D + 12 * H
+    ages = [0, 0, 1, 4, 4, 5, 9, 10, 10, 12, 13, 13, 16]  # days before `now`; 16 is outside a 14-day window
+    records = [response(f"k{i}", i % 11, at=now - age * D - i * timedelta(minutes=1), comment=f"comment {i}")
+               for i, age in enumerate(ages)]
+    edited = {**records[3], "comment": "", "version": 2, "is_edit": True,
+              "responded_at": records[3]["responded_at"] + H}  # an edit removed this comment
+    insert_responses(ch_store, records)
+    insert_responses(ch_store, [edited], first_offset=50)
+    expected = sorted((r for r in records if r is not records[3] and r["responded_at"] >= now - 13 * D - 12 * H),
+                      key=lambda r: r["responded_at"], reverse=True)
+    for n in (2, 3, 6, 11, 50):
+        got = queries.dashboard(ch_store, "location", days=14, comments=n, now=now)["comments"]
+        assert [c["response_id"] for c in got] == [r["response_id"] for r in expected[:n]], n
 
 
 def test_dashboard_numbers_trend_and_latest_comments(ch_store):

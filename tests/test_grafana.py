@@ -8,6 +8,7 @@ itself is not installable here: `push` talks to an in-process HTTP stand-in of G
 from __future__ import annotations
 
 import json
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from npsflow import grafana
+from npsflow import config, grafana
 from npsflow.cli import main
 from sinks import bi, queries, rollup, rows
 from streams.nps import adjusted_wald_ci, summarize
@@ -25,6 +26,11 @@ from tests.test_clickhouse import D, H, T0, insert_responses, response, seed_rep
 REPO = Path(__file__).resolve().parent.parent
 PERIOD = {"time_from": T0, "time_to": T0 + 3 * D}  # [2024-05-01, 2024-05-04)
 M = timedelta(minutes=1)
+WEEK_START = datetime(2024, 4, 29, tzinfo=timezone.utc)  # the Monday of the seed's Wednesday-Friday
+# [Sunday 04-28, Monday 06-03): the seed and _extra_weeks_and_months, 6 days in 4 weeks and 3 months
+WIDE = {"time_from": datetime(2024, 4, 28, tzinfo=timezone.utc), "time_to": datetime(2024, 6, 3, tzinfo=timezone.utc)}
+# in-process CLI runs read the settings from the environment: none of the caller's NPSFLOW_* variables
+CLEAN_ENV = {k: None for k in os.environ if k.startswith("NPSFLOW_")}
 
 
 def dispatch(did: str, org: str, status: str, at: datetime, *, kind: str = "invitation", inv: str | None = None,
@@ -100,8 +106,10 @@ def seeded(request, ch_store):
     return ch_store
 
 
-def run(store, sql: str, org: str | None = None, dimension: str = "location", **period) -> list[dict]:
-    rendered = bi.render(sql, **(period or PERIOD), variables={"org": org, "dimension": dimension})
+def run(store, sql: str, org: str | None = None, dimension: str = "location", granularity: str = "day",
+        **period) -> list[dict]:
+    rendered = bi.render(sql, **(period or PERIOD),
+                         variables={"org": org, "dimension": dimension, "granularity": granularity})
     assert "$" not in rendered and "{db}" in rendered
     return store.query(rendered)
 
@@ -131,10 +139,55 @@ def test_committed_files_are_regenerated_byte_identical(tmp_path: Path):
 
 
 def test_cli_build_writes_the_files(tmp_path: Path):
-    result = CliRunner().invoke(main, ["grafana", "build", "--out", str(tmp_path / "g")])
+    result = CliRunner().invoke(main, ["grafana", "build", "--out", str(tmp_path / "g")], env=CLEAN_ENV)
     assert result.exit_code == 0, result.output
     assert len(result.output.splitlines()) == 4
     assert json.loads((tmp_path / "g" / "dashboards" / "nps-overview.json").read_text())["title"] == "NPS overview"
+    # the default settings build the committed files
+    for rel in ("dashboards/nps-overview.json", "dashboards/survey-operations.json"):
+        assert (tmp_path / "g" / rel).read_bytes() == (REPO / "deploy" / "grafana" / rel).read_bytes()
+
+
+def _variables(path: Path) -> dict[str, dict]:
+    return {v["name"]: v for v in json.loads(path.read_text())["templating"]["list"]}
+
+
+def test_default_settings_give_the_default_dimension_options():
+    # the committed files are a default build: the default NPSFLOW_DIMENSIONS without "overall" is bi.DIMENSIONS
+    assert config.load({}).dimensions == ("overall", *bi.DIMENSIONS)
+    assert grafana.dimension_options(config.load({}).dimensions) == bi.DIMENSIONS
+    assert grafana.dimension_options(None) == grafana.dimension_options(()) == bi.DIMENSIONS
+    assert grafana.dimension_options(["overall"]) == bi.DIMENSIONS  # none left: the default
+    assert grafana.dimension_options(["shop", "overall", "shop", "region"]) == ("shop", "region")
+    for bad in ("Store", "a,b", "nps", "value"):  # a comma would split the custom variable's options
+        with pytest.raises(ValueError, match="dimension"):
+            grafana.dimension_options(["store", bad])
+
+
+def test_cli_build_takes_the_dimension_options_from_the_settings(tmp_path: Path):
+    env = {**CLEAN_ENV, "NPSFLOW_DIMENSIONS": "overall,store,region"}
+    result = CliRunner().invoke(main, ["grafana", "build", "--out", str(tmp_path / "g")], env=env)
+    assert result.exit_code == 0, result.output
+    dim = _variables(tmp_path / "g" / "dashboards" / "nps-overview.json")["dimension"]
+    assert (dim["type"], dim["query"], dim["current"]["value"], dim["current"]["text"]) == (
+        "custom", "store,region", "store", "store")
+    # only the dimension variable differs from the committed build
+    committed = json.loads((REPO / "deploy/grafana/dashboards/nps-overview.json").read_text())
+    built = json.loads((tmp_path / "g" / "dashboards" / "nps-overview.json").read_text())
+    assert [v for v in built["templating"]["list"] if v["name"] != "dimension"] == [
+        v for v in committed["templating"]["list"] if v["name"] != "dimension"]
+    assert built["panels"] == committed["panels"]
+    # the same through build() directly; only "overall" configured: the default options
+    grafana.build(tmp_path / "direct", dimensions=("overall", "store", "region"))
+    assert (tmp_path / "direct" / "dashboards" / "nps-overview.json").read_bytes() == (
+        tmp_path / "g" / "dashboards" / "nps-overview.json").read_bytes()
+    grafana.build(tmp_path / "overall", dimensions=("overall",))
+    assert _variables(tmp_path / "overall" / "dashboards" / "nps-overview.json")["dimension"]["query"] == (
+        "location,employee,channel")
+    # an invalid setting is one line and exit 1 (the settings refuse it), nothing written
+    bad = CliRunner().invoke(main, ["grafana", "build", "--out", str(tmp_path / "bad")],
+                             env={**CLEAN_ENV, "NPSFLOW_DIMENSIONS": "overall,Store"})
+    assert bad.exit_code == 1 and "NPSFLOW_DIMENSIONS" in bad.output and not (tmp_path / "bad").exists()
 
 
 def test_provisioning_files():
@@ -186,6 +239,13 @@ def test_dashboard_json_structure(key: str):
         dim = variables["dimension"]
         assert (dim["type"], dim["query"], dim["current"]["value"]) == ("custom", "location,employee,channel",
                                                                          "location")
+        gran = variables["granularity"]
+        assert (gran["type"], gran["query"], gran["current"]["value"], gran["multi"], gran["includeAll"]) == (
+            "custom", "day,week,month", "day", False, False)
+        # the trend panels (and only they) use it, and say so in their titles
+        trends = [p["title"] for p, s in zip(panels, specs) if "${granularity" in s.sql]
+        assert trends == ["NPS per ${granularity} with 95 % interval",
+                          "Promoters, passives, detractors (% per ${granularity})"]
         by_segment = panels[[s.key for s in specs].index("nps_by_segment")]
         overrides = {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
                      for o in by_segment["fieldConfig"]["overrides"]}
@@ -197,7 +257,8 @@ def test_dashboard_json_structure(key: str):
 
 def test_every_panel_sql_uses_only_renderable_placeholders():
     for spec in bi.panels():
-        bi.render(spec.sql, **PERIOD, variables={"org": "nordvik", "dimension": "channel"})
+        bi.render(spec.sql, **PERIOD, variables={"org": "nordvik", "dimension": "channel", "granularity": "week"})
+    assert {s.key for s in bi.panels() if bi.GRAN in s.sql} == {"nps_daily", "category_share"}
 
 
 # =============================================================================================== render
@@ -222,6 +283,48 @@ def test_render_rules():
             bi.render(f"SELECT {unsupported}", **PERIOD, variables={"org": None, "dimension": "location"})
     with pytest.raises(ValueError, match="earlier"):
         bi.render("SELECT 1", time_from=T0, time_to=T0, variables={})
+    with pytest.raises(ValueError, match="unknown variables"):
+        bi.render("SELECT 1", **PERIOD, variables={"interval": "1d"})
+
+
+def test_render_granularity():
+    sql = "SELECT ${granularity:sqlstring} AS g, ${org:sqlstring} AS o"
+    for granularity in ("day", "week", "month"):
+        assert bi.render(sql, **PERIOD, variables={"granularity": granularity, "org": None}) == (
+            f"SELECT '{granularity}' AS g, '__all__' AS o")
+    for bad in ("year", "Week", "day'", "", None, "$__all", "week,month"):
+        with pytest.raises(ValueError, match="invalid granularity"):
+            bi.render(sql, **PERIOD, variables={"granularity": bad, "org": None})
+    with pytest.raises(ValueError, match="cannot render '\\$\\{granularity:sqlstring\\}'"):  # needed, not given
+        bi.render(bi.NPS_DAILY, **PERIOD, variables={"org": None, "dimension": "location"})
+    # panels without the variable render without it, and are unaffected by it
+    no_gran = {"org": None, "dimension": "location"}
+    for spec in bi.panels():
+        if bi.GRAN not in spec.sql:
+            assert bi.render(spec.sql, **PERIOD, variables=no_gran) == bi.render(
+                spec.sql, **PERIOD, variables={**no_gran, "granularity": "month"})
+
+
+def test_bucket_starts_over_the_whole_date32_range(ch_store):
+    """Monday of the ISO week / first of the month for every day Date32 holds (toStartOfWeek/-Month would clamp
+    to 1970–2149); an unexpected granularity (a BI view's parameter) counts as day."""
+    days = ["1900-01-01", "1969-12-31", "2024-04-28", "2024-04-29", "2024-05-01", "2024-05-05", "2024-05-06",
+            "2024-12-31", "2250-02-28", "2299-12-31"]
+    sql = (f"SELECT toString({bi._BUCKET}) AS t FROM (SELECT arrayJoin([{', '.join(f'toDate32({d!r})' for d in days)}])"
+           " AS day) ORDER BY day")
+
+    def starts(granularity: str) -> list[str]:
+        rendered = sql.replace(bi.GRAN, f"'{granularity}'")
+        return [r["t"][:10] for r in ch_store.query(rendered)]
+
+    assert starts("day") == days == starts("year")
+    assert starts("week") == ["1900-01-01", "1969-12-29", "2024-04-22", "2024-04-29", "2024-04-29", "2024-04-29",
+                              "2024-05-06", "2024-12-30", "2250-02-25", "2299-12-25"]
+    assert starts("month") == ["1900-01-01", "1969-12-01", "2024-04-01", "2024-04-01", "2024-05-01", "2024-05-01",
+                               "2024-05-01", "2024-12-01", "2250-02-01", "2299-12-01"]
+    (row,) = ch_store.query(sql.replace(bi.GRAN, "'week'").replace("toString(", "toTypeName(").replace(
+        "ORDER BY day", "LIMIT 1"))
+    assert row["t"] == "DateTime64(3, 'UTC')"
 
 
 # =============================================================================================== panels on chDB
@@ -258,10 +361,76 @@ def test_nps_daily_with_interval(seeded):
         assert (r["ci_low"], r["ci_high"]) == (pytest.approx(lo, abs=1e-9), pytest.approx(hi, abs=1e-9))
     assert [r["nps"] for r in result] == [37.5, pytest.approx(100 / 3), -50.0]
     assert set(result[0]) == {"time", "nps", "ci_low", "ci_high", "n"}
+    assert run(ch_store, bi.NPS_DAILY, granularity="day") == result  # the default of run(), said explicitly
     # half-open period: ending at 05-03 00:00 leaves that day out; org filter
     assert [r["time"] for r in run(ch_store, bi.NPS_DAILY, time_from=T0, time_to=T0 + 2 * D)] == [T0, T0 + D]
     fjord = run(ch_store, bi.NPS_DAILY, org="fjord")
     assert [(r["time"], r["n"], r["nps"]) for r in fjord] == [(T0 + 2 * D, 1, -100.0)]
+
+
+def _extra_weeks_and_months(store) -> None:
+    """Answers around the seed: Sunday 04-28 (the week before, April), Monday 05-06 (the next week), Sunday 06-02
+    (the last week of May's last Monday, 05-27, but June)."""
+    insert_responses(store, [
+        response("x-apr", 10, at=datetime(2024, 4, 28, 23, 59, tzinfo=timezone.utc), segment={"location": "Oulu"}),
+        response("x-may", 0, at=datetime(2024, 5, 6, 0, 0, tzinfo=timezone.utc), segment={"location": "Oulu"}),
+        response("x-jun", 8, at=datetime(2024, 6, 2, 12, 0, tzinfo=timezone.utc), segment={"location": "Oulu"}),
+    ], first_offset=300)
+
+
+def _check_trend(result: list[dict], buckets: list[tuple[datetime, int, int, int]]) -> None:
+    """NPS_DAILY rows against (bucket start, P, Pa, D): exact n and NPS, the interval of streams.nps."""
+    assert [(r["time"], r["n"]) for r in result] == [(t, p + pa + d) for t, p, pa, d in buckets]
+    for r, (_, p, pa, d) in zip(result, buckets):
+        lo, hi = adjusted_wald_ci(p, pa, d)
+        assert r["nps"] == 100 * (p - d) / (p + pa + d)
+        assert (r["ci_low"], r["ci_high"]) == (pytest.approx(lo, abs=1e-9), pytest.approx(hi, abs=1e-9))
+
+
+def test_nps_per_week_and_month(seeded):
+    ch_store = seeded
+    # the seed's three days (Wednesday 05-01 … Friday 05-03) are one ISO week and one month: 5+2+0 P, 1+0+1 Pa,
+    # 2+1+1 D = the sum of the day rows
+    for granularity, start in (("week", WEEK_START), ("month", T0)):
+        result = run(ch_store, bi.NPS_DAILY, granularity=granularity)
+        _check_trend(result, [(start, 7, 2, 4)])
+        assert result[0]["nps"] == pytest.approx(300 / 13)
+        assert [(r["time"], r["n"], r["nps"]) for r in run(ch_store, bi.NPS_DAILY, granularity=granularity,
+                                                          org="fjord")] == [(start, 1, -100.0)]
+        assert [(r["time"], r["n"], r["nps"]) for r in run(ch_store, bi.NPS_DAILY, granularity=granularity,
+                                                          org="nordvik")] == [(start, 2, 0.0)]
+        # a range cutting the bucket: only its days inside the range (05-02 and 05-03: h1 D h2 P h3 P, n1 Pa b1 D)
+        _check_trend(run(ch_store, bi.NPS_DAILY, granularity=granularity, time_from=T0 + D, time_to=T0 + 3 * D),
+                     [(start, 2, 1, 2)])
+    # answers in other weeks and months: the boundaries (Sunday -> the Monday before, Monday, the first of a month)
+    _extra_weeks_and_months(ch_store)
+    wide = WIDE
+    _check_trend(run(ch_store, bi.NPS_DAILY, granularity="week", **wide), [
+        (datetime(2024, 4, 22, tzinfo=timezone.utc), 1, 0, 0), (WEEK_START, 7, 2, 4),
+        (datetime(2024, 5, 6, tzinfo=timezone.utc), 0, 0, 1), (datetime(2024, 5, 27, tzinfo=timezone.utc), 0, 1, 0)])
+    _check_trend(run(ch_store, bi.NPS_DAILY, granularity="month", **wide), [
+        (datetime(2024, 4, 1, tzinfo=timezone.utc), 1, 0, 0), (T0, 7, 2, 5),
+        (datetime(2024, 6, 1, tzinfo=timezone.utc), 0, 1, 0)])
+    days = run(ch_store, bi.NPS_DAILY, granularity="day", **wide)
+    assert [(r["time"].date().isoformat(), r["n"]) for r in days] == [
+        ("2024-04-28", 1), ("2024-05-01", 8), ("2024-05-02", 3), ("2024-05-03", 2), ("2024-05-06", 1),
+        ("2024-06-02", 1)]
+
+
+def test_category_share_per_week_and_month(seeded):
+    ch_store = seeded
+    for granularity, start in (("week", WEEK_START), ("month", T0)):
+        (row,) = run(ch_store, bi.CATEGORY_SHARE, granularity=granularity)
+        assert (row["time"], row["promoters"], row["passives"], row["detractors"]) == (
+            start, pytest.approx(700 / 13), pytest.approx(200 / 13), pytest.approx(400 / 13))  # 7, 2, 4 of 13
+        assert row["promoters"] + row["passives"] + row["detractors"] == pytest.approx(100)
+    _extra_weeks_and_months(ch_store)
+    months = run(ch_store, bi.CATEGORY_SHARE, granularity="month", time_from=datetime(2024, 4, 1, tzinfo=timezone.utc),
+                 time_to=datetime(2024, 7, 1, tzinfo=timezone.utc))
+    assert [(r["time"].date().isoformat(), r["promoters"], r["passives"], r["detractors"]) for r in months] == [
+        ("2024-04-01", 100.0, 0.0, 0.0),
+        ("2024-05-01", pytest.approx(700 / 14), pytest.approx(200 / 14), pytest.approx(500 / 14)),
+        ("2024-06-01", 0.0, 100.0, 0.0)]
 
 
 def test_score_distribution(seeded):
@@ -420,7 +589,7 @@ def test_push_creates_then_updates(tmp_path: Path):
     with GrafanaStandIn() as g:
         args = ["grafana", "push", "--url", g.url, "--token", "glsa_good",
                 "--clickhouse-url", "https://reader:s%40cret@ch.example:8443/npsflow"]
-        first = CliRunner().invoke(main, args)
+        first = CliRunner().invoke(main, args, env=CLEAN_ENV)
         assert first.exit_code == 0, first.output
         assert first.output.splitlines() == [
             "datasource 'npsflow-clickhouse': created",
@@ -441,7 +610,7 @@ def test_push_creates_then_updates(tmp_path: Path):
             assert request["body"]["dashboard"] == json.loads(
                 (REPO / "deploy" / "grafana" / "dashboards" / f"{key}.json").read_text())
         g.requests.clear()
-        second = CliRunner().invoke(main, args)
+        second = CliRunner().invoke(main, args, env=CLEAN_ENV)
         assert second.exit_code == 0, second.output
         assert second.output.splitlines()[0] == "datasource 'npsflow-clickhouse': updated"
         assert "version 2" in second.output.splitlines()[1]
@@ -450,11 +619,21 @@ def test_push_creates_then_updates(tmp_path: Path):
 
         # another database in the ClickHouse URL: the data source and every panel's SQL read that one
         g.requests.clear()
-        other = CliRunner().invoke(main, [*args[:-1], "https://reader:pw@ch.example:8443/analytics"])
+        other = CliRunner().invoke(main, [*args[:-1], "https://reader:pw@ch.example:8443/analytics"], env=CLEAN_ENV)
         assert other.exit_code == 0, other.output
         assert g.requests[1]["body"]["jsonData"]["defaultDatabase"] == "analytics"
         sqls = [t["rawSql"] for r in g.requests[2:] for p in r["body"]["dashboard"]["panels"] for t in p["targets"]]
         assert sqls and all("`analytics`." in sql and "`npsflow`." not in sql for sql in sqls)
+
+        # the configured dimensions are the pushed dashboard's options too
+        g.requests.clear()
+        shops = CliRunner().invoke(main, args, env={**CLEAN_ENV, "NPSFLOW_DIMENSIONS": "overall,store,region"})
+        assert shops.exit_code == 0, shops.output
+        (overview,) = [r["body"]["dashboard"] for r in g.requests
+                       if r["path"] == "/api/dashboards/db" and r["body"]["dashboard"]["uid"] == "npsflow-nps-overview"]
+        variables = {v["name"]: v for v in overview["templating"]["list"]}
+        assert (variables["dimension"]["query"], variables["granularity"]["query"]) == ("store,region",
+                                                                                        "day,week,month")
 
 
 def test_push_unauthorized_is_one_line_and_exit_1():
@@ -479,21 +658,43 @@ def test_push_connection_refused_and_bad_clickhouse_url():
 
 @pytest.mark.parametrize("org", [None, "acme"])
 def test_every_panel_is_also_a_parameterized_sql_view_with_the_same_rows(ch_store, org):
-    """The BI views (``SELECT * FROM npsflow.bi_<panel>(since=…, until=…, org=…, dimension=…)``) return exactly
-    what the dashboard panels return, on the same seeded data."""
+    """The BI views (``SELECT * FROM npsflow.bi_<panel>(since=…, until=…, org=…, dimension=…, granularity=…)``)
+    return exactly what the dashboard panels return, on the same seeded data, for every granularity."""
     seed(ch_store)
+    _extra_weeks_and_months(ch_store)  # several weeks and months
     assert bi.apply_views(ch_store) == ["nps_cells"] + [f"bi_{p.key}" for p in bi.panels()]
     assert bi.apply_views(ch_store) == ["nps_cells"] + [f"bi_{p.key}" for p in bi.panels()]  # idempotent: replaced
     fmt = "%Y-%m-%d %H:%M:%S"
-    params = {"since": PERIOD["time_from"].strftime(fmt), "until": PERIOD["time_to"].strftime(fmt),
+    period = WIDE
+    params = {"since": period["time_from"].strftime(fmt), "until": period["time_to"].strftime(fmt),
               "org": org or bi.ALL_ORGS, "dimension": "location"}
+    nan_safe = lambda rows: [{k: "NaN" if v != v else v for k, v in r.items()} for r in rows]  # noqa: E731
+
+    def view(panel: bi.Panel, **extra) -> list[dict]:
+        values = {**params, **extra}
+        args = ", ".join(f"{k} = {{{k}:String}}" for k in values if "{" + k + ":" in bi.view_sql(panel))
+        return nan_safe(ch_store.query(f"SELECT * FROM {{db}}.bi_{panel.key}({args})", values))
+
+    compared = 0
     for panel in bi.panels():
-        expected = run(ch_store, panel.sql, org=org)
-        args = ", ".join(f"{k} = {{{k}:String}}" for k in params if "{" + k + ":" in bi.view_sql(panel))
-        got = ch_store.query(f"SELECT * FROM {{db}}.bi_{panel.key}({args})", params)
-        nan_safe = lambda rows: [{k: "NaN" if v != v else v for k, v in r.items()} for r in rows]  # noqa: E731
-        assert nan_safe(got) == nan_safe(expected), panel.key
-    assert any(run(ch_store, p.sql, org=org) for p in bi.panels())  # the comparison is over real rows
+        if "{granularity:String}" in bi.view_sql(panel):
+            assert panel.key in ("nps_daily", "category_share")
+            buckets = {}
+            for granularity in bi.GRANULARITIES:
+                expected = run(ch_store, panel.sql, org=org, granularity=granularity, **period)
+                assert view(panel, granularity=granularity) == nan_safe(expected), (panel.key, granularity)
+                buckets[granularity] = len(expected)
+                compared += bool(expected)
+            if org is None:  # 6 days, 4 weeks, 3 months
+                assert buckets == {"day": 6, "week": 4, "month": 3}, panel.key
+            # an unexpected value is still valid SQL and counts as day
+            assert view(panel, granularity="year") == view(panel, granularity="day")
+        else:
+            assert "granularity" not in bi.view_sql(panel)
+            expected = run(ch_store, panel.sql, org=org, **period)
+            assert view(panel) == nan_safe(expected), panel.key
+            compared += bool(expected)
+    assert compared  # the comparison is over real rows
 
 
 def test_funnel_never_adds_up_different_currencies(ch_store):

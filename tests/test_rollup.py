@@ -105,6 +105,20 @@ def test_versions_arriving_out_of_order_and_replays_count_once(ch_store):
         ((T0 + 2 * D).date(), "", '{"location":"Espoo"}'): Counter({6: 1})}
 
 
+def test_a_filter_never_lets_an_older_version_replace_a_newer_one(ch_store):
+    """The ledger is read with FINAL: a condition on the answer's time or tombstone must apply to the latest
+    version only. v1 at 10:00 lies in the period, its edit v2 at 15:00 (same day) does not: nothing counts."""
+    v1 = response("r1", 9, at=T0 + 10 * H)
+    v2 = edit(v1, 0, T0 + 15 * H)
+    moved = response("r2", 9, at=T0 + 11 * H)
+    gone = edit(moved, 9, T0 + D + H)  # its tombstone on T0's day has the newer version
+    insert(ch_store, [v1, moved])
+    insert(ch_store, [v2, gone])
+    for lo, hi in ((T0, T0 + 12 * H), (T0, T0 + D), (T0 + 14 * H, T0 + 2 * D)):
+        assert read_cells(ch_store, lo, hi)[0] == expected_cells([v1, v2, moved, gone], lo, hi)
+    assert read_cells(ch_store, T0, T0 + 12 * H)[0] == {}
+
+
 def test_clean_days_come_from_the_rollup_and_edges_from_the_ledger(ch_store):
     records = [response(f"r{i}", i % 11, at=T0 + i * 5 * H, segment={"location": "Espoo" if i % 2 else "Oulu"})
                for i in range(20)]  # 05-01 .. 05-04

@@ -22,12 +22,12 @@
 -- backfilled below: an answer's latest version under its day, a tombstone under the other days its versions had).
 
 ALTER TABLE {db}.responses
-    ADD COLUMN IF NOT EXISTS earlier_days Array(Date) AFTER previous_score,
+    ADD COLUMN IF NOT EXISTS earlier_days Array(Date32) AFTER previous_score,
     ADD COLUMN IF NOT EXISTS org_id LowCardinality(String) DEFAULT '' AFTER survey_id;
 
 CREATE TABLE IF NOT EXISTS {db}.responses_by_day
 (
-    day           Date,
+    day           Date32,
     response_id   String,
     version       UInt64,
     gone          UInt8,
@@ -46,7 +46,7 @@ ORDER BY (day, response_id);
 
 CREATE TABLE IF NOT EXISTS {db}.nps_daily_touched
 (
-    day         Date,
+    day         Date32,
     last_insert SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
 )
 ENGINE = AggregatingMergeTree
@@ -54,7 +54,7 @@ ORDER BY day;
 
 CREATE TABLE IF NOT EXISTS {db}.nps_daily
 (
-    day         Date,
+    day         Date32,
     org_id      LowCardinality(String),
     survey_id   String,
     cell        String,
@@ -72,7 +72,7 @@ ORDER BY (day, org_id, survey_id, cell);
 
 CREATE TABLE IF NOT EXISTS {db}.nps_daily_state
 (
-    day         Date,
+    day         Date32,
     computed_at DateTime64(3, 'UTC')
 )
 ENGINE = ReplacingMergeTree(computed_at)
@@ -87,14 +87,14 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.responses_by_day_mv TO {db}.response
 SELECT ledger.1 AS day, response_id, version, ledger.2 AS gone, org_id, survey_id, invitation_id, score, category,
        comment, responded_at, segment, inserted_at
 FROM {db}.responses
-ARRAY JOIN arrayConcat([(toDate(responded_at), toUInt8(0))],
-                       arrayMap(d -> (d, toUInt8(1)), arrayFilter(d -> d != toDate(responded_at), earlier_days)))
+ARRAY JOIN arrayConcat([(toDate32(responded_at), toUInt8(0))],
+                       arrayMap(d -> (d, toUInt8(1)), arrayFilter(d -> d != toDate32(responded_at), earlier_days)))
            AS ledger;
 
 -- backfill: the latest version of every answer under its day, a tombstone under every other day one of its
 -- versions had (running it again only adds identical rows, which the ledger's latest-wins read ignores)
 INSERT INTO {db}.responses_by_day
-SELECT d AS day, response_id, v AS version, toUInt8(d != toDate(at)) AS gone, org, sv, inv, sc, cat, txt, at, seg,
+SELECT d AS day, response_id, v AS version, toUInt8(d != toDate32(at)) AS gone, org, sv, inv, sc, cat, txt, at, seg,
        ins AS inserted_at
 FROM
 (
@@ -109,7 +109,7 @@ FROM
            argMax(responded_at, version)   AS at,
            argMax(segment, version)        AS seg,
            max(inserted_at)                AS ins,
-           groupUniqArray(toDate(responded_at)) AS days
+           groupUniqArray(toDate32(responded_at)) AS days
     FROM {db}.responses
     GROUP BY response_id
 )
