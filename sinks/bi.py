@@ -60,24 +60,14 @@ PERIOD = "$__fromTime AND at < $__toTime"  # used as: at >= {PERIOD}
 _CELLS = """{db}.nps_cells(since = $__fromTime, until = $__toTime)
     WHERE ${org:sqlstring} = '__all__' OR org_id = ${org:sqlstring}"""
 
-#: the newest detractor answers with a comment in the period (the day ledger, read by day, scoped to the org):
-#: first the (day, response_id) keys that have such a version at all (two columns of the period's days), then
-#: the latest version of only those keys — a few per cent of the answers instead of all of them
-_COMMENTED_DETRACTORS = """(
-        SELECT day, response_id,
-               argMax(gone, version)          AS g,
-               argMax(org_id, version)        AS o,
-               argMax(score, version)         AS sc,
-               argMax(category, version)      AS cat,
-               argMax(comment, version)       AS txt,
-               argMax(responded_at, version)  AS at,
-               argMax(segment[${dimension:sqlstring}], version) AS segval
-        FROM {db}.responses_by_day
+#: the latest version of every answer of the period's days (the day ledger, read by day with FINAL on its key
+#: (day, response_id); the conditions stay outside the subquery, so they apply to the latest version only — see
+#: sinks.rollup), scoped to the organization
+_LEDGER = """(
+        SELECT gone AS g, org_id AS o, response_id, score AS sc, category AS cat, comment AS txt,
+               responded_at AS at, segment[${dimension:sqlstring}] AS segval
+        FROM {db}.responses_by_day FINAL
         WHERE day >= toDate32($__fromTime) AND day <= toDate32($__toTime)
-          AND (day, response_id) IN (SELECT day, response_id FROM {db}.responses_by_day
-                                     WHERE day >= toDate32($__fromTime) AND day <= toDate32($__toTime)
-                                       AND category = 'detractor' AND comment != '')
-        GROUP BY day, response_id
     )
     WHERE g = 0 AND at >= $__fromTime AND at < $__toTime
       AND (${org:sqlstring} = '__all__' OR o = ${org:sqlstring})"""
@@ -153,7 +143,7 @@ GROUP BY time
 ORDER BY time"""
 
 DETRACTOR_COMMENTS = f"""SELECT at AS responded_at, sc AS score, {_SEGMENT_VALUE} AS value, txt AS comment, response_id
-FROM {_COMMENTED_DETRACTORS}
+FROM {_LEDGER}
   AND cat = 'detractor' AND txt != ''
 ORDER BY responded_at DESC, response_id
 LIMIT {COMMENTS_LIMIT}"""

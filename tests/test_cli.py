@@ -12,7 +12,8 @@ import pytest
 SUBCOMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["worker"], ["ingest"],
                ["ingest", "responses"], ["ingest", "triggers"], ["report"], ["windows"], ["deadletters"], ["dispatches"], ["simulate"], ["demo"],
                ["programs"], ["programs", "check"], ["survey-link"], ["api-key"], ["api-key", "new"],
-               ["grafana"], ["grafana", "build"], ["grafana", "push"], ["clickhouse"], ["clickhouse", "ddl"]]
+               ["grafana"], ["grafana", "build"], ["grafana", "push"], ["clickhouse"], ["clickhouse", "ddl"],
+               ["rollup"], ["rollup", "refresh"]]
 
 
 def run(args, env_extra=None, home=None, timeout=120):
@@ -350,3 +351,29 @@ def test_report_compare_previous_json_and_table(tmp_path, ch_store):
     assert "vs the previous period" in table.stdout and "+133.33" in table.stdout and "-16.67" in table.stdout
     missing = run(["report", "--compare-previous"], home=tmp_path)
     assert missing.returncode == 1 and "needs --since" in one_line_error(missing)
+
+
+def test_rollup_refresh_and_rebuild(tmp_path, ch_store):
+    from datetime import datetime, timedelta, timezone
+
+    from sinks import clickhouse as ch
+    from tests.test_clickhouse import seed_report_data
+
+    seed_report_data(ch_store, inserted_at=datetime.now(timezone.utc) - timedelta(hours=1))
+    ch_store.close()  # the CLI opens the same chDB directory in its own process
+    first = run(["rollup", "refresh"], home=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "refreshed 4 days (2024-04-30..2024-05-03)"  # e5's old day, then 05-01..05-03
+    again = run(["rollup", "refresh"], home=tmp_path)
+    assert (again.returncode, again.stdout.strip()) == (0, "nothing to refresh")
+    rebuilt = run(["rollup", "refresh", "--rebuild"], home=tmp_path)
+    assert (rebuilt.returncode, rebuilt.stdout.strip()) == (0, first.stdout.strip())
+    store = ch.ClickHouseStore(f"chdb://{tmp_path / 'clickhouse'}")
+    try:
+        rows = store.query("SELECT day, sum(responses) AS n FROM {db}.nps_daily FINAL GROUP BY day ORDER BY day")
+        # 05-01 e1 e2 e3 e4 e5 m1, 05-02 h1 h2 h3, 05-03 n1; 04-30 holds only e5's tombstone: no cell
+        assert [(str(r["day"]), r["n"]) for r in rows] == [("2024-05-01", 6), ("2024-05-02", 3), ("2024-05-03", 1)]
+    finally:
+        store.close()
+    bad = run(["rollup", "refresh", "--quiet-seconds", "-1"], home=tmp_path)
+    assert bad.returncode == 2 and "quiet-seconds" in bad.stderr

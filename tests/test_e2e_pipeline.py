@@ -174,10 +174,18 @@ def test_ingest_validate_dedup_edit_report_windows_deadletters(env, tmp_path):
     # edits: mal-1, mov-1; stale: mal-2 old (run 1) + mal-1 old, mal-2 old, mov-1 old (run 2)
     assert stats["classify.edit"] == 2 and stats["classify.stale"] == 4
 
-    # the report works after the stack stopped (embedded chDB opened by the CLI itself)
+    # the rollup: the worker refreshes it itself; the CLI cannot open its embedded store meanwhile
+    refused = env.cli("rollup", "refresh", check=False)
+    assert refused.returncode == 1 and "a worker runs on this embedded ClickHouse" in refused.stderr
+
+    # the report works after the stack stopped (embedded chDB opened by the CLI itself), also with every day
+    # of the answers recomputed into the rollup
     env.stop_worker()
     after = env.cli_json("report", "--by", "location")
     assert after["total"] == report["total"]
+    assert env.cli("rollup", "refresh", "--quiet-seconds", "0").stdout.startswith("refreshed ")
+    rolled = env.cli_json("report", "--by", "location")
+    assert (rolled["total"], rolled["rows"]) == (report["total"], report["rows"])
 
 
 def test_worker_killed_mid_stream_loses_and_double_counts_nothing(env, tmp_path):

@@ -271,3 +271,19 @@ def test_random_edits_replays_and_refreshes_always_read_exactly(ch_store, seed):
     refresh_now(ch_store)
     for lo, hi in periods[:2]:  # whole days: every one recomputed after its last row
         assert read_cells(ch_store, lo, hi) == (expected_cells(sent, lo, hi), {"rollup"})
+
+
+# ================================================================================================ in the worker
+async def test_the_worker_timer_refreshes_quiet_days(tmp_path, ch_store):
+    """The sink installs the ``refresh_rollups`` timer (every 30 s in a worker): one run recomputes the days
+    that went quiet and counts them."""
+    from tests.test_agents import Harness
+
+    harness = Harness(tmp_path, store_factory=lambda: ch_store)
+    records = [response(f"r{i}", 9 - i, at=T0 + i * D) for i in range(3)]
+    insert(ch_store, records, inserted_at=HOUR_AGO())
+    await harness.pipeline.timers["refresh_rollups"]()
+    assert harness.pipeline.stats.as_dict()["rollup.days_refreshed"] == 3
+    assert read_cells(ch_store, T0, T0 + 3 * D) == (expected_cells(records, T0, T0 + 3 * D), {"rollup"})
+    await harness.pipeline.timers["refresh_rollups"]()  # nothing new: nothing recomputed
+    assert harness.pipeline.stats.as_dict()["rollup.days_refreshed"] == 3
