@@ -7,9 +7,11 @@ report and the live dashboard (sinks/queries.py). Goal (issue 5): each ≤ 200 m
 Data, generated inside ClickHouse (INSERT … SELECT FROM numbers(N)): N responses over the last 30 days
 (score 0–10 from a hash, 12 locations × 8 employees, 3 channels, 5 % with a comment), 5 % of them edited
 once (a second row, higher version — latest wins), every 10th tied to an invitation; D dispatch records
-(90 % sent). The time range is the last 7 days, org "All", dimension "location". Each query runs ``--runs``
-times (the first is reported separately: cold) and the median of the rest is the figure. Merges are left to
-ClickHouse (the reads are correct before and after them: argMax per response id).
+(90 % sent). The rows "arrived" 5 minutes before the run, so the rollup refresher (sinks.rollup) recomputes
+every day once, timed. Periods: the last 7 days (Grafana's default: partial days at both ends, read from the day
+ledger) and the 7 whole days before today's midnight; org "All", dimension "location", granularity "day". Each
+query runs ``--runs`` times (the first is reported separately: cold) and the median of the rest is the figure.
+Merges are left to ClickHouse (the reads are correct before and after them).
 """
 
 from __future__ import annotations
