@@ -242,13 +242,18 @@ def clickhouse() -> None:
 @clickhouse.command("ddl")
 @click.option("--cluster", required=True, help="The cluster name of the ClickHouse servers (remote_servers).")
 @click.option("--database", default="npsflow", show_default=True, help="Database name.")
-def clickhouse_ddl(cluster: str, database: str) -> None:
-    """Print the migrations in their cluster form (ON CLUSTER, Replicated*MergeTree, Distributed tables) to
-    run with clickhouse-client on a multi-node ClickHouse; the application then uses the Distributed tables."""
-    from sinks.cluster import cluster_ddl
+@click.option("--retention", "retention", type=int, default=None,
+              help="Also the TTLs of NPSFLOW_RETENTION (whole days) on the shards' tables.")
+def clickhouse_ddl(cluster: str, database: str, retention: int | None) -> None:
+    """Print the migrations in their cluster form (ON CLUSTER, Replicated*MergeTree, Distributed tables), then the
+    views (and with --retention the TTLs) ON CLUSTER, to run with clickhouse-client on a multi-node ClickHouse;
+    the application then uses the Distributed tables."""
+    from sinks.cluster import cluster_ddl, cluster_extras
 
     try:
         migrations = cluster_ddl(cluster, database)
+        extra = _settings().dispatch_extra_retention_days if retention is not None else 0  # as the worker does
+        migrations += cluster_extras(cluster, database, retention, extra)
     except ValueError as exc:
         raise Failure(str(exc)) from None
     for name, statements in migrations:

@@ -142,6 +142,12 @@ class Settings:
         return self.home / "worker.json"
 
     @property
+    def dispatch_extra_retention_days(self) -> int:
+        """Dispatches are kept this much longer than responses: an answer comes up to a link lifetime (+ the edit
+        window) after its invitation and finds its organization through it."""
+        return -(-(self.link_ttl_seconds + self.edit_window_seconds) // 86400)
+
+    @property
     def is_embedded_clickhouse(self) -> bool:
         return self.clickhouse_dsn.startswith("chdb://")
 

@@ -102,7 +102,7 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
     apply_view(store)  # nps_cells: every NPS read goes through it (the BI views below are optional extras)
     from sinks.bi import apply_views
 
-    link_days = -(-(settings.link_ttl_seconds + settings.edit_window_seconds) // 86400)
+    link_days = settings.dispatch_extra_retention_days
     for what, step in (("retention", lambda: apply_retention(store, settings.retention_days, link_days)),
                        ("BI views", lambda: apply_views(store))):
         try:

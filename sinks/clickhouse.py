@@ -273,7 +273,9 @@ class ClickHouseStore:
             return 0
         columns = list(rows[0].keys())
         data = [[row[c] for c in columns] for row in rows]
-        settings = {"insert_deduplicate": 1}
+        # on a cluster (Distributed tables) the insert returns only once the rows are on the shards: the caller
+        # acks Kafka offsets after it; a single server ignores the setting
+        settings = {"insert_deduplicate": 1, "distributed_foreground_insert": 1}
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
         engine = self._check()

@@ -9,7 +9,8 @@ Every ``CREATE TABLE {db}.t … ENGINE = XMergeTree(args)`` becomes
 
 The sharding key keeps everything that must meet on one shard together: all versions of a response
 (``response_id``), all decisions of a dispatch (``dispatch_id``) … so latest-wins reads and merges stay per shard.
-``ALTER TABLE {db}.t …`` goes to both, ``ON CLUSTER``. A materialized view goes ``ON CLUSTER`` from the local
+``ALTER TABLE {db}.t …`` goes to both, ``ON CLUSTER``. ``cluster_extras`` adds what the worker applies by itself
+on a single server: the views ``ON CLUSTER`` and the retention TTLs on the ``_local`` tables. A materialized view goes ``ON CLUSTER`` from the local
 source table into the local target table (each shard feeds its own day ledger); a backfill ``INSERT … SELECT``
 runs once, through the Distributed tables. ``non_replicated_deduplication_window`` is dropped
 (replicated tables deduplicate inserts by default). Print it with ``npsflow clickhouse ddl --cluster NAME``.
@@ -93,4 +94,30 @@ def cluster_ddl(cluster: str, database: str = "npsflow") -> list[tuple[str, list
     for migration in load_migrations():
         statements = split_statements(migration.sql.replace("{db}", db))
         out.append((migration.name, [s for st in statements for s in cluster_statements(st, cluster, database)]))
+    return out
+
+
+def cluster_extras(cluster: str, database: str = "npsflow", retention_days: int | None = None,
+                   dispatch_extra_days: int = 0) -> list[tuple[str, list[str]]]:
+    """What the worker applies by itself on one server, in cluster form: the views (``nps_cells`` and the
+    ``bi_*`` panel views, ``ON CLUSTER`` so every server answers them; recreate after every upgrade) and, with
+    ``retention_days``, the TTLs on the ``_local`` tables (a Distributed table has no TTL of its own)."""
+    from sinks.bi import panels, view_sql
+    from sinks.clickhouse import MAX_RETENTION_DAYS, RETENTION_COLUMNS
+    from sinks.rollup import cells_view
+
+    cluster_ddl(cluster, database)  # validates the cluster name
+    db, on = quote_ident(database), f"ON CLUSTER {_quote(cluster)}"
+    views = []
+    for sql in [cells_view()] + [view_sql(p) for p in panels()]:
+        head, rest = sql.split(" AS\n", 1)
+        views.append(f"{head.replace('{db}', db)} {on} AS\n{rest.replace('{db}', db)}")
+    out = [("views", views)]
+    if retention_days is not None:
+        if not 1 <= int(retention_days) <= MAX_RETENTION_DAYS:
+            raise ValueError(f"retention must be 1–{MAX_RETENTION_DAYS} days, got {retention_days}")
+        out.append(("retention", [
+            f"ALTER TABLE {db}.{table}_local {on} MODIFY TTL {column} + "
+            f"toIntervalDay({int(retention_days) + (dispatch_extra_days if table == 'dispatches' else 0)})"
+            for table, column in RETENTION_COLUMNS.items()]))
     return out

@@ -107,7 +107,8 @@ SELECT {{day:Date32}}, o, sv, toJSONString(mapSort(seg)) AS c, any(seg), count()
        {{gen:DateTime64(3, 'UTC')}}, 0
 FROM {_ledger_latest("day = {day:Date32}")}
 WHERE g = 0
-GROUP BY o, sv, c"""
+GROUP BY o, sv, c
+SETTINGS distributed_foreground_insert = 1"""
 
 #: cells of the day that the recomputation did not produce again (their answers moved or were edited away)
 _VANISHED = f"""INSERT INTO {{db}}.nps_daily
@@ -115,7 +116,8 @@ _VANISHED = f"""INSERT INTO {{db}}.nps_daily
 SELECT day, org_id, survey_id, cell, segment, 0, 0, 0, 0, arrayWithConstant({SCORES}, toUInt64(0)),
        {{gen:DateTime64(3, 'UTC')}}, 1
 FROM {{db}}.nps_daily FINAL
-WHERE day = {{day:Date32}} AND computed_at < {{gen:DateTime64(3, 'UTC')}}"""
+WHERE day = {{day:Date32}} AND computed_at < {{gen:DateTime64(3, 'UTC')}}
+SETTINGS distributed_foreground_insert = 1"""
 
 _DIRTY = f"""SELECT t.day AS day
 FROM (SELECT day, max(last_insert) AS arrived FROM {{db}}.nps_daily_touched GROUP BY day) AS t

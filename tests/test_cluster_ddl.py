@@ -7,7 +7,7 @@ import re
 import pytest
 
 from sinks.clickhouse import load_migrations, split_statements
-from sinks.cluster import SHARDING_KEYS, cluster_ddl, cluster_statements
+from sinks.cluster import SHARDING_KEYS, cluster_ddl, cluster_extras, cluster_statements
 
 
 def test_every_migration_statement_has_a_cluster_form_that_clickhouse_parses(ch_store):
@@ -57,6 +57,33 @@ def test_cli_prints_the_cluster_ddl(tmp_path):
     proc = run(["clickhouse", "ddl", "--cluster", "prod"], home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("-- 0001_init.sql\nCREATE TABLE IF NOT EXISTS `npsflow`.responses_local ON CLUSTER")
-    assert proc.stdout.count(";\n") == sum(len(s) for _, s in cluster_ddl("prod"))
+    assert proc.stdout.count(";\n") == sum(len(s) for _, s in cluster_ddl("prod") + cluster_extras("prod"))
+    assert "-- views\nCREATE OR REPLACE VIEW `npsflow`.nps_cells ON CLUSTER 'prod' AS" in proc.stdout
+    with_ttl = run(["clickhouse", "ddl", "--cluster", "prod", "--retention", "400"], home=tmp_path)
+    assert with_ttl.returncode == 0 and "-- retention\nALTER TABLE `npsflow`.responses_local ON CLUSTER 'prod' " \
+        "MODIFY TTL responded_at + toIntervalDay(400)" in with_ttl.stdout
     bad = run(["clickhouse", "ddl", "--cluster", "a b"], home=tmp_path)
     assert bad.returncode == 1 and "cluster name" in one_line_error(bad)
+
+
+def test_views_and_retention_in_cluster_form(ch_store):
+    from sinks import bi
+    from sinks.clickhouse import RETENTION_COLUMNS
+
+    extras = dict(cluster_extras("prod_cluster", "npsflow", retention_days=30, dispatch_extra_days=31))
+    assert list(extras) == ["views", "retention"]
+    views = extras["views"]
+    names = [re.match(r"CREATE OR REPLACE VIEW `npsflow`\.(\w+) ON CLUSTER 'prod_cluster' AS\n", v)[1] for v in views]
+    assert names == ["nps_cells"] + [bi.view_name(p) for p in bi.panels()]  # nps_cells first: the others read it
+    assert all("{db}" not in v for v in views)
+    ttl = {re.match(r"ALTER TABLE `npsflow`\.(\w+)_local ON CLUSTER 'prod_cluster' MODIFY TTL (\w+) \+ "
+                    r"toIntervalDay\((\d+)\)$", t).groups() for t in extras["retention"]}
+    assert ttl == {(table, column, "61" if table == "dispatches" else "30")
+                   for table, column in RETENTION_COLUMNS.items()}
+    for statement in views + extras["retention"]:
+        assert ch_store.query("EXPLAIN AST " + statement)  # parsed by ClickHouse itself
+    assert [name for name, _ in cluster_extras("c")] == ["views"]
+    with pytest.raises(ValueError, match="retention"):
+        cluster_extras("c", retention_days=0)
+    with pytest.raises(ValueError, match="cluster name"):
+        cluster_extras("a b")
