@@ -132,6 +132,7 @@ def test_answer_through_the_page_lands_in_clickhouse_with_the_invitations_segmen
     assert (latest["response_id"], latest["invitation_id"], latest["score"], latest["comment"], latest["follow_up"]) == (
         inv, inv, 3, "Kom <script>alert(1)</script> sent", "Ring innan ni kommer")
     assert latest["segment"] == {"location": "Espoo", "employee": "e-0"} and latest["source"] == "web"
+    assert (latest["org_id"], latest["earlier_days"]) == ("acme", [])  # the invitation's organization
 
     # skipping the follow-up records nothing; the one-click link opened again shows the answer, submits nothing
     before = answers(env)
