@@ -65,7 +65,8 @@ LAST = datetime(2299, 1, 1, tzinfo=timezone.utc)
 
 def report(store, by: list[str] | tuple[str, ...] = (), since: datetime | None = None,
            until: datetime | None = None) -> dict:
-    """NPS over the latest version of every response whose (latest) responded_at is in [since, until).
+    """NPS over the latest version of every response whose (latest) responded_at is in [since, until) (from
+    ``nps_cells``: the daily rollup where it is clean, the day ledger elsewhere; no bound = 1970 / 2299).
 
     ``by``: segment dimensions (keys of ``segment``); a response without the key is grouped as "(none)".
     Returns {"by", "rows": [{dim: value, …, **summary}], "total": summary} (the shape issue #2 specifies); rows sorted by
