@@ -269,9 +269,12 @@ def rollup_group() -> None:
 
 @rollup_group.command("refresh")
 @click.option("--rebuild", is_flag=True, help="Forget every recomputation and recompute all days.")
+@click.option("--repair", is_flag=True,
+              help="Rewrite the day ledger from the responses table instead (once after upgrading from a version "
+                   "before migration 0005, when the records in flight then are processed).")
 @click.option("--quiet-seconds", default=60, show_default=True, type=click.IntRange(0, 86400),
               help="Only days without new answers for this long (a busy day is read from the ledger anyway).")
-def rollup_refresh(rebuild: bool, quiet_seconds: int) -> None:
+def rollup_refresh(rebuild: bool, repair: bool, quiet_seconds: int) -> None:
     """Recompute the days whose answers changed since their last recomputation. A running worker does this
     every 30 s by itself; the command is for a store no worker writes to (imports, a rebuild)."""
     from npsflow.reader import ReadError, open_store, worker_owns_store
@@ -287,7 +290,14 @@ def rollup_refresh(rebuild: bool, quiet_seconds: int) -> None:
         raise Failure(str(exc)) from None
     try:
         rollup.apply_view(store)
+        if repair:
+            written = rollup.repair(store)
+            click.echo(f"ledger repaired: {written} rows rewritten; the days they touched are recomputed once "
+                       f"quiet (a worker does it; else run `npsflow rollup refresh` in {rollup.MARGIN_SECONDS} s)")
+            return
         result = (rollup.rebuild if rebuild else rollup.refresh)(store, quiet_seconds=quiet_seconds)
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
     finally:
         store.close()
     click.echo(result.summary())

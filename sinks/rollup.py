@@ -27,6 +27,7 @@ deleted rows), so two workers refreshing at once, or a refresh interrupted half-
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -65,9 +66,10 @@ def clean_days(lo: str, hi: str, margin_seconds: int = MARGIN_SECONDS) -> str:
 
 #: latest version per (day, response_id) of the ledger rows of the selected days. FINAL on the ledger's key
 #: (day, response_id) with ReplacingMergeTree(version) is exactly that, and ~5× faster than argMax per column
-#: (bench/README.md); the conditions on other columns (gone, at) stay OUTSIDE this subquery: with FINAL,
-#: ClickHouse applies them after choosing the latest row (optimize_move_to_prewhere_if_final = 0), so an older
-#: version can never take the place of a newer one that a filter removed.
+#: (bench/README.md). Conditions on other columns (gone, at, org …) must apply to the chosen latest row only,
+#: never before: they stay outside this subquery, ClickHouse runs them in a Filter step above the FINAL read
+#: (only conditions on the sorting key — day — may move to PREWHERE), so an older version can never take the
+#: place of a newer one that a filter removed (tests/test_rollup.py pins this).
 def _ledger_latest(where: str) -> str:
     return f"""(
         SELECT day, response_id, gone AS g, org_id AS o, survey_id AS sv, score AS sc, category AS cat,
@@ -86,7 +88,7 @@ SELECT day, org_id, survey_id, segment, responses, promoters, passives, detracto
        'rollup' AS source
 FROM {{db}}.nps_daily FINAL
 WHERE day >= toDate32({SINCE}) AND day < toDate32({UNTIL})
-  AND day IN {clean}
+  AND day GLOBAL IN {clean}
 UNION ALL
 SELECT day, o AS org_id, sv AS survey_id, seg AS segment,
        toUInt64(1) AS responses,
@@ -96,7 +98,7 @@ SELECT day, o AS org_id, sv AS survey_id, seg AS segment,
        arrayMap(i -> toUInt64(i = sc), range({SCORES})) AS scores,
        'ledger' AS source
 FROM {_ledger_latest(f"day >= toDate32({SINCE}) AND day <= toDate32({UNTIL} - toIntervalMillisecond(1)) "
-                     f"AND day NOT IN {clean}")}
+                     f"AND day GLOBAL NOT IN {clean}")}
 WHERE g = 0 AND at >= {SINCE} AND at < {UNTIL}"""
 
 _RECOMPUTE = f"""INSERT INTO {{db}}.nps_daily
@@ -123,7 +125,8 @@ _DIRTY = f"""SELECT t.day AS day
 FROM (SELECT day, max(last_insert) AS arrived FROM {{db}}.nps_daily_touched GROUP BY day) AS t
 LEFT JOIN (SELECT day, max(computed_at) AS computed FROM {{db}}.nps_daily_state GROUP BY day) AS s ON s.day = t.day
 WHERE t.arrived < {{now:DateTime64(3, 'UTC')}} - toIntervalSecond({{quiet:UInt32}})
-  AND t.arrived >= s.computed - toIntervalSecond({{margin:UInt32}})  -- never recomputed: computed = 1970
+  AND (s.computed IS NULL  -- never recomputed (join_use_nulls = 1; with the default 0 it reads 1970)
+       OR t.arrived >= s.computed - toIntervalSecond({{margin:UInt32}}))
 ORDER BY day DESC"""
 
 
@@ -162,21 +165,49 @@ def refresh_day(store, day: date) -> datetime:
 
 
 def refresh(store, *, quiet_seconds: int = QUIET_SECONDS, margin_seconds: int = MARGIN_SECONDS,
-            limit: int | None = None) -> RefreshResult:
-    """Recompute the dirty quiet days, newest first (at most ``limit``)."""
+            limit: int | None = None, budget_seconds: float | None = None) -> RefreshResult:
+    """Recompute the dirty quiet days, newest first: at most ``limit`` days, and no new day once
+    ``budget_seconds`` have passed (at least one day is done) — the worker's store thread also serves the sinks'
+    inserts, so a long backlog (after an upgrade, an import) is worked off in short turns."""
     days = dirty_days(store, quiet_seconds, margin_seconds)
     chosen = days if limit is None else days[:limit]
-    result = RefreshResult(pending=len(days) - len(chosen))
+    started = time.monotonic()
+    result = RefreshResult()
     for day in chosen:
+        if result.days and budget_seconds is not None and time.monotonic() - started >= budget_seconds:
+            break
         refresh_day(store, day)
         result.days.append(day)
+    result.pending = len(days) - len(result.days)
     return result
 
 
 def rebuild(store, *, quiet_seconds: int = QUIET_SECONDS, margin_seconds: int = MARGIN_SECONDS) -> RefreshResult:
     """Forget every recomputation and recompute all quiet days (e.g. after restoring the ledger)."""
+    engine = store.query("SELECT engine FROM system.tables WHERE database = {d:String} AND name = 'nps_daily_state'",
+                         {"d": store.database})
+    if engine and engine[0]["engine"] == "Distributed":  # TRUNCATE would only drop its send queue
+        raise ValueError("on a cluster, run TRUNCATE TABLE nps_daily_state_local ON CLUSTER '<cluster>' with "
+                         "clickhouse-client, then `npsflow rollup refresh`")
     store.command("TRUNCATE TABLE IF EXISTS {db}.nps_daily_state")
     return refresh(store, quiet_seconds=quiet_seconds, margin_seconds=margin_seconds)
+
+
+def repair(store) -> int:
+    """Rewrite the day ledger from ``responses`` (migration 0005's backfill statement, run again): every answer's
+    latest version under its day, tombstones under every other day its versions had, the organization from its
+    invitation where the answer has none. For answers that reached ``responses`` without ``earlier_days`` —
+    classified by a version before migration 0005 (records in flight at an upgrade), or edited after classify
+    forgot them — which the ledger would otherwise also count on an older day. The rewritten days become dirty and
+    are recomputed by the next refresh. A full scan of ``responses``: an upgrade step, not a routine. Returns the
+    ledger rows written."""
+    from sinks.clickhouse import load_migrations
+
+    (migration,) = [m for m in load_migrations() if m.version == 5]
+    (statement,) = [s for s in migration.statements(store.database) if s.startswith("INSERT INTO")]
+    before = store.query("SELECT count() AS n FROM {db}.responses_by_day")[0]["n"]
+    store.command(statement)
+    return store.query("SELECT count() AS n FROM {db}.responses_by_day")[0]["n"] - before
 
 
 def apply_view(store, margin_seconds: int = MARGIN_SECONDS) -> None:

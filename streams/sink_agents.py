@@ -58,7 +58,8 @@ RETRY_POLL = 0.5  # the background retry task looks at least this often (seconds
 
 
 ROLLUP_INTERVAL_SECONDS = 30.0
-ROLLUP_DAYS_PER_TICK = 31  # a backfill of a year's days takes ~12 ticks; each tick stays short
+ROLLUP_DAYS_PER_TICK = 31
+ROLLUP_BUDGET_SECONDS = 2.0  # no new day after 2 s: the store's thread also serves the sinks' inserts
 
 
 def install_sinks(pipeline: Pipeline, store_factory: Callable[[], Any]) -> None:
@@ -81,7 +82,7 @@ def install_sinks(pipeline: Pipeline, store_factory: Callable[[], Any]) -> None:
     async def refresh_rollups() -> None:
         """Recompute the daily rollup of days that went quiet (sinks.rollup): reads stay exact without it, only
         slower. Idempotent: every worker may run it."""
-        result = await store().arun(rollup.refresh, limit=ROLLUP_DAYS_PER_TICK)
+        result = await store().arun(rollup.refresh, limit=ROLLUP_DAYS_PER_TICK, budget_seconds=ROLLUP_BUDGET_SECONDS)
         stats.inc("rollup.days_refreshed", len(result.days))
 
     add_timer(pipeline, "refresh_rollups", ROLLUP_INTERVAL_SECONDS, refresh_rollups)

@@ -375,5 +375,8 @@ def test_rollup_refresh_and_rebuild(tmp_path, ch_store):
         assert [(str(r["day"]), r["n"]) for r in rows] == [("2024-05-01", 6), ("2024-05-02", 3), ("2024-05-03", 1)]
     finally:
         store.close()
+    repaired = run(["rollup", "refresh", "--repair"], home=tmp_path)
+    assert repaired.returncode == 0, repaired.stderr
+    assert repaired.stdout.startswith("ledger repaired: 11 rows rewritten;")  # 10 answers + e5's tombstone
     bad = run(["rollup", "refresh", "--quiet-seconds", "-1"], home=tmp_path)
     assert bad.returncode == 2 and "quiet-seconds" in bad.stderr

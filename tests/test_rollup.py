@@ -219,6 +219,37 @@ def test_migration_backfills_the_ledger_from_existing_responses(ch_dsn, tmp_path
         store.close()
 
 
+def test_repair_rewrites_the_ledger_after_edits_that_came_without_earlier_days(ch_store):
+    """Records classified by a version before migration 0005 (in flight at the upgrade) carry no earlier_days: the
+    ledger would count such an edited answer on its old day too. ``repair`` rewrites the ledger from responses, and
+    takes an answer's organization from its invitation's dispatch when the answer has none."""
+    rollup.apply_view(ch_store, margin_seconds=0)
+    v1 = response("r1", 2, at=T0 + H, invitation_id="inv-1")
+    v2 = {**v1, "score": 10, "category": "promoter", "version": 2, "responded_at": T0 + D + H}  # no earlier_days
+    insert(ch_store, [v1])
+    insert(ch_store, [v2], offset=1)
+    ch_store.insert("dispatches", [rows.dispatch_row({
+        "dispatch_id": "inv-1", "invitation_id": "inv-1", "event_id": "e1", "org_id": "acme", "contact_key": "c",
+        "channel": "email", "status": "sent", "decided_at": T0, "segment": {}}, 0, 0)])
+    period = (T0, T0 + 2 * D)
+    assert read_cells(ch_store, *period)[0] == {  # counted twice: the limit the repair is for
+        (T0.date(), "", "{}"): Counter({2: 1}), ((T0 + D).date(), "", "{}"): Counter({10: 1})}
+    assert rollup.repair(ch_store) == 2  # r1's latest version under 05-02, its tombstone under 05-01
+    assert read_cells(ch_store, *period)[0] == {((T0 + D).date(), "acme", "{}"): Counter({10: 1})}
+    assert rollup.repair(ch_store) == 2  # again: the same rows once more, the same numbers
+    assert read_cells(ch_store, *period)[0] == {((T0 + D).date(), "acme", "{}"): Counter({10: 1})}
+    # the repaired days are dirty now: recomputed once quiet, from the repaired ledger
+    assert sorted(refresh_now(ch_store).days) == [T0.date(), (T0 + D).date()]
+    assert read_cells(ch_store, *period) == ({((T0 + D).date(), "acme", "{}"): Counter({10: 1})}, {"rollup"})
+
+
+def test_refresh_stops_taking_days_after_its_time_budget(ch_store):
+    insert(ch_store, [response(f"r{i}", 9, at=T0 + i * D) for i in range(4)], inserted_at=HOUR_AGO())
+    first = rollup.refresh(ch_store, budget_seconds=0)  # at least one day, then no new one
+    assert (first.days, first.pending) == ([(T0 + 3 * D).date()], 3)
+    assert len(rollup.refresh(ch_store, budget_seconds=3600).days) == 3
+
+
 # ================================================================================================ property test
 def refresh_now(store, limit: int | None = None) -> rollup.RefreshResult:
     """Refresh with no quiet time and no margin (an embedded store: an insert is visible when it returns), once

@@ -91,26 +91,41 @@ ARRAY JOIN arrayConcat([(toDate32(responded_at), toUInt8(0))],
                        arrayMap(d -> (d, toUInt8(1)), arrayFilter(d -> d != toDate32(responded_at), earlier_days)))
            AS ledger;
 
--- backfill: the latest version of every answer under its day, a tombstone under every other day one of its
--- versions had (running it again only adds identical rows, which the ledger's latest-wins read ignores)
+-- backfill (and `npsflow rollup refresh --repair`, which runs this statement again): the latest version of every
+-- answer under its day, a tombstone under every other day one of its versions had; the organization from the
+-- answer or else from its invitation's dispatches (rows written before this migration have none). inserted_at =
+-- now: the days become dirty and the refresher recomputes them. Running it again only adds rows the ledger's
+-- latest-wins read collapses. Big tables: the GROUP BY spills to disk beyond 1 GB, the join is a grace hash join.
 INSERT INTO {db}.responses_by_day
 SELECT d AS day, response_id, v AS version, toUInt8(d != toDate32(at)) AS gone, org, sv, inv, sc, cat, txt, at, seg,
-       ins AS inserted_at
+       now64(3) AS inserted_at
 FROM
 (
-    SELECT response_id,
-           max(version)                    AS v,
-           argMax(org_id, version)         AS org,
-           argMax(survey_id, version)      AS sv,
-           argMax(invitation_id, version)  AS inv,
-           argMax(score, version)          AS sc,
-           argMax(category, version)       AS cat,
-           argMax(comment, version)        AS txt,
-           argMax(responded_at, version)   AS at,
-           argMax(segment, version)        AS seg,
-           max(inserted_at)                AS ins,
-           groupUniqArray(toDate32(responded_at)) AS days
-    FROM {db}.responses
-    GROUP BY response_id
+    SELECT r.response_id AS response_id, r.v AS v, if(r.org != '', r.org, o.dispatch_org) AS org, r.sv AS sv,
+           r.inv AS inv, r.sc AS sc, r.cat AS cat, r.txt AS txt, r.at AS at, r.seg AS seg, r.days AS days
+    FROM
+    (
+        SELECT response_id,
+               max(version)                    AS v,
+               argMax(org_id, version)         AS org,
+               argMax(survey_id, version)      AS sv,
+               argMax(invitation_id, version)  AS inv,
+               argMax(score, version)          AS sc,
+               argMax(category, version)       AS cat,
+               argMax(comment, version)        AS txt,
+               argMax(responded_at, version)   AS at,
+               argMax(segment, version)        AS seg,
+               groupUniqArray(toDate32(responded_at)) AS days
+        FROM {db}.responses
+        GROUP BY response_id
+    ) AS r
+    LEFT JOIN
+    (
+        SELECT invitation_id, any(org_id) AS dispatch_org
+        FROM {db}.dispatches
+        WHERE invitation_id != ''
+        GROUP BY invitation_id
+    ) AS o ON o.invitation_id = r.inv
 )
-ARRAY JOIN days AS d;
+ARRAY JOIN days AS d
+SETTINGS max_bytes_before_external_group_by = 1000000000, join_algorithm = 'grace_hash', join_use_nulls = 0;
