@@ -91,15 +91,20 @@ def report(store, by: list[str] | tuple[str, ...] = (), since: datetime | None =
         + (" GROUP BY " + ", ".join(f"d{i}" for i in range(len(by))) if by else "")
     )
     result = store.query(sql, params)
+    return _report(by, ((tuple(r[f"d{i}"] for i in range(len(by))),
+                         (int(r["promoters"]), int(r["passives"]), int(r["detractors"]))) for r in result))
+
+
+def _report(by: list[str], keyed_counts) -> dict:
+    """report's result from ((dimension values…), (promoters, passives, detractors)) pairs."""
     rows = []
     totals = [0, 0, 0]
-    for r in result:
-        counts = (int(r["promoters"]), int(r["passives"]), int(r["detractors"]))
+    for key, counts in keyed_counts:
         if sum(counts) == 0:  # the ungrouped aggregate over no rows
             continue
         totals = [a + b for a, b in zip(totals, counts)]
         if by:
-            rows.append({**{dim: r[f"d{i}"] for i, dim in enumerate(by)}, **summarize(*counts).as_dict()})
+            rows.append({**dict(zip(by, key)), **summarize(*counts).as_dict()})
     rows.sort(key=lambda row: (-row["responses"], *[row[d] for d in by]))
     return {
         "by": list(by),
@@ -168,18 +173,21 @@ def dashboard(store, by: str = "location", days: int = 14, comments: int = 10,
     today = _utc(now or datetime.now(timezone.utc)).date()
     first = today - timedelta(days=days - 1)
     params = {"k": by, "none": NONE_VALUE, "first": first.isoformat(), "last": today.isoformat(), "n": comments,
-              "since": _ch_time(datetime(first.year, first.month, first.day, tzinfo=timezone.utc)),
-              "until": _ch_time(datetime(today.year, today.month, today.day, tzinfo=timezone.utc)
-                                + timedelta(days=1))}
+              "since": _ch_time(FIRST), "until": _ch_time(LAST)}
     seg = "if(segval = '', {none:String}, segval)"
+    # one read for both: all time per (day, value) — the rows are the report's, the last days the trend
     per_day = store.query(
         "SELECT day, if(segment[{k:String}] = '', {none:String}, segment[{k:String}]) AS value, "
         f"sum(promoters) AS p, sum(passives) AS pa, sum(detractors) AS d FROM {CELLS} GROUP BY day, value", params)
+    all_time: dict[str, list[int]] = {}
     counts: dict[str, dict[str, list[int]]] = {}
     overall: dict[str, list[int]] = {}  # apart from the segments: a segment may be called anything
     for r in per_day:
-        for cell in (counts.setdefault(r["value"], {}).setdefault(str(r["day"]), [0, 0, 0]),
-                     overall.setdefault(str(r["day"]), [0, 0, 0])):
+        cells = [all_time.setdefault(r["value"], [0, 0, 0])]
+        if first <= r["day"] <= today:
+            cells += [counts.setdefault(r["value"], {}).setdefault(str(r["day"]), [0, 0, 0]),
+                      overall.setdefault(str(r["day"]), [0, 0, 0])]
+        for cell in cells:
             cell[0] += int(r["p"]); cell[1] += int(r["pa"]); cell[2] += int(r["d"])  # noqa: E702
     day_list = [(first + timedelta(days=i)).isoformat() for i in range(days)]
 
@@ -202,7 +210,7 @@ def dashboard(store, by: str = "location", days: int = 14, comments: int = 10,
             "WHERE g = 0 AND comment != '' ORDER BY at DESC, response_id LIMIT {n:UInt32}", recent)
         if len(latest) >= comments:
             break
-    result = report(store, [by])
+    result = _report([by], (((value,), tuple(c)) for value, c in all_time.items()))
     return {
         "by": by,
         "rows": result["rows"],
