@@ -3,8 +3,9 @@
 The model (tables in ``sinks/migrations/0005_nps_daily_rollup.sql``, guide in ``sinks/README.md``):
 
 * ``responses_by_day`` — the day ledger, filled by a materialized view from ``responses``: every version of an
-  answer under its UTC day, plus a tombstone (``gone = 1``) under the day an edit moved it away from. The latest
-  version per ``(day, response_id)`` is exactly what counts on that day, however often rows were delivered.
+  answer under its UTC day, plus tombstones (``gone = 1``, the same version) under every other day its earlier
+  versions had (``earlier_days``). The latest version per ``(day, response_id)`` is exactly what counts on that
+  day, however often and in whatever order the versions were delivered.
 * ``nps_daily_touched`` — per day, when a ledger row last arrived (MV into an AggregatingMergeTree).
 * ``nps_daily`` — absolute counts per (day, org, survey, segment), recomputed here per day from the ledger;
   ``nps_daily_state`` — when each day was recomputed.
