@@ -37,7 +37,8 @@ def location_table(data: dict, status: str) -> Group:
 
 def status_line(progress, elapsed: float) -> str:
     return (f"triggers {progress.triggers_sent + progress.refused}/{progress.target} "
-            f"({progress.refused} malformed) · invitations sent {progress.invitations} · "
+            f"({progress.refused} malformed, {progress.repeated} repeated) · "
+            f"invitations sent {progress.invitations} · "
             f"answers on the survey page {progress.responses} · {elapsed:.0f}s")
 
 

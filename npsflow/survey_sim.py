@@ -23,6 +23,7 @@ class SurveySimulation:
     target: int = 0
     triggers_sent: int = 0
     refused: int = 0  # malformed triggers, dead-lettered at intake
+    repeated: int = 0  # triggers sent again (same event id: decided once)
     invitations: int = 0  # invitations the worker sent (seen on the dispatches topic)
     responses: int = 0
     done: bool = False
@@ -82,6 +83,7 @@ def run_survey_simulation(settings: Settings, bootstrap: str, *, count: int, rat
                 due = count if rate <= 0 else min(count, int((now - started) * rate) + 1)
                 while progress.triggers_sent + progress.refused < due:
                     obj = next(triggers)
+                    progress.repeated = simulator.stats.duplicates
                     try:
                         key, subject, record = convert(obj)
                     except Rejected as exc:

@@ -10,8 +10,9 @@ Every ``CREATE TABLE {db}.t … ENGINE = XMergeTree(args)`` becomes
 The sharding key keeps everything that must meet on one shard together: all versions of a response
 (``response_id``), all decisions of a dispatch (``dispatch_id``) … so latest-wins reads and merges stay per shard.
 ``ALTER TABLE {db}.t …`` goes to both, ``ON CLUSTER``. ``cluster_extras`` adds what the worker applies by itself
-on a single server: the views ``ON CLUSTER`` and the retention TTLs on the ``_local`` tables. A materialized view goes ``ON CLUSTER`` from the local
-source table into the local target table (each shard feeds its own day ledger); a backfill ``INSERT … SELECT``
+on a single server: the views ``ON CLUSTER`` and the retention TTLs on the ``_local`` tables. A materialized
+view goes ``ON CLUSTER`` from the local source table into the local target table (each shard feeds its own day
+ledger); a backfill ``INSERT … SELECT``
 runs once, through the Distributed tables. ``non_replicated_deduplication_window`` is dropped
 (replicated tables deduplicate inserts by default). Print it with ``npsflow clickhouse ddl --cluster NAME``.
 """

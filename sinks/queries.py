@@ -7,8 +7,8 @@ interval come from ``streams.nps`` so every number matches the rest of npsflow.
 Responses are read latest-wins and exact before, during and after merges: NPS counts come from
 ``nps_cells(since, until)`` (``sinks.rollup``: the daily rollup for clean days, the day ledger for the rest),
 answers themselves (comments) from the day ledger ``responses_by_day`` (latest version per
-``(day, response_id)``, tombstones of answers that moved away excluded). User input (dimension names, segment values, times) only ever
-reaches SQL as bound query parameters.
+``(day, response_id)``, tombstones of answers that moved away excluded). User input (dimension names, segment
+values, times) only ever reaches SQL as bound query parameters.
 """
 
 from __future__ import annotations

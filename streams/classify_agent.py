@@ -149,7 +149,8 @@ def install_classify(pipeline: Pipeline) -> None:
             "previous_score": memo["ps"],
             # the other days earlier versions had: ClickHouse's day ledger retracts the answer there
             # (sinks/migrations/0005), whatever order the versions reach it in
-            "earlier_days": [EPOCH + timedelta(days=d) for d in memo.get("ds", ()) if d != day_of(response.responded_ms)],
+            "earlier_days": [EPOCH + timedelta(days=d) for d in memo.get("ds", ())
+                             if d != day_of(response.responded_ms)],
             "org_id": memo.get("o"),
             "source": response.source,
         }
