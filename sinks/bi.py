@@ -60,13 +60,13 @@ PERIOD = "$__fromTime AND at < $__toTime"  # used as: at >= {PERIOD}
 _CELLS = """{db}.nps_cells(since = $__fromTime, until = $__toTime)
     WHERE ${org:sqlstring} = '__all__' OR org_id = ${org:sqlstring}"""
 
-#: the latest version of every answer of the period's days (the day ledger, read by day with FINAL on its key
-#: (day, response_id); the conditions stay outside the subquery, so they apply to the latest version only — see
-#: sinks.rollup), scoped to the organization
+#: the latest version of every answer with a comment in the period's days (the comments ledger: the day ledger's
+#: rows that can decide a comment, read by day with FINAL on its key (day, response_id); the conditions stay
+#: outside the subquery, so they apply to the latest version only — see sinks.rollup), scoped to the org
 _LEDGER = """(
         SELECT gone AS g, org_id AS o, response_id, score AS sc, category AS cat, comment AS txt,
                responded_at AS at, segment[${dimension:sqlstring}] AS segval
-        FROM {db}.responses_by_day FINAL
+        FROM {db}.comments_by_day FINAL
         WHERE day >= toDate32($__fromTime) AND day <= toDate32($__toTime)
     )
     WHERE g = 0 AND at >= $__fromTime AND at < $__toTime

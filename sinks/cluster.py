@@ -31,6 +31,7 @@ SHARDING_KEYS = {
     "alerts": "cityHash64(alert_id)",
     # the day ledger next to its responses (its MV runs on each shard, local table to local table)
     "responses_by_day": "cityHash64(response_id)",
+    "comments_by_day": "cityHash64(response_id)",
     # one day's rollup rows on one shard: FINAL (latest computed_at per cell) stays per shard
     "nps_daily": "toUInt32(day)",
     "nps_daily_state": "toUInt32(day)",

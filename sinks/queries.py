@@ -69,8 +69,8 @@ def report(store, by: list[str] | tuple[str, ...] = (), since: datetime | None =
     ``nps_cells``: the daily rollup where it is clean, the day ledger elsewhere; no bound = 1970 / 2299).
 
     ``by``: segment dimensions (keys of ``segment``); a response without the key is grouped as "(none)".
-    Returns {"by", "rows": [{dim: value, …, **summary}], "total": summary} (the shape issue #2 specifies); rows sorted by
-    responses desc then dimension values; ``rows`` is empty when ``by`` is empty.
+    Returns {"by", "rows": [{dim: value, …, **summary}], "total": summary} (the shape issue #2 specifies); rows sorted
+    by responses desc then dimension values; ``rows`` is empty when ``by`` is empty.
     """
     by = [validate_dimension(d) for d in (by or [])]
     if len(set(by)) != len(by):
@@ -151,13 +151,13 @@ def report_compared(store, by: list[str] | tuple[str, ...] = (), since: datetime
 
 
 # ------------------------------------------------------------------------------------------------ dashboard
-#: the latest version of every answer given on the days [first, last] (the day ledger, read by day)
+#: the latest version of every answer with a comment given on the days [first, last] (the comments ledger)
 LEDGER_ANSWERS = """
     SELECT day, response_id, gone AS g, category AS cat, score, comment, responded_at AS at,
            segment[{k:String}] AS segval
-    FROM {db}.responses_by_day FINAL
+    FROM {db}.comments_by_day FINAL
     WHERE day >= toDate32({first:String}) AND day <= toDate32({last:String})
-"""  # FINAL on (day, response_id): the latest version per day (see sinks.rollup._ledger_latest)
+"""  # the comments ledger; FINAL on (day, response_id): the latest version per day (see sinks.rollup._ledger_latest)
 
 
 def dashboard(store, by: str = "location", days: int = 14, comments: int = 10,

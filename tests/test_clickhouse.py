@@ -142,6 +142,7 @@ def test_migrations_are_recorded_and_idempotent(ch_store):
         {"d": ch_store.database})}
     written = {"responses", "window_updates", "dead_letters", "alerts", "dispatches"}  # by the sinks
     derived = {"responses_by_day": "ReplacingMergeTree", "nps_daily": "ReplacingMergeTree",  # sinks.rollup
+               "comments_by_day": "ReplacingMergeTree", "comments_by_day_mv": "MaterializedView",
                "nps_daily_state": "ReplacingMergeTree", "nps_daily_touched": "AggregatingMergeTree",
                "responses_by_day_mv": "MaterializedView", "nps_daily_touched_mv": "MaterializedView",
                "nps_cells": "View"}  # the fixture created the view
@@ -892,10 +893,10 @@ def test_retention_is_a_ttl_on_event_time_set_changed_and_removed(ch_store):
     now = datetime.now(timezone.utc).replace(microsecond=0)
     insert_responses(ch_store, [response("old", 9, at=now - 40 * D), response("new", 3, at=now - 10 * D)])
     assert ch.apply_retention(ch_store, 30) == dict.fromkeys(
-        ["responses", "dispatches", "dead_letters", "alerts", "responses_by_day", "nps_daily", "nps_daily_touched",
-         "nps_daily_state"], "set")
+        ["responses", "dispatches", "dead_letters", "alerts", "responses_by_day", "comments_by_day", "nps_daily",
+         "nps_daily_touched", "nps_daily_state"], "set")
     assert ch.apply_retention(ch_store, 30) == dict.fromkeys(ch.RETENTION_COLUMNS, "unchanged")
-    for table in ("responses", "responses_by_day"):
+    for table in ("responses", "responses_by_day"):  # (comments_by_day holds nothing here: no comment, no edit)
         ch_store.command(f"OPTIMIZE TABLE {{db}}.{table} FINAL")  # TTL applies when parts merge
         assert [r["response_id"] for r in ch_store.query(f"SELECT response_id FROM {{db}}.{table}")] == ["new"]
     assert ch.apply_retention(ch_store, 5) == dict.fromkeys(ch.RETENTION_COLUMNS, "set")  # shorter: applied to

@@ -35,7 +35,8 @@ def test_every_migration_statement_has_a_cluster_form_that_clickhouse_parses(ch_
                       r"TO `npsflow`\.(\w+) AS\n.*?FROM `npsflow`\.(\w+)", s, re.S).groups()
              for s in statements if s.startswith("CREATE MATERIALIZED VIEW")}
     assert views == {("responses_by_day_mv", "responses_by_day_local", "responses_local"),  # shard-local feeds
-                     ("nps_daily_touched_mv", "nps_daily_touched_local", "responses_by_day_local")}
+                     ("nps_daily_touched_mv", "nps_daily_touched_local", "responses_by_day_local"),
+                     ("comments_by_day_mv", "comments_by_day_local", "responses_by_day_local")}
     alters = [s for s in statements if s.startswith("ALTER")]
     assert {re.match(r"ALTER TABLE `npsflow`\.(\w+) ", s)[1] for s in alters} == {
         "dispatches_local", "dispatches", "responses_local", "responses"}  # both the shards and the front

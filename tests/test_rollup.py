@@ -58,6 +58,23 @@ def read_cells(store, lo: datetime, hi: datetime) -> tuple[dict[tuple, Counter],
     return cells, sources
 
 
+def expected_comments(records: list[dict]) -> set[tuple]:
+    """(response_id, day, score, comment) of every answer whose latest version has a comment."""
+    latest: dict[str, dict] = {}
+    for r in records:
+        if r["response_id"] not in latest or r["version"] > latest[r["response_id"]]["version"]:
+            latest[r["response_id"]] = r
+    return {(r["response_id"], r["responded_at"].date(), r["score"], r["comment"])
+            for r in latest.values() if r.get("comment")}
+
+
+def read_comments(store) -> set[tuple]:
+    """The same from the comments ledger, as the comment panels read it (FINAL, conditions outside)."""
+    rows = store.query("SELECT response_id, day, score, comment FROM (SELECT * FROM {db}.comments_by_day FINAL) "
+                       "WHERE gone = 0 AND comment != ''")
+    return {(r["response_id"], r["day"], r["score"], r["comment"]) for r in rows}
+
+
 def insert(store, records: list[dict], inserted_at: datetime | None = None, offset: int = 0) -> None:
     insert_responses(store, records, first_offset=offset, inserted_at=inserted_at)
 
@@ -275,11 +292,14 @@ def test_random_edits_replays_and_refreshes_always_read_exactly(ch_store, seed):
         version = response(f"r{i}", rng.randrange(11), at=at, org_id=rng.choice(["acme", "bolt", None]),
                            segment={k: rng.choice(vals) for k, vals in
                                     (("location", ["Espoo", "Oulu"]), ("channel", ["sms", "email"]))
-                                    if rng.random() < 0.8})
+                                    if rng.random() < 0.8},
+                           comment=f"c{i}" if rng.random() < 0.3 else None)
         emitted.append(version)
         while rng.random() < 0.35:  # edits, sometimes a day or two later, sometimes in another segment
             later = version["responded_at"] + timedelta(minutes=rng.randrange(1, 3 * 24 * 60))
             changes = {"segment": {"location": rng.choice(["Espoo", "Turku"])}} if rng.random() < 0.3 else {}
+            if rng.random() < 0.5:  # the edit writes, changes or removes the comment
+                changes["comment"] = rng.choice([None, f"c{i}-{version['version'] + 1}"])
             version = edit(version, rng.randrange(11), later, **changes)
             emitted.append(version)
     deliveries = emitted + rng.sample(emitted, 40)  # replays
@@ -298,6 +318,7 @@ def test_random_edits_replays_and_refreshes_always_read_exactly(ch_store, seed):
             cells, sources = read_cells(ch_store, lo, hi)
             assert cells == expected_cells(sent, lo, hi), (step, lo, hi)
             used |= sources
+        assert read_comments(ch_store) == expected_comments(sent), step
     assert used == {"rollup", "ledger"}
     refresh_now(ch_store)
     for lo, hi in periods[:2]:  # whole days: every one recomputed after its last row

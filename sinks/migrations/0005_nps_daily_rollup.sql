@@ -10,6 +10,8 @@
 --    classify's memory). Latest version per (day, response_id) = exactly the answers that count on that day, in
 --    whatever order the versions arrive: replays and older versions lose by version.
 --    Ordered by day, so one day is a range read.
+--    `comments_by_day` (MV from the ledger) keeps only the rows that can decide an answer's comment (versions with
+--    one, edits, tombstones): the comment panels read it.
 -- 2. `nps_daily_touched` (MV from the ledger into an AggregatingMergeTree): per day, when a row last arrived.
 -- 3. `nps_daily`: absolute counts per (day, org, survey, segment), recomputed from the ledger per day by
 --    `sinks.rollup.refresh` (the worker runs it) once a day has been quiet for a minute; `nps_daily_state`
@@ -31,6 +33,30 @@ CREATE TABLE IF NOT EXISTS {db}.responses_by_day
     response_id   String,
     version       UInt64,
     gone          UInt8,
+    is_edit       UInt8,
+    org_id        LowCardinality(String),
+    survey_id     String,
+    invitation_id String,
+    score         UInt8,
+    category      Enum8('detractor' = -1, 'passive' = 0, 'promoter' = 1),
+    comment       String,
+    responded_at  DateTime64(3, 'UTC'),
+    segment       Map(LowCardinality(String), String),
+    inserted_at   DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (day, response_id);
+
+-- the comments ledger: the ledger rows that can decide which comment an answer shows on a day — versions with a
+-- comment, edits (they may remove or change one) and tombstones. A first version without a comment is never
+-- needed: nothing older can lie under it. ~10 % of the ledger; the comment panels read it.
+CREATE TABLE IF NOT EXISTS {db}.comments_by_day
+(
+    day           Date32,
+    response_id   String,
+    version       UInt64,
+    gone          UInt8,
+    is_edit       UInt8,
     org_id        LowCardinality(String),
     survey_id     String,
     invitation_id String,
@@ -83,9 +109,14 @@ SELECT day, max(inserted_at) AS last_insert
 FROM {db}.responses_by_day
 GROUP BY day;
 
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.comments_by_day_mv TO {db}.comments_by_day AS
+SELECT *
+FROM {db}.responses_by_day
+WHERE comment != '' OR gone = 1 OR is_edit = 1;
+
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.responses_by_day_mv TO {db}.responses_by_day AS
-SELECT ledger.1 AS day, response_id, version, ledger.2 AS gone, org_id, survey_id, invitation_id, score, category,
-       comment, responded_at, segment, inserted_at
+SELECT ledger.1 AS day, response_id, version, ledger.2 AS gone, is_edit, org_id, survey_id, invitation_id, score,
+       category, comment, responded_at, segment, inserted_at
 FROM {db}.responses
 ARRAY JOIN arrayConcat([(toDate32(responded_at), toUInt8(0))],
                        arrayMap(d -> (d, toUInt8(1)), arrayFilter(d -> d != toDate32(responded_at), earlier_days)))
@@ -97,16 +128,18 @@ ARRAY JOIN arrayConcat([(toDate32(responded_at), toUInt8(0))],
 -- now: the days become dirty and the refresher recomputes them. Running it again only adds rows the ledger's
 -- latest-wins read collapses. Big tables: the GROUP BY spills to disk beyond 1 GB, the join is a grace hash join.
 INSERT INTO {db}.responses_by_day
-SELECT d AS day, response_id, v AS version, toUInt8(d != toDate32(at)) AS gone, org, sv, inv, sc, cat, txt, at, seg,
-       now64(3) AS inserted_at
+SELECT d AS day, response_id, v AS version, toUInt8(d != toDate32(at)) AS gone, edited AS is_edit, org, sv, inv, sc,
+       cat, txt, at, seg, now64(3) AS inserted_at
 FROM
 (
-    SELECT r.response_id AS response_id, r.v AS v, if(r.org != '', r.org, o.dispatch_org) AS org, r.sv AS sv,
+    SELECT r.response_id AS response_id, r.v AS v, r.edited AS edited, if(r.org != '', r.org, o.dispatch_org) AS org,
+           r.sv AS sv,
            r.inv AS inv, r.sc AS sc, r.cat AS cat, r.txt AS txt, r.at AS at, r.seg AS seg, r.days AS days
     FROM
     (
         SELECT response_id,
                max(version)                    AS v,
+               toUInt8(count() > 1)            AS edited,
                argMax(org_id, version)         AS org,
                argMax(survey_id, version)      AS sv,
                argMax(invitation_id, version)  AS inv,
