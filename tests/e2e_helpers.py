@@ -97,8 +97,9 @@ def write_jsonl(path: Path, lines: list) -> Path:
     return path
 
 
-def read_topic(bootstrap: str, topic: str, n: int) -> list:
-    """Read at least ``n`` records of ``topic`` from the beginning with a real consumer (no group)."""
+def read_topic(bootstrap: str, topic: str, n: int, until_idle: bool = False) -> list:
+    """Read at least ``n`` records of ``topic`` from the beginning with a real consumer (no group); with
+    ``until_idle``, then everything else there is (until a second passes without a record)."""
     import asyncio
 
     from aiokafka import AIOKafkaConsumer
@@ -111,6 +112,12 @@ def read_topic(bootstrap: str, topic: str, n: int) -> list:
             while len(out) < n:
                 for msgs in (await consumer.getmany(timeout_ms=10_000)).values():
                     out.extend(msgs)
+            more = until_idle
+            while more:
+                batches = await consumer.getmany(timeout_ms=1_000)
+                for msgs in batches.values():
+                    out.extend(msgs)
+                more = bool(batches)
         finally:
             await consumer.stop()
         return out

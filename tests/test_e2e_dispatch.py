@@ -266,9 +266,11 @@ def test_scheduled_send_reminder_and_its_cancellation_by_a_response(env, servers
     first = wait_for(lambda: (lambda d: d if d["by_status"].get("sent") == 2 else None)(env.cli_json("dispatches")),
                      what="sent records")
     assert first["total"] == 2
-    history = [avro.AvroCodec().decode(m.value) for m in read_topic(env.vars["NPSFLOW_KAFKA"],
-                                                                      env.settings.topics.dispatches, 4)]
-    assert sorted((r["event_id"], r["status"]) for r in history) == [
+    history = [avro.AvroCodec().decode(m.value)
+               for m in read_topic(env.vars["NPSFLOW_KAFKA"], env.settings.topics.dispatches, 4, until_idle=True)]
+    # at least once: a record may be on the topic twice (re-emitted after a rebalance), identical; what counts is
+    # that each invitation was scheduled, then sent — and mailed once (above)
+    assert sorted({(r["event_id"], r["status"]) for r in history}) == [
         ("r-0", "scheduled"), ("r-0", "sent"), ("r-1", "scheduled"), ("r-1", "sent")]
     for r in history:
         if r["status"] == "sent":  # never before it is due (how late is a benchmark matter, not a test's)
