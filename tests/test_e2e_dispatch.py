@@ -122,7 +122,7 @@ def dispatch_records(env, n: int) -> dict[str, dict]:
     """The latest record per dispatch id, read from the dispatches topic."""
     codec = avro.AvroCodec()
     latest: dict[str, dict] = {}
-    for m in read_topic(env.vars["NPSFLOW_KAFKA"], env.settings.topics.dispatches, n):
+    for m in read_topic(env.vars["NPSFLOW_KAFKA"], env.settings.topics.dispatches, n, until_idle=True):
         rec = codec.decode(m.value)
         if rec["dispatch_id"] not in latest or rec["decided_at"] >= latest[rec["dispatch_id"]]["decided_at"]:
             latest[rec["dispatch_id"]] = rec

@@ -80,8 +80,10 @@ def invite(env, tmp_path, n: int = 1) -> list[str]:
     env.cli("ingest", "triggers", str(write_jsonl(tmp_path / "t.jsonl", lines)))
     wait_for(lambda: env.stats().get("deliver.invitation.sent", 0) >= n, what="the invitations")
     codec = avro.AvroCodec()
-    records = [codec.decode(m.value) for m in read_topic(env.vars["NPSFLOW_KAFKA"], env.settings.topics.dispatches, n)]
-    return [r["invitation_id"] for r in sorted(records, key=lambda r: r["event_id"])]
+    records = [codec.decode(m.value)
+               for m in read_topic(env.vars["NPSFLOW_KAFKA"], env.settings.topics.dispatches, n, until_idle=True)]
+    by_event = {r["event_id"]: r["invitation_id"] for r in records}  # a record may be there twice (at least once)
+    return [by_event[e] for e in sorted(by_event)]
 
 
 def link(env, inv: str, score: int | None = None, expires: datetime | None = None) -> str:
