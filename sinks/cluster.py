@@ -37,7 +37,8 @@ SHARDING_KEYS = {
     "nps_daily_state": "toUInt32(day)",
     "nps_daily_touched": "toUInt32(day)",
 }
-_CREATE = re.compile(r"^CREATE TABLE IF NOT EXISTS (?P<db>\S+)\.(?P<table>\w+)\s*\n", re.IGNORECASE)
+_CREATE = re.compile(r"^CREATE TABLE IF NOT EXISTS (?P<db>\S+)\.(?P<table>\w+)"
+                     r"(?: AS (?P<src_db>\S+)\.(?P<src>\w+))?\s*\n", re.IGNORECASE)
 _ENGINE = re.compile(r"ENGINE\s*=\s*(?P<kind>\w*MergeTree)(?:\((?P<args>[^)]*)\))?", re.IGNORECASE)
 _ALTER = re.compile(r"^ALTER TABLE (?P<db>\S+)\.(?P<table>\w+)\s", re.IGNORECASE)
 _VIEW = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<db>\S+)\.(?P<view>\w+) "
@@ -67,8 +68,9 @@ def cluster_statements(statement: str, cluster: str, database: str) -> list[str]
         args = ", ".join(a for a in (path, "'{replica}'", (engine["args"] or "").strip()) if a)
         body = body[:engine.start()] + f"ENGINE = Replicated{engine['kind']}({args})" + body[engine.end():]
         body = _DEDUP_SETTING.sub("", body)
+        like = f" AS {create['src_db']}.{create['src']}_local" if create["src"] else ""  # the columns of another
         return [
-            f"CREATE TABLE IF NOT EXISTS {local} {on}\n{body}",
+            f"CREATE TABLE IF NOT EXISTS {local} {on}{like}\n{body}",
             f"CREATE TABLE IF NOT EXISTS {create['db']}.{table} {on} AS {local}\n"
             f"ENGINE = Distributed({_quote(cluster)}, {create['db']}, {table}_local, {SHARDING_KEYS[table]})",
         ]

@@ -50,23 +50,7 @@ ORDER BY (day, response_id);
 -- the comments ledger: the ledger rows that can decide which comment an answer shows on a day — versions with a
 -- comment, edits (they may remove or change one) and tombstones. A first version without a comment is never
 -- needed: nothing older can lie under it. ~10 % of the ledger; the comment panels read it.
-CREATE TABLE IF NOT EXISTS {db}.comments_by_day
-(
-    day           Date32,
-    response_id   String,
-    version       UInt64,
-    gone          UInt8,
-    is_edit       UInt8,
-    org_id        LowCardinality(String),
-    survey_id     String,
-    invitation_id String,
-    score         UInt8,
-    category      Enum8('detractor' = -1, 'passive' = 0, 'promoter' = 1),
-    comment       String,
-    responded_at  DateTime64(3, 'UTC'),
-    segment       Map(LowCardinality(String), String),
-    inserted_at   DateTime64(3, 'UTC')
-)
+CREATE TABLE IF NOT EXISTS {db}.comments_by_day AS {db}.responses_by_day
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (day, response_id);
 
