@@ -46,11 +46,7 @@ def worker_owns_store(settings: Settings) -> bool:
 
 
 def open_store(settings: Settings):
-    """The migrated store of the settings' DSN, or ReadError with one line saying why not."""
-    return _store(settings)
-
-
-def _store(settings: Settings):
+    """The migrated store of the settings' DSN (with ``nps_cells``), or ReadError with one line saying why not."""
     import logging
     import re
 
@@ -81,8 +77,8 @@ def report(settings: Settings, by: list[str], since: datetime | None, until: dat
     from sinks import queries
 
     if compare_previous:
-        return queries.report_compared(_store(settings), by, since, until)
-    return queries.report(_store(settings), by, since, until)
+        return queries.report_compared(open_store(settings), by, since, until)
+    return queries.report(open_store(settings), by, since, until)
 
 
 def windows(settings: Settings, segment: tuple[str, str] | None) -> list[dict]:
@@ -91,7 +87,7 @@ def windows(settings: Settings, segment: tuple[str, str] | None) -> list[dict]:
         return _get(info, "/api/v1/windows", {"segment": f"{segment[0]}={segment[1]}" if segment else None})
     from sinks import queries
 
-    return queries.windows(_store(settings), segment)
+    return queries.windows(open_store(settings), segment)
 
 
 def deadletters(settings: Settings) -> dict:
@@ -100,7 +96,7 @@ def deadletters(settings: Settings) -> dict:
         return _get(info, "/api/v1/deadletters", {})
     from sinks import queries
 
-    return queries.deadletters(_store(settings))
+    return queries.deadletters(open_store(settings))
 
 
 def dispatches(settings: Settings) -> dict:
@@ -109,4 +105,4 @@ def dispatches(settings: Settings) -> dict:
         return _get(info, "/api/v1/dispatches", {})
     from sinks import queries
 
-    return queries.dispatches(_store(settings))
+    return queries.dispatches(open_store(settings))

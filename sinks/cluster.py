@@ -89,10 +89,14 @@ def cluster_statements(statement: str, cluster: str, database: str) -> list[str]
     raise ValueError(f"no cluster form for: {statement.splitlines()[0][:80]}")
 
 
-def cluster_ddl(cluster: str, database: str = "npsflow") -> list[tuple[str, list[str]]]:
-    """Every migration (name, its statements in cluster form), in version order."""
+def _check_cluster_name(cluster: str) -> None:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", cluster or ""):
         raise ValueError(f"cluster name must be 1-64 of A-Z a-z 0-9 _ . -, got {cluster!r}")
+
+
+def cluster_ddl(cluster: str, database: str = "npsflow") -> list[tuple[str, list[str]]]:
+    """Every migration (name, its statements in cluster form), in version order."""
+    _check_cluster_name(cluster)
     db = quote_ident(database)
     out = []
     for migration in load_migrations():
@@ -110,7 +114,7 @@ def cluster_extras(cluster: str, database: str = "npsflow", retention_days: int 
     from sinks.clickhouse import MAX_RETENTION_DAYS, RETENTION_COLUMNS
     from sinks.rollup import cells_view
 
-    cluster_ddl(cluster, database)  # validates the cluster name
+    _check_cluster_name(cluster)
     db, on = quote_ident(database), f"ON CLUSTER {_quote(cluster)}"
     views = []
     for sql in [cells_view()] + [view_sql(p) for p in panels()]:

@@ -125,7 +125,7 @@ SETTINGS distributed_foreground_insert = 1"""
 _DIRTY = f"""SELECT t.day AS day
 FROM (SELECT day, max(last_insert) AS arrived FROM {{db}}.nps_daily_touched GROUP BY day) AS t
 LEFT JOIN (SELECT day, max(computed_at) AS computed FROM {{db}}.nps_daily_state GROUP BY day) AS s ON s.day = t.day
-WHERE t.arrived < {{now:DateTime64(3, 'UTC')}} - toIntervalSecond({{quiet:UInt32}})
+WHERE t.arrived < now64(3, 'UTC') - toIntervalSecond({{quiet:UInt32}})
   AND (s.computed IS NULL  -- never recomputed (join_use_nulls = 1; with the default 0 it reads 1970)
        OR t.arrived >= s.computed - toIntervalSecond({{margin:UInt32}}))
 ORDER BY day DESC"""
@@ -150,8 +150,7 @@ def server_now(store) -> datetime:
 
 def dirty_days(store, quiet_seconds: int = QUIET_SECONDS, margin_seconds: int = MARGIN_SECONDS) -> list[date]:
     """Days whose ledger changed after their last recomputation and that have been quiet for ``quiet_seconds``."""
-    rows = store.query(_DIRTY, {"now": server_now(store), "quiet": int(quiet_seconds),
-                                "margin": int(margin_seconds)})
+    rows = store.query(_DIRTY, {"quiet": int(quiet_seconds), "margin": int(margin_seconds)})
     return [r["day"] for r in rows]
 
 
