@@ -1,192 +1,138 @@
-"""classify: raw responses → validate → deduplicate → classify → classified topic + window deltas.
+"""classify: raw responses → classified topic + window deltas + dead letters, one batch at a time.
 
-Per raw record, in order:
-1. decode (Avro) and validate (streams.responses); bad input → dead letter with a reason, never a crash;
-2. re-key: a record whose Kafka key is not its routing key — the invitation_id when it has one, else the
-   response_id — is re-produced with the right key (all versions of one response must meet on one partition,
-   where the dedup table keeps them) and skipped here;
-   join: a response to an invitation takes the invitation's segments (they win over the response's own keys),
-   survey and locale from the ``invitations`` table of the deliver agent: keyed by invitation id, on a topic
-   co-partitioned with this one, so the entry is on this very partition; a new response tells the deliver agent
-   (``responded``, which cancels the reminder);
-3. decide against the table ``responses-seen`` (latest version per response_id): new / edit → emit;
-   duplicate / stale → count and drop; a Kafka *redelivery* of the offset that produced the remembered
-   version (after a crash) re-emits the same outputs, because they may not have reached Kafka;
-4. emit the classified record and, per segment, a window delta ``[response_id, version, event_ms, category]``
-   (category None = "this response left the segment", for edits that change a segment).
-The batch is acked after Kafka confirmed every output.
+The rules are the pure step ``streams.classify.ClassifyStep``; this module is its edge: decode the batch, run
+the step once, stage each changed memo and the partitions' watermarks ONCE (table ``responses-seen``, raw JSON
+values), stage the outputs (classified records on the source partition — the topics are co-partitioned and
+keyed alike —, one window-delta message per segment for the whole batch, ``responded`` notes for the deliver
+agent, re-keyed records, dead letters), produce them as one record batch per (topic, partition) and wait
+until Kafka acknowledged all of it. Only then is the input acked (streams.app.consume_batches).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
-from collections import defaultdict
-from datetime import date, timedelta
+
+import orjson
 
 from schemas import codec as avro
-from streams.app import (Deliveries, Pipeline, Transient, add_timer, consume_batches, dead_letter, delete_key,
-                         within_event)
-from streams.responses import Decision, Rejected, decide, remembered, validate
-from streams.windows import segment_keys
+from streams.app import Pipeline, Transient, add_timer, consume_batches, dead_letter
+from streams.classify import ClassifyOutcome, ClassifyStep, Incoming
+from streams.kafka_io import BatchOutput, StateTable, json_key, partition_for
+from streams.responses import to_ms
+
+BATCH = 2000
 
 
-EPOCH = date(1970, 1, 1)
-MAX_ANSWER_DAYS = 64  # bound on the days one answer's versions are remembered on (edits happen in a window)
+def watermark_key(partition: int) -> bytes:
+    """The key of a raw partition's watermark in ``responses-seen`` (never a JSON string: no response id)."""
+    return b"\x00wm|%d" % partition
 
 
-def day_of(ms: int) -> int:
-    """UTC day number (days since 1970-01-01) of a time in ms."""
-    return ms // 86_400_000
+class ClassifyView:
+    """ClassifyState over the agent's tables."""
+
+    def __init__(self, seen: StateTable, invitations) -> None:
+        self.seen, self.invitations = seen, invitations
+
+    def memo(self, response_id: str) -> dict | None:
+        return self.seen.get(json_key(response_id))
+
+    def watermark(self, partition: int) -> int:
+        return self.seen.get(watermark_key(partition)) or 0
+
+    def invitation(self, invitation_id: str) -> dict | None:
+        return self.invitations.get(f"I|{invitation_id}")
 
 
-def answer_days(previous: dict | None, responded_ms: int) -> list[int]:
-    """The distinct UTC days of every version of an answer so far, this one included (memo ``ds``). A memo
-    written before ``ds`` existed knows only the previous version's time ``t``."""
-    days = set(previous.get("ds") or [day_of(previous["t"])]) if previous else set()
-    days.add(day_of(responded_ms))
-    return sorted(days)[-MAX_ANSWER_DAYS:]
+class ClassifyAgent:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.seen = StateTable(pipeline.tables["seen"])
+        self.view = ClassifyView(self.seen, pipeline.tables["invitations"])
+        settings = pipeline.settings
+        self.partitions = settings.partitions
+        self.step = ClassifyStep(
+            dimensions=tuple(settings.dimensions), lateness_ms=settings.lateness_seconds * 1000,
+            dedup_retention_ms=settings.dedup_retention_seconds * 1000,
+            partition_of=lambda key: partition_for(key, self.partitions),
+            encode=lambda record: pipeline.codec.encode(avro.CLASSIFIED_RESPONSE, record))
+        self.names = {name: pipeline.topics[name].get_topic_name()
+                      for name in ("raw", "classified", "deltas", "dead_letters", "invitations")}
+        self.lock = asyncio.Lock()
 
+    def install(self) -> None:
+        pipeline = self.pipeline
+
+        @pipeline.app.agent(pipeline.topics["raw"], name="classify")
+        async def classify(stream):
+            await consume_batches(pipeline, stream, "classify", BATCH, self.process)
+
+        add_timer(pipeline, "expire_seen", 300.0, self.expire)
+        pipeline.agents["classify"] = classify
+        pipeline.timers["expire_seen"] = self.expire
+
+    async def process(self, events: list) -> None:
+        records = [self.incoming(event) for event in events]
+        async with self.lock:  # the expiry timer writes the same keys: never interleave their changelog writes
+            outcome = self.step.run(records, self.view, self.pipeline.clock())
+            out = self.pipeline.output()
+            self.stage(outcome, out)
+            await out.flush()
+
+    def incoming(self, event) -> Incoming:
+        msg = event.message
+        try:
+            raw = self.pipeline.codec.decode(event.value, expected=avro.RAW_RESPONSE)
+            return Incoming(msg.partition, msg.offset, msg.key, raw, value=event.value)
+        except avro.CodecError as exc:
+            if exc.reason == avro.SCHEMA_REGISTRY_ERROR:
+                raise Transient(exc.detail) from None
+            return Incoming(msg.partition, msg.offset, msg.key, None, (exc.reason, exc.detail), event.value)
+
+    def stage(self, outcome: ClassifyOutcome, out: BatchOutput) -> None:
+        """Everything the batch changed and produced, into ``out`` (state first: memos, then watermarks)."""
+        pipeline, names, codec = self.pipeline, self.names, self.pipeline.codec
+        for name, count in outcome.counts.items():
+            pipeline.stats.inc(name, count)
+        for rid, (partition, memo) in outcome.memos.items():
+            self.seen.put(out, json_key(rid), memo, partition)
+        for partition, watermark in outcome.watermarks.items():
+            self.seen.put(out, watermark_key(partition), watermark, partition)
+        for partition, rid, encoded in outcome.classified:
+            out.add(names["classified"], partition, rid.encode(), encoded)
+        for segment, items in outcome.deltas.items():
+            out.add_keyed(names["deltas"], self.partitions, segment.encode(), orjson.dumps({"i": items}))
+        for partition, invitation_id, note in outcome.responded:
+            out.add(names["invitations"], partition, invitation_id.encode(), orjson.dumps(note))
+        for key, value in outcome.rekeyed:
+            out.add_keyed(names["raw"], self.partitions, key, value)
+        for refused in outcome.refused:
+            rec = refused.record
+            record = dead_letter("classify", refused.reason, refused.detail, topic=names["raw"],
+                                 partition=rec.partition, offset=rec.offset, key=rec.key, payload=refused.payload)
+            pipeline.stats.inc(f"dead_letter.classify.{refused.reason}")
+            out.add_keyed(names["dead_letters"], self.partitions, (record["key"] or "").encode(),
+                          codec.encode(avro.DEAD_LETTER, record))
+
+    async def expire(self) -> None:
+        """Forget memos not written for the dedup retention (processing time, so imported history is not
+        forgotten at once). A version arriving later and older than the memory is refused by the step
+        (``older_than_dedup_memory``): an answer can never be counted again on a forgotten day."""
+        oldest = to_ms(self.pipeline.clock()) - self.pipeline.settings.dedup_retention_seconds * 1000
+        expired = 0
+        keys = [key for key in self.seen.data.keys() if key[:1] == b'"']
+        for start in range(0, len(keys), 5000):
+            async with self.lock:  # a chunk at a time, on the current values: the agent writes the same keys
+                out = self.pipeline.output()
+                for key in keys[start:start + 5000]:
+                    raw = self.seen.get_raw(key)
+                    memo = orjson.loads(raw) if raw else None
+                    if memo is not None and memo.get("w", memo["t"]) < oldest:
+                        self.seen.delete(out, key, memo["src"][0])
+                        expired += 1
+                await out.flush()
+            await asyncio.sleep(0)  # do not starve heartbeats on a big table
+        self.pipeline.stats.inc("classify.forgotten", expired)
 
 def install_classify(pipeline: Pipeline) -> None:
-    app, codec, stats, topics = pipeline.app, pipeline.codec, pipeline.stats, pipeline.topics
-    seen = pipeline.tables["seen"]
-    invitations = pipeline.tables["invitations"]
-    dimensions = list(pipeline.settings.dimensions)
-    clock = pipeline.clock
-
-    @app.agent(topics["raw"], name="classify")
-    async def classify(stream):
-        await consume_batches(pipeline, stream, "classify", 2000, process)
-
-    async def process(events: list) -> None:
-        deliveries = Deliveries()
-        per_segment: dict[str, list] = defaultdict(list)
-        for event in events:
-            within_event(event)
-            await classify_one(event, per_segment, deliveries)
-        for segment, items in per_segment.items():
-            await deliveries.send(topics["deltas"], segment.encode(), json.dumps(items).encode())
-        await deliveries.wait()
-
-    async def classify_one(event, per_segment: dict[str, list], deliveries: Deliveries) -> None:
-        msg = event.message
-        where = dict(topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key)
-        raw = None
-        try:
-            try:
-                raw = codec.decode(event.value, expected=avro.RAW_RESPONSE)
-            except avro.CodecError as exc:
-                if exc.reason == avro.SCHEMA_REGISTRY_ERROR:
-                    raise Transient(exc.detail) from None
-                await pipeline.send_dead_letter(
-                    dead_letter("classify", exc.reason, exc.detail, payload=event.value, **where), deliveries)
-                return
-            try:
-                response = validate(raw, clock())
-            except Rejected as exc:
-                await pipeline.send_dead_letter(
-                    dead_letter("classify", exc.reason, exc.detail, payload=raw, **where), deliveries)
-                return
-            await classify_valid(event, response, per_segment, deliveries)
-        except Transient:
-            raise
-        except Exception as exc:  # a bug or an unforeseen input must not stop the agent, nor vanish
-            stats.inc("classify.internal_error")
-            await pipeline.send_dead_letter(
-                dead_letter("classify", "classify_internal_error", f"{type(exc).__name__}: {exc}",
-                            payload=raw if raw is not None else event.value, **where), deliveries)
-
-    async def classify_valid(event, response, per_segment, deliveries: Deliveries) -> None:
-        msg = event.message
-        rid = response.response_id
-        route = response.invitation_id or rid
-        if msg.key != route.encode():
-            stats.inc("classify.rekeyed")
-            await deliveries.send(topics["raw"], route.encode(), event.value)
-            return
-        invitation = invitations.get(f"I|{response.invitation_id}") if response.invitation_id else None
-        if invitation is not None:
-            stats.inc("classify.joined")
-            response = dataclasses.replace(
-                response, segment={**response.segment, **(invitation.get("segment") or {})},
-                survey_id=response.survey_id or invitation.get("survey_id") or "",
-                locale=response.locale or invitation.get("locale"))
-        elif response.invitation_id:
-            stats.inc("classify.invitation_unknown")
-        previous = seen.get(rid)
-        decision = decide(previous, response)
-        source = [msg.partition, msg.offset]
-        if decision is Decision.DUPLICATE and previous.get("src") == source:
-            stats.inc("classify.redelivered")
-            memo = previous
-        elif decision in (Decision.DUPLICATE, Decision.STALE):
-            stats.inc(f"classify.{decision.value}")
-            return
-        else:
-            memo = {**remembered(response), "src": source, "e": decision is Decision.EDIT,
-                    "ps": previous["s"] if previous else None, "pseg": previous["seg"] if previous else None,
-                    "pt": previous["t"] if previous else None,
-                    "ds": answer_days(previous, response.responded_ms),
-                    # the organization of the invitation; an edit made after the invitation was forgotten keeps it
-                    "o": invitation.get("org") if invitation is not None else (previous or {}).get("o")}
-        record = {
-            "response_id": rid,
-            "survey_id": response.survey_id,
-            "invitation_id": response.invitation_id,
-            "score": response.score,
-            "category": response.category.value,
-            "comment": response.comment,
-            "follow_up": response.follow_up,
-            "locale": response.locale,
-            "responded_at": response.responded_at,
-            "received_at": response.received_at,
-            "processed_at": clock(),
-            "segment": response.segment,
-            "version": response.version,
-            "is_edit": bool(memo["e"]),
-            "previous_score": memo["ps"],
-            # the other days earlier versions had: ClickHouse's day ledger retracts the answer there
-            # (sinks/migrations/0005), whatever order the versions reach it in
-            "earlier_days": [EPOCH + timedelta(days=d) for d in memo.get("ds", ())
-                             if d != day_of(response.responded_ms)],
-            "org_id": memo.get("o"),
-            "source": response.source,
-        }
-        encoded = codec.encode(avro.CLASSIFIED_RESPONSE, record)  # before the table write: may raise
-        if memo is not previous:
-            stats.inc(f"classify.{decision.value}")
-            seen[rid] = memo
-        await deliveries.send(topics["classified"], rid.encode(), encoded)
-        if invitation is not None:  # the first answer opens the edit window; every version refreshes the page's
-            await deliveries.send(topics["invitations"], response.invitation_id.encode(), json.dumps(
-                {"op": "responded", "inv": response.invitation_id, "at": response.responded_ms,
-                 "v": response.version, "score": response.score, "comment": response.comment,
-                 "follow_up": response.follow_up}).encode())
-        version = response.version
-        new_keys = segment_keys(response.segment, dimensions)
-        for key in new_keys:
-            per_segment[str(key)].append([rid, version, response.responded_ms, response.category.value])
-        if memo["pseg"] is not None:
-            for key in segment_keys(memo["pseg"], dimensions):
-                if key not in new_keys:
-                    per_segment[str(key)].append([rid, version, memo["pt"], None])
-
-    async def expire_seen() -> None:
-        """Forget response ids older than the dedup retention. Safe: a later replay of such an old record is
-        re-emitted with the same version (ClickHouse keeps one row per version) and falls outside every
-        window (retention ≥ largest window + lateness, checked by the config), so it still counts once."""
-        oldest = int(clock().timestamp() * 1000) - pipeline.settings.dedup_retention_seconds * 1000
-        expired = 0
-        for i, (key, value) in enumerate(list(seen.data.items())):
-            if value and value["t"] < oldest:
-                delete_key(seen, key, value["src"][0])
-                expired += 1
-            if i % 5000 == 4999:
-                await asyncio.sleep(0)  # do not starve heartbeats on a big table
-        stats.inc("classify.forgotten", expired)
-
-    add_timer(pipeline, "expire_seen", 300.0, expire_seen)
-    pipeline.agents["classify"] = classify
-    pipeline.timers["expire_seen"] = expire_seen
+    ClassifyAgent(pipeline).install()

@@ -189,7 +189,9 @@ def validate(raw: dict, now: datetime, max_future: timedelta = MAX_FUTURE) -> Re
                 raise Rejected("follow_up_not_string", f"follow_up must be a string, got {value!r}"[:200])
             if raw.get("follow_up") is None:
                 raw = {**raw, "follow_up": value}
-    response_id = _text(raw, "response_id", required=True)
+    invitation_id = _text(raw, "invitation_id")
+    # an answer to an invitation is identified by it: its response_id may be left out (streams.classify)
+    response_id = _text(raw, "response_id", required=invitation_id is None) or invitation_id
     score = parse_score(raw.get("score"))
     responded_at = parse_timestamp(raw.get("responded_at"), "responded_at")
     if responded_at > now + max_future:
@@ -201,7 +203,7 @@ def validate(raw: dict, now: datetime, max_future: timedelta = MAX_FUTURE) -> Re
     return Response(
         response_id=response_id,
         survey_id=_text(raw, "survey_id") or "",
-        invitation_id=_text(raw, "invitation_id"),
+        invitation_id=invitation_id,
         score=score,
         category=classify(score),
         comment=comment,

@@ -200,10 +200,13 @@ class WindowEngine:
         for key in [k for k in state["b"] if int(k) < oldest_kept]:
             del state["b"][key]
 
-    def results(self, segment: SegmentKey, state: dict, watermark_ms: int) -> list[WindowResult]:
-        """One result per configured window, ending at the watermark's bucket. Bumps the state's seq."""
+    def results(self, segment: SegmentKey, state: dict, watermark_ms: int, trim: bool = True) -> list[WindowResult]:
+        """One result per configured window, ending at the watermark's bucket. Bumps the state's seq. Pass
+        ``trim=False`` for a watermark other than the segment's own (rolling idle segments): buckets are only
+        ever dropped by the segment's own watermark, the one its additions and retractions are checked against."""
         end = self.window_end(watermark_ms)
-        self.trim(state, watermark_ms)
+        if trim:
+            self.trim(state, watermark_ms)
         out = []
         for spec in self.windows:
             start = end - spec.seconds
@@ -224,3 +227,66 @@ def deltas_for(
     sign: int = 1,
 ) -> list[Delta]:
     return [Delta(key, event_ms, category, sign) for key in segment_keys(segment, dimensions)]
+
+
+# ------------------------------------------------------------------ batch step of the windows agent
+_BY_NAME = {c.value: c for c in Category}
+
+
+@dataclass(slots=True)
+class StepStats:
+    applied: int = 0
+    replayed: int = 0
+    outside: int = 0
+
+
+def add_counted(engine: WindowEngine, state: dict, event_ms: int, category: Category, stats: StepStats) -> bool:
+    """Add a version classify counted in the live windows (lateness was decided there, deterministically).
+    Refused only when its hour is older than every window of this segment's own watermark."""
+    watermark = max(int(state.get("wm", 0)), event_ms)
+    bucket = engine.bucket_of(event_ms)
+    if bucket < engine.window_end(watermark) - engine.max_window:
+        stats.outside += 1
+        return False
+    key = str(bucket)
+    state["b"][key] = NpsAggregator.add(state["b"].get(key) or NpsAggregator.initialize(), category, +1)
+    state["wm"] = watermark
+    stats.applied += 1
+    return True
+
+
+def retract_counted(engine: WindowEngine, state: dict, event_ms: int, category: Category, stats: StepStats) -> bool:
+    """Take back an earlier counted version. An hour outside every window is left alone: the addition was
+    refused there too (the segment's watermark only grows), or it no longer matters."""
+    bucket = engine.bucket_of(event_ms)
+    acc = state["b"].get(str(bucket))
+    if bucket < engine.window_end(int(state.get("wm", 0))) - engine.max_window or not acc or not acc[_INDEX[category]]:
+        stats.outside += 1
+        return False
+    NpsAggregator.add(acc, category, -1)
+    if not any(acc):
+        del state["b"][str(bucket)]
+    stats.applied += 1
+    return True
+
+
+def apply_items(engine: WindowEngine, state: dict, items: Iterable[list], stats: StepStats) -> bool:
+    """Apply one segment's delta items ``[partition, offset, add_ms, add_cat, retract_ms, retract_cat]`` (from
+    streams.classify) to its state; returns True when the buckets changed. Exact under replays: the state keeps
+    the highest applied source offset per raw partition (``hw``), and each source record is applied once —
+    the classify agent processes a partition in offset order and re-emits the same items on a redelivery."""
+    hw = state.setdefault("hw", {})
+    changed = False
+    for partition, offset, add_ms, add_cat, retract_ms, retract_cat in items:
+        key = str(partition)
+        if offset <= hw.get(key, -1):
+            stats.replayed += 1
+            continue
+        hw[key] = offset
+        if retract_cat is not None:
+            changed |= retract_counted(engine, state, retract_ms, _BY_NAME[retract_cat], stats)
+        if add_cat is not None:
+            changed |= add_counted(engine, state, add_ms, _BY_NAME[add_cat], stats)
+    if changed:
+        engine.trim(state, int(state.get("wm", 0)))
+    return changed

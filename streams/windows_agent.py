@@ -1,203 +1,181 @@
-"""windows: window deltas (key = segment) → rolling NPS per segment → window updates.
+"""windows: window deltas (key = segment) → rolling NPS per segment → window updates, one batch at a time.
 
-State lives in ONE table, ``window-state``, so that it shares one changelog partition per segment:
-* ``S|<segment>``: the segment's hourly buckets (streams.windows), plus ``off`` = the offset of the last delta
-  message applied to the buckets, ``p`` = its partition and ``end`` = the window end last emitted;
-* ``C|["<segment>", "<response_id>"]``: that response's contribution to the segment
-  ``[version, event_ms, category | None, counted]``.
+One table, ``window-state``, one key per segment (``S|<segment>``, JSON): the hourly buckets (streams.windows),
+``wm`` the segment's own event-time watermark, ``hw`` the highest applied source offset per raw partition,
+``p`` its changelog partition (= its delta partition), ``end`` the window end last emitted, ``seq``.
 
-Idempotency: a delta item whose version is not newer than the remembered contribution is a replay and is
-skipped; a newer one first retracts the old contribution (if it was counted), then adds the new one. Crash
-safety: per segment the state is written before its contributions, into the same changelog partition, so
-after a crash either nothing landed (the batch is redone), or the state landed (then ``off`` says the
-messages up to it are already in the buckets, and only their contributions are written again).
-Idle segments keep rolling: a timer re-emits every segment whose window end moved with the watermark.
+Per batch: parse every delta message (a bad one → dead letter), apply each segment's items in order with the
+pure ``streams.windows.apply_items`` (exact under replays: ``hw``), then per changed segment emit one window
+update per window and stage the state ONCE; produce all of it and wait for Kafka before the input is acked.
+Lateness is not decided here: classify decided, deterministically, which versions count (``add`` items).
+Idle segments keep rolling: a timer re-emits the segments whose window end moved with the largest watermark
+this worker has seen (display only: it never drops buckets).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+from collections import defaultdict
 from typing import Any
 
+import orjson
+
 from schemas import codec as avro
-from streams.app import (Deliveries, Pipeline, add_timer, consume_batches, dead_letter, delete_key, within_event,
-                         write_key)
-from streams.nps import Category
+from streams.app import Pipeline, add_timer, consume_batches, dead_letter
+from streams.kafka_io import BatchOutput, StateTable, json_key
 from streams.responses import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, from_ms
-from streams.windows import ApplyStats, Delta, SegmentKey
+from streams.windows import SegmentKey, StepStats, apply_items
 
-CATEGORY_BY_NAME = {c.value: c for c in Category}
-
-
-def state_key(segment: str) -> str:
-    return "S|" + segment
+BATCH = 5000
+CATEGORIES = {"promoter", "passive", "detractor", None}
 
 
-def contribution_key(segment: str, response_id: str) -> str:
-    return "C|" + json.dumps([segment, response_id], ensure_ascii=False)
+def state_key(segment: str) -> bytes:
+    return json_key("S|" + segment)
 
 
-def parse_delta(key: bytes | str, value: bytes) -> tuple[SegmentKey, list]:
-    segment = SegmentKey.parse(key if isinstance(key, str) else key.decode())
-    items = []
-    for rid, version, event_ms, cat in json.loads(value):
-        event_ms, version = int(event_ms), int(version)
-        if not MIN_TIMESTAMP_MS <= event_ms <= MAX_TIMESTAMP_MS or version < 0:
-            raise ValueError(f"event time or version out of range: {event_ms}, {version}")
-        items.append((str(rid), version, event_ms, None if cat is None else CATEGORY_BY_NAME[cat]))
-    return segment, items
+def parse_items(value: bytes) -> list[list]:
+    """The items of one delta message ``{"i": [[partition, offset, add_ms, add_cat, retract_ms, retract_cat]…]}``,
+    checked (an internal topic, but a bad producer must not stop the agent)."""
+    body = orjson.loads(value)
+    items = body["i"] if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise ValueError("not a window delta message {\"i\": [...]}")
+    for item in items:
+        p, o, add_ms, add_cat, ret_ms, ret_cat = item
+        if not (isinstance(p, int) and isinstance(o, int) and p >= 0 and o >= 0):
+            raise ValueError(f"bad source position {p!r}/{o!r}")
+        if add_cat not in CATEGORIES or ret_cat not in CATEGORIES:
+            raise ValueError(f"bad category {add_cat!r}/{ret_cat!r}")
+        for t, c in ((add_ms, add_cat), (ret_ms, ret_cat)):
+            if c is not None and not (isinstance(t, int) and MIN_TIMESTAMP_MS <= t <= MAX_TIMESTAMP_MS):
+                raise ValueError(f"event time out of range: {t!r}")
+    return items
 
 
-def install_windows(pipeline: Pipeline) -> None:
-    app, codec, stats, topics, engine = (pipeline.app, pipeline.codec, pipeline.stats, pipeline.topics,
-                                         pipeline.engine)
-    table = pipeline.tables["window_state"]
-    clock = pipeline.clock
-    watermark = {"ms": 0}
+class WindowsAgent:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.engine = pipeline.engine
+        self.table = StateTable(pipeline.tables["window_state"])
+        self.names = {name: pipeline.topics[name].get_topic_name() for name in ("deltas", "windows", "dead_letters")}
+        self.partitions = pipeline.settings.partitions
+        self.watermark_ms = 0  # the largest segment watermark seen by this worker: only for rolling idle segments
+        self.lock = asyncio.Lock()  # the agent and the timers write the same keys: never interleave their writes
 
-    def update_record(segment: SegmentKey, result) -> dict:
-        summary = result.summary
-        lo, hi = summary.ci95
-        return {
-            "dimension": segment.dimension,
-            "segment_value": segment.value,
-            "window": result.window.name,
-            "window_seconds": result.window.seconds,
-            "window_start": from_ms(result.start_ms),
-            "window_end": from_ms(result.end_ms),
-            "promoters": summary.promoters,
-            "passives": summary.passives,
-            "detractors": summary.detractors,
-            "responses": summary.responses,
-            "nps": summary.nps,
-            "ci_low": lo,
-            "ci_high": hi,
-            "band": summary.band.value if summary.band else None,
-            "seq": result.seq,
-            "updated_at": clock(),
-        }
+    def install(self) -> None:
+        pipeline = self.pipeline
 
-    async def emit(segment: SegmentKey, state: dict, deliveries: Deliveries) -> None:
-        for result in engine.results(segment, state, watermark["ms"]):
-            await deliveries.send(topics["windows"], str(segment).encode(),
-                                  codec.encode(avro.WINDOW_UPDATE, update_record(segment, result)))
-        state["end"] = engine.window_end(watermark["ms"])
+        @pipeline.app.agent(pipeline.topics["deltas"], name="windows")
+        async def windows(stream):
+            await consume_batches(pipeline, stream, "windows", BATCH, self.process)
 
-    async def process_batch(events: list) -> None:
-        deliveries = Deliveries()
-        parsed: list[tuple[SegmentKey, list, Any]] = []
+        add_timer(pipeline, "roll_idle_segments", 30.0, self.roll_idle_segments)
+        add_timer(pipeline, "expire_contributions", 60.0, self.drop_legacy_keys)
+        pipeline.agents["windows"] = windows
+        pipeline.timers.update(roll_idle_segments=self.roll_idle_segments,
+                               expire_contributions=self.drop_legacy_keys)
+
+    async def process(self, events: list) -> None:
+        async with self.lock:
+            await self._process(events)
+
+    async def _process(self, events: list) -> None:
+        out = self.pipeline.output()
+        by_segment: dict[str, list] = defaultdict(list)
+        partition_of: dict[str, int] = {}
         for event in events:
             msg = event.message
             try:
-                segment, items = parse_delta(msg.key, event.value)
-            except Exception as exc:  # internal topic, but a bad producer must not stop the agent
-                await pipeline.send_dead_letter(
-                    dead_letter("windows", "bad_window_delta", f"{type(exc).__name__}: {exc}"[:300],
-                                topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key,
-                                payload=event.value), deliveries)
+                key = msg.key.decode() if isinstance(msg.key, bytes) else msg.key
+                segment = str(SegmentKey.parse(key))
+                items = parse_items(event.value)
+            except Exception as exc:
+                self.dead_letter(out, msg, event.value, f"{type(exc).__name__}: {exc}"[:300])
                 continue
-            parsed.append((segment, items, event))
-            for _, _, t, c in items:
-                if c is not None:
-                    watermark["ms"] = max(watermark["ms"], t)
+            by_segment[segment].extend(items)
+            partition_of[segment] = msg.partition
+        stats = StepStats()
+        for segment, items in by_segment.items():
+            self.apply_segment(out, segment, items, partition_of[segment], stats)
+        self.pipeline.stats.inc("windows.applied", stats.applied)
+        self.pipeline.stats.inc("windows.replayed", stats.replayed)
+        self.pipeline.stats.inc("windows.outside", stats.outside)
+        await out.flush()
 
-        apply_stats = ApplyStats()
-        states: dict[str, dict] = {}
-        segments: dict[str, SegmentKey] = {}
-        owner: dict[str, Any] = {}
-        touched: set[str] = set()
-        contributions: dict[str, dict[str, list]] = {}
-        for segment, items, event in parsed:
-            seg = str(segment)
-            skey = state_key(seg)
-            if skey not in states:
-                states[skey] = table.get(skey) or engine.new_state()
-            state = states[skey]
-            watermark["ms"] = max(watermark["ms"], int(state.get("wm", 0)))
-            segments[skey], owner[skey] = segment, event
-            pending = contributions.setdefault(skey, {})
-            redelivered = event.message.offset <= state.get("off", -1)
-            for rid, version, t, cat in items:
-                ckey = contribution_key(seg, rid)
-                prev = pending.get(ckey) or table.get(ckey)
-                if prev is not None and prev[0] >= version:
-                    stats.inc("windows.replayed")
-                    continue
-                if redelivered:
-                    # the buckets already hold this message (state landed before a crash); only its
-                    # contribution may be missing
-                    counted = cat is not None and t >= watermark["ms"] - engine.lateness_seconds * 1000
-                    pending[ckey] = [version, t, None if cat is None else cat.value, counted]
-                    stats.inc("windows.redelivered")
-                    continue
-                changed = False
-                if prev is not None and prev[3] and prev[2] is not None:
-                    changed |= engine.apply(state, Delta(segment, prev[1], CATEGORY_BY_NAME[prev[2]], -1),
-                                            watermark["ms"], apply_stats)
-                counted = False
-                if cat is not None:
-                    counted = engine.apply(state, Delta(segment, t, cat, +1), watermark["ms"], apply_stats)
-                    changed |= counted
-                pending[ckey] = [version, t, None if cat is None else cat.value, counted]
-                if changed:
-                    touched.add(skey)
-            if not redelivered:
-                state["off"], state["p"] = event.message.offset, event.message.partition
+    def apply_segment(self, out: BatchOutput, segment: str, items: list, partition: int, stats: StepStats) -> None:
+        key = state_key(segment)
+        state = self.table.get(key) or self.engine.new_state()
+        replayed = stats.replayed
+        changed = apply_items(self.engine, state, items, stats)
+        self.watermark_ms = max(self.watermark_ms, int(state.get("wm", 0)))
+        if changed:
+            self.emit(out, SegmentKey.parse(segment), state, int(state["wm"]), trim=True)
+        if changed or stats.replayed - replayed < len(items):  # hw moved: the state changed
+            state["p"] = partition
+            self.table.put(out, key, state, partition)
 
-        stats.inc("windows.applied", apply_stats.applied)
-        stats.inc("windows.too_late", apply_stats.too_late)
-        stats.inc("windows.outside", apply_stats.outside)
-        for skey, state in states.items():
-            if skey in touched:
-                await emit(segments[skey], state, deliveries)
-            if skey in touched or contributions.get(skey):
-                within_event(owner[skey])
-                table[skey] = state  # state first …
-                for ckey, value in contributions.get(skey, {}).items():
-                    table[ckey] = value  # … then contributions, same changelog partition
-        await deliveries.wait()
+    def emit(self, out: BatchOutput, segment: SegmentKey, state: dict, watermark_ms: int, trim: bool) -> None:
+        codec, key = self.pipeline.codec, str(segment).encode()
+        for result in self.engine.results(segment, state, watermark_ms, trim=trim):
+            out.add_keyed(self.names["windows"], self.partitions, key,
+                          codec.encode(avro.WINDOW_UPDATE, self.update_record(segment, result)))
+        state["end"] = self.engine.window_end(watermark_ms)
 
-    @app.agent(topics["deltas"], name="windows")
-    async def windows(stream):
-        await consume_batches(pipeline, stream, "windows", 5000, process_batch)
+    def update_record(self, segment: SegmentKey, result) -> dict:
+        summary = result.summary
+        lo, hi = summary.ci95
+        return {
+            "dimension": segment.dimension, "segment_value": segment.value,
+            "window": result.window.name, "window_seconds": result.window.seconds,
+            "window_start": from_ms(result.start_ms), "window_end": from_ms(result.end_ms),
+            "promoters": summary.promoters, "passives": summary.passives, "detractors": summary.detractors,
+            "responses": summary.responses, "nps": summary.nps, "ci_low": lo, "ci_high": hi,
+            "band": summary.band.value if summary.band else None,
+            "seq": result.seq, "updated_at": self.pipeline.clock(),
+        }
 
-    async def roll_idle_segments() -> None:
+    def dead_letter(self, out: BatchOutput, msg: Any, value: bytes, detail: str) -> None:
+        record = dead_letter("windows", "bad_window_delta", detail, topic=msg.topic, partition=msg.partition,
+                             offset=msg.offset, key=msg.key, payload=value)
+        self.pipeline.stats.inc("dead_letter.windows.bad_window_delta")
+        out.add_keyed(self.names["dead_letters"], self.partitions, (record["key"] or "").encode(),
+                      self.pipeline.codec.encode(avro.DEAD_LETTER, record))
+
+    async def roll_idle_segments(self) -> None:
         """When event time enters a new hour, re-emit the segments that got no response since, so their
         24 h / 7 d / 30 d windows keep rolling (and empty out) instead of freezing."""
-        if not watermark["ms"]:
+        if not self.watermark_ms:
             return
-        end = engine.window_end(watermark["ms"])
-        deliveries = Deliveries()
+        end = self.engine.window_end(self.watermark_ms)
         rolled = 0
-        for i, (key, state) in enumerate(list(table.data.items())):
-            if key.startswith("S|") and state and state.get("end", end) < end and "p" in state:
-                await emit(SegmentKey.parse(key[2:]), state, deliveries)
-                write_key(table, key, state, state["p"])
-                rolled += 1
-            if i % 5000 == 4999:
-                await asyncio.sleep(0)
-        await deliveries.wait()
-        stats.inc("windows.rolled", rolled)
+        keys = [key for key in self.table.data.keys() if key.startswith(b'"S|')]
+        for start in range(0, len(keys), 5000):
+            async with self.lock:
+                out = self.pipeline.output()
+                for key in keys[start:start + 5000]:
+                    state = self.table.get(key)
+                    if state and state.get("end", end) < end and "p" in state:
+                        self.emit(out, SegmentKey.parse(orjson.loads(key)[2:]), state, self.watermark_ms, trim=False)
+                        self.table.put(out, key, state, state["p"])
+                        rolled += 1
+                await out.flush()
+            await asyncio.sleep(0)
+        self.pipeline.stats.inc("windows.rolled", rolled)
 
-    async def expire_contributions() -> None:
-        """Forget contributions no window can use any more (bounded state)."""
-        if not watermark["ms"]:
-            return
-        oldest = (engine.window_end(watermark["ms"]) - engine.max_window - engine.lateness_seconds) * 1000
-        expired = 0
-        for i, (key, value) in enumerate(list(table.data.items())):
-            if key.startswith("C|") and value and value[1] < oldest:
-                # a contribution lives on its segment's changelog partition, which the state remembers
-                state = table.data.get(state_key(json.loads(key[2:])[0]))
+    async def drop_legacy_keys(self) -> None:
+        """Delete the per-(segment, response) contribution keys ``C|…`` an earlier version kept (no longer read)."""
+        dropped = 0
+        async with self.lock:
+            out = self.pipeline.output()
+            for key in [key for key in self.table.data.keys() if key.startswith(b'"C|')]:
+                state = self.table.get(state_key(orjson.loads(orjson.loads(key)[2:])[0]))
                 if state and "p" in state:
-                    delete_key(table, key, state["p"])
-                    expired += 1
-            if i % 5000 == 4999:
-                await asyncio.sleep(0)
-        stats.inc("windows.contributions_expired", expired)
+                    self.table.delete(out, key, state["p"])
+                    dropped += 1
+            await out.flush()
+        self.pipeline.stats.inc("windows.contributions_expired", dropped)
 
-    add_timer(pipeline, "roll_idle_segments", 30.0, roll_idle_segments)
-    add_timer(pipeline, "expire_contributions", 60.0, expire_contributions)
-    pipeline.agents["windows"] = windows
-    pipeline.timers.update(roll_idle_segments=roll_idle_segments, expire_contributions=expire_contributions)
+
+def install_windows(pipeline: Pipeline) -> None:
+    WindowsAgent(pipeline).install()

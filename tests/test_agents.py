@@ -23,11 +23,28 @@ class _Acked(asyncio.Future):
     """A changelog write Kafka has acknowledged (Faust reads ``.message.partition`` of it)."""
 
 
-class Harness:
-    """A pipeline without a broker: agents run under test_context, topic sends are captured (and
-    acknowledged at once, as Kafka would)."""
+class CaptureSender:
+    """Stands in for Kafka at the BatchOutput boundary (streams.kafka_io.Sender): records every batch's records
+    by topic name and acknowledges them at once, as Kafka would."""
 
-    ENV = {"NPSFLOW_WINDOWS": "24h,7d", "NPSFLOW_LATENESS": "2h", "NPSFLOW_DIMENSIONS": "overall,location"}
+    def __init__(self, harness: "Harness") -> None:
+        self.harness = harness
+
+    async def send(self, topic: str, partition: int, records) -> None:
+        name = self.harness.topic_names.get(topic)
+        for key, value in records:
+            if name is not None:
+                self.harness.sent[name].append((key, value))
+            else:
+                self.harness.changelog[self.harness.changelog_names[topic]].append((partition, key, value))
+
+
+class Harness:
+    """A pipeline without a broker: agents run under test_context, topic sends and batch outputs are captured
+    (and acknowledged at once, as Kafka would). One partition, so every key is on the partition it is put to."""
+
+    ENV = {"NPSFLOW_WINDOWS": "24h,7d", "NPSFLOW_LATENESS": "2h", "NPSFLOW_DIMENSIONS": "overall,location",
+           "NPSFLOW_PARTITIONS": "1"}
 
     def __init__(self, tmp_path, clock=lambda: NOW, store_factory=None, env=None, **kw):
         settings = config.load({"NPSFLOW_HOME": str(tmp_path), **self.ENV, **(env or {})})
@@ -36,6 +53,10 @@ class Harness:
         app.finalize()
         app.flow_control.resume()
         self.sent: dict[str, list] = defaultdict(list)
+        self.topic_names = {topic.get_topic_name(): name for name, topic in self.pipeline.topics.items()}
+        self.changelog_names = {table.changelog_topic.get_topic_name(): name
+                                for name, table in self.pipeline.tables.items()}
+        self.pipeline.sender = CaptureSender(self)
         for name, topic in self.pipeline.topics.items():
             async def capture(*args, _name=name, key=None, value=None, **kw):
                 self.sent[_name].append((key, value))
@@ -58,6 +79,14 @@ class Harness:
 
     def deltas(self) -> list[tuple[str, bytes]]:
         return [(k.decode() if isinstance(k, bytes) else k, v) for k, v in self.sent["deltas"]]
+
+    def delta_items(self, segment: str) -> list[list]:
+        """Every window-delta item sent for ``segment``: [partition, offset, add_ms, add_cat, retract_ms, retract_cat]."""
+        return [item for key, value in self.deltas() if key == segment for item in json.loads(value)["i"]]
+
+    def memo(self, response_id: str) -> dict | None:
+        raw = self.pipeline.tables["seen"].data.get(json.dumps(response_id).encode())
+        return None if raw is None else json.loads(raw)
 
 
 def raw(rid="r-1", score=9, at="2026-11-20T10:00:00Z", location="Espoo", **extra) -> bytes:
@@ -93,8 +122,9 @@ async def test_valid_response_is_classified_and_fanned_out(harness):
     assert out["responded_at"] == datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
     keys = sorted(k for k, _ in harness.deltas())
     assert keys == ["location=Espoo", "overall=all"]
-    items = json.loads(harness.deltas()[0][1])
-    assert items[0][0] == "r-1" and items[0][3] == "promoter" and items[0][1] == out["version"]
+    (item,) = harness.delta_items("location=Espoo")
+    at = int(datetime(2026, 11, 20, 10, tzinfo=timezone.utc).timestamp() * 1000)
+    assert item == [0, 0, at, "promoter", None, None]  # source partition/offset, added, nothing retracted
 
 
 @pytest.mark.parametrize("score,reason", [("7.5", "score_not_integer"), ("abc", "score_not_integer"),
@@ -186,9 +216,10 @@ async def test_edit_moving_a_response_removes_it_from_the_old_segment(harness):
     async with harness.pipeline.agents["classify"].test_context() as agent:
         await agent.put(raw(score=0, location="Bergen"), key=b"r-1")
         await agent.put(raw(score=9, at="2026-11-20T10:05:00Z", location="Oslo"), key=b"r-1")
-    removal = [json.loads(v) for k, v in harness.deltas() if k == "location=Bergen"]
-    last_item = [item for message in removal for item in message][-1]
-    assert last_item[0] == "r-1" and last_item[3] is None  # category None = remove from this segment
+    last_item = harness.delta_items("location=Bergen")[-1]
+    at = int(datetime(2026, 11, 20, 10, tzinfo=timezone.utc).timestamp() * 1000)
+    assert last_item[2:] == [None, None, at, "detractor"]  # nothing added, the first version retracted
+    assert harness.delta_items("location=Oslo")[-1][2:] == [at + 300_000, "promoter", None, None]
 
 
 async def run_windows(harness, deltas):
@@ -233,7 +264,8 @@ async def test_late_additions_beyond_lateness_are_not_counted(harness):
     latest = await run_windows(harness, deltas)
     overall = latest[("overall", "all", "24h")]
     assert (overall["promoters"], overall["detractors"]) == (1, 1)
-    assert harness.pipeline.stats.as_dict()["windows.too_late"] >= 1
+    assert harness.pipeline.stats.as_dict()["classify.too_late"] == 1
+    assert harness.memo("late")["c"] is False and harness.memo("ok")["c"] is True
 
 
 async def test_malformed_window_delta_is_dead_lettered(harness):
@@ -242,34 +274,56 @@ async def test_malformed_window_delta_is_dead_lettered(harness):
     assert dl["reason"] == "bad_window_delta" and dl["stage"] == "windows"
 
 
-async def test_state_expiry_forgets_old_ids_and_contributions(tmp_path):
+async def test_the_dedup_memory_forgets_by_processing_time_and_refuses_what_it_could_confuse(tmp_path):
+    """Memos are forgotten NPSFLOW_DEDUP_RETENTION after their last write (not after responded_at: imported
+    history stays remembered), and a version older than the memory is refused, because it could be an earlier
+    version of a forgotten answer and would count again on its own day."""
     later = {"now": NOW}
     harness = Harness(tmp_path, clock=lambda: later["now"])
+    old_answer = (NOW - timedelta(days=89)).isoformat()  # imported history, inside the 90-day memory
     async with harness.pipeline.agents["classify"].test_context() as agent:
-        await agent.put(raw(rid="old", score=9, at="2026-11-20T10:00:00Z"), key=b"old")
-    async with harness.pipeline.agents["windows"].test_context() as agent:
-        for key, value in harness.deltas():
-            await agent.put(value, key=key, partition=0)
-    seen, state = harness.pipeline.tables["seen"], harness.pipeline.tables["window_state"]
-
-    def contributions():
-        return sorted(json.loads(k[2:])[1] for k in state.data if k.startswith("C|"))
-
-    assert "old" in seen.data and contributions() == ["old", "old"]
+        await agent.put(raw(rid="old", score=9, at=old_answer), key=b"old")
+        await agent.put(raw(rid="older", score=9, at=(NOW - timedelta(days=95)).isoformat()), key=b"older")
+    (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
+    assert dl["reason"] == "older_than_dedup_memory" and json.loads(dl["payload_json"])["response_id"] == "older"
+    later["now"] = NOW + timedelta(days=30)
     await harness.pipeline.timers["expire_seen"]()
-    assert "old" in seen.data  # still inside the retention
+    assert harness.memo("old") is not None  # responded 119 days ago, written 30 days ago: remembered
     later["now"] = NOW + timedelta(days=91)
     await harness.pipeline.timers["expire_seen"]()
-    assert "old" not in seen.data
+    assert harness.memo("old") is None
     assert harness.pipeline.stats.as_dict()["classify.forgotten"] == 1
-    # contributions expire once the event-time watermark moved past the largest window + lateness
+    assert harness.changelog["seen"][-1] == (0, b'"old"', None)  # a real tombstone
+    async with harness.pipeline.agents["classify"].test_context() as agent:  # a version of the forgotten answer
+        await agent.put(raw(rid="old", score=0, at=(NOW - timedelta(days=89, hours=1)).isoformat()), key=b"old")
+    assert [d["reason"] for d in harness.decoded("dead_letters", avro.DEAD_LETTER)] == ["older_than_dedup_memory"] * 2
+    assert len(harness.sent["classified"]) == 1
+
+
+async def test_an_answer_to_an_invitation_is_identified_by_it(harness):
+    """One key on every path: an answer naming an invitation must carry it as response_id (or none)."""
     async with harness.pipeline.agents["classify"].test_context() as agent:
-        await agent.put(raw(rid="new", score=9, at=(NOW + timedelta(days=8)).isoformat()), key=b"new")
-    async with harness.pipeline.agents["windows"].test_context() as agent:
-        for key, value in harness.deltas()[2:]:
-            await agent.put(value, key=key, partition=0)
-    await harness.pipeline.timers["expire_contributions"]()
-    assert contributions() == ["new", "new"]
+        await agent.put(raw(rid="r-1", invitation_id="inv-1"), key=b"inv-1")
+        obj = {"invitation_id": "inv-2", "score": 8, "responded_at": "2026-11-20T10:00:00Z"}
+        await agent.put(CODEC.encode(avro.RAW_RESPONSE, to_raw_response(obj, received_at=NOW)), key=b"inv-2")
+    (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
+    assert dl["reason"] == "response_id_not_invitation"
+    (out,) = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
+    assert (out["response_id"], out["invitation_id"]) == ("inv-2", "inv-2")
+
+
+async def test_a_record_on_the_wrong_partition_is_re_keyed(tmp_path):
+    """Every version of an answer must meet on the partition of its key (murmur2, as every client computes it)."""
+    from streams.kafka_io import partition_for
+
+    harness = Harness(tmp_path, env={"NPSFLOW_PARTITIONS": "6"})
+    right = partition_for(b"r-1", 6)
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(rid="r-1"), key=b"r-1", partition=(right + 1) % 6)
+        await agent.put(raw(rid="r-1"), key=b"r-1", partition=right)
+    assert [k for k, _ in harness.sent["raw"]] == [b"r-1"]
+    assert len(harness.sent["classified"]) == 1
+    assert harness.pipeline.stats.as_dict()["classify.rekeyed"] == 1
 
 
 @pytest.mark.parametrize("changes,reason", [
@@ -303,7 +357,7 @@ async def test_unexpected_failure_is_dead_lettered_before_any_state_is_written(h
         await agent.put(raw(rid="r-2"), key=b"r-2")
     (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
     assert dl["reason"] == "classify_internal_error" and "boom" in dl["detail"]
-    assert "r-1" not in harness.pipeline.tables["seen"].data  # a retry will process it as new
+    assert harness.memo("r-1") is None  # a retry will process it as new
     assert [o["response_id"] for o in harness.decoded("classified", avro.CLASSIFIED_RESPONSE)] == ["r-2"]
 
 
@@ -316,27 +370,41 @@ async def test_record_keyed_differently_is_re_keyed_by_response_id(harness):
     assert harness.pipeline.stats.as_dict()["classify.rekeyed"] == 1
 
 
-async def test_windows_crash_after_state_landed_but_not_contributions(harness):
-    """Simulate the crash window: the state's changelog record landed, the contributions' did not."""
+async def test_windows_redelivery_after_the_state_landed_counts_once(harness):
+    """The crash window: the segment's state (with its source high-water offsets) reached the changelog, the
+    input was not acked, Kafka redelivers the same delta messages — and classify re-emits its items too."""
     async with harness.pipeline.agents["classify"].test_context() as agent:
         for i in range(3):
             await agent.put(raw(rid=f"p{i}", score=10, at=f"2026-11-20T10:0{i}:00Z"), key=f"p{i}".encode())
     deltas = harness.deltas()
     table = harness.pipeline.tables["window_state"]
-    wrapper = harness.pipeline.agents["windows"]
-    async with wrapper.test_context() as agent:
+    async with harness.pipeline.agents["windows"].test_context() as agent:
         for key, value in deltas:
             await agent.put(value, key=key, partition=0)
-        await until(lambda: sum(1 for k in table.data if k.startswith("C|")) == 6)  # the batch ran
-        for k in [k for k in table.data if k.startswith("C|")]:
-            del table.data[k]  # lost with the crash
-        agent.sent_offset = 0  # Kafka redelivers the same offsets
-        for key, value in deltas:
+        await until(lambda: table.data.get(b'"S|overall=all"') is not None)
+        agent.sent_offset = 0  # Kafka redelivers the same offsets …
+        for key, value in deltas + deltas:  # … and classify's re-emission comes on top
             await agent.put(value, key=key, partition=0)
-    overall = table.data["S|overall=all"]
-    assert sum(c[0] for c in overall["b"].values()) == 3  # not 6, not 0
-    assert sum(1 for k in table.data if k.startswith("C|")) == 6  # contributions restored
-    assert harness.pipeline.stats.as_dict()["windows.redelivered"] == 6
+    overall = json.loads(table.data[b'"S|overall=all"'])
+    assert sum(c[0] for c in overall["b"].values()) == 3  # not 6, not 9
+    assert overall["hw"] == {"0": 2}
+    assert harness.pipeline.stats.as_dict()["windows.replayed"] == 12
+
+
+async def test_lateness_is_decided_by_the_partition_and_kept_for_edits(harness):
+    """A version refused as too late is never retracted by its edit (it was never added), and a replayed
+    decision is the memo's, whatever the worker saw since."""
+    async with harness.pipeline.agents["classify"].test_context() as agent:
+        await agent.put(raw(rid="now", score=10, at="2026-11-20T11:59:00Z"), key=b"now")
+        await agent.put(raw(rid="late", score=0, at="2026-11-20T08:00:00Z"), key=b"late")  # 4 h > 2 h: not counted
+        await agent.put(raw(rid="late", score=9, at="2026-11-20T11:30:00Z"), key=b"late")  # its edit: counted
+    assert harness.delta_items("overall=all")[1:] == [
+        [0, 2, int(datetime(2026, 11, 20, 11, 30, tzinfo=timezone.utc).timestamp() * 1000), "promoter", None, None]]
+    latest = await run_windows(harness, harness.deltas())
+    overall = latest[("overall", "all", "24h")]
+    assert (overall["promoters"], overall["detractors"]) == (2, 0)
+    wm = json.loads(harness.pipeline.tables["seen"].data[b"\x00wm|0"])
+    assert wm == int(datetime(2026, 11, 20, 11, 59, tzinfo=timezone.utc).timestamp() * 1000)
 
 
 async def test_idle_segments_keep_rolling(harness):
@@ -357,19 +425,6 @@ async def test_idle_segments_keep_rolling(harness):
     rolled = {u["window"]: u for u in harness.decoded("windows", avro.WINDOW_UPDATE) if u["segment_value"] == "Espoo"}
     assert rolled["24h"]["responses"] == 0 and rolled["7d"]["responses"] == 1
     assert harness.pipeline.stats.as_dict()["windows.rolled"] == 1
-
-
-async def test_expiry_writes_real_tombstones(harness, monkeypatch):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
-        await agent.put(raw(), key=b"r-1")
-    seen = harness.pipeline.tables["seen"]
-    calls = []
-    monkeypatch.setattr(seen, "send_changelog", lambda *a, **kw: calls.append((a, kw)))
-    from streams.app import delete_key
-
-    delete_key(seen, "r-1", 0)
-    assert calls == [((0, "r-1", None), {"value_serializer": "raw"})]  # raw None = a Kafka tombstone
-    assert "r-1" not in seen.data
 
 
 # ------------------------------------------------------------------------------------------ follow_up

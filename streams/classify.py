@@ -1,0 +1,280 @@
+"""The classify step, pure: a batch of decoded raw responses + the state it reads → outputs + state changes.
+
+No I/O, no clock: ``now`` and the state view are parameters, so every rule is unit-tested without Kafka
+(tests/test_classify_step.py). The agent (streams.classify_agent) decodes, calls ``ClassifyStep.run`` once
+per batch, writes each changed state key once and produces the outputs.
+
+Per record, in partition-offset order:
+1. validate (streams.responses); bad input → a dead letter with its reason;
+2. route: the key of an answer is its ``response_id`` (= its ``invitation_id`` when it answers one). A record
+   whose Kafka key or partition is not that key's is re-produced with the right key and skipped here — all
+   versions of an answer meet on one partition, where its memo lives;
+3. join: an answer to an invitation takes the invitation's segments, survey, locale and organization from
+   the co-partitioned ``invitations`` table;
+4. decide against the memo (latest version per response_id): new / edit → emit; duplicate / stale → drop; a
+   redelivery of the very offset that produced the memo re-emits the memo's outputs (they may not have
+   reached Kafka before a crash);
+5. lateness, deterministically: each raw partition has a persisted watermark (largest responded_at seen on
+   it, in offset order); a version counts in the live windows when ``responded_at ≥ watermark − lateness``.
+   The decision is kept in the memo (``c``), so a later edit retracts exactly what was added;
+6. window deltas, aggregated per segment for the whole batch: one item per (segment, version) with what to
+   add and what to retract, and the source (partition, offset) that makes the windows agent's replays exact.
+
+Memo (table ``responses-seen``, JSON): ``v`` version, ``h`` content hash, ``s`` score, ``t`` responded_at ms,
+``seg`` segment, ``c`` counted in the live windows, ``src`` [partition, offset], ``e`` is an edit, ``ps`` /
+``pseg`` / ``pt`` / ``pc`` the previous version's score / segment / time / counted, ``ds`` the UTC days of every
+version, ``o`` the organization, ``w`` when it was written (processing time, ms: the dedup memory forgets a
+memo ``dedup_retention`` after its last write).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+
+from streams.nps import classify as category_of
+from streams.responses import MAX_FUTURE, Decision, Rejected, Response, decide, remembered, to_ms, validate
+from streams.windows import segment_keys
+
+EPOCH = date(1970, 1, 1)
+MAX_ANSWER_DAYS = 64  # bound on the days one answer's versions are remembered on (edits happen in a window)
+BEYOND_MEMORY = "older_than_dedup_memory"
+
+
+def day_of(ms: int) -> int:
+    """UTC day number (days since 1970-01-01) of a time in ms."""
+    return ms // 86_400_000
+
+
+def answer_days(previous: dict | None, responded_ms: int) -> list[int]:
+    """The distinct UTC days of every version of an answer so far, this one included (memo ``ds``). A memo
+    written before ``ds`` existed knows only the previous version's time ``t``."""
+    days = set(previous.get("ds") or [day_of(previous["t"])]) if previous else set()
+    days.add(day_of(responded_ms))
+    return sorted(days)[-MAX_ANSWER_DAYS:]
+
+
+class ClassifyState(Protocol):
+    """What the step reads: memos, per-partition watermarks, invitations (all of the batch's partitions)."""
+
+    def memo(self, response_id: str) -> dict | None: ...
+
+    def watermark(self, partition: int) -> int: ...
+
+    def invitation(self, invitation_id: str) -> dict | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One raw record: where it came from, its key, and the decoded RawResponse (or the decode error)."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    raw: dict | None
+    error: tuple[str, str] | None = None  # (reason, detail) when the bytes could not be decoded
+    value: bytes | None = None  # the original bytes (for re-keying and dead letters)
+
+
+@dataclass(slots=True)
+class Refused:
+    record: Incoming
+    reason: str
+    detail: str
+    payload: Any
+
+
+@dataclass
+class ClassifyOutcome:
+    classified: list[tuple[int, str, Any]] = field(default_factory=list)  # (partition, response_id, record)
+    deltas: dict[str, list] = field(default_factory=lambda: defaultdict(list))  # segment → items
+    responded: list[tuple[int, str, dict]] = field(default_factory=list)  # (partition, invitation id, message)
+    rekeyed: list[tuple[bytes, bytes]] = field(default_factory=list)  # (right key, original bytes)
+    refused: list[Refused] = field(default_factory=list)
+    memos: dict[str, tuple[int, dict]] = field(default_factory=dict)  # response_id → (partition, memo)
+    watermarks: dict[int, int] = field(default_factory=dict)  # partition → watermark (ms), when it moved
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+@dataclass
+class ClassifyStep:
+    """The rules of one classify batch (see the module docstring). ``partition_of(key)`` is the default
+    partitioner of the raw topic (murmur2 modulo its partitions)."""
+
+    dimensions: tuple[str, ...]
+    lateness_ms: int
+    dedup_retention_ms: int
+    partition_of: Any
+    encode: Any = None  # ClassifiedResponse dict → bytes (Avro); None keeps the dict (tests of the rules)
+
+    def run(self, records: list[Incoming], state: ClassifyState, now: datetime) -> ClassifyOutcome:
+        out = ClassifyOutcome()
+        batch = _BatchView(state, out)
+        now_ms = to_ms(now)
+        for record in records:
+            try:
+                self._one(record, batch, now, now_ms, out)
+            except Rejected as exc:
+                out.refused.append(Refused(record, exc.reason, exc.detail, record.raw))
+            except Exception as exc:  # a bug or an unforeseen input must not stop the agent, nor vanish
+                out.counts["classify.internal_error"] += 1
+                out.refused.append(Refused(record, "classify_internal_error", f"{type(exc).__name__}: {exc}",
+                                           record.raw if record.raw is not None else record.value))
+        return out
+
+    def _one(self, record: Incoming, batch: "_BatchView", now: datetime, now_ms: int, out: ClassifyOutcome) -> None:
+        if record.error is not None:
+            out.refused.append(Refused(record, record.error[0], record.error[1], record.value))
+            return
+        response = identified(validate(record.raw, now))
+        route = response.response_id.encode()
+        if record.key != route or self.partition_of(route) != record.partition:
+            out.counts["classify.rekeyed"] += 1
+            out.rekeyed.append((route, record.value))
+            return
+        response, invitation = self._joined(response, batch, out)
+        previous = batch.memo(response.response_id)
+        watermark = max(batch.watermark(record.partition), response.responded_ms)
+        batch.set_watermark(record.partition, watermark)
+        decision = decide(previous, response)
+        source = [record.partition, record.offset]
+        if decision is Decision.DUPLICATE and previous.get("src") == source:
+            out.counts["classify.redelivered"] += 1
+            memo = previous
+        elif decision in (Decision.DUPLICATE, Decision.STALE):
+            out.counts[f"classify.{decision.value}"] += 1
+            return
+        elif previous is None and response.responded_ms < now_ms - self.dedup_retention_ms + to_ms_delta(MAX_FUTURE):
+            raise Rejected(BEYOND_MEMORY, "responded_at lies beyond the dedup memory (NPSFLOW_DEDUP_RETENTION): "
+                           "an answer this old cannot be told apart from an edit of a forgotten one")
+        else:
+            counted = response.responded_ms >= watermark - self.lateness_ms
+            memo = new_memo(response, previous, decision, source, counted, invitation, now_ms)
+        classified = classified_record(response, memo, now)
+        if self.encode is not None:
+            classified = self.encode(classified)  # before the memo is staged: may raise
+        if memo is not previous:
+            out.counts[f"classify.{decision.value}"] += 1
+            out.counts["classify.too_late"] += not memo["c"]
+            batch.set_memo(response.response_id, record.partition, memo)
+        out.classified.append((record.partition, response.response_id, classified))
+        if invitation is not None:
+            out.responded.append((record.partition, response.invitation_id, responded_message(response)))
+        self._deltas(response, memo, record, out)
+
+    def _joined(self, response: Response, batch: "_BatchView", out: ClassifyOutcome):
+        if not response.invitation_id:
+            return response, None
+        invitation = batch.invitation(response.invitation_id)
+        if invitation is None:
+            out.counts["classify.invitation_unknown"] += 1
+            return response, None
+        out.counts["classify.joined"] += 1
+        return dataclasses.replace(
+            response, segment={**response.segment, **(invitation.get("segment") or {})},
+            survey_id=response.survey_id or invitation.get("survey_id") or "",
+            locale=response.locale or invitation.get("locale")), invitation
+
+    def _deltas(self, response: Response, memo: dict, record: Incoming, out: ClassifyOutcome) -> None:
+        """One item per segment the version enters or leaves: ``[partition, offset, add_ms, add_category,
+        retract_ms, retract_category]`` (None where there is nothing to add / retract)."""
+        new_keys = [str(k) for k in segment_keys(memo["seg"], self.dimensions)]
+        added = memo["t"] if memo.get("c") else None
+        category = category_of(memo["s"]).value
+        old_keys: list[str] = []
+        retracted = None
+        if memo.get("pseg") is not None and memo.get("pc", True):
+            old_keys = [str(k) for k in segment_keys(memo["pseg"], self.dimensions)]
+            retracted = category_of(memo["ps"]).value
+        for key in dict.fromkeys(new_keys + old_keys):
+            add = key in new_keys and added is not None
+            retract = key in old_keys
+            if add or retract:
+                out.deltas[key].append([record.partition, record.offset,
+                                        memo["t"] if add else None, category if add else None,
+                                        memo["pt"] if retract else None, retracted if retract else None])
+
+
+def to_ms_delta(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1000)
+
+
+def identified(response: Response) -> Response:
+    """An answer to an invitation is identified by the invitation (one answer per invitation, the same key on
+    every path: page, API, CLI): its response_id must be the invitation id."""
+    if response.invitation_id and response.response_id != response.invitation_id:
+        raise Rejected("response_id_not_invitation",
+                       f"an answer to invitation {response.invitation_id[:60]!r} must have it as response_id "
+                       f"(or none), got {response.response_id[:60]!r}")
+    return response
+
+
+def new_memo(response: Response, previous: dict | None, decision: Decision, source: list, counted: bool,
+             invitation: dict | None, now_ms: int) -> dict:
+    prev = previous or {}
+    return {**remembered(response), "c": counted, "src": source, "e": decision is Decision.EDIT,
+            "ps": prev.get("s"), "pseg": prev.get("seg"), "pt": prev.get("t"), "pc": prev.get("c", True),
+            "ds": answer_days(previous, response.responded_ms),
+            # the organization of the invitation; an edit made after the invitation was forgotten keeps it
+            "o": invitation.get("org") if invitation is not None else prev.get("o"), "w": now_ms}
+
+
+def classified_record(response: Response, memo: dict, now: datetime) -> dict:
+    return {
+        "response_id": response.response_id,
+        "survey_id": response.survey_id,
+        "invitation_id": response.invitation_id,
+        "score": response.score,
+        "category": response.category.value,
+        "comment": response.comment,
+        "follow_up": response.follow_up,
+        "locale": response.locale,
+        "responded_at": response.responded_at,
+        "received_at": response.received_at,
+        "processed_at": now,
+        "segment": response.segment,
+        "version": response.version,
+        "is_edit": bool(memo["e"]),
+        "previous_score": memo["ps"],
+        # the other days earlier versions had: ClickHouse's day ledger retracts the answer there
+        # (sinks/migrations/0005), whatever order the versions reach it in
+        "earlier_days": [EPOCH + timedelta(days=d) for d in memo.get("ds", ())
+                         if d != day_of(response.responded_ms)],
+        "org_id": memo.get("o"),
+        "source": response.source,
+    }
+
+
+def responded_message(response: Response) -> dict:
+    """Tells the deliver agent an invitation was answered (cancels its reminder, refreshes the page's view)."""
+    return {"op": "responded", "inv": response.invitation_id, "at": response.responded_ms,
+            "v": response.version, "score": response.score, "comment": response.comment,
+            "follow_up": response.follow_up}
+
+
+class _BatchView:
+    """The state as the batch sees it: changes made earlier in the batch shadow the stored state."""
+
+    def __init__(self, state: ClassifyState, out: ClassifyOutcome) -> None:
+        self.state, self.out = state, out
+
+    def memo(self, response_id: str) -> dict | None:
+        staged = self.out.memos.get(response_id)
+        return staged[1] if staged is not None else self.state.memo(response_id)
+
+    def set_memo(self, response_id: str, partition: int, memo: dict) -> None:
+        self.out.memos[response_id] = (partition, memo)
+
+    def watermark(self, partition: int) -> int:
+        staged = self.out.watermarks.get(partition)
+        return staged if staged is not None else self.state.watermark(partition)
+
+    def set_watermark(self, partition: int, value: int) -> None:
+        if value != self.watermark(partition):
+            self.out.watermarks[partition] = value
+
+    def invitation(self, invitation_id: str) -> dict | None:
+        return self.state.invitation(invitation_id)
