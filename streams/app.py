@@ -234,12 +234,22 @@ async def consume_batches(pipeline, stream, name: str, size: int, process: Calla
     gaps repaired (``GapGuard``), ``process(events)`` run until it succeeds (``run_batch``: it must be idempotent
     per input offset), then the batch acked — only after its outputs are durable."""
     guard = GapGuard(pipeline.app, pipeline.stats, name)
+    stats = pipeline.stats
+    waited = time.monotonic()
     async for taken in stream.noack_take(size, within=0.2):
+        started = time.monotonic()
         events = await guard.filter(taken)
-        pipeline.stats.inc(f"{name}.batches")
-        await run_batch(name, pipeline.stats, lambda: process(events))
+        stats.inc(f"{name}.batches")
+        await run_batch(name, stats, lambda: process(events))
+        processed = time.monotonic()
         for event in events:
             await stream.ack(event)
+        done = time.monotonic()
+        # where the agent's time goes (GET /api/v1/stats): waiting for input, processing, acking
+        stats.inc(f"{name}.wait_ms", int((started - waited) * 1000))
+        stats.inc(f"{name}.process_ms", int((processed - started) * 1000))
+        stats.inc(f"{name}.ack_ms", int((done - processed) * 1000))
+        waited = done
 
 
 def dead_letter(stage: str, reason: str, detail: str, *, topic: str | None = None, partition: int | None = None,

@@ -749,6 +749,31 @@ async def test_transient_errors_hold_acks_until_success_no_rejections(ch_store):
     assert len(set(writer.tokens)) == 1  # three attempts of the very same batch (no split)
 
 
+@pytest.mark.parametrize("schema_problem", ["missing_column", "missing_table"])
+async def test_a_schema_mismatch_stalls_and_retries_instead_of_dead_lettering_rows(ch_store, schema_problem):
+    """A migration not applied yet (a column or the table missing) is about the installation, not the rows:
+    the batch is kept and retried, nothing is dead-lettered, and it lands once the schema is there."""
+    rejected = Rejections()
+    clock = Clock()
+    sink, writer = make_sink(ch_store, clock, max_rows=3, on_rejected=rejected)
+    if schema_problem == "missing_column":
+        ch_store.command("ALTER TABLE {db}.responses DROP COLUMN follow_up")
+    else:
+        ch_store.command("RENAME TABLE {db}.responses TO {db}.responses_aside")
+    for offset in range(3):
+        add(sink, 0, offset)
+    for _ in range(3):
+        assert await sink.flush_due() == []
+        clock.now += sink.next_due_in()
+    assert rejected.calls == [] and sink.rejected_rows == 0 and sink.pending() == 3 and sink.failed_attempts == 3
+    if schema_problem == "missing_column":
+        ch_store.command("ALTER TABLE {db}.responses ADD COLUMN follow_up String DEFAULT ''")
+    else:
+        ch_store.command("RENAME TABLE {db}.responses_aside TO {db}.responses")
+    assert await sink.flush_due() == ["ack-0-0", "ack-0-1", "ack-0-2"]
+    assert count(ch_store, "responses") == 3
+
+
 async def test_without_a_rejection_handler_permanent_errors_are_retried(ch_store):
     sink, writer = make_sink(ch_store, max_rows=2)
     sink.add(0, 0, bad_row("bad", 0), "ack-0")
