@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 export NPSFLOW_CACHE ?= $(HOME)/.cache/npsflow
 
 .PHONY: setup system-deps demo test test-fast bench kafka-jars lint clean distclean
@@ -17,6 +18,12 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --upgrade pip==26.3
 	$(BIN)/pip install -q -c requirements.lock -e '.[test]'
 	touch $(STAMP)
+
+# the benchmarks' extra dependencies (the Quix Streams peer of bench/pipeline_throughput.py), never needed to run npsflow
+$(BENCH_STAMP): $(STAMP) pyproject.toml requirements.lock
+	$(BIN)/pip install -q -c requirements.lock -e '.[test,bench]'
+	$(BIN)/pip check
+	touch $(BENCH_STAMP)
 
 setup: system-deps $(STAMP) kafka-jars
 
@@ -50,7 +57,7 @@ test: setup
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not kafka"
 
-bench: setup
+bench: setup $(BENCH_STAMP)
 	$(BIN)/python bench/pipeline_throughput.py
 	$(BIN)/python bench/dispatch_throughput.py
 	$(BIN)/python bench/dashboard_queries.py

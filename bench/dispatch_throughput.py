@@ -10,7 +10,8 @@ no reminder), every trigger a new contact — so every trigger becomes one sent 
 
 N pre-encoded TriggerEvent records are produced (keyed by org, acks=all) after the worker is ready; the clock runs
 from the first send until the worker's counter ``sink.dispatches.rows`` (incremented after the ClickHouse insert
-returned) reaches N. Printed: triggers/s end to end, per-stage completion times (dispatch decided, invitation
+returned) reaches N. ``decisions_rps``: N / the time until the dispatch agent's per-outcome counters
+(``dispatch.<status>…``: one dispatch record per trigger) reach N (0.1 s polls). Printed: triggers/s end to end, per-stage completion times (dispatch decided, invitation
 sent, row written) from the /api/v1/stats timeline, and a final JSON line. Triggers of one organization are
 decided on one partition (see README, "Survey dispatch in two stages"): ``--orgs 1`` shows that bound.
 """
@@ -68,6 +69,17 @@ def payloads(count: int, orgs: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
+# dispatch.* counters that are bookkeeping, not a dispatch record written for a trigger
+NOT_DECISIONS = ("dispatch.internal_error", "dispatch.rekeyed", "dispatch.redelivered", "dispatch.duplicate",
+                 "dispatch.replay_suppressed", "dispatch.forgotten")
+
+
+def decisions(s: dict) -> int:
+    """Dispatch records written for the triggers: the dispatch agent's per-outcome counters
+    (``dispatch.<status>[.<reason>]``: sent, suppressed, …)."""
+    return sum(v for k, v in s.items() if k.startswith("dispatch.") and k not in NOT_DECISIONS)
+
+
 def stats(port: int) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/stats", timeout=30) as r:
         return json.loads(r.read())
@@ -76,10 +88,13 @@ def stats(port: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=5000)
-    ap.add_argument("--orgs", type=int, default=6)
+    ap.add_argument("--orgs", type=int, default=6,
+                    help="organizations the triggers are spread over (default 6; 1 = every trigger of one org)")
     ap.add_argument("--channel", choices=("outbox", "smtp"), default="outbox")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
+    if args.orgs < 1:
+        ap.error("--orgs must be at least 1")
     os.chdir(ROOT)
     from deploy.local.kafka import LocalKafka
     from npsflow import config, stack
@@ -145,7 +160,10 @@ def main() -> int:
         def done_at(key: str) -> float | None:
             return next((round(t, 2) for t, s in timeline if s.get(key, 0) >= args.count), None)
 
+        decided = next((t for t, s in timeline if decisions(s) >= args.count), None)
         result.update(seconds=round(seconds, 2), rate=round(args.count / seconds, 1),
+                      decisions_rps=round(args.count / decided, 1) if decided else None,
+                      decisions_s=round(decided, 2) if decided else None,
                       producer_seconds=round(t_produced, 2),
                       stages={k: done_at(k) for k in ("dispatch.sent", "deliver.invitation.sent",
                                                       "sink.dispatches.rows")},
@@ -159,7 +177,8 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             log(f"kept {tmp}")
-    log(f"{args.count} triggers ({args.orgs} orgs, {args.channel}): {result['rate']} triggers/s end to end "
+    log(f"{args.count} triggers ({args.orgs} orgs, {args.channel}): {result['rate']} triggers/s end to end, "
+        f"{result['decisions_rps']} decisions/s (all decided after {result['decisions_s']} s, 0.1 s polls) "
         f"({result['seconds']} s; produced in {result['producer_seconds']} s); stages done at {result['stages']}")
     print(json.dumps(result))
     return 0
