@@ -262,7 +262,7 @@ def pipeline(bootstrap: str, tmp: Path, payload_file: Path, count: int, profile:
     t_boot = time.monotonic()
     info = _start_profiled_worker(settings, bootstrap, prof) if profile else stack.start_worker(settings, bootstrap)
     startup = time.monotonic() - t_boot
-    port, pid = info["web_port"], info["pid"]
+    port, pid = int(info["internal_url"].rsplit(":", 1)[1]), info["pid"]  # the internal listener (stats, reads)
     broker_pid = LocalKafka(tmp / "kafka").status().get("pid")
     try:
         producer = ProducerProc(bootstrap, settings.topics.raw_responses, payload_file)
