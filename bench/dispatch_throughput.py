@@ -133,7 +133,7 @@ def main() -> int:
         settings = config.load(env)
         stack.ensure_topics(settings, bootstrap)
         info = stack.start_worker(settings, bootstrap)
-        port = info["web_port"]
+        port = int(info["internal_url"].rsplit(":", 1)[1])  # the internal listener (stats)
         items = payloads(args.count, args.orgs)
         timeline = []
         t0 = time.monotonic()

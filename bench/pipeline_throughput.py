@@ -221,9 +221,9 @@ def worker_api(settings) -> str:
     """Base URL of the worker's read API (stats, report, windows), from its ``worker.json``. The one place that
     knows how the bench reaches the worker: adapt it when the read API moves (e.g. to an internal listener)."""
     info = settings.worker_info() or {}
-    if not info.get("web_port"):
-        raise RuntimeError(f"worker.json has no web_port: {info}")
-    return f"http://127.0.0.1:{info['web_port']}"
+    if not info.get("internal_url"):
+        raise RuntimeError(f"worker.json has no internal_url: {info}")
+    return info["internal_url"].rstrip("/")  # the internal listener: stats, report, windows
 
 
 def _get(api: str, path: str, timeout: float = 30) -> dict:

@@ -9,6 +9,7 @@ from datetime import datetime
 import click
 
 from npsflow import config as cfg
+from npsflow.render import console, render_report
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -32,13 +33,6 @@ def _bootstrap(settings: cfg.Settings) -> str:
         return settings.bootstrap()
     except cfg.ConfigError as exc:
         raise Failure(str(exc)) from None
-
-
-def console():
-    """A rich console; when output is not a terminal (pipes, CI logs) use 120 columns, not rich's 80."""
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=120)
 
 
 def _emit(data, fmt: str, render) -> None:
@@ -86,7 +80,8 @@ def stack_up() -> None:
     except Exception as exc:  # KafkaStackError, StackError, ConfigError: all one line for the user
         raise Failure(str(exc)) from None
     click.echo(f"kafka  {state['kafka'].get('bootstrap')}  (version {state['kafka'].get('version', 'external')})")
-    click.echo(f"worker pid {state['worker']['pid']}  http://127.0.0.1:{state['worker']['web_port']}/api/v1/stats")
+    click.echo(f"worker pid {state['worker']['pid']}  survey page {state['worker']['public_url']}/s/…  "
+               f"internal {state['worker']['internal_url']}/api/v1/stats")
 
 
 @stack.command("down")
@@ -112,7 +107,8 @@ def stack_status(fmt: str) -> None:
         click.echo(f"kafka   {'running' if k.get('running') or k.get('external') else 'stopped'}"
                    f"  {k.get('bootstrap') or ''}")
         click.echo(f"worker  {'running' if w.get('pid') else 'stopped'}"
-                   + (f"  pid {w['pid']}  port {w['web_port']}" if w.get("pid") else ""))
+                   + (f"  pid {w['pid']}  public {w.get('public_url')}  internal {w.get('internal_url')}"
+                      if w.get("pid") else ""))
         click.echo(f"clickhouse {s['clickhouse_dsn']}")
 
     _emit(state, fmt, render)
@@ -158,7 +154,7 @@ def survey_link(invitation_id: str, score: int | None) -> None:
         info = settings.worker_info()
         if not info:
             raise Failure("no worker is running and NPSFLOW_SURVEY_URL is not set: no base URL for the link")
-        base = f"http://127.0.0.1:{info['web_port']}/s"
+        base = f"{info['public_url']}/s"  # the worker's public listener
     expires = datetime.now(timezone.utc) + timedelta(seconds=settings.link_ttl_seconds)
     try:
         token = links.sign_token(invitation_id, expires, link_key(settings.secret), LINK_KEY_ID, score=score)
@@ -383,42 +379,6 @@ def ingest_triggers(file: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- report
-def _render_report(data: dict) -> None:
-    from rich.table import Table
-
-    compared = "previous_period" in data
-    title = "NPS" + (f" by {', '.join(data['by'])}" if data["by"] else "")
-    if compared:
-        title += (f" · {data['period']['since']} – {data['period']['until']} vs the previous period "
-                  f"{data['previous_period']['since']} – {data['previous_period']['until']}")
-    table = Table(title=title)
-    for dim in data["by"]:
-        table.add_column(dim)
-    columns = ["n", "promoters", "passives", "detractors", "NPS", "95% CI", "band"]
-    if compared:
-        columns += ["prev n", "prev NPS", "change", "significant (95 %)"]
-    for col in columns:
-        table.add_column(col, justify="left" if col in ("band", "significant (95 %)") else "right")
-
-    def cells(row):
-        nps = "—" if row["nps"] is None else f"{row['nps']:.2f}"
-        out = [str(row["responses"]), str(row["promoters"]), str(row["passives"]), str(row["detractors"]), nps,
-               f"[{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}]", row["band"] or "—"]
-        if compared:
-            prev = row["previous"]
-            out += [str(prev["responses"]), "—" if prev["nps"] is None else f"{prev['nps']:.2f}",
-                    "—" if row["change"] is None else f"{row['change']:+.2f}",
-                    "yes" if row["significant"] else "no"]
-        return out
-
-    for row in data["rows"]:
-        table.add_row(*[str(row[d]) for d in data["by"]], *cells(row))
-    if data["by"]:
-        table.add_section()
-    table.add_row(*(["total"] + [""] * (len(data["by"]) - 1) if data["by"] else []), *cells(data["total"]))
-    console().print(table)
-
-
 @main.command()
 @click.option("--by", "by", default="", help="Comma-separated segment dimensions, e.g. location,channel.")
 @click.option("--since", default=None, help="Only responses at or after this ISO-8601 time.")
@@ -438,7 +398,7 @@ def report(by: str, since: str | None, until: str | None, compare_previous: bool
                            compare_previous=compare_previous)
     except (ReadError, ValueError) as exc:
         raise Failure(str(exc)) from None
-    _emit(data, fmt, _render_report)
+    _emit(data, fmt, render_report)
 
 
 @main.command()

@@ -12,22 +12,28 @@ NPSFLOW_DEDUP_RETENTION   how long response ids are remembered for deduplication
 NPSFLOW_SINK_MAX_ROWS     rows per partition batch before a ClickHouse insert (default 5000)
 NPSFLOW_SINK_MAX_AGE      seconds a batch may wait before it is inserted (default 1.0; finite, > 0)
 NPSFLOW_NAMESPACE         prefix of topic names and the Faust app id / consumer group (default npsflow)
-NPSFLOW_WEB_PORT          worker HTTP port 1-65535 (default: a free port, written to $NPSFLOW_HOME/worker.json)
+NPSFLOW_PUBLIC_BIND       HOST:PORT of the worker's public listener: the survey page and POST /api/v1/responses,
+                          nothing else (default 127.0.0.1 and a free port; port 0 = free; ports in worker.json)
+NPSFLOW_INTERNAL_BIND     HOST:PORT of the internal listener: read APIs, dashboard, stats — what the CLI asks
+                          (default 127.0.0.1 and a free port)
+NPSFLOW_INTERNAL_TOKEN    optional: the internal listener then wants ``Authorization: Bearer <token>`` (all but
+                          /healthz); 16-512 visible ASCII characters. Or NPSFLOW_INTERNAL_TOKEN_FILE: a file
+                          holding it (never on a command line). The CLI sends it.
 NPSFLOW_PROGRAMS          survey programs YAML (npsflow.programs); unset: no programs, every trigger is
                           suppressed with reason no_program
 NPSFLOW_CHANNELS          channel configuration YAML (sinks.channels.factory); unset: outbox for e-mail and SMS
 NPSFLOW_SECRET            key for contact pseudonyms, sampling and link signatures (≥ 16 characters); unset:
                           a random one is created once in $NPSFLOW_HOME/secret.key (set it when several
                           workers or hosts share one deployment: they must all use the same)
-NPSFLOW_SURVEY_URL        base URL of the survey page the links point to (default: the worker's own web
-                          server, http://127.0.0.1:<port>/s)
+NPSFLOW_SURVEY_URL        base URL of the survey page the links point to (default: the worker's public
+                          listener, http://127.0.0.1:<port>/s)
 NPSFLOW_LINK_TTL          how long a survey link stays valid (default 30d)
 NPSFLOW_EDIT_WINDOW       how long after the first answer a respondent may still change it (default 24h)
 NPSFLOW_PAGE_RATE         survey page requests per second per client IP, sustained (default 1; a burst of 30×)
 NPSFLOW_TRUSTED_PROXIES   comma-separated IPs of reverse proxies whose X-Forwarded-For names the client
-NPSFLOW_ALLOWED_HOSTS     host names the worker's web server answers to (Host header), comma separated; always
-                          127.0.0.1, localhost and the host of NPSFLOW_SURVEY_URL (others: 421, against DNS
-                          rebinding of the read APIs and the dashboard)
+NPSFLOW_ALLOWED_HOSTS     host names both listeners answer to (Host header), comma separated; always
+                          127.0.0.1, localhost, the host of NPSFLOW_SURVEY_URL and the listener's own bind address
+                          (others: 421, against DNS rebinding of the read APIs and the dashboard)
 NPSFLOW_RETENTION         how long responses, dispatches and dead letters stay in ClickHouse, in whole days
                           (e.g. 730d; unset: forever); applied as a TTL at every worker start
 """
@@ -44,6 +50,49 @@ from pathlib import Path
 from streams.windows import WindowSpec, parse_duration
 
 _NAMESPACE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,40}$")
+_TOKEN = re.compile(r"[\x21-\x7e]{16,512}")
+DEFAULT_PUBLIC_PORT = 6066  # names the survey URL only before a listener is bound (agents tested without one)
+
+
+@dataclass(frozen=True)
+class Bind:
+    """Where a listener listens: ``host`` (an address or name; 0.0.0.0 / :: = every interface) and ``port``
+    (None: a free port, chosen when the worker binds it)."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port or 0}"
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` to reach it from this machine (a wildcard address is reached on loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port or DEFAULT_PUBLIC_PORT}"
+
+    @classmethod
+    def parse(cls, raw: str | None, name: str) -> "Bind":
+        """``HOST:PORT``, ``[IPv6]:PORT``, ``HOST`` (a free port) or ``:PORT`` (127.0.0.1); port 0 = free."""
+        raw = (raw or "").strip()
+        if not raw:
+            return cls()
+        host, port = raw, ""
+        if raw.startswith("["):
+            host, sep, rest = raw[1:].partition("]")
+            if not sep or (rest and not rest.startswith(":")):
+                raise ConfigError(f"{name} must be HOST:PORT or [IPv6]:PORT, got {raw!r}")
+            port = rest[1:]
+        elif raw.count(":") == 1:
+            host, port = raw.split(":")
+        elif ":" in raw:
+            raise ConfigError(f"{name}: write an IPv6 address in brackets, [{raw}]:PORT")
+        if not re.fullmatch(r"[A-Za-z0-9.:_-]*", host):
+            raise ConfigError(f"{name} has an invalid host {host!r}")
+        if port and not (port.isdigit() and 0 <= int(port) <= 65535):
+            raise ConfigError(f"{name} must have a port 0-65535 (0: a free one), got {raw!r}")
+        return cls(host or "127.0.0.1", int(port) or None if port else None)
 
 
 @dataclass(frozen=True)
@@ -89,7 +138,10 @@ class Settings:
     dedup_retention_seconds: int = 90 * 86400
     sink_max_rows: int = 5000
     sink_max_age: float = 1.0
-    web_port: int | None = None
+    public_bind: Bind = field(default_factory=Bind)
+    internal_bind: Bind = field(default_factory=Bind)
+    internal_token: str | None = field(default=None, repr=False)  # NPSFLOW_INTERNAL_TOKEN or the file's content
+    internal_token_file: Path | None = None
     topics: Topics = field(default_factory=Topics)
     programs_file: Path | None = None
     channels_file: Path | None = None
@@ -111,6 +163,11 @@ class Settings:
         if self.survey_url:
             hosts.add((urlsplit(self.survey_url).hostname or "").lower())
         return frozenset(h for h in hosts if h)
+
+    @property
+    def survey_base_url(self) -> str:
+        """Where survey links point: NPSFLOW_SURVEY_URL, else the public listener's ``/s``."""
+        return self.survey_url or f"{self.public_bind.url}/s"
 
     @property
     def secret(self) -> bytes:
@@ -167,8 +224,12 @@ class Settings:
         }
         if self.kafka:
             env["NPSFLOW_KAFKA"] = self.kafka
-        if self.web_port:
-            env["NPSFLOW_WEB_PORT"] = str(self.web_port)
+        env["NPSFLOW_PUBLIC_BIND"] = str(self.public_bind)
+        env["NPSFLOW_INTERNAL_BIND"] = str(self.internal_bind)
+        if self.internal_token_file:
+            env["NPSFLOW_INTERNAL_TOKEN_FILE"] = str(self.internal_token_file)
+        elif self.internal_token:
+            env["NPSFLOW_INTERNAL_TOKEN"] = self.internal_token
         for name, value in (("NPSFLOW_PROGRAMS", self.programs_file), ("NPSFLOW_CHANNELS", self.channels_file),
                             ("NPSFLOW_SECRET", self.secret_value), ("NPSFLOW_SURVEY_URL", self.survey_url)):
             if value:
@@ -197,7 +258,8 @@ class Settings:
         return status["bootstrap"]
 
     def worker_info(self) -> dict | None:
-        """The running worker's pid and web port, if `npsflow stack up`/`npsflow worker` left them."""
+        """The running worker's pid and its listeners' URLs (``public_url``, ``internal_url``), if `npsflow stack
+        up`/`npsflow worker` left them."""
         try:
             info = json.loads(self.worker_file.read_text())
         except (OSError, ValueError):
@@ -257,16 +319,35 @@ def _int(env: dict, name: str, default: int) -> int:
     return value
 
 
-def _port(raw: str | None) -> int | None:
-    if raw in (None, ""):
-        return None
-    try:
-        port = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"NPSFLOW_WEB_PORT must be a whole number 1-65535, got {raw!r}") from None
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"NPSFLOW_WEB_PORT must be between 1 and 65535, got {raw!r}")
-    return port
+def _listeners(env: dict) -> dict:
+    """The listener settings: public_bind, internal_bind, internal_token, internal_token_file."""
+    if env.get("NPSFLOW_WEB_PORT"):
+        raise ConfigError("NPSFLOW_WEB_PORT is gone: the worker has two listeners, NPSFLOW_PUBLIC_BIND (survey page, "
+                          "response API) and NPSFLOW_INTERNAL_BIND (read APIs, dashboard), each HOST:PORT")
+    public_bind = Bind.parse(env.get("NPSFLOW_PUBLIC_BIND"), "NPSFLOW_PUBLIC_BIND")
+    internal_bind = Bind.parse(env.get("NPSFLOW_INTERNAL_BIND"), "NPSFLOW_INTERNAL_BIND")
+    if public_bind.port and public_bind.port == internal_bind.port:
+        raise ConfigError("NPSFLOW_PUBLIC_BIND and NPSFLOW_INTERNAL_BIND must not share a port")
+    token, token_file = _internal_token(env)
+    return {"public_bind": public_bind, "internal_bind": internal_bind, "internal_token": token,
+            "internal_token_file": token_file}
+
+
+def _internal_token(env: dict) -> tuple[str | None, Path | None]:
+    """NPSFLOW_INTERNAL_TOKEN, or the content of NPSFLOW_INTERNAL_TOKEN_FILE (and that file)."""
+    value, file = env.get("NPSFLOW_INTERNAL_TOKEN") or None, env.get("NPSFLOW_INTERNAL_TOKEN_FILE") or None
+    if value and file:
+        raise ConfigError("set NPSFLOW_INTERNAL_TOKEN or NPSFLOW_INTERNAL_TOKEN_FILE, not both")
+    path = None
+    if file:
+        path = Path(file).expanduser().resolve()
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"NPSFLOW_INTERNAL_TOKEN_FILE: cannot read {file}: {type(exc).__name__}") from None
+    if value is not None and not _TOKEN.fullmatch(value):
+        raise ConfigError("NPSFLOW_INTERNAL_TOKEN must be 16-512 visible ASCII characters (no spaces)")
+    return value, path
 
 
 def load(env: dict | None = None) -> Settings:
@@ -309,7 +390,6 @@ def load(env: dict | None = None) -> Settings:
         raise ConfigError(f"NPSFLOW_SINK_MAX_AGE must be a number of seconds, got {raw_age!r}") from None
     if not math.isfinite(max_age) or max_age <= 0:
         raise ConfigError(f"NPSFLOW_SINK_MAX_AGE must be a finite number of seconds > 0, got {raw_age!r}")
-    web_port = _port(env.get("NPSFLOW_WEB_PORT"))
     namespace = env.get("NPSFLOW_NAMESPACE") or "npsflow"
     if not _NAMESPACE.match(namespace):
         raise ConfigError(f"NPSFLOW_NAMESPACE must be letters, digits, - or _ (max 41), got {namespace!r}")
@@ -368,7 +448,7 @@ def load(env: dict | None = None) -> Settings:
         dimensions=dims,
         sink_max_rows=_int(env, "NPSFLOW_SINK_MAX_ROWS", 5000),
         sink_max_age=max_age,
-        web_port=web_port,
+        **_listeners(env),
         topics=Topics(namespace),
         programs_file=files.get("NPSFLOW_PROGRAMS"),
         channels_file=files.get("NPSFLOW_CHANNELS"),

@@ -13,7 +13,8 @@ from rich.text import Text
 
 from npsflow import stack as st
 from npsflow.config import Settings
-from npsflow.reader import ReadError, report
+from npsflow.reader import ReadError, deadletters, dispatches, report
+from npsflow.render import console as make_console, render_report
 
 BAND_STYLE = {"needs_improvement": "red", "good": "yellow", "excellent": "green", "world_class": "bold green"}
 
@@ -47,7 +48,6 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
     (``$NPSFLOW_HOME/outbox``) → simulated respondents answer some → live NPS per location → final report."""
     from dataclasses import replace
 
-    from npsflow.cli import console as make_console
     from npsflow.simulate import demo_programs_path
     from npsflow.survey_sim import SurveySimulation, run_survey_simulation
 
@@ -58,8 +58,8 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
     console = make_console()
     console.print("[bold]npsflow demo[/bold]: starting a real Kafka broker and the worker …")
     state = st.up(settings)
-    console.print(f"kafka {state['kafka'].get('bootstrap')} · worker http://127.0.0.1:{state['worker']['web_port']}"
-                  f" · survey programs {settings.programs_file}")
+    console.print(f"kafka {state['kafka'].get('bootstrap')} · survey page {state['worker']['public_url']}/s/… · "
+                  f"dashboard {state['worker']['internal_url']}/dashboard · survey programs {settings.programs_file}")
     bootstrap = state["kafka"]["bootstrap"]
     progress = {"sim": SurveySimulation(target=count), "error": None, "done": False}
 
@@ -96,11 +96,7 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
             raise RuntimeError(f"simulator failed: {progress['error']}")
         console.print()
         console.print("[bold]Final report[/bold] (npsflow report --by location):")
-        from npsflow.cli import _render_report
-
-        _render_report(data)
-        from npsflow.reader import deadletters, dispatches
-
+        render_report(data)
         d = dispatches(settings)
         console.print(f"dispatches (npsflow dispatches): {d['total']} triggers decided · "
                       + ", ".join(f"{k}={v}" for k, v in d["by_status"].items()) + " · suppressed: "

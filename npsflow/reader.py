@@ -1,7 +1,8 @@
 """Read side for the CLI: the same query functions, run where the data can be opened.
 
 Embedded chDB locks its directory to one process. While a worker runs on an embedded DSN, the CLI asks the
-worker's HTTP API (which runs sinks.queries in-process); otherwise it opens the store itself (a server DSN,
+worker's internal listener (``internal_url`` in worker.json, with ``NPSFLOW_INTERNAL_TOKEN`` as bearer when
+set; web.internal runs sinks.queries in-process); otherwise it opens the store itself (a server DSN,
 or embedded with no worker running). Both paths return identical dicts.
 """
 
@@ -25,12 +26,21 @@ def _via_worker(settings: Settings) -> dict | None:
     return info if info and info.get("ready") else None
 
 
-def _get(info: dict, path: str, params: dict) -> dict | list:
-    url = f"http://127.0.0.1:{info['web_port']}{path}"
+def internal_headers(settings: Settings) -> dict[str, str]:
+    """The Authorization header the worker's internal listener wants (none when no token is configured)."""
+    return {"Authorization": f"Bearer {settings.internal_token}"} if settings.internal_token else {}
+
+
+def _get(settings: Settings, info: dict, path: str, params: dict) -> dict | list:
+    url = f"{info['internal_url']}{path}"
     try:
-        resp = requests.get(url, params={k: v for k, v in params.items() if v is not None}, timeout=60)
+        resp = requests.get(url, params={k: v for k, v in params.items() if v is not None}, timeout=60,
+                            headers=internal_headers(settings))
     except requests.RequestException as exc:
         raise ReadError(f"the worker (pid {info.get('pid')}) did not answer on {url}: {exc}") from None
+    if resp.status_code == 401:
+        raise ReadError("the worker's internal listener wants its token: set NPSFLOW_INTERNAL_TOKEN (or "
+                        "NPSFLOW_INTERNAL_TOKEN_FILE) as the worker has it")
     if resp.status_code != 200:
         try:
             message = resp.json().get("error", resp.text)
@@ -70,10 +80,10 @@ def report(settings: Settings, by: list[str], since: datetime | None, until: dat
            compare_previous: bool = False) -> dict:
     info = _via_worker(settings)
     if info:
-        return _get(info, "/api/v1/report", {"by": ",".join(by) or None,
-                                             "since": since.isoformat() if since else None,
-                                             "until": until.isoformat() if until else None,
-                                             "compare_previous": "1" if compare_previous else None})
+        return _get(settings, info, "/api/v1/report", {"by": ",".join(by) or None,
+                                                       "since": since.isoformat() if since else None,
+                                                       "until": until.isoformat() if until else None,
+                                                       "compare_previous": "1" if compare_previous else None})
     from sinks import queries
 
     if compare_previous:
@@ -84,7 +94,7 @@ def report(settings: Settings, by: list[str], since: datetime | None, until: dat
 def windows(settings: Settings, segment: tuple[str, str] | None) -> list[dict]:
     info = _via_worker(settings)
     if info:
-        return _get(info, "/api/v1/windows", {"segment": f"{segment[0]}={segment[1]}" if segment else None})
+        return _get(settings, info, "/api/v1/windows", {"segment": f"{segment[0]}={segment[1]}" if segment else None})
     from sinks import queries
 
     return queries.windows(open_store(settings), segment)
@@ -93,7 +103,7 @@ def windows(settings: Settings, segment: tuple[str, str] | None) -> list[dict]:
 def deadletters(settings: Settings) -> dict:
     info = _via_worker(settings)
     if info:
-        return _get(info, "/api/v1/deadletters", {})
+        return _get(settings, info, "/api/v1/deadletters", {})
     from sinks import queries
 
     return queries.deadletters(open_store(settings))
@@ -102,7 +112,7 @@ def deadletters(settings: Settings) -> dict:
 def dispatches(settings: Settings) -> dict:
     info = _via_worker(settings)
     if info:
-        return _get(info, "/api/v1/dispatches", {})
+        return _get(settings, info, "/api/v1/dispatches", {})
     from sinks import queries
 
     return queries.dispatches(open_store(settings))

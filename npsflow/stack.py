@@ -11,19 +11,13 @@ import time
 from pathlib import Path
 
 from npsflow.config import Settings, is_worker_process
+from npsflow.prepare import dispatch_inputs, ensure_topics
+
+__all__ = ["StackError", "describe", "down", "ensure_topics", "start_worker", "status", "stop_worker", "up"]
 
 
 class StackError(Exception):
     pass
-
-
-def ensure_topics(settings: Settings, bootstrap: str) -> None:
-    """Create every npsflow topic with the configured partition count before Faust starts."""
-    from deploy.local.kafka import create_topics
-
-    create_topics(bootstrap, {name: settings.partitions for name in settings.topics.all()})
-    create_topics(bootstrap, {name: settings.partitions for name in settings.topics.changelogs()},
-                  configs={"cleanup.policy": "compact"})
 
 
 def _local_kafka(settings: Settings):
@@ -115,8 +109,6 @@ def stop_worker(settings: Settings, timeout: float = 30.0) -> bool:
 
 
 def up(settings: Settings) -> dict:
-    from npsflow.worker import dispatch_inputs
-
     dispatch_inputs(settings)  # refuse a broken programs/channels file before starting anything
     if settings.kafka:
         bootstrap = settings.kafka

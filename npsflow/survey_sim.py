@@ -73,7 +73,7 @@ def run_survey_simulation(settings: Settings, bootstrap: str, *, count: int, rat
     info = settings.worker_info()
     if not info:
         raise RuntimeError("no worker is running: the simulated respondents answer on its survey page")
-    survey_base = f"http://127.0.0.1:{info['web_port']}/s"
+    survey_base = f"{info['public_url']}/s"  # the worker's public listener
     started = time.monotonic()
     last_seen = started
     try:

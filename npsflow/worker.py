@@ -1,4 +1,8 @@
-"""Runs the Faust worker in the foreground (`npsflow worker`) and announces readiness in worker.json."""
+"""Runs the Faust worker in the foreground (`npsflow worker`) and announces readiness in worker.json.
+
+worker.json: ``{"pid", "public_url", "internal_url", "bootstrap", "clickhouse_dsn", "ready"}`` — the public
+listener serves the survey page and the response API, the internal one what the CLI asks (web.server).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from dataclasses import replace
 import faust
 
 from npsflow.config import ConfigError, Settings
-from npsflow.stack import ensure_topics
+from npsflow.prepare import dispatch_inputs, ensure_topics
 
 
 def free_port() -> int:
@@ -21,7 +25,7 @@ def free_port() -> int:
 
 
 class NpsWorker(faust.Worker):
-    """faust.Worker that writes $NPSFLOW_HOME/worker.json once tables are recovered and the web API is up."""
+    """faust.Worker that writes $NPSFLOW_HOME/worker.json once tables are recovered and both listeners are up."""
 
     def __init__(self, *args, info_file, info: dict, **kwargs):
         super().__init__(*args, **kwargs)
@@ -45,49 +49,11 @@ class NpsWorker(faust.Worker):
         await super().on_stop()
 
 
-def dispatch_inputs(settings: Settings):
-    """The survey programs (NPSFLOW_PROGRAMS, None when unset) and the channels (NPSFLOW_CHANNELS), validated:
-    ``ConfigError`` with one line naming the file and the first mistake."""
-    from npsflow.programs import ProgramsError, load_programs
-    from streams.app import load_channels
-
-    programs = None
-    if settings.programs_file is not None:
-        try:
-            programs = load_programs(settings.programs_file)
-        except ProgramsError as exc:
-            raise ConfigError(f"NPSFLOW_PROGRAMS {settings.programs_file}: {len(exc.errors)} mistake(s), first: "
-                              f"{exc.errors[0]} (`npsflow programs check FILE` lists all)") from None
-    try:
-        channels = load_channels(settings)
-    except ValueError as exc:
-        raise ConfigError(f"NPSFLOW_CHANNELS {settings.channels_file}: {exc}") from None
-    for org in programs.organizations if programs else ():
-        for program in org.programs:
-            if program.reminder_after is not None and program.reminder_after.total_seconds() >= settings.link_ttl_seconds:
-                raise ConfigError(f"NPSFLOW_PROGRAMS {settings.programs_file}: the reminder of {org.id}/{program.id} "
-                                  f"({program.reminder_after}) would carry an expired link: NPSFLOW_LINK_TTL is "
-                                  f"{settings.link_ttl_seconds // 86400} d")
-    if settings.survey_url and any("sms" in p.channels for o in (programs.organizations if programs else ())
-                                   for p in o.programs):
-        from datetime import datetime, timezone
-
-        from npsflow.programs import TYPICAL_LINK_LENGTH
-        from streams.links import short_survey_url
-
-        length = len(short_survey_url(settings.survey_url, "a" * 20, datetime.now(timezone.utc), b"k" * 32))
-        if length > TYPICAL_LINK_LENGTH:
-            logging.getLogger("npsflow").warning(
-                "NPSFLOW_SURVEY_URL makes SMS links %d characters long (the texts assume %d): SMS may need two "
-                "segments; a shorter survey host name avoids it", length, TYPICAL_LINK_LENGTH)
-    return programs, channels
-
-
 def run(settings: Settings, loglevel: str = "warning") -> None:
     from sinks.clickhouse import ClickHouseStore, apply_retention, migrate
     from sinks.rollup import apply_view
     from streams.app import create_app
-    from streams.web import install_web
+    from web.server import bind_socket, bound, install_web
 
     programs, channels = dispatch_inputs(settings)  # a configuration mistake stops us before anything starts
     bootstrap = settings.bootstrap()
@@ -96,7 +62,12 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
         ensure_topics(settings, bootstrap)
     except Exception as exc:
         raise ConfigError(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from None
-    settings = replace(settings, web_port=settings.web_port or free_port())
+    try:  # bound now, served once the tables are recovered: the ports are known for the links and worker.json
+        public, internal = bind_socket(settings.public_bind), bind_socket(settings.internal_bind)
+    except OSError as exc:
+        raise ConfigError(str(exc)) from None
+    settings = replace(settings, public_bind=bound(settings.public_bind, public),
+                       internal_bind=bound(settings.internal_bind, internal))
     store = ClickHouseStore(settings.clickhouse_dsn)
     migrate(store)
     apply_view(store)  # nps_cells: every NPS read goes through it (the BI views below are optional extras)
@@ -112,9 +83,9 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
             logging.getLogger("npsflow").warning("ClickHouse %s not applied: %s", what, str(exc).splitlines()[0][:300])
     pipeline = create_app(settings, broker=bootstrap, store_factory=lambda: store, programs=programs,
                           channels=channels)
-    install_web(pipeline, store)
-    info = {"pid": os.getpid(), "web_port": settings.web_port, "bootstrap": bootstrap,
-            "clickhouse_dsn": settings.clickhouse_dsn}
+    install_web(pipeline, store, settings, public, internal)
+    info = {"pid": os.getpid(), "public_url": settings.public_bind.url, "internal_url": settings.internal_bind.url,
+            "bootstrap": bootstrap, "clickhouse_dsn": settings.clickhouse_dsn}
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     # aiohttp's access log would write client IPs (personal data) and survey tokens (bearer links): never
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -94,25 +94,6 @@ def add_timer(pipeline, name: str, interval: float, job: Callable[[], Any]) -> N
     pipeline.app.timer(interval=interval)(tick)
 
 
-def host_guard(allowed: frozenset[str]):
-    """aiohttp middleware: answer 421 to a request whose Host header is not one of ours (a page on another site
-    must not reach the worker's read APIs and dashboard through a DNS name rebound to 127.0.0.1)."""
-    from aiohttp import web
-    from yarl import URL
-
-    @web.middleware
-    async def guard(request, handler):
-        try:
-            host = (URL(f"http://{request.host}").host or "").lower() if request.host else ""
-        except ValueError:
-            host = ""
-        if host not in allowed:
-            return web.Response(status=421, text="misdirected request: this host name is not served here\n")
-        return await handler(request)
-
-    return guard
-
-
 class Transient(Exception):
     """A failure worth retrying the whole batch for (broker or registry unavailable), never dead-lettered."""
 
@@ -331,7 +312,6 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         table_standby_replicas=0,
         web_enabled=web_enabled,
         web_bind="127.0.0.1",
-        web_port=settings.web_port or 6066,
         web_in_thread=False,
         autodiscover=False,
         datadir=str(settings.home / "faust"),
@@ -344,7 +324,9 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         stream_buffer_maxsize=16_384,
         broker_max_poll_records=10_000,
         stream_wait_empty=False,
-        web_application_options={"middlewares": [host_guard(settings.web_hosts)]},
+        # the listeners are web.server.WebServers (app.web_server): Faust's own aiohttp stack is never built; were
+        # it ever, it would serve none of its table, router, graph or statistics views
+        web_tables_enabled=False, web_router_enabled=False, web_stats_enabled=False, web_graph_enabled=False,
     )
     engine = WindowEngine(windows=settings.windows or WindowEngine().windows,
                           lateness_seconds=settings.lateness_seconds)
@@ -378,10 +360,6 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
     install_windows(pipeline)
     pipeline.book = dispatch_book(settings, programs)
     install_dispatch(pipeline, pipeline.book, channels if channels is not None else load_channels(settings))
-    if web_enabled:
-        from streams.survey_web import install_survey
-
-        install_survey(pipeline, pipeline.book, settings)
     if store_factory is not None:
         from streams.sink_agents import install_sinks
 
@@ -401,8 +379,8 @@ def dispatch_book(settings: Settings, programs: Any = None):
         programs = load_programs(settings.programs_file)  # ProgramsError: the worker does not start
     if programs is None:
         log.warning("no survey programs (NPSFLOW_PROGRAMS): every trigger is suppressed with reason no_program")
-    survey_url = settings.survey_url or f"http://127.0.0.1:{settings.web_port or 6066}/s"
-    return DispatchBook(programs, settings.secret, survey_url, timedelta(seconds=settings.link_ttl_seconds))
+    return DispatchBook(programs, settings.secret, settings.survey_base_url,
+                        timedelta(seconds=settings.link_ttl_seconds))
 
 
 def load_channels(settings: Settings) -> dict:

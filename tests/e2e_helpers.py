@@ -23,8 +23,10 @@ class Env:
     def settings(self) -> config.Settings:
         return config.load(self.vars)
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "npsflow.cli", *args], env=self.vars, capture_output=True,
+    def cli(self, *args: str, check: bool = True, timeout: float = 120,
+            env_without: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in self.vars.items() if k not in env_without}
+        proc = subprocess.run([sys.executable, "-m", "npsflow.cli", *args], env=env, capture_output=True,
                               text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"npsflow {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
@@ -33,11 +35,23 @@ class Env:
     def cli_json(self, *args: str):
         return json.loads(self.cli(*args, "--format", "json").stdout)
 
+    @property
+    def public_url(self) -> str:
+        """The running worker's public listener (survey page, response API)."""
+        return self.settings.worker_info()["public_url"]
+
+    @property
+    def internal_url(self) -> str:
+        """The running worker's internal listener (read APIs, dashboard, stats)."""
+        return self.settings.worker_info()["internal_url"]
+
     def stats(self) -> dict:
         import requests
 
-        info = self.settings.worker_info()
-        return requests.get(f"http://127.0.0.1:{info['web_port']}/api/v1/stats", timeout=30).json()
+        from npsflow.reader import internal_headers
+
+        return requests.get(f"{self.internal_url}/api/v1/stats", headers=internal_headers(self.settings),
+                            timeout=30).json()
 
     def start_worker(self) -> dict:
         return stack.start_worker(self.settings, self.vars["NPSFLOW_KAFKA"])

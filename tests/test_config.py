@@ -23,17 +23,53 @@ def test_sink_max_age_accepts_fractions(tmp_path):
     assert load(tmp_path).sink_max_age == 1.0
 
 
-@pytest.mark.parametrize("value", ["0", "65536", "-80", "http", "80.5", "99999999"])
-def test_web_port_must_be_1_to_65535(tmp_path, value):
-    with pytest.raises(config.ConfigError, match="NPSFLOW_WEB_PORT") as info:
-        load(tmp_path, NPSFLOW_WEB_PORT=value)
+@pytest.mark.parametrize("name", ["NPSFLOW_PUBLIC_BIND", "NPSFLOW_INTERNAL_BIND"])
+@pytest.mark.parametrize("value", ["127.0.0.1:65536", "127.0.0.1:-80", "127.0.0.1:http", "h:80.5", "::1:80",
+                                   "[::1]80", "bad host:80", "[::1"])
+def test_listener_binds_must_be_host_and_port(tmp_path, name, value):
+    with pytest.raises(config.ConfigError, match=name) as info:
+        load(tmp_path, **{name: value})
     assert "\n" not in str(info.value)
 
 
-def test_web_port_bounds_and_default(tmp_path):
-    assert load(tmp_path, NPSFLOW_WEB_PORT="1").web_port == 1
-    assert load(tmp_path, NPSFLOW_WEB_PORT="65535").web_port == 65535
-    assert load(tmp_path).web_port is None
+def test_listener_binds_parse_and_default(tmp_path):
+    default = load(tmp_path)
+    assert default.public_bind == default.internal_bind == config.Bind("127.0.0.1", None)
+    assert load(tmp_path, NPSFLOW_PUBLIC_BIND="0.0.0.0:8080").public_bind == config.Bind("0.0.0.0", 8080)
+    assert load(tmp_path, NPSFLOW_PUBLIC_BIND="0.0.0.0:8080").public_bind.url == "http://127.0.0.1:8080"
+    assert load(tmp_path, NPSFLOW_INTERNAL_BIND="[::1]:9000").internal_bind.url == "http://[::1]:9000"
+    assert load(tmp_path, NPSFLOW_INTERNAL_BIND=":9000").internal_bind == config.Bind("127.0.0.1", 9000)
+    assert load(tmp_path, NPSFLOW_PUBLIC_BIND="nps.internal").public_bind == config.Bind("nps.internal", None)
+    assert load(tmp_path, NPSFLOW_PUBLIC_BIND="127.0.0.1:0").public_bind.port is None  # 0: a free port
+    with pytest.raises(config.ConfigError, match="must not share a port"):
+        load(tmp_path, NPSFLOW_PUBLIC_BIND="127.0.0.1:8080", NPSFLOW_INTERNAL_BIND="127.0.0.1:8080")
+    with pytest.raises(config.ConfigError, match="NPSFLOW_WEB_PORT is gone.*NPSFLOW_PUBLIC_BIND"):
+        load(tmp_path, NPSFLOW_WEB_PORT="8080")
+
+
+def test_survey_links_point_at_the_public_listener_unless_set(tmp_path):
+    assert load(tmp_path, NPSFLOW_PUBLIC_BIND="0.0.0.0:8443").survey_base_url == "http://127.0.0.1:8443/s"
+    assert load(tmp_path, NPSFLOW_PUBLIC_BIND="0.0.0.0:8443",
+                NPSFLOW_SURVEY_URL="https://nps.example.com/s").survey_base_url == "https://nps.example.com/s"
+
+
+def test_internal_token_from_the_environment_or_a_file(tmp_path):
+    assert load(tmp_path).internal_token is None
+    token = "t0ken-of-the-internal-listener"
+    assert load(tmp_path, NPSFLOW_INTERNAL_TOKEN=token).internal_token == token
+    assert token not in repr(load(tmp_path, NPSFLOW_INTERNAL_TOKEN=token))
+    path = tmp_path / "token"
+    path.write_text(token + "\n")
+    from_file = load(tmp_path, NPSFLOW_INTERNAL_TOKEN_FILE=str(path))
+    assert (from_file.internal_token, from_file.internal_token_file) == (token, path.resolve())
+    assert config.load(from_file.to_env()).internal_token == token
+    assert "NPSFLOW_INTERNAL_TOKEN" not in from_file.to_env()  # a child process reads the file itself
+    for bad, match in ((dict(NPSFLOW_INTERNAL_TOKEN="short"), "16-512 visible ASCII"),
+                       (dict(NPSFLOW_INTERNAL_TOKEN="has a space in it, long enough"), "16-512 visible ASCII"),
+                       (dict(NPSFLOW_INTERNAL_TOKEN_FILE=str(tmp_path / "none")), "cannot read"),
+                       (dict(NPSFLOW_INTERNAL_TOKEN=token, NPSFLOW_INTERNAL_TOKEN_FILE=str(path)), "not both")):
+        with pytest.raises(config.ConfigError, match=match):
+            load(tmp_path, **bad)
 
 
 @pytest.mark.parametrize("value", ["Location", "overall,bad dim", "1st", "a-b", "x" * 65, ",", " , ", "location;drop",
@@ -56,9 +92,11 @@ def test_window_names_must_be_unique(tmp_path):
 
 
 def test_settings_round_trip_through_the_environment(tmp_path):
-    settings = load(tmp_path, NPSFLOW_WEB_PORT="8099", NPSFLOW_SINK_MAX_AGE="0.5", NPSFLOW_DIMENSIONS="overall,shop")
+    settings = load(tmp_path, NPSFLOW_PUBLIC_BIND="0.0.0.0:8099", NPSFLOW_INTERNAL_BIND="[::1]:8100",
+                    NPSFLOW_INTERNAL_TOKEN="x" * 20, NPSFLOW_SINK_MAX_AGE="0.5", NPSFLOW_DIMENSIONS="overall,shop")
     again = config.load(settings.to_env())
-    assert (again.web_port, again.sink_max_age, again.dimensions) == (8099, 0.5, ("overall", "shop"))
+    assert (again.public_bind, again.internal_bind, again.internal_token, again.sink_max_age, again.dimensions) == (
+        config.Bind("0.0.0.0", 8099), config.Bind("::1", 8100), "x" * 20, 0.5, ("overall", "shop"))
 
 
 @pytest.mark.parametrize("name,value,match", [

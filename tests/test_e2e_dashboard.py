@@ -54,8 +54,7 @@ def test_live_dashboard_shows_the_reports_numbers_and_updates_without_reload(env
                   "comment": "<script>alert('x')</script><b>bold?</b>"})
     env.cli("ingest", "responses", str(write_jsonl(tmp_path / "a.jsonl", first)))
     wait_for(lambda: env.cli_json("report")["total"]["responses"] == 10, what="the first responses")
-    port = env.settings.worker_info()["web_port"]
-    browser.get(f"http://127.0.0.1:{port}/dashboard?by=location")
+    browser.get(f"{env.internal_url}/dashboard?by=location")
     wait_for_text(browser, "10 responses", timeout=30)
     assert table(browser) == expected(env.cli_json("report", "--by", "location"))
     comment = browser.find_element(By.XPATH, "//li[contains(@class, 'comment')][1]/div[@class='text']")

@@ -87,10 +87,9 @@ def invite(env, tmp_path, n: int = 1) -> list[str]:
 
 
 def link(env, inv: str, score: int | None = None, expires: datetime | None = None) -> str:
-    port = env.settings.worker_info()["web_port"]
     token = links.sign_token(inv, expires or datetime.now(timezone.utc) + timedelta(days=1),
                              link_key(SECRET.encode()), "k1", score=score)
-    return f"http://127.0.0.1:{port}/s/{token}"
+    return f"{env.public_url}/s/{token}"
 
 
 def csrf_of(html: str) -> str:
@@ -223,8 +222,7 @@ def test_one_click_link_preselects_and_submits_only_in_a_browser(env, tmp_path):
 def test_response_api_validates_each_record_and_needs_the_orgs_key(env, tmp_path):
     env.start_worker()
     (inv,) = invite(env, tmp_path)
-    port = env.settings.worker_info()["web_port"]
-    api = f"http://127.0.0.1:{port}/api/v1/responses"
+    api = f"{env.public_url}/api/v1/responses"
     now = datetime.now(timezone.utc).isoformat()
     batch = [{"response_id": "api-1", "score": 10, "responded_at": now, "segment": {"location": "Turku"}},
              {"response_id": "api-2", "score": 11, "responded_at": now},
@@ -254,9 +252,10 @@ def test_response_api_validates_each_record_and_needs_the_orgs_key(env, tmp_path
     foreign = requests.post(api, json=batch, headers={"Authorization": f"Bearer {API_KEY}", "Host": "evil.example"},
                             timeout=30)
     assert foreign.status_code == 421
-    assert requests.get(f"http://127.0.0.1:{port}/dashboard", headers={"Host": "evil.example:80"},
+    assert requests.get(f"{env.internal_url}/dashboard", headers={"Host": "evil.example:80"},
                         timeout=30).status_code == 421
-    assert requests.get(f"http://127.0.0.1:{port}/healthz", headers={"Host": f"localhost:{port}"},
+    port = env.public_url.rsplit(":", 1)[1]
+    assert requests.get(f"{env.public_url}/healthz", headers={"Host": f"localhost:{port}"},
                         timeout=30).status_code == 200
 
     big = requests.post(api, data=b"[" + b"0," * 600_000 + b"0]", timeout=30,

@@ -1,4 +1,4 @@
-"""The respondent's survey pages (streams.survey_page): structure, accessibility, escaping, texts, contrast."""
+"""The respondent's survey pages (web.survey_page): structure, accessibility, escaping, texts, contrast."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from npsflow.programs import SHIPPED_LOCALES, branding, load_programs, texts
-from streams import survey_page as sp
-from streams.survey_page import (
+from web import survey_page as sp
+from web.survey_page import (
     MESSAGE_KINDS,
     PAGE_TEXT_KEYS,
     PAGE_TEXTS,

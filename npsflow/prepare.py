@@ -1,0 +1,58 @@
+"""What must hold before a worker starts, shared by `npsflow worker` (npsflow.worker) and `npsflow stack up`
+(npsflow.stack): the dispatch inputs validated, every topic created with the configured partition count."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+from npsflow.config import ConfigError, Settings
+
+
+def ensure_topics(settings: Settings, bootstrap: str) -> None:
+    """Create every npsflow topic with the configured partition count before Faust starts."""
+    from deploy.local.kafka import create_topics
+
+    create_topics(bootstrap, {name: settings.partitions for name in settings.topics.all()})
+    create_topics(bootstrap, {name: settings.partitions for name in settings.topics.changelogs()},
+                  configs={"cleanup.policy": "compact"})
+
+
+def dispatch_inputs(settings: Settings):
+    """The survey programs (NPSFLOW_PROGRAMS, None when unset) and the channels (NPSFLOW_CHANNELS), validated:
+    ``ConfigError`` with one line naming the file and the first mistake."""
+    from npsflow.programs import ProgramsError, load_programs
+    from streams.app import load_channels  # imports Faust (~0.5 s): only when a worker is about to start
+
+    programs = None
+    if settings.programs_file is not None:
+        try:
+            programs = load_programs(settings.programs_file)
+        except ProgramsError as exc:
+            raise ConfigError(f"NPSFLOW_PROGRAMS {settings.programs_file}: {len(exc.errors)} mistake(s), first: "
+                              f"{exc.errors[0]} (`npsflow programs check FILE` lists all)") from None
+    try:
+        channels = load_channels(settings)
+    except ValueError as exc:
+        raise ConfigError(f"NPSFLOW_CHANNELS {settings.channels_file}: {exc}") from None
+    for org in programs.organizations if programs else ():
+        for program in org.programs:
+            if program.reminder_after is not None and program.reminder_after.total_seconds() >= settings.link_ttl_seconds:
+                raise ConfigError(f"NPSFLOW_PROGRAMS {settings.programs_file}: the reminder of {org.id}/{program.id} "
+                                  f"({program.reminder_after}) would carry an expired link: NPSFLOW_LINK_TTL is "
+                                  f"{settings.link_ttl_seconds // 86400} d")
+    if settings.survey_url and any("sms" in p.channels for o in (programs.organizations if programs else ())
+                                   for p in o.programs):
+        _warn_long_sms_links(settings.survey_url)
+    return programs, channels
+
+
+def _warn_long_sms_links(survey_url: str) -> None:
+    from npsflow.programs import TYPICAL_LINK_LENGTH
+    from streams.links import short_survey_url
+
+    length = len(short_survey_url(survey_url, "a" * 20, datetime.now(timezone.utc), b"k" * 32))
+    if length > TYPICAL_LINK_LENGTH:
+        logging.getLogger("npsflow").warning(
+            "NPSFLOW_SURVEY_URL makes SMS links %d characters long (the texts assume %d): SMS may need two "
+            "segments; a shorter survey host name avoids it", length, TYPICAL_LINK_LENGTH)

@@ -1,0 +1,138 @@
+"""The worker's two listeners (web.server): the public one serves only the survey page and the response API, the
+internal one the read APIs and the dashboard, behind an optional bearer token. In process, on the real aiohttp
+applications the worker serves, a real Faust app (not started) and a real embedded ClickHouse store; the same
+through a real worker on the real broker in tests/test_e2e_listeners.py."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from npsflow import config
+from streams.app import create_app
+from web.common import bearer_matches
+from web.internal import InternalApi, internal_app
+from web.public import public_app, public_handlers
+from web.server import allowed_hosts, bind_socket, bound
+
+TOKEN = "internal-token-0123456789abcdef"
+# Every path of the internal listener, and Faust's built-in views (tables, router, graph, statistics, index).
+INTERNAL_PATHS = ["/api/v1/stats", "/api/v1/report", "/api/v1/report?by=location", "/api/v1/windows",
+                  "/api/v1/deadletters", "/api/v1/dispatches", "/api/v1/dashboard", "/dashboard"]
+FAUST_PATHS = ["/", "/table/", "/table/invitations/", "/table/invitations/I|abc/", "/router/",
+               "/router/invitations/I|abc/", "/graph/", "/stats/", "/assignment/", "/performance/"]
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return config.load({"NPSFLOW_HOME": str(tmp_path), "NPSFLOW_SECRET": "s" * 24,
+                        "NPSFLOW_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}"})
+
+
+@pytest.fixture
+def pipeline(settings):
+    return create_app(settings, web_enabled=True)
+
+
+async def client_of(app) -> TestClient:
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def public(pipeline, settings):
+    pages, api = public_handlers(pipeline, pipeline.book, settings)
+    client = await client_of(public_app(pages, api, allowed_hosts=settings.web_hosts))
+    yield client
+    await client.close()
+
+
+def internal_client(pipeline, settings, store, token):
+    reads = InternalApi(store, pipeline.stats, ["location"])
+    return client_of(internal_app(reads, allowed_hosts=settings.web_hosts, token=token))
+
+
+async def test_the_public_listener_serves_no_internal_path_and_no_faust_view(public):
+    for path in INTERNAL_PATHS + FAUST_PATHS:
+        for method in ("GET", "POST"):
+            reply = await public.request(method, path)
+            assert reply.status == 404, (method, path, reply.status)
+    assert (await public.get("/healthz")).status == 200
+    assert (await public.get("/s/not-a-token")).status == 404  # the survey page: a forged link's notice page
+    assert (await public.post("/api/v1/responses", json=[])).status == 401  # the response API: needs a key
+
+
+async def test_the_internal_listener_serves_the_read_apis_and_the_dashboard(pipeline, settings, ch_store):
+    client = await internal_client(pipeline, settings, ch_store, token=None)
+    try:
+        for path in INTERNAL_PATHS + ["/healthz"]:
+            reply = await client.get(path)
+            assert reply.status == 200, (path, reply.status, await reply.text())
+        assert (await (await client.get("/api/v1/report")).json())["total"]["responses"] == 0
+        for path in FAUST_PATHS + ["/s/x", "/api/v1/responses"]:
+            assert (await client.get(path)).status == 404, path
+        assert (await client.get("/api/v1/stats", headers={"Host": "evil.example"})).status == 421
+    finally:
+        await client.close()
+
+
+async def test_with_a_token_the_internal_listener_wants_the_bearer(pipeline, settings, ch_store):
+    client = await internal_client(pipeline, settings, ch_store, token=TOKEN)
+    try:
+        for path in INTERNAL_PATHS + FAUST_PATHS:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                            {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": f"Bearer {TOKEN[:-1]}"}):
+                reply = await client.get(path, headers=headers)
+                assert reply.status == 401, (path, headers, reply.status)
+                assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+        right = {"Authorization": f"Bearer {TOKEN}"}
+        for path in INTERNAL_PATHS:
+            assert (await client.get(path, headers=right)).status == 200, path
+        for path in FAUST_PATHS:
+            assert (await client.get(path, headers=right)).status == 404, path
+        assert (await client.get("/healthz")).status == 200  # liveness needs no token
+        # the host guard comes first: a rebound DNS name learns nothing, not even that a token is wanted
+        assert (await client.get("/api/v1/stats", headers={**right, "Host": "evil.example"})).status == 421
+    finally:
+        await client.close()
+
+
+def test_bearer_comparison():
+    assert bearer_matches(f"Bearer {TOKEN}", TOKEN) and bearer_matches(f"bearer  {TOKEN} ", TOKEN)
+    for header in (None, "", "Bearer", f"Token {TOKEN}", f"Bearer {TOKEN.upper()}", "Bearer \udcff"):
+        assert not bearer_matches(header, TOKEN)
+
+
+def test_listeners_bind_free_ports_and_answer_to_their_own_address(settings):
+    public = bind_socket(config.Bind("127.0.0.1", None))
+    internal = bind_socket(config.Bind("127.0.0.1", None))
+    try:
+        ports = {bound(settings.public_bind, public).port, bound(settings.internal_bind, internal).port}
+        assert len(ports) == 2 and None not in ports
+        with pytest.raises(OSError, match="cannot listen on 127.0.0.1"):
+            bind_socket(config.Bind("127.0.0.1", bound(settings.public_bind, public).port)).close()
+    finally:
+        public.close()
+        internal.close()
+    assert allowed_hosts(settings, config.Bind("10.1.2.3", 80)) == settings.web_hosts | {"10.1.2.3"}
+    assert allowed_hosts(settings, config.Bind("0.0.0.0", 80)) == settings.web_hosts
+
+
+def test_faust_builds_none_of_its_own_web_views(pipeline, settings, ch_store):
+    """With the listeners registered as the app's web server, Faust's boot starts no aiohttp stack of its own."""
+    from web.server import install_web
+
+    public = bind_socket(config.Bind("127.0.0.1", None))
+    internal = bind_socket(config.Bind("127.0.0.1", None))
+    try:
+        servers = install_web(pipeline, ch_store, settings, public, internal)
+        app = pipeline.app
+        assert app._web_server_service is servers
+        assert app.boot_strategy.web_server() == []  # not app.web, not its cache
+        conf = app.conf
+        assert not (conf.web_tables_enabled or conf.web_router_enabled or conf.web_stats_enabled
+                    or conf.web_graph_enabled or conf.web_metrics_enabled)
+    finally:
+        public.close()
+        internal.close()

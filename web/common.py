@@ -1,0 +1,97 @@
+"""What both listeners share: the Host-header guard, the optional bearer token, bodies and replies.
+
+* ``host_guard(allowed)``: a request whose Host header names another host gets 421 (a page elsewhere must not
+  reach the worker through a DNS name rebound to its address).
+* ``bearer_guard(token)``: when a token is configured (``NPSFLOW_INTERNAL_TOKEN``), every request but
+  ``/healthz`` needs ``Authorization: Bearer <token>``, compared in constant time; else 401.
+* ``read_body``: a whole body however it arrives (split, chunked, no Content-Length), bounded.
+* ``json_reply`` / ``html_reply``: aiohttp responses; JSON encodes datetimes as ISO-8601 (like Faust's web did).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+from yarl import URL
+
+UNGUARDED_PATHS = frozenset({"/healthz"})
+
+
+def host_guard(allowed: frozenset[str]):
+    """aiohttp middleware: 421 for a request whose Host header is not one of ``allowed`` (lower-case names)."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler):
+        try:
+            host = (URL(f"http://{request.host}").host or "").lower() if request.host else ""
+        except ValueError:
+            host = ""
+        if host not in allowed:
+            return web.Response(status=421, text="misdirected request: this host name is not served here\n")
+        return await handler(request)
+
+    return guard
+
+
+def bearer_matches(header: str | None, token: str) -> bool:
+    """Whether an Authorization header carries ``Bearer <token>``; constant time in the token's content."""
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode())
+
+
+def bearer_guard(token: str | None):
+    """aiohttp middleware: with a ``token``, 401 for a request (other than /healthz) without the right bearer."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler):
+        if token and request.path not in UNGUARDED_PATHS and not bearer_matches(
+                request.headers.get("Authorization"), token):
+            return json_reply({"error": "unauthorized: Authorization: Bearer <NPSFLOW_INTERNAL_TOKEN>"}, status=401,
+                              headers={"WWW-Authenticate": 'Bearer realm="npsflow internal"'})
+        return await handler(request)
+
+    return guard
+
+
+def _default(value: Any):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, UUID)):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_reply(data: Any, *, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(text=json.dumps(data, default=_default, ensure_ascii=False), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def html_reply(text: str, *, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/html", headers=headers)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, however it arrives (split, chunked, no Content-Length); None once it exceeds ``limit``."""
+    chunks, size = [], 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_reply({"ok": True})

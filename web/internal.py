@@ -1,0 +1,135 @@
+"""The internal listener (``NPSFLOW_INTERNAL_BIND``, 127.0.0.1 by default): read-only analytics over the worker's
+own ClickHouse store, the live dashboard and the agents' counters. The CLI talks to it (``npsflow report`` …).
+
+GET /healthz                 liveness (never needs the token)
+GET /api/v1/stats            in-memory counters of the agents
+GET /api/v1/report?by=location,channel&since=ISO&until=ISO[&compare_previous=1]
+GET /api/v1/windows?segment=location=Espoo
+GET /api/v1/deadletters
+GET /api/v1/dispatches
+GET /api/v1/dashboard?by=location    what the live dashboard shows (sinks.queries.dashboard)
+GET /dashboard?by=location           the built-in live dashboard (web.dashboard)
+
+With ``NPSFLOW_INTERNAL_TOKEN`` set, every path but /healthz needs ``Authorization: Bearer <token>`` (401).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from datetime import datetime
+from typing import Any, Callable
+
+from aiohttp import web
+
+from sinks import queries
+from streams.responses import Rejected, parse_timestamp
+from web.common import bearer_guard, healthz, host_guard, html_reply, json_reply
+from web.dashboard import content_security_policy, render_dashboard
+
+DASHBOARD_CACHE_SECONDS = 5.0
+DASHBOARD_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
+                     "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    return parse_timestamp(value, name) if value else None
+
+
+def error(status: int, message: str) -> web.Response:
+    return json_reply({"error": message}, status=status)
+
+
+class SharedResult:
+    """A computation shared by every caller: run at most once per ``max_age`` seconds per key, one at a time, so
+    open dashboard tabs never keep the store — which the sinks also use — busy."""
+
+    def __init__(self, compute: Callable[[str], Any], max_age: float = DASHBOARD_CACHE_SECONDS) -> None:
+        self.compute, self.max_age = compute, max_age
+        self.results: dict[str, tuple[float, Any]] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, key: str) -> Any:
+        async with self.locks.setdefault(key, asyncio.Lock()):
+            hit = self.results.get(key)
+            if hit is None or time.monotonic() - hit[0] > self.max_age:
+                hit = (time.monotonic(), await self.compute(key))
+                self.results[key] = hit
+        return hit[1]
+
+
+class InternalApi:
+    """The handlers of the internal listener. ``store`` is the worker's ClickHouseStore (``arun`` runs a query
+    function off the event loop), ``stats`` the agents' counters, ``dimensions`` the dashboard's choices."""
+
+    def __init__(self, store, stats, dimensions: list[str]) -> None:
+        self.store, self.stats = store, stats
+        self.dimensions = dimensions or ["location"]
+        self.dashboard_cache = SharedResult(lambda by: store.arun(queries.dashboard, by))
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/healthz", healthz), web.get("/api/v1/stats", self.get_stats),
+                web.get("/api/v1/report", self.report), web.get("/api/v1/windows", self.windows),
+                web.get("/api/v1/dispatches", self.dispatches), web.get("/api/v1/deadletters", self.deadletters),
+                web.get("/api/v1/dashboard", self.dashboard_data), web.get("/dashboard", self.dashboard_page)]
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        return json_reply(self.stats.as_dict())
+
+    async def report(self, request: web.Request) -> web.Response:
+        by = [d.strip() for d in (request.query.get("by") or "").split(",") if d.strip()]
+        try:
+            since = _time(request.query.get("since"), "since")
+            until = _time(request.query.get("until"), "until")
+        except Rejected as exc:
+            return error(400, exc.detail)
+        flag = request.query.get("compare_previous")
+        if flag not in (None, "", "0", "1", "true", "false"):
+            return error(400, "compare_previous must be 1/true or 0/false")
+        query = queries.report_compared if flag in ("1", "true") else queries.report
+        try:
+            result = await self.store.arun(query, by, since, until)
+        except ValueError as exc:
+            return error(400, str(exc))
+        return json_reply(result)
+
+    async def windows(self, request: web.Request) -> web.Response:
+        raw = request.query.get("segment")
+        segment = None
+        if raw:
+            dim, sep, value = raw.partition("=")
+            if not sep:
+                return error(400, "segment must look like DIM=VALUE")
+            segment = (dim, value)
+        return json_reply(await self.store.arun(queries.windows, segment))
+
+    async def dispatches(self, request: web.Request) -> web.Response:
+        return json_reply(await self.store.arun(queries.dispatches))
+
+    async def deadletters(self, request: web.Request) -> web.Response:
+        return json_reply(await self.store.arun(queries.deadletters))
+
+    async def dashboard_data(self, request: web.Request) -> web.Response:
+        by = request.query.get("by") or self.dimensions[0]
+        try:
+            queries.validate_dimension(by)
+        except ValueError as exc:
+            return error(400, str(exc))
+        return json_reply(await self.dashboard_cache.get(by), headers={"Cache-Control": "no-store"})
+
+    async def dashboard_page(self, request: web.Request) -> web.Response:
+        by = request.query.get("by") or self.dimensions[0]
+        nonce = secrets.token_urlsafe(12)
+        try:
+            page = render_dashboard(by=by, dimensions=self.dimensions, nonce=nonce)
+        except ValueError as exc:
+            return error(400, str(exc))
+        return html_reply(page, headers={"Content-Security-Policy": content_security_policy(nonce), **DASHBOARD_HEADERS})
+
+
+def internal_app(api: InternalApi, *, allowed_hosts: frozenset[str], token: str | None) -> web.Application:
+    """The aiohttp application of the internal listener: the host guard first, then the optional token."""
+    app = web.Application(middlewares=[host_guard(allowed_hosts), bearer_guard(token)])
+    app.add_routes(api.routes())
+    return app

@@ -1,0 +1,476 @@
+"""The public listener (``NPSFLOW_PUBLIC_BIND``): the respondent's survey page and the response API, nothing else.
+
+GET  /s/{token}           the survey page of the invitation the signed token names, branded and in its locale; a
+                          one-click score link (from the e-mail) preselects the score and submits it at once —
+                          by a tiny inline script, so mail scanners that prefetch links record nothing
+POST /s/{token}           step "score": score 0–10 + optional comment → a raw response → the thank-you page with
+                          the category's follow-up question; step "follow_up": its answer (a new version)
+POST /api/v1/responses    a JSON batch of responses collected elsewhere, per-organization API keys
+                          (``Authorization: Bearer <key>``), per-record validation results in the reply
+GET  /healthz             liveness
+
+Every other path is 404 here (the read APIs and the dashboard are on the internal listener, ``web.internal``).
+
+An answer becomes a RawResponse on the raw topic with ``response_id = invitation_id`` (one response per
+invitation; a change is a new version, latest wins) keyed by the invitation id, so classify joins it to the
+invitation's segments. The first answer opens the edit window (``NPSFLOW_EDIT_WINDOW``); after it, the link
+shows "already answered" and writes nothing. Nothing is written for a forged, expired or unknown token, a
+missing/invalid CSRF token, an oversized body or a rate-limited client. Logs name invitation ids, never
+addresses, comments or client IPs.
+
+The pieces, each with its own state: ``Limits`` (rate limits, client address), ``InvitationDesk`` (the
+invitations table of this worker), ``AnswerWriter`` (raw responses to Kafka), ``Notices`` (the notice pages),
+``SurveyPages`` and ``ResponsesApi`` (the handlers); ``public_app`` puts them on an aiohttp application.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+from urllib.parse import parse_qs
+
+from aiohttp import web
+from kafka.partitioner.default import murmur2
+
+from npsflow.ingest import response_key, to_raw_response
+from schemas import codec as avro
+from streams import links
+from streams.guards import RateLimiter, api_key_matches, csrf_token, csrf_valid
+from streams.nps import classify
+from streams.responses import Rejected, validate
+from web import survey_page as page
+from web.common import healthz, host_guard, html_reply, json_reply, read_body
+
+log = logging.getLogger("npsflow.survey")
+
+MAX_FORM_BYTES = 48 * 1024  # two fields of 2000 characters, percent-encoded UTF-8, fit; nothing much bigger
+MAX_API_BYTES = 1024 * 1024
+MAX_API_RECORDS = 1000
+MAX_FORM_TEXT = 2000  # the comment and follow-up fields of the page (the API allows MAX_COMMENT_CHARS)
+STATUS = {"invalid": 404, "expired": 410, "answered": 409, "rate_limited": 429, "too_large": 413,
+          "unavailable": 503}
+
+
+def security_headers(nonce: str, logo_url: str | None = None) -> dict[str, str]:
+    return {
+        "Content-Security-Policy": page.content_security_policy(nonce, logo_url=logo_url),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+        "X-Frame-Options": "DENY",
+    }
+
+
+@dataclass
+class Limits:
+    """Rate limits of the public listener and who the client is."""
+
+    page_rate: float
+    trusted_proxies: frozenset[str] = frozenset()
+    per_invitation: RateLimiter = field(default_factory=lambda: RateLimiter(rate=0.2, burst=10))  # 10, then 1/5 s
+    per_api_key: RateLimiter = field(default_factory=lambda: RateLimiter(rate=50.0, burst=200))
+
+    def __post_init__(self) -> None:
+        self.per_ip = RateLimiter(rate=self.page_rate, burst=30 * self.page_rate)  # default: 30 at once, then 1/s
+
+    def client_ip(self, request: web.Request) -> str:
+        """The client's IP: the peer, or — behind a trusted reverse proxy — the last address it appended."""
+        peer = request.remote or "unknown"
+        forwarded = request.headers.get("X-Forwarded-For")
+        if peer in self.trusted_proxies and forwarded:
+            return forwarded.split(",")[-1].strip() or peer
+        return peer
+
+    def page_wait(self, request: web.Request, inv_id: str | None) -> int | None:
+        """Seconds the client must wait (its address or the invitation is over its limit), or None."""
+        now = time.monotonic()
+        for limiter, key in ((self.per_ip, self.client_ip(request)), (self.per_invitation, inv_id)):
+            if key is not None and not limiter.allow(key, now):
+                return max(1, int(limiter.retry_after(key, now) + 0.999))
+        return None
+
+
+class InvitationDesk:
+    """The invitations this worker holds (Faust table ``invitations``, key ``I|<id>``) with their texts."""
+
+    def __init__(self, pipeline, book, partitions: int, edit_window_seconds: int) -> None:
+        self.app, self.book, self.partitions = pipeline.app, book, partitions
+        self.table = pipeline.tables["invitations"]
+        self.topic = pipeline.topics["invitations"]
+        self.edit_window_ms = edit_window_seconds * 1000
+
+    def get(self, inv_id: str) -> dict | None:
+        return self.table.get(f"I|{inv_id}")
+
+    def held_here(self, inv_id: str) -> bool:
+        """Whether this worker holds the invitation's partition, with its table recovered."""
+        if getattr(self.app, "rebalancing", False) or getattr(self.app, "in_recovery", False):
+            return False
+        try:
+            name = self.topic.get_topic_name()
+            actives = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name}
+        except Exception:
+            return False
+        return (murmur2(inv_id.encode()) & 0x7FFFFFFF) % self.partitions in actives
+
+    def lookup(self, inv_id: str):
+        """(invitation, org, texts, branding), None — or None and why the page cannot be served here."""
+        inv = self.get(inv_id)
+        if inv is None:
+            return None, "invalid" if self.held_here(inv_id) else "unavailable"
+        found = self.book.found(inv["org"], inv["program"])
+        if found is None:
+            return None, "invalid"
+        from npsflow.programs import branding, texts
+
+        org, program = found
+        return (inv, org, texts(org, inv["locale"], program), branding(org, inv["locale"])), None
+
+    def closed(self, inv: dict, now: datetime) -> bool:
+        """Answered, and the edit window since the first answer is over."""
+        first = inv.get("answered_at")
+        return bool(inv.get("resp")) and first is not None and now.timestamp() * 1000 > first + self.edit_window_ms
+
+
+class AnswerWriter:
+    """Raw responses to the raw topic (Avro, keyed like the CLI keys them)."""
+
+    def __init__(self, pipeline) -> None:
+        self.topic, self.codec = pipeline.topics["raw"], pipeline.codec
+
+    async def send(self, record: dict, value: bytes | None = None):
+        """Send one RawResponse record; returns the delivery future."""
+        value = value if value is not None else self.codec.encode(avro.RAW_RESPONSE, record)
+        return await self.topic.send(key=response_key(record), value=value)
+
+    async def page_answer(self, inv: dict, score: int, comment: str | None, follow_up: str | None,
+                          now: datetime) -> None:
+        """The survey page's answer as a new version of the invitation's response, in Kafka when this returns."""
+        obj = {"response_id": inv["inv"], "invitation_id": inv["inv"], "survey_id": inv.get("survey_id"),
+               "score": score, "comment": comment, "follow_up": follow_up,
+               "responded_at": now.isoformat(), "locale": inv.get("locale")}
+        record = to_raw_response({k: v for k, v in obj.items() if v is not None}, source="web", received_at=now)
+        await (await self.send(record))  # the answer is in Kafka before the respondent is thanked
+
+
+class Notices:
+    """Notice pages (invalid or expired link, already answered, …): nothing was written. Counted per kind."""
+
+    def __init__(self, stats) -> None:
+        self.stats = stats
+
+    def page(self, kind: str, locale: str = "en", brand: dict | None = None,
+             headers: dict | None = None) -> web.Response:
+        nonce = secrets.token_urlsafe(12)
+        body = page.render_message(kind=kind, locale=locale, brand=brand, nonce=nonce)
+        self.stats.inc(f"survey.page.{kind}")
+        return html_reply(body, status=STATUS[kind],
+                          headers={**security_headers(nonce, (brand or {}).get("logo_url")), **(headers or {})})
+
+
+def guarded(handler: Callable) -> Callable:
+    """Any failure of a handler method becomes the "unavailable" page, logged without the client's address or
+    the token."""
+
+    @functools.wraps(handler)
+    async def wrapper(self, request: web.Request) -> web.Response:
+        try:
+            return await handler(self, request)
+        except Exception:
+            log.exception("survey: %s %s failed", request.method, request.path.split("/")[1] if request.path else "")
+            return self.notices.page("unavailable")
+
+    return wrapper
+
+
+@dataclass
+class Form:
+    """A posted survey or follow-up form, trimmed to the page's limits."""
+
+    step: str
+    csrf: str | None
+    comment: str | None
+    follow_up: str | None
+    score_text: str
+    skip: bool
+
+    @classmethod
+    def parse(cls, raw: bytes) -> "Form":
+        fields = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True).items()}
+        return cls(step=fields.get("step") or "score", csrf=fields.get("csrf"),
+                   comment=(fields.get("comment") or "").strip()[:MAX_FORM_TEXT] or None,
+                   follow_up=(fields.get("follow_up") or "").strip()[:MAX_FORM_TEXT] or None,
+                   score_text=(fields.get("score") or "").strip(), skip=bool(fields.get("skip")))
+
+    @property
+    def score(self) -> int | None:
+        valid = self.score_text.isdigit() and 0 <= int(self.score_text) <= 10
+        return int(self.score_text) if valid else None
+
+
+def own_path(request: web.Request) -> str:
+    """The page's own path, where its forms post back: ``/s/<token>``."""
+    return f"/s/{request.match_info['token']}"
+
+
+class SurveyPages:
+    """GET and POST /s/{token}."""
+
+    def __init__(self, desk: InvitationDesk, writer: AnswerWriter, limits: Limits, notices: Notices, book, clock,
+                 stats) -> None:
+        self.desk, self.writer, self.limits, self.notices = desk, writer, limits, notices
+        self.book, self.clock, self.stats = book, clock, stats
+
+    def limited(self, request: web.Request, inv_id: str | None) -> web.Response | None:
+        wait = self.limits.page_wait(request, inv_id)
+        return None if wait is None else self.notices.page("rate_limited", headers={"Retry-After": str(wait)})
+
+    def refused_token(self, request: web.Request, exc: links.InvalidToken) -> web.Response:
+        kind = "expired" if exc.reason == links.EXPIRED else "invalid"
+        if exc.invitation_id:  # expired, but genuinely ours: say it in the invitation's language
+            found, _ = self.desk.lookup(exc.invitation_id)
+            if found:
+                inv, _org, _words, brand = found
+                return self.limited(request, exc.invitation_id) or self.notices.page(kind, inv["locale"], brand)
+        return self.limited(request, None) or self.notices.page(kind)
+
+    def admit(self, request: web.Request):
+        """(claims, None) for a genuine, unexpired link within the rate limits; else (None, the refusal page)."""
+        try:
+            claims = links.verify_token(request.match_info["token"], self.book.link_keys, self.clock())
+        except links.InvalidToken as exc:
+            return None, self.refused_token(request, exc)
+        return claims, self.limited(request, claims.invitation_id)
+
+    def open_invitation(self, inv_id: str, now: datetime):
+        """((invitation, org, texts, branding), None), or (None, the notice page): unknown, held by another
+        worker, or answered and past its edit window."""
+        found, problem = self.desk.lookup(inv_id)
+        if problem:
+            return None, self.notices.page(problem)
+        inv, _org, _words, brand = found
+        if self.desk.closed(inv, now):
+            return None, self.notices.page("answered", inv["locale"], brand)
+        return found, None
+
+    def survey_html(self, request: web.Request, found, now: datetime, *, preselected=None, comment: str = "",
+                    auto_submit: bool = False, errors=(), status: int = 200) -> web.Response:
+        inv, _org, words, brand = found
+        nonce = secrets.token_urlsafe(12)
+        html = page.render_survey(brand=brand, texts=words, locale=inv["locale"], action=own_path(request),
+                                  csrf=csrf_token(self.book.secret, inv["inv"], now), preselected=preselected,
+                                  comment=comment, auto_submit=auto_submit, nonce=nonce, errors=list(errors),
+                                  saved=bool(inv.get("resp")) and not errors)
+        return html_reply(html, status=status, headers=security_headers(nonce, brand.get("logo_url")))
+
+    @guarded
+    async def get(self, request: web.Request) -> web.Response:
+        claims, refused = self.admit(request)
+        if refused:
+            return refused
+        now = self.clock()
+        found, refused = self.open_invitation(claims.invitation_id, now)
+        if refused:
+            return refused
+        inv = found[0]
+        previous = inv.get("answer") or {}
+        answered = bool(inv.get("resp"))
+        one_click = claims.score is not None and not answered
+        self.stats.inc("survey.page.shown")
+        # a one-click link submits itself once; opened again (or Back), it shows the answer to change
+        return self.survey_html(request, found, now, preselected=claims.score if one_click else previous.get("score"),
+                                comment=previous.get("comment") or "", auto_submit=one_click)
+
+    @guarded
+    async def post(self, request: web.Request) -> web.Response:
+        if (request.content_length or 0) > MAX_FORM_BYTES:
+            return self.notices.page("too_large")
+        claims, refused = self.admit(request)
+        if refused:
+            return refused
+        raw = await read_body(request, MAX_FORM_BYTES)
+        if raw is None:
+            return self.notices.page("too_large")
+        form, now = Form.parse(raw), self.clock()
+        found, refused = self.open_invitation(claims.invitation_id, now)
+        if refused:
+            return refused
+        inv, _org, _words, brand = found
+        if form.step not in ("score", "follow_up"):
+            return self.notices.page("invalid", inv["locale"], brand)
+        if not csrf_valid(self.book.secret, inv["inv"], form.csrf, now):
+            self.stats.inc("survey.csrf_refused")
+            if form.csrf is None or form.step != "score":
+                return self.notices.page("invalid", inv["locale"], brand)
+            # a page left open too long: the same form again, filled in, with a fresh token — nothing written
+            return self.survey_html(request, found, now, preselected=form.score, comment=form.comment or "",
+                                    errors=["send_again"], status=400)
+        if form.score is None:
+            return self.survey_html(request, found, now, comment=form.comment or "", errors=["pick_score"],
+                                    status=400)
+        return await self.record(request, found, form, now)
+
+    async def record(self, request: web.Request, found, form: Form, now: datetime) -> web.Response:
+        """A checked form: write the answer (unless the follow-up was skipped), then the thank-you page."""
+        inv, org, words, brand = found
+        follow_up = form.follow_up
+        if form.step == "score":  # changing the score keeps an earlier follow-up answer
+            follow_up = (inv.get("answer") or {}).get("follow_up")
+        if not (form.step == "follow_up" and form.skip):
+            try:
+                await self.writer.page_answer(inv, form.score, form.comment, follow_up, now)
+            except Exception:
+                log.exception("survey: could not record the answer of invitation %s", inv["inv"])
+                return self.notices.page("unavailable", inv["locale"], brand)
+            self.stats.inc(f"survey.answer.{form.step}")
+            log.info("survey: invitation %s answered (%s)", inv["inv"], form.step)
+        category = classify(form.score).value
+        nonce = secrets.token_urlsafe(12)
+        html = page.render_thanks(brand=brand, texts=words, locale=inv["locale"], category=category,
+                                  action=own_path(request), csrf=csrf_token(self.book.secret, inv["inv"], now),
+                                  nonce=nonce, review_url=org.review_url if category == "promoter" else None,
+                                  follow_up_done=form.step == "follow_up", change_url=own_path(request),
+                                  score=form.score, comment=form.comment or "")
+        return html_reply(html, headers=security_headers(nonce, brand.get("logo_url")))
+
+
+class ApiRefusal(Exception):
+    """A whole API request refused: its JSON reply."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.reply = json_reply({"error": message}, status=status, headers=headers)
+
+
+class ResponsesApi:
+    """POST /api/v1/responses: batches from an organization's own systems, one result per record."""
+
+    def __init__(self, desk: InvitationDesk, writer: AnswerWriter, limits: Limits, notices: Notices, book, clock,
+                 stats) -> None:
+        self.desk, self.writer, self.limits, self.notices = desk, writer, limits, notices
+        self.book, self.clock, self.stats = book, clock, stats
+
+    def organization(self, request: web.Request):
+        """The organization whose API key the request carries (ApiRefusal: rate limited or unauthorized)."""
+        if not self.limits.per_ip.allow(self.limits.client_ip(request), time.monotonic()):
+            raise ApiRefusal(429, "rate limited", {"Retry-After": "1"})
+        auth = request.headers.get("Authorization") or ""
+        key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        org = next((o for o in (self.book.programs.organizations if self.book.programs else ())
+                    if key and api_key_matches(key, o.api_keys)), None)
+        if org is None:
+            self.stats.inc("api.unauthorized")
+            raise ApiRefusal(401, "unauthorized: Authorization: Bearer <API key of an organization>")
+        if not self.limits.per_api_key.allow(org.id, time.monotonic()):
+            raise ApiRefusal(429, "rate limited", {"Retry-After": "1"})
+        return org
+
+    async def records(self, request: web.Request) -> list:
+        """The request's list of records (ApiRefusal: too large, not JSON, not a non-empty list)."""
+        too_large = f"body larger than {MAX_API_BYTES} bytes"
+        if (request.content_length or 0) > MAX_API_BYTES:
+            raise ApiRefusal(413, too_large)
+        raw = await read_body(request, MAX_API_BYTES)
+        if raw is None:
+            raise ApiRefusal(413, too_large)
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise ApiRefusal(400, f"not JSON: {exc}") from None
+        records = body.get("responses") if isinstance(body, dict) else body
+        if not isinstance(records, list) or not records:
+            raise ApiRefusal(400, "expected a non-empty JSON list of responses (or {\"responses\": [...]})")
+        if len(records) > MAX_API_RECORDS:
+            raise ApiRefusal(413, f"at most {MAX_API_RECORDS} responses per request")
+        return records
+
+    @guarded
+    async def post(self, request: web.Request) -> web.Response:
+        try:
+            org = self.organization(request)
+            records = await self.records(request)
+        except ApiRefusal as refusal:
+            return refusal.reply
+        now = self.clock()
+        futures: list = []
+        results = [await self.accept(org, i, obj, now, futures) for i, obj in enumerate(records)]
+        try:
+            for future in futures:
+                await future
+        except Exception:
+            log.exception("api: delivery to Kafka failed")
+            return json_reply({"error": "temporarily unavailable; send the batch again (responses are idempotent "
+                                        "by response_id)"}, status=503)
+        accepted = sum(r["status"] == "accepted" for r in results)
+        self.stats.inc("api.responses.accepted", accepted)
+        self.stats.inc("api.responses.rejected", len(results) - accepted)
+        return json_reply({"accepted": accepted, "rejected": len(results) - accepted, "results": results})
+
+    def bind_to_org(self, org, obj: dict, now: datetime) -> tuple[str, str] | None:
+        """Give the record its stored response id within ``org`` (in place); (reason, detail) if refused."""
+        inv_id = obj.get("invitation_id")
+        if inv_id is not None:
+            if not isinstance(inv_id, str) or not inv_id.strip():
+                return "invitation_id_invalid", "invitation_id must be a non-empty string"
+            inv = self.desk.get(inv_id.strip())
+            if inv is None or inv["org"] != org.id:  # another org's invitations are not even acknowledged
+                return "invitation_unknown", "no invitation of this organization has this id"
+            if self.desk.closed(inv, now):
+                return "edit_window_closed", "the answer to this invitation can no longer be changed"
+            obj["response_id"] = inv_id.strip()  # one response per invitation
+        elif isinstance(obj.get("response_id"), str) and obj["response_id"].strip():
+            obj["response_id"] = f"{org.id}:{obj['response_id'].strip()}"  # organizations never share ids
+        return None
+
+    async def accept(self, org, i: int, obj: Any, now: datetime, futures: list) -> dict:
+        """One API record: validated like classify does, bound to the calling organization, then sent. The
+        result names the record by its index and the client's own response_id; an accepted one also says under
+        which id it is stored (``<org>:<id>``, or the invitation's id for an answer to an invitation)."""
+        sent_id = obj.get("response_id") if isinstance(obj, dict) and isinstance(obj.get("response_id"), str) else None
+
+        def rejected(reason: str, detail: str | None = None) -> dict:
+            out = {"index": i, "status": "rejected", "reason": reason, "response_id": sent_id}
+            return {**out, "detail": detail} if detail else out
+
+        if not isinstance(obj, dict):
+            return rejected("not_a_json_object")
+        obj = dict(obj)
+        refused = self.bind_to_org(org, obj, now)
+        if refused:
+            return rejected(*refused)
+        record = to_raw_response(obj, source=f"api:{org.id}", received_at=now)
+        try:
+            validate(record, now)
+            value = self.writer.codec.encode(avro.RAW_RESPONSE, record)
+        except Rejected as exc:
+            return rejected(exc.reason, exc.detail)
+        except avro.CodecError as exc:
+            return rejected("avro_encode_error", exc.detail[:200])
+        except (ValueError, TypeError) as exc:
+            return rejected("avro_encode_error", type(exc).__name__)
+        futures.append(await self.writer.send(record, value))
+        return {"index": i, "status": "accepted", "response_id": sent_id, "stored_as": record["response_id"]}
+
+
+def public_handlers(pipeline, book, settings) -> tuple[SurveyPages, ResponsesApi]:
+    """The survey page and response API handlers of a pipeline (streams.app.create_app) and its DispatchBook."""
+    desk = InvitationDesk(pipeline, book, settings.partitions, settings.edit_window_seconds)
+    writer = AnswerWriter(pipeline)
+    limits = Limits(settings.page_rate, frozenset(settings.trusted_proxies))
+    notices = Notices(pipeline.stats)
+    shared = (desk, writer, limits, notices, book, pipeline.clock, pipeline.stats)
+    return SurveyPages(*shared), ResponsesApi(*shared)
+
+
+def public_app(pages: SurveyPages, api: ResponsesApi, *, allowed_hosts: frozenset[str]) -> web.Application:
+    """The aiohttp application of the public listener: exactly these routes, behind the host guard."""
+    app = web.Application(middlewares=[host_guard(allowed_hosts)])
+    app.add_routes([web.get("/s/{token}", pages.get), web.post("/s/{token}", pages.post),
+                    web.post("/api/v1/responses", api.post), web.get("/healthz", healthz)])
+    return app

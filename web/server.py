@@ -1,0 +1,101 @@
+"""The worker's two HTTP listeners, one Faust web-server service.
+
+    public    NPSFLOW_PUBLIC_BIND    (web.public)    the survey page and POST /api/v1/responses — nothing else
+    internal  NPSFLOW_INTERNAL_BIND  (web.internal)  read APIs, dashboard, stats; optional bearer token
+
+``install_web`` registers ``WebServers`` with ``app.web_server``: Faust then never builds its own aiohttp stack
+(with its ``/table/<name>/<key>/``, ``/router``, ``/graph`` and statistics views) and starts ours after table
+recovery, as a child service it stops with the app. The sockets are bound and listening before the worker starts
+(``bind_socket``), so the ports — also free ones, port 0 — are known for the survey links and worker.json, and
+no other process can take them in between; a connection made meanwhile waits in the backlog until then.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from mode import Service
+
+from npsflow.config import Bind, Settings
+from web.internal import InternalApi, internal_app
+from web.public import public_app, public_handlers
+
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+
+
+def bind_socket(bind: Bind) -> socket.socket:
+    """A TCP socket bound to ``bind`` (port None or 0: a free one) and listening; served later (WebServers)."""
+    family, kind, proto, _, address = socket.getaddrinfo(bind.host or None, bind.port or 0, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(128)  # held from now on: with SO_REUSEADDR a merely bound port could be bound again
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {bind}: {exc.strerror}") from None
+    return sock
+
+
+def bound(bind: Bind, sock: socket.socket) -> Bind:
+    """``bind`` with the port the socket actually got."""
+    return Bind(bind.host, sock.getsockname()[1])
+
+
+def allowed_hosts(settings: Settings, bind: Bind) -> frozenset[str]:
+    """Host names a listener answers to: NPSFLOW_ALLOWED_HOSTS and the local names (Settings.web_hosts), plus the
+    address it is bound to (unless that is a wildcard)."""
+    host = bind.host.strip("[]").lower()
+    return settings.web_hosts | ({host} if host not in WILDCARD_HOSTS else set())
+
+
+@dataclass
+class Listener:
+    name: str
+    sock: socket.socket
+    app: web.Application
+    runner: web.AppRunner | None = field(default=None, repr=False)
+
+
+class WebServers(Service):
+    """Serves each listener's aiohttp application on its pre-bound socket; no access log (it would write client
+    addresses and survey tokens)."""
+
+    driver_version = f"aiohttp {aiohttp.__version__}"
+
+    def __init__(self, listeners: list[Listener], web_url: str, **kwargs) -> None:
+        self.listeners, self.web_url = listeners, web_url
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        for listener in self.listeners:
+            runner = web.AppRunner(listener.app, access_log=None, handle_signals=False)
+            await runner.setup()
+            await web.SockSite(runner, listener.sock, shutdown_timeout=5.0).start()
+            listener.runner = runner
+
+    async def on_stop(self) -> None:
+        for listener in reversed(self.listeners):
+            if listener.runner is not None:
+                await listener.runner.cleanup()
+                listener.runner = None
+
+
+def install_web(pipeline, store, settings: Settings, public: socket.socket, internal: socket.socket) -> WebServers:
+    """Put the public and the internal listener on the pipeline's Faust app (``app.web_server``). ``settings``
+    carry the bound ports (``bound``); ``store`` is the worker's ClickHouseStore."""
+    pages, api = public_handlers(pipeline, pipeline.book, settings)
+    reads = InternalApi(store, pipeline.stats, [d for d in settings.dimensions if d != "overall"])
+    servers = WebServers([
+        Listener("public", public, public_app(pages, api, allowed_hosts=allowed_hosts(settings, settings.public_bind))),
+        Listener("internal", internal, internal_app(reads, allowed_hosts=allowed_hosts(settings, settings.internal_bind),
+                                                    token=settings.internal_token)),
+    ], web_url=settings.public_bind.url)
+    pipeline.app.web_server(servers)
+    return servers
