@@ -37,9 +37,11 @@ from typing import Any, Callable
 
 import faust
 from faust.streams import _current_event
+from faust.types import TP
 
 from npsflow.config import Settings
 from schemas import codec as avro
+from streams.batch_consumer import BatchRouter, ack_offsets
 from streams.kafka_io import BatchOutput, KafkaSender, Sender, state_table
 from streams.windows import WindowEngine
 
@@ -148,6 +150,14 @@ async def run_batch(name: str, stats: Stats, process: Callable[[], Any], max_del
         delay = min(delay * 2, max_delay)
 
 
+def position(item) -> tuple:
+    """(TP, offset) of a Faust event or a streams.batch_consumer.Record."""
+    msg = getattr(item, "message", None)
+    if msg is not None:
+        return msg.tp, msg.offset
+    return TP(item.topic, item.partition), item.offset
+
+
 class GapGuard:
     """Detects records Faust skipped and makes Kafka deliver them again.
 
@@ -180,8 +190,7 @@ class GapGuard:
     async def filter(self, events: list) -> list:
         kept, seeks = [], {}
         for event in events:
-            msg = event.message
-            tp, offset = msg.tp, msg.offset
+            tp, offset = position(event)
             if tp in seeks:
                 continue
             last = self.last.get(tp)
@@ -225,6 +234,33 @@ async def consume_batches(pipeline, stream, name: str, size: int, process: Calla
         processed = time.monotonic()
         for event in events:
             await stream.ack(event)
+        done = time.monotonic()
+        # where the agent's time goes (GET /api/v1/stats): waiting for input, processing, acking
+        stats.inc(f"{name}.wait_ms", int((started - waited) * 1000))
+        stats.inc(f"{name}.process_ms", int((processed - started) * 1000))
+        stats.inc(f"{name}.ack_ms", int((done - processed) * 1000))
+        waited = done
+
+
+async def consume_records(pipeline, topic_key: str, name: str, size: int, process: Callable[[list], Any]) -> None:
+    """The loop of a batch-native agent (streams.batch_consumer): record lists straight from the fetcher, up to
+    ``size`` records or 0.2 s, offset gaps repaired (``GapGuard``), ``process(records)`` run until it succeeds
+    (``run_batch``: idempotent per input offset), then the offsets acked — only after the outputs are durable."""
+    router = pipeline.router
+    router.install()
+    inbox = router.inbox(pipeline.topics[topic_key].get_topic_name())
+    guard = GapGuard(pipeline.app, pipeline.stats, name)
+    stats = pipeline.stats
+    waited = time.monotonic()
+    while True:
+        taken = await inbox.take(size, within=0.2)
+        started = time.monotonic()
+        records = await guard.filter(taken)
+        stats.inc(f"{name}.batches")
+        await run_batch(name, stats, lambda: process(records))
+        processed = time.monotonic()
+        ack_offsets(pipeline.app, records)
+        inbox.finished()
         done = time.monotonic()
         # where the agent's time goes (GET /api/v1/stats): waiting for input, processing, acking
         stats.inc(f"{name}.wait_ms", int((started - waited) * 1000))
@@ -278,6 +314,8 @@ class Pipeline:
     store_holder: dict = field(default_factory=dict)
     book: Any = None  # streams.dispatch.DispatchBook: programs, secret, links
     sender: Sender | None = None  # where BatchOutputs go: Kafka (KafkaSender), or a capture in tests
+    router: Any = None  # streams.batch_consumer.BatchRouter: fetched record lists → the batch-native agents
+    batch_agents: dict[str, Any] = field(default_factory=dict)  # name → agent object with process(records)
 
     def output(self) -> BatchOutput:
         """A fresh BatchOutput for one batch's records and state changes (streams.kafka_io)."""
@@ -348,7 +386,8 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         "dispatch_state": app.Table("dispatch-state", default=None, partitions=settings.partitions),
         "invitations": app.Table("invitations", default=None, partitions=settings.partitions),
     }
-    pipeline = Pipeline(app, settings, avro.AvroCodec(), engine, Stats(), topics, tables, clock=clock)
+    pipeline = Pipeline(app, settings, avro.AvroCodec(), engine, Stats(), topics, tables, clock=clock,
+                        router=BatchRouter(app))
     # Faust pauses every stream once 100 sends wait in its producer buffer; a batch of ours makes more.
     app.producer.buffer.max_messages = 20_000
 

@@ -5,7 +5,7 @@ the step once, stage each changed memo and the partitions' watermarks ONCE (tabl
 values), stage the outputs (classified records on the source partition — the topics are co-partitioned and
 keyed alike —, one window-delta message per segment for the whole batch, ``responded`` notes for the deliver
 agent, re-keyed records, dead letters), produce them as one record batch per (topic, partition) and wait
-until Kafka acknowledged all of it. Only then is the input acked (streams.app.consume_batches).
+until Kafka acknowledged all of it. Only then is the input acked (streams.app.consume_records).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import asyncio
 import orjson
 
 from schemas import codec as avro
-from streams.app import Pipeline, Transient, add_timer, consume_batches, dead_letter
+from streams.app import Pipeline, Transient, add_timer, consume_records, dead_letter
 from streams.classify import ClassifyOutcome, ClassifyStep, Incoming
 from streams.kafka_io import BatchOutput, StateTable, json_key, partition_for
 from streams.responses import to_ms
@@ -64,30 +64,31 @@ class ClassifyAgent:
         pipeline = self.pipeline
 
         @pipeline.app.agent(pipeline.topics["raw"], name="classify")
-        async def classify(stream):
-            await consume_batches(pipeline, stream, "classify", BATCH, self.process)
+        async def classify(stream):  # declared for the subscription and the assignor; records come batched
+            await consume_records(pipeline, "raw", "classify", BATCH, self.process)
 
         add_timer(pipeline, "expire_seen", 300.0, self.expire)
         pipeline.agents["classify"] = classify
+        pipeline.batch_agents["classify"] = self
         pipeline.timers["expire_seen"] = self.expire
 
-    async def process(self, events: list) -> None:
-        records = [self.incoming(event) for event in events]
+    async def process(self, fetched: list) -> None:
+        records = [self.incoming(record) for record in fetched]
         async with self.lock:  # the expiry timer writes the same keys: never interleave their changelog writes
             outcome = self.step.run(records, self.view, self.pipeline.clock())
             out = self.pipeline.output()
             self.stage(outcome, out)
             await out.flush()
 
-    def incoming(self, event) -> Incoming:
-        msg = event.message
+    def incoming(self, record) -> Incoming:
+        """A fetched record (streams.batch_consumer.Record), decoded."""
         try:
-            raw = self.pipeline.codec.decode(event.value, expected=avro.RAW_RESPONSE)
-            return Incoming(msg.partition, msg.offset, msg.key, raw, value=event.value)
+            raw = self.pipeline.codec.decode(record.value, expected=avro.RAW_RESPONSE)
+            return Incoming(record.partition, record.offset, record.key, raw, value=record.value)
         except avro.CodecError as exc:
             if exc.reason == avro.SCHEMA_REGISTRY_ERROR:
                 raise Transient(exc.detail) from None
-            return Incoming(msg.partition, msg.offset, msg.key, None, (exc.reason, exc.detail), event.value)
+            return Incoming(record.partition, record.offset, record.key, None, (exc.reason, exc.detail), record.value)
 
     def stage(self, outcome: ClassifyOutcome, out: BatchOutput) -> None:
         """Everything the batch changed and produced, into ``out`` (state first: memos, then watermarks)."""

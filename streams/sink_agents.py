@@ -41,6 +41,7 @@ from sinks import rollup
 from sinks import rows as row_mappers
 from sinks.batching import BatchingSink, first_line, is_permanent, rows_digest
 from streams.app import GapGuard, Pipeline, add_timer, dead_letter
+from streams.batch_consumer import ack_offsets
 
 log = logging.getLogger("npsflow.sink")
 
@@ -75,7 +76,8 @@ def install_sinks(pipeline: Pipeline, store_factory: Callable[[], Any]) -> None:
     for topic_key, table, subject, mapper in SINKS:
         topic = pipeline.topics[topic_key]
         sinks[table], pipeline.agents[f"sink-{table}"] = _install_one(
-            app, topic, table, subject, mapper, codec, stats, store, settings, pipeline.topics["dead_letters"])
+            app, topic, table, subject, mapper, codec, stats, store, settings, pipeline.topics["dead_letters"],
+            pipeline.router)
     pipeline.store_holder.update(holder)
     pipeline.store_holder["sinks"] = sinks
 
@@ -93,7 +95,7 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _install_one(app, topic, table, subject, mapper, codec, stats, store, settings, dead_letters):
+def _install_one(app, topic, table, subject, mapper, codec, stats, store, settings, dead_letters, router):
     """Install one sink agent; returns (its BatchingSink, the agent)."""
     async def writer(rows: list[dict], token: str) -> None:
         await store().ainsert(table, rows, dedup_token=token)
@@ -101,9 +103,8 @@ def _install_one(app, topic, table, subject, mapper, codec, stats, store, settin
     async def on_rejected(partition: int, offset: int, row: dict, event, exc: BaseException) -> None:
         """A row ClickHouse refused on its own (after bisection): dead-letter it; raising keeps the batch."""
         detail = f"{table}: {first_line(exc)}"
-        msg = getattr(event, "message", None)
-        source_topic = getattr(msg, "topic", None) or batching.topic
-        key = getattr(msg, "key", None)
+        source_topic = getattr(event, "topic", None) or batching.topic
+        key = getattr(event, "key", None)
         stats.inc(f"sink.{table}.rejected")
         if table != "dead_letters":
             dl = dead_letter("sink", REJECTED, detail, topic=source_topic, partition=partition, offset=offset,
@@ -134,15 +135,17 @@ def _install_one(app, topic, table, subject, mapper, codec, stats, store, settin
     lock = asyncio.Lock()  # one flush at a time: the agent and its retry task share the batches
 
     @app.agent(topic, name=f"sink-{table}")
-    async def sink(stream):
+    async def sink(stream):  # declared for the subscription; records come batched (streams.batch_consumer)
+        router.install()
+        inbox = router.inbox(topic.get_topic_name())
+
         async def flush(**kw) -> None:
             async with lock:
                 failures_before = batching.failed_attempts
                 acked = await batching.flush_due(**kw)
                 if batching.failed_attempts > failures_before:
                     stats.inc(f"sink.{table}.retry", batching.failed_attempts - failures_before)
-            for event in acked:
-                await stream.ack(event)
+            ack_offsets(app, acked)
             if acked:
                 stats.inc(f"sink.{table}.rows", len(acked))  # records written (or dead-lettered) and acked
 
@@ -160,11 +163,12 @@ def _install_one(app, topic, table, subject, mapper, codec, stats, store, settin
         guard = GapGuard(app, stats, f"sink.{table}")
         retry_task = asyncio.ensure_future(retry_stuck())
         try:
-            async for taken in stream.noack_take(settings.sink_max_rows, within=settings.sink_max_age):
-                events = await guard.filter(taken)
-                for event in events:
-                    batching.add(event.message.partition, event.message.offset, await _row(event), event)
+            while True:
+                records = await guard.filter(await inbox.take(settings.sink_max_rows, within=settings.sink_max_age))
+                for record in records:
+                    batching.add(record.partition, record.offset, await _row(record), record)
                 await flush(seal_all=True)
+                inbox.finished()
                 while batching.pending() > MAX_PENDING_BATCHES * batching.max_rows:  # backpressure
                     due = batching.next_due_in()
                     await asyncio.sleep(min(max(due or 0.0, 0.01), RETRY_POLL))
@@ -172,16 +176,15 @@ def _install_one(app, topic, table, subject, mapper, codec, stats, store, settin
         finally:
             retry_task.cancel()
 
-    async def _row(event) -> dict | None:
-        msg = event.message
+    async def _row(msg) -> dict | None:
         try:
-            record = codec.decode(event.value, expected=subject)
+            record = codec.decode(msg.value, expected=subject)
             return mapper(record, msg.partition, msg.offset)
         except Exception as exc:  # bad input must not kill the sink, nor vanish
             reason = getattr(exc, "reason", "sink_row_error")
             detail = getattr(exc, "detail", None) or repr(exc)
             dl = dead_letter("sink", reason, f"{table}: {detail}", topic=msg.topic, partition=msg.partition,
-                             offset=msg.offset, key=msg.key, payload=event.value)
+                             offset=msg.offset, key=msg.key, payload=msg.value)
             if table == "dead_letters":  # never loop: write the undecodable dead letter directly
                 return row_mappers.dead_letter_row(dl, msg.partition, msg.offset)
             stats.inc(f"dead_letter.sink.{reason}")

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from schemas import codec as avro
-from streams.app import Pipeline, add_timer, consume_batches, dead_letter
+from streams.app import Pipeline, add_timer, consume_records, dead_letter
 from streams.kafka_io import BatchOutput, StateTable, json_key
 from streams.responses import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, from_ms
 from streams.windows import SegmentKey, StepStats, apply_items
@@ -67,34 +67,33 @@ class WindowsAgent:
         pipeline = self.pipeline
 
         @pipeline.app.agent(pipeline.topics["deltas"], name="windows")
-        async def windows(stream):
-            await consume_batches(pipeline, stream, "windows", BATCH, self.process)
+        async def windows(stream):  # declared for the subscription and the assignor; records come batched
+            await consume_records(pipeline, "deltas", "windows", BATCH, self.process)
 
         add_timer(pipeline, "roll_idle_segments", 30.0, self.roll_idle_segments)
         add_timer(pipeline, "expire_contributions", 60.0, self.drop_legacy_keys)
         pipeline.agents["windows"] = windows
+        pipeline.batch_agents["windows"] = self
         pipeline.timers.update(roll_idle_segments=self.roll_idle_segments,
                                expire_contributions=self.drop_legacy_keys)
 
-    async def process(self, events: list) -> None:
+    async def process(self, records: list) -> None:
         async with self.lock:
-            await self._process(events)
+            await self._process(records)
 
-    async def _process(self, events: list) -> None:
+    async def _process(self, records: list) -> None:
         out = self.pipeline.output()
         by_segment: dict[str, list] = defaultdict(list)
         partition_of: dict[str, int] = {}
-        for event in events:
-            msg = event.message
+        for record in records:
             try:
-                key = msg.key.decode() if isinstance(msg.key, bytes) else msg.key
-                segment = str(SegmentKey.parse(key))
-                items = parse_items(event.value)
+                segment = str(SegmentKey.parse(record.key.decode()))
+                items = parse_items(record.value)
             except Exception as exc:
-                self.dead_letter(out, msg, event.value, f"{type(exc).__name__}: {exc}"[:300])
+                self.dead_letter(out, record, f"{type(exc).__name__}: {exc}"[:300])
                 continue
             by_segment[segment].extend(items)
-            partition_of[segment] = msg.partition
+            partition_of[segment] = record.partition
         stats = StepStats()
         for segment, items in by_segment.items():
             self.apply_segment(out, segment, items, partition_of[segment], stats)
@@ -135,9 +134,9 @@ class WindowsAgent:
             "seq": result.seq, "updated_at": self.pipeline.clock(),
         }
 
-    def dead_letter(self, out: BatchOutput, msg: Any, value: bytes, detail: str) -> None:
+    def dead_letter(self, out: BatchOutput, msg: Any, detail: str) -> None:
         record = dead_letter("windows", "bad_window_delta", detail, topic=msg.topic, partition=msg.partition,
-                             offset=msg.offset, key=msg.key, payload=value)
+                             offset=msg.offset, key=msg.key, payload=msg.value)
         self.pipeline.stats.inc("dead_letter.windows.bad_window_delta")
         out.add_keyed(self.names["dead_letters"], self.partitions, (record["key"] or "").encode(),
                       self.pipeline.codec.encode(avro.DEAD_LETTER, record))

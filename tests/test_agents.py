@@ -39,6 +39,62 @@ class CaptureSender:
                 self.harness.changelog[self.harness.changelog_names[topic]].append((partition, key, value))
 
 
+class Fed:
+    """A record fed to a batch-native agent; ``.message.acked`` once the agent acked its offset (as Faust's events)."""
+
+    def __init__(self, record, app) -> None:
+        self.record, self.app = record, app
+
+    @property
+    def message(self):
+        return self
+
+    @property
+    def offset(self) -> int:
+        return self.record.offset
+
+    @property
+    def acked(self) -> bool:
+        from faust.types import TP
+
+        return self.record.offset in self.app.consumer._acked_index[TP(self.record.topic, self.record.partition)]
+
+
+class Feeder:
+    """Runs a batch-native agent's real loop (streams.app.consume_records / the sink loop) and feeds it records
+    through the router's inbox, as the fetcher would; leaving the block waits until all were handled."""
+
+    def __init__(self, pipeline, name: str) -> None:
+        self.pipeline, self.agent = pipeline, pipeline.agents[name]
+        self.topic = self.agent.channel.get_topic_name()
+        self.sent_offset = -1
+        self.task = None
+
+    async def __aenter__(self) -> "Feeder":
+        self.task = asyncio.ensure_future(self.agent.fun(None))
+        return self
+
+    async def put(self, value, key=None, partition: int = 0) -> Fed:
+        from streams.batch_consumer import Record
+
+        self.sent_offset += 1
+        key = key.encode() if isinstance(key, str) else key
+        record = Record(self.topic, partition, self.sent_offset, key, value)
+        await self.pipeline.router.inbox(self.topic).put([record])
+        return Fed(record, self.pipeline.app)
+
+    async def __aexit__(self, *exc) -> None:
+        try:
+            if exc[0] is None:
+                await asyncio.wait_for(self.pipeline.router.inbox(self.topic).join(), 20)
+        finally:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+
 class Harness:
     """A pipeline without a broker: agents run under test_context, topic sends and batch outputs are captured
     (and acknowledged at once, as Kafka would). One partition, so every key is on the partition it is put to."""
@@ -73,6 +129,9 @@ class Harness:
                 written.set_result(None)
                 return written
             table.send_changelog = changelog
+
+    def feed(self, name: str) -> Feeder:
+        return Feeder(self.pipeline, name)
 
     def decoded(self, name: str, subject: str) -> list[dict]:
         return [CODEC.decode(v, expected=subject) for _, v in self.sent[name]]
@@ -114,7 +173,7 @@ async def put_all(agent, items):
 
 
 async def test_valid_response_is_classified_and_fanned_out(harness):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(score=9), key=b"r-1")
     (out,) = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
     assert (out["response_id"], out["score"], out["category"], out["is_edit"]) == ("r-1", 9, "promoter", False)
@@ -131,7 +190,7 @@ async def test_valid_response_is_classified_and_fanned_out(harness):
                                           (11, "score_out_of_range"), (-1, "score_out_of_range"),
                                           (None, "missing_score")])
 async def test_invalid_scores_are_dead_lettered_with_reason(harness, score, reason):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(score=score), key=b"r-1")
     assert harness.sent["classified"] == []
     (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
@@ -141,7 +200,7 @@ async def test_invalid_scores_are_dead_lettered_with_reason(harness, score, reas
 
 
 async def test_undecodable_bytes_are_dead_lettered(harness):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(b"\x07not avro", key=b"k")
     (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
     assert dl["reason"] == "not_avro_wire_format"
@@ -149,14 +208,14 @@ async def test_undecodable_bytes_are_dead_lettered(harness):
 
 
 async def test_response_in_the_future_is_refused_by_the_injected_clock(harness):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(at=(NOW + timedelta(hours=1)).isoformat()), key=b"r-1")
     (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
     assert dl["reason"] == "responded_at_in_future"
 
 
 async def test_replays_count_once_edits_replace_stale_edits_are_ignored(harness):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(score=3), key=b"r-1")
         await agent.put(raw(score=3), key=b"r-1")  # replay
         await agent.put(raw(score=10, at="2026-11-20T11:00:00Z"), key=b"r-1")  # edit
@@ -170,7 +229,7 @@ async def test_replays_count_once_edits_replace_stale_edits_are_ignored(harness)
 
 async def test_kafka_redelivery_of_the_same_offset_re_emits_outputs(harness):
     """After a crash Kafka hands the same (partition, offset) again: outputs may have been lost, so re-emit."""
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         agent.sent_offset = 41
         await agent.put(raw(score=9), key=b"r-1", partition=0)
         agent.sent_offset = 41
@@ -184,7 +243,7 @@ async def test_edits_carry_the_other_days_of_earlier_versions(harness):
     """ClickHouse's day ledger retracts an answer from every day it left: each version names the other days its
     earlier versions had (not only the previous one), and a redelivery re-emits exactly the same."""
     days = ["2026-11-18T10:00:00Z", "2026-11-19T10:00:00Z", "2026-11-19T12:00:00Z", "2026-11-20T08:00:00Z"]
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         for offset, at in enumerate(days):
             agent.sent_offset = offset
             await agent.put(raw(score=offset, at=at), key=b"r-1", partition=0)
@@ -200,7 +259,7 @@ async def test_a_response_to_an_invitation_carries_its_organization_also_after_i
     from streams.app import write_key
 
     invitation = {"inv": "inv-1", "org": "acme", "survey_id": "s-9", "locale": "fi", "segment": {"location": "Oulu"}}
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         write_key(harness.pipeline.tables["invitations"], "I|inv-1", invitation, 0)
         await agent.put(raw(rid="inv-1", score=4, invitation_id="inv-1"), key=b"inv-1", partition=0)
         await until(lambda: len(harness.sent["classified"]) == 1)
@@ -213,7 +272,7 @@ async def test_a_response_to_an_invitation_carries_its_organization_also_after_i
 
 
 async def test_edit_moving_a_response_removes_it_from_the_old_segment(harness):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(score=0, location="Bergen"), key=b"r-1")
         await agent.put(raw(score=9, at="2026-11-20T10:05:00Z", location="Oslo"), key=b"r-1")
     last_item = harness.delta_items("location=Bergen")[-1]
@@ -223,7 +282,7 @@ async def test_edit_moving_a_response_removes_it_from_the_old_segment(harness):
 
 
 async def run_windows(harness, deltas):
-    async with harness.pipeline.agents["windows"].test_context() as agent:
+    async with harness.feed("windows") as agent:
         for key, value in deltas:
             await agent.put(value, key=key, partition=0)
     latest = {}
@@ -233,7 +292,7 @@ async def run_windows(harness, deltas):
 
 
 async def test_windows_count_once_and_follow_edits(harness):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         for i in range(9):
             await agent.put(raw(rid=f"p{i}", score=10, at=f"2026-11-20T10:{i:02d}:00Z"), key=f"p{i}".encode())
         for i in range(2):
@@ -256,7 +315,7 @@ async def test_windows_count_once_and_follow_edits(harness):
 
 
 async def test_late_additions_beyond_lateness_are_not_counted(harness):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(rid="now", score=10, at="2026-11-20T11:59:00Z"), key=b"now")
         await agent.put(raw(rid="late", score=0, at="2026-11-20T08:00:00Z"), key=b"late")  # 4 h late > 2 h
         await agent.put(raw(rid="ok", score=0, at="2026-11-20T10:30:00Z"), key=b"ok")  # 1.5 h: accepted
@@ -281,7 +340,7 @@ async def test_the_dedup_memory_forgets_by_processing_time_and_refuses_what_it_c
     later = {"now": NOW}
     harness = Harness(tmp_path, clock=lambda: later["now"])
     old_answer = (NOW - timedelta(days=89)).isoformat()  # imported history, inside the 90-day memory
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(rid="old", score=9, at=old_answer), key=b"old")
         await agent.put(raw(rid="older", score=9, at=(NOW - timedelta(days=95)).isoformat()), key=b"older")
     (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
@@ -294,7 +353,7 @@ async def test_the_dedup_memory_forgets_by_processing_time_and_refuses_what_it_c
     assert harness.memo("old") is None
     assert harness.pipeline.stats.as_dict()["classify.forgotten"] == 1
     assert harness.changelog["seen"][-1] == (0, b'"old"', None)  # a real tombstone
-    async with harness.pipeline.agents["classify"].test_context() as agent:  # a version of the forgotten answer
+    async with harness.feed("classify") as agent:  # a version of the forgotten answer
         await agent.put(raw(rid="old", score=0, at=(NOW - timedelta(days=89, hours=1)).isoformat()), key=b"old")
     assert [d["reason"] for d in harness.decoded("dead_letters", avro.DEAD_LETTER)] == ["older_than_dedup_memory"] * 2
     assert len(harness.sent["classified"]) == 1
@@ -302,7 +361,7 @@ async def test_the_dedup_memory_forgets_by_processing_time_and_refuses_what_it_c
 
 async def test_an_answer_to_an_invitation_is_identified_by_it(harness):
     """One key on every path: an answer naming an invitation must carry it as response_id (or none)."""
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(rid="r-1", invitation_id="inv-1"), key=b"inv-1")
         obj = {"invitation_id": "inv-2", "score": 8, "responded_at": "2026-11-20T10:00:00Z"}
         await agent.put(CODEC.encode(avro.RAW_RESPONSE, to_raw_response(obj, received_at=NOW)), key=b"inv-2")
@@ -318,7 +377,7 @@ async def test_a_record_on_the_wrong_partition_is_re_keyed(tmp_path):
 
     harness = Harness(tmp_path, env={"NPSFLOW_PARTITIONS": "6"})
     right = partition_for(b"r-1", 6)
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(rid="r-1"), key=b"r-1", partition=(right + 1) % 6)
         await agent.put(raw(rid="r-1"), key=b"r-1", partition=right)
     assert [k for k, _ in harness.sent["raw"]] == [b"r-1"]
@@ -335,7 +394,7 @@ async def test_a_record_on_the_wrong_partition_is_re_keyed(tmp_path):
     ({"location": "x" * 300}, "segment_invalid"),
 ])
 async def test_poison_records_are_dead_lettered_and_the_agent_keeps_going(harness, changes, reason):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(**changes), key=b"r-1")
         await agent.put(raw(rid="r-2", score=10), key=b"r-2")
     (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
@@ -352,7 +411,7 @@ async def test_unexpected_failure_is_dead_lettered_before_any_state_is_written(h
         return real_encode(subject, record)
 
     monkeypatch.setattr(harness.pipeline.codec, "encode", failing)
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(), key=b"r-1")
         await agent.put(raw(rid="r-2"), key=b"r-2")
     (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
@@ -362,7 +421,7 @@ async def test_unexpected_failure_is_dead_lettered_before_any_state_is_written(h
 
 
 async def test_record_keyed_differently_is_re_keyed_by_response_id(harness):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(rid="r-1"), key=None)
     assert harness.sent["classified"] == []
     ((key, value),) = harness.sent["raw"]
@@ -373,12 +432,12 @@ async def test_record_keyed_differently_is_re_keyed_by_response_id(harness):
 async def test_windows_redelivery_after_the_state_landed_counts_once(harness):
     """The crash window: the segment's state (with its source high-water offsets) reached the changelog, the
     input was not acked, Kafka redelivers the same delta messages — and classify re-emits its items too."""
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         for i in range(3):
             await agent.put(raw(rid=f"p{i}", score=10, at=f"2026-11-20T10:0{i}:00Z"), key=f"p{i}".encode())
     deltas = harness.deltas()
     table = harness.pipeline.tables["window_state"]
-    async with harness.pipeline.agents["windows"].test_context() as agent:
+    async with harness.feed("windows") as agent:
         for key, value in deltas:
             await agent.put(value, key=key, partition=0)
         await until(lambda: table.data.get(b'"S|overall=all"') is not None)
@@ -394,7 +453,7 @@ async def test_windows_redelivery_after_the_state_landed_counts_once(harness):
 async def test_lateness_is_decided_by_the_partition_and_kept_for_edits(harness):
     """A version refused as too late is never retracted by its edit (it was never added), and a replayed
     decision is the memo's, whatever the worker saw since."""
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(rid="now", score=10, at="2026-11-20T11:59:00Z"), key=b"now")
         await agent.put(raw(rid="late", score=0, at="2026-11-20T08:00:00Z"), key=b"late")  # 4 h > 2 h: not counted
         await agent.put(raw(rid="late", score=9, at="2026-11-20T11:30:00Z"), key=b"late")  # its edit: counted
@@ -408,7 +467,7 @@ async def test_lateness_is_decided_by_the_partition_and_kept_for_edits(harness):
 
 
 async def test_idle_segments_keep_rolling(harness):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(rid="a", score=10, at="2026-11-18T10:00:00Z", location="Espoo"), key=b"a")
         await agent.put(raw(rid="b", score=10, at="2026-11-20T11:00:00Z", location="Oslo"), key=b"b")
     deltas = harness.deltas()
@@ -417,7 +476,7 @@ async def test_idle_segments_keep_rolling(harness):
     latest = await run_windows(harness, espoo_first)  # Espoo seen alone: watermark 2026-11-18 10:00
     assert latest[("location", "Espoo", "24h")]["responses"] == 1
     harness.sent["windows"].clear()
-    async with harness.pipeline.agents["windows"].test_context() as agent:
+    async with harness.feed("windows") as agent:
         for key, value in others:  # the watermark moves two days on, Espoo gets nothing
             await agent.put(value, key=key, partition=0)
     assert not [u for u in harness.decoded("windows", avro.WINDOW_UPDATE) if u["segment_value"] == "Espoo"]
@@ -440,7 +499,7 @@ def test_ingest_carries_follow_up_in_its_own_field_not_in_unknown_json():
 
 
 async def test_classify_emits_the_follow_up_answer(harness):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(rid="d", score=2, comment="Late", follow_up="  Call before coming \n"), key=b"d")
         await agent.put(raw(rid="p", score=10, follow_up="The technician"), key=b"p")
         await agent.put(raw(rid="n", score=8), key=b"n")
@@ -453,7 +512,7 @@ async def test_classify_emits_the_follow_up_answer(harness):
 
 
 async def test_follow_up_too_long_or_not_a_string_is_dead_lettered(harness):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(rid="long", follow_up="x" * 10_001), key=b"long")
         await agent.put(raw(rid="num", follow_up=42), key=b"num")
         await agent.put(raw(rid="ok", follow_up="x" * 10_000), key=b"ok")
@@ -466,7 +525,7 @@ async def test_follow_up_too_long_or_not_a_string_is_dead_lettered(harness):
 
 
 async def test_adding_the_follow_up_answer_is_an_edit(harness):
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         await agent.put(raw(score=3), key=b"r-1")  # the score, page 1
         await agent.put(raw(score=3, at="2026-11-20T10:01:00Z", follow_up="Faster booking"), key=b"r-1")  # page 2
         await agent.put(raw(score=3, at="2026-11-20T10:01:00Z", follow_up="Faster booking"), key=b"r-1")  # replay
@@ -481,12 +540,12 @@ async def test_adding_the_follow_up_answer_is_an_edit(harness):
 async def test_follow_up_lands_in_clickhouse_end_to_end(tmp_path, ch_store):
     """raw → classify → classified → sink-responses → real chDB: the answer, and '' where there is none."""
     h = Harness(tmp_path, store_factory=lambda: ch_store, env={"NPSFLOW_SINK_MAX_AGE": "0.05"})
-    async with h.pipeline.agents["classify"].test_context() as agent:
+    async with h.feed("classify") as agent:
         await agent.put(raw(rid="d", score=1, comment="Late", follow_up="Call before coming"), key=b"d")
         await agent.put(raw(rid="n", score=7), key=b"n")
     classified = h.sent["classified"]
     assert len(classified) == 2
-    async with h.pipeline.agents["sink-responses"].test_context() as agent:
+    async with h.feed("sink-responses") as agent:
         events = [await agent.put(value, key=key, partition=0) for key, value in classified]
         await until(lambda: all(e.message.acked for e in events))
     got = ch_store.query("SELECT response_id, comment, follow_up, toTypeName(follow_up) AS t "

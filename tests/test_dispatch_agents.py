@@ -451,7 +451,7 @@ async def test_classify_joins_a_response_to_its_invitation_and_cancels_the_remin
     await run_deliver(harness, [(key, invite)])
     inv_id = invite["inv"]
     harness.sent["invitations"].clear()
-    async with harness.pipeline.agents["classify"].test_context() as agent:
+    async with harness.feed("classify") as agent:
         body = raw(rid=inv_id, score=3, location="somewhere-else", invitation_id=inv_id)
         await agent.put(body, key=inv_id.encode(), partition=0)
         await agent.put(body, key=inv_id.encode(), partition=0)  # a replay

@@ -82,7 +82,7 @@ def count(store, sql: str = "SELECT count() AS n FROM {db}.responses") -> int:
 async def test_bad_row_is_dead_lettered_good_rows_land_everything_acked(tmp_path, ch_store):
     store = FlakyStore(ch_store)
     h = SinkHarness(tmp_path, store)
-    async with h.pipeline.agents["sink-responses"].test_context() as agent:
+    async with h.feed("sink-responses") as agent:
         events = []
         for i in range(6):
             value = classified("bad", version=-1) if i == 3 else classified(f"g{i}")
@@ -107,7 +107,7 @@ async def test_bad_row_is_dead_lettered_good_rows_land_everything_acked(tmp_path
 async def test_transient_failures_hold_acks_until_the_insert_succeeds(tmp_path, ch_store):
     store = FlakyStore(ch_store, fail=2)
     h = SinkHarness(tmp_path, store)
-    async with h.pipeline.agents["sink-responses"].test_context() as agent:
+    async with h.feed("sink-responses") as agent:
         events = [await agent.put(classified(f"r{i}"), key=f"r{i}".encode(), partition=0) for i in range(3)]
         store.watch = events
         assert await all_acked(events)
@@ -121,7 +121,7 @@ async def test_transient_failures_hold_acks_until_the_insert_succeeds(tmp_path, 
 async def test_a_stuck_partition_does_not_block_another(tmp_path, ch_store):
     store = FlakyStore(ch_store, fail=1)
     h = SinkHarness(tmp_path, store)
-    async with h.pipeline.agents["sink-responses"].test_context() as agent:
+    async with h.feed("sink-responses") as agent:
         first = await agent.put(classified("p0"), key=b"p0", partition=0)
         store.watch = [first]
         for _ in range(2000):  # wait for the failed attempt of partition 0

@@ -1,0 +1,174 @@
+"""Batch delivery: the fetched record lists of the hot topics go to their agents whole, not message by message.
+
+Faust delivers every record through its per-message path: ``Consumer._drain_messages`` wraps each one in a
+``ConsumerMessage``, awaits ``wait_first(callback(message), suspend_flow.wait())`` (two tasks per record), the
+conductor puts an ``Event`` on the agent's channel queue and the stream takes it out again — measured at ~40 %
+of the worker's main thread at 2 000 records/s (py-spy, NOTES.md). For the topics of the batch-native agents
+(classify, windows, the ClickHouse sinks) ``BatchRouter`` takes the records of a fetch before Faust's loop sees
+them and hands each partition's list to the agent's bounded queue (``BatchInbox``); every other topic goes
+through Faust's path unchanged.
+
+What stays Faust's: the group membership and its assignor (tables co-assigned with the topics they serve),
+table recovery, flow control (nothing is fetched while a rebalance is in progress: ``_wait_next_records``
+returns nothing while the flow is suspended), the read offsets, and the commits: an agent acks the offsets it
+finished with ``ack_offsets`` (Faust's own bookkeeping of acked offsets, so its commit timer commits them).
+The Faust agent of each such topic stays declared (its subscription and the assignor need it) but never
+receives a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+log = logging.getLogger("npsflow.streams")
+
+INBOX_BATCHES = 8  # fetched lists waiting per agent before the fetcher waits (backpressure)
+
+
+@dataclass(slots=True)
+class Record:
+    """One Kafka record, as the batch agents see it (also built by tests)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class BatchInbox:
+    """The queue of one batch agent: lists of records of one partition each, in fetch order."""
+
+    def __init__(self, maxsize: int = INBOX_BATCHES) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=maxsize)
+        self.taken = 0  # lists handed out by take() and not yet reported finished()
+
+    def finished(self) -> None:
+        """The lists of the last take() are handled (processed and acked, or queued for a retry)."""
+        for _ in range(self.taken):
+            self.queue.task_done()
+        self.taken = 0
+
+    async def join(self) -> None:
+        """Wait until every list put so far is handled (tests; a graceful stop)."""
+        await self.queue.join()
+
+    async def put(self, records: list) -> None:
+        await self.queue.put(records)
+
+    async def take(self, max_records: int, within: float) -> list:
+        """At least one list, then whatever arrives within ``within`` seconds up to ``max_records`` records."""
+        batch = list(await self.queue.get())
+        self.taken += 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while len(batch) < max_records:
+            try:
+                batch.extend(self.queue.get_nowait())
+                self.taken += 1
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                batch.extend(await asyncio.wait_for(self.queue.get(), left))
+                self.taken += 1
+            except asyncio.TimeoutError:
+                break
+        return batch
+
+
+class BatchRouter:
+    """Installed on the app's consumer: routes the records of registered topics to their inboxes."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.inboxes: dict[str, BatchInbox] = {}
+        self.installed = False
+
+    def inbox(self, topic: str) -> BatchInbox:
+        if topic not in self.inboxes:
+            self.inboxes[topic] = BatchInbox()
+        return self.inboxes[topic]
+
+    def install(self) -> None:
+        """Replace the consumer's ``getmany`` (read by Faust's fetch loop) by the routing one. Idempotent."""
+        if self.installed:
+            return
+        consumer = self.app.consumer
+        consumer.getmany = self._getmany(consumer)
+        self.installed = True
+
+    def _getmany(self, consumer):
+        router = self
+
+        async def getmany(timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+            records, active = await consumer._wait_next_records(timeout)
+            if records is None or consumer.should_stop:
+                return
+            if not consumer.flow_active:
+                await consumer.perform_seek()  # Faust's own behaviour when the flow stopped meanwhile
+                return
+            rest = {}
+            for tp, batch in records.items():
+                if active is not None and tp not in active and tp not in consumer._buffered_partitions:
+                    continue
+                inbox = router.inboxes.get(tp.topic)
+                if inbox is None:
+                    rest[tp] = batch
+                    continue
+                fresh = router._fresh(consumer, tp, batch)
+                if fresh:
+                    await inbox.put(fresh)
+            to_message = consumer._to_message
+            for tp, batch in rest.items():
+                for record in batch:
+                    yield tp, to_message(tp, record)
+
+        return getmany
+
+    @staticmethod
+    def _fresh(consumer, tp, batch: list) -> list[Record]:
+        """The records not read yet (Faust's read-offset rule), as Records; moves the read offset."""
+        read = consumer._read_offset[tp]
+        out = [Record(r.topic, r.partition, r.offset, r.key, r.value) for r in batch
+               if read is None or r.offset >= read]
+        if out:
+            consumer._read_offset[tp] = out[-1].offset
+        return out
+
+
+def ack_offsets(app, records: list) -> int:
+    """Tell Faust the offsets of ``records`` are done (their outputs are durable): its commit timer commits the
+    contiguous acked prefix of each partition. The same bookkeeping as ``Consumer.ack`` for one message."""
+    from faust.types import TP
+    from faust.types.tuples import ack_lock
+    from mode.utils.futures import notify
+
+    consumer = app.consumer
+    acked_now = 0
+    with ack_lock:
+        for record in records:
+            tp = TP(record.topic, record.partition)
+            committed = consumer._committed_offset[tp]
+            if committed is not None and record.offset < committed:
+                continue
+            index = consumer._acked_index[tp]
+            if record.offset in index:
+                continue
+            index.add(record.offset)
+            acked = consumer._acked[tp]
+            if acked and record.offset < acked[-1]:  # a re-read after a seek: Faust expects the list sorted
+                bisect.insort(acked, record.offset)
+            else:
+                acked.append(record.offset)
+            acked_now += 1
+        consumer._n_acked += acked_now
+    notify(consumer._waiting_for_ack)
+    return acked_now
