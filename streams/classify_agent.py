@@ -11,6 +11,7 @@ until Kafka acknowledged all of it. Only then is the input acked (streams.app.co
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 
@@ -78,7 +79,9 @@ class ClassifyAgent:
             outcome = self.step.run(records, self.view, self.pipeline.clock())
             out = self.pipeline.output()
             self.stage(outcome, out)
+            started = time.monotonic()
             await out.flush()
+            self.pipeline.stats.inc("classify.flush_ms", int((time.monotonic() - started) * 1000))
 
     def incoming(self, record) -> Incoming:
         """A fetched record (streams.batch_consumer.Record), decoded."""

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
+from functools import cached_property
 
 from streams.nps import Category, classify
 
@@ -42,7 +43,7 @@ class Rejected(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Response:
     response_id: str
     survey_id: str
@@ -57,11 +58,11 @@ class Response:
     source: str = "cli"
     follow_up: str | None = None  # answer to the category's follow-up question on the survey page
 
-    @property
+    @cached_property
     def responded_ms(self) -> int:
         return to_ms(self.responded_at)
 
-    @property
+    @cached_property
     def content_hash(self) -> str:
         """Digest of what the respondent said. A follow-up answer is part of it (adding or changing one is an
         edit); without one the body is exactly what it was before follow_up existed, so the versions of
@@ -73,7 +74,7 @@ class Response:
         body = json.dumps(parts)
         return hashlib.blake2b(body.encode(), digest_size=8).hexdigest()
 
-    @property
+    @cached_property
     def version(self) -> int:
         return version_of(self.responded_ms, self.content_hash)
 
