@@ -129,15 +129,15 @@ class Deliveries:
             await asyncio.gather(*futures)
 
 
-async def run_batch(name: str, stats: Stats, process: Callable[[], Any], max_delay: float = 10.0) -> None:
-    """Run ``process`` (one whole batch) until it succeeds; retry transient failures with backoff.
+async def run_batch(name: str, stats: Stats, process: Callable[[], Any], max_delay: float = 10.0) -> Any:
+    """Run ``process`` (one whole batch) until it succeeds and return its result; retry transient failures
+    with backoff.
 
     Re-running a batch is safe: every agent's processing is idempotent per input offset."""
     delay = 0.2
     while True:
         try:
-            await process()
-            return
+            return await process()
         except (Transient, faust.exceptions.ProducerSendError, asyncio.TimeoutError, OSError) as exc:
             stats.inc(f"{name}.retry")
             log.warning("%s: batch failed (%s); retrying in %.1fs", name, exc, delay)
@@ -242,31 +242,88 @@ async def consume_batches(pipeline, stream, name: str, size: int, process: Calla
         waited = done
 
 
-async def consume_records(pipeline, topic_key: str, name: str, size: int, process: Callable[[list], Any]) -> None:
+FLUSHES_IN_FLIGHT = 2  # batches whose outputs are on their way to Kafka while the next one is prepared
+
+
+async def consume_records(pipeline, topic_key: str, name: str, size: int, prepare: Callable[[list], Any],
+                          lock: asyncio.Lock | None = None) -> None:
     """The loop of a batch-native agent (streams.batch_consumer): record lists straight from the fetcher, up to
-    ``size`` records or 0.2 s, offset gaps repaired (``GapGuard``), ``process(records)`` run until it succeeds
-    (``run_batch``: idempotent per input offset), then the offsets acked — only after the outputs are durable."""
+    ``size`` records or 0.2 s, offset gaps repaired (``GapGuard``); ``prepare(records)`` runs the agent's step
+    and stages the batch's outputs and state changes in a BatchOutput (retried on Transient failures, under
+    ``lock``, which the agent's timers hold while they write the same keys); the output is flushed in the
+    background — the same records again until Kafka acknowledged them — while the next batch is prepared,
+    and offsets are acked in order, each batch only after its own outputs are durable."""
     router = pipeline.router
     router.install()
     inbox = router.inbox(pipeline.topics[topic_key].get_topic_name())
     guard = GapGuard(pipeline.app, pipeline.stats, name)
-    stats = pipeline.stats
+    lock = lock or asyncio.Lock()
+    acker = _Acker(pipeline, name, inbox)
     waited = time.monotonic()
-    while True:
-        taken = await inbox.take(size, within=0.2)
-        started = time.monotonic()
-        records = await guard.filter(taken)
-        stats.inc(f"{name}.batches")
-        await run_batch(name, stats, lambda: process(records))
-        processed = time.monotonic()
-        ack_offsets(pipeline.app, records)
-        inbox.finished()
-        done = time.monotonic()
-        # where the agent's time goes (GET /api/v1/stats): waiting for input, processing, acking
-        stats.inc(f"{name}.wait_ms", int((started - waited) * 1000))
-        stats.inc(f"{name}.process_ms", int((processed - started) * 1000))
-        stats.inc(f"{name}.ack_ms", int((done - processed) * 1000))
-        waited = done
+    try:
+        while True:
+            taken = await inbox.take(size, within=0.2)
+            lists, inbox.taken = inbox.taken, 0
+            started = time.monotonic()
+            records = await guard.filter(taken)
+            pipeline.stats.inc(f"{name}.batches")
+
+            async def prepared():
+                async with lock:
+                    return prepare(records)
+
+            out = await run_batch(name, pipeline.stats, prepared)
+            await acker.submit(records, lists, out)
+            done = time.monotonic()
+            # where the agent's time goes (GET /api/v1/stats): waiting for input, preparing a batch
+            pipeline.stats.inc(f"{name}.wait_ms", int((started - waited) * 1000))
+            pipeline.stats.inc(f"{name}.process_ms", int((done - started) * 1000))
+            waited = done
+    finally:
+        acker.stop()
+
+
+class _Acker:
+    """Flushes prepared batches in the background, at most FLUSHES_IN_FLIGHT at once, and acks their offsets
+    in order once each one's outputs are durable."""
+
+    def __init__(self, pipeline, name: str, inbox) -> None:
+        self.pipeline, self.name, self.inbox = pipeline, name, inbox
+        self.slots = asyncio.Semaphore(FLUSHES_IN_FLIGHT)
+        self.previous: asyncio.Future | None = None
+        self.tasks: set = set()
+        self.error: BaseException | None = None
+
+    async def submit(self, records: list, lists: int, out) -> None:
+        await self.slots.acquire()
+        if self.error is not None:  # a flush failed for good (not a passing Kafka error): stop the agent
+            raise self.error
+        task = asyncio.ensure_future(self._flush_then_ack(records, lists, out, self.previous))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        self.previous = task
+
+    async def _flush_then_ack(self, records: list, lists: int, out, previous) -> None:
+        try:
+            started = time.monotonic()
+            await run_batch(self.name, self.pipeline.stats, out.flush)
+            self.pipeline.stats.inc(f"{self.name}.flush_ms", int((time.monotonic() - started) * 1000))
+            if previous is not None:
+                await asyncio.shield(previous)  # acks in order: the batch before first
+            ack_offsets(self.pipeline.app, records)
+            for _ in range(lists):
+                self.inbox.queue.task_done()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.error = self.error or exc
+            log.exception("%s: flushing a batch failed for good", self.name)
+        finally:
+            self.slots.release()
+
+    def stop(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
 
 
 def dead_letter(stage: str, reason: str, detail: str, *, topic: str | None = None, partition: int | None = None,

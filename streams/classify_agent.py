@@ -11,7 +11,6 @@ until Kafka acknowledged all of it. Only then is the input acked (streams.app.co
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
 
@@ -66,22 +65,26 @@ class ClassifyAgent:
 
         @pipeline.app.agent(pipeline.topics["raw"], name="classify")
         async def classify(stream):  # declared for the subscription and the assignor; records come batched
-            await consume_records(pipeline, "raw", "classify", BATCH, self.process)
+            await consume_records(pipeline, "raw", "classify", BATCH, self.prepare, self.lock)
 
         add_timer(pipeline, "expire_seen", 300.0, self.expire)
         pipeline.agents["classify"] = classify
         pipeline.batch_agents["classify"] = self
         pipeline.timers["expire_seen"] = self.expire
 
-    async def process(self, fetched: list) -> None:
+    def prepare(self, fetched: list) -> BatchOutput:
+        """One batch: decode, run the step, stage its state changes and outputs (sent by consume_records)."""
         records = [self.incoming(record) for record in fetched]
-        async with self.lock:  # the expiry timer writes the same keys: never interleave their changelog writes
-            outcome = self.step.run(records, self.view, self.pipeline.clock())
-            out = self.pipeline.output()
-            self.stage(outcome, out)
-            started = time.monotonic()
+        outcome = self.step.run(records, self.view, self.pipeline.clock())
+        out = self.pipeline.output()
+        self.stage(outcome, out)
+        return out
+
+    async def process(self, fetched: list) -> None:
+        """prepare + flush in one go (the agent's timers and tests)."""
+        async with self.lock:
+            out = self.prepare(fetched)
             await out.flush()
-            self.pipeline.stats.inc("classify.flush_ms", int((time.monotonic() - started) * 1000))
 
     def incoming(self, record) -> Incoming:
         """A fetched record (streams.batch_consumer.Record), decoded."""

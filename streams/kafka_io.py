@@ -93,11 +93,13 @@ class BatchOutput:
 
     async def flush(self) -> None:
         """Send every (topic, partition) group concurrently; return once all are acknowledged, raise if any
-        failed (the caller retries the whole input batch: every agent's step is idempotent per offset)."""
-        groups, self.records, self.count = self.records, defaultdict(list), 0
-        if groups:
+        failed. The records are kept until a flush succeeded: a retry sends exactly the same records again
+        (every consumer of them is idempotent: versions, source offsets, same changelog values), so state
+        changes staged by a batch are never lost to a failed send."""
+        if self.records:
             await asyncio.gather(*(self.sender.send(topic, partition, records)
-                                   for (topic, partition), records in groups.items()))
+                                   for (topic, partition), records in self.records.items()))
+        self.records, self.count = defaultdict(list), 0
 
 
 class StateTable:

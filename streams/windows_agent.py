@@ -68,7 +68,7 @@ class WindowsAgent:
 
         @pipeline.app.agent(pipeline.topics["deltas"], name="windows")
         async def windows(stream):  # declared for the subscription and the assignor; records come batched
-            await consume_records(pipeline, "deltas", "windows", BATCH, self.process)
+            await consume_records(pipeline, "deltas", "windows", BATCH, self.prepare, self.lock)
 
         add_timer(pipeline, "roll_idle_segments", 30.0, self.roll_idle_segments)
         add_timer(pipeline, "expire_contributions", 60.0, self.drop_legacy_keys)
@@ -78,10 +78,12 @@ class WindowsAgent:
                                expire_contributions=self.drop_legacy_keys)
 
     async def process(self, records: list) -> None:
+        """prepare + flush in one go (tests)."""
         async with self.lock:
-            await self._process(records)
+            await self.prepare(records).flush()
 
-    async def _process(self, records: list) -> None:
+    def prepare(self, records: list) -> BatchOutput:
+        """One batch: apply every segment's items, stage the updates and each changed state once."""
         out = self.pipeline.output()
         by_segment: dict[str, list] = defaultdict(list)
         partition_of: dict[str, int] = {}
@@ -100,7 +102,7 @@ class WindowsAgent:
         self.pipeline.stats.inc("windows.applied", stats.applied)
         self.pipeline.stats.inc("windows.replayed", stats.replayed)
         self.pipeline.stats.inc("windows.outside", stats.outside)
-        await out.flush()
+        return out
 
     def apply_segment(self, out: BatchOutput, segment: str, items: list, partition: int, stats: StepStats) -> None:
         key = state_key(segment)

@@ -552,3 +552,27 @@ async def test_follow_up_lands_in_clickhouse_end_to_end(tmp_path, ch_store):
                          "FROM {db}.responses FINAL ORDER BY response_id")
     assert got == [{"response_id": "d", "comment": "Late", "follow_up": "Call before coming", "t": "String"},
                    {"response_id": "n", "comment": "", "follow_up": "", "t": "String"}]
+
+
+async def test_a_failed_send_is_retried_with_the_same_records_state_included(harness):
+    """Kafka refuses a batch's output once: the retry sends the very same records — the memos too (recomputing
+    the batch would find its memos already in memory and stage nothing, losing them from the changelog)."""
+    real = harness.pipeline.sender
+    failures = {"left": 1}
+
+    class Refusing:
+        async def send(self, topic, partition, records):
+            if failures["left"]:
+                failures["left"] -= 1
+                raise ConnectionError("broker unavailable")
+            await real.send(topic, partition, records)
+
+    harness.pipeline.sender = Refusing()
+    async with harness.feed("classify") as agent:
+        event = await agent.put(raw(score=9), key=b"r-1")
+    assert event.message.acked
+    assert [key for _, key, value in harness.changelog["seen"] if key == b'"r-1"'] == [b'"r-1"']
+    assert json.loads(harness.changelog["seen"][0][2])["s"] == 9
+    assert len({value for _, value in harness.sent["classified"]}) == 1  # other groups of the first attempt
+    # may have landed: the retry sends them again, identical (at least once; ClickHouse keeps one version)
+    assert harness.pipeline.stats.as_dict()["classify.retry"] == 1
