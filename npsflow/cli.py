@@ -303,11 +303,18 @@ def rollup_refresh(rebuild: bool, repair: bool, quiet_seconds: int) -> None:
 @main.command()
 @click.option("--loglevel", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def worker(loglevel: str) -> None:
+@click.option("--role", type=click.Choice(list(cfg.ROLES)), default=None,
+              help="all: everything (default, NPSFLOW_ROLE); process: the stream agents only, no ClickHouse "
+                   "(more workers in the group while one 'all' worker owns the embedded store)")
+def worker(loglevel: str, role: str | None) -> None:
     """Run the Faust worker (classify, windows, ClickHouse sink, HTTP API) in the foreground."""
+    from dataclasses import replace
+
     from npsflow.worker import run
 
     settings = _settings()
+    if role is not None:
+        settings = replace(settings, role=role)
     try:
         run(settings, loglevel=loglevel)
     except cfg.ConfigError as exc:

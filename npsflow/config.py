@@ -138,6 +138,7 @@ class Settings:
     dedup_retention_seconds: int = 90 * 86400
     sink_max_rows: int = 5000
     sink_max_age: float = 1.0
+    role: str = "all"  # NPSFLOW_ROLE: all (everything) | process (the stream agents, no ClickHouse)
     public_bind: Bind = field(default_factory=Bind)
     internal_bind: Bind = field(default_factory=Bind)
     internal_token: str | None = field(default=None, repr=False)  # NPSFLOW_INTERNAL_TOKEN or the file's content
@@ -221,6 +222,7 @@ class Settings:
             "NPSFLOW_DEDUP_RETENTION": f"{self.dedup_retention_seconds}s",
             "NPSFLOW_SINK_MAX_ROWS": str(self.sink_max_rows),
             "NPSFLOW_SINK_MAX_AGE": str(self.sink_max_age),
+            "NPSFLOW_ROLE": self.role,
         }
         if self.kafka:
             env["NPSFLOW_KAFKA"] = self.kafka
@@ -350,6 +352,16 @@ def _internal_token(env: dict) -> tuple[str | None, Path | None]:
     return value, path
 
 
+ROLES = ("all", "process")
+
+
+def _role(env: dict) -> str:
+    role = (env.get("NPSFLOW_ROLE") or "all").strip()
+    if role not in ROLES:
+        raise ConfigError(f"NPSFLOW_ROLE must be one of {', '.join(ROLES)}, got {role!r}")
+    return role
+
+
 def load(env: dict | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     home = Path(env.get("NPSFLOW_HOME") or ".npsflow").resolve()
@@ -448,6 +460,7 @@ def load(env: dict | None = None) -> Settings:
         dimensions=dims,
         sink_max_rows=_int(env, "NPSFLOW_SINK_MAX_ROWS", 5000),
         sink_max_age=max_age,
+        role=_role(env),
         **_listeners(env),
         topics=Topics(namespace),
         programs_file=files.get("NPSFLOW_PROGRAMS"),

@@ -49,9 +49,27 @@ class NpsWorker(faust.Worker):
         await super().on_stop()
 
 
-def run(settings: Settings, loglevel: str = "warning") -> None:
+def open_store(settings: Settings):
+    """The worker's ClickHouse store, migrated, with the views and the retention applied."""
+    from sinks.bi import apply_views
     from sinks.clickhouse import ClickHouseStore, apply_retention, migrate
     from sinks.rollup import apply_view
+
+    store = ClickHouseStore(settings.clickhouse_dsn)
+    migrate(store)
+    apply_view(store)  # nps_cells: every NPS read goes through it (the BI views below are optional extras)
+    link_days = settings.dispatch_extra_retention_days
+    for what, step in (("retention", lambda: apply_retention(store, settings.retention_days, link_days)),
+                       ("BI views", lambda: apply_views(store))):
+        try:
+            step()
+        except Exception as exc:  # e.g. no ALTER/CREATE VIEW right, an old server, Distributed tables of a
+            # cluster (TTL and views go ON CLUSTER there: see `npsflow clickhouse ddl`): not a reason to stop
+            logging.getLogger("npsflow").warning("ClickHouse %s not applied: %s", what, str(exc).splitlines()[0][:300])
+    return store
+
+
+def run(settings: Settings, loglevel: str = "warning") -> None:
     from streams.app import create_app
     from web.server import bind_socket, bound, install_web
 
@@ -68,24 +86,13 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
         raise ConfigError(str(exc)) from None
     settings = replace(settings, public_bind=bound(settings.public_bind, public),
                        internal_bind=bound(settings.internal_bind, internal))
-    store = ClickHouseStore(settings.clickhouse_dsn)
-    migrate(store)
-    apply_view(store)  # nps_cells: every NPS read goes through it (the BI views below are optional extras)
-    from sinks.bi import apply_views
-
-    link_days = settings.dispatch_extra_retention_days
-    for what, step in (("retention", lambda: apply_retention(store, settings.retention_days, link_days)),
-                       ("BI views", lambda: apply_views(store))):
-        try:
-            step()
-        except Exception as exc:  # e.g. no ALTER/CREATE VIEW right, an old server, Distributed tables of a
-            # cluster (TTL and views go ON CLUSTER there: see `npsflow clickhouse ddl`): not a reason to stop
-            logging.getLogger("npsflow").warning("ClickHouse %s not applied: %s", what, str(exc).splitlines()[0][:300])
-    pipeline = create_app(settings, broker=bootstrap, store_factory=lambda: store, programs=programs,
-                          channels=channels)
+    store = open_store(settings) if settings.role == "all" else None  # role process: no ClickHouse at all
+    pipeline = create_app(settings, broker=bootstrap, store_factory=(lambda: store) if store else None,
+                          programs=programs, channels=channels)
     install_web(pipeline, store, settings, public, internal)
     info = {"pid": os.getpid(), "public_url": settings.public_bind.url, "internal_url": settings.internal_bind.url,
-            "bootstrap": bootstrap, "clickhouse_dsn": settings.clickhouse_dsn}
+            "bootstrap": bootstrap, "role": settings.role,
+            "clickhouse_dsn": settings.clickhouse_dsn if store is not None else None}
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     # aiohttp's access log would write client IPs (personal data) and survey tokens (bearer links): never
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

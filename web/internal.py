@@ -59,12 +59,21 @@ class SharedResult:
         return hit[1]
 
 
+class NoStore:
+    """The store of a worker without ClickHouse (NPSFLOW_ROLE=process): every read answers 503."""
+
+    async def arun(self, *args, **kwargs):
+        from aiohttp import web
+
+        raise web.HTTPServiceUnavailable(text="this worker runs without ClickHouse (NPSFLOW_ROLE=process)\n")
+
+
 class InternalApi:
     """The handlers of the internal listener. ``store`` is the worker's ClickHouseStore (``arun`` runs a query
     function off the event loop), ``stats`` the agents' counters, ``dimensions`` the dashboard's choices."""
 
     def __init__(self, store, stats, dimensions: list[str]) -> None:
-        self.store, self.stats = store, stats
+        self.store, self.stats = store if store is not None else NoStore(), stats
         self.dimensions = dimensions or ["location"]
         self.dashboard_cache = SharedResult(lambda by: store.arun(queries.dashboard, by))
 
