@@ -371,20 +371,60 @@ def _start_profiled_worker(settings, bootstrap: str, prof: Path, timeout: float 
     raise RuntimeError(f"profiled worker not ready after {timeout}s; see {log_path}")
 
 
-def pipeline(bootstrap: str, tmp: Path, payload_file: Path, count: int, profile: bool) -> dict:
+class Workers:
+    """The npsflow workers of one measurement: one ``--role all`` worker, or with ``split`` a ``--role sink``
+    worker (owns the embedded ClickHouse, answers the read API) and a ``--role process`` worker (the stream
+    agents) in the same consumer group — two processes, so two cores."""
+
+    def __init__(self, settings, bootstrap: str, split: bool, profile: Path | None = None) -> None:
+        from dataclasses import replace
+
+        from npsflow import stack
+
+        self.stack = stack
+        self.all = [replace(settings, role="sink"), self._process(settings)] if split else [settings]
+        self.infos = []
+        for s in self.all:
+            started = _start_profiled_worker(s, bootstrap, profile) if profile and s.role != "sink" \
+                else stack.start_worker(s, bootstrap)
+            self.infos.append(started)
+        self.api = worker_api(self.all[0])
+        self.pids = [info["pid"] for info in self.infos]
+
+    @staticmethod
+    def _process(settings):
+        from dataclasses import replace
+
+        home = settings.home.parent / (settings.home.name + "-process")
+        home.mkdir(parents=True, exist_ok=True)
+        return replace(settings, role="process", home=home, clickhouse_dsn=f"chdb://{home / 'unused'}")
+
+    def cpu(self) -> dict:
+        out: dict[str, float] = {}
+        for settings, pid in zip(self.all, self.pids):
+            for name, value in _thread_cpu(pid).items():
+                key = name if len(self.all) == 1 else f"{settings.role}:{name}"
+                out[key] = out.get(key, 0.0) + value
+        return out
+
+    def stop(self) -> None:
+        for s in reversed(self.all):
+            self.stack.stop_worker(s)
+
+
+def pipeline(bootstrap: str, tmp: Path, payload_file: Path, count: int, profile: bool, split: bool = False) -> dict:
     from deploy.local.kafka import LocalKafka
-    from npsflow import stack
 
     settings = _worker_settings(tmp, bootstrap, "pipeline-home")
     prof = tmp / "worker.prof"
     t_boot = time.monotonic()
-    info = _start_profiled_worker(settings, bootstrap, prof) if profile else stack.start_worker(settings, bootstrap)
+    workers = Workers(settings, bootstrap, split, prof if profile else None)
     startup = time.monotonic() - t_boot
-    api, pid = worker_api(settings), info["pid"]
+    api = workers.api
     broker_pid = LocalKafka(tmp / "kafka").status().get("pid")
     try:
         producer = ProducerProc(bootstrap, settings.topics.raw_responses, payload_file)
-        cpu_w0, cpu_b0 = _thread_cpu(pid), _thread_cpu(broker_pid) if broker_pid else {}
+        cpu_w0, cpu_b0 = workers.cpu(), _thread_cpu(broker_pid) if broker_pid else {}
         producer.go()
         timeline: list[tuple[float, dict]] = []
         last_change, previous = time.monotonic(), None
@@ -401,7 +441,7 @@ def pipeline(bootstrap: str, tmp: Path, payload_file: Path, count: int, profile:
                 raise RuntimeError(f"pipeline stalled for {STALL_SECONDS}s; last stats {stats}")
             time.sleep(POLL)
         t_done = timeline[-1][0]
-        cpu_w1, cpu_b1 = _thread_cpu(pid), _thread_cpu(broker_pid) if broker_pid else {}
+        cpu_w1, cpu_b1 = workers.cpu(), _thread_cpu(broker_pid) if broker_pid else {}
         prod = producer.result()
         t0 = prod["t_start"]
         # let the window updates drain too (not part of the headline figure), then check ClickHouse
@@ -422,7 +462,7 @@ def pipeline(bootstrap: str, tmp: Path, payload_file: Path, count: int, profile:
                 break
             time.sleep(0.5)
     finally:
-        stack.stop_worker(settings)
+        workers.stop()
     timeline.append((time.monotonic(), final))
     stages = {}
     for key in sorted(final):
@@ -445,7 +485,7 @@ def pipeline(bootstrap: str, tmp: Path, payload_file: Path, count: int, profile:
                            "broker_jvm": round(sum(cpu_b1.values()) - sum(cpu_b0.values()), 2),
                            "producer": round(prod["cpu_s"], 2)},
            "sink_max_rows": settings.sink_max_rows, "sink_max_age": settings.sink_max_age,
-           "profiled": profile}
+           "profiled": profile, "split": split}
     if profile:
         out["profile_file"] = str(prof)
     return out
@@ -609,7 +649,7 @@ def _first_reach(sends: list[float], seen: list[tuple[float, int]]) -> tuple[lis
     return out, 0
 
 
-def latency(bootstrap: str, tmp: Path, rate: float, seconds: float, seed: int) -> dict:
+def latency(bootstrap: str, tmp: Path, rate: float, seconds: float, seed: int, split: bool = False) -> dict:
     """A fresh worker at a steady load of ``rate`` records/s for ``seconds``: response produced → the first
     ``overall=all`` 24h WindowUpdate whose ``responses`` >= k (consumed from the windows topic here), and →
     ``sink.responses.rows`` >= k (polled every POLL_LATENCY s over /api/v1/stats)."""
@@ -624,8 +664,8 @@ def latency(bootstrap: str, tmp: Path, rate: float, seconds: float, seed: int) -
     payload_file = tmp / "latency-payloads.pickle"
     payload_file.write_bytes(pickle.dumps(make_payloads(n, seed + 1)))  # fresh: responded_at in the last hour
     settings = _worker_settings(tmp, bootstrap, "latency-home")
-    stack.start_worker(settings, bootstrap)
-    api = worker_api(settings)
+    workers = Workers(settings, bootstrap, split)
+    api = workers.api
     stop = threading.Event()
     updates: list[tuple[float, int]] = []
     polls: list[tuple[float, int]] = []
@@ -684,7 +724,7 @@ def latency(bootstrap: str, tmp: Path, rate: float, seconds: float, seed: int) -
         stop.set()
         for t in threads:
             t.join(10)
-        stack.stop_worker(settings)
+        workers.stop()
     sends = [prod["t_start"] + x for x in prod["sends"]]
     lat_w, missing_w = _first_reach(sends, list(updates))
     lat_c, missing_c = _first_reach(sends, list(polls))
@@ -725,6 +765,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-quix", action="store_true", help="skip the Quix Streams peer")
     ap.add_argument("--no-latency", action="store_true", help="skip the latency run at a steady load")
+    ap.add_argument("--split", action="store_true",
+                    help="npsflow as two workers in one group: --role process (stream agents) and --role sink "
+                         "(ClickHouse), i.e. two processes instead of one --role all worker")
     ap.add_argument("--quix-python", default=sys.executable,
                     help="interpreter with quixstreams installed for the peer (default: this one; `make bench` "
                          "installs the extra 'bench')")
@@ -773,7 +816,7 @@ def main() -> int:
             f"producer acked all after {live['producer_seconds']:.2f}s)")
 
         log("pipeline (worker → ClickHouse), produce while consuming …")
-        result["pipeline"] = pipe = pipeline(bootstrap, tmp, payload_file, args.count, args.profile)
+        result["pipeline"] = pipe = pipeline(bootstrap, tmp, payload_file, args.count, args.profile, args.split)
         log(f"  pipeline             {pipe['rate']:9.0f} records/s  ({pipe['seconds']:.2f}s; "
             f"producer acked all after {pipe['producer_seconds']:.2f}s; worker start {pipe['worker_startup_s']:.1f}s)")
         if args.profile:
@@ -794,7 +837,7 @@ def main() -> int:
             rate = pipe["rate"] / 2
             log(f"latency at a steady {rate:.0f} records/s (half the pipeline's maximum) for "
                 f"{args.latency_seconds:.0f}s, fresh worker …")
-            result["latency"] = lat = latency(bootstrap, tmp, rate, args.latency_seconds, args.seed)
+            result["latency"] = lat = latency(bootstrap, tmp, rate, args.latency_seconds, args.seed, args.split)
             log(f"  produced → window update  {lat['window_ms']}")
             log(f"  produced → ClickHouse row {lat['clickhouse_ms']} (polls every ~{lat['poll_interval_ms']} ms)")
     finally:

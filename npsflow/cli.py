@@ -304,8 +304,8 @@ def rollup_refresh(rebuild: bool, repair: bool, quiet_seconds: int) -> None:
 @click.option("--loglevel", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--role", type=click.Choice(list(cfg.ROLES)), default=None,
-              help="all: everything (default, NPSFLOW_ROLE); process: the stream agents only, no ClickHouse "
-                   "(more workers in the group while one 'all' worker owns the embedded store)")
+              help="all: everything (default, NPSFLOW_ROLE); process: the stream agents only, no ClickHouse; "
+                   "sink: the ClickHouse sinks and reads only (with embedded chDB: exactly one sink or all worker)")
 def worker(loglevel: str, role: str | None) -> None:
     """Run the Faust worker (classify, windows, ClickHouse sink, HTTP API) in the foreground."""
     from dataclasses import replace

@@ -138,7 +138,7 @@ class Settings:
     dedup_retention_seconds: int = 90 * 86400
     sink_max_rows: int = 5000
     sink_max_age: float = 1.0
-    role: str = "all"  # NPSFLOW_ROLE: all (everything) | process (the stream agents, no ClickHouse)
+    role: str = "all"  # NPSFLOW_ROLE: all | process (the stream agents, no ClickHouse) | sink (ClickHouse sinks)
     public_bind: Bind = field(default_factory=Bind)
     internal_bind: Bind = field(default_factory=Bind)
     internal_token: str | None = field(default=None, repr=False)  # NPSFLOW_INTERNAL_TOKEN or the file's content
@@ -352,7 +352,7 @@ def _internal_token(env: dict) -> tuple[str | None, Path | None]:
     return value, path
 
 
-ROLES = ("all", "process")
+ROLES = ("all", "process", "sink")
 
 
 def _role(env: dict) -> str:

@@ -6,6 +6,7 @@ listener serves the survey page and the response API, the internal one what the 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -86,7 +87,7 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
         raise ConfigError(str(exc)) from None
     settings = replace(settings, public_bind=bound(settings.public_bind, public),
                        internal_bind=bound(settings.internal_bind, internal))
-    store = open_store(settings) if settings.role == "all" else None  # role process: no ClickHouse at all
+    store = open_store(settings) if settings.role != "process" else None  # role process: no ClickHouse at all
     pipeline = create_app(settings, broker=bootstrap, store_factory=(lambda: store) if store else None,
                           programs=programs, channels=channels)
     install_web(pipeline, store, settings, public, internal)
@@ -100,4 +101,8 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
         logging.getLogger(name).setLevel(getattr(logging, loglevel.upper()))
     worker = NpsWorker(pipeline.app, loglevel=loglevel, quiet=True, info_file=settings.worker_file, info=info,
                        logfile=None, redirect_stdouts=False)
+    # the agents allocate many short-lived objects per record: with CPython's default thresholds (700, 10, 10)
+    # the cyclic collector runs very often; raised, the process worker's CPU for 50 000 responses went from
+    # 5.2 to 4.4 s (bench/pipeline_throughput.py --split, NOTES.md session 4)
+    gc.set_threshold(50_000, 20, 20)
     worker.execute_from_commandline()

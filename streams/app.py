@@ -452,10 +452,11 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
     from streams.dispatch_agent import install_dispatch
     from streams.windows_agent import install_windows
 
-    install_classify(pipeline)
-    install_windows(pipeline)
     pipeline.book = dispatch_book(settings, programs)
-    install_dispatch(pipeline, pipeline.book, channels if channels is not None else load_channels(settings))
+    if settings.role != "sink":  # the stream agents (role all and process)
+        install_classify(pipeline)
+        install_windows(pipeline)
+        install_dispatch(pipeline, pipeline.book, channels if channels is not None else load_channels(settings))
     if store_factory is not None:
         from streams.sink_agents import install_sinks
 

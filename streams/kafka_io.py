@@ -118,12 +118,19 @@ class StateTable:
     def data(self):
         return self.table.data
 
+    def _dict(self):
+        """The store's own dict (Faust's memory store keeps one as ``.data``): a miss is a plain dict miss, not
+        a KeyError raised and caught by ``Mapping.get`` for every new key."""
+        store = self.table.data
+        inner = getattr(store, "data", None)
+        return inner if isinstance(inner, dict) else store
+
     def get(self, key: bytes) -> Any:
-        raw = self.table.data.get(key)
+        raw = self._dict().get(key)
         return None if raw is None else orjson.loads(raw)
 
     def get_raw(self, key: bytes) -> bytes | None:
-        return self.table.data.get(key)
+        return self._dict().get(key)
 
     def put(self, out: BatchOutput, key: bytes, value: Any, partition: int) -> None:
         """Set ``key`` in memory and stage its changelog record on ``partition``."""
