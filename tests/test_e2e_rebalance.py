@@ -69,3 +69,25 @@ def test_two_workers_rebalanced_and_one_killed_count_everything_once(env, tmp_pa
     assert (window["promoters"], window["passives"], window["detractors"]) == c3(expected["total"])
     stats = env.stats()
     assert stats.get("classify.duplicate", 0) > 0  # the replay of the whole file met the memos
+
+
+def test_a_process_worker_and_a_sink_worker_split_the_pipeline(env, tmp_path):
+    """NPSFLOW_ROLE=sink (ClickHouse only) and NPSFLOW_ROLE=process (stream agents only) in one group: every
+    response lands once, and each worker ran only its own part."""
+    from npsflow.simulate import ResponseSimulator
+
+    sink, process = env
+    sink.vars["NPSFLOW_ROLE"] = "sink"
+    records = list(ResponseSimulator(seed=12).records(3000, duplicate_ratio=0.05, edit_ratio=0.05))
+    expected = oracle(records)
+    sink.start_worker()
+    process.start_worker()
+    sink.cli("ingest", "responses", str(write_jsonl(tmp_path / "all.jsonl", records)))
+    total = sum(expected["total"].values())
+    final = wait_for(lambda: (r := sink.cli_json("report", "--by", "location"))["total"]["responses"] == total
+                     and r, what="every response counted once", timeout=180, interval=1)
+    for row in final["rows"]:
+        assert counts(row) == c3(expected["by_location"][row["location"]]), row["location"]
+    sink_stats, process_stats = sink.stats(), process.stats()
+    assert sink_stats.get("sink.responses.rows", 0) > 0 and not any(k.startswith("classify.") for k in sink_stats)
+    assert process_stats.get("classify.batches", 0) > 0 and not any(k.startswith("sink.") for k in process_stats)
