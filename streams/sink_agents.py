@@ -64,131 +64,153 @@ ROLLUP_BUDGET_SECONDS = 2.0  # no new day after 2 s: the store's thread also ser
 
 
 def install_sinks(pipeline: Pipeline, store_factory: Callable[[], Any]) -> None:
-    app, settings, codec, stats = pipeline.app, pipeline.settings, pipeline.codec, pipeline.stats
-    holder: dict = {}
-
-    def store():
-        if "store" not in holder:
-            holder["store"] = store_factory()
-        return holder["store"]
-
+    store = LazyStore(store_factory)
     sinks: dict[str, BatchingSink] = {}
     for topic_key, table, subject, mapper in SINKS:
-        topic = pipeline.topics[topic_key]
-        sinks[table], pipeline.agents[f"sink-{table}"] = _install_one(
-            app, topic, table, subject, mapper, codec, stats, store, settings, pipeline.topics["dead_letters"],
-            pipeline.router)
-    pipeline.store_holder.update(holder)
+        agent = SinkAgent(pipeline, pipeline.topics[topic_key], table, subject, mapper, store)
+        sinks[table] = agent.batching
+        agent.install()
     pipeline.store_holder["sinks"] = sinks
 
     async def refresh_rollups() -> None:
         """Recompute the daily rollup of days that went quiet (sinks.rollup): reads stay exact without it, only
         slower. Idempotent: every worker may run it."""
         result = await store().arun(rollup.refresh, limit=ROLLUP_DAYS_PER_TICK, budget_seconds=ROLLUP_BUDGET_SECONDS)
-        stats.inc("rollup.days_refreshed", len(result.days))
+        pipeline.stats.inc("rollup.days_refreshed", len(result.days))
 
     add_timer(pipeline, "refresh_rollups", ROLLUP_INTERVAL_SECONDS, refresh_rollups)
     pipeline.timers["refresh_rollups"] = refresh_rollups
+
+
+class LazyStore:
+    """The ClickHouse store, opened on first use (a worker that never writes does not open it)."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.factory, self.store = factory, None
+
+    def __call__(self):
+        if self.store is None:
+            self.store = self.factory()
+        return self.store
 
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _install_one(app, topic, table, subject, mapper, codec, stats, store, settings, dead_letters, router):
-    """Install one sink agent; returns (its BatchingSink, the agent)."""
-    async def writer(rows: list[dict], token: str) -> None:
-        await store().ainsert(table, rows, dedup_token=token)
+class SinkAgent:
+    """One ClickHouse table fed from one topic: rows batched per partition (BatchingSink), inserted with a dedup
+    token, offsets acked only after the insert returned; bad rows dead-lettered (see the module docstring)."""
 
-    async def on_rejected(partition: int, offset: int, row: dict, event, exc: BaseException) -> None:
-        """A row ClickHouse refused on its own (after bisection): dead-letter it; raising keeps the batch."""
-        detail = f"{table}: {first_line(exc)}"
-        source_topic = getattr(event, "topic", None) or batching.topic
-        key = getattr(event, "key", None)
-        stats.inc(f"sink.{table}.rejected")
-        if table != "dead_letters":
-            dl = dead_letter("sink", REJECTED, detail, topic=source_topic, partition=partition, offset=offset,
-                             key=key, payload=row)
-            await dead_letters.send(key=b"", value=codec.encode(avro.DEAD_LETTER, dl))
-            stats.inc(f"dead_letter.sink.{REJECTED}")
-            return
-        # never loop through the dead letters topic: write a replacement dead letter row directly
-        replacement = row_mappers.dead_letter_row(
-            {**dead_letter("sink", REJECTED, detail, topic=source_topic, partition=partition, offset=offset,
-                           key=key, payload=row),
-             "dead_letter_id": str(row.get("dead_letter_id") or f"sink:{source_topic}:{partition}:{offset}"),
-             "failed_at": _utcnow()}, partition, offset)
-        try:
-            await store().ainsert(table, [replacement], dedup_token=f"{table}:replacement:{partition}:{offset}:{rows_digest([row])}")
-        except Exception as again:
-            if not is_permanent(again):
-                raise  # ClickHouse went away meanwhile: keep the batch, retry later
-            stats.inc("sink.dead_letters.lost")
-            log.error("dead letter from partition %d offset %d refused by ClickHouse twice (%s); dropped: %r",
-                      partition, offset, first_line(again), row)
-            return
-        stats.inc(f"dead_letter.sink.{REJECTED}")
+    def __init__(self, pipeline: Pipeline, topic, table: str, subject: str, mapper, store: LazyStore) -> None:
+        self.pipeline, self.topic, self.table, self.subject, self.mapper = pipeline, topic, table, subject, mapper
+        self.store, self.stats, self.codec = store, pipeline.stats, pipeline.codec
+        self.dead_letters = pipeline.topics["dead_letters"]
+        settings = pipeline.settings
+        self.batching = BatchingSink(table=table, topic=topic.get_topic_name(), writer=self.write,
+                                     max_rows=settings.sink_max_rows, max_age=settings.sink_max_age,
+                                     on_rejected=self.on_rejected)
+        self.lock = asyncio.Lock()  # one flush at a time: the agent and its retry task share the batches
 
-    batching = BatchingSink(table=table, topic=topic.get_topic_name(), writer=writer,
-                            max_rows=settings.sink_max_rows, max_age=settings.sink_max_age,
-                            on_rejected=on_rejected)
-    lock = asyncio.Lock()  # one flush at a time: the agent and its retry task share the batches
+    def install(self) -> None:
+        @self.pipeline.app.agent(self.topic, name=f"sink-{self.table}")
+        async def sink(stream):  # declared for the subscription; records come batched (streams.batch_consumer)
+            await self.run()
 
-    @app.agent(topic, name=f"sink-{table}")
-    async def sink(stream):  # declared for the subscription; records come batched (streams.batch_consumer)
+        self.pipeline.agents[f"sink-{self.table}"] = sink
+
+    async def write(self, rows: list[dict], token: str) -> None:
+        await self.store().ainsert(self.table, rows, dedup_token=token)
+
+    async def run(self) -> None:
+        router = self.pipeline.router
         router.install()
-        inbox = router.inbox(topic.get_topic_name())
-
-        async def flush(**kw) -> None:
-            async with lock:
-                failures_before = batching.failed_attempts
-                acked = await batching.flush_due(**kw)
-                if batching.failed_attempts > failures_before:
-                    stats.inc(f"sink.{table}.retry", batching.failed_attempts - failures_before)
-            ack_offsets(app, acked)
-            if acked:
-                stats.inc(f"sink.{table}.rows", len(acked))  # records written (or dead-lettered) and acked
-
-        async def retry_stuck() -> None:
-            """Retry partitions backing off even when no new records arrive (the take loop would not wake)."""
-            while True:
-                due = batching.next_due_in()
-                await asyncio.sleep(RETRY_POLL if due is None else min(max(due, 0.01), RETRY_POLL))
-                if batching.pending():
-                    try:
-                        await flush()
-                    except Exception:  # never let the retry task die; the agent's own flush reports too
-                        log.exception("retrying ClickHouse inserts into %s failed", table)
-
-        guard = GapGuard(app, stats, f"sink.{table}")
-        retry_task = asyncio.ensure_future(retry_stuck())
+        inbox = router.inbox(self.topic.get_topic_name())
+        guard = GapGuard(self.pipeline.app, self.stats, f"sink.{self.table}")
+        settings = self.pipeline.settings
+        retry_task = asyncio.ensure_future(self.retry_stuck())
         try:
             while True:
                 records = await guard.filter(await inbox.take(settings.sink_max_rows, within=settings.sink_max_age))
                 for record in records:
-                    batching.add(record.partition, record.offset, await _row(record), record)
-                await flush(seal_all=True)
+                    self.batching.add(record.partition, record.offset, await self.row(record), record)
+                await self.flush(seal_all=True)
                 inbox.finished()
-                while batching.pending() > MAX_PENDING_BATCHES * batching.max_rows:  # backpressure
-                    due = batching.next_due_in()
-                    await asyncio.sleep(min(max(due or 0.0, 0.01), RETRY_POLL))
-                    await flush()
+                await self.backpressure()
         finally:
             retry_task.cancel()
 
-    async def _row(msg) -> dict | None:
+    async def backpressure(self) -> None:
+        """ClickHouse down for everyone: stop taking records until the queued ones are written."""
+        while self.batching.pending() > MAX_PENDING_BATCHES * self.batching.max_rows:
+            due = self.batching.next_due_in()
+            await asyncio.sleep(min(max(due or 0.0, 0.01), RETRY_POLL))
+            await self.flush()
+
+    async def flush(self, **kw) -> None:
+        async with self.lock:
+            failures_before = self.batching.failed_attempts
+            acked = await self.batching.flush_due(**kw)
+            if self.batching.failed_attempts > failures_before:
+                self.stats.inc(f"sink.{self.table}.retry", self.batching.failed_attempts - failures_before)
+        ack_offsets(self.pipeline.app, acked)
+        if acked:
+            self.stats.inc(f"sink.{self.table}.rows", len(acked))  # records written (or dead-lettered) and acked
+
+    async def retry_stuck(self) -> None:
+        """Retry partitions backing off even when no new records arrive (the take loop would not wake)."""
+        while True:
+            due = self.batching.next_due_in()
+            await asyncio.sleep(RETRY_POLL if due is None else min(max(due, 0.01), RETRY_POLL))
+            if self.batching.pending():
+                try:
+                    await self.flush()
+                except Exception:  # never let the retry task die; the agent's own flush reports too
+                    log.exception("retrying ClickHouse inserts into %s failed", self.table)
+
+    async def row(self, msg) -> dict | None:
+        """The record's row; a record that does not decode is dead-lettered (None: an ack-only entry)."""
         try:
-            record = codec.decode(msg.value, expected=subject)
-            return mapper(record, msg.partition, msg.offset)
+            record = self.codec.decode(msg.value, expected=self.subject)
+            return self.mapper(record, msg.partition, msg.offset)
         except Exception as exc:  # bad input must not kill the sink, nor vanish
             reason = getattr(exc, "reason", "sink_row_error")
             detail = getattr(exc, "detail", None) or repr(exc)
-            dl = dead_letter("sink", reason, f"{table}: {detail}", topic=msg.topic, partition=msg.partition,
+            dl = dead_letter("sink", reason, f"{self.table}: {detail}", topic=msg.topic, partition=msg.partition,
                              offset=msg.offset, key=msg.key, payload=msg.value)
-            if table == "dead_letters":  # never loop: write the undecodable dead letter directly
+            if self.table == "dead_letters":  # never loop: write the undecodable dead letter directly
                 return row_mappers.dead_letter_row(dl, msg.partition, msg.offset)
-            stats.inc(f"dead_letter.sink.{reason}")
-            await dead_letters.send(key=b"", value=codec.encode(avro.DEAD_LETTER, dl))
-            return None  # ack-only entry: its ack still waits for the rows before it
+            self.stats.inc(f"dead_letter.sink.{reason}")
+            await self.dead_letters.send(key=b"", value=self.codec.encode(avro.DEAD_LETTER, dl))
+            return None
 
-    return batching, sink
+    async def on_rejected(self, partition: int, offset: int, row: dict, source, exc: BaseException) -> None:
+        """A row ClickHouse refused on its own (after bisection): dead-letter it; raising keeps the batch."""
+        detail = f"{self.table}: {first_line(exc)}"
+        source_topic = getattr(source, "topic", None) or self.batching.topic
+        key = getattr(source, "key", None)
+        self.stats.inc(f"sink.{self.table}.rejected")
+        dl = dead_letter("sink", REJECTED, detail, topic=source_topic, partition=partition, offset=offset,
+                         key=key, payload=row)
+        if self.table != "dead_letters":
+            await self.dead_letters.send(key=b"", value=self.codec.encode(avro.DEAD_LETTER, dl))
+            self.stats.inc(f"dead_letter.sink.{REJECTED}")
+            return
+        await self.replace_dead_letter(partition, offset, row, dl)
+
+    async def replace_dead_letter(self, partition: int, offset: int, row: dict, dl: dict) -> None:
+        """Never loop through the dead letters topic: write a replacement dead letter row directly."""
+        replacement = row_mappers.dead_letter_row(
+            {**dl, "dead_letter_id": str(row.get("dead_letter_id") or f"sink:{dl['source_topic']}:{partition}:{offset}"),
+             "failed_at": _utcnow()}, partition, offset)
+        token = f"{self.table}:replacement:{partition}:{offset}:{rows_digest([row])}"
+        try:
+            await self.store().ainsert(self.table, [replacement], dedup_token=token)
+        except Exception as again:
+            if not is_permanent(again):
+                raise  # ClickHouse went away meanwhile: keep the batch, retry later
+            self.stats.inc("sink.dead_letters.lost")
+            log.error("dead letter from partition %d offset %d refused by ClickHouse twice (%s); dropped: %r",
+                      partition, offset, first_line(again), row)
+            return
+        self.stats.inc(f"dead_letter.sink.{REJECTED}")
