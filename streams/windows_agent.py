@@ -15,6 +15,7 @@ this worker has seen (display only: it never drops buckets).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -27,6 +28,7 @@ from streams.responses import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, from_ms
 from streams.windows import SegmentKey, StepStats, apply_items
 
 BATCH = 5000
+EMIT_INTERVAL = 0.2  # seconds between two window updates of one segment
 CATEGORIES = {"promoter", "passive", "detractor", None}
 
 
@@ -62,6 +64,10 @@ class WindowsAgent:
         self.partitions = pipeline.settings.partitions
         self.watermark_ms = 0  # the largest segment watermark seen by this worker: only for rolling idle segments
         self.lock = asyncio.Lock()  # the agent and the timers write the same keys: never interleave their writes
+        self.emit_interval = EMIT_INTERVAL
+        self.now = time.monotonic
+        self.due: dict[str, int] = {}  # segments changed since their last window update → their partition
+        self.last_emit: dict[str, float] = {}
 
     def install(self) -> None:
         pipeline = self.pipeline
@@ -71,10 +77,11 @@ class WindowsAgent:
             await consume_records(pipeline, "deltas", "windows", BATCH, self.prepare, self.lock)
 
         add_timer(pipeline, "roll_idle_segments", 30.0, self.roll_idle_segments)
+        add_timer(pipeline, "emit_held_window_updates", EMIT_INTERVAL / 2, self.emit_held)
         add_timer(pipeline, "expire_contributions", 60.0, self.drop_legacy_keys)
         pipeline.agents["windows"] = windows
         pipeline.batch_agents["windows"] = self
-        pipeline.timers.update(roll_idle_segments=self.roll_idle_segments,
+        pipeline.timers.update(roll_idle_segments=self.roll_idle_segments, emit_held_window_updates=self.emit_held,
                                expire_contributions=self.drop_legacy_keys)
 
     async def process(self, records: list) -> None:
@@ -83,7 +90,7 @@ class WindowsAgent:
             await self.prepare(records).flush()
 
     def prepare(self, records: list) -> BatchOutput:
-        """One batch: apply every segment's items, stage the updates and each changed state once."""
+        """One batch: apply every segment's items, stage the due updates and each changed state once."""
         out = self.pipeline.output()
         by_segment: dict[str, list] = defaultdict(list)
         partition_of: dict[str, int] = {}
@@ -97,24 +104,61 @@ class WindowsAgent:
             by_segment[segment].extend(items)
             partition_of[segment] = record.partition
         stats = StepStats()
+        states = {}
         for segment, items in by_segment.items():
-            self.apply_segment(out, segment, items, partition_of[segment], stats)
+            state = self.apply_segment(segment, items, partition_of[segment], stats)
+            if state is not None:
+                states[segment] = state
+        self.emit_due(out, states)
+        for segment, state in states.items():
+            self.table.put(out, state_key(segment), state, state["p"])
         self.pipeline.stats.inc("windows.applied", stats.applied)
         self.pipeline.stats.inc("windows.replayed", stats.replayed)
         self.pipeline.stats.inc("windows.outside", stats.outside)
         return out
 
-    def apply_segment(self, out: BatchOutput, segment: str, items: list, partition: int, stats: StepStats) -> None:
-        key = state_key(segment)
-        state = self.table.get(key) or self.engine.new_state()
+    def apply_segment(self, segment: str, items: list, partition: int, stats: StepStats) -> dict | None:
+        """Apply a segment's items; its state when it changed (buckets or source offsets), else None."""
+        state = self.table.get(state_key(segment)) or self.engine.new_state()
         replayed = stats.replayed
         changed = apply_items(self.engine, state, items, stats)
         self.watermark_ms = max(self.watermark_ms, int(state.get("wm", 0)))
         if changed:
-            self.emit(out, SegmentKey.parse(segment), state, int(state["wm"]), trim=True)
+            self.due[segment] = partition
         if changed or stats.replayed - replayed < len(items):  # hw moved: the state changed
             state["p"] = partition
-            self.table.put(out, key, state, partition)
+            return state
+        return None
+
+    def emit_due(self, out: BatchOutput, states: dict) -> None:
+        """Window updates of the changed segments, at most one per segment every ``emit_interval`` seconds (the
+        latest counts win downstream; a busy segment would otherwise send three updates per batch). A segment
+        held back is emitted by a later batch or the ``emit_held`` timer. ``states`` gains the emitted ones."""
+        now = self.now()
+        for segment, partition in list(self.due.items()):
+            if now - self.last_emit.get(segment, float("-inf")) < self.emit_interval:
+                continue
+            state = states.get(segment) or self.table.get(state_key(segment))
+            if state is None:
+                del self.due[segment]
+                continue
+            state.setdefault("p", partition)
+            self.emit(out, SegmentKey.parse(segment), state, int(state["wm"]), trim=True)
+            states[segment] = state
+            self.last_emit[segment] = now
+            del self.due[segment]
+
+    async def emit_held(self) -> None:
+        """Timer: the updates held back by the interval, when no new batch comes to send them."""
+        if not self.due:
+            return
+        async with self.lock:
+            out = self.pipeline.output()
+            states: dict = {}
+            self.emit_due(out, states)
+            for segment, state in states.items():
+                self.table.put(out, state_key(segment), state, state["p"])
+            await out.flush()
 
     def emit(self, out: BatchOutput, segment: SegmentKey, state: dict, watermark_ms: int, trim: bool) -> None:
         codec, key = self.pipeline.codec, str(segment).encode()

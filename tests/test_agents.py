@@ -113,6 +113,8 @@ class Harness:
         self.changelog_names = {table.changelog_topic.get_topic_name(): name
                                 for name, table in self.pipeline.tables.items()}
         self.pipeline.sender = CaptureSender(self)
+        if "windows" in self.pipeline.batch_agents:  # every batch's window updates, not one per 0.2 s
+            self.pipeline.batch_agents["windows"].emit_interval = 0.0
         for name, topic in self.pipeline.topics.items():
             async def capture(*args, _name=name, key=None, value=None, **kw):
                 self.sent[_name].append((key, value))
@@ -576,3 +578,33 @@ async def test_a_failed_send_is_retried_with_the_same_records_state_included(har
     assert len({value for _, value in harness.sent["classified"]}) == 1  # other groups of the first attempt
     # may have landed: the retry sends them again, identical (at least once; ClickHouse keeps one version)
     assert harness.pipeline.stats.as_dict()["classify.retry"] == 1
+
+
+async def test_window_updates_of_a_segment_are_sent_at_most_once_per_interval(harness):
+    """A busy segment gets one update per interval (the latest counts win downstream); the held one is sent by
+    the timer with the counts of everything applied meanwhile."""
+    agent_obj = harness.pipeline.batch_agents["windows"]
+    clock = {"now": 100.0}
+    agent_obj.emit_interval, agent_obj.now = 1.0, lambda: clock["now"]
+    for i in range(3):  # three classify batches: three delta messages per segment
+        async with harness.feed("classify") as agent:
+            agent.sent_offset = i - 1  # offsets 0, 1, 2 of the raw partition
+            await agent.put(raw(rid=f"p{i}", score=10, at=f"2026-11-20T10:0{i}:00Z"), key=f"p{i}".encode())
+    deltas = harness.deltas()
+    assert len(deltas) == 6
+    for start in range(0, 6, 2):  # three windows batches
+        async with harness.feed("windows") as agent:
+            agent.sent_offset = start - 1
+            for key, value in deltas[start:start + 2]:
+                await agent.put(value, key=key, partition=0)
+
+    def overall_24h():
+        return [u for u in harness.decoded("windows", avro.WINDOW_UPDATE)
+                if (u["dimension"], u["window"]) == ("overall", "24h")]
+
+    assert [u["responses"] for u in overall_24h()] == [1]  # the first batch; the next two were held
+    await harness.pipeline.timers["emit_held_window_updates"]()
+    assert [u["responses"] for u in overall_24h()] == [1]  # still inside the interval
+    clock["now"] += 1.0
+    await harness.pipeline.timers["emit_held_window_updates"]()
+    assert [u["responses"] for u in overall_24h()] == [1, 3]
