@@ -285,6 +285,18 @@ async def consume_records(pipeline, topic_key: str, name: str, size: int, prepar
         acker.stop()
 
 
+def install_batch_agent(pipeline, agent, topic_key: str, name: str, size: int) -> None:
+    """Declare the Faust agent of a batch-native ``agent`` (an object with ``prepare(records)`` and ``lock``):
+    Faust needs it for the topic's subscription and the assignor; its records come through consume_records."""
+
+    async def run(stream) -> None:
+        await consume_records(pipeline, topic_key, name, size, agent.prepare, agent.lock)
+
+    run.__name__ = run.__qualname__ = name
+    pipeline.agents[name] = pipeline.app.agent(pipeline.topics[topic_key], name=name)(run)
+    pipeline.batch_agents[name] = agent
+
+
 class _Acker:
     """Flushes prepared batches in the background, at most FLUSHES_IN_FLIGHT at once, and acks their offsets
     in order once each one's outputs are durable."""

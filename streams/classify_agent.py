@@ -15,7 +15,7 @@ import asyncio
 import orjson
 
 from schemas import codec as avro
-from streams.app import Pipeline, Transient, add_timer, consume_records, dead_letter
+from streams.app import Pipeline, Transient, add_timer, install_batch_agent, dead_letter
 from streams.classify import ClassifyOutcome, ClassifyStep, Incoming
 from streams.kafka_io import BatchOutput, StateTable, json_key, partition_for
 from streams.responses import to_ms
@@ -61,19 +61,12 @@ class ClassifyAgent:
         self.lock = asyncio.Lock()
 
     def install(self) -> None:
-        pipeline = self.pipeline
-
-        @pipeline.app.agent(pipeline.topics["raw"], name="classify")
-        async def classify(stream):  # declared for the subscription and the assignor; records come batched
-            await consume_records(pipeline, "raw", "classify", BATCH, self.prepare, self.lock)
-
-        add_timer(pipeline, "expire_seen", 300.0, self.expire)
-        pipeline.agents["classify"] = classify
-        pipeline.batch_agents["classify"] = self
-        pipeline.timers["expire_seen"] = self.expire
+        install_batch_agent(self.pipeline, self, "raw", "classify", BATCH)
+        add_timer(self.pipeline, "expire_seen", 300.0, self.expire)
+        self.pipeline.timers["expire_seen"] = self.expire
 
     def prepare(self, fetched: list) -> BatchOutput:
-        """One batch: decode, run the step, stage its state changes and outputs (sent by consume_records)."""
+        """One batch: decode, run the step, stage its state changes and outputs (consume_records sends them)."""
         records = [self.incoming(record) for record in fetched]
         outcome = self.step.run(records, self.view, self.pipeline.clock())
         out = self.pipeline.output()

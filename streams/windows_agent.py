@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from schemas import codec as avro
-from streams.app import Pipeline, add_timer, consume_records, dead_letter
+from streams.app import Pipeline, add_timer, install_batch_agent, dead_letter
 from streams.kafka_io import BatchOutput, StateTable, json_key
 from streams.responses import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, from_ms
 from streams.windows import SegmentKey, StepStats, apply_items
@@ -71,16 +71,10 @@ class WindowsAgent:
 
     def install(self) -> None:
         pipeline = self.pipeline
-
-        @pipeline.app.agent(pipeline.topics["deltas"], name="windows")
-        async def windows(stream):  # declared for the subscription and the assignor; records come batched
-            await consume_records(pipeline, "deltas", "windows", BATCH, self.prepare, self.lock)
-
+        install_batch_agent(pipeline, self, "deltas", "windows", BATCH)
         add_timer(pipeline, "roll_idle_segments", 30.0, self.roll_idle_segments)
         add_timer(pipeline, "emit_held_window_updates", EMIT_INTERVAL / 2, self.emit_held)
         add_timer(pipeline, "expire_contributions", 60.0, self.drop_legacy_keys)
-        pipeline.agents["windows"] = windows
-        pipeline.batch_agents["windows"] = self
         pipeline.timers.update(roll_idle_segments=self.roll_idle_segments, emit_held_window_updates=self.emit_held,
                                expire_contributions=self.drop_legacy_keys)
 
