@@ -200,9 +200,9 @@ class SinkAgent:
 
     async def replace_dead_letter(self, partition: int, offset: int, row: dict, dl: dict) -> None:
         """Never loop through the dead letters topic: write a replacement dead letter row directly."""
-        replacement = row_mappers.dead_letter_row(
-            {**dl, "dead_letter_id": str(row.get("dead_letter_id") or f"sink:{dl['source_topic']}:{partition}:{offset}"),
-             "failed_at": _utcnow()}, partition, offset)
+        ident = str(row.get("dead_letter_id") or f"sink:{dl['source_topic']}:{partition}:{offset}")
+        replacement = row_mappers.dead_letter_row({**dl, "dead_letter_id": ident, "failed_at": _utcnow()},
+                                                  partition, offset)
         token = f"{self.table}:replacement:{partition}:{offset}:{rows_digest([row])}"
         try:
             await self.store().ainsert(self.table, [replacement], dedup_token=token)
