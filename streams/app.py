@@ -251,8 +251,7 @@ async def consume_records(pipeline, topic_key: str, name: str, size: int, prepar
                           lock: asyncio.Lock | None = None) -> None:
     """The loop of a batch-native agent (streams.batch_consumer): record lists straight from the fetcher, up to
     ``size`` records or TAKE_WITHIN seconds, offset gaps repaired (``GapGuard``); ``prepare(records)`` runs the
-    agent's step
-    and stages the batch's outputs and state changes in a BatchOutput (retried on Transient failures, under
+    agent's step and stages the batch's outputs and state changes in a BatchOutput (retried on Transient failures, under
     ``lock``, which the agent's timers hold while they write the same keys); the output is flushed in the
     background — the same records again until Kafka acknowledged them — while the next batch is prepared,
     and offsets are acked in order, each batch only after its own outputs are durable."""
