@@ -141,10 +141,27 @@ class PartitionState:
     last_error: BaseException | None = None
 
 
+@dataclass
+class Group:
+    """Sealed batches of several partitions written as ONE insert (``BatchingSink(combine=True)``). Once tried,
+    a group is kept as it is until it lands: a retry names exactly the same rows with the same token."""
+
+    batches: list  # Batch, each the oldest sealed batch of its partition at the time (or later ones behind it)
+    token: str
+    retry_at: float = 0.0
+    failures: int = 0
+    last_error: BaseException | None = None
+    split: bool = False  # a permanent error was met: written batch by batch from then on, with their own tokens
+
+    @property
+    def rows(self) -> list[dict]:
+        return [row for batch in self.batches for row in batch.rows]
+
+
 class BatchingSink:
     def __init__(self, *, table: str, topic: str, writer: Writer, max_rows: int = 1000, max_age: float = 1.0,
                  clock: Callable[[], float] = time.monotonic, backoff_initial: float = 0.2,
-                 backoff_max: float = 30.0, on_rejected: RejectedHandler | None = None):
+                 backoff_max: float = 30.0, on_rejected: RejectedHandler | None = None, combine: bool = False):
         if max_rows < 1:
             raise ValueError("max_rows must be >= 1")
         if max_age < 0:
@@ -159,6 +176,8 @@ class BatchingSink:
         self.rejected_rows = 0
         self.split_batches = 0
         self.on_rejected = on_rejected
+        self.combine = combine  # one insert for the due batches of every partition (see flush_combined)
+        self.group: Group | None = None
 
     # ------------------------------------------------------------------------------------------ intake
     def add(self, partition: int, offset: int, row: dict | None, ack: object) -> None:
@@ -235,6 +254,8 @@ class BatchingSink:
     def next_due_in(self) -> float | None:
         """Seconds until some batch becomes due (0 if one is due now); None when nothing is pending."""
         now, best = self.clock(), None
+        if self.group is not None:
+            return max(0.0, self.group.retry_at - now)
         for state in self.partitions.values():
             if state.sealed:
                 wait = max(0.0, state.retry_at - now)
@@ -257,6 +278,8 @@ class BatchingSink:
         Batches of one partition are written in offset order; a transient failure stops that partition
         (later batches wait behind it) but not the others. Failures are logged and leave the batch queued.
         """
+        if self.combine:
+            return await self.flush_combined(force=force, seal_all=seal_all)
         now = self.clock()
         acks: list = []
         for partition in sorted(self.partitions):
@@ -290,6 +313,73 @@ class BatchingSink:
                     break
                 state.sealed.popleft()
                 state.failures, state.retry_at, state.last_error = 0, 0.0, None
+                acks.extend(batch.acks)
+        return acks
+
+    async def flush_combined(self, force: bool = False, seal_all: bool = False) -> list:
+        """``combine=True``: every due batch of every partition in ONE insert (a ClickHouse server wants few,
+        large inserts per table — one per partition per second made 12 inserts a second on 6 partitions, ~35 ms
+        each on chDB). The token names every (partition, offsets) range and the rows' digest. A transient failure
+        keeps the group as it is and backs it off as a whole; a permanent one writes the group's batches one by
+        one (bisecting, dead-lettering the rows that fail alone, as without ``combine``)."""
+        now = self.clock()
+        if self.group is None:
+            self._seal_due(now, force or seal_all)
+            batches = [b for p in sorted(self.partitions) for b in self.partitions[p].sealed]
+            if not batches:
+                return []
+            self.group = Group(batches, self._group_token(batches))
+        group = self.group
+        if not force and now < group.retry_at:
+            return []
+        try:
+            if group.rows:
+                await self._write_group(group)
+        except Exception as exc:
+            group.failures += 1
+            self.failed_attempts += 1
+            group.retry_at = self.clock() + min(self.backoff_max, self.backoff_initial * 2 ** (group.failures - 1))
+            group.last_error = exc
+            log.warning("insert of %d rows into %s failed (token %s, attempt %d); kept, retry at +%.1fs: %s",
+                        len(group.rows), self.table, group.token[:120], group.failures, group.retry_at - self.clock(),
+                        exc, exc_info=exc)
+            return []
+        self.group = None
+        return self._acks_of(group)
+
+    def _seal_due(self, now: float, every: bool) -> None:
+        for state in self.partitions.values():
+            batch = state.open
+            if batch is not None and (every or len(batch) >= self.max_rows or now - batch.created_at >= self.max_age):
+                self._seal(state)
+
+    def _group_token(self, batches: list) -> str:
+        ranges = ",".join(f"{b.partition}:{b.first_offset}-{b.last_offset}" for b in batches)
+        return f"{self.table}:{self.topic}:{ranges}:{rows_digest([r for b in batches for r in b.rows])}"
+
+    async def _write_group(self, group: Group) -> None:
+        if not group.split:
+            try:
+                await self.writer(group.rows, group.token)
+                self.inserted_rows += len(group.rows)
+                self.inserted_batches += 1
+                return
+            except Exception as exc:
+                if not self._permanent(exc):
+                    raise
+                group.split = True
+        for batch in group.batches:  # a bad row somewhere: batch by batch, bisecting; a retry of a batch that
+            if batch.rows:           # landed already is dropped by ClickHouse (same token)
+                await self._write(batch, self.token(batch))
+
+    def _acks_of(self, group: Group) -> list:
+        """Pop the group's batches from their partitions and hand back their acks (none for a partition that
+        was dropped meanwhile: its acks are void)."""
+        acks: list = []
+        for batch in group.batches:
+            state = self.partitions.get(batch.partition)
+            if state is not None and state.sealed and state.sealed[0] is batch:
+                state.sealed.popleft()
                 acks.extend(batch.acks)
         return acks
 

@@ -1,19 +1,21 @@
 """ClickHouse sink agents: Kafka topic → rows → one insert per partition batch → ack → commit.
 
-Each sink agent reads with ``noack_take(max_rows, within=max_age)`` (the size and time bound), hands rows
-to a ``sinks.batching.BatchingSink`` that groups them per partition and inserts each group with an
-``insert_deduplication_token`` naming its offsets and content. Only the events of a batch whose insert
-returned are acked; Faust commits acked offsets only (after flushing its producer).
+Each sink agent takes fetched record lists (streams.batch_consumer, up to max_rows or max_age), hands rows
+to a ``sinks.batching.BatchingSink`` that groups them per partition and writes the due batches of all
+partitions as ONE insert (``combine=True``) with an ``insert_deduplication_token`` naming every (partition,
+offsets) range and the content. Only the offsets of batches whose insert returned are acked; Faust commits
+acked offsets only.
 
 Failures (see ``sinks.batching``):
 
-* transient (ClickHouse down, connection refused, timeouts): the partition's batch stays queued, is retried
-  with exponential backoff and its offsets are held (no ack): nothing is lost, nothing is committed ahead of
-  the data. Retries are per partition: the agent goes on consuming, so other partitions keep flowing, and a
-  background task retries stuck partitions even when no new records arrive. Backpressure: once more than
+* transient (ClickHouse down, connection refused, timeouts, a schema not migrated yet): the group of batches
+  stays queued as it is (same rows, same token), is retried with exponential backoff and its offsets are held
+  (no ack): nothing is lost, nothing is committed ahead of the data. The agent goes on consuming (new rows
+  form the next group), and a background task retries even when no new records arrive. Backpressure: once more than
   ``MAX_PENDING_BATCHES × max_rows`` entries are queued (ClickHouse down for everyone) the agent stops
   taking new records until inserts succeed again.
-* permanent (a row ClickHouse refuses: a value out of range, a parse/type error): the batch is bisected,
+* permanent (a row ClickHouse refuses: a value out of range, a parse/type error): the group is written batch
+  by batch with their own tokens, a failing batch is bisected,
   the good rows are inserted, each row that fails on its own is dead-lettered (Avro ``io.npsflow.DeadLetter``
   to the dead letters topic: stage ``sink``, reason ``sink_rejected_row``, detail = table + the first line
   of the ClickHouse error, payload = the row as JSON), then everything is acked.
@@ -109,7 +111,7 @@ class SinkAgent:
         settings = pipeline.settings
         self.batching = BatchingSink(table=table, topic=topic.get_topic_name(), writer=self.write,
                                      max_rows=settings.sink_max_rows, max_age=settings.sink_max_age,
-                                     on_rejected=self.on_rejected)
+                                     on_rejected=self.on_rejected, combine=True)
         self.lock = asyncio.Lock()  # one flush at a time: the agent and its retry task share the batches
 
     def install(self) -> None:

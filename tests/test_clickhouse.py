@@ -969,3 +969,51 @@ def test_dispatches_are_kept_longer_than_responses(ch_store):
     assert "TTL responded_at + toIntervalDay(100)" in ttl["responses"]
     assert "TTL decided_at + toIntervalDay(131)" in ttl["dispatches"]
     assert ch.apply_retention(ch_store, 100, dispatch_extra_days=31) == dict.fromkeys(ch.RETENTION_COLUMNS, "unchanged")
+
+
+# =============================================================================================== combined inserts
+def add_row(sink, partition: int, offset: int, row: dict | None = None) -> None:
+    sink.add(partition, offset, row or rows.response_row(response(f"p{partition}o{offset}", 10), partition, offset),
+             f"ack-{partition}-{offset}")
+
+
+async def test_combined_insert_writes_every_partitions_due_batches_at_once(ch_store):
+    """combine=True: one insert (one token naming every range) instead of one per partition."""
+    sink, writer = make_sink(ch_store, combine=True, max_rows=100)
+    for partition in (0, 1, 2):
+        for offset in (10, 11):
+            add_row(sink, partition, offset)
+    acks = await sink.flush_due(seal_all=True)
+    assert sorted(acks) == sorted(f"ack-{p}-{o}" for p in (0, 1, 2) for o in (10, 11))
+    assert writer.offsets() == ["responses:npsflow.classified:0:10-11,1:10-11,2:10-11"]
+    assert count(ch_store, "responses") == 6 and sink.pending() == 0
+
+
+async def test_combined_insert_retries_the_same_group_and_a_landed_retry_is_deduplicated(ch_store):
+    stop_merges(ch_store, "responses")
+    clock = Clock()
+    sink, writer = make_sink(ch_store, clock, combine=True, max_rows=100)
+    add_row(sink, 0, 1)
+    add_row(sink, 1, 7)
+    writer.fail_after_write = 1  # the insert lands, the client sees a timeout
+    assert await sink.flush_due(seal_all=True) == [] and sink.failed_attempts == 1
+    add_row(sink, 0, 2)  # arrives meanwhile: not part of the group being retried
+    clock.now += sink.next_due_in()
+    assert sorted(await sink.flush_due(seal_all=True)) == ["ack-0-1", "ack-1-7"]
+    assert writer.tokens[0] == writer.tokens[1]  # exactly the same rows, the same token
+    assert count(ch_store, "responses") == 2  # the landed first attempt and its retry: once
+    assert await sink.flush_due(seal_all=True) == ["ack-0-2"]
+    assert count(ch_store, "responses") == 3
+
+
+async def test_combined_insert_with_a_bad_row_falls_back_to_batches_and_rejects_only_that_row(ch_store):
+    rejected = Rejections()
+    sink, writer = make_sink(ch_store, combine=True, max_rows=100, on_rejected=rejected)
+    add_row(sink, 0, 1)
+    add_row(sink, 1, 5, bad_row("bad", 5))
+    add_row(sink, 1, 6)
+    assert sorted(await sink.flush_due(seal_all=True)) == ["ack-0-1", "ack-1-5", "ack-1-6"]
+    ((partition, offset, row, ack, exc),) = rejected.calls
+    assert (partition, offset, row["response_id"]) == (1, 5, "bad")
+    ids = {r["response_id"] for r in ch_store.query("SELECT response_id FROM {db}.responses")}
+    assert ids == {"p0o1", "p1o6"}
