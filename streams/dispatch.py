@@ -130,10 +130,10 @@ class DispatchBook:
 
     # ------------------------------------------------------------------------------------------- stage 1
     def decide(self, trigger: Mapping[str, Any], contact_state: rules.ContactState | None,
-               org_state: rules.OrgDayState | None, now: datetime) -> TriggerOutcome:
+               org_state: rules.OrgDayState | None, now: datetime, key: str | None = None) -> TriggerOutcome:
         org_id, event_id = trigger["org_id"], trigger["event_id"]
         contact = trigger.get("contact") or {}
-        key = rules.contact_key(org_id, contact["contact_id"], self.secret)
+        key = key or rules.contact_key(org_id, contact["contact_id"], self.secret)
         late = self.beyond_memory(trigger, now)
         # A trigger older than event ids are remembered may be a duplicate of one decided long ago, whose
         # record must not be overwritten: this decision gets an id of its own.
@@ -147,7 +147,7 @@ class DispatchBook:
         org, program = found
         config = self.rule_config(org, program)
         decision = rules.decide(trigger, config, contact_state, org_state, now, self.secret,
-                                opted_out=org.is_opted_out(contact["contact_id"]))
+                                opted_out=org.is_opted_out(contact["contact_id"]), key=key)
         locale = self.locale(org, program, contact.get("locale"))
         if decision.suppressed:
             return TriggerOutcome(rules.SUPPRESSED, decision.reason, dispatch_id, key, record=self.record(

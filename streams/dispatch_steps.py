@@ -184,13 +184,14 @@ class DecideStep:
     def decide(self, trigger: dict, partition: int, state: Overlay, now: datetime, out: StepOutcome) -> list[Output]:
         book = self.book
         org_id, event_id = trigger["org_id"], trigger["event_id"]
-        ckey = f"C|{org_id}|{rules.contact_key(org_id, trigger['contact']['contact_id'], book.secret)}"
+        key = rules.contact_key(org_id, trigger["contact"]["contact_id"], book.secret)
+        ckey = f"C|{org_id}|{key}"
         before = state.get(ckey)
         contact_state = rules.ContactState.from_dict(before)
         # Decided before (the contact's state names this very event) but the memo is gone: decide again as
         # before, counting nothing twice. Not when the memo may simply have expired: then the quarantine holds.
         replay = contact_state.last_event_id == event_id and not book.beyond_memory(trigger, now)
-        outcome = book.decide(trigger, None if replay else contact_state, None, now)
+        outcome = book.decide(trigger, None if replay else contact_state, None, now, key)
         if replay and outcome.invite is None:
             out.counts["dispatch.replay_suppressed"] += 1  # it was an invitation: never overwrite that now
             return []

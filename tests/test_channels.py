@@ -674,3 +674,37 @@ def test_the_pre_rendered_builder_is_fast():
     stdlib = (time.perf_counter() - start) / 20
     print(f"pre-rendered {per_mail * 1e6:.0f} µs per mail, stdlib {stdlib * 1e6:.0f} µs")
     assert per_mail * 10 < stdlib
+
+
+class CountingMailbox(Mailbox):
+    def __init__(self):
+        super().__init__()
+        self.greetings = 0
+        self.transports = []
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.greetings += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_DATA(self, server, session, envelope):
+        self.transports.append(server.transport)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_smtp_sessions_are_reused_and_one_dropped_while_idle_is_replaced(smtp):
+    box = CountingMailbox()
+    sleep = Recorder()
+    controller = smtp(box)
+    channel = email_channel(controller, sleep, sessions=2)
+    results = await asyncio.gather(*(channel.send(invitation(invitation_id=f"inv-{i}")) for i in range(10)))
+    assert [r.status for r in results] == ["sent"] * 10 and len(box.envelopes) == 10
+    assert box.greetings <= 2  # ten mails over at most two sessions
+    for transport in box.transports:
+        controller.loop.call_soon_threadsafe(transport.close)  # the server drops its idle clients
+    await asyncio.sleep(0.2)
+    again = await channel.send(invitation(invitation_id="inv-x"))
+    assert (again.status, again.attempts) == ("sent", 1) and sleep.delays == []  # no failure, no backoff
+    assert len(box.envelopes) == 11
+    single = email_channel(smtp(CountingMailbox()), Recorder(), sessions=0)
+    assert (await single.send(invitation())).status == "sent"

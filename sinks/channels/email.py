@@ -13,9 +13,11 @@ quoted-printable by ``binascii`` (tens of µs per mail). tests/test_channels.py 
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import os
 import re
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -241,7 +243,12 @@ def _response_failure(code: int, message: str, permanent_reason: str) -> Excepti
 
 
 class EmailChannel:
-    """Sends invitations through an SMTP server (submission with optional STARTTLS/TLS and AUTH)."""
+    """Sends invitations through an SMTP server (submission with optional STARTTLS/TLS and AUTH).
+
+    Up to ``sessions`` SMTP sessions are kept open and reused, one message at a time each (MAIL, RCPT, DATA
+    again on the same connection: no connect, greeting, EHLO, STARTTLS and AUTH per mail); concurrent sends
+    beyond that wait for a free session. A session that failed in any way is closed, never reused; one the
+    server dropped while it was idle is replaced by a fresh one at once. ``sessions=0``: a connection per mail."""
 
     name = "email"
     transport = "smtp"
@@ -251,7 +258,7 @@ class EmailChannel:
                  validate_certs: bool = True, timeout: float = 30.0, sender_email: str | None = None,
                  sender_name: str | None = None, list_unsubscribe: str | None = None,
                  costs: ChannelCosts | None = None, retry: RetryPolicy | None = None,
-                 clock: Callable[[], datetime] | None = None):
+                 clock: Callable[[], datetime] | None = None, sessions: int = 8):
         self.host, self.port = host, int(port)
         self.username, self.password = username, password
         self.starttls, self.use_tls, self.validate_certs = starttls, use_tls, validate_certs
@@ -260,6 +267,9 @@ class EmailChannel:
         self.costs = costs or ChannelCosts()
         self.retry = retry or RetryPolicy()
         self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.sessions = max(0, int(sessions))
+        self._idle: list[tuple[float, aiosmtplib.SMTP]] = []  # (last used, session), newest last
+        self._slots: asyncio.Semaphore | None = None
         self.templates = MailTemplates(sender_email=sender_email, sender_name=sender_name,
                                        list_unsubscribe=list_unsubscribe)
 
@@ -280,55 +290,105 @@ class EmailChannel:
         return SendResult.sent(attempts=outcome.attempts, provider_id=msg.message_id,
                                cost=money(self.costs.email), currency=self.costs.currency)
 
-    async def _attempt(self, msg: WireMessage) -> None:
-        """One delivery: connect (+ STARTTLS/TLS, AUTH), MAIL, RCPT, DATA. A failure up to RCPT is safe to retry
-        (nothing was handed over); a timeout or dropped connection during DATA is not — the server may have
-        accepted the message — and ends as ``delivery_uncertain`` without another attempt."""
-        sender, recipients = msg.sender, msg.recipients
-        utf8 = not all(a.isascii() for a in (sender, *recipients))
-        smtp = aiosmtplib.SMTP(hostname=self.host, port=self.port, username=self.username, password=self.password,
+    IDLE_SECONDS = 20.0  # an idle session older than this is closed, not reused (servers drop idle clients)
+
+    def _session(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(hostname=self.host, port=self.port, username=self.username, password=self.password,
                                start_tls=self.starttls if not self.use_tls else False, use_tls=self.use_tls,
                                validate_certs=self.validate_certs, timeout=self.timeout)
-        in_data = False
+
+    def _reusable(self) -> aiosmtplib.SMTP | None:
+        now = time.monotonic()
+        while self._idle:
+            used, smtp = self._idle.pop()
+            if now - used < self.IDLE_SECONDS and smtp.is_connected:
+                return smtp
+            smtp.close()
+        return None
+
+    async def _attempt(self, msg: WireMessage) -> None:
+        """One delivery: MAIL, RCPT, DATA on a kept session, or on a new one (connect + STARTTLS/TLS, AUTH). A
+        failure up to RCPT is safe to retry (nothing was handed over); a timeout or dropped connection during
+        DATA is not — the server may have accepted the message — and ends as ``delivery_uncertain`` without
+        another attempt."""
+        if not self.sessions:
+            return await self._deliver(self._session(), msg, fresh=True)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.sessions)
+        async with self._slots:
+            smtp = self._reusable()
+            if smtp is not None:
+                try:
+                    return await self._deliver(smtp, msg, fresh=False)
+                except _Stale:
+                    pass  # dropped by the server while idle, before MAIL was accepted: a fresh session
+            return await self._deliver(self._session(), msg, fresh=True)
+
+    async def _deliver(self, smtp: aiosmtplib.SMTP, msg: WireMessage, fresh: bool) -> None:
+        sender, recipients = msg.sender, msg.recipients
+        utf8 = not all(a.isascii() for a in (sender, *recipients))
+        in_data = kept = False
+        mailed = False
         try:
-            await smtp.connect()
+            if fresh:
+                await smtp.connect()
             await smtp.mail(sender, options=["SMTPUTF8"] if utf8 else None, encoding="utf-8" if utf8 else "ascii")
+            mailed = True
             for recipient in recipients:
                 await smtp.rcpt(recipient, encoding="utf-8" if utf8 else "ascii")
             in_data = True
             await smtp.data(msg.data)
-        except aiosmtplib.SMTPRecipientRefused as e:
-            raise _response_failure(e.code, e.message, "smtp_rejected_recipient") from None
-        except aiosmtplib.SMTPSenderRefused as e:
-            raise _response_failure(e.code, e.message, "smtp_rejected_sender") from None
-        except aiosmtplib.SMTPAuthenticationError as e:
-            raise _response_failure(e.code, e.message, "smtp_auth_failed") from None
-        except aiosmtplib.SMTPDataError as e:
-            raise _response_failure(e.code, e.message, "smtp_rejected_message") from None
-        except aiosmtplib.SMTPConnectResponseError as e:  # e.g. 421 busy (retry) or 554 no service
-            raise _response_failure(e.code, e.message, "smtp_refused_connection") from None
-        except aiosmtplib.SMTPConnectError as e:  # refused, unresolvable, connect timeout
-            raise TransientFailure("smtp_unreachable", detail=type(e).__name__) from None
-        except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected) as e:
-            if in_data:
-                raise UncertainFailure(f"smtp {type(e).__name__} during DATA") from None
-            raise TransientFailure("smtp_timeout" if isinstance(e, aiosmtplib.SMTPTimeoutError)
-                                   else "smtp_disconnected") from None
-        except aiosmtplib.SMTPNotSupported as e:  # e.g. STARTTLS/AUTH demanded but not offered
-            raise PermanentFailure("smtp_not_supported", detail=str(e)[:120]) from None
-        except aiosmtplib.SMTPResponseException as e:  # HELO/EHLO and other replies
-            raise _response_failure(e.code, e.message, "smtp_rejected") from None
+            if self.sessions:
+                self._idle.append((time.monotonic(), smtp))
+                kept = True
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) if not fresh else () as e:
+            if not mailed:
+                raise _Stale() from e
+            raise self._failure(e, in_data) from None
         except aiosmtplib.SMTPException as e:
-            if in_data:
-                raise UncertainFailure(f"smtp {type(e).__name__} during DATA") from None
-            raise TransientFailure("smtp_error", detail=type(e).__name__) from None
+            raise self._failure(e, in_data) from None
         except OSError as e:  # TLS handshake and socket errors not wrapped by aiosmtplib
-            if in_data:
-                raise UncertainFailure(f"smtp {type(e).__name__} during DATA") from None
-            raise TransientFailure("smtp_unreachable", detail=type(e).__name__) from None
+            raise self._failure(e, in_data) from None
         finally:
-            if smtp.is_connected:
+            if not kept and smtp.is_connected:
                 try:
-                    await smtp.quit()
+                    if fresh and not self.sessions:
+                        await smtp.quit()
+                    else:
+                        smtp.close()
                 except (aiosmtplib.SMTPException, OSError):
                     smtp.close()
+
+    @staticmethod
+    def _failure(e: Exception, in_data: bool) -> Exception:
+        """What an SMTP error means for the message (retry or not, reason, detail)."""
+        if isinstance(e, aiosmtplib.SMTPRecipientRefused):
+            return _response_failure(e.code, e.message, "smtp_rejected_recipient")
+        if isinstance(e, aiosmtplib.SMTPSenderRefused):
+            return _response_failure(e.code, e.message, "smtp_rejected_sender")
+        if isinstance(e, aiosmtplib.SMTPAuthenticationError):
+            return _response_failure(e.code, e.message, "smtp_auth_failed")
+        if isinstance(e, aiosmtplib.SMTPDataError):
+            return _response_failure(e.code, e.message, "smtp_rejected_message")
+        if isinstance(e, aiosmtplib.SMTPConnectResponseError):  # e.g. 421 busy (retry) or 554 no service
+            return _response_failure(e.code, e.message, "smtp_refused_connection")
+        if isinstance(e, aiosmtplib.SMTPConnectError):  # refused, unresolvable, connect timeout
+            return TransientFailure("smtp_unreachable", detail=type(e).__name__)
+        if isinstance(e, (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected)):
+            if in_data:
+                return UncertainFailure(f"smtp {type(e).__name__} during DATA")
+            return TransientFailure("smtp_timeout" if isinstance(e, aiosmtplib.SMTPTimeoutError)
+                                    else "smtp_disconnected")
+        if isinstance(e, aiosmtplib.SMTPNotSupported):  # e.g. STARTTLS/AUTH demanded but not offered
+            return PermanentFailure("smtp_not_supported", detail=str(e)[:120])
+        if isinstance(e, aiosmtplib.SMTPResponseException):  # HELO/EHLO and other replies
+            return _response_failure(e.code, e.message, "smtp_rejected")
+        if in_data:
+            return UncertainFailure(f"smtp {type(e).__name__} during DATA")
+        if isinstance(e, aiosmtplib.SMTPException):
+            return TransientFailure("smtp_error", detail=type(e).__name__)
+        return TransientFailure("smtp_unreachable", detail=type(e).__name__)  # OSError before DATA
+
+
+class _Stale(Exception):
+    """A kept session the server closed while it was idle (nothing of the message was accepted)."""
