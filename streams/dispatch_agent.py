@@ -4,12 +4,12 @@ The edges of the pure steps (streams.dispatch_steps, streams.deliver): decode a 
 each changed state key once per batch (``StateTable`` via ``BatchOutput``), produce the outputs as one record
 batch per (topic, partition) and ack the input only after Kafka acknowledged all of it::
 
-    npsflow.triggers (Avro, key <org>|<contact>) ──dispatch──► npsflow.invitations (JSON, key invitation id)
-        table dispatch-state: event ids, contact states     │            ──deliver──► channels, npsflow.dispatches
-        ▲                   │ candidate (program with a daily cap)    table invitations: one entry per
-        │ release           ▼                                         invitation + schedule buckets (timer)
-        └──── cap ◄── npsflow.dispatch.candidates (JSON, key <org>|<program>)
-              table dispatch-caps: counts per program and day, accepted invitation ids ──► invite / cap record
+    npsflow.triggers ──dispatch──────────────────────► npsflow.invitations ──deliver──► channels
+    (Avro, key <org>|<contact>)  │ (program with a cap)  ▲ (JSON, key invitation id)   + npsflow.dispatches
+    table dispatch-state         ▼                       │ invite     table invitations (+ schedule, timer)
+    npsflow.dispatch.candidates ──cap────────────────────┘
+    (JSON, key <org>|<program>)    table dispatch-caps   └──► refused: cap record + npsflow.dispatch.releases
+                                                              (key <org>|<contact>) ──release──► dispatch-state
 
 Every trigger gets exactly one dispatch record (stage 1's suppression, the cap stage's ``cap``, or the deliver
 stage's record of the invitation). Sends are **at most once**: a chunk of sends is marked ``sending`` in the

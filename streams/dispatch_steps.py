@@ -60,7 +60,6 @@ from streams.responses import Rejected, to_ms
 from streams.triggers import redact, revalidate, trigger_key
 
 CAP_BATCH = 500  # candidates per cap-stage batch: its state changes stay one record batch (see the docstring)
-OUTPUTS = ("dispatches", "invitations", "candidates")  # what an event memo may re-emit
 
 
 class Overlay:
@@ -172,7 +171,8 @@ class DecideStep:
         if memo is not None:
             if memo["src"] == source and memo.get("o"):
                 out.counts["dispatch.redelivered"] += 1
-                out.outputs.extend(Output(name, key.encode(), base64.b64decode(value)) for name, key, value in memo["o"])
+                out.outputs.extend(Output(name, key.encode(), base64.b64decode(value))
+                                   for name, key, value in memo["o"])
             else:
                 out.counts["dispatch.duplicate"] += 1
             return
