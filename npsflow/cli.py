@@ -378,7 +378,7 @@ def ingest_triggers(file: str) -> None:
     Each line is validated here (event_id, org_id, event_type, occurred_at with a zone, contact with
     contact_id and optional e-mail / E.164 phone / locale / IANA timezone, segment attributes). Malformed
     lines are dead-lettered with a reason (addresses redacted) and reported with their line numbers (exit
-    code 1); the rest is sent, keyed by org_id (the dispatch agent decides an org's triggers on one partition).
+    code 1); the rest is sent, keyed by `<org_id>|<contact_id>` (a contact's triggers meet on one partition).
     """
     from npsflow.ingest import trigger_converter
 

@@ -112,18 +112,23 @@ class Topics:
     dead_letters = property(lambda self: self._name("deadletters"))
     triggers = property(lambda self: self._name("triggers"))
     dispatches = property(lambda self: self._name("dispatches"))
-    invitations = property(lambda self: self._name("invitations"))  # dispatch stage 2 commands, key invitation_id
+    invitations = property(lambda self: self._name("invitations"))  # deliver stage commands, key invitation_id
+    # would-be invitations of programs with a daily cap, key <org>|<program> (the cap stage)
+    candidates = property(lambda self: self._name("dispatch.candidates"))
+    # the cap stage's refusals back to the contact's partition, key <org>|<contact_id> (stage 1)
+    releases = property(lambda self: self._name("dispatch.releases"))
 
     # Faust tables of the worker; their changelog topics are created up front (compacted), because Faust's
     # own creation races its partition check on a fresh broker ("changelog topic has 0 partitions").
-    TABLES = ("responses-seen", "window-state", "dispatch-state", "invitations")
+    TABLES = ("responses-seen", "window-state", "dispatch-state", "dispatch-caps", "invitations")
 
     def changelogs(self) -> list[str]:
         return [f"{self.namespace}-{table}-changelog" for table in self.TABLES]
 
     def all(self) -> list[str]:
         return [self.raw_responses, self.classified, self.window_deltas, self.windows, self.alerts,
-                self.dead_letters, self.triggers, self.dispatches, self.invitations]
+                self.dead_letters, self.triggers, self.dispatches, self.invitations, self.candidates,
+                self.releases]
 
 
 @dataclass(frozen=True)

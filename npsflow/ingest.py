@@ -132,15 +132,16 @@ def response_converter(received_at: datetime | None = None):
 
 
 def trigger_converter(now: datetime | None = None):
-    """JSON object → (key = org_id, subject, record) for the triggers topic; refuses malformed triggers
-    with ``Rejected(reason, detail)`` (they become dead letters with that reason). Keyed by organization: the
-    dispatch agent decides all triggers of one org on one partition (dedup, quarantine, daily cap)."""
+    """JSON object → (key = ``<org_id>|<contact_id>``, subject, record) for the triggers topic; refuses malformed
+    triggers with ``Rejected(reason, detail)`` (they become dead letters with that reason). Keyed by (org, contact):
+    the dispatch agent decides a contact's triggers on one partition (event ids, quarantine), and one organization
+    spreads over every partition (its daily cap is counted by the cap stage)."""
     from schemas import codec as avro
-    from streams.triggers import redact, validate_trigger
+    from streams.triggers import redact, trigger_key, validate_trigger
 
     def convert(obj: dict):
         record = validate_trigger(obj, now or datetime.now(timezone.utc))
-        return record["org_id"].encode("utf-8", "surrogatepass"), avro.TRIGGER_EVENT, record
+        return trigger_key(record["org_id"], record["contact"]["contact_id"]), avro.TRIGGER_EVENT, record
 
     convert.redact = redact  # a refused trigger's dead letter carries no e-mail address or phone number
     return convert

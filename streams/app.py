@@ -239,6 +239,7 @@ async def consume_batches(pipeline, stream, name: str, size: int, process: Calla
         stats.inc(f"{name}.wait_ms", int((started - waited) * 1000))
         stats.inc(f"{name}.process_ms", int((processed - started) * 1000))
         stats.inc(f"{name}.ack_ms", int((done - processed) * 1000))
+        stats.inc(f"{name}.records", len(taken))  # taken and done with (acked)
         waited = done
 
 
@@ -450,12 +451,15 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         "dispatches": app.topic(names.dispatches, partitions=settings.partitions, **raw_bytes),
         "triggers": app.topic(names.triggers, partitions=settings.partitions, **raw_bytes),
         "invitations": app.topic(names.invitations, partitions=settings.partitions, **raw_bytes),
+        "candidates": app.topic(names.candidates, partitions=settings.partitions, **raw_bytes),
+        "releases": app.topic(names.releases, partitions=settings.partitions, **raw_bytes),
     }
     tables = {
         "seen": state_table(app, "responses-seen", settings.partitions),
         "window_state": state_table(app, "window-state", settings.partitions),
-        "dispatch_state": app.Table("dispatch-state", default=None, partitions=settings.partitions),
-        "invitations": app.Table("invitations", default=None, partitions=settings.partitions),
+        "dispatch_state": state_table(app, "dispatch-state", settings.partitions),
+        "dispatch_caps": state_table(app, "dispatch-caps", settings.partitions),
+        "invitations": state_table(app, "invitations", settings.partitions),
     }
     pipeline = Pipeline(app, settings, avro.AvroCodec(), engine, Stats(), topics, tables, clock=clock,
                         router=BatchRouter(app))

@@ -41,14 +41,14 @@ class ClassifyView:
         return self.seen.get(watermark_key(partition)) or 0
 
     def invitation(self, invitation_id: str) -> dict | None:
-        return self.invitations.get(f"I|{invitation_id}")
+        return self.invitations.get(json_key(f"I|{invitation_id}"))
 
 
 class ClassifyAgent:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.seen = StateTable(pipeline.tables["seen"])
-        self.view = ClassifyView(self.seen, pipeline.tables["invitations"])
+        self.view = ClassifyView(self.seen, StateTable(pipeline.tables["invitations"]))
         settings = pipeline.settings
         self.partitions = settings.partitions
         self.step = ClassifyStep(

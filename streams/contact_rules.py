@@ -458,7 +458,7 @@ def should_send_reminder(invitation: Invitation, responded: bool, reminders_sent
 
 def decide(trigger: Mapping[str, Any], config: RuleConfig, contact_state: ContactState | None,
            org_day_state: OrgDayState | None, now: datetime, secret_seed: bytes | str, *,
-           opted_out: bool = False) -> Decision:
+           opted_out: bool = False, key: str | None = None) -> Decision:
     """One trigger (an Avro TriggerEvent dict, as ``streams.triggers.validate_trigger`` makes it) → a Decision.
 
     ``contact_state`` is the state of ``(trigger.org_id, contact_key(...))`` and ``org_day_state`` that of the
@@ -468,7 +468,7 @@ def decide(trigger: Mapping[str, Any], config: RuleConfig, contact_state: Contac
     org_id = trigger["org_id"]
     event_id = trigger["event_id"]
     contact = trigger.get("contact") or {}
-    key = contact_key(org_id, contact["contact_id"], secret_seed)
+    key = key or contact_key(org_id, contact["contact_id"], secret_seed)  # the caller may know it already
     contact_state = contact_state or ContactState()
     org_day_state = org_day_state or OrgDayState()
     tz, tz_name, notes = resolve_timezone(contact.get("timezone"), config)

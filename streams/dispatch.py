@@ -70,6 +70,9 @@ class TriggerOutcome:
     org_state: rules.OrgDayState | None = None
     record: dict | None = None  # the suppressed dispatch record
     invite: dict | None = None  # the stage-2 command for sent/scheduled
+    cap: int | None = None  # the program's daily cap (an invite must pass the cap stage), None: no cap
+    cap_day: str | None = None  # the org-local day (ISO) the invitation counts for
+    zone: str | None = None  # the org's timezone (its calendar)
 
 
 @dataclass
@@ -127,10 +130,10 @@ class DispatchBook:
 
     # ------------------------------------------------------------------------------------------- stage 1
     def decide(self, trigger: Mapping[str, Any], contact_state: rules.ContactState | None,
-               org_state: rules.OrgDayState | None, now: datetime) -> TriggerOutcome:
+               org_state: rules.OrgDayState | None, now: datetime, key: str | None = None) -> TriggerOutcome:
         org_id, event_id = trigger["org_id"], trigger["event_id"]
         contact = trigger.get("contact") or {}
-        key = rules.contact_key(org_id, contact["contact_id"], self.secret)
+        key = key or rules.contact_key(org_id, contact["contact_id"], self.secret)
         late = self.beyond_memory(trigger, now)
         # A trigger older than event ids are remembered may be a duplicate of one decided long ago, whose
         # record must not be overwritten: this decision gets an id of its own.
@@ -144,7 +147,7 @@ class DispatchBook:
         org, program = found
         config = self.rule_config(org, program)
         decision = rules.decide(trigger, config, contact_state, org_state, now, self.secret,
-                                opted_out=org.is_opted_out(contact["contact_id"]))
+                                opted_out=org.is_opted_out(contact["contact_id"]), key=key)
         locale = self.locale(org, program, contact.get("locale"))
         if decision.suppressed:
             return TriggerOutcome(rules.SUPPRESSED, decision.reason, dispatch_id, key, record=self.record(
@@ -162,7 +165,9 @@ class DispatchBook:
             "why": QUIET_HOURS if QUIET_HOURS in decision.notes else DELAY,
         }
         return TriggerOutcome(decision.status, None, dispatch_id, key, contact_state=decision.contact_state,
-                              org_state=decision.org_day_state, invite=invite)
+                              org_state=decision.org_day_state, invite=invite, cap=config.daily_cap,
+                              cap_day=decision.cap_day.isoformat() if decision.cap_day else None,
+                              zone=config.timezone)
 
     def beyond_memory(self, trigger: Mapping[str, Any], now: datetime) -> bool:
         """True when the trigger is older than event ids are remembered (a duplicate could not be recognized)."""
@@ -221,6 +226,16 @@ class DispatchBook:
             "status": status, "reason": reason, "scheduled_for": None, "decided_at": decided_at, "cost": None,
             "currency": None, "locale": locale, "segment": dict(trigger.get("segment") or {}),
             "kind": INVITATION, "attempts": None, "provider_id": None,
+        }
+
+    def cap_record(self, invite: Mapping[str, Any]) -> dict:
+        """The ``suppressed``/``cap`` record of an invitation the cap stage refused (decided when stage 1 did)."""
+        return {
+            "dispatch_id": invite["inv"], "invitation_id": None, "event_id": invite["event_id"],
+            "org_id": invite["org"], "survey_id": invite["survey_id"], "contact_key": invite["contact_key"],
+            "channel": invite["channel"], "status": rules.SUPPRESSED, "reason": rules.CAP, "scheduled_for": None,
+            "decided_at": from_ms(invite["decided_at"]), "cost": None, "currency": None, "locale": invite["locale"],
+            "segment": dict(invite.get("segment") or {}), "kind": INVITATION, "attempts": None, "provider_id": None,
         }
 
     # ------------------------------------------------------------------------------------------- stage 2

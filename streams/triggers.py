@@ -146,3 +146,10 @@ def revalidate(record: dict, now: datetime, max_future: timedelta = MAX_FUTURE) 
     out = validate_trigger(obj, now, max_future)
     out["received_at"] = record.get("received_at") or now
     return out
+
+
+def trigger_key(org_id: str, contact_id: str) -> bytes:
+    """The Kafka key of a trigger: ``<org_id>|<contact_id>`` (an org id has no ``|``). Every trigger of one contact
+    meets on one partition, where its quarantine and the event-id memory live; one organization's triggers spread
+    over all partitions (the daily cap is counted by a stage of its own, streams.dispatch_steps.CapStep)."""
+    return f"{org_id}|{contact_id}".encode("utf-8", "surrogatepass")

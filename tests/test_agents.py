@@ -258,14 +258,13 @@ async def test_edits_carry_the_other_days_of_earlier_versions(harness):
 
 
 async def test_a_response_to_an_invitation_carries_its_organization_also_after_it_is_forgotten(harness):
-    from streams.app import write_key
-
     invitation = {"inv": "inv-1", "org": "acme", "survey_id": "s-9", "locale": "fi", "segment": {"location": "Oulu"}}
+    table = harness.pipeline.tables["invitations"]  # raw JSON keys and values, as the deliver agent writes them
     async with harness.feed("classify") as agent:
-        write_key(harness.pipeline.tables["invitations"], "I|inv-1", invitation, 0)
+        table.data[b'"I|inv-1"'] = json.dumps(invitation).encode()
         await agent.put(raw(rid="inv-1", score=4, invitation_id="inv-1"), key=b"inv-1", partition=0)
         await until(lambda: len(harness.sent["classified"]) == 1)
-        harness.pipeline.tables["invitations"].data.pop("I|inv-1")  # the deliver agent forgot it (expired)
+        table.data.pop(b'"I|inv-1"')  # the deliver agent forgot it (expired)
         await agent.put(raw(rid="inv-1", score=9, at="2026-11-20T11:00:00Z", invitation_id="inv-1"), key=b"inv-1",
                         partition=0)
     first, edit = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)

@@ -613,3 +613,98 @@ async def test_sms_gateway_timeout_is_uncertain_and_never_retried():
     assert (result.status, result.reason, result.retryable, result.attempts) == ("failed", "delivery_uncertain",
                                                                                   False, 1)
     assert len(calls) == 1
+
+
+# --- the pre-rendered e-mail builder ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides", [{}, {"reminder": True}, {"to_email": "Anna.B+nps@mail.example.se"},
+                                       {"locale": "fi", "texts": {"subject": "Kysymys " + "å" * 80}}])
+def test_the_pre_rendered_message_parses_like_the_stdlib_one(overrides):
+    from sinks.channels.email import MailTemplates, message_bytes
+
+    inv = invitation(**overrides)
+    unsubscribe = "https://kafe.example/u/{invitation_id}"
+    reference = email.message_from_bytes(message_bytes(build_message(inv, list_unsubscribe=unsubscribe, now=NOW)),
+                                         policy=policy.default)
+    templates = MailTemplates(list_unsubscribe=unsubscribe)
+    wire = templates.build(inv, NOW)
+    fast = email.message_from_bytes(wire.data, policy=policy.default)
+    assert not fast.defects and all(not p.defects for p in fast.iter_parts())
+    for header in ("From", "To", "Subject", "Date", "Message-ID", "Content-Language", "List-Unsubscribe",
+                   "List-Unsubscribe-Post", "Auto-Submitted", "MIME-Version"):
+        assert fast[header] == reference[header], header
+    assert fast.get_content_type() == "multipart/alternative"
+    assert parts(fast) == parts(reference)
+    assert (wire.message_id, wire.sender, wire.recipients) == (reference["Message-ID"], "nps@kafe.example",
+                                                               (inv.to_email,))
+    assert all(len(line) <= 998 for line in wire.data.split(b"\r\n")) and wire.data.isascii()
+    other = templates.build(invitation(**{**overrides, "invitation_id": "inv-43",
+                                          "score_urls": [u.replace("42", "43") for u in SCORE_URLS]}), NOW)
+    assert len(templates.cache) == 1 and b"inv-43" in other.data and b"inv-42" not in other.data
+
+
+def test_unusual_addresses_take_the_stdlib_path_and_bad_ones_are_refused():
+    from sinks.channels.email import InvalidMessage, MailTemplates
+
+    templates = MailTemplates()
+    wire = templates.build(invitation(to_email="anna@exämple.se"), NOW)  # non-ASCII domain: via the stdlib
+    assert email.message_from_bytes(wire.data, policy=policy.default)["To"] == "anna@exämple.se"
+    with pytest.raises(InvalidMessage):  # as the stdlib builder refuses it
+        templates.build(invitation(to_email="åsa@exempel.se"), NOW)
+    with pytest.raises(InvalidMessage):
+        templates.build(invitation(to_email="not an address"), NOW)
+    with pytest.raises(InvalidMessage):
+        templates.build(invitation(branding={}), NOW)  # no sender
+
+
+def test_the_pre_rendered_builder_is_fast():
+    import time
+
+    from sinks.channels.email import MailTemplates
+
+    templates, inv = MailTemplates(), invitation()
+    templates.build(inv, NOW)
+    start = time.perf_counter()
+    for _ in range(500):
+        templates.build(inv, NOW)
+    per_mail = (time.perf_counter() - start) / 500
+    start = time.perf_counter()
+    for _ in range(20):
+        build_message(inv, now=NOW).as_bytes(policy=policy.SMTP)
+    stdlib = (time.perf_counter() - start) / 20
+    print(f"pre-rendered {per_mail * 1e6:.0f} µs per mail, stdlib {stdlib * 1e6:.0f} µs")
+    assert per_mail * 10 < stdlib
+
+
+class CountingMailbox(Mailbox):
+    def __init__(self):
+        super().__init__()
+        self.greetings = 0
+        self.transports = []
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.greetings += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_DATA(self, server, session, envelope):
+        self.transports.append(server.transport)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_smtp_sessions_are_reused_and_one_dropped_while_idle_is_replaced(smtp):
+    box = CountingMailbox()
+    sleep = Recorder()
+    controller = smtp(box)
+    channel = email_channel(controller, sleep, sessions=2)
+    results = await asyncio.gather(*(channel.send(invitation(invitation_id=f"inv-{i}")) for i in range(10)))
+    assert [r.status for r in results] == ["sent"] * 10 and len(box.envelopes) == 10
+    assert box.greetings <= 2  # ten mails over at most two sessions
+    for transport in box.transports:
+        controller.loop.call_soon_threadsafe(transport.close)  # the server drops its idle clients
+    await asyncio.sleep(0.2)
+    again = await channel.send(invitation(invitation_id="inv-x"))
+    assert (again.status, again.attempts) == ("sent", 1) and sleep.delays == []  # no failure, no backoff
+    assert len(box.envelopes) == 11
+    single = email_channel(smtp(CountingMailbox()), Recorder(), sessions=0)
+    assert (await single.send(invitation())).status == "sent"

@@ -1,7 +1,8 @@
-"""The dispatch and deliver agents without a broker (agent.test_context), with an injectable clock.
+"""The dispatch, cap, release and deliver agents without a broker (agent.test_context), with an injectable clock.
 
-Outputs are captured at the topic boundary (see tests/test_agents.py Harness); stage 2 is fed with what stage 1
-emitted, and the schedule timer is called directly with the clock moved forward.
+Outputs are captured at the topic boundary (see tests/test_agents.py Harness); the cap stage is fed with the
+candidates stage 1 emitted (and stage 1 with the cap stage's releases), the deliver stage with the invites, and
+the schedule timer is called directly with the clock moved forward.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from schemas import codec as avro
 from sinks.channels.base import SendResult
 from streams import links
 from streams.dispatch import invitation_id, link_key
+from streams.triggers import trigger_key
 from tests.test_agents import Harness, until
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
@@ -111,20 +113,47 @@ def commands(harness) -> list[tuple[bytes, dict]]:
     return [(k, json.loads(v)) for k, v in harness.sent["invitations"]]
 
 
-async def run_dispatch(harness, *triggers, key=b"acme"):
-    async with harness.pipeline.agents["dispatch"].test_context() as agent:
-        for t in triggers:
-            await agent.put(t if isinstance(t, bytes) else encoded(t), key=key, partition=0)
+def table(harness, name: str) -> dict:
+    """A state table as {key: value} (keys and values are raw JSON in the tables)."""
+    return {json.loads(k): json.loads(v) for k, v in harness.pipeline.tables[name].data.items()}
+
+
+def put_state(harness, name: str, key: str, value) -> None:
+    harness.pipeline.tables[name].data[json.dumps(key).encode()] = json.dumps(value).encode()
+
+
+def logged(harness, name: str) -> list[tuple[int, str, object]]:
+    """The changelog records a table wrote: (partition, key, value or None)."""
+    return [(p, json.loads(k), None if v is None else json.loads(v)) for p, k, v in harness.changelog[name]]
+
+
+async def run_agent(harness, name: str, items: list[tuple[bytes, bytes]]) -> None:
+    """Put ``items`` and wait until the batched agent acked them all (its sends may suspend it)."""
+    done = harness.pipeline.stats.counts[f"{name}.records"] + len(items)
+    async with harness.pipeline.agents[name].test_context() as agent:
+        for key, value in items:
+            await agent.put(value, key=key, partition=0)
+        await until(lambda: harness.pipeline.stats.counts[f"{name}.records"] >= done)
+
+
+async def run_dispatch(harness, *triggers, key=None):
+    """Stage 1 over the triggers, then the cap stage over its candidates, then stage 1 over the releases."""
+    candidates, releases = len(harness.sent["candidates"]), len(harness.sent["releases"])
+    await run_agent(harness, "dispatch", [
+        (key or trigger_key(t["org_id"], t["contact"]["contact_id"]), encoded(t)) if isinstance(t, dict)
+        else (key or b"acme|c-1", t) for t in triggers])
+    if len(harness.sent["candidates"]) > candidates:
+        await run_agent(harness, "cap", harness.sent["candidates"][candidates:])
+    if len(harness.sent["releases"]) > releases:
+        await run_agent(harness, "release", harness.sent["releases"][releases:])
 
 
 async def run_deliver(harness, items, records_expected: int | None = None):
     """Feed commands to the deliver agent; with ``records_expected``, wait for that many dispatch records (a
     channel doing real I/O finishes after the put returns)."""
-    async with harness.pipeline.agents["deliver"].test_context() as agent:
-        for key, command in items:
-            await agent.put(json.dumps(command).encode(), key=key, partition=0)
-        if records_expected is not None:
-            await until(lambda: len(harness.sent["dispatches"]) >= records_expected)
+    await run_agent(harness, "deliver", [(key, json.dumps(command).encode()) for key, command in items])
+    if records_expected is not None:
+        await until(lambda: len(harness.sent["dispatches"]) >= records_expected)
 
 
 async def test_trigger_becomes_an_sms_invitation_with_a_short_signed_link(harness, channels):
@@ -167,7 +196,7 @@ async def test_each_trigger_gets_exactly_one_outcome_duplicates_are_dropped(harn
 ])
 async def test_suppressions_are_recorded_with_their_reason(harness, kw, reason):
     t = trigger(**kw)
-    await run_dispatch(harness, t, key=t["org_id"].encode())
+    await run_dispatch(harness, t)
     (rec,) = records(harness)
     assert (rec["status"], rec["reason"], rec["event_id"], rec["invitation_id"]) == ("suppressed", reason, "ev-1", None)
     assert rec["segment"] == {"location": "Espoo"} and commands(harness) == []
@@ -182,9 +211,9 @@ async def test_quarantine_and_daily_cap_hold_across_triggers(harness):
     assert reasons == {"b": "quarantine", "x3": "cap", "x4": "cap"}
 
 
-async def test_a_trigger_keyed_wrongly_is_rekeyed_to_its_organization(harness):
-    await run_dispatch(harness, trigger(), key=b"ev-1")
-    assert harness.sent["triggers"] == [(b"acme", encoded(trigger()))] and commands(harness) == []
+async def test_a_trigger_keyed_wrongly_is_rekeyed_to_its_organization_and_contact(harness):
+    await run_dispatch(harness, trigger(), key=b"acme")  # keyed by org, as before
+    assert harness.sent["triggers"] == [(b"acme|c-1", encoded(trigger()))] and commands(harness) == []
 
 
 async def test_undecodable_trigger_is_dead_lettered(harness):
@@ -197,14 +226,14 @@ async def test_a_redelivered_offset_re_emits_its_outputs_a_new_offset_does_not(h
     await run_dispatch(harness, trigger())
     first = list(harness.sent["invitations"])
     # Kafka redelivers offset 0 after a crash: the state says it was decided from that very offset.
-    memo = harness.pipeline.tables["dispatch_state"].data["E|acme|ev-1"]
+    memo = table(harness, "dispatch_state")["E|acme|ev-1"]
     assert memo["src"] == [0, 0]
-    state = harness.pipeline.tables["dispatch_state"]
-    async with harness.pipeline.agents["dispatch"].test_context() as agent:
-        await agent.put(encoded(trigger()), key=b"acme", partition=0)
-    assert harness.sent["invitations"] == first * 2
-    assert harness.pipeline.stats.as_dict()["dispatch.redelivered"] == 1
-    assert state.data["E|acme|ev-1"] == memo
+    candidates = list(harness.sent["candidates"])  # the program has a daily cap: via the cap stage
+    await run_dispatch(harness, trigger())  # offset 0 again: a fresh test context counts from 0
+    assert harness.sent["candidates"] == candidates * 2 and harness.sent["invitations"] == first * 2
+    stats = harness.pipeline.stats.as_dict()
+    assert (stats["dispatch.redelivered"], stats["cap.repeated"], stats["dispatch.sent"]) == (1, 1, 1)
+    assert table(harness, "dispatch_state")["E|acme|ev-1"] == memo
 
 
 async def test_scheduled_invitation_is_sent_when_its_slot_has_passed(harness, clock, channels):
@@ -256,10 +285,10 @@ async def test_reminder_goes_out_once_after_the_delay_and_not_after_a_response(h
 async def test_a_send_interrupted_by_a_crash_is_recorded_failed_not_resent(harness, channels):
     await run_dispatch(harness, trigger())
     ((key, invite),) = commands(harness)
-    table = harness.pipeline.tables["invitations"]
     # What a worker that died during the send left behind: the durable "sending" mark.
-    table.data[f"I|{invite['inv']}"] = {**{k: v for k, v in invite.items() if k != "op"}, "st": "sending",
-                                        "out": None, "rst": None, "rout": None, "resp": False}
+    put_state(harness, "invitations", f"I|{invite['inv']}", {**{k: v for k, v in invite.items() if k != "op"},
+                                                             "st": "sending", "out": None, "rst": None,
+                                                             "rout": None, "resp": False})
     await run_deliver(harness, [(key, invite)])
     assert channels["sms"].sent == []
     (rec,) = records(harness)
@@ -288,7 +317,7 @@ async def test_a_permanent_failure_without_another_channel_is_recorded(harness, 
     await run_deliver(harness, commands(harness))
     (rec,) = records(harness)
     assert (rec["status"], rec["reason"], rec["attempts"], rec["cost"]) == ("failed", "gateway_4xx", 3, None)
-    assert harness.pipeline.tables["invitations"].data[f"I|{rec['invitation_id']}"]["to"] is None
+    assert table(harness, "invitations")[f"I|{rec['invitation_id']}"]["to"] is None
 
 
 async def test_a_passing_failure_is_tried_again_later_with_backoff(harness, clock, channels):
@@ -365,20 +394,20 @@ async def test_an_sms_due_at_night_waits_for_the_morning_and_its_reminder_counts
     assert await harness.pipeline.timers["fire_due"]([0]) == 1
     await run_deliver(harness, commands(harness))
     assert records(harness)[-1]["status"] == "sent" and len(channels["sms"].sent) == 1
-    inv = harness.pipeline.tables["invitations"].data[f"I|{moved['invitation_id']}"]
+    inv = table(harness, "invitations")[f"I|{moved['invitation_id']}"]
     assert inv["reminder_at"] == int((clock.now + timedelta(days=2)).timestamp() * 1000)
 
 
 async def test_an_interrupted_send_is_forgotten_in_time(harness, channels):
     await run_dispatch(harness, trigger())
     ((key, invite),) = commands(harness)
-    table = harness.pipeline.tables["invitations"]
-    table.data[f"I|{invite['inv']}"] = {**{k: v for k, v in invite.items() if k != "op"}, "st": "sending",
-                                        "out": None, "rst": None, "rout": None, "resp": False}
+    put_state(harness, "invitations", f"I|{invite['inv']}", {**{k: v for k, v in invite.items() if k != "op"},
+                                                             "st": "sending", "out": None, "rst": None,
+                                                             "rout": None, "resp": False})
     await run_deliver(harness, [(key, invite)])
-    buckets = [v for k, v in table.data.items() if k.startswith("Q|")]
+    buckets = [v for k, v in table(harness, "invitations").items() if k.startswith("Q|")]
     assert ["forget", invite["inv"]] in [item for items in buckets for item in items]
-    assert table.data[f"I|{invite['inv']}"]["to"] is None
+    assert table(harness, "invitations")[f"I|{invite['inv']}"]["to"] is None
 
 
 async def test_a_late_duplicate_beyond_the_event_memory_still_meets_the_quarantine(tmp_path, clock, channels):
@@ -387,7 +416,7 @@ async def test_a_late_duplicate_beyond_the_event_memory_still_meets_the_quaranti
                       programs=parse_programs(programs), channels=channels)
     await run_dispatch(harness, trigger())
     clock.now = NOW + timedelta(days=95)
-    assert await harness.pipeline.timers["expire_dispatch_state"]() == 1  # the event id is forgotten
+    assert await harness.pipeline.timers["expire_dispatch_state"]() == 2  # the event id (and the cap memo)
     await run_dispatch(harness, trigger())
     (rec,) = records(harness)
     assert (rec["status"], rec["reason"]) == ("suppressed", "quarantine")
@@ -401,14 +430,14 @@ async def test_a_replay_after_a_lost_memo_re_emits_the_invitation_and_counts_not
     harness = Harness(tmp_path, clock=clock, env={"NPSFLOW_SECRET": SECRET, "NPSFLOW_SURVEY_URL": "https://nps.acme.fi/s"},
                       programs=parse_programs(programs), channels=channels)
     await run_dispatch(harness, trigger())
-    state = harness.pipeline.tables["dispatch_state"].data
-    counts = dict(state["O|acme|service"])
-    del state["E|acme|ev-1"]  # a crash lost the memo but not the contact's and the org's state
+    counts = table(harness, "dispatch_caps")["O|acme|service"]
+    del harness.pipeline.tables["dispatch_state"].data[b'"E|acme|ev-1"']  # a crash lost the memo, not the rest
     clock.now = NOW + timedelta(seconds=5)
     await run_dispatch(harness, trigger())
     assert records(harness) == []  # no "cap" record overwrites the invitation
     assert [c["inv"] for _, c in commands(harness)] == [invitation_id("acme", "ev-1", SECRET.encode())] * 2
-    assert state["O|acme|service"] == counts
+    assert table(harness, "dispatch_caps")["O|acme|service"] == counts
+    assert harness.pipeline.stats.as_dict()["cap.repeated"] == 1
 
 
 async def test_the_daily_cap_is_counted_per_program(tmp_path, clock, channels):
@@ -437,8 +466,7 @@ async def test_deliver_dead_letters_carry_no_addresses(harness):
     await run_deliver(harness, [(b"x", {"op": "invite", "inv": "x", "to": {"email": "a@acme-kunde.fi"}})])
     (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
     assert dl["reason"] == "deliver_internal_error" and "a@acme-kunde.fi" not in dl["payload_json"]
-    async with harness.pipeline.agents["deliver"].test_context() as agent:
-        await agent.put(b'{"op": "invite", "to": "a@acme-kunde.fi"', key=b"y", partition=0)
+    await run_agent(harness, "deliver", [(b"y", b'{"op": "invite", "to": "a@acme-kunde.fi"')])
     dl = harness.decoded("dead_letters", avro.DEAD_LETTER)[-1]
     assert dl["reason"] == "invalid_command" and "a@acme-kunde.fi" not in dl["payload_json"]
 
@@ -463,13 +491,13 @@ async def test_classify_joins_a_response_to_its_invitation_and_cancels_the_remin
     assert responded == {"op": "responded", "inv": inv_id, "at": at, "v": out["version"], "score": 3,
                          "comment": None, "follow_up": None}
     await run_deliver(harness, commands(harness))
-    stored = harness.pipeline.tables["invitations"].data[f"I|{inv_id}"]
+    stored = table(harness, "invitations")[f"I|{inv_id}"]
     assert (stored["resp"], stored["answered_at"], stored["answer"]["score"]) == (True, at, 3)
     # a later version (an edit) refreshes the stored answer but not the start of the edit window
     later = {**responded, "at": at + 60_000, "v": responded["v"] + 1, "score": 8, "comment": "ok"}
     older = {**responded, "v": responded["v"] - 1, "score": 0}
     await run_deliver(harness, [(key, later), (key, older)])
-    stored = harness.pipeline.tables["invitations"].data[f"I|{inv_id}"]
+    stored = table(harness, "invitations")[f"I|{inv_id}"]
     assert (stored["answered_at"], stored["answer"]["score"], stored["answer"]["comment"]) == (at, 8, "ok")
 
 
@@ -477,9 +505,9 @@ async def test_an_interrupted_send_on_an_idempotent_channel_is_sent_again(harnes
     channels["sms"].idempotent = True  # like the outbox: a second send of a delivery id changes nothing
     await run_dispatch(harness, trigger())
     ((key, invite),) = commands(harness)
-    harness.pipeline.tables["invitations"].data[f"I|{invite['inv']}"] = {
+    put_state(harness, "invitations", f"I|{invite['inv']}", {
         **{k: v for k, v in invite.items() if k != "op"}, "st": "sending", "out": None, "rst": None, "rout": None,
-        "resp": False}
+        "resp": False})
     await run_deliver(harness, [(key, invite)])
     assert [i.invitation_id for i in channels["sms"].sent] == [invite["inv"]]
     assert [r["status"] for r in records(harness)] == ["sent"]
@@ -498,9 +526,9 @@ async def test_every_send_is_marked_durably_before_the_channel_is_called(harness
 
     class Watching(Recorder):
         async def send(self, invitation):
-            entry = harness.pipeline.tables["invitations"].data[f"I|{invitation.invitation_id}"]
-            logged = [v for _, k, v in harness.changelog["invitations"] if k == f"I|{invitation.invitation_id}"]
-            marks.append((entry["st"], logged[-1]["st"]))
+            entry = table(harness, "invitations")[f"I|{invitation.invitation_id}"]
+            written = [v for _, k, v in logged(harness, "invitations") if k == f"I|{invitation.invitation_id}"]
+            marks.append((entry["st"], written[-1]["st"]))
             return await super().send(invitation)
 
     channels["sms"] = Watching("sms")
@@ -545,18 +573,22 @@ async def test_contacts_without_an_address_get_a_newsletter_embed(tmp_path, cloc
 
 async def test_state_expiry_forgets_old_event_ids_outputs_and_passed_quarantines(harness, clock):
     await run_dispatch(harness, trigger())
-    state = harness.pipeline.tables["dispatch_state"].data
     expire = harness.pipeline.timers["expire_dispatch_state"]
-    (ckey,) = [k for k in state if k.startswith("C|")]
+    (ckey,) = [k for k in table(harness, "dispatch_state") if k.startswith("C|")]
+    assert "A|" + invitation_id("acme", "ev-1", SECRET.encode()) in table(harness, "dispatch_caps")
     clock.now = NOW + timedelta(hours=2)
     assert await expire() == 0
+    state = table(harness, "dispatch_state")
     assert state["E|acme|ev-1"]["o"] == [] and ckey in state  # outputs pruned, id still remembered
     clock.now = NOW + timedelta(days=8, minutes=1)  # past max_event_age (7 d) + 1 d
-    assert await expire() == 1 and "E|acme|ev-1" not in state and ckey in state
+    assert await expire() == 2  # the event id, and the cap stage's memo of the invitation
+    state = table(harness, "dispatch_state")
+    assert "E|acme|ev-1" not in state and ckey in state and not any(k.startswith("A|") for k in
+                                                                       table(harness, "dispatch_caps"))
     clock.now = NOW + timedelta(days=91)  # past the 90-day quarantine
-    assert await expire() == 1 and ckey not in state
-    tombstones = [(k, v) for _, k, v in harness.changelog["dispatch_state"] if v is None]
-    assert sorted(k for k, _ in tombstones) == sorted(["E|acme|ev-1", ckey])
+    assert await expire() == 1 and ckey not in table(harness, "dispatch_state")
+    tombstones = [k for _, k, v in logged(harness, "dispatch_state") if v is None]
+    assert sorted(tombstones) == sorted(["E|acme|ev-1", ckey])
 
 
 async def test_timers_wait_while_partitions_move_or_tables_recover(harness, clock):

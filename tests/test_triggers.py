@@ -84,7 +84,7 @@ def test_ingest_triggers_sends_valid_and_dead_letters_malformed(tmp_path, kafka_
 
     codec = avro.AvroCodec()
     sent = read_topic(kafka_bootstrap, env.settings.topics.triggers, 3)
-    assert [m.key.decode() for m in sent] == ["acme"] * 3  # keyed by organization
+    assert [m.key.decode() for m in sent] == ["acme|c-17"] * 3  # keyed by organization and contact
     assert {codec.decode(m.value)["contact"]["contact_id"] for m in sent} == {"c-17"}
     dead = [codec.decode(m.value) for m in read_topic(kafka_bootstrap, env.settings.topics.dead_letters, 2)]
     assert sorted(d["reason"] for d in dead) == ["not_a_json_object", "occurred_at_invalid"]

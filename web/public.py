@@ -44,6 +44,7 @@ from streams import links
 from streams.guards import RateLimiter, api_key_matches, csrf_token, csrf_valid
 from streams.nps import classify
 from streams.responses import Rejected, validate
+from streams.kafka_io import StateTable, json_key
 from web import survey_page as page
 from web.common import healthz, host_guard, html_reply, json_reply, read_body
 
@@ -101,12 +102,12 @@ class InvitationDesk:
 
     def __init__(self, pipeline, book, partitions: int, edit_window_seconds: int) -> None:
         self.app, self.book, self.partitions = pipeline.app, book, partitions
-        self.table = pipeline.tables["invitations"]
+        self.table = StateTable(pipeline.tables["invitations"])
         self.topic = pipeline.topics["invitations"]
         self.edit_window_ms = edit_window_seconds * 1000
 
     def get(self, inv_id: str) -> dict | None:
-        return self.table.get(f"I|{inv_id}")
+        return self.table.get(json_key(f"I|{inv_id}"))
 
     def held_here(self, inv_id: str) -> bool:
         """Whether this worker holds the invitation's partition, with its table recovered."""

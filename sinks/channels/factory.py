@@ -6,7 +6,8 @@ Config (all keys optional)::
               | {"transport": "smtp", "host": "smtp.example.com", "port": 587, "username": "…",
                  "password": "…", "starttls": true, "use_tls": false, "validate_certs": true,
                  "timeout": 30, "sender_email": "nps@example.com", "sender_name": "…",
-                 "list_unsubscribe": "https://example.com/u/{invitation_id}"}
+                 "list_unsubscribe": "https://example.com/u/{invitation_id}",
+                 "sessions": 8}                            # SMTP sessions kept open and reused (0: one per mail)
               | false,                                     # disabled
      "sms":   {"transport": "outbox", "sender": "Acme"}    # default
               | {"transport": "gateway", "base_url": "https://api.twilio.com", "account_sid": "AC…",
@@ -32,7 +33,7 @@ from sinks.channels.retry import RetryPolicy
 from sinks.channels.sms import SmsChannel
 
 _EMAIL_SMTP_KEYS = ("host", "port", "username", "password", "starttls", "use_tls", "validate_certs", "timeout",
-                    "sender_email", "sender_name", "list_unsubscribe")
+                    "sender_email", "sender_name", "list_unsubscribe", "sessions")
 _SMS_GATEWAY_KEYS = ("base_url", "account_sid", "auth_token", "sender", "timeout")
 
 

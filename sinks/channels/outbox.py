@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from sinks.channels.base import ChannelCosts, Invitation, SendResult, file_stem, money
-from sinks.channels.email import InvalidMessage, build_message, message_bytes
+from sinks.channels.email import InvalidMessage, MailTemplates
 from sinks.channels.sms import sms_body, sms_encoding, sms_refusal, sms_segments
 
 try:
@@ -144,6 +144,8 @@ class OutboxChannel:
         self.list_unsubscribe, self.sms_sender = list_unsubscribe, sms_sender
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.sms_log = AppendOnceLog(outbox_dir(self.home) / "sms.jsonl")
+        self.templates = MailTemplates(sender_email=sender_email, sender_name=sender_name,
+                                       list_unsubscribe=list_unsubscribe)
 
     def email_path(self, invitation_id: str) -> Path:
         return outbox_dir(self.home) / "email" / f"{file_stem(invitation_id)}.eml"
@@ -160,12 +162,11 @@ class OutboxChannel:
         if not inv.to_email:
             return SendResult.failed("no_address", attempts=0)
         try:
-            msg = build_message(inv, sender_email=self.sender_email, sender_name=self.sender_name,
-                                list_unsubscribe=self.list_unsubscribe, now=self.clock())
+            msg = self.templates.build(inv, self.clock())
         except InvalidMessage as e:
             return SendResult.failed("invalid_invitation", attempts=0, detail=str(e))
-        await asyncio.to_thread(write_atomically, self.email_path(inv.delivery_id), message_bytes(msg))
-        return SendResult.sent(attempts=1, provider_id=msg["Message-ID"], cost=money(self.costs.email),
+        await asyncio.to_thread(write_atomically, self.email_path(inv.delivery_id), msg.data)
+        return SendResult.sent(attempts=1, provider_id=msg.message_id, cost=money(self.costs.email),
                                currency=self.costs.currency)
 
     async def _send_sms(self, inv: Invitation) -> SendResult:
