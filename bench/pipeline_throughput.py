@@ -657,7 +657,6 @@ def latency(bootstrap: str, tmp: Path, rate: float, seconds: float, seed: int, s
 
     from kafka import KafkaConsumer, TopicPartition
 
-    from npsflow import stack
     from schemas import codec as avro
 
     n = max(int(rate * seconds), 50)

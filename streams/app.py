@@ -6,19 +6,21 @@
                                    └──► npsflow.deadletters ──sink──► ClickHouse dead_letters      │
                                                                                  ClickHouse window_updates ◄┘
 
-Agents are thin: the rules live in streams.responses (validation, dedup) and streams.windows (rolling
-windows); streams.classify_agent, streams.windows_agent and streams.sink_agents only move records between
-Kafka, Faust tables and ClickHouse.
+Agents are thin: the rules live in pure steps (streams.classify, streams.windows, streams.dispatch_steps,
+streams.deliver); the agent classes (streams.classify_agent, streams.windows_agent, streams.dispatch_agent,
+streams.sink_agents) decode a batch, run the step once, stage outputs and changed state keys in a BatchOutput
+(streams.kafka_io: one record batch per topic partition) and ack only after Kafka (or ClickHouse) has it.
+Records reach them as whole fetched lists (streams.batch_consumer), not through Faust's per-message path.
 
 At-least-once, made exact by idempotency:
-* every agent reads batches with ``noack_take`` and acks a batch only after Kafka confirmed delivery of every
-  output of the batch (``Deliveries``) or, for sinks, after the ClickHouse insert returned;
+* an agent acks its input only after Kafka acknowledged every output and state change of the batch (acks=all)
+  or, for sinks, after the ClickHouse insert returned; a failed send re-sends the very same records;
 * classify keeps the latest version per response_id in a table: replays count once, edits replace, and a
   Kafka redelivery of the very same offset re-emits its outputs;
-* windows keeps each response's contribution per segment next to the segment's buckets (one table, one
-  changelog partition, state written before contributions), so replays and crashes count once;
-* the sink inserts one block per (topic, partition, batch) with an insert_deduplication_token, and its
-  tables are ReplacingMergeTrees keyed by natural ids, read with argMax.
+* windows keeps, per segment, the highest applied source offset per raw partition, and every delta item
+  names its source: replays and re-emissions count once; an edit's item carries what to retract;
+* the sinks insert the due batches of all partitions at once with an insert_deduplication_token naming every
+  range, and their tables are ReplacingMergeTrees keyed by natural ids, read with FINAL/argMax.
 """
 
 from __future__ import annotations
@@ -29,14 +31,12 @@ import json
 import logging
 import time
 import uuid
-import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 import faust
-from faust.streams import _current_event
 from faust.types import TP
 
 from npsflow.config import Settings
@@ -52,30 +52,6 @@ MAX_PAYLOAD_CHARS = 64 * 1024
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def within_event(event) -> None:
-    """Make ``event`` Faust's current event. Batched agents (noack_take) process events outside Faust's own
-    per-event iteration, but table writes need the current event to pick the changelog partition."""
-    _current_event.set(weakref.ref(event))
-
-
-def delete_key(table, key: Any, partition: int):
-    """Delete a table key on a known changelog partition (also outside stream iteration): drop it and write a
-    real tombstone. Returns the changelog send's future (resolved when Kafka acknowledged it)."""
-    table.data.pop(key, None)
-    getattr(table.data, "_key_partition", {}).pop(key, None)
-    return table.send_changelog(partition, key, None, value_serializer="raw")
-
-
-def write_key(table, key: Any, value: Any, partition: int):
-    """Set a table key on a known changelog partition (also outside stream iteration). Returns the changelog
-    send's future (resolved when Kafka acknowledged it), so a caller can make state durable before acting."""
-    table.data[key] = value
-    key_partition = getattr(table.data, "_key_partition", None)
-    if key_partition is not None:  # so the memory store drops the key when this partition is revoked
-        key_partition[key] = partition
-    return table.send_changelog(partition, key, value)
 
 
 def add_timer(pipeline, name: str, interval: float, job: Callable[[], Any]) -> None:
@@ -113,22 +89,6 @@ class Stats:
         return dict(sorted(self.counts.items()))
 
 
-class Deliveries:
-    """The sends of one batch. ``wait()`` returns once Kafka acknowledged all of them (acks=all) and raises
-    if any failed, so a batch is acked only after its outputs are durable."""
-
-    def __init__(self) -> None:
-        self.futures: list = []
-
-    async def send(self, topic, key: bytes | str | None, value: bytes) -> None:
-        self.futures.append(await topic.send(key=key, value=value))
-
-    async def wait(self) -> None:
-        futures, self.futures = self.futures, []
-        if futures:
-            await asyncio.gather(*futures)
-
-
 async def run_batch(name: str, stats: Stats, process: Callable[[], Any], max_delay: float = 10.0) -> Any:
     """Run ``process`` (one whole batch) until it succeeds and return its result; retry transient failures
     with backoff.
@@ -152,10 +112,9 @@ async def run_batch(name: str, stats: Stats, process: Callable[[], Any], max_del
 
 def position(item) -> tuple:
     """(TP, offset) of a Faust event or a streams.batch_consumer.Record."""
-    msg = getattr(item, "message", None)
-    if msg is not None:
-        return msg.tp, msg.offset
-    return TP(item.topic, item.partition), item.offset
+    msg = getattr(item, "message", item)
+    tp = getattr(msg, "tp", None)
+    return (tp if tp is not None else TP(msg.topic, msg.partition)), msg.offset
 
 
 class GapGuard:
@@ -219,30 +178,6 @@ class GapGuard:
         return kept
 
 
-async def consume_batches(pipeline, stream, name: str, size: int, process: Callable[[list], Any]) -> None:
-    """The loop of every processing agent: batches of up to ``size`` records (``noack_take``, 0.2 s), offset
-    gaps repaired (``GapGuard``), ``process(events)`` run until it succeeds (``run_batch``: it must be idempotent
-    per input offset), then the batch acked — only after its outputs are durable."""
-    guard = GapGuard(pipeline.app, pipeline.stats, name)
-    stats = pipeline.stats
-    waited = time.monotonic()
-    async for taken in stream.noack_take(size, within=0.2):
-        started = time.monotonic()
-        events = await guard.filter(taken)
-        stats.inc(f"{name}.batches")
-        await run_batch(name, stats, lambda: process(events))
-        processed = time.monotonic()
-        for event in events:
-            await stream.ack(event)
-        done = time.monotonic()
-        # where the agent's time goes (GET /api/v1/stats): waiting for input, processing, acking
-        stats.inc(f"{name}.wait_ms", int((started - waited) * 1000))
-        stats.inc(f"{name}.process_ms", int((processed - started) * 1000))
-        stats.inc(f"{name}.ack_ms", int((done - processed) * 1000))
-        stats.inc(f"{name}.records", len(taken))  # taken and done with (acked)
-        waited = done
-
-
 FLUSHES_IN_FLIGHT = 2  # batches whose outputs are on their way to Kafka while the next one is prepared
 TAKE_WITHIN = 0.05  # how long a batch waits for more fetched lists: 0 made batches so small at a steady load
 # (one fetch of one partition) that per-batch costs dominated and the agent fell behind (bench: window p50 2.9 s)
@@ -284,6 +219,32 @@ async def consume_records(pipeline, topic_key: str, name: str, size: int, prepar
             waited = done
     finally:
         acker.stop()
+
+
+async def consume_record_batches(pipeline, topic_key: str, name: str, size: int,
+                                 process: Callable[[list], Any]) -> None:
+    """consume_records for agents whose ``process(records)`` does everything itself, sequentially (decide,
+    write, send, write again — the dispatch stages): record lists from the fetcher, gaps repaired, ``process``
+    run until it succeeds, then the offsets acked."""
+    router = pipeline.router
+    router.install()
+    inbox = router.inbox(pipeline.topics[topic_key].get_topic_name())
+    guard = GapGuard(pipeline.app, pipeline.stats, name)
+    stats = pipeline.stats
+    waited = time.monotonic()
+    while True:
+        taken = await inbox.take(size, within=TAKE_WITHIN)
+        started = time.monotonic()
+        records = await guard.filter(taken)
+        stats.inc(f"{name}.batches")
+        await run_batch(name, stats, lambda: process(records))
+        ack_offsets(pipeline.app, records)
+        inbox.finished()
+        done = time.monotonic()
+        stats.inc(f"{name}.wait_ms", int((started - waited) * 1000))
+        stats.inc(f"{name}.process_ms", int((done - started) * 1000))
+        stats.inc(f"{name}.records", len(taken))  # taken and done with (acked)
+        waited = done
 
 
 def install_batch_agent(pipeline, agent, topic_key: str, name: str, size: int) -> None:
@@ -394,11 +355,6 @@ class Pipeline:
         if self.sender is None:
             self.sender = KafkaSender(self.app)
         return BatchOutput(self.sender)
-
-    async def send_dead_letter(self, record: dict, deliveries: Deliveries) -> None:
-        self.stats.inc(f"dead_letter.{record['stage']}.{record['reason']}")
-        await deliveries.send(self.topics["dead_letters"], (record["key"] or "").encode(),
-                              self.codec.encode(avro.DEAD_LETTER, record))
 
 
 def create_app(settings: Settings, *, broker: str | None = None, clock: Callable[[], datetime] = utcnow,

@@ -39,6 +39,11 @@ class Record:
     key: bytes | None
     value: bytes | None
 
+    @property
+    def message(self) -> "Record":
+        """Itself: code written for Faust events (``event.message.partition``, ``event.value``) reads a Record."""
+        return self
+
 
 class BatchInbox:
     """The queue of one batch agent: lists of records of one partition each, in fetch order."""

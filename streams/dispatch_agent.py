@@ -27,7 +27,7 @@ import logging
 import orjson
 
 from schemas import codec as avro
-from streams.app import Pipeline, Transient, add_timer, consume_batches, dead_letter
+from streams.app import Pipeline, Transient, add_timer, consume_record_batches, dead_letter, run_batch
 from streams.deliver import DeliverBatch, Send, slot_of
 from streams.dispatch import REMINDER, DispatchBook
 from streams.dispatch_steps import (CAP_BATCH, CapStep, DecideStep, Output, Overlay, Refusal, StepOutcome,
@@ -76,6 +76,11 @@ class DispatchEdge:
     def partition_of(self, key: bytes) -> int:
         return partition_for(key, self.partitions)
 
+    async def flush(self, out: BatchOutput, name: str) -> None:
+        """Send ``out`` until Kafka took it: a retry re-sends the very same records, state changes included
+        (recomputing would find them applied in memory already and stage nothing)."""
+        await run_batch(name, self.pipeline.stats, out.flush)
+
     def encode_record(self, record: dict) -> bytes:
         return self.pipeline.codec.encode(avro.DISPATCHED_MESSAGE, record)
 
@@ -115,11 +120,11 @@ class DispatchAgent(DispatchEdge):
 
         @app.agent(pipeline.topics["triggers"], name="dispatch")
         async def dispatch(stream):
-            await consume_batches(pipeline, stream, "dispatch", BATCH, self.process)
+            await consume_record_batches(pipeline, "triggers", "dispatch", BATCH, self.process)
 
         @app.agent(pipeline.topics["releases"], name="release")
         async def release(stream):
-            await consume_batches(pipeline, stream, "release", BATCH, self.release)
+            await consume_record_batches(pipeline, "releases", "release", BATCH, self.release)
 
         pipeline.agents.update(dispatch=dispatch, release=release)
 
@@ -141,7 +146,7 @@ class DispatchAgent(DispatchEdge):
             out = self.pipeline.output()
             stage_changes(self.state, state.drain(), out)
             self.stage_outcome(outcome, out, "dispatch", "triggers")
-            await out.flush()
+            await self.flush(out, "dispatch")
 
     async def release(self, events: list) -> None:
         async with self.lock:
@@ -156,7 +161,7 @@ class DispatchAgent(DispatchEdge):
             out = self.pipeline.output()
             stage_changes(self.state, state.drain(), out)
             self.stage_outcome(outcome, out, "dispatch", "releases")
-            await out.flush()
+            await self.flush(out, "release")
 
 
 class CapAgent(DispatchEdge):
@@ -173,7 +178,7 @@ class CapAgent(DispatchEdge):
 
         @pipeline.app.agent(pipeline.topics["candidates"], name="cap")
         async def cap(stream):
-            await consume_batches(pipeline, stream, "cap", CAP_BATCH, self.process)
+            await consume_record_batches(pipeline, "candidates", "cap", CAP_BATCH, self.process)
 
         pipeline.agents["cap"] = cap
 
@@ -195,7 +200,7 @@ class CapAgent(DispatchEdge):
             out = self.pipeline.output()
             stage_changes(self.state, state.drain(), out)
             self.stage_outcome(outcome, out, "cap", "candidates")
-            await out.flush()
+            await self.flush(out, "cap")
 
 
 class DeliverAgent(DispatchEdge):
@@ -214,7 +219,7 @@ class DeliverAgent(DispatchEdge):
 
         @pipeline.app.agent(pipeline.topics["invitations"], name="deliver")
         async def deliver(stream):
-            await consume_batches(pipeline, stream, "deliver", BATCH, self.process)
+            await consume_record_batches(pipeline, "invitations", "deliver", BATCH, self.process)
 
         add_timer(pipeline, "fire_due", 1.0, self.fire_due)
         pipeline.agents["deliver"] = deliver
@@ -237,7 +242,7 @@ class DeliverAgent(DispatchEdge):
                 batch.now = self.pipeline.clock()
                 chunk = batch.mark(queue[start:start + SEND_CHUNK])
                 self.stage(batch, out)
-                await out.flush()  # the marks are durable (with everything staged before them)
+                await self.flush(out, "deliver")  # the marks are durable (with everything staged before them)
                 results = await self.send_all(chunk)
                 batch.now = self.pipeline.clock()
                 for send, result in zip(chunk, results):
@@ -245,7 +250,7 @@ class DeliverAgent(DispatchEdge):
                         log.error("deliver: channel %s raised %r", send.inv["channel"], result)
                     batch.finish(send, result)
             self.stage(batch, out)
-            await out.flush()
+            await self.flush(out, "deliver")
 
     def command(self, event, batch: DeliverBatch, out: BatchOutput) -> None:
         msg = event.message
@@ -327,11 +332,11 @@ class DeliverAgent(DispatchEdge):
                 emptied.append(qkey)
             if i % 5000 == 4999:
                 await asyncio.sleep(0)
-        await out.flush()  # the commands are durable before their buckets are forgotten
+        await self.flush(out, "deliver.fire_due")  # the commands are durable before their buckets are forgotten
         for qkey in emptied:
             self.table.delete(out, qkey, partition)
         self.table.put(out, lkey, now_slot - 1, partition)
-        await out.flush()
+        await self.flush(out, "deliver.fire_due")
         return fired
 
 
@@ -369,7 +374,7 @@ class StateExpiry:
                     if raw is not None:
                         expired += rule(table, out, orjson.loads(raw_key), orjson.loads(raw), raw_key, now,
                                         now_ms, retention_ms)
-                await out.flush()
+                await run_batch("dispatch.expiry", self.pipeline.stats, out.flush)
             await asyncio.sleep(0)
         return expired
 

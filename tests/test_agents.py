@@ -86,7 +86,11 @@ class Feeder:
     async def __aexit__(self, *exc) -> None:
         try:
             if exc[0] is None:
-                await asyncio.wait_for(self.pipeline.router.inbox(self.topic).join(), 20)
+                join = asyncio.ensure_future(self.pipeline.router.inbox(self.topic).join())
+                await asyncio.wait({join, self.task}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+                join.cancel()
+                if self.task.done() and not self.task.cancelled() and self.task.exception() is not None:
+                    raise self.task.exception()  # the agent died: show why
         finally:
             self.task.cancel()
             try:

@@ -130,7 +130,7 @@ def logged(harness, name: str) -> list[tuple[int, str, object]]:
 async def run_agent(harness, name: str, items: list[tuple[bytes, bytes]]) -> None:
     """Put ``items`` and wait until the batched agent acked them all (its sends may suspend it)."""
     done = harness.pipeline.stats.counts[f"{name}.records"] + len(items)
-    async with harness.pipeline.agents[name].test_context() as agent:
+    async with harness.feed(name) as agent:
         for key, value in items:
             await agent.put(value, key=key, partition=0)
         await until(lambda: harness.pipeline.stats.counts[f"{name}.records"] >= done)
