@@ -50,3 +50,43 @@ async def test_a_rewind_is_accepted():
     await guard.filter([ev(0, 10), ev(0, 11)])
     assert offsets(await guard.filter([ev(0, 5), ev(0, 6)])) == [(0, 5), (0, 6)]  # redelivery from a commit
     assert app.consumer.seeks == []
+
+
+class Committed(SeekRecorder):
+    """Faust's consumer as the guard sees it after a rebalance: seeks, and the group's committed offsets."""
+
+    def __init__(self, committed: dict):
+        super().__init__()
+        self._committed_offset = committed
+
+
+async def test_a_partition_that_comes_back_is_not_sought_back_to_where_this_worker_left_it():
+    """Another worker advanced the partition while it was away: after the rebalance the next record is at the
+    group's committed offset, not after our old position — no seek, no replay (and no loop)."""
+    app = SimpleNamespace(consumer=Committed({}))
+    guard = GapGuard(app, Stats(), "x")
+    await guard.filter([ev(0, 10), ev(0, 11)])
+    await guard.on_rebalance()
+    app.consumer._committed_offset[TP("t", 0)] = 500  # committed by the other worker meanwhile
+    assert offsets(await guard.filter([ev(0, 500), ev(0, 501)])) == [(0, 500), (0, 501)]
+    assert app.consumer.seeks == []
+
+
+async def test_after_a_rebalance_records_skipped_before_the_first_one_are_sought_back():
+    """Faust dropped a buffered fetch across the rebalance: the first record is past the committed offset."""
+    app = SimpleNamespace(consumer=Committed({TP("t", 0): 40}))
+    guard = GapGuard(app, Stats(), "x")
+    await guard.on_rebalance()
+    assert offsets(await guard.filter([ev(0, 57), ev(0, 58)])) == []
+    assert app.consumer.seeks == [(TP("t", 0), 40)]
+
+
+async def test_a_seek_back_answered_from_a_later_offset_does_not_loop():
+    """The missing offsets were deleted (retention): Kafka answers the seek from a later offset; go on."""
+    app, stats = SimpleNamespace(consumer=SeekRecorder()), Stats()
+    guard = GapGuard(app, stats, "x")
+    await guard.filter([ev(0, 7)])
+    assert offsets(await guard.filter([ev(0, 20)])) == [] and app.consumer.seeks == [(TP("t", 0), 8)]
+    assert offsets(await guard.filter([ev(0, 30), ev(0, 31)])) == [(0, 30), (0, 31)]  # still past 8: accepted
+    assert app.consumer.seeks == [(TP("t", 0), 8)]
+    assert stats.as_dict()["x.offset_gap_unrecoverable"] == 1
