@@ -146,8 +146,17 @@ class GapGuard:
         self.last.clear()
         self.sought.clear()
 
+    async def _deleted(self, tp, offset: int) -> bool:
+        """True when ``offset`` of ``tp`` is before the partition's earliest offset (deleted); True as well when
+        that cannot be asked (never wait forever for an offset that may not come)."""
+        try:
+            earliest = await self.app.consumer.earliest_offsets(tp)
+            return int(earliest[tp]) > offset
+        except Exception:
+            return True
+
     async def filter(self, events: list) -> list:
-        kept, seeks = [], {}
+        kept, seeks, gone = [], {}, {}
         for event in events:
             tp, offset = position(event)
             if tp in seeks:
@@ -157,15 +166,17 @@ class GapGuard:
                 committed = getattr(getattr(self.app, "consumer", None), "_committed_offset", {}).get(tp)
                 last = committed - 1 if isinstance(committed, int) and committed > 0 else None
             if last is not None and offset > last + 1:
-                if self.sought.get(tp) == last + 1:
-                    # we sought back there already and Kafka answers from a later offset: the records in
-                    # between are gone (retention, a deleted segment); go on rather than loop
-                    self.stats.inc(f"{self.name}.offset_gap_unrecoverable")
-                    log.error("%s: %s offsets %d..%d are no longer in Kafka; continuing at %d", self.name, tp,
-                              last + 1, offset - 1, offset)
-                else:
+                if self.sought.get(tp) != last + 1:
                     seeks[tp] = last + 1
                     continue
+                if tp not in gone:
+                    gone[tp] = await self._deleted(tp, last + 1)
+                if not gone[tp]:
+                    continue  # fetched before our seek (queued behind it): the re-read brings it again, in order
+                # we sought back there and Kafka no longer has it (retention, a deleted segment): go on, not loop
+                self.stats.inc(f"{self.name}.offset_gap_unrecoverable")
+                log.error("%s: %s offsets %d..%d are no longer in Kafka; continuing at %d", self.name, tp,
+                          last + 1, offset - 1, offset)
             self.sought.pop(tp, None)
             self.last[tp] = offset
             kept.append(event)
@@ -178,7 +189,6 @@ class GapGuard:
         return kept
 
 
-FLUSHES_IN_FLIGHT = 2  # batches whose outputs are on their way to Kafka while the next one is prepared
 TAKE_WITHIN = 0.05  # how long a batch waits for more fetched lists: 0 made batches so small at a steady load
 # (one fetch of one partition) that per-batch costs dominated and the agent fell behind (bench: window p50 2.9 s)
 
@@ -186,49 +196,57 @@ TAKE_WITHIN = 0.05  # how long a batch waits for more fetched lists: 0 made batc
 async def consume_records(pipeline, topic_key: str, name: str, size: int, prepare: Callable[[list], Any],
                           lock: asyncio.Lock | None = None) -> None:
     """The loop of a batch-native agent (streams.batch_consumer): record lists straight from the fetcher, up to
-    ``size`` records or TAKE_WITHIN seconds, offset gaps repaired (``GapGuard``); ``prepare(records)`` runs the
-    agent's step and stages the batch's outputs and state changes in a BatchOutput (retried on Transient failures, under
-    ``lock``, which the agent's timers hold while they write the same keys); the output is flushed in the
-    background — the same records again until Kafka acknowledged them — while the next batch is prepared,
-    and offsets are acked in order, each batch only after its own outputs are durable."""
+    ``size`` records or TAKE_WITHIN seconds, offset gaps repaired (``GapGuard``); under ``lock`` (the agent's
+    timers and a revocation hold it too) ``prepare(records)`` runs the agent's step and stages the batch's
+    outputs and state changes in a BatchOutput, which is flushed — outputs, then state; the same records again
+    until Kafka acknowledged them — before the offsets are acked and the next batch is prepared.
+
+    One batch at a time on purpose: overlapping batch N's flush with N+1 (tried) let a retried send of N land
+    after N+1's writes (stale changelog values, high-water offsets past N's items) and measured no faster."""
     router = pipeline.router
     router.install()
     inbox = router.inbox(pipeline.topics[topic_key].get_topic_name())
-    guard = GapGuard(pipeline.app, pipeline.stats, name)
     lock = lock or asyncio.Lock()
-    acker = _Acker(pipeline, name, inbox)
+    router.guard_lock(lock)
+    guard = GapGuard(pipeline.app, pipeline.stats, name)
+    stats = pipeline.stats
     waited = time.monotonic()
-    try:
-        while True:
-            taken = await inbox.take(size, within=TAKE_WITHIN)
-            lists, inbox.taken = inbox.taken, 0
-            started = time.monotonic()
-            records = await guard.filter(taken)
-            pipeline.stats.inc(f"{name}.batches")
+    while True:
+        taken = await inbox.take(size, within=TAKE_WITHIN)
+        started = time.monotonic()
+        records = await guard.filter(taken)
+        stats.inc(f"{name}.batches")
+        async with lock:
+            out = await run_batch(name, stats, _prepared(prepare, records))
+            flushing = time.monotonic()
+            await run_batch(name, stats, out.flush)
+        ack_offsets(pipeline.app, records)
+        inbox.finished()
+        done = time.monotonic()
+        # where the agent's time goes (GET /api/v1/stats): waiting for input, preparing, flushing a batch
+        stats.inc(f"{name}.wait_ms", int((started - waited) * 1000))
+        stats.inc(f"{name}.process_ms", int((flushing - started) * 1000))
+        stats.inc(f"{name}.flush_ms", int((done - flushing) * 1000))
+        stats.inc(f"{name}.records", len(taken))
+        waited = done
 
-            async def prepared():
-                async with lock:
-                    return prepare(records)
 
-            out = await run_batch(name, pipeline.stats, prepared)
-            await acker.submit(records, lists, out)
-            done = time.monotonic()
-            # where the agent's time goes (GET /api/v1/stats): waiting for input, preparing a batch
-            pipeline.stats.inc(f"{name}.wait_ms", int((started - waited) * 1000))
-            pipeline.stats.inc(f"{name}.process_ms", int((done - started) * 1000))
-            waited = done
-    finally:
-        acker.stop()
+def _prepared(prepare: Callable[[list], Any], records: list):
+    async def run():
+        return prepare(records)
+    return run
 
 
 async def consume_record_batches(pipeline, topic_key: str, name: str, size: int,
-                                 process: Callable[[list], Any]) -> None:
+                                 process: Callable[[list], Any], lock: asyncio.Lock | None = None) -> None:
     """consume_records for agents whose ``process(records)`` does everything itself, sequentially (decide,
     write, send, write again — the dispatch stages): record lists from the fetcher, gaps repaired, ``process``
     run until it succeeds, then the offsets acked."""
     router = pipeline.router
     router.install()
     inbox = router.inbox(pipeline.topics[topic_key].get_topic_name())
+    if lock is not None:  # the lock ``process`` takes: a revocation waits for the batch in progress
+        router.guard_lock(lock)
     guard = GapGuard(pipeline.app, pipeline.stats, name)
     stats = pipeline.stats
     waited = time.monotonic()
@@ -257,49 +275,6 @@ def install_batch_agent(pipeline, agent, topic_key: str, name: str, size: int) -
     run.__name__ = run.__qualname__ = name
     pipeline.agents[name] = pipeline.app.agent(pipeline.topics[topic_key], name=name)(run)
     pipeline.batch_agents[name] = agent
-
-
-class _Acker:
-    """Flushes prepared batches in the background, at most FLUSHES_IN_FLIGHT at once, and acks their offsets
-    in order once each one's outputs are durable."""
-
-    def __init__(self, pipeline, name: str, inbox) -> None:
-        self.pipeline, self.name, self.inbox = pipeline, name, inbox
-        self.slots = asyncio.Semaphore(FLUSHES_IN_FLIGHT)
-        self.previous: asyncio.Future | None = None
-        self.tasks: set = set()
-        self.error: BaseException | None = None
-
-    async def submit(self, records: list, lists: int, out) -> None:
-        await self.slots.acquire()
-        if self.error is not None:  # a flush failed for good (not a passing Kafka error): stop the agent
-            raise self.error
-        task = asyncio.ensure_future(self._flush_then_ack(records, lists, out, self.previous))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        self.previous = task
-
-    async def _flush_then_ack(self, records: list, lists: int, out, previous) -> None:
-        try:
-            started = time.monotonic()
-            await run_batch(self.name, self.pipeline.stats, out.flush)
-            self.pipeline.stats.inc(f"{self.name}.flush_ms", int((time.monotonic() - started) * 1000))
-            if previous is not None:
-                await asyncio.shield(previous)  # acks in order: the batch before first
-            ack_offsets(self.pipeline.app, records)
-            for _ in range(lists):
-                self.inbox.queue.task_done()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            self.error = self.error or exc
-            log.exception("%s: flushing a batch failed for good", self.name)
-        finally:
-            self.slots.release()
-
-    def stop(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
 
 
 def dead_letter(stage: str, reason: str, detail: str, *, topic: str | None = None, partition: int | None = None,

@@ -26,6 +26,7 @@ from typing import Any, AsyncIterator
 
 log = logging.getLogger("npsflow.streams")
 
+REVOKE_WAIT = 20.0  # seconds a revocation waits for a batch in progress (well below the session timeout)
 INBOX_BATCHES = 8  # fetched lists waiting per agent before the fetcher waits (backpressure)
 
 
@@ -51,6 +52,23 @@ class BatchInbox:
     def __init__(self, maxsize: int = INBOX_BATCHES) -> None:
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=maxsize)
         self.taken = 0  # lists handed out by take() and not yet reported finished()
+
+    def drop(self, predicate) -> int:
+        """Remove the queued lists for which ``predicate(list)`` holds; returns how many."""
+        kept, dropped = [], 0
+        while True:
+            try:
+                records = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if predicate(records):
+                dropped += 1
+            else:
+                kept.append(records)
+            self.queue.task_done()
+        for records in kept:
+            self.queue.put_nowait(records)
+        return dropped
 
     def finished(self) -> None:
         """The lists of the last take() are handled (processed and acked, or queued for a retry)."""
@@ -90,12 +108,38 @@ class BatchInbox:
 
 
 class BatchRouter:
-    """Installed on the app's consumer: routes the records of registered topics to their inboxes."""
+    """Installed on the app's consumer: routes the records of registered topics to their inboxes.
+
+    On a revocation (``on_revoked``) the lists of revoked partitions still queued are dropped (they were not
+    acked; their new owner reads them from the committed offset) and the revocation waits for the batches in
+    progress (the agents' locks): Faust then drops the revoked partitions' table keys, and no batch of ours
+    writes to those partitions' changelogs any more — the new owner's recovery would otherwise read a state
+    computed here against keys that were no longer ours."""
 
     def __init__(self, app) -> None:
         self.app = app
         self.inboxes: dict[str, BatchInbox] = {}
         self.installed = False
+        self.locks: list[asyncio.Lock] = []
+        if hasattr(app, "on_partitions_revoked"):
+            app.on_partitions_revoked.connect(self.on_revoked, weak=False)
+
+    def guard_lock(self, lock: asyncio.Lock) -> None:
+        """A lock an agent holds while it prepares and writes a batch (see on_revoked)."""
+        if all(lock is not known for known in self.locks):
+            self.locks.append(lock)
+
+    async def on_revoked(self, sender=None, revoked=None, **kwargs) -> None:
+        revoked = set(revoked or ())
+        for inbox in self.inboxes.values():
+            inbox.drop(lambda records: records and (records[0].topic, records[0].partition) in revoked)
+        for lock in self.locks:  # the batch in progress finishes (its writes are for partitions still ours then)
+            try:
+                await asyncio.wait_for(lock.acquire(), REVOKE_WAIT)
+            except asyncio.TimeoutError:  # e.g. Kafka down and a flush retrying: do not hold the rebalance
+                log.warning("a batch was still in progress %.0f s into a revocation; going on", REVOKE_WAIT)
+                continue
+            lock.release()
 
     def inbox(self, topic: str) -> BatchInbox:
         if topic not in self.inboxes:
@@ -121,7 +165,10 @@ class BatchRouter:
                 await consumer.perform_seek()  # Faust's own behaviour when the flow stopped meanwhile
                 return
             rest = {}
+            generation = consumer.app.consumer_generation_id
             for tp, batch in records.items():
+                if consumer.app.consumer_generation_id != generation or not consumer.flow_active:
+                    return  # a rebalance began while we waited for an inbox: the rest is read again later
                 if active is not None and tp not in active and tp not in consumer._buffered_partitions:
                     continue
                 inbox = router.inboxes.get(tp.topic)

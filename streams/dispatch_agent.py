@@ -120,11 +120,11 @@ class DispatchAgent(DispatchEdge):
 
         @app.agent(pipeline.topics["triggers"], name="dispatch")
         async def dispatch(stream):
-            await consume_record_batches(pipeline, "triggers", "dispatch", BATCH, self.process)
+            await consume_record_batches(pipeline, "triggers", "dispatch", BATCH, self.process, self.lock)
 
         @app.agent(pipeline.topics["releases"], name="release")
         async def release(stream):
-            await consume_record_batches(pipeline, "releases", "release", BATCH, self.release)
+            await consume_record_batches(pipeline, "releases", "release", BATCH, self.release, self.lock)
 
         pipeline.agents.update(dispatch=dispatch, release=release)
 
@@ -178,7 +178,7 @@ class CapAgent(DispatchEdge):
 
         @pipeline.app.agent(pipeline.topics["candidates"], name="cap")
         async def cap(stream):
-            await consume_record_batches(pipeline, "candidates", "cap", CAP_BATCH, self.process)
+            await consume_record_batches(pipeline, "candidates", "cap", CAP_BATCH, self.process, self.lock)
 
         pipeline.agents["cap"] = cap
 
@@ -219,7 +219,7 @@ class DeliverAgent(DispatchEdge):
 
         @pipeline.app.agent(pipeline.topics["invitations"], name="deliver")
         async def deliver(stream):
-            await consume_record_batches(pipeline, "invitations", "deliver", BATCH, self.process)
+            await consume_record_batches(pipeline, "invitations", "deliver", BATCH, self.process, self.lock)
 
         add_timer(pipeline, "fire_due", 1.0, self.fire_due)
         pipeline.agents["deliver"] = deliver

@@ -77,29 +77,37 @@ class KafkaSender:
 
 
 class BatchOutput:
-    """Everything one input batch produces, grouped by (topic, partition), in the order it was added."""
+    """Everything one input batch produces, grouped by (topic, partition), in the order it was added: output
+    records, and the changed state keys (``state=True``: changelog records), which go to Kafka second."""
 
     def __init__(self, sender: Sender) -> None:
         self.sender = sender
         self.records: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
+        self.state: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
         self.count = 0
 
-    def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
-        self.records[(topic, partition)].append((key, value))
+    def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None, state: bool = False) -> None:
+        (self.state if state else self.records)[(topic, partition)].append((key, value))
         self.count += 1
 
     def add_keyed(self, topic: str, partitions: int, key: bytes, value: bytes | None) -> None:
         self.add(topic, partition_for(key, partitions), key, value)
 
     async def flush(self) -> None:
-        """Send every (topic, partition) group concurrently; return once all are acknowledged, raise if any
-        failed. The records are kept until a flush succeeded: a retry sends exactly the same records again
-        (every consumer of them is idempotent: versions, source offsets, same changelog values), so state
-        changes staged by a batch are never lost to a failed send."""
-        if self.records:
-            await asyncio.gather(*(self.sender.send(topic, partition, records)
-                                   for (topic, partition), records in self.records.items()))
-        self.records, self.count = defaultdict(list), 0
+        """Send the outputs, and once Kafka acknowledged all of them, the state changes; raise if a send failed.
+
+        Outputs first: a crash in between leaves outputs without the state that produced them, and the batch is
+        recomputed from the old state into the same outputs (consumers drop the repeats: versions, source
+        offsets). State first could leave a memo saying "v2 is counted" whose window delta never left, and the
+        replay would then retract the wrong version. Each phase is kept until it succeeded: a retry sends exactly
+        the same records again (the caller retries before it prepares the next batch)."""
+        for phase in ("records", "state"):
+            groups = getattr(self, phase)
+            if groups:
+                await asyncio.gather(*(self.sender.send(topic, partition, records)
+                                       for (topic, partition), records in groups.items()))
+                setattr(self, phase, defaultdict(list))
+        self.count = 0
 
 
 class StateTable:
@@ -137,13 +145,13 @@ class StateTable:
         raw = orjson.dumps(value)
         self.table.data[key] = raw
         self._owner(key, partition)
-        out.add(self.changelog, partition, key, raw)
+        out.add(self.changelog, partition, key, raw, state=True)
 
     def delete(self, out: BatchOutput, key: bytes, partition: int) -> None:
         """Drop ``key`` in memory and stage a tombstone on ``partition``."""
         self.table.data.pop(key, None)
         getattr(self.table.data, "_key_partition", {}).pop(key, None)
-        out.add(self.changelog, partition, key, None)
+        out.add(self.changelog, partition, key, None, state=True)
 
     def _owner(self, key: bytes, partition: int) -> None:
         key_partition = getattr(self.table.data, "_key_partition", None)

@@ -183,8 +183,13 @@ class SinkAgent:
             if self.table == "dead_letters":  # never loop: write the undecodable dead letter directly
                 return row_mappers.dead_letter_row(dl, msg.partition, msg.offset)
             self.stats.inc(f"dead_letter.sink.{reason}")
-            await self.dead_letters.send(key=b"", value=self.codec.encode(avro.DEAD_LETTER, dl))
+            await self.send_dead_letter(dl)
             return None
+
+    async def send_dead_letter(self, record: dict) -> None:
+        """Send a dead letter and wait until Kafka has it: the record it stands for is acked right after."""
+        delivered = await self.dead_letters.send(key=b"", value=self.codec.encode(avro.DEAD_LETTER, record))
+        await delivered
 
     async def on_rejected(self, partition: int, offset: int, row: dict, source, exc: BaseException) -> None:
         """A row ClickHouse refused on its own (after bisection): dead-letter it; raising keeps the batch."""
@@ -195,7 +200,7 @@ class SinkAgent:
         dl = dead_letter("sink", REJECTED, detail, topic=source_topic, partition=partition, offset=offset,
                          key=key, payload=row)
         if self.table != "dead_letters":
-            await self.dead_letters.send(key=b"", value=self.codec.encode(avro.DEAD_LETTER, dl))
+            await self.send_dead_letter(dl)
             self.stats.inc(f"dead_letter.sink.{REJECTED}")
             return
         await self.replace_dead_letter(partition, offset, row, dl)

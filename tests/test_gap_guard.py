@@ -90,3 +90,23 @@ async def test_a_seek_back_answered_from_a_later_offset_does_not_loop():
     assert offsets(await guard.filter([ev(0, 30), ev(0, 31)])) == [(0, 30), (0, 31)]  # still past 8: accepted
     assert app.consumer.seeks == [(TP("t", 0), 8)]
     assert stats.as_dict()["x.offset_gap_unrecoverable"] == 1
+
+
+class Earliest(SeekRecorder):
+    def __init__(self, earliest: int):
+        super().__init__()
+        self.earliest = earliest
+
+    async def earliest_offsets(self, *tps):
+        return {tp: self.earliest for tp in tps}
+
+
+async def test_lists_fetched_before_the_seek_are_dropped_until_the_re_read_arrives():
+    """Two lists of the partition were queued when the gap was seen: the second one (fetched before the seek)
+    must not be taken as 'the seek came back from later offsets' — it is dropped and read again in order."""
+    app = SimpleNamespace(consumer=Earliest(0))
+    guard = GapGuard(app, Stats(), "x")
+    await guard.filter([ev(0, 88)])
+    assert offsets(await guard.filter([ev(0, 106), ev(0, 107)])) == [] and app.consumer.seeks == [(TP("t", 0), 89)]
+    assert offsets(await guard.filter([ev(0, 121), ev(0, 122)])) == []  # queued before the seek: dropped
+    assert offsets(await guard.filter([ev(0, 89), ev(0, 90)])) == [(0, 89), (0, 90)]  # the re-read, in order
