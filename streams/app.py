@@ -203,32 +203,14 @@ async def consume_records(pipeline, topic_key: str, name: str, size: int, prepar
 
     One batch at a time on purpose: overlapping batch N's flush with N+1 (tried) let a retried send of N land
     after N+1's writes (stale changelog values, high-water offsets past N's items) and measured no faster."""
-    router = pipeline.router
-    router.install()
-    inbox = router.inbox(pipeline.topics[topic_key].get_topic_name())
     lock = lock or asyncio.Lock()
-    router.guard_lock(lock)
-    guard = GapGuard(pipeline.app, pipeline.stats, name)
-    stats = pipeline.stats
-    waited = time.monotonic()
-    while True:
-        taken = await inbox.take(size, within=TAKE_WITHIN)
-        started = time.monotonic()
-        records = await guard.filter(taken)
-        stats.inc(f"{name}.batches")
+
+    async def handle(records: list) -> None:
         async with lock:
-            out = await run_batch(name, stats, _prepared(prepare, records))
-            flushing = time.monotonic()
-            await run_batch(name, stats, out.flush)
-        ack_offsets(pipeline.app, records)
-        inbox.finished()
-        done = time.monotonic()
-        # where the agent's time goes (GET /api/v1/stats): waiting for input, preparing, flushing a batch
-        stats.inc(f"{name}.wait_ms", int((started - waited) * 1000))
-        stats.inc(f"{name}.process_ms", int((flushing - started) * 1000))
-        stats.inc(f"{name}.flush_ms", int((done - flushing) * 1000))
-        stats.inc(f"{name}.records", len(taken))
-        waited = done
+            out = await run_batch(name, pipeline.stats, _prepared(prepare, records))
+            await run_batch(name, pipeline.stats, out.flush)
+
+    await _consume(pipeline, topic_key, name, size, handle, lock)
 
 
 def _prepared(prepare: Callable[[list], Any], records: list):
@@ -240,12 +222,20 @@ def _prepared(prepare: Callable[[list], Any], records: list):
 async def consume_record_batches(pipeline, topic_key: str, name: str, size: int,
                                  process: Callable[[list], Any], lock: asyncio.Lock | None = None) -> None:
     """consume_records for agents whose ``process(records)`` does everything itself, sequentially (decide,
-    write, send, write again — the dispatch stages): record lists from the fetcher, gaps repaired, ``process``
-    run until it succeeds, then the offsets acked."""
+    write, send, write again — the dispatch stages), run until it succeeds; ``lock`` is the one it takes."""
+
+    async def handle(records: list) -> None:
+        await run_batch(name, pipeline.stats, lambda: process(records))
+
+    await _consume(pipeline, topic_key, name, size, handle, lock)
+
+
+async def _consume(pipeline, topic_key: str, name: str, size: int, handle, lock: asyncio.Lock | None) -> None:
+    """Take record lists from the topic's inbox, repair gaps, ``handle`` them, ack them; count where time goes."""
     router = pipeline.router
     router.install()
     inbox = router.inbox(pipeline.topics[topic_key].get_topic_name())
-    if lock is not None:  # the lock ``process`` takes: a revocation waits for the batch in progress
+    if lock is not None:  # a revocation waits for the batch in progress
         router.guard_lock(lock)
     guard = GapGuard(pipeline.app, pipeline.stats, name)
     stats = pipeline.stats
@@ -255,10 +245,11 @@ async def consume_record_batches(pipeline, topic_key: str, name: str, size: int,
         started = time.monotonic()
         records = await guard.filter(taken)
         stats.inc(f"{name}.batches")
-        await run_batch(name, stats, lambda: process(records))
+        await handle(records)
         ack_offsets(pipeline.app, records)
         inbox.finished()
         done = time.monotonic()
+        # where the agent's time goes (GET /api/v1/stats): waiting for input, handling batches
         stats.inc(f"{name}.wait_ms", int((started - waited) * 1000))
         stats.inc(f"{name}.process_ms", int((done - started) * 1000))
         stats.inc(f"{name}.records", len(taken))  # taken and done with (acked)
