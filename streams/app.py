@@ -256,6 +256,27 @@ async def _consume(pipeline, topic_key: str, name: str, size: int, handle, lock:
         waited = done
 
 
+SWEEP_CHUNK = 5000  # keys a timer visits per lock hold (the agent waits at most one chunk)
+
+
+async def sweep_keys(pipeline, name: str, table, keys: list, lock: asyncio.Lock, visit) -> int:
+    """A timer's pass over ``keys`` of a StateTable, a chunk at a time under the agent's ``lock`` and on the
+    keys' current values (the agent writes the same keys): ``visit(out, key, raw_value)`` stages changes and
+    returns how many it made; each chunk is flushed (the same records until Kafka took them) before the next,
+    and the loop yields between chunks so heartbeats are not starved. Returns the sum of the visits."""
+    total = 0
+    for start in range(0, len(keys), SWEEP_CHUNK):
+        async with lock:
+            out = pipeline.output()
+            for key in keys[start:start + SWEEP_CHUNK]:
+                raw = table.get_raw(key)
+                if raw is not None:
+                    total += visit(out, key, raw)
+            await run_batch(name, pipeline.stats, out.flush)
+        await asyncio.sleep(0)
+    return total
+
+
 def install_batch_agent(pipeline, agent, topic_key: str, name: str, size: int) -> None:
     """Declare the Faust agent of a batch-native ``agent`` (an object with ``prepare(records)`` and ``lock``):
     Faust needs it for the topic's subscription and the assignor; its records come through consume_records."""
@@ -321,6 +342,12 @@ class Pipeline:
         if self.sender is None:
             self.sender = KafkaSender(self.app)
         return BatchOutput(self.sender)
+
+    def stage_dead_letter(self, out: BatchOutput, record: dict) -> None:
+        """Stage a DeadLetter record (``dead_letter(...)``) in ``out`` and count it by stage and reason."""
+        self.stats.inc(f"dead_letter.{record['stage']}.{record['reason']}")
+        out.add_keyed(self.topics["dead_letters"].get_topic_name(), self.settings.partitions,
+                      (record["key"] or "").encode(), self.codec.encode(avro.DEAD_LETTER, record))
 
 
 def create_app(settings: Settings, *, broker: str | None = None, clock: Callable[[], datetime] = utcnow,

@@ -15,7 +15,7 @@ import asyncio
 import orjson
 
 from schemas import codec as avro
-from streams.app import Pipeline, Transient, add_timer, install_batch_agent, dead_letter
+from streams.app import Pipeline, Transient, add_timer, dead_letter, install_batch_agent, sweep_keys
 from streams.classify import ClassifyOutcome, ClassifyStep, Incoming
 from streams.kafka_io import BatchOutput, StateTable, json_key, partition_for
 from streams.responses import to_ms
@@ -57,7 +57,7 @@ class ClassifyAgent:
             partition_of=lambda key: partition_for(key, self.partitions),
             encode=lambda record: pipeline.codec.encode(avro.CLASSIFIED_RESPONSE, record))
         self.names = {name: pipeline.topics[name].get_topic_name()
-                      for name in ("raw", "classified", "deltas", "dead_letters", "invitations")}
+                      for name in ("raw", "classified", "deltas", "invitations")}
         self.lock = asyncio.Lock()
 
     def install(self) -> None:
@@ -73,12 +73,6 @@ class ClassifyAgent:
         self.stage(outcome, out)
         return out
 
-    async def process(self, fetched: list) -> None:
-        """prepare + flush in one go (the agent's timers and tests)."""
-        async with self.lock:
-            out = self.prepare(fetched)
-            await out.flush()
-
     def incoming(self, record) -> Incoming:
         """A fetched record (streams.batch_consumer.Record), decoded."""
         try:
@@ -90,8 +84,9 @@ class ClassifyAgent:
             return Incoming(record.partition, record.offset, record.key, None, (exc.reason, exc.detail), record.value)
 
     def stage(self, outcome: ClassifyOutcome, out: BatchOutput) -> None:
-        """Everything the batch changed and produced, into ``out`` (state first: memos, then watermarks)."""
-        pipeline, names, codec = self.pipeline, self.names, self.pipeline.codec
+        """Everything the batch changed and produced, into ``out`` (the state — memos, then the watermarks — goes
+        to Kafka after the outputs: BatchOutput.flush)."""
+        pipeline, names = self.pipeline, self.names
         for name, count in outcome.counts.items():
             pipeline.stats.inc(name, count)
         for rid, (partition, memo) in outcome.memos.items():
@@ -108,31 +103,27 @@ class ClassifyAgent:
             out.add_keyed(names["raw"], self.partitions, key, value)
         for refused in outcome.refused:
             rec = refused.record
-            record = dead_letter("classify", refused.reason, refused.detail, topic=names["raw"],
-                                 partition=rec.partition, offset=rec.offset, key=rec.key, payload=refused.payload)
-            pipeline.stats.inc(f"dead_letter.classify.{refused.reason}")
-            out.add_keyed(names["dead_letters"], self.partitions, (record["key"] or "").encode(),
-                          codec.encode(avro.DEAD_LETTER, record))
+            pipeline.stage_dead_letter(out, dead_letter(
+                "classify", refused.reason, refused.detail, topic=names["raw"], partition=rec.partition,
+                offset=rec.offset, key=rec.key, payload=refused.payload))
 
     async def expire(self) -> None:
         """Forget memos not written for the dedup retention (processing time, so imported history is not
         forgotten at once). A version arriving later and older than the memory is refused by the step
         (``older_than_dedup_memory``): an answer can never be counted again on a forgotten day."""
         oldest = to_ms(self.pipeline.clock()) - self.pipeline.settings.dedup_retention_seconds * 1000
-        expired = 0
-        keys = [key for key in self.seen.data.keys() if key[:1] == b'"']
-        for start in range(0, len(keys), 5000):
-            async with self.lock:  # a chunk at a time, on the current values: the agent writes the same keys
-                out = self.pipeline.output()
-                for key in keys[start:start + 5000]:
-                    raw = self.seen.get_raw(key)
-                    memo = orjson.loads(raw) if raw else None
-                    if memo is not None and memo.get("w", memo["t"]) < oldest:
-                        self.seen.delete(out, key, memo["src"][0])
-                        expired += 1
-                await out.flush()
-            await asyncio.sleep(0)  # do not starve heartbeats on a big table
+
+        def forget(out: BatchOutput, key: bytes, raw: bytes) -> int:
+            memo = orjson.loads(raw)
+            if memo.get("w", memo["t"]) >= oldest:
+                return 0
+            self.seen.delete(out, key, memo["src"][0])
+            return 1
+
+        keys = [key for key in self.seen.data.keys() if key[:1] == b'"']  # memos (watermarks are not JSON keys)
+        expired = await sweep_keys(self.pipeline, "expire_seen", self.seen, keys, self.lock, forget)
         self.pipeline.stats.inc("classify.forgotten", expired)
+
 
 def install_classify(pipeline: Pipeline) -> None:
     ClassifyAgent(pipeline).install()

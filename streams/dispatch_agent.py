@@ -27,7 +27,8 @@ import logging
 import orjson
 
 from schemas import codec as avro
-from streams.app import Pipeline, Transient, add_timer, consume_record_batches, dead_letter, run_batch
+from streams.app import (Pipeline, Transient, add_timer, consume_record_batches, dead_letter, run_batch,
+                         sweep_keys)
 from streams.deliver import DeliverBatch, Send, slot_of
 from streams.dispatch import REMINDER, DispatchBook
 from streams.dispatch_steps import (CAP_BATCH, CapStep, DecideStep, Output, Overlay, Refusal, StepOutcome,
@@ -41,7 +42,6 @@ log = logging.getLogger("npsflow.dispatch")
 BATCH = 1000  # triggers / commands per batch
 SEND_CHUNK = 256  # sends marked "sending" at a time (made durable, then sent concurrently, then recorded)
 OUTPUTS_KEPT_MS = 3600 * 1000  # a trigger's outputs are kept this long for redelivery, then only its id
-EXPIRY_CHUNK = 5000
 
 
 def redact_bytes(value: bytes) -> str | None:
@@ -99,11 +99,9 @@ class DispatchEdge:
             out.add(self.names[o.name], o.partition, o.key, o.value)
 
     def dead_letter(self, out: BatchOutput, stage: str, r: Refusal, source: str) -> None:
-        record = dead_letter(stage, r.reason, r.detail, topic=self.names[source], partition=r.partition,
-                             offset=r.offset, key=r.key, payload=r.payload)
-        self.pipeline.stats.inc(f"dead_letter.{stage}.{r.reason}")
-        out.add_keyed(self.names["dead_letters"], self.partitions, (record["key"] or "").encode(),
-                      self.pipeline.codec.encode(avro.DEAD_LETTER, record))
+        self.pipeline.stage_dead_letter(out, dead_letter(stage, r.reason, r.detail, topic=self.names[source],
+                                                         partition=r.partition, offset=r.offset, key=r.key,
+                                                         payload=r.payload))
 
 
 class DispatchAgent(DispatchEdge):
@@ -364,19 +362,11 @@ class StateExpiry:
         now = self.pipeline.clock()
         now_ms = to_ms(now)
         retention_ms = self.book.dedup_retention.total_seconds() * 1000
-        keys = list(table.data.keys())
-        expired = 0
-        for start in range(0, len(keys), EXPIRY_CHUNK):
-            async with lock:  # a chunk at a time, on the current values: the agents write the same keys
-                out = self.pipeline.output()
-                for raw_key in keys[start:start + EXPIRY_CHUNK]:
-                    raw = table.get_raw(raw_key)
-                    if raw is not None:
-                        expired += rule(table, out, orjson.loads(raw_key), orjson.loads(raw), raw_key, now,
-                                        now_ms, retention_ms)
-                await run_batch("dispatch.expiry", self.pipeline.stats, out.flush)
-            await asyncio.sleep(0)
-        return expired
+
+        def visit(out: BatchOutput, raw_key: bytes, raw: bytes) -> int:
+            return rule(table, out, orjson.loads(raw_key), orjson.loads(raw), raw_key, now, now_ms, retention_ms)
+
+        return await sweep_keys(self.pipeline, "dispatch.expiry", table, list(table.data.keys()), lock, visit)
 
     def stage_one(self, table, out, key: str, value, raw_key, now, now_ms, retention_ms) -> int:
         if not isinstance(value, dict):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 import orjson
 from aiokafka.partitioner import murmur2
@@ -84,11 +84,9 @@ class BatchOutput:
         self.sender = sender
         self.records: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
         self.state: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
-        self.count = 0
 
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None, state: bool = False) -> None:
         (self.state if state else self.records)[(topic, partition)].append((key, value))
-        self.count += 1
 
     def add_keyed(self, topic: str, partitions: int, key: bytes, value: bytes | None) -> None:
         self.add(topic, partition_for(key, partitions), key, value)
@@ -107,7 +105,6 @@ class BatchOutput:
                 await asyncio.gather(*(self.sender.send(topic, partition, records)
                                        for (topic, partition), records in groups.items()))
                 setattr(self, phase, defaultdict(list))
-        self.count = 0
 
 
 class StateTable:
@@ -157,9 +154,6 @@ class StateTable:
         key_partition = getattr(self.table.data, "_key_partition", None)
         if key_partition is not None:  # the memory store drops the key when this partition is revoked
             key_partition[key] = partition
-
-    def items(self) -> Iterable[tuple[bytes, bytes]]:
-        return list(self.table.data.items())
 
 
 def state_table(app, name: str, partitions: int):

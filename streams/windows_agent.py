@@ -17,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from typing import Any
 
 import orjson
 
 from schemas import codec as avro
-from streams.app import Pipeline, add_timer, install_batch_agent, dead_letter
+from streams.app import Pipeline, add_timer, dead_letter, install_batch_agent, run_batch, sweep_keys
 from streams.kafka_io import BatchOutput, StateTable, json_key
 from streams.responses import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, from_ms
 from streams.windows import SegmentKey, StepStats, apply_items
@@ -60,7 +59,7 @@ class WindowsAgent:
         self.pipeline = pipeline
         self.engine = pipeline.engine
         self.table = StateTable(pipeline.tables["window_state"])
-        self.names = {name: pipeline.topics[name].get_topic_name() for name in ("deltas", "windows", "dead_letters")}
+        self.updates_topic = pipeline.topics["windows"].get_topic_name()
         self.partitions = pipeline.settings.partitions
         self.watermark_ms = 0  # the largest segment watermark seen by this worker: only for rolling idle segments
         self.lock = asyncio.Lock()  # the agent and the timers write the same keys: never interleave their writes
@@ -78,11 +77,6 @@ class WindowsAgent:
         pipeline.timers.update(roll_idle_segments=self.roll_idle_segments, emit_held_window_updates=self.emit_held,
                                expire_contributions=self.drop_legacy_keys)
 
-    async def process(self, records: list) -> None:
-        """prepare + flush in one go (tests)."""
-        async with self.lock:
-            await self.prepare(records).flush()
-
     def prepare(self, records: list) -> BatchOutput:
         """One batch: apply every segment's items, stage the due updates and each changed state once."""
         out = self.pipeline.output()
@@ -93,7 +87,9 @@ class WindowsAgent:
                 segment = str(SegmentKey.parse(record.key.decode()))
                 items = parse_items(record.value)
             except Exception as exc:
-                self.dead_letter(out, record, f"{type(exc).__name__}: {exc}"[:300])
+                self.pipeline.stage_dead_letter(out, dead_letter(
+                    "windows", "bad_window_delta", f"{type(exc).__name__}: {exc}"[:300], topic=record.topic,
+                    partition=record.partition, offset=record.offset, key=record.key, payload=record.value))
                 continue
             by_segment[segment].extend(items)
             partition_of[segment] = record.partition
@@ -104,8 +100,7 @@ class WindowsAgent:
             if state is not None:
                 states[segment] = state
         self.emit_due(out, states)
-        for segment, state in states.items():
-            self.table.put(out, state_key(segment), state, state["p"])
+        self.stage_states(out, states)
         self.pipeline.stats.inc("windows.applied", stats.applied)
         self.pipeline.stats.inc("windows.replayed", stats.replayed)
         self.pipeline.stats.inc("windows.outside", stats.outside)
@@ -150,14 +145,18 @@ class WindowsAgent:
             out = self.pipeline.output()
             states: dict = {}
             self.emit_due(out, states)
-            for segment, state in states.items():
-                self.table.put(out, state_key(segment), state, state["p"])
-            await out.flush()
+            self.stage_states(out, states)
+            await run_batch("emit_held_window_updates", self.pipeline.stats, out.flush)
+
+    def stage_states(self, out: BatchOutput, states: dict) -> None:
+        """Each changed segment state once, on its partition's changelog."""
+        for segment, state in states.items():
+            self.table.put(out, state_key(segment), state, state["p"])
 
     def emit(self, out: BatchOutput, segment: SegmentKey, state: dict, watermark_ms: int, trim: bool) -> None:
         codec, key = self.pipeline.codec, str(segment).encode()
         for result in self.engine.results(segment, state, watermark_ms, trim=trim):
-            out.add_keyed(self.names["windows"], self.partitions, key,
+            out.add_keyed(self.updates_topic, self.partitions, key,
                           codec.encode(avro.WINDOW_UPDATE, self.update_record(segment, result)))
         state["end"] = self.engine.window_end(watermark_ms)
 
@@ -174,32 +173,23 @@ class WindowsAgent:
             "seq": result.seq, "updated_at": self.pipeline.clock(),
         }
 
-    def dead_letter(self, out: BatchOutput, msg: Any, detail: str) -> None:
-        record = dead_letter("windows", "bad_window_delta", detail, topic=msg.topic, partition=msg.partition,
-                             offset=msg.offset, key=msg.key, payload=msg.value)
-        self.pipeline.stats.inc("dead_letter.windows.bad_window_delta")
-        out.add_keyed(self.names["dead_letters"], self.partitions, (record["key"] or "").encode(),
-                      self.pipeline.codec.encode(avro.DEAD_LETTER, record))
-
     async def roll_idle_segments(self) -> None:
         """When event time enters a new hour, re-emit the segments that got no response since, so their
         24 h / 7 d / 30 d windows keep rolling (and empty out) instead of freezing."""
         if not self.watermark_ms:
             return
         end = self.engine.window_end(self.watermark_ms)
-        rolled = 0
+
+        def roll(out: BatchOutput, key: bytes, raw: bytes) -> int:
+            state = orjson.loads(raw)
+            if state.get("end", end) >= end or "p" not in state:
+                return 0
+            self.emit(out, SegmentKey.parse(orjson.loads(key)[2:]), state, self.watermark_ms, trim=False)
+            self.table.put(out, key, state, state["p"])
+            return 1
+
         keys = [key for key in self.table.data.keys() if key.startswith(b'"S|')]
-        for start in range(0, len(keys), 5000):
-            async with self.lock:
-                out = self.pipeline.output()
-                for key in keys[start:start + 5000]:
-                    state = self.table.get(key)
-                    if state and state.get("end", end) < end and "p" in state:
-                        self.emit(out, SegmentKey.parse(orjson.loads(key)[2:]), state, self.watermark_ms, trim=False)
-                        self.table.put(out, key, state, state["p"])
-                        rolled += 1
-                await out.flush()
-            await asyncio.sleep(0)
+        rolled = await sweep_keys(self.pipeline, "roll_idle_segments", self.table, keys, self.lock, roll)
         self.pipeline.stats.inc("windows.rolled", rolled)
 
     async def drop_legacy_keys(self) -> None:
