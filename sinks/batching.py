@@ -147,15 +147,12 @@ class Group:
     a group is kept as it is until it lands: a retry names exactly the same rows with the same token."""
 
     batches: list  # Batch, each the oldest sealed batch of its partition at the time (or later ones behind it)
+    rows: list[dict]  # the batches' rows, in order (sealed batches do not change)
     token: str
     retry_at: float = 0.0
     failures: int = 0
     last_error: BaseException | None = None
     split: bool = False  # a permanent error was met: written batch by batch from then on, with their own tokens
-
-    @property
-    def rows(self) -> list[dict]:
-        return [row for batch in self.batches for row in batch.rows]
 
 
 class BatchingSink:
@@ -249,7 +246,7 @@ class BatchingSink:
         if state.sealed:
             return now >= state.retry_at
         batch = state.open
-        return batch is not None and (len(batch) >= self.max_rows or now - batch.created_at >= self.max_age)
+        return batch is not None and self._ripe(batch, now)
 
     def next_due_in(self) -> float | None:
         """Seconds until some batch becomes due (0 if one is due now); None when nothing is pending."""
@@ -287,8 +284,7 @@ class BatchingSink:
             if state is None:  # dropped (revoked) while an earlier partition was being written
                 continue
             batch = state.open
-            if batch is not None and (force or seal_all or len(batch) >= self.max_rows
-                                      or now - batch.created_at >= self.max_age):
+            if batch is not None and (force or seal_all or self._ripe(batch, now)):
                 self._seal(state)
             if not state.sealed or (not force and now < state.retry_at):
                 continue
@@ -328,7 +324,8 @@ class BatchingSink:
             batches = [b for p in sorted(self.partitions) for b in self.partitions[p].sealed]
             if not batches:
                 return []
-            self.group = Group(batches, self._group_token(batches))
+            rows = [row for batch in batches for row in batch.rows]
+            self.group = Group(batches, rows, self._group_token(batches, rows))
         group = self.group
         if not force and now < group.retry_at:
             return []
@@ -350,12 +347,16 @@ class BatchingSink:
     def _seal_due(self, now: float, every: bool) -> None:
         for state in self.partitions.values():
             batch = state.open
-            if batch is not None and (every or len(batch) >= self.max_rows or now - batch.created_at >= self.max_age):
+            if batch is not None and (every or self._ripe(batch, now)):
                 self._seal(state)
 
-    def _group_token(self, batches: list) -> str:
+    def _ripe(self, batch: Batch, now: float) -> bool:
+        """An open batch is due: full, or its oldest entry is max_age old."""
+        return len(batch) >= self.max_rows or now - batch.created_at >= self.max_age
+
+    def _group_token(self, batches: list, rows: list[dict]) -> str:
         ranges = ",".join(f"{b.partition}:{b.first_offset}-{b.last_offset}" for b in batches)
-        return f"{self.table}:{self.topic}:{ranges}:{rows_digest([r for b in batches for r in b.rows])}"
+        return f"{self.table}:{self.topic}:{ranges}:{rows_digest(rows)}"
 
     async def _write_group(self, group: Group) -> None:
         if not group.split:
