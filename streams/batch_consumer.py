@@ -24,6 +24,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
+from faust.types import TP
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
 log = logging.getLogger("npsflow.streams")
 
 REVOKE_WAIT = 20.0  # seconds a revocation waits for a batch in progress (well below the session timeout)
@@ -199,10 +203,6 @@ class BatchRouter:
 def ack_offsets(app, records: list) -> int:
     """Tell Faust the offsets of ``records`` are done (their outputs are durable): its commit timer commits the
     contiguous acked prefix of each partition. The same bookkeeping as ``Consumer.ack`` for one message."""
-    from faust.types import TP
-    from faust.types.tuples import ack_lock
-    from mode.utils.futures import notify
-
     consumer = app.consumer
     acked_now = 0
     with ack_lock:

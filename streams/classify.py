@@ -42,6 +42,7 @@ from streams.windows import segment_keys
 EPOCH = date(1970, 1, 1)
 MAX_ANSWER_DAYS = 64  # bound on the days one answer's versions are remembered on (edits happen in a window)
 BEYOND_MEMORY = "older_than_dedup_memory"
+MAX_FUTURE_MS = int(MAX_FUTURE.total_seconds() * 1000)  # how far a version may lie ahead of its processing
 
 
 def day_of(ms: int) -> int:
@@ -147,7 +148,7 @@ class ClassifyStep:
         elif decision in (Decision.DUPLICATE, Decision.STALE):
             out.counts[f"classify.{decision.value}"] += 1
             return
-        elif previous is None and response.responded_ms < now_ms - self.dedup_retention_ms + to_ms_delta(MAX_FUTURE):
+        elif previous is None and response.responded_ms < now_ms - self.dedup_retention_ms + MAX_FUTURE_MS:
             raise Rejected(BEYOND_MEMORY, "responded_at lies beyond the dedup memory (NPSFLOW_DEDUP_RETENTION): "
                            "an answer this old cannot be told apart from an edit of a forgotten one")
         else:
@@ -196,10 +197,6 @@ class ClassifyStep:
                 out.deltas[key].append([record.partition, record.offset,
                                         memo["t"] if add else None, category if add else None,
                                         memo["pt"] if retract else None, retracted if retract else None])
-
-
-def to_ms_delta(delta: timedelta) -> int:
-    return int(delta.total_seconds() * 1000)
 
 
 def identified(response: Response) -> Response:
