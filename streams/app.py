@@ -259,11 +259,12 @@ async def _consume(pipeline, topic_key: str, name: str, size: int, handle, lock:
 SWEEP_CHUNK = 5000  # keys a timer visits per lock hold (the agent waits at most one chunk)
 
 
-async def sweep_keys(pipeline, name: str, table, keys: list, lock: asyncio.Lock, visit) -> int:
+async def sweep_keys(pipeline, name: str, table, keys: list, lock: asyncio.Lock, visit, finish=None) -> int:
     """A timer's pass over ``keys`` of a StateTable, a chunk at a time under the agent's ``lock`` and on the
     keys' current values (the agent writes the same keys): ``visit(out, key, raw_value)`` stages changes and
-    returns how many it made; each chunk is flushed (the same records until Kafka took them) before the next,
-    and the loop yields between chunks so heartbeats are not starved. Returns the sum of the visits."""
+    returns how many it made, ``finish(out)`` (if given) stages what the chunk's visits collected; each chunk
+    is flushed (the same records until Kafka took them) before the next, and the loop yields between chunks
+    so heartbeats are not starved. Returns the sum of the visits."""
     total = 0
     for start in range(0, len(keys), SWEEP_CHUNK):
         async with lock:
@@ -272,6 +273,8 @@ async def sweep_keys(pipeline, name: str, table, keys: list, lock: asyncio.Lock,
                 raw = table.get_raw(key)
                 if raw is not None:
                     total += visit(out, key, raw)
+            if finish is not None:
+                finish(out)
             await run_batch(name, pipeline.stats, out.flush)
         await asyncio.sleep(0)
     return total

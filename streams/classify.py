@@ -24,7 +24,10 @@ Memo (table ``responses-seen``, JSON): ``v`` version, ``h`` content hash, ``s`` 
 ``seg`` segment, ``c`` counted in the live windows, ``src`` [partition, offset], ``e`` is an edit, ``ps`` /
 ``pseg`` / ``pt`` / ``pc`` the previous version's score / segment / time / counted, ``ds`` the UTC days of every
 version, ``o`` the organization, ``w`` when it was written (processing time, ms: the dedup memory forgets a
-memo ``dedup_retention`` after its last write).
+memo ``dedup_retention`` after its last write). A version of a forgotten answer is refused
+(``edit_after_dedup_memory``, via the register of forgotten ids: streams.forgotten), and so is a memo-less
+version older than the memory (``older_than_dedup_memory``): neither can be told apart from an answer counted
+before, so neither may count again.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
+from streams import forgotten
 from streams.nps import classify as category_of
 from streams.responses import MAX_FUTURE, Decision, Rejected, Response, decide, remembered, to_ms, validate
 from streams.windows import segment_keys
@@ -42,6 +46,7 @@ from streams.windows import segment_keys
 EPOCH = date(1970, 1, 1)
 MAX_ANSWER_DAYS = 64  # bound on the days one answer's versions are remembered on (edits happen in a window)
 BEYOND_MEMORY = "older_than_dedup_memory"
+FORGOTTEN = forgotten.REASON  # a version of an answer the dedup memory forgot
 MAX_FUTURE_MS = int(MAX_FUTURE.total_seconds() * 1000)  # how far a version may lie ahead of its processing
 
 
@@ -66,6 +71,10 @@ class ClassifyState(Protocol):
     def watermark(self, partition: int) -> int: ...
 
     def invitation(self, invitation_id: str) -> dict | None: ...
+
+    def forgotten(self, partition: int, response_id: str) -> bool:
+        """Whether the dedup memory of ``partition`` forgot this answer (streams.forgotten)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +160,9 @@ class ClassifyStep:
         elif previous is None and response.responded_ms < now_ms - self.dedup_retention_ms + MAX_FUTURE_MS:
             raise Rejected(BEYOND_MEMORY, "responded_at lies beyond the dedup memory (NPSFLOW_DEDUP_RETENTION): "
                            "an answer this old cannot be told apart from an edit of a forgotten one")
+        elif previous is None and batch.forgotten(record.partition, response.response_id):
+            raise Rejected(FORGOTTEN, "this answer was forgotten by the dedup memory (no version for "
+                           "NPSFLOW_DEDUP_RETENTION): a new version could count it twice, so it is not taken")
         else:
             counted = response.responded_ms >= watermark - self.lateness_ms
             memo = new_memo(response, previous, decision, source, counted, invitation, now_ms)
@@ -275,3 +287,6 @@ class _BatchView:
 
     def invitation(self, invitation_id: str) -> dict | None:
         return self.state.invitation(invitation_id)
+
+    def forgotten(self, partition: int, response_id: str) -> bool:
+        return self.state.forgotten(partition, response_id)

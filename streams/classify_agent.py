@@ -11,12 +11,14 @@ until Kafka acknowledged all of it. Only then is the input acked (streams.app.co
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 
 import orjson
 
 from schemas import codec as avro
 from streams.app import Pipeline, Transient, add_timer, dead_letter, install_batch_agent, sweep_keys
 from streams.classify import ClassifyOutcome, ClassifyStep, Incoming
+from streams.forgotten import ForgottenRegister
 from streams.kafka_io import BatchOutput, StateTable, json_key, partition_for
 from streams.responses import to_ms
 
@@ -28,11 +30,33 @@ def watermark_key(partition: int) -> bytes:
     return b"\x00wm|%d" % partition
 
 
+class ForgottenRegisters:
+    """The registers of forgotten answers (streams.forgotten) of the partitions this worker holds, each loaded
+    from ``responses-seen`` on first use and dropped on every rebalance (a partition that comes back may have
+    been extended by another worker meanwhile; Faust recovers the table before batches flow again)."""
+
+    def __init__(self, seen: StateTable) -> None:
+        self.seen = seen
+        self.loaded: dict[int, ForgottenRegister] = {}
+
+    def of(self, partition: int) -> ForgottenRegister:
+        register = self.loaded.get(partition)
+        if register is None:
+            register = self.loaded[partition] = ForgottenRegister(partition, self.seen.get_raw)
+        return register
+
+    async def on_rebalance(self, sender=None, *args, **kwargs) -> None:
+        self.loaded.clear()
+
+
 class ClassifyView:
     """ClassifyState over the agent's tables."""
 
-    def __init__(self, seen: StateTable, invitations) -> None:
-        self.seen, self.invitations = seen, invitations
+    def __init__(self, seen: StateTable, invitations, registers: ForgottenRegisters) -> None:
+        self.seen, self.invitations, self.registers = seen, invitations, registers
+
+    def forgotten(self, partition: int, response_id: str) -> bool:
+        return response_id in self.registers.of(partition)
 
     def memo(self, response_id: str) -> dict | None:
         return self.seen.get(json_key(response_id))
@@ -48,7 +72,8 @@ class ClassifyAgent:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.seen = StateTable(pipeline.tables["seen"])
-        self.view = ClassifyView(self.seen, StateTable(pipeline.tables["invitations"]))
+        self.registers = ForgottenRegisters(self.seen)
+        self.view = ClassifyView(self.seen, StateTable(pipeline.tables["invitations"]), self.registers)
         settings = pipeline.settings
         self.partitions = settings.partitions
         self.step = ClassifyStep(
@@ -63,6 +88,10 @@ class ClassifyAgent:
     def install(self) -> None:
         install_batch_agent(self.pipeline, self, "raw", "classify", BATCH)
         add_timer(self.pipeline, "expire_seen", 300.0, self.expire)
+        app = self.pipeline.app
+        if hasattr(app, "on_partitions_revoked"):
+            app.on_partitions_revoked.connect(self.registers.on_rebalance, weak=False)
+            app.on_partitions_assigned.connect(self.registers.on_rebalance, weak=False)
         self.pipeline.timers["expire_seen"] = self.expire
 
     def prepare(self, fetched: list) -> BatchOutput:
@@ -109,20 +138,40 @@ class ClassifyAgent:
 
     async def expire(self) -> None:
         """Forget memos not written for the dedup retention (processing time, so imported history is not
-        forgotten at once). A version arriving later and older than the memory is refused by the step
-        (``older_than_dedup_memory``): an answer can never be counted again on a forgotten day."""
+        forgotten at once), registering their ids as forgotten first (streams.forgotten): a version arriving
+        later is refused by the step (``edit_after_dedup_memory``; one older than the memory:
+        ``older_than_dedup_memory``), so an answer can never be counted again after it was forgotten."""
         oldest = to_ms(self.pipeline.clock()) - self.pipeline.settings.dedup_retention_seconds * 1000
-
-        def forget(out: BatchOutput, key: bytes, raw: bytes) -> int:
-            memo = orjson.loads(raw)
-            if memo.get("w", memo["t"]) >= oldest:
-                return 0
-            self.seen.delete(out, key, memo["src"][0])
-            return 1
-
-        keys = [key for key in self.seen.data.keys() if key[:1] == b'"']  # memos (watermarks are not JSON keys)
-        expired = await sweep_keys(self.pipeline, "expire_seen", self.seen, keys, self.lock, forget)
+        expiry = MemoExpiry(self.seen, self.registers, oldest)
+        keys = [key for key in self.seen.data.keys() if key[:1] == b'"']  # memos (other keys start with NUL)
+        expired = await sweep_keys(self.pipeline, "expire_seen", self.seen, keys, self.lock, expiry.visit,
+                                   expiry.finish)
         self.pipeline.stats.inc("classify.forgotten", expired)
+
+
+class MemoExpiry:
+    """One expiry pass: ``visit`` picks the memos to forget, ``finish`` stages a sweep chunk's changes — the
+    register chunks first, then the memos' tombstones (same changelog partition, in this order: a crash between
+    them leaves an id registered and still remembered, which is harmless, never forgotten unregistered)."""
+
+    def __init__(self, seen: StateTable, registers: ForgottenRegisters, oldest_ms: int) -> None:
+        self.seen, self.registers, self.oldest_ms = seen, registers, oldest_ms
+        self.picked: dict[int, list[tuple[bytes, str]]] = defaultdict(list)  # partition → (key, response id)
+
+    def visit(self, out: BatchOutput, key: bytes, raw: bytes) -> int:
+        memo = orjson.loads(raw)
+        if memo.get("w", memo["t"]) >= self.oldest_ms:
+            return 0
+        self.picked[memo["src"][0]].append((key, orjson.loads(key)))
+        return 1
+
+    def finish(self, out: BatchOutput) -> None:
+        for partition, picked in self.picked.items():
+            for key, value in self.registers.of(partition).add(rid for _, rid in picked).items():
+                self.seen.put_raw(out, key, value, partition)
+            for key, _ in picked:
+                self.seen.delete(out, key, partition)
+        self.picked.clear()
 
 
 def install_classify(pipeline: Pipeline) -> None:

@@ -139,7 +139,10 @@ class StateTable:
 
     def put(self, out: BatchOutput, key: bytes, value: Any, partition: int) -> None:
         """Set ``key`` in memory and stage its changelog record on ``partition``."""
-        raw = orjson.dumps(value)
+        self.put_raw(out, key, orjson.dumps(value), partition)
+
+    def put_raw(self, out: BatchOutput, key: bytes, raw: bytes, partition: int) -> None:
+        """``put`` of a value that is already bytes (not JSON: e.g. streams.forgotten's chunks)."""
         self.table.data[key] = raw
         self._owner(key, partition)
         out.add(self.changelog, partition, key, raw, state=True)

@@ -362,6 +362,20 @@ async def test_the_dedup_memory_forgets_by_processing_time_and_refuses_what_it_c
         await agent.put(raw(rid="old", score=0, at=(NOW - timedelta(days=89, hours=1)).isoformat()), key=b"old")
     assert [d["reason"] for d in harness.decoded("dead_letters", avro.DEAD_LETTER)] == ["older_than_dedup_memory"] * 2
     assert len(harness.sent["classified"]) == 1
+    # an edit of the forgotten answer made today: it would count today and still on its old day in ClickHouse
+    today = later["now"].isoformat()
+    async with harness.feed("classify") as agent:
+        await agent.put(raw(rid="old", score=0, at=today), key=b"old")
+        await agent.put(raw(rid="fresh", score=0, at=today), key=b"fresh")  # never seen: counted
+    reasons = [d["reason"] for d in harness.decoded("dead_letters", avro.DEAD_LETTER)]
+    assert reasons[2:] == ["edit_after_dedup_memory"]
+    assert [c["response_id"] for c in harness.decoded("classified", avro.CLASSIFIED_RESPONSE)] == ["old", "fresh"]
+    writes = [(key, value is None) for _, key, value in harness.changelog["seen"]]
+    assert writes.index((b"\x00gone|0|0", False)) < writes.index((b'"old"', True))  # registered, then forgotten
+    await harness.pipeline.batch_agents["classify"].registers.on_rebalance()  # reloaded from the table
+    async with harness.feed("classify") as agent:
+        await agent.put(raw(rid="old", score=10, at=today), key=b"old")
+    assert [d["reason"] for d in harness.decoded("dead_letters", avro.DEAD_LETTER)][3:] == ["edit_after_dedup_memory"]
 
 
 async def test_an_answer_to_an_invitation_is_identified_by_it(harness):
