@@ -42,7 +42,8 @@ def examples() -> dict[str, dict]:
             "locale": "fr-FR",
             "responded_at": _T0, "received_at": _T1, "processed_at": _T1, "segment": dict(_SEG),
             "version": 1, "is_edit": False, "previous_score": None, "earlier_days": [], "source": "cli",
-            "org_id": "acme",
+            "org_id": "acme", "lang": "en", "terms": ["great", "service", "friendly", "technician"],
+            "respondent": "ck-1",
         },
         _c.WINDOW_UPDATE: {
             "dimension": "location", "segment_value": "paris", "window": "24h", "window_seconds": 86400,

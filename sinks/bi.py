@@ -387,12 +387,12 @@ def view_sql(panel: Panel) -> str:
 
 
 def apply_views(store) -> list[str]:
-    """(Re)create ``nps_cells`` and every panel's view — at every worker start, like the retention: the views
-    follow the code."""
+    """(Re)create ``nps_cells``, ``term_cells`` and every panel's view — at every worker start, like the
+    retention: the views follow the code."""
     from sinks.rollup import apply_view
 
     apply_view(store)
-    names = ["nps_cells"]
+    names = ["nps_cells", "term_cells"]
     for panel in panels():
         store.command(view_sql(panel))
         names.append(view_name(panel))

@@ -36,6 +36,7 @@ SHARDING_KEYS = {
     "nps_daily": "toUInt32(day)",
     "nps_daily_state": "toUInt32(day)",
     "nps_daily_touched": "toUInt32(day)",
+    "terms_daily": "toUInt32(day)",
 }
 _CREATE = re.compile(r"^CREATE TABLE IF NOT EXISTS (?P<db>\S+)\.(?P<table>\w+)"
                      r"(?: AS (?P<src_db>\S+)\.(?P<src>\w+))?\s*\n", re.IGNORECASE)
@@ -75,6 +76,9 @@ def cluster_statements(statement: str, cluster: str, database: str) -> list[str]
             f"ENGINE = Distributed({_quote(cluster)}, {create['db']}, {table}_local, {SHARDING_KEYS[table]})",
         ]
     alter = _ALTER.match(statement)
+    if alter and alter["table"].endswith("_mv"):  # a materialized view's query: it reads the local table
+        rest = _FROM.sub(lambda m: f"FROM {m['db']}.{m['table']}_local", statement[alter.end():], count=1)
+        return [f"ALTER TABLE {alter['db']}.{alter['table']} {on} {rest}"]
     if alter:
         rest = statement[alter.end():]
         return [f"ALTER TABLE {alter['db']}.{alter['table']}_local {on} {rest}",
@@ -112,12 +116,12 @@ def cluster_extras(cluster: str, database: str = "npsflow", retention_days: int 
     ``retention_days``, the TTLs on the ``_local`` tables (a Distributed table has no TTL of its own)."""
     from sinks.bi import panels, view_sql
     from sinks.clickhouse import MAX_RETENTION_DAYS, RETENTION_COLUMNS
-    from sinks.rollup import cells_view
+    from sinks.rollup import cells_view, terms_view
 
     _check_cluster_name(cluster)
     db, on = quote_ident(database), f"ON CLUSTER {_quote(cluster)}"
     views = []
-    for sql in [cells_view()] + [view_sql(p) for p in panels()]:
+    for sql in [cells_view(), terms_view()] + [view_sql(p) for p in panels()]:
         head, rest = sql.split(" AS\n", 1)
         views.append(f"{head.replace('{db}', db)} {on} AS\n{rest.replace('{db}', db)}")
     out = [("views", views)]

@@ -8,7 +8,8 @@ The model (tables in ``sinks/migrations/0005_nps_daily_rollup.sql``, guide in ``
   day, however often and in whatever order the versions were delivered.
 * ``nps_daily_touched`` — per day, when a ledger row last arrived (MV into an AggregatingMergeTree).
 * ``nps_daily`` — absolute counts per (day, org, survey, segment), recomputed here per day from the ledger;
-  ``nps_daily_state`` — when each day was recomputed.
+  ``terms_daily`` — the same per language and term (migration 0006), recomputed with it;
+  ``nps_daily_state`` — when each day was recomputed (both tables).
 
 A day is **clean** when its last recomputation started at least ``MARGIN_SECONDS`` after its last ledger row
 arrived. The margin covers the time between ClickHouse evaluating a row's ``inserted_at`` (at insert) and the
@@ -74,7 +75,8 @@ def clean_days(lo: str, hi: str, margin_seconds: int = MARGIN_SECONDS) -> str:
 def _ledger_latest(where: str) -> str:
     return f"""(
         SELECT day, response_id, gone AS g, org_id AS o, survey_id AS sv, score AS sc, category AS cat,
-               responded_at AS at, segment AS seg
+               responded_at AS at, segment AS seg, lang AS lg, terms AS tm,
+               if(respondent != '', respondent, response_id) AS rk
         FROM {{db}}.responses_by_day FINAL
         WHERE {where}
     )"""
@@ -102,6 +104,32 @@ FROM {_ledger_latest(f"day >= toDate32({SINCE}) AND day <= toDate32({UNTIL} - to
                      f"AND day GLOBAL NOT IN {clean}")}
 WHERE g = 0 AND at >= {SINCE} AND at < {UNTIL}"""
 
+def terms_view(margin_seconds: int = MARGIN_SECONDS) -> str:
+    """The statement creating ``term_cells(since, until)``: per (day, org, survey, segment, language, term) the
+    answers whose latest version on that day has the term — clean whole days from ``terms_daily``, the rest from
+    the ledger (one row per answer and term), like ``nps_cells``. ``respondents`` is a ``uniqExact`` state:
+    ``uniqExactMerge`` gives the distinct respondents over any rows."""
+    clean = clean_days(SINCE, UNTIL, margin_seconds)
+    return f"""CREATE OR REPLACE VIEW {{db}}.term_cells AS
+SELECT day, org_id, survey_id, segment, lang, term, responses, promoters, passives, detractors, respondents,
+       'rollup' AS source
+FROM {{db}}.terms_daily FINAL
+WHERE day >= toDate32({SINCE}) AND day < toDate32({UNTIL})
+  AND day GLOBAL IN {clean}
+UNION ALL
+SELECT day, o AS org_id, sv AS survey_id, seg AS segment, lg AS lang, term,
+       toUInt64(1) AS responses,
+       toUInt64(cat = 'promoter') AS promoters,
+       toUInt64(cat = 'passive') AS passives,
+       toUInt64(cat = 'detractor') AS detractors,
+       arrayReduce('uniqExactState', [rk]) AS respondents,
+       'ledger' AS source
+FROM {_ledger_latest(f"day >= toDate32({SINCE}) AND day <= toDate32({UNTIL} - toIntervalMillisecond(1)) "
+                     f"AND day GLOBAL NOT IN {clean}")}
+ARRAY JOIN tm AS term
+WHERE g = 0 AND at >= {SINCE} AND at < {UNTIL}"""
+
+
 _RECOMPUTE = f"""INSERT INTO {{db}}.nps_daily
     (day, org_id, survey_id, cell, segment, responses, promoters, passives, detractors, scores, computed_at, deleted)
 SELECT {{day:Date32}}, o, sv, toJSONString(mapSort(seg)) AS c, any(seg), count(),
@@ -119,6 +147,26 @@ _VANISHED = f"""INSERT INTO {{db}}.nps_daily
 SELECT day, org_id, survey_id, cell, segment, 0, 0, 0, 0, arrayWithConstant({SCORES}, toUInt64(0)),
        {{gen:DateTime64(3, 'UTC')}}, 1
 FROM {{db}}.nps_daily FINAL
+WHERE day = {{day:Date32}} AND computed_at < {{gen:DateTime64(3, 'UTC')}}
+SETTINGS distributed_foreground_insert = 1"""
+
+_RECOMPUTE_TERMS = f"""INSERT INTO {{db}}.terms_daily
+    (day, org_id, survey_id, cell, segment, lang, term, responses, promoters, passives, detractors, respondents,
+     computed_at, deleted)
+SELECT {{day:Date32}}, o, sv, toJSONString(mapSort(seg)) AS c, any(seg), lg, term, count(),
+       countIf(cat = 'promoter'), countIf(cat = 'passive'), countIf(cat = 'detractor'), uniqExactState(rk),
+       {{gen:DateTime64(3, 'UTC')}}, 0
+FROM {_ledger_latest("day = {day:Date32}")}
+ARRAY JOIN tm AS term
+WHERE g = 0
+GROUP BY o, sv, c, lg, term
+SETTINGS distributed_foreground_insert = 1"""
+
+_VANISHED_TERMS = f"""INSERT INTO {{db}}.terms_daily
+    (day, org_id, survey_id, cell, segment, lang, term, responses, promoters, passives, detractors, respondents,
+     computed_at, deleted)
+SELECT day, org_id, survey_id, cell, segment, lang, term, 0, 0, 0, 0, respondents, {{gen:DateTime64(3, 'UTC')}}, 1
+FROM {{db}}.terms_daily FINAL
 WHERE day = {{day:Date32}} AND computed_at < {{gen:DateTime64(3, 'UTC')}}
 SETTINGS distributed_foreground_insert = 1"""
 
@@ -158,8 +206,8 @@ def refresh_day(store, day: date) -> datetime:
     """Recompute one day's cells from the ledger. Returns the generation (server time the read started)."""
     gen = server_now(store)
     params: dict[str, Any] = {"day": day, "gen": gen}
-    store.command(_RECOMPUTE, params)
-    store.command(_VANISHED, params)
+    for statement in (_RECOMPUTE, _VANISHED, _RECOMPUTE_TERMS, _VANISHED_TERMS):
+        store.command(statement, params)
     store.insert("nps_daily_state", [{"day": day, "computed_at": gen}])  # last: a crash leaves the day dirty
     return gen
 
@@ -193,23 +241,62 @@ def rebuild(store, *, quiet_seconds: int = QUIET_SECONDS, margin_seconds: int = 
     return refresh(store, quiet_seconds=quiet_seconds, margin_seconds=margin_seconds)
 
 
-def repair(store) -> int:
-    """Rewrite the day ledger from ``responses`` (migration 0005's backfill statement, run again): every answer's
-    latest version under its day, tombstones under every other day its versions had, the organization from its
-    invitation where the answer has none. For answers that reached ``responses`` without ``earlier_days`` —
-    classified by a version before migration 0005 (records in flight at an upgrade), or edited after classify
-    forgot them — which the ledger would otherwise also count on an older day. The rewritten days become dirty and
-    are recomputed by the next refresh. A full scan of ``responses``: an upgrade step, not a routine. Returns the
-    ledger rows written."""
-    from sinks.clickhouse import load_migrations
+#: the day ledger rewritten from ``responses`` (``repair``): migration 0005's backfill with the columns added
+#: since (lang, terms, respondent of migration 0006) — applied migrations are immutable, so the statement that
+#: follows the current schema lives here
+_REPAIR = """INSERT INTO {db}.responses_by_day
+    (day, response_id, version, gone, is_edit, org_id, survey_id, invitation_id, score, category, comment, lang,
+     terms, respondent, responded_at, segment, inserted_at)
+SELECT d, response_id, v, toUInt8(d != toDate32(at)), edited, org, sv, inv, sc, cat, txt, lg, tm, rk, at, seg,
+       now64(3)
+FROM
+(
+    SELECT r.*, if(r.org0 != '', r.org0, o.dispatch_org) AS org
+    FROM
+    (
+        SELECT response_id,
+               max(version)                    AS v,
+               toUInt8(count() > 1)            AS edited,
+               argMax(org_id, version)         AS org0,
+               argMax(survey_id, version)      AS sv,
+               argMax(invitation_id, version)  AS inv,
+               argMax(score, version)          AS sc,
+               argMax(category, version)       AS cat,
+               argMax(comment, version)        AS txt,
+               argMax(lang, version)           AS lg,
+               argMax(terms, version)          AS tm,
+               argMax(respondent, version)     AS rk,
+               argMax(responded_at, version)   AS at,
+               argMax(segment, version)        AS seg,
+               groupUniqArray(toDate32(responded_at)) AS days
+        FROM {db}.responses
+        GROUP BY response_id
+    ) AS r
+    LEFT JOIN
+    (
+        SELECT invitation_id, any(org_id) AS dispatch_org
+        FROM {db}.dispatches
+        WHERE invitation_id != ''
+        GROUP BY invitation_id
+    ) AS o ON o.invitation_id = r.inv
+)
+ARRAY JOIN days AS d
+SETTINGS max_bytes_before_external_group_by = 1000000000, join_algorithm = 'grace_hash', join_use_nulls = 0"""
 
-    (migration,) = [m for m in load_migrations() if m.version == 5]
-    (statement,) = [s for s in migration.statements(store.database) if s.startswith("INSERT INTO")]
+
+def repair(store) -> int:
+    """Rewrite the day ledger from ``responses`` (``_REPAIR``): every answer's latest version under its day,
+    tombstones under every other day its versions had, the organization from its invitation where the answer has
+    none. For answers that reached ``responses`` without ``earlier_days`` — classified by a version before
+    migration 0005 (records in flight at an upgrade) — which the ledger would otherwise also count on an older
+    day. The rewritten days become dirty and are recomputed by the next refresh. A full scan of ``responses``: an
+    upgrade step, not a routine. Returns the ledger rows written."""
     before = store.query("SELECT count() AS n FROM {db}.responses_by_day")[0]["n"]
-    store.command(statement)
+    store.command(_REPAIR)
     return store.query("SELECT count() AS n FROM {db}.responses_by_day")[0]["n"] - before
 
 
 def apply_view(store, margin_seconds: int = MARGIN_SECONDS) -> None:
-    """(Re)create ``nps_cells`` — at every worker start, before the BI views that read it."""
+    """(Re)create ``nps_cells`` and ``term_cells`` — at every worker start, before the BI views that read them."""
     store.command(cells_view(margin_seconds))
+    store.command(terms_view(margin_seconds))

@@ -62,6 +62,9 @@ def response_row(record: Mapping[str, Any], partition: int, offset: int) -> dict
         "earlier_days": sorted(set(record.get("earlier_days") or ())),
         "org_id": _s(record.get("org_id")),
         "source": _s(record.get("source")),
+        "lang": _s(record.get("lang")),
+        "terms": [str(t) for t in record.get("terms") or ()],
+        "respondent": _s(record.get("respondent")),
         "kafka_partition": int(partition),
         "kafka_offset": int(offset),
     }

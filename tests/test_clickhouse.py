@@ -135,7 +135,8 @@ def test_migrations_are_recorded_and_idempotent(ch_store):
     assert ch.migrate(ch_store) == []
     recorded = ch.applied_migrations(ch_store)
     assert [r["name"] for r in recorded.values()] == ["0001_init.sql", "0002_dispatches.sql", "0003_dispatch_kind.sql",
-                                                      "0004_response_follow_up.sql", "0005_nps_daily_rollup.sql"]
+                                                      "0004_response_follow_up.sql", "0005_nps_daily_rollup.sql",
+                                                          "0006_terms.sql"]
     assert recorded[1]["checksum"] == ch.load_migrations()[0].checksum
     engines = {r["name"]: r for r in ch_store.query(
         "SELECT name, engine, create_table_query AS q FROM system.tables WHERE database = {d:String}",
@@ -145,7 +146,7 @@ def test_migrations_are_recorded_and_idempotent(ch_store):
                "comments_by_day": "ReplacingMergeTree", "comments_by_day_mv": "MaterializedView",
                "nps_daily_state": "ReplacingMergeTree", "nps_daily_touched": "AggregatingMergeTree",
                "responses_by_day_mv": "MaterializedView", "nps_daily_touched_mv": "MaterializedView",
-               "nps_cells": "View"}  # the fixture created the view
+               "terms_daily": "ReplacingMergeTree", "nps_cells": "View", "term_cells": "View"}  # the fixture's views
     assert set(engines) == {"schema_migrations"} | written | set(derived)
     for name in written:  # Kafka delivers at least once: identical retried batches are dropped at insert
         assert engines[name]["engine"] == "ReplacingMergeTree", name
@@ -831,8 +832,8 @@ def test_migration_0004_adds_follow_up_keeps_old_rows_and_is_idempotent(ch_store
         assert ch.migrate(old, mdir) == ["0001_init.sql", "0002_dispatches.sql", "0003_dispatch_kind.sql"]
         row = rows.response_row(response("before", 3, comment="meh"), 0, 0)
         old.insert("responses", [{k: v for k, v in row.items()  # written by the old sink
-                                  if k not in ("follow_up", "earlier_days", "org_id")}])
-        assert ch.migrate(old) == ["0004_response_follow_up.sql", "0005_nps_daily_rollup.sql"]
+                                  if k not in ("follow_up", "earlier_days", "org_id", "lang", "terms", "respondent")}])
+        assert ch.migrate(old) == ["0004_response_follow_up.sql", "0005_nps_daily_rollup.sql", "0006_terms.sql"]
         assert ch.migrate(old) == []
         fourth = next(m for m in ch.load_migrations() if m.version == 4)
         assert fourth.name == "0004_response_follow_up.sql"
@@ -919,7 +920,7 @@ def test_retention_is_a_ttl_on_event_time_set_changed_and_removed(ch_store):
     insert_responses(ch_store, [response("old", 9, at=now - 40 * D), response("new", 3, at=now - 10 * D)])
     assert ch.apply_retention(ch_store, 30) == dict.fromkeys(
         ["responses", "dispatches", "dead_letters", "alerts", "responses_by_day", "comments_by_day", "nps_daily",
-         "nps_daily_touched", "nps_daily_state"], "set")
+         "terms_daily", "nps_daily_touched", "nps_daily_state"], "set")
     assert ch.apply_retention(ch_store, 30) == dict.fromkeys(ch.RETENTION_COLUMNS, "unchanged")
     for table in ("responses", "responses_by_day"):  # (comments_by_day holds nothing here: no comment, no edit)
         ch_store.command(f"OPTIMIZE TABLE {{db}}.{table} FINAL")  # TTL applies when parts merge

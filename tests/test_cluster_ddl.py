@@ -39,7 +39,12 @@ def test_every_migration_statement_has_a_cluster_form_that_clickhouse_parses(ch_
                      ("comments_by_day_mv", "comments_by_day_local", "responses_by_day_local")}
     alters = [s for s in statements if s.startswith("ALTER")]
     assert {re.match(r"ALTER TABLE `npsflow`\.(\w+) ", s)[1] for s in alters} == {
-        "dispatches_local", "dispatches", "responses_local", "responses"}  # both the shards and the front
+        "dispatches_local", "dispatches", "responses_local", "responses",  # both the shards and the front
+        "responses_by_day_local", "responses_by_day", "comments_by_day_local", "comments_by_day",
+        "responses_by_day_mv"}  # a view's new query: once per server, reading the shard's local table
+    (modify,) = [s for s in alters if "MODIFY QUERY" in s]
+    assert modify.startswith("ALTER TABLE `npsflow`.responses_by_day_mv ON CLUSTER 'prod_cluster' MODIFY QUERY")
+    assert "FROM `npsflow`.responses_local\n" in modify
 
 
 def test_the_plain_migrations_are_untouched_and_bad_input_refused():
@@ -75,7 +80,7 @@ def test_views_and_retention_in_cluster_form(ch_store):
     assert list(extras) == ["views", "retention"]
     views = extras["views"]
     names = [re.match(r"CREATE OR REPLACE VIEW `npsflow`\.(\w+) ON CLUSTER 'prod_cluster' AS\n", v)[1] for v in views]
-    assert names == ["nps_cells"] + [bi.view_name(p) for p in bi.panels()]  # nps_cells first: the others read it
+    assert names == ["nps_cells", "term_cells"] + [bi.view_name(p) for p in bi.panels()]  # first: the others read them
     assert all("{db}" not in v for v in views)
     ttl = {re.match(r"ALTER TABLE `npsflow`\.(\w+)_local ON CLUSTER 'prod_cluster' MODIFY TTL (\w+) \+ "
                     r"toIntervalDay\((\d+)\)$", t).groups() for t in extras["retention"]}

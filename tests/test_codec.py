@@ -181,11 +181,11 @@ def test_raw_response_v2_bytes_decode_with_follow_up_none(c):
 
 def test_classified_response_v1_bytes_decode_with_follow_up_none(c):
     rec = {k: v for k, v in examples()[codec.CLASSIFIED_RESPONSE].items()
-           if k not in ("follow_up", "earlier_days", "org_id")}
+           if k not in ("follow_up", "earlier_days", "org_id", "lang", "terms", "respondent")}
     old_id, data = _old_bytes(codec.CLASSIFIED_RESPONSE, 1, rec)
-    assert (old_id, c.schema_id(codec.CLASSIFIED_RESPONSE)) == (4, 12)
+    assert (old_id, c.schema_id(codec.CLASSIFIED_RESPONSE)) == (4, 13)
     out = c.decode(data, expected=codec.CLASSIFIED_RESPONSE)
-    assert out == dict(rec, follow_up=None, earlier_days=[], org_id=None)
+    assert out == dict(rec, follow_up=None, earlier_days=[], org_id=None, lang="", terms=[], respondent="")
     assert set(out) == {f["name"] for f in catalog.read_schema_file("classified_response.avsc")["fields"]}
 
 

@@ -75,6 +75,36 @@ def read_comments(store) -> set[tuple]:
     return {(r["response_id"], r["day"], r["score"], r["comment"]) for r in rows}
 
 
+def expected_terms(records: list[dict], lo: datetime, hi: datetime) -> dict[tuple, tuple]:
+    """(day, org, segment, lang, term) → (responses, promoters, passives, detractors, respondents) over the latest
+    version of every answer answered in [lo, hi) — one answer counts once per term it has."""
+    latest: dict[str, dict] = {}
+    for r in records:
+        if r["response_id"] not in latest or r["version"] > latest[r["response_id"]]["version"]:
+            latest[r["response_id"]] = r
+    counts: dict[tuple, Counter] = defaultdict(Counter)
+    people: dict[tuple, set] = defaultdict(set)
+    for r in latest.values():
+        if lo <= r["responded_at"] < hi:
+            for term in set(r.get("terms") or ()):
+                key = (r["responded_at"].date(), r.get("org_id") or "", cell_key(r["segment"]), r.get("lang") or "",
+                       term)
+                counts[key][r["category"]] += 1
+                people[key].add(r.get("respondent") or r["response_id"])
+    return {k: (sum(c.values()), c["promoter"], c["passive"], c["detractor"], len(people[k]))
+            for k, c in counts.items()}
+
+
+def read_terms(store, lo: datetime, hi: datetime) -> dict[tuple, tuple]:
+    result = store.query(
+        "SELECT day, org_id, toJSONString(mapSort(segment)) AS cell, lang, term, sum(responses) AS n, "
+        "sum(promoters) AS p, sum(passives) AS pa, sum(detractors) AS d, uniqExactMerge(respondents) AS people "
+        "FROM {db}.term_cells(since = {lo:DateTime64(3, 'UTC')}, until = {hi:DateTime64(3, 'UTC')}) "
+        "GROUP BY day, org_id, cell, lang, term", {"lo": lo, "hi": hi})
+    return {(r["day"], r["org_id"], r["cell"], r["lang"], r["term"]): (r["n"], r["p"], r["pa"], r["d"], r["people"])
+            for r in result if r["n"]}
+
+
 def insert(store, records: list[dict], inserted_at: datetime | None = None, offset: int = 0) -> None:
     insert_responses(store, records, first_offset=offset, inserted_at=inserted_at)
 
@@ -224,10 +254,11 @@ def test_migration_backfills_the_ledger_from_existing_responses(ch_dsn, tmp_path
         v2 = {**v1, "score": 10, "category": "promoter", "version": 2, "responded_at": T0 + D + H}
         plain = [response("r2", 7, at=T0 + 2 * H), response("r3", 9, at=T0 + D)]
         legacy = [rows.response_row(r, 0, i) for i, r in enumerate([v1, v2, *plain])]
-        for row in legacy:  # the columns of migration 0005 do not exist yet
-            row.pop("earlier_days"), row.pop("org_id")
+        for row in legacy:  # the columns of migrations 0005 and 0006 do not exist yet
+            for column in ("earlier_days", "org_id", "lang", "terms", "respondent"):
+                row.pop(column)
         store.insert("responses", legacy)
-        assert [m.split("_")[0] for m in ch.migrate(store)] == ["0005"]
+        assert [m.split("_")[0] for m in ch.migrate(store)] == ["0005", "0006"]
         rollup.apply_view(store)
         period = (T0, T0 + 2 * D)
         assert read_cells(store, *period)[0] == expected_cells([v1, v2, *plain], *period)
@@ -293,13 +324,17 @@ def test_random_edits_replays_and_refreshes_always_read_exactly(ch_store, seed):
                            segment={k: rng.choice(vals) for k, vals in
                                     (("location", ["Espoo", "Oulu"]), ("channel", ["sms", "email"]))
                                     if rng.random() < 0.8},
-                           comment=f"c{i}" if rng.random() < 0.3 else None)
+                           comment=f"c{i}" if rng.random() < 0.3 else None,
+                           lang=rng.choice(["sv", "fi"]), terms=rng.sample(["lasku", "kallt", "inte bra", "kö"],
+                                                                           rng.randrange(3)),
+                           respondent=rng.choice(["", "k1", "k2", "k3"]))
         emitted.append(version)
         while rng.random() < 0.35:  # edits, sometimes a day or two later, sometimes in another segment
             later = version["responded_at"] + timedelta(minutes=rng.randrange(1, 3 * 24 * 60))
             changes = {"segment": {"location": rng.choice(["Espoo", "Turku"])}} if rng.random() < 0.3 else {}
             if rng.random() < 0.5:  # the edit writes, changes or removes the comment
                 changes["comment"] = rng.choice([None, f"c{i}-{version['version'] + 1}"])
+                changes["terms"] = rng.sample(["lasku", "kallt", "inte bra", "kö"], rng.randrange(3))
             version = edit(version, rng.randrange(11), later, **changes)
             emitted.append(version)
     deliveries = emitted + rng.sample(emitted, 40)  # replays
@@ -317,12 +352,16 @@ def test_random_edits_replays_and_refreshes_always_read_exactly(ch_store, seed):
         for lo, hi in periods:
             cells, sources = read_cells(ch_store, lo, hi)
             assert cells == expected_cells(sent, lo, hi), (step, lo, hi)
+            assert read_terms(ch_store, lo, hi) == expected_terms(sent, lo, hi), (step, lo, hi)
             used |= sources
         assert read_comments(ch_store) == expected_comments(sent), step
     assert used == {"rollup", "ledger"}
     refresh_now(ch_store)
     for lo, hi in periods[:2]:  # whole days: every one recomputed after its last row
         assert read_cells(ch_store, lo, hi) == (expected_cells(sent, lo, hi), {"rollup"})
+        assert read_terms(ch_store, lo, hi) == expected_terms(sent, lo, hi)
+    assert ch_store.query("SELECT DISTINCT source FROM {db}.term_cells(since = {lo:DateTime64(3, 'UTC')}, "
+                          "until = {hi:DateTime64(3, 'UTC')})", {"lo": T0, "hi": T0 + 3 * D}) == [{"source": "rollup"}]
 
 
 # ================================================================================================ in the worker

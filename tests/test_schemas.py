@@ -79,7 +79,8 @@ def test_catalog_matches_files():
             assert catalog.full_name(catalog.read_schema_file(v["file"])) == subject
     assert [(v["version"], v["id"]) for v in data["io.npsflow.RawResponse"]] == [(1, 3), (2, 8), (3, 11)]
     assert [(v["version"], v["id"]) for v in data["io.npsflow.DispatchedMessage"]] == [(1, 2), (2, 9)]
-    assert [(v["version"], v["id"]) for v in data["io.npsflow.ClassifiedResponse"]] == [(1, 4), (2, 10), (3, 12)]
+    assert [(v["version"], v["id"]) for v in data["io.npsflow.ClassifiedResponse"]] == [(1, 4), (2, 10), (3, 12),
+                                                                                           (4, 13)]
 
 
 def test_raw_response_history_entry_is_real():
@@ -119,8 +120,9 @@ def test_follow_up_is_the_only_change_of_the_new_response_versions(old_file, cur
 
 def test_classified_response_v3_adds_only_earlier_days_and_org_id_with_defaults():
     v2 = catalog.read_schema_file("history/io.npsflow.ClassifiedResponse/v2.avsc")
-    v3 = catalog.read_schema_file("classified_response.avsc")
+    v3 = catalog.read_schema_file("history/io.npsflow.ClassifiedResponse/v3.avsc")
     assert catalog.fingerprint(v2) == "31e93ff02788616d95437f441ddad12b4d7089f6a0655d834ab2f23ed215c147"
+    assert catalog.fingerprint(v3) == "e885fe6c9eed057ad853f5d6e4ab0f0e445f96685ad654546ee213ab985135dc"
     added = {f["name"]: f for f in v3["fields"] if f["name"] not in {g["name"] for g in v2["fields"]}}
     assert [f for f in v3["fields"] if f["name"] not in added] == v2["fields"]
     assert set(added) == {"earlier_days", "org_id"}
@@ -130,6 +132,21 @@ def test_classified_response_v3_adds_only_earlier_days_and_org_id_with_defaults(
     rec = {**catalog.example_records(v2)[0]}
     out = _roundtrip(v2, v3, rec)  # an old producer's record: the new fields read as their defaults
     assert out["earlier_days"] == [] and out["org_id"] is None
+
+
+def test_classified_response_v4_adds_lang_terms_and_respondent_with_defaults():
+    v3 = catalog.read_schema_file("history/io.npsflow.ClassifiedResponse/v3.avsc")
+    v4 = catalog.read_schema_file("classified_response.avsc")
+    old = {f["name"]: f for f in v3["fields"]}
+    added = {f["name"]: f for f in v4["fields"] if f["name"] not in old}
+    assert list(added) == ["lang", "terms", "respondent"]
+    assert [{k: v for k, v in f.items() if k != "doc"} for f in v4["fields"] if f["name"] in old] == \
+        [{k: v for k, v in f.items() if k != "doc"} for f in v3["fields"]]  # only the docs changed (masking)
+    assert (added["lang"]["default"], added["terms"]["default"], added["respondent"]["default"]) == ("", [], "")
+    assert added["terms"]["type"] == {"type": "array", "items": "string"}
+    assert catalog.check_backward_compatible(v3, v4) == [] and catalog.check_backward_compatible(v4, v3) == []
+    out = _roundtrip(v3, v4, {**catalog.example_records(v3)[0]})  # an old producer's record
+    assert (out["lang"], out["terms"], out["respondent"]) == ("", [], "")
 
 
 def test_dispatched_message_history_entry_is_real():
