@@ -36,6 +36,7 @@ from typing import Any
 
 MARGIN_SECONDS = 60
 QUIET_SECONDS = 60
+ANY_TEXT = ""  # the term of terms_daily / term_cells that counts every answer with text (any term)
 SCORES = 11  # scores 0..10: ``scores[1]`` (ClickHouse arrays are 1-based) counts the zeros
 
 SINCE = "{since:DateTime64(3, 'UTC')}"
@@ -126,7 +127,7 @@ SELECT day, o AS org_id, sv AS survey_id, seg AS segment, lg AS lang, term,
        'ledger' AS source
 FROM {_ledger_latest(f"day >= toDate32({SINCE}) AND day <= toDate32({UNTIL} - toIntervalMillisecond(1)) "
                      f"AND day GLOBAL NOT IN {clean}")}
-ARRAY JOIN tm AS term
+ARRAY JOIN if(empty(tm), [], arrayConcat([''], tm)) AS term
 WHERE g = 0 AND at >= {SINCE} AND at < {UNTIL}"""
 
 
@@ -157,7 +158,7 @@ SELECT {{day:Date32}}, o, sv, toJSONString(mapSort(seg)) AS c, any(seg), lg, ter
        countIf(cat = 'promoter'), countIf(cat = 'passive'), countIf(cat = 'detractor'), uniqExactState(rk),
        {{gen:DateTime64(3, 'UTC')}}, 0
 FROM {_ledger_latest("day = {day:Date32}")}
-ARRAY JOIN tm AS term
+ARRAY JOIN if(empty(tm), [], arrayConcat([''], tm)) AS term
 WHERE g = 0
 GROUP BY o, sv, c, lg, term
 SETTINGS distributed_foreground_insert = 1"""

@@ -77,7 +77,8 @@ def read_comments(store) -> set[tuple]:
 
 def expected_terms(records: list[dict], lo: datetime, hi: datetime) -> dict[tuple, tuple]:
     """(day, org, segment, lang, term) → (responses, promoters, passives, detractors, respondents) over the latest
-    version of every answer answered in [lo, hi) — one answer counts once per term it has."""
+    version of every answer answered in [lo, hi) — one answer counts once per term it has, and once under the
+    term '' when it has any."""
     latest: dict[str, dict] = {}
     for r in records:
         if r["response_id"] not in latest or r["version"] > latest[r["response_id"]]["version"]:
@@ -86,7 +87,8 @@ def expected_terms(records: list[dict], lo: datetime, hi: datetime) -> dict[tupl
     people: dict[tuple, set] = defaultdict(set)
     for r in latest.values():
         if lo <= r["responded_at"] < hi:
-            for term in set(r.get("terms") or ()):
+            terms = set(r.get("terms") or ())
+            for term in terms | ({""} if terms else set()):  # '': every answer with text
                 key = (r["responded_at"].date(), r.get("org_id") or "", cell_key(r["segment"]), r.get("lang") or "",
                        term)
                 counts[key][r["category"]] += 1

@@ -1,0 +1,170 @@
+"""Terms and themes, read side: which words each category of respondents uses, per slice (segment × period).
+
+Counts come from ClickHouse, counted per answer (its latest version, like every other number): ``term_cells``
+(sinks.rollup — the rollup ``terms_daily`` for clean days, the day ledger for the rest) for terms; the day
+ledger itself for themes (a theme counts an answer once however many of its lemmas it has, which per-term
+rows cannot tell). The statistics are ``streams.termstats``; this module only builds the queries and the
+result.
+
+The population of a slice is the answers **with text** (any term; the row ``term = ''`` of ``term_cells``):
+lift compares the answers naming a term with the other answers that said something. Answers without a comment
+are mostly promoters; counting them would make every word look like a detractor word.
+
+``--lang`` narrows both the terms and the population to answers in that language. ``--by DIM`` makes one slice
+per value of the segment dimension (an answer without it: "(none)").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sinks.queries import NONE_VALUE, _ch_time, _utc, validate_dimension
+from sinks.rollup import ANY_TEXT
+from streams import termstats
+from streams.termstats import SliceTotals, TermCounts
+
+TERM_CELLS = "{db}.term_cells(since = {since:DateTime64(3, 'UTC')}, until = {until:DateTime64(3, 'UTC')})"
+DEFAULT_DAYS = 30
+HISTORY_PERIODS = 4  # "new / rising" compares with the 4 previous periods of the same length
+EXAMPLE_CANDIDATES = 20  # recent comments fetched per term; pick_examples keeps up to 3 distinct ones
+ALL = "all"  # the slice name without --by
+
+
+@dataclass(frozen=True)
+class TermQuery:
+    since: datetime | None = None  # default: until − 30 days
+    until: datetime | None = None  # default: now
+    by: str | None = None
+    lang: str | None = None
+    category: str = "detractor"
+    min_count: int = 10  # minimum answers with the term
+    min_category: int = 5  # minimum answers of the category with the term
+    min_respondents: int = 3
+    limit: int = 20  # entries per slice
+    examples: int = 3
+
+    def period(self, now: datetime) -> tuple[datetime, datetime]:
+        until = _utc(self.until) if self.until else now
+        since = _utc(self.since) if self.since else until - timedelta(days=DEFAULT_DAYS)
+        if since >= until:
+            raise ValueError("since must be earlier than until")
+        return since, until
+
+    def checked(self) -> "TermQuery":
+        if self.by is not None:
+            validate_dimension(self.by)
+        if self.category not in termstats.CATEGORIES:
+            raise ValueError(f"category must be one of {', '.join(termstats.CATEGORIES)}, got {self.category!r}")
+        if self.lang is not None and not (1 <= len(self.lang) <= 8 and self.lang.isalpha()):
+            raise ValueError(f"lang must be a language code such as sv or fi, got {self.lang!r}")
+        for name in ("min_count", "min_category", "min_respondents", "limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1")
+        return self
+
+
+def _slice_expr(by: str | None, segment: str = "segment") -> str:
+    if by is None:
+        return f"'{ALL}'"
+    return f"if({segment}[{{dim:String}}] = '', {{none:String}}, {segment}[{{dim:String}}])"
+
+
+def _params(q: TermQuery, since: datetime, until: datetime, **extra) -> dict[str, Any]:
+    return {"since": _ch_time(since), "until": _ch_time(until), "dim": q.by or "", "none": NONE_VALUE,
+            "lang": q.lang or "", "any": ANY_TEXT, **extra}
+
+
+def _lang_filter(q: TermQuery, column: str = "lang") -> str:
+    return f" AND {column} = {{lang:String}}" if q.lang else ""
+
+
+def _counts(store, q: TermQuery, since: datetime, until: datetime, terms: list[str] | None = None,
+            minimum: int = 1) -> dict[str, dict[tuple[str, str], TermCounts]]:
+    """slice → (term, lang) → counts (the ANY_TEXT row included), from ``term_cells``."""
+    only = " AND term IN {terms:Array(String)}" if terms is not None else ""
+    sql = (f"SELECT {_slice_expr(q.by)} AS slice, term, lang, sum(responses) AS n, sum(promoters) AS p, "
+           f"sum(passives) AS pa, sum(detractors) AS d, uniqExactMerge(respondents) AS people "
+           f"FROM {TERM_CELLS} WHERE 1{_lang_filter(q)}{only} "
+           f"GROUP BY slice, term, lang HAVING n >= {{minimum:UInt64}} OR term = {{any:String}}")
+    params = _params(q, since, until, minimum=minimum, terms=[ANY_TEXT, *(terms or [])])
+    out: dict[str, dict[tuple[str, str], TermCounts]] = {}
+    for r in store.query(sql, params):
+        counts = TermCounts(r["term"], r["lang"], int(r["n"]), int(r["p"]), int(r["pa"]), int(r["d"]),
+                            int(r["people"]))
+        out.setdefault(r["slice"], {})[(r["term"], r["lang"])] = counts
+    return out
+
+
+def _totals(counts: dict[tuple[str, str], TermCounts]) -> SliceTotals:
+    """The slice's answers with text: the ANY_TEXT rows of every language (an answer has one language)."""
+    rows = [c for (term, _), c in counts.items() if term == ANY_TEXT]
+    return SliceTotals(sum(c.responses for c in rows), sum(c.promoters for c in rows),
+                       sum(c.passives for c in rows), sum(c.detractors for c in rows))
+
+
+def _previous(store, q: TermQuery, since: datetime, until: datetime, terms: list[str]):
+    """slice → ((term, lang) → (term answers, all answers with text), all answers with text) in the
+    HISTORY_PERIODS periods before ``since``."""
+    start = since - HISTORY_PERIODS * (until - since)
+    before = _counts(store, q, start, since, terms=terms)
+    out = {}
+    for name, counts in before.items():
+        total = _totals(counts).responses
+        out[name] = ({key: (c.responses, total) for key, c in counts.items() if key[0] != ANY_TEXT}, total)
+    return out
+
+
+def _examples(store, q: TermQuery, since: datetime, until: datetime, wanted: dict[str, list[str]]):
+    """(slice, term) → up to q.examples recent masked comments with the term (sinks.termstats.pick_examples)."""
+    terms = sorted({t for ts in wanted.values() for t in ts})
+    if not terms or q.examples < 1:
+        return {}
+    days = "day >= toDate32({since:DateTime64(3, 'UTC')}) AND day <= toDate32({until:DateTime64(3, 'UTC')} - " \
+           "toIntervalMillisecond(1))"
+    sql = (f"SELECT slice, term, groupArray({EXAMPLE_CANDIDATES})((txt, toUnixTimestamp64Milli(at))) AS ex FROM ("
+           f" SELECT {_slice_expr(q.by, 'seg')} AS slice, arrayJoin(arrayIntersect(tm, "
+           f"{{terms:Array(String)}})) AS term, txt, at FROM (SELECT response_id, gone AS g, comment AS txt, "
+           f"terms AS tm, lang AS lg, responded_at AS at, segment AS seg FROM {{db}}.comments_by_day FINAL "
+           f"WHERE {days}) WHERE g = 0 AND txt != '' AND at >= {{since:DateTime64(3, 'UTC')}} "
+           f"AND at < {{until:DateTime64(3, 'UTC')}}{_lang_filter(q, 'lg')} ORDER BY at DESC, response_id) "
+           f"GROUP BY slice, term")
+    out = {}
+    for r in store.query(sql, _params(q, since, until, terms=terms)):
+        if r["term"] in wanted.get(r["slice"], ()):
+            out[(r["slice"], r["term"])] = termstats.pick_examples([tuple(x) for x in r["ex"]], k=q.examples)
+    return out
+
+
+def terms(store, query: TermQuery, now: datetime | None = None) -> dict:
+    """The term statistics of every slice: {"since", "until", "by", "category", "lang", "slices": [{slice,
+    responses …}], "terms": [{term, lang, responses, …, examples, [by: slice]}]} — per slice sorted by
+    significance then impact, at most ``limit`` each; slices by their answers with text, most first."""
+    q = query.checked()
+    since, until = q.period(now or datetime.now(timezone.utc))
+    current = _counts(store, q, since, until, minimum=q.min_count)
+    tested = sorted({t for counts in current.values() for (t, _) in counts if t != ANY_TEXT})
+    previous = _previous(store, q, since, until, tested) if tested else {}
+    picked: dict[str, list[termstats.TermStat]] = {}
+    for name, counts in current.items():
+        before, before_total = previous.get(name, ({}, 0))
+        picked[name] = termstats.term_stats(
+            [c for (t, _), c in counts.items() if t != ANY_TEXT], _totals(counts), category=q.category,
+            min_responses=q.min_count, min_detractors=q.min_category, min_respondents=q.min_respondents,
+            previous=before if before_total else None, previous_total=before_total or None)[:q.limit]
+    examples = _examples(store, q, since, until, {n: [s.term for s in st] for n, st in picked.items()})
+    order = sorted(current, key=lambda n: (-_totals(current[n]).responses, n))
+    entries = []
+    for name in order:
+        for stat in picked[name]:
+            entry = {**stat.as_dict(), "examples": examples.get((name, stat.term), [])}
+            entries.append({q.by: name, **entry} if q.by else entry)
+    return {"since": since.isoformat(), "until": until.isoformat(), "by": q.by, "category": q.category,
+            "lang": q.lang, "slices": [{"slice": n, **_totals_dict(_totals(current[n]))} for n in order],
+            "terms": entries}
+
+
+def _totals_dict(totals: SliceTotals) -> dict:
+    return {"responses": totals.responses, "promoters": totals.promoters, "passives": totals.passives,
+            "detractors": totals.detractors}
