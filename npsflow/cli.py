@@ -9,7 +9,7 @@ from datetime import datetime
 import click
 
 from npsflow import config as cfg
-from npsflow.render import console, render_report
+from npsflow.render import console, render_report, render_terms
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -406,6 +406,60 @@ def report(by: str, since: str | None, until: str | None, compare_previous: bool
     except (ReadError, ValueError) as exc:
         raise Failure(str(exc)) from None
     _emit(data, fmt, render_report)
+
+
+def _term_options(fn):
+    """The options `npsflow terms` and `npsflow themes` share (sinks.terms.TermQuery)."""
+    options = [
+        click.option("--category", type=click.Choice(["detractor", "passive", "promoter"]), default="detractor",
+                     show_default=True, help="Whose words: lift, p and q compare this category with the rest."),
+        click.option("--by", "by", default=None, help="One segment dimension: a slice per value (e.g. location)."),
+        click.option("--lang", default=None, help="Only answers in this language (sv, da, fi, nb, en)."),
+        click.option("--since", default=None, help="From this ISO-8601 time (default: until − 30 days)."),
+        click.option("--until", default=None, help="Until this ISO-8601 time (default: now)."),
+        click.option("--min-count", type=click.IntRange(1), default=10, show_default=True,
+                     help="Minimum answers naming it."),
+        click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="Entries per slice."),
+        click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _term_query(category, by, lang, since, until, min_count, limit):
+    from sinks.terms import TermQuery
+
+    return TermQuery(since=_parse_time(since, "since"), until=_parse_time(until, "until"), by=by, lang=lang,
+                     category=category, min_count=min_count, limit=limit)
+
+
+@main.command()
+@_term_options
+def terms(category, by, lang, since, until, min_count, limit, fmt) -> None:
+    """Which words respondents use (lemmas and negation bigrams, per answer): term NPS, lift among the category
+    vs the rest with its interval, Fisher p and Benjamini–Hochberg q, impact on NPS, new terms, examples."""
+    from npsflow.reader import ReadError, terms as read_terms
+
+    try:
+        data = read_terms(_settings(), _term_query(category, by, lang, since, until, min_count, limit))
+    except (ReadError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+    _emit(data, fmt, render_terms)
+
+
+@main.command()
+@_term_options
+def themes(category, by, lang, since, until, min_count, limit, fmt) -> None:
+    """Themes (NPSFLOW_THEMES: lemmas per language per theme) like `npsflow terms`, and the suggested themes:
+    significant terms no theme covers."""
+    from npsflow.reader import ReadError, themes as read_themes
+
+    try:
+        data = read_themes(_settings(), _term_query(category, by, lang, since, until, min_count, limit))
+    except (ReadError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+    _emit(data, fmt, render_terms)
 
 
 @main.command()

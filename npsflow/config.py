@@ -22,6 +22,8 @@ NPSFLOW_INTERNAL_TOKEN    optional: the internal listener then wants ``Authoriza
 NPSFLOW_PROGRAMS          survey programs YAML (npsflow.programs); unset: no programs, every trigger is
                           suppressed with reason no_program
 NPSFLOW_CHANNELS          channel configuration YAML (sinks.channels.factory); unset: outbox for e-mail and SMS
+NPSFLOW_THEMES            themes YAML for `npsflow themes` (sinks.terms: theme → language → lemmas); unset: the
+                          example themes shipped in deploy/themes.example.yaml
 NPSFLOW_SECRET            key for contact pseudonyms, sampling and link signatures (≥ 16 characters); unset:
                           a random one is created once in $NPSFLOW_HOME/secret.key (set it when several
                           workers or hosts share one deployment: they must all use the same)
@@ -150,6 +152,7 @@ class Settings:
     internal_token_file: Path | None = None
     topics: Topics = field(default_factory=Topics)
     programs_file: Path | None = None
+    themes_file: Path | None = None
     channels_file: Path | None = None
     secret_value: str | None = None  # NPSFLOW_SECRET; see ``secret``
     survey_url: str | None = None
@@ -238,7 +241,8 @@ class Settings:
         elif self.internal_token:
             env["NPSFLOW_INTERNAL_TOKEN"] = self.internal_token
         for name, value in (("NPSFLOW_PROGRAMS", self.programs_file), ("NPSFLOW_CHANNELS", self.channels_file),
-                            ("NPSFLOW_SECRET", self.secret_value), ("NPSFLOW_SURVEY_URL", self.survey_url)):
+                            ("NPSFLOW_THEMES", self.themes_file), ("NPSFLOW_SECRET", self.secret_value),
+                            ("NPSFLOW_SURVEY_URL", self.survey_url)):
             if value:
                 env[name] = str(value)
         env["NPSFLOW_LINK_TTL"] = f"{self.link_ttl_seconds}s"
@@ -447,7 +451,7 @@ def load(env: dict | None = None) -> Settings:
     if link_ttl <= 0:
         raise ConfigError("NPSFLOW_LINK_TTL must be positive")
     files = {}
-    for name in ("NPSFLOW_PROGRAMS", "NPSFLOW_CHANNELS"):
+    for name in ("NPSFLOW_PROGRAMS", "NPSFLOW_CHANNELS", "NPSFLOW_THEMES"):
         raw = env.get(name)
         if raw:
             path = Path(raw).expanduser().resolve()
@@ -470,6 +474,7 @@ def load(env: dict | None = None) -> Settings:
         topics=Topics(namespace),
         programs_file=files.get("NPSFLOW_PROGRAMS"),
         channels_file=files.get("NPSFLOW_CHANNELS"),
+        themes_file=files.get("NPSFLOW_THEMES"),
         secret_value=secret,
         survey_url=survey_url,
         link_ttl_seconds=link_ttl,

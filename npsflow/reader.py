@@ -116,3 +116,32 @@ def dispatches(settings: Settings) -> dict:
     from sinks import queries
 
     return queries.dispatches(open_store(settings))
+
+
+def _term_params(query) -> dict:
+    """A sinks.terms.TermQuery as the internal API's query parameters."""
+    params = {}
+    for name, value in query.__dict__.items():
+        if value is not None:
+            params[name] = value.isoformat() if isinstance(value, datetime) else value
+    return params
+
+
+def terms(settings: Settings, query) -> dict:
+    """``npsflow terms``: sinks.terms.terms, via the worker or on the store."""
+    info = _via_worker(settings)
+    if info:
+        return _get(settings, info, "/api/v1/terms", _term_params(query))
+    from sinks import terms as read
+
+    return read.terms(open_store(settings), query)
+
+
+def themes(settings: Settings, query) -> dict:
+    """``npsflow themes``: sinks.terms.themes with the worker's themes (NPSFLOW_THEMES, else the example)."""
+    info = _via_worker(settings)
+    if info:
+        return _get(settings, info, "/api/v1/themes", _term_params(query))
+    from sinks import terms as read
+
+    return read.themes(open_store(settings), query, read.load_themes(settings.themes_file))

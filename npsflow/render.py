@@ -46,3 +46,33 @@ def render_report(data: dict) -> None:
         table.add_section()
     table.add_row(*(["total"] + [""] * (len(data["by"]) - 1) if data["by"] else []), *cells(data["total"]))
     console().print(table)
+
+
+def _num(value, fmt: str = "{:.2f}") -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def render_terms(data: dict) -> None:
+    """Term or theme statistics (sinks.terms.terms / themes) as a table. Every cell is plain text (rich.Text):
+    a comment's "[phone]" or "[bold]" is shown as written, never read as markup."""
+    from rich.text import Text
+
+    key = "theme" if "themes" in data else "term"
+    scope = f" · {data['lang']}" if data.get("lang") else ""
+    table = Table(title=f"{key.capitalize()}s of {data['category']}s, {data['since'][:10]} – {data['until'][:10]}{scope}"
+                        + (f" by {data['by']}" if data["by"] else ""))
+    columns = ([data["by"]] if data["by"] else []) + [key, "lang", "n", data["category"] + "s", "NPS", "lift [95% CI]",
+                                                      "q", "impact", "new", "example"]
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for e in data[f"{key}s"]:
+        lift = "—" if e["lift"] is None else f"{e['lift']:.2f} [{e['lift_ci95'][0]:.2f}, {e['lift_ci95'][1]:.2f}]"
+        cells = ([e[data["by"]]] if data["by"] else []) + [
+            e[key], e["lang"], str(e["responses"]), str(e[data["category"] + "s"]), _num(e["nps"]), lift,
+            _num(e["q_value"], "{:.2g}"), _num(e["impact"], "{:+.2f}"), "new" if e["new"] else "",
+            (e.get("examples") or [""])[0]]
+        table.add_row(*[Text(str(c)) for c in cells], style=None if e["significant"] else "dim")
+    console().print(table)
+    for s in data.get("suggested") or []:
+        console().print(Text(f"suggested theme: {s['term']} ({s['lang']}, {s['responses']} answers, "
+                             f"impact {_num(s['impact'], '{:+.2f}')})"))

@@ -16,12 +16,16 @@ per value of the segment dimension (an answer without it: "(none)").
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from sinks.queries import NONE_VALUE, _ch_time, _utc, validate_dimension
-from sinks.rollup import ANY_TEXT
+from sinks.rollup import ANY_TEXT, _ledger_latest
 from streams import termstats
 from streams.termstats import SliceTotals, TermCounts
 
@@ -137,6 +141,33 @@ def _examples(store, q: TermQuery, since: datetime, until: datetime, wanted: dic
     return out
 
 
+def _stats(q: TermQuery, current: dict, previous: dict, compute) -> dict[str, list[termstats.TermStat]]:
+    """slice → its statistics (``compute`` = termstats.term_stats or theme_stats), the first ``limit``."""
+    picked = {}
+    for name, counts in current.items():
+        before, before_total = previous.get(name, ({}, 0))
+        picked[name] = compute(
+            [c for (t, _), c in counts.items() if t != ANY_TEXT], _totals(counts), category=q.category,
+            min_responses=q.min_count, min_detractors=q.min_category, min_respondents=q.min_respondents,
+            previous=before if before_total else None, previous_total=before_total or None)[:q.limit]
+    return picked
+
+
+def _result(q: TermQuery, since: datetime, until: datetime, current: dict, picked: dict, examples: dict,
+            key: str) -> dict:
+    order = sorted(current, key=lambda n: (-_totals(current[n]).responses, n))
+    entries = []
+    for name in order:
+        for stat in picked.get(name, ()):
+            entry = {**stat.as_dict(), "examples": examples.get((name, stat.term), [])}
+            if key != "term":
+                entry = {key: entry.pop("term"), **entry}
+            entries.append({q.by: name, **entry} if q.by else entry)
+    return {"since": since.isoformat(), "until": until.isoformat(), "by": q.by, "category": q.category,
+            "lang": q.lang, "slices": [{"slice": n, **_totals_dict(_totals(current[n]))} for n in order],
+            f"{key}s": entries}
+
+
 def terms(store, query: TermQuery, now: datetime | None = None) -> dict:
     """The term statistics of every slice: {"since", "until", "by", "category", "lang", "slices": [{slice,
     responses …}], "terms": [{term, lang, responses, …, examples, [by: slice]}]} — per slice sorted by
@@ -146,25 +177,79 @@ def terms(store, query: TermQuery, now: datetime | None = None) -> dict:
     current = _counts(store, q, since, until, minimum=q.min_count)
     tested = sorted({t for counts in current.values() for (t, _) in counts if t != ANY_TEXT})
     previous = _previous(store, q, since, until, tested) if tested else {}
-    picked: dict[str, list[termstats.TermStat]] = {}
-    for name, counts in current.items():
-        before, before_total = previous.get(name, ({}, 0))
-        picked[name] = termstats.term_stats(
-            [c for (t, _), c in counts.items() if t != ANY_TEXT], _totals(counts), category=q.category,
-            min_responses=q.min_count, min_detractors=q.min_category, min_respondents=q.min_respondents,
-            previous=before if before_total else None, previous_total=before_total or None)[:q.limit]
+    picked = _stats(q, current, previous, termstats.term_stats)
     examples = _examples(store, q, since, until, {n: [s.term for s in st] for n, st in picked.items()})
-    order = sorted(current, key=lambda n: (-_totals(current[n]).responses, n))
-    entries = []
-    for name in order:
-        for stat in picked[name]:
-            entry = {**stat.as_dict(), "examples": examples.get((name, stat.term), [])}
-            entries.append({q.by: name, **entry} if q.by else entry)
-    return {"since": since.isoformat(), "until": until.isoformat(), "by": q.by, "category": q.category,
-            "lang": q.lang, "slices": [{"slice": n, **_totals_dict(_totals(current[n]))} for n in order],
-            "terms": entries}
+    return _result(q, since, until, current, picked, examples, "term")
 
 
 def _totals_dict(totals: SliceTotals) -> dict:
     return {"responses": totals.responses, "promoters": totals.promoters, "passives": totals.passives,
             "detractors": totals.detractors}
+
+
+# ------------------------------------------------------------------------------------------------ themes
+THEME_LANG = "*"  # a theme is counted across the languages of its lemmas
+
+
+def _theme_counts(store, q: TermQuery, since: datetime, until: datetime, themes: dict) -> dict:
+    """slice → (theme, "*") → counts per answer (an answer with several of a theme's lemmas counts once), from
+    the day ledger (its latest version per day: sinks.rollup), plus the ANY_TEXT population from term_cells."""
+    names, langs, lemmas = [], [], []
+    for name, by_lang in themes.items():
+        for lang, words in by_lang.items():
+            names.append(name), langs.append(lang), lemmas.append(sorted(words))
+    days = "day >= toDate32({since:DateTime64(3, 'UTC')}) AND day <= toDate32({until:DateTime64(3, 'UTC')} - " \
+           "toIntervalMillisecond(1))"
+    sql = (f"SELECT slice, theme, count() AS n, countIf(cat = 'promoter') AS p, countIf(cat = 'passive') AS pa, "
+           f"countIf(cat = 'detractor') AS d, uniqExact(rk) AS people FROM (SELECT {_slice_expr(q.by, 'seg')} AS "
+           f"slice, cat, rk, arrayJoin(arrayDistinct(arrayFilter((n, l, w) -> l = lg AND hasAny(tm, w), "
+           f"{{names:Array(String)}}, {{langs:Array(String)}}, {{lemmas:Array(Array(String))}}))) AS theme "
+           f"FROM {_ledger_latest(days)} WHERE g = 0 AND at >= {{since:DateTime64(3, 'UTC')}} AND at < "
+           f"{{until:DateTime64(3, 'UTC')}}{_lang_filter(q, 'lg')}) GROUP BY slice, theme")
+    out = {name: {k: c for k, c in counts.items() if k[0] == ANY_TEXT}
+           for name, counts in _counts(store, q, since, until, terms=[]).items()}
+    for r in store.query(sql, _params(q, since, until, names=names, langs=langs, lemmas=lemmas)):
+        out.setdefault(r["slice"], {})[(r["theme"], THEME_LANG)] = TermCounts(
+            r["theme"], THEME_LANG, int(r["n"]), int(r["p"]), int(r["pa"]), int(r["d"]), int(r["people"]))
+    return out
+
+
+def themes(store, query: TermQuery, themes_config: dict, now: datetime | None = None) -> dict:
+    """Theme statistics per slice like ``terms`` (key "theme" instead of "term"; no examples) and
+    ``suggested``: per slice the significant terms no theme covers (streams.termstats.suggested_themes)."""
+    q = query.checked()
+    config = termstats.normalize_themes(themes_config)
+    since, until = q.period(now or datetime.now(timezone.utc))
+    current = _theme_counts(store, q, since, until, config)
+    start = since - HISTORY_PERIODS * (until - since)
+    previous = {}
+    for name, counts in _theme_counts(store, q, start, since, config).items():
+        total = _totals(counts).responses
+        previous[name] = ({k: (c.responses, total) for k, c in counts.items() if k[0] != ANY_TEXT}, total)
+    picked = _stats(q, current, previous, termstats.theme_stats)
+    result = _result(q, since, until, current, picked, {}, "theme")
+    term_result = terms(store, dataclasses.replace(q, examples=0), now=now)
+    uncovered = []
+    for entry in term_result["terms"]:
+        if entry["significant"] and not termstats.themes_of([entry["term"], *entry["term"].split()], entry["lang"],
+                                                            config):
+            uncovered.append({k: entry[k] for k in (q.by, "term", "lang", "responses", "lift", "q_value", "impact")
+                              if k})
+    result["suggested"] = uncovered
+    return result
+
+
+EXAMPLE_THEMES = Path(__file__).resolve().parent.parent / "deploy" / "themes.example.yaml"
+
+
+def load_themes(path: str | Path | None = None) -> dict:
+    """The themes of a YAML file (``themes: {name: {lang: [lemma, …]}}``), normalized and checked; ``None``: the
+    shipped example. ValueError with one line saying what is wrong."""
+    path = Path(path) if path else EXAMPLE_THEMES
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"themes file {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("themes"), dict):
+        raise ValueError(f"themes file {path}: expected a mapping 'themes: {{name: {{lang: [lemma, …]}}}}'")
+    return termstats.normalize_themes(data["themes"])

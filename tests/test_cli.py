@@ -380,3 +380,30 @@ def test_rollup_refresh_and_rebuild(tmp_path, ch_store):
     assert repaired.stdout.startswith("ledger repaired: 11 rows rewritten;")  # 10 answers + e5's tombstone
     bad = run(["rollup", "refresh", "--quiet-seconds", "-1"], home=tmp_path)
     assert bad.returncode == 2 and "quiet-seconds" in bad.stderr
+
+
+def test_terms_and_themes_json_and_a_table_that_shows_comments_as_written(tmp_path, ch_store):
+    from tests.test_clickhouse import H, T0, insert_responses
+    from tests.test_terms_read import answer
+
+    records = [answer(f"d{i}", 1, T0 + i * H, ["lasku", "väärä"], comment=f"[bold]Lasku[/bold] [phone] {i}")
+               for i in range(12)]
+    records += [answer(f"p{i}", 10, T0 + i * H, ["kiitos"]) for i in range(30)]
+    insert_responses(ch_store, records)
+    ch_store.close()  # the CLI opens the same chDB directory in its own process
+    period = ["--since", T0.isoformat(), "--until", (T0 + 2 * 24 * H).isoformat()]
+    proc = run(["terms", *period, "--format", "json"], home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    lasku = next(e for e in data["terms"] if e["term"] == "lasku")
+    assert (lasku["responses"], lasku["detractors"], lasku["significant"]) == (12, 12, True)
+    assert lasku["examples"][0] == "[bold]Lasku[/bold] [phone] 11"
+    table = run(["terms", *period], home=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "[bold]Lasku[/bold]" in table.stdout and "[phone]" in table.stdout  # as written, not styled
+    by_theme = run(["themes", *period, "--format", "json"], home=tmp_path)
+    assert by_theme.returncode == 0, by_theme.stderr
+    themes = json.loads(by_theme.stdout)
+    assert next(t for t in themes["themes"] if t["theme"] == "Invoicing")["responses"] == 12  # the example themes
+    bad = run(["terms", "--by", "location;DROP"], home=tmp_path)
+    assert bad.returncode == 1 and one_line_error(bad).startswith("Error: ")

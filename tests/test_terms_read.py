@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from sinks import rollup
-from sinks.terms import TermQuery, terms
+from sinks.terms import TermQuery, terms, themes
 from tests.test_clickhouse import D, H, T0, insert_responses, response
 from tests.test_rollup import edit
 
@@ -137,3 +137,22 @@ def test_bad_queries_are_refused(store):
                 dict(since=NOW, until=NOW - D)):
         with pytest.raises(ValueError):
             terms(store, TermQuery(**bad), now=NOW)
+
+
+def test_themes_count_an_answer_once_and_suggest_uncovered_terms(store):
+    at = lambda i: T0 + 6 * D + i * H  # noqa: E731
+    records = [answer(f"a{i}", 1, at(i), ["lasku", "laskutus"] if i % 2 else ["lasku"]) for i in range(10)]
+    records += [answer(f"s{i}", 2, at(i), ["faktura"], lang="sv") for i in range(6)]
+    records += [answer(f"k{i}", 3, at(i), ["kö"], lang="sv") for i in range(8)]  # no theme covers it
+    records += [answer(f"p{i}", 10, at(i), ["kiitos"]) for i in range(40)]
+    insert_responses(store, records)
+    config = {"Invoicing": {"fi": ["lasku", "laskutus"], "sv": ["faktura"]}, "Queues": {"en": ["queue"]}}
+    result = themes(store, TermQuery(**PERIOD, min_count=5, min_category=5), config, now=NOW)
+    invoicing = next(e for e in result["themes"] if e["theme"] == "Invoicing")
+    assert (invoicing["responses"], invoicing["detractors"], invoicing["lang"]) == (16, 16, "*")  # 10 + 6, once each
+    assert invoicing["significant"] and invoicing["impact"] < 0
+    assert "Queues" not in {e["theme"] for e in result["themes"]}  # named by nobody
+    assert [s["term"] for s in result["suggested"]] == ["kö"]
+    assert result["slices"][0]["responses"] == 64
+    with pytest.raises(ValueError):
+        themes(store, TermQuery(**PERIOD), {"Bad": ["not", "a", "mapping"]}, now=NOW)

@@ -18,7 +18,8 @@ from web.server import allowed_hosts, bind_socket, bound
 TOKEN = "internal-token-0123456789abcdef"
 # Every path of the internal listener, and Faust's built-in views (tables, router, graph, statistics, index).
 INTERNAL_PATHS = ["/api/v1/stats", "/api/v1/report", "/api/v1/report?by=location", "/api/v1/windows",
-                  "/api/v1/deadletters", "/api/v1/dispatches", "/api/v1/dashboard", "/dashboard"]
+                  "/api/v1/deadletters", "/api/v1/dispatches", "/api/v1/dashboard", "/dashboard",
+                  "/api/v1/terms", "/api/v1/terms?by=location&lang=fi&min_count=3", "/api/v1/themes"]
 FAUST_PATHS = ["/", "/table/", "/table/invitations/", "/table/invitations/I|abc/", "/router/",
                "/router/invitations/I|abc/", "/graph/", "/stats/", "/assignment/", "/performance/"]
 
@@ -73,6 +74,9 @@ async def test_the_internal_listener_serves_the_read_apis_and_the_dashboard(pipe
         for path in FAUST_PATHS + ["/s/x", "/api/v1/responses"]:
             assert (await client.get(path)).status == 404, path
         assert (await client.get("/api/v1/stats", headers={"Host": "evil.example"})).status == 421
+        for bad in ("by=loc;drop", "limit=-1", "min_count=x", "category=angry", "sinse=2024-01-01", "since=tuesday"):
+            reply = await client.get(f"/api/v1/terms?{bad}")
+            assert reply.status == 400 and (await reply.json())["error"], bad
     finally:
         await client.close()
 

@@ -8,6 +8,9 @@ GET /api/v1/windows?segment=location=Espoo
 GET /api/v1/deadletters
 GET /api/v1/dispatches
 GET /api/v1/dashboard?by=location    what the live dashboard shows (sinks.queries.dashboard)
+GET /api/v1/terms?since&until&by&lang&category&min_count&min_category&min_respondents&limit&examples
+                             term statistics (sinks.terms.terms)
+GET /api/v1/themes?…         the same per theme (NPSFLOW_THEMES) and the suggested themes
 GET /dashboard?by=location           the built-in live dashboard (web.dashboard)
 
 With ``NPSFLOW_INTERNAL_TOKEN`` set, every path but /healthz needs ``Authorization: Bearer <token>`` (401).
@@ -23,7 +26,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from sinks import queries
+from sinks import queries, terms
 from streams.responses import Rejected, parse_timestamp
 from web.common import bearer_guard, healthz, host_guard, html_reply, json_reply
 from web.dashboard import content_security_policy, render_dashboard
@@ -72,16 +75,18 @@ class InternalApi:
     """The handlers of the internal listener. ``store`` is the worker's ClickHouseStore (``arun`` runs a query
     function off the event loop), ``stats`` the agents' counters, ``dimensions`` the dashboard's choices."""
 
-    def __init__(self, store, stats, dimensions: list[str]) -> None:
+    def __init__(self, store, stats, dimensions: list[str], themes: dict | None = None) -> None:
         self.store, self.stats = store if store is not None else NoStore(), stats
         self.dimensions = dimensions or ["location"]
+        self.themes = themes if themes is not None else terms.load_themes()
         self.dashboard_cache = SharedResult(lambda by: store.arun(queries.dashboard, by))
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/healthz", healthz), web.get("/api/v1/stats", self.get_stats),
                 web.get("/api/v1/report", self.report), web.get("/api/v1/windows", self.windows),
                 web.get("/api/v1/dispatches", self.dispatches), web.get("/api/v1/deadletters", self.deadletters),
-                web.get("/api/v1/dashboard", self.dashboard_data), web.get("/dashboard", self.dashboard_page)]
+                web.get("/api/v1/dashboard", self.dashboard_data), web.get("/dashboard", self.dashboard_page),
+                web.get("/api/v1/terms", self.terms), web.get("/api/v1/themes", self.theme_stats)]
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return json_reply(self.stats.as_dict())
@@ -113,6 +118,20 @@ class InternalApi:
             segment = (dim, value)
         return json_reply(await self.store.arun(queries.windows, segment))
 
+    async def terms(self, request: web.Request) -> web.Response:
+        try:
+            query = term_query(request.query)
+            return json_reply(await self.store.arun(terms.terms, query))
+        except (Rejected, ValueError) as exc:
+            return error(400, exc.detail if isinstance(exc, Rejected) else str(exc))
+
+    async def theme_stats(self, request: web.Request) -> web.Response:
+        try:
+            query = term_query(request.query)
+            return json_reply(await self.store.arun(terms.themes, query, self.themes))
+        except (Rejected, ValueError) as exc:
+            return error(400, exc.detail if isinstance(exc, Rejected) else str(exc))
+
     async def dispatches(self, request: web.Request) -> web.Response:
         return json_reply(await self.store.arun(queries.dispatches))
 
@@ -135,6 +154,26 @@ class InternalApi:
         except ValueError as exc:
             return error(400, str(exc))
         return html_reply(page, headers={"Content-Security-Policy": content_security_policy(nonce), **DASHBOARD_HEADERS})
+
+
+_TERM_INTS = ("min_count", "min_category", "min_respondents", "limit", "examples")
+
+
+def term_query(params) -> terms.TermQuery:
+    """A sinks.terms.TermQuery from query parameters (unknown ones refused: a typo must not pass silently)."""
+    unknown = sorted(set(params) - {"since", "until", "by", "lang", "category", *_TERM_INTS})
+    if unknown:
+        raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {"since": _time(params.get("since"), "since"), "until": _time(params.get("until"), "until")}
+    for name in ("by", "lang", "category"):
+        if params.get(name):
+            values[name] = params[name]
+    for name in _TERM_INTS:
+        if params.get(name):
+            if not params[name].isdigit() or len(params[name]) > 9:
+                raise ValueError(f"{name} must be a whole number")
+            values[name] = int(params[name])
+    return terms.TermQuery(**values)
 
 
 def internal_app(api: InternalApi, *, allowed_hosts: frozenset[str], token: str | None) -> web.Application:

@@ -20,6 +20,7 @@ from aiohttp import web
 from mode import Service
 
 from npsflow.config import Bind, Settings
+from sinks.terms import load_themes
 from web.internal import InternalApi, internal_app
 from web.public import public_app, public_handlers
 
@@ -91,7 +92,8 @@ def install_web(pipeline, store, settings: Settings, public: socket.socket, inte
     """Put the public and the internal listener on the pipeline's Faust app (``app.web_server``). ``settings``
     carry the bound ports (``bound``); ``store`` is the worker's ClickHouseStore."""
     pages, api = public_handlers(pipeline, pipeline.book, settings)
-    reads = InternalApi(store, pipeline.stats, [d for d in settings.dimensions if d != "overall"])
+    reads = InternalApi(store, pipeline.stats, [d for d in settings.dimensions if d != "overall"],
+                        load_themes(settings.themes_file))
     servers = WebServers([
         Listener("public", public, public_app(pages, api, allowed_hosts=allowed_hosts(settings, settings.public_bind))),
         Listener("internal", internal, internal_app(reads, allowed_hosts=allowed_hosts(settings, settings.internal_bind),
