@@ -27,7 +27,7 @@ FUNCTION_WORDS: dict[str, frozenset[str]] = {
         jag mig mej min mitt mina du dig dej din ditt dina han honom hans hon henne hennes hen hen den det dess
         vi oss vår vårt våra ni er ert era de dem dom deras sig sej sin sitt sina man en ett någon något några
         nån nåt nåra denna detta dessa denne sådan sådant sådana vilken vilket vilka vem vad som själv själva
-        varje varenda alla allt all andra annan annat båda bägge samma egen eget egna
+        varje varenda många alla allt all andra annan annat båda bägge samma egen eget egna
         i på till från med av för om under över efter före innan vid mot emot genom hos mellan bland åt
         sedan kring runt längs inom utom trots enligt per via bakom framför bredvid ur utan
         och eller men att när då eftersom så fast medan tills ifall både varken samt än
@@ -89,7 +89,7 @@ FUNCTION_WORDS: dict[str, frozenset[str]] = {
         ja sekä tai vai mutta vaan että kun jos koska kuin vaikka jotta eli kunnes niin
         myös vain jo vielä nyt silloin täällä siellä todella tosi erittäin melko varsin liian ihan
         aivan vähän paljon enemmän eniten aina usein taas uudelleen kyllä ehkä melkein lähes täysin
-        kuitenkaan kuitenkin valitettavasti oikein kovin yhtään edes vasta sitten siis juuri miten miksi
+        kuitenkaan kuitenkin valitettavasti oikein kovin yhtään edes tarpeeksi vasta sitten siis juuri miten miksi
         onko eikö
         olla olen olet on olemme olette ovat oli olin olit olimme olitte olivat ollut olleet ole olisi
         olisin olla voida voi voin voit voimme voitte voivat voisi täytyä täytyy saada saa sain sai saanut
@@ -105,7 +105,7 @@ FUNCTION_WORDS: dict[str, frozenset[str]] = {
         in on at to from with of for about by under over after before into onto through between among during
         since until till around along within per via behind across against toward towards upon than as
         and or but if when because so while whether although though yet then also
-        just only now very really quite pretty too even still already always often again maybe perhaps
+        just only now very really quite pretty too far even still already always often again maybe perhaps
         almost totally completely actually how why where ever rather somewhat unfortunately basically anyway
         up down out off away back
         be am is are was were been being have has had having do does did done doing will would shall should
@@ -122,6 +122,14 @@ NEGATIONS: dict[str, frozenset[str]] = {
     "nb": _words("ikke ikkje aldri ingen intet ingenting inga"),
     "fi": _words("ei en et emme ette eivät eikä enkä etkä emmekä ettekä eivätkä älä älkää ettei jottei"),
     "en": _words("not no never nothing nobody none nor neither cannot"),
+}
+
+# Negation adverbs of the verb-second languages: in a main clause they follow the finite verb and negate it
+# ("svarade aldrig", "virker ikke"); the determiners (ingen, inget …) negate the noun after them.
+NEGATION_ADVERBS: dict[str, frozenset[str]] = {
+    "sv": _words("inte ej icke aldrig"),
+    "da": _words("ikke ej aldrig"),
+    "nb": _words("ikke ikkje aldri"),
 }
 
 # The form a negation takes in a bigram when it is not its own lemma: Finnish negation verb forms → "ei".
