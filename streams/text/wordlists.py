@@ -24,7 +24,7 @@ def _words(text: str) -> frozenset[str]:
 
 FUNCTION_WORDS: dict[str, frozenset[str]] = {
     "sv": _words("""
-        jag mig mej min mitt mina du dig dej din ditt dina han honom hans hon henne hennes hen hen den det dess
+        jag mig mej min mitt mina du dig dej din ditt dina han honom hans hon henne hennes hen den det dess
         vi oss vår vårt våra ni er ert era de dem dom deras sig sej sin sitt sina man en ett någon något några
         nån nåt nåra denna detta dessa denne sådan sådant sådana vilken vilket vilka vem vad som själv själva
         varje varenda många alla allt all andra annan annat båda bägge samma egen eget egna
