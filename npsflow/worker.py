@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import socket
+import threading
 from dataclasses import replace
 
 import faust
@@ -105,4 +106,8 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
     # the cyclic collector runs very often; raised, the process worker's CPU for 50 000 responses went from
     # 5.2 to 4.4 s (bench/pipeline_throughput.py --split, NOTES.md session 4)
     gc.set_threshold(50_000, 20, 20)
+    if settings.role != "sink":  # classify analyses comments (streams.text): load its data while Kafka connects
+        from streams import text
+
+        threading.Thread(target=text.warm_up, name="text-warm-up", daemon=True).start()
     worker.execute_from_commandline()

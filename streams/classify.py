@@ -23,7 +23,8 @@ Per record, in partition-offset order:
 Memo (table ``responses-seen``, JSON): ``v`` version, ``h`` content hash, ``s`` score, ``t`` responded_at ms,
 ``seg`` segment, ``c`` counted in the live windows, ``src`` [partition, offset], ``e`` is an edit, ``ps`` /
 ``pseg`` / ``pt`` / ``pc`` the previous version's score / segment / time / counted, ``ds`` the UTC days of every
-version, ``o`` the organization, ``w`` when it was written (processing time, ms: the dedup memory forgets a
+version, ``o`` the organization, ``k`` the invitation's contact key (a keyed pseudonym: the respondent of
+the term statistics), ``w`` when it was written (processing time, ms: the dedup memory forgets a
 memo ``dedup_retention`` after its last write). A version of a forgotten answer is refused
 (``edit_after_dedup_memory``, via the register of forgotten ids: streams.forgotten), and so is a memo-less
 version older than the memory (``older_than_dedup_memory``): neither can be told apart from an answer counted
@@ -119,6 +120,7 @@ class ClassifyStep:
     dedup_retention_ms: int
     partition_of: Any
     encode: Any = None  # ClassifiedResponse dict → bytes (Avro); None keeps the dict (tests of the rules)
+    analyse: Any = None  # (text, locale) → streams.text.TextAnalysis; None: texts kept as they are, no terms
 
     def run(self, records: list[Incoming], state: ClassifyState, now: datetime) -> ClassifyOutcome:
         out = ClassifyOutcome()
@@ -166,7 +168,7 @@ class ClassifyStep:
         else:
             counted = response.responded_ms >= watermark - self.lateness_ms
             memo = new_memo(response, previous, decision, source, counted, invitation, now_ms)
-        classified = classified_record(response, memo, now)
+        classified = classified_record(response, memo, now, self._text(response))
         if self.encode is not None:
             classified = self.encode(classified)  # before the memo is staged: may raise
         if memo is not previous:
@@ -177,6 +179,18 @@ class ClassifyStep:
         if invitation is not None:
             out.responded.append((record.partition, response.invitation_id, responded_message(response)))
         self._deltas(response, memo, record, out)
+
+    def _text(self, response: Response) -> "Texts":
+        """The comment and the follow-up answer masked, their language (the comment's if it has one; "" when
+        there is no text) and their distinct terms (one analysis each)."""
+        if self.analyse is None:
+            return Texts(response.comment, response.follow_up, "", [])
+        comment = self.analyse(response.comment, response.locale) if response.comment else None
+        follow_up = self.analyse(response.follow_up, response.locale) if response.follow_up else None
+        analyses = [a for a in (comment, follow_up) if a is not None]
+        return Texts(comment.masked if comment else response.comment,
+                     follow_up.masked if follow_up else response.follow_up,
+                     analyses[0].lang if analyses else "", list(dict.fromkeys(t for a in analyses for t in a.terms)))
 
     def _joined(self, response: Response, batch: "_BatchView", out: ClassifyOutcome):
         if not response.invitation_id:
@@ -227,19 +241,34 @@ def new_memo(response: Response, previous: dict | None, decision: Decision, sour
     return {**remembered(response), "c": counted, "src": source, "e": decision is Decision.EDIT,
             "ps": prev.get("s"), "pseg": prev.get("seg"), "pt": prev.get("t"), "pc": prev.get("c", True),
             "ds": answer_days(previous, response.responded_ms),
-            # the organization of the invitation; an edit made after the invitation was forgotten keeps it
-            "o": invitation.get("org") if invitation is not None else prev.get("o"), "w": now_ms}
+            # the organization and contact key of the invitation; an edit made after the invitation was
+            # forgotten keeps them
+            "o": invitation.get("org") if invitation is not None else prev.get("o"),
+            "k": invitation.get("contact_key") if invitation is not None else prev.get("k"), "w": now_ms}
 
 
-def classified_record(response: Response, memo: dict, now: datetime) -> dict:
+@dataclass(frozen=True, slots=True)
+class Texts:
+    """What the classified record carries of the respondent's words: masked texts, language, terms."""
+
+    comment: str | None
+    follow_up: str | None
+    lang: str
+    terms: list[str]
+
+
+def classified_record(response: Response, memo: dict, now: datetime, texts: Texts) -> dict:
     return {
         "response_id": response.response_id,
         "survey_id": response.survey_id,
         "invitation_id": response.invitation_id,
         "score": response.score,
         "category": response.category.value,
-        "comment": response.comment,
-        "follow_up": response.follow_up,
+        "comment": texts.comment,
+        "follow_up": texts.follow_up,
+        "lang": texts.lang,
+        "terms": texts.terms,
+        "respondent": memo.get("k") or "",
         "locale": response.locale,
         "responded_at": response.responded_at,
         "received_at": response.received_at,

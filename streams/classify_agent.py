@@ -17,6 +17,7 @@ import orjson
 
 from schemas import codec as avro
 from streams.app import Pipeline, Transient, add_timer, dead_letter, install_batch_agent, sweep_keys
+from streams import text
 from streams.classify import ClassifyOutcome, ClassifyStep, Incoming
 from streams.forgotten import ForgottenRegister
 from streams.kafka_io import BatchOutput, StateTable, json_key, partition_for
@@ -80,7 +81,7 @@ class ClassifyAgent:
             dimensions=tuple(settings.dimensions), lateness_ms=settings.lateness_seconds * 1000,
             dedup_retention_ms=settings.dedup_retention_seconds * 1000,
             partition_of=lambda key: partition_for(key, self.partitions),
-            encode=lambda record: pipeline.codec.encode(avro.CLASSIFIED_RESPONSE, record))
+            encode=lambda record: pipeline.codec.encode(avro.CLASSIFIED_RESPONSE, record), analyse=text.analyse)
         self.names = {name: pipeline.topics[name].get_topic_name()
                       for name in ("raw", "classified", "deltas", "invitations")}
         self.lock = asyncio.Lock()

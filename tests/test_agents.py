@@ -276,6 +276,29 @@ async def test_a_response_to_an_invitation_carries_its_organization_also_after_i
     assert (edit["org_id"], edit["is_edit"]) == ("acme", True)  # remembered by classify, not lost with it
 
 
+async def test_classified_answers_carry_masked_texts_their_language_terms_and_the_respondent(harness):
+    """Personal data never leaves classify: the comment and the follow-up answer are masked before the classified
+    record (Kafka, ClickHouse) has them; the respondent is the invitation's keyed contact pseudonym."""
+    invitation = {"inv": "inv-7", "org": "acme", "survey_id": "s-1", "locale": "sv-SE", "contact_key": "ck-9",
+                  "segment": {"location": "Malmö"}}
+    harness.pipeline.tables["invitations"].data[b'"I|inv-7"'] = json.dumps(invitation).encode()
+    comment = "Fakturan var fel! Ring mig på 070-123 45 67 eller mejla anna.svensson@example.se"
+    async with harness.feed("classify") as agent:
+        await agent.put(raw(rid="inv-7", score=3, invitation_id="inv-7", comment=comment,
+                            follow_up="Kundtjänst svarade inte"), key=b"inv-7")
+        await agent.put(raw(rid="anon", score=10), key=b"anon")  # no text at all
+    answer, silent = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
+    assert answer["comment"] == "Fakturan var fel! Ring mig på [phone] eller mejla [email]"
+    assert answer["follow_up"] == "Kundtjänst svarade inte"
+    assert answer["lang"] == "sv" and answer["respondent"] == "ck-9"
+    assert {"faktura", "fel", "kundtjänst", "inte svara"} <= set(answer["terms"])
+    assert not [t for t in answer["terms"] if any(c.isdigit() for c in t) or "@" in t or "[" in t]
+    assert (silent["comment"], silent["lang"], silent["terms"], silent["respondent"]) == (None, "", [], "")
+    # the survey page shows the respondent their own words: the invitation's note keeps the comment as written
+    (note,) = [json.loads(v) for k, v in harness.sent["invitations"]]
+    assert note["comment"] == comment
+
+
 async def test_edit_moving_a_response_removes_it_from_the_old_segment(harness):
     async with harness.feed("classify") as agent:
         await agent.put(raw(score=0, location="Bergen"), key=b"r-1")
