@@ -350,12 +350,41 @@ def _draw_score(rng: random.Random, nps: float) -> int:
     return rng.choices(values, weights=weights)[0]
 
 
-def _draw_comment(rng: random.Random, locale: str, category: str) -> str:
+# Recurring complaints: each location has one problem its unhappy customers keep naming (so the terms and the
+# dashboard's top complaints differ per location), said in the comment's language.
+COMPLAINTS: dict[str, dict[str, str]] = {
+    "queue": {"sv": "Det var lång kö igen.", "da": "Køen var lang igen.", "fi": "Jono oli taas pitkä.",
+              "nb": "Køen var lang igjen.", "en": "The queue was long again."},
+    "invoice": {"sv": "Fakturan var fel igen.", "da": "Fakturaen var forkert igen.", "fi": "Laskussa oli taas virhe.",
+                "nb": "Fakturaen var feil igjen.", "en": "The invoice was wrong again."},
+    "delivery": {"sv": "Leveransen var försenad.", "da": "Leveringen var forsinket.", "fi": "Toimitus myöhästyi.",
+                 "nb": "Leveransen var forsinket.", "en": "The delivery was late."},
+    "app": {"sv": "Appen fungerar inte.", "da": "Appen virker ikke.", "fi": "Sovellus ei toimi.",
+            "nb": "Appen fungerer ikke.", "en": "The app does not work."},
+}
+LOCAL_COMPLAINT = {"Stockholm": "queue", "Göteborg": "invoice", "Malmö": "queue", "København": "delivery",
+                   "Aarhus": "app", "Odense": "invoice", "Helsinki": "invoice", "Espoo": "app", "Tampere": "queue",
+                   "Oslo": "delivery", "Bergen": "app", "Trondheim": "invoice"}
+COMPLAINT_SHARE = {"detractor": 0.5, "passive": 0.15, "promoter": 0.0}
+# now and then a respondent leaves a phone number or an address in the comment: classify masks it
+CONTACT_PHRASES = {"sv": "Ring mig på 070-123 45 67.", "da": "Ring på 20 12 34 56.", "fi": "Soittakaa 040 123 4567.",
+                   "nb": "Ring meg på 912 34 567.", "en": "Call me on 07911 123456 or write to kim@example.com."}
+CONTACT_SHARE = 0.03
+
+
+def _draw_comment(rng: random.Random, locale: str, category: str, location: str | None = None) -> str:
     phrases = COMMENTS[locale][category]
     if rng.random() < TWO_SENTENCE_SHARE:
         first, second = rng.sample(phrases, 2)
-        return f"{first} {second}"
-    return rng.choice(phrases)
+        text = f"{first} {second}"
+    else:
+        text = rng.choice(phrases)
+    complaint = LOCAL_COMPLAINT.get(location or "")
+    if complaint and rng.random() < COMPLAINT_SHARE[category]:
+        text = f"{text} {COMPLAINTS[complaint][locale]}"
+    if category == "detractor" and rng.random() < CONTACT_SHARE:
+        text = f"{text} {CONTACT_PHRASES[locale]}"
+    return text
 
 
 @dataclass
@@ -459,7 +488,7 @@ class ResponseSimulator:
         category = category_of(score)
         comment = None
         if rng.random() < COMMENT_PROPENSITY[category] * CHANNELS[channel][2]:
-            comment = self._comment(locale, category)
+            comment = self._comment(locale, category, loc.name)
         if channel == "sms":
             survey = "s-store-visit"
         elif channel == "email":
@@ -485,8 +514,8 @@ class ResponseSimulator:
     def _score(self, nps: float) -> int:
         return _draw_score(self._rng, nps)
 
-    def _comment(self, locale: str, category: str) -> str:
-        return _draw_comment(self._rng, locale, category)
+    def _comment(self, locale: str, category: str, location: str | None = None) -> str:
+        return _draw_comment(self._rng, locale, category, location)
 
     def _remember(self, record: dict) -> None:
         if len(self._pool) < POOL_SIZE:
@@ -518,9 +547,9 @@ class ResponseSimulator:
         edit["responded_at"] = cursor
         category = category_of(new)
         if original["comment"] is not None and category != category_of(old):
-            edit["comment"] = self._comment(original["locale"], category)
+            edit["comment"] = self._comment(original["locale"], category, original["segment"].get("location"))
         elif original["comment"] is None and rng.random() < 0.3:
-            edit["comment"] = self._comment(original["locale"], category)
+            edit["comment"] = self._comment(original["locale"], category, original["segment"].get("location"))
         self._pool[index] = edit
         self.stats.edits += 1
         return _copy(edit)
@@ -951,7 +980,7 @@ class Respondent:
         comment = None
         propensity = COMMENT_PROPENSITY[category] * (CHANNELS[channel][2] if channel in CHANNELS else 1.0)
         if rng.random() < propensity:
-            comment = _draw_comment(rng, comment_locale(locale), category)
+            comment = _draw_comment(rng, comment_locale(locale), category, segment.get("location"))
         survey_id = invitation.get("survey_id")
         return {
             "response_id": invitation_id,

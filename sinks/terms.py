@@ -26,6 +26,7 @@ import yaml
 
 from sinks.queries import NONE_VALUE, _ch_time, _utc, validate_dimension
 from sinks.rollup import ANY_TEXT, _ledger_latest
+from streams.nps import summarize
 from streams import termstats
 from streams.termstats import SliceTotals, TermCounts
 
@@ -253,3 +254,21 @@ def load_themes(path: str | Path | None = None) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("themes"), dict):
         raise ValueError(f"themes file {path}: expected a mapping 'themes: {{name: {{lang: [lemma, …]}}}}'")
     return termstats.normalize_themes(data["themes"])
+
+
+# ------------------------------------------------------------------------------------------------ dashboard
+CLOUD_WORDS = 40
+CLOUD_DAYS = 30
+
+
+def cloud_words(store, since: datetime, until: datetime, limit: int = CLOUD_WORDS,
+                min_respondents: int = 3) -> list[dict]:
+    """The most named terms of the period with their NPS (of the answers naming them) — the word cloud's words.
+    Only terms named by at least ``min_respondents`` distinct respondents: no name or single person's words."""
+    q = TermQuery(since=since, until=until)
+    sql = (f"SELECT term, sum(responses) AS n, sum(promoters) AS p, sum(passives) AS pa, sum(detractors) AS d, "
+           f"uniqExactMerge(respondents) AS people FROM {TERM_CELLS} WHERE term != {{any:String}} "
+           f"GROUP BY term HAVING people >= {{people:UInt64}} ORDER BY n DESC, term LIMIT {{limit:UInt32}}")
+    rows = store.query(sql, _params(q, since, until, people=min_respondents, limit=limit))
+    return [{"term": r["term"], "responses": int(r["n"]),
+             "nps": summarize(int(r["p"]), int(r["pa"]), int(r["d"])).as_dict()["nps"]} for r in rows]

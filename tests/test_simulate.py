@@ -212,6 +212,46 @@ def test_bad_records_are_rejected_and_good_ones_accepted_by_the_classify_rules()
 
 
 # ------------------------------------------------------------------------------------ comments, NPS
+# each location's recurring complaint, as the lemma its local language gives (written by hand, not computed)
+COMPLAINT_LEMMAS = {
+    "Stockholm": {"kö"}, "Göteborg": {"faktura"}, "Malmö": {"kö"}, "København": {"levering"}, "Aarhus": {"app"},
+    "Odense": {"faktura"}, "Helsinki": {"lasku"}, "Espoo": {"sovellus", "ei toimia"}, "Tampere": {"jono"},
+    "Oslo": {"leveranse"}, "Bergen": {"app"}, "Trondheim": {"faktura"},
+}
+
+
+def test_each_location_has_a_recurring_complaint_that_comes_out_first_among_its_detractors():
+    """The demo's words are meaningful: per location, analysed by streams.text and counted per answer, the
+    location's own complaint is among the top detractor terms (lift significant), and phone numbers or
+    addresses some respondents leave are masked before anything is counted."""
+    from streams import termstats
+    from streams.text import analyse
+
+    _, labeled = generate(seed=5, count=30000)
+    per_location: dict[str, list] = defaultdict(list)
+    masked_kinds = Counter()
+    for _, r in labeled:
+        if r["comment"]:
+            text = analyse(r["comment"], r["locale"])
+            masked_kinds.update(text.masked_kinds)
+            assert not re.search(r"\d{3}", text.masked) and "@" not in text.masked
+            per_location[r["segment"]["location"]].append((category_of(r["score"]), set(text.terms)))
+    assert masked_kinds["phone"] > 20
+    for location, lemmas in COMPLAINT_LEMMAS.items():
+        answers = per_location[location]
+        totals = Counter(category for category, _ in answers)
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for category, terms in answers:
+            for term in terms:
+                counts[term][category] += 1
+        stats = termstats.term_stats(
+            [termstats.TermCounts(t, "", sum(c.values()), c["promoter"], c["passive"], c["detractor"], sum(c.values()))
+             for t, c in counts.items()],
+            termstats.SliceTotals(len(answers), totals["promoter"], totals["passive"], totals["detractor"]))
+        top = [s.term for s in stats[:3] if s.significant]
+        assert lemmas & set(top), (location, [s.term for s in stats[:6]])
+
+
 def test_comments_in_every_locale_matching_language_and_category():
     _, labeled = generate(seed=2, count=8000)
     records = [r for _, r in labeled]
