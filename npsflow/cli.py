@@ -463,6 +463,32 @@ def themes(category, by, lang, since, until, min_count, limit, fmt) -> None:
 
 
 @main.command()
+@click.option("--days", type=click.IntRange(1, 3650), default=30, show_default=True, help="The last N days.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the SVG here (default: standard output).")
+def wordcloud(days: int, output: str | None) -> None:
+    """A word cloud of the last N days as a standalone SVG: the most named terms (by at least 3 respondents),
+    sized by answers, coloured by their NPS band."""
+    from datetime import timedelta, timezone
+
+    from npsflow.reader import ReadError, cloud_words
+    from web.wordcloud import layout, svg
+
+    until = datetime.now(timezone.utc)
+    try:
+        words = cloud_words(_settings(), until - timedelta(days=days), until)
+    except (ReadError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+    picture = svg(layout(words), title=f"What respondents say, last {days} days")
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(picture)
+        click.echo(f"{len(words)} words → {output}")
+    else:
+        click.echo(picture)
+
+
+@main.command()
 @click.option("--segment", default=None, help="Only this segment, as DIM=VALUE (e.g. location=Espoo).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def windows(segment: str | None, fmt: str) -> None:

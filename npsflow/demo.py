@@ -13,8 +13,8 @@ from rich.text import Text
 
 from npsflow import stack as st
 from npsflow.config import Settings
-from npsflow.reader import ReadError, deadletters, dispatches, report
-from npsflow.render import console as make_console, render_report
+from npsflow.reader import ReadError, cloud_words, deadletters, dispatches, report, terms
+from npsflow.render import console as make_console, render_report, render_terms
 
 BAND_STYLE = {"needs_improvement": "red", "good": "yellow", "excellent": "green", "world_class": "bold green"}
 
@@ -41,6 +41,29 @@ def status_line(progress, elapsed: float) -> str:
             f"({progress.refused} malformed, {progress.repeated} repeated) · "
             f"invitations sent {progress.invitations} · "
             f"answers on the survey page {progress.responses} · {elapsed:.0f}s")
+
+
+def show_words(console, settings: Settings, internal_url: str) -> None:
+    """What respondents said: the detractors' top terms (npsflow terms) and the word cloud as an SVG file."""
+    from datetime import datetime, timedelta, timezone
+
+    from sinks.terms import TermQuery
+    from web.wordcloud import layout, svg
+
+    console.print()
+    console.print("[bold]What respondents say[/bold] (npsflow terms: detractors' words, counted per answer):")
+    complaints = terms(settings, TermQuery(limit=8))
+    if complaints["terms"]:
+        render_terms(complaints)
+    else:
+        console.print("no word reaches the minimum counts yet (≥ 10 answers, ≥ 5 detractors, ≥ 3 respondents)")
+    until = datetime.now(timezone.utc)
+    words = cloud_words(settings, until - timedelta(days=30), until)
+    path = settings.home / "wordcloud.svg"
+    cloud = layout(words)
+    path.write_text(svg(cloud, title="What respondents say, last 30 days"), encoding="utf-8")
+    console.print(f"word cloud: {len(cloud.words)} words → {path} (live on the dashboard: {internal_url}/dashboard; "
+                  f"`npsflow terms --by location`, `npsflow themes`)")
 
 
 def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = False) -> None:
@@ -106,6 +129,7 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
         console.print(f"dead letters: {dl['total']} "
                       + ", ".join(f"{r['reason']}={r['count']}" for r in dl["reasons"]))
         console.print(f"invitations written to {settings.home / 'outbox'} (e-mails as .eml, SMS in sms.jsonl)")
+        show_words(console, settings, state["worker"]["internal_url"])
     finally:
         if not keep_running:
             st.down(settings)

@@ -140,6 +140,17 @@ def _detractor_comments(spec: bi.Panel, grid):
             .override_by_name("responded_at", [_prop("unit", "dateTimeAsIso")]))
 
 
+def _top_detractor_terms(spec: bi.Panel, grid):
+    return (_base(barchart.Panel(), spec, grid).legend(_legend()).tooltip(_tooltip())
+            .x_field("term").orientation(common.VizOrientation.HORIZONTAL).show_value(common.VisibilityMode.AUTO)
+            .decimals(2).fill_opacity(80)
+            .override_by_name("lift", [_prop("color", {"mode": "fixed", "fixedColor": "red"})])
+            .override_by_name("impact", [_prop("color", {"mode": "fixed", "fixedColor": "purple"}),
+                                         _prop("custom.axisPlacement", "right"), _prop("unit", "none")])
+            .override_by_regexp("^(lang|n|detractors|lift_low|lift_high)$",
+                                [_prop("custom.hideFrom", {"viz": True, "legend": True, "tooltip": False})]))
+
+
 def _funnel(spec: bi.Panel, grid):
     return (_base(table.Panel(), spec, grid).show_header(True)
             .override_by_name("response_rate", [_prop("unit", "percent"), _prop("decimals", 1),
@@ -162,6 +173,7 @@ LAYOUT = {  # panel key -> (builder, (x, y, w, h))
     "score_distribution": (_score_distribution, (14, 9, 10, 9)),
     "category_share": (_category_share, (0, 18, 12, 9)),
     "detractor_comments": (_detractor_comments, (12, 18, 12, 9)),
+    "top_detractor_terms": (_top_detractor_terms, (0, 27, 24, 10)),
     "funnel": (_funnel, (0, 0, 24, 8)),
     "dead_letters": (_dead_letters, (0, 8, 24, 9)),
 }

@@ -145,3 +145,13 @@ def themes(settings: Settings, query) -> dict:
     from sinks import terms as read
 
     return read.themes(open_store(settings), query, read.load_themes(settings.themes_file))
+
+
+def cloud_words(settings: Settings, since: datetime, until: datetime) -> list[dict]:
+    """The word cloud's words (sinks.terms.cloud_words), via the worker or on the store."""
+    info = _via_worker(settings)
+    if info:
+        return _get(settings, info, "/api/v1/cloud", {"since": since.isoformat(), "until": until.isoformat()})
+    from sinks import terms as read
+
+    return read.cloud_words(open_store(settings), since, until)

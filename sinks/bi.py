@@ -236,6 +236,43 @@ WHERE t >= $__fromTime AND t < $__toTime
 GROUP BY time, stage
 ORDER BY time, stage"""
 
+#: the detractors' words of the period (term_cells: sinks.rollup), each counted per answer, compared within the
+#: answers with text (the term '' row): lift = the relative risk of being a detractor with vs without the term,
+#: Katz 95 % interval with the Haldane correction when a cell is 0 (as streams.termstats), impact = NPS of all
+#: answers with text − NPS without the term's; the minimum counts of `npsflow terms` (≥ 10 answers, ≥ 5
+#: detractors, ≥ 3 respondents; a word in every answer has nothing to compare with and is left out); ranked by
+#: the interval's lower bound (the CLI adds Fisher's test and BH q)
+TOP_DETRACTOR_TERMS = """SELECT term, lang, n, detractors, lift, lift_low, lift_high, impact
+FROM
+(
+    SELECT term, lang, n, d AS detractors, people,
+           (d = 0 OR n - d = 0 OR td - d = 0 OR (tn - n) - (td - d) = 0) AS zero,
+           d + 0.5 * zero AS a, (n - d) + 0.5 * zero AS b, (td - d) + 0.5 * zero AS c,
+           ((tn - n) - (td - d)) + 0.5 * zero AS dd,
+           if(n < tn, (a / (a + b)) / (c / (c + dd)), NULL) AS lift,
+           sqrt(1 / a - 1 / (a + b) + 1 / c - 1 / (c + dd)) AS se,
+           exp(log(lift) - 1.959963984540054 * se) AS lift_low,  -- z of 95 % (streams.nps.Z95)
+           exp(log(lift) + 1.959963984540054 * se) AS lift_high,
+           if(n < tn, 100 * (tp - td) / tn - 100 * ((tp - p) - (td - d)) / (tn - n), NULL) AS impact
+    FROM
+    (
+        SELECT term, lang, sum(responses) AS n, sum(promoters) AS p, sum(detractors) AS d,
+               uniqExactMerge(respondents) AS people
+        FROM {db}.term_cells(since = $__fromTime, until = $__toTime)
+        WHERE (${org:sqlstring} = '__all__' OR org_id = ${org:sqlstring}) AND term != ''
+        GROUP BY term, lang
+    ) AS t
+    CROSS JOIN
+    (
+        SELECT sum(responses) AS tn, sum(promoters) AS tp, sum(detractors) AS td
+        FROM {db}.term_cells(since = $__fromTime, until = $__toTime)
+        WHERE (${org:sqlstring} = '__all__' OR org_id = ${org:sqlstring}) AND term = ''
+    ) AS s
+    WHERE n >= 10 AND d >= 5 AND people >= 3 AND n < tn
+)
+ORDER BY lift_low DESC, impact, n DESC, term, lang
+LIMIT 15"""
+
 #: the ``org`` variable's options (no time range: every org that ever had a dispatch)
 ORG_OPTIONS = "SELECT DISTINCT org_id FROM {db}.dispatches WHERE org_id != '' ORDER BY org_id"
 
@@ -270,6 +307,13 @@ OVERVIEW = (
     Panel("detractor_comments", "Latest detractor comments", DETRACTOR_COMMENTS, TABLE,
           f"The {COMMENTS_LIMIT} newest detractor answers with a comment in the period. Comments are shown as "
           "plain text: the table escapes them, markup in a comment is not interpreted."),
+    Panel("top_detractor_terms", "Top complaints: detractors' words (lift and impact)", TOP_DETRACTOR_TERMS, TABLE,
+          "Words and negation pairs (lemmas, streams.text) that detractors name more than others, among the "
+          "answers with text in the period, each answer counted once. lift = how many times likelier an answer "
+          "naming it is a detractor's (bars, with its 95 % interval); impact = NPS of all answers with text "
+          "minus NPS without the answers naming it (negative: it costs NPS). Only words named in ≥ 10 answers, "
+          "by ≥ 5 detractors and ≥ 3 respondents. Ranked by the interval's lower bound; `npsflow terms` adds "
+          "Fisher's exact test with Benjamini–Hochberg q values and examples."),
 )
 
 OPERATIONS = (

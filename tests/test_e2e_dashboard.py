@@ -73,3 +73,30 @@ def test_live_dashboard_shows_the_reports_numbers_and_updates_without_reload(env
     assert browser.execute_script("return window.__same_page === true;")  # updated in place, no reload
     assert table(browser) == expected(env.cli_json("report", "--by", "location"))
     assert "Turku" in table(browser)
+
+
+def test_the_dashboard_shows_what_respondents_say_as_text(env, tmp_path, browser):
+    """The word cloud and the top complaints, from a real worker: the cloud's words are the answers' terms (drawn
+    as SVG text), the first complaint is `npsflow terms`' first, and comments stay inert text."""
+    env.start_worker()
+    now = datetime.now(timezone.utc) - timedelta(seconds=2)
+    answers = [{"response_id": f"d{i}", "score": i % 4, "responded_at": now.isoformat(), "locale": "fi",
+                "segment": {"location": "Oulu"},
+                "comment": f"Laskussa oli virhe taas <img src=x onerror=alert({i})>"} for i in range(14)]
+    answers += [{"response_id": f"p{i}", "score": 10, "responded_at": now.isoformat(), "locale": "fi",
+                 "segment": {"location": "Oulu"}, "comment": "Kiitos, ystävällinen palvelu!"} for i in range(20)]
+    env.cli("ingest", "responses", str(write_jsonl(tmp_path / "words.jsonl", answers)))
+    wait_for(lambda: env.cli_json("report")["total"]["responses"] == 34, what="the answers")
+    top = env.cli_json("terms")["terms"][0]
+    assert top["term"] == "lasku" and top["significant"]
+    browser.get(f"{env.internal_url}/dashboard?by=location")
+    wait_for_text(browser, "34 responses", timeout=30)
+    words = browser.execute_script(  # each word: a <title> (term, n, NPS) and the word itself as a text node
+        "return Array.from(document.querySelectorAll('#cloud text')).map(t => t.lastChild.nodeValue);")
+    assert {"lasku", "virhe", "kiitos", "palvelu"} <= set(words)
+    first = browser.find_element(By.CSS_SELECTOR, "#complaints tr")
+    assert first.find_element(By.CSS_SELECTOR, ".term").text == "lasku"
+    assert first.find_element(By.CSS_SELECTOR, ".n").text == str(top["responses"])
+    example = first.find_element(By.CSS_SELECTOR, ".example").text
+    assert "<img src=x onerror=alert(" in example  # shown as written, never an element
+    assert not browser.find_elements(By.CSS_SELECTOR, "#complaints img, #cloud img")

@@ -21,6 +21,12 @@ def test_demo_runs_the_survey_flow_from_trigger_events(tmp_path, kafka_bootstrap
         env.stop_worker()
     out = proc.stdout
     assert "Final report" in out and "stack stopped" in out
+    assert "What respondents say" in out
+    cloud = re.findall(r"word cloud: (\d+) words → (\S+)", out)
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(cloud[-1][1]).getroot()  # a standalone SVG, well-formed
+    assert len(root.findall("{http://www.w3.org/2000/svg}text")) == int(cloud[-1][0])
     status = re.findall(r"triggers (\d+)/300 \((\d+) malformed, (\d+) repeated\) · invitations sent (\d+) · "
                         r"answers on the survey page (\d+)", out)
     triggers, malformed, repeated, invited, answered = map(int, status[-1])

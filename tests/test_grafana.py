@@ -662,8 +662,8 @@ def test_every_panel_is_also_a_parameterized_sql_view_with_the_same_rows(ch_stor
     return exactly what the dashboard panels return, on the same seeded data, for every granularity."""
     seed(ch_store)
     _extra_weeks_and_months(ch_store)  # several weeks and months
-    assert bi.apply_views(ch_store) == ["nps_cells"] + [f"bi_{p.key}" for p in bi.panels()]
-    assert bi.apply_views(ch_store) == ["nps_cells"] + [f"bi_{p.key}" for p in bi.panels()]  # idempotent: replaced
+    assert bi.apply_views(ch_store) == ["nps_cells", "term_cells"] + [f"bi_{p.key}" for p in bi.panels()]
+    assert bi.apply_views(ch_store) == ["nps_cells", "term_cells"] + [f"bi_{p.key}" for p in bi.panels()]  # again
     fmt = "%Y-%m-%d %H:%M:%S"
     period = WIDE
     params = {"since": period["time_from"].strftime(fmt), "until": period["time_to"].strftime(fmt),
@@ -707,3 +707,43 @@ def test_funnel_never_adds_up_different_currencies(ch_store):
     assert (email["sent"], email["currency"], email["cost"], email["cost_per_response"]) == (2, "EUR,SEK", None, None)
     (only_eur,) = run(ch_store, bi.FUNNEL, org="o1")
     assert (only_eur["currency"], only_eur["cost"]) == ("EUR", pytest.approx(0.1))
+
+
+@pytest.mark.parametrize("refreshed", [False, True])
+def test_top_detractor_terms_panel_against_the_term_statistics(ch_store, refreshed):
+    """The complaints panel's lift, interval and impact equal streams.termstats (itself checked against scipy)
+    on counts made in Python from the records; the minimum counts hide a single respondent's words; the org
+    variable scopes it; the same from the ledger and from the terms rollup."""
+    from collections import Counter
+
+    from streams import termstats
+    from tests.test_terms_read import answer
+
+    records = [answer(f"d{i}", i % 7, T0 + i * H, ["lasku", "x"] if i < 20 else ["kiitos"], respondent=f"k{i}",
+                      org_id="acme") for i in range(40)]
+    records += [answer(f"p{i}", 10, T0 + i * H, ["kiitos", "x"] if i % 2 else ["hyvä"], org_id="acme")
+                for i in range(60)]
+    records += [answer(f"m{i}", 0, T0 + i * H, ["matti"], respondent="k-matti", org_id="acme") for i in range(12)]
+    records += [answer(f"o{i}", 0, T0 + i * H, ["jono"], org_id="other") for i in range(12)]
+    insert_responses(ch_store, records, inserted_at=datetime.now(timezone.utc) - timedelta(hours=1))
+    if refreshed:
+        rollup.refresh(ch_store)
+    acme = [r for r in records if r["org_id"] == "acme"]
+    totals = Counter(r["category"] for r in acme)
+    slice_totals = termstats.SliceTotals(len(acme), totals["promoter"], totals["passive"], totals["detractor"])
+    result = run(ch_store, bi.TOP_DETRACTOR_TERMS, org="acme")
+    assert [r["term"] for r in result] == ["lasku", "kiitos", "x"]  # matti: one respondent; hyvä: no detractor
+    for row in result:
+        named = [r for r in acme if row["term"] in r["terms"]]
+        cats = Counter(r["category"] for r in named)
+        counts = termstats.TermCounts(row["term"], "fi", len(named), cats["promoter"], cats["passive"],
+                                      cats["detractor"], len(named))
+        lift, (low, high) = termstats.lift_katz(cats["detractor"], len(named) - cats["detractor"],
+                                                totals["detractor"] - cats["detractor"],
+                                                len(acme) - len(named) - totals["detractor"] + cats["detractor"])
+        assert (row["n"], row["detractors"]) == (len(named), cats["detractor"])
+        assert row["lift"] == pytest.approx(lift) and row["lift_low"] == pytest.approx(low)
+        assert row["lift_high"] == pytest.approx(high)
+        assert row["impact"] == pytest.approx(termstats.nps_impact(counts, slice_totals))
+    assert run(ch_store, bi.TOP_DETRACTOR_TERMS, org="other") == []  # "jono" is in every answer: no contrast
+    assert {r["term"] for r in run(ch_store, bi.TOP_DETRACTOR_TERMS)} >= {"lasku", "jono"}  # All orgs

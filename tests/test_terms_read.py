@@ -19,9 +19,10 @@ PERIOD = dict(since=T0 + 5 * D, until=T0 + 10 * D)
 
 
 def answer(rid: str, score: int, at, words: list[str], comment: str | None = None, lang="fi", location="Oulu",
-           respondent=""):
+           respondent="", **extra):
     return response(rid, score, at=at, segment={"location": location}, lang=lang if words else "", terms=words,
-                    comment=comment if comment is not None else (" ".join(words) or None), respondent=respondent)
+                    comment=comment if comment is not None else (" ".join(words) or None), respondent=respondent,
+                    **extra)
 
 
 def dataset(seed: int = 7) -> list[dict]:

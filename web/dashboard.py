@@ -1,6 +1,8 @@
 """The built-in live dashboard (``GET /dashboard`` on the worker): NPS per segment with n, 95 % interval and band,
-a 14-day trend sparkline per row, the latest comments — updating every few seconds without a reload, from
-``GET /api/v1/dashboard`` (``sinks.queries.dashboard``: the same numbers as ``npsflow report``).
+a 14-day trend sparkline per row, the latest comments, and what respondents say over the last 30 days — a word
+cloud (web.wordcloud: words sized by answers, coloured by their NPS) and the top complaints (sinks.terms, the
+same as ``npsflow terms``) — updating every few seconds without a reload, from ``GET /api/v1/dashboard``
+(``dashboard_data``: ``sinks.queries.dashboard``, the same numbers as ``npsflow report``, plus the words).
 
 One self-contained page: inline CSS and script under a nonce CSP, no external assets. The script writes every
 value with ``textContent`` (never as HTML), so a comment containing ``<script>`` is shown as text.
@@ -9,10 +11,28 @@ value with ``textContent`` (never as HTML), so a comment containing ``<script>``
 from __future__ import annotations
 
 import html
+from datetime import datetime, timedelta, timezone
 
+from sinks import queries, terms
 from sinks.queries import validate_dimension
+from web.wordcloud import layout
 
 REFRESH_MS = 2000
+WORD_DAYS = 30
+COMPLAINTS = 8
+
+
+def dashboard_data(store, by: str, now: datetime | None = None) -> dict:
+    """``sinks.queries.dashboard`` plus ``words``: the word cloud's layout and the top detractor terms of the
+    last WORD_DAYS days (significant first, one example each)."""
+    data = queries.dashboard(store, by, now=now)
+    until = now or datetime.now(timezone.utc)
+    since = until - timedelta(days=WORD_DAYS)
+    complaints = terms.terms(store, terms.TermQuery(since=since, until=until, limit=COMPLAINTS, examples=1),
+                             now=until)["terms"]
+    data["words"] = {"days": WORD_DAYS, "cloud": layout(terms.cloud_words(store, since, until)).as_dict(),
+                     "complaints": complaints}
+    return data
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -44,6 +64,9 @@ svg circle {{ fill: #0969da; }}
 #comments li.detractor {{ border-color: #b42318; }} #comments li.promoter {{ border-color: #2e7d32; }}
 .meta {{ color: #57606a; font-size: 13px; }}
 #status {{ color: #57606a; font-size: 13px; }}
+#cloud {{ width: 100%; max-width: 640px; height: auto; background: #fff; display: block; }}
+#complaints td.example {{ white-space: normal; text-align: left; color: #57606a; }}
+tr.weak td {{ color: #8c959f; }}
 </style>
 </head>
 <body>
@@ -58,6 +81,14 @@ svg circle {{ fill: #0969da; }}
 </table>
 <h2>Latest comments</h2>
 <ul id="comments"></ul>
+<h2>What respondents say <span class="meta">(last 30 days; words named by at least 3 respondents)</span></h2>
+<svg id="cloud" viewBox="0 0 640 320" role="img" aria-label="Word cloud: no words yet"></svg>
+<h3>Top complaints <span class="meta">(detractors' words; dimmed: not significant)</span></h3>
+<table>
+<thead><tr><th scope="col">term</th><th scope="col">lang</th><th scope="col">n</th><th scope="col">detractors</th>
+<th scope="col">lift [95% CI]</th><th scope="col">impact</th><th scope="col">example</th></tr></thead>
+<tbody id="complaints"></tbody>
+</table>
 </main>
 <script nonce="{nonce}">
 (function () {{
@@ -122,8 +153,46 @@ svg circle {{ fill: #0969da; }}
       items.appendChild(li);
     }});
     list.replaceChildren(items);
+    renderWords(d.words);
     document.getElementById("status").textContent =
       d.total.responses + " responses · updated " + new Date().toLocaleTimeString();
+  }}
+  var lastWords = null;
+  function renderWords(w) {{
+    var key = JSON.stringify(w);
+    if (key === lastWords) return;  // unchanged: leave the picture (and screen readers) alone
+    lastWords = key;
+    var ns = "http://www.w3.org/2000/svg", svg = document.getElementById("cloud");
+    svg.setAttribute("viewBox", "0 0 " + w.cloud.width + " " + w.cloud.height);
+    var words = document.createDocumentFragment();
+    w.cloud.words.forEach(function (word) {{
+      var t = document.createElementNS(ns, "text");
+      t.setAttribute("x", word.x); t.setAttribute("y", word.y); t.setAttribute("font-size", word.size);
+      t.setAttribute("fill", word.color); t.setAttribute("text-anchor", "middle");
+      t.setAttribute("dominant-baseline", "central");
+      var title = document.createElementNS(ns, "title");
+      title.textContent = word.term + ": " + word.responses + " answers, NPS " + fmt(word.nps);
+      t.appendChild(title);
+      t.appendChild(document.createTextNode(word.term));
+      words.appendChild(t);
+    }});
+    svg.replaceChildren(words);
+    svg.setAttribute("aria-label", w.cloud.words.length ? "Word cloud: " + w.cloud.words.slice(0, 10).map(
+      function (word) {{ return word.term + " (" + word.responses + ")"; }}).join(", ") : "Word cloud: no words yet");
+    var body = document.getElementById("complaints"), rows = document.createDocumentFragment();
+    w.complaints.forEach(function (c) {{
+      var tr = el("tr", c.significant ? "complaint" : "complaint weak");
+      tr.appendChild(el("td", "term", c.term));
+      tr.appendChild(el("td", "lang", c.lang));
+      tr.appendChild(el("td", "n", c.responses));
+      tr.appendChild(el("td", "detractors", c.detractors));
+      tr.appendChild(el("td", "lift", c.lift === null ? "—" :
+        fmt(c.lift) + " [" + fmt(c.lift_ci95[0]) + ", " + fmt(c.lift_ci95[1]) + "]"));
+      tr.appendChild(el("td", "impact", fmt(c.impact)));
+      tr.appendChild(el("td", "example", c.examples.length ? c.examples[0] : ""));
+      rows.appendChild(tr);
+    }});
+    body.replaceChildren(rows);
   }}
   function tick() {{
     fetch(api, {{ cache: "no-store" }}).then(function (r) {{

@@ -7,10 +7,11 @@ GET /api/v1/report?by=location,channel&since=ISO&until=ISO[&compare_previous=1]
 GET /api/v1/windows?segment=location=Espoo
 GET /api/v1/deadletters
 GET /api/v1/dispatches
-GET /api/v1/dashboard?by=location    what the live dashboard shows (sinks.queries.dashboard)
+GET /api/v1/dashboard?by=location    what the live dashboard shows (web.dashboard.dashboard_data)
 GET /api/v1/terms?since&until&by&lang&category&min_count&min_category&min_respondents&limit&examples
                              term statistics (sinks.terms.terms)
 GET /api/v1/themes?…         the same per theme (NPSFLOW_THEMES) and the suggested themes
+GET /api/v1/cloud?since&until the word cloud's words: the most named terms with their NPS (sinks.terms.cloud_words)
 GET /dashboard?by=location           the built-in live dashboard (web.dashboard)
 
 With ``NPSFLOW_INTERNAL_TOKEN`` set, every path but /healthz needs ``Authorization: Bearer <token>`` (401).
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from aiohttp import web
@@ -29,7 +30,7 @@ from aiohttp import web
 from sinks import queries, terms
 from streams.responses import Rejected, parse_timestamp
 from web.common import bearer_guard, healthz, host_guard, html_reply, json_reply
-from web.dashboard import content_security_policy, render_dashboard
+from web.dashboard import content_security_policy, dashboard_data as dashboard_payload, render_dashboard
 
 DASHBOARD_CACHE_SECONDS = 5.0
 DASHBOARD_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
@@ -79,14 +80,15 @@ class InternalApi:
         self.store, self.stats = store if store is not None else NoStore(), stats
         self.dimensions = dimensions or ["location"]
         self.themes = themes if themes is not None else terms.load_themes()
-        self.dashboard_cache = SharedResult(lambda by: store.arun(queries.dashboard, by))
+        self.dashboard_cache = SharedResult(lambda by: store.arun(dashboard_payload, by))
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/healthz", healthz), web.get("/api/v1/stats", self.get_stats),
                 web.get("/api/v1/report", self.report), web.get("/api/v1/windows", self.windows),
                 web.get("/api/v1/dispatches", self.dispatches), web.get("/api/v1/deadletters", self.deadletters),
                 web.get("/api/v1/dashboard", self.dashboard_data), web.get("/dashboard", self.dashboard_page),
-                web.get("/api/v1/terms", self.terms), web.get("/api/v1/themes", self.theme_stats)]
+                web.get("/api/v1/terms", self.terms), web.get("/api/v1/themes", self.theme_stats),
+                web.get("/api/v1/cloud", self.cloud)]
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return json_reply(self.stats.as_dict())
@@ -129,6 +131,14 @@ class InternalApi:
         try:
             query = term_query(request.query)
             return json_reply(await self.store.arun(terms.themes, query, self.themes))
+        except (Rejected, ValueError) as exc:
+            return error(400, exc.detail if isinstance(exc, Rejected) else str(exc))
+
+    async def cloud(self, request: web.Request) -> web.Response:
+        try:
+            query = term_query(request.query).checked()
+            since, until = query.period(datetime.now(timezone.utc))
+            return json_reply(await self.store.arun(terms.cloud_words, since, until))
         except (Rejected, ValueError) as exc:
             return error(400, exc.detail if isinstance(exc, Rejected) else str(exc))
 
