@@ -256,11 +256,11 @@ def test_scheduled_send_reminder_and_its_cancellation_by_a_response(env, servers
     programs = tmp_path / "programs.yaml"
     programs.write_text(PROGRAMS.replace("delay: 0m\n        channels: [email]",
                                          "delay: 5s\n        reminder_after: 12s\n        channels: [email]"))
+    env.start_worker()  # first: the 5 s delay runs from the events' time, not from before the worker's start
     now = datetime.now(timezone.utc)
     lines = [{"event_id": f"r-{i}", "org_id": "bolt", "event_type": "order.delivered", "occurred_at": now.isoformat(),
               "contact": {"contact_id": f"r{i}", "email": f"r{i}@kund.se"}, "location": "Lund", "employee": "e-9"}
              for i in range(2)]
-    env.start_worker()
     env.cli("ingest", "triggers", str(write_jsonl(tmp_path / "t.jsonl", lines)))
     wait_for(lambda: len(smtp.received()) == 2, what="the invitations, after the delay")
     first = wait_for(lambda: (lambda d: d if d["by_status"].get("sent") == 2 else None)(env.cli_json("dispatches")),
