@@ -9,8 +9,12 @@ column's neutral value ('' / -1) unless the column is Nullable.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any, Mapping
+
+from streams.text import mask
+from streams.text.lang import parse_locale
 
 _CATEGORIES = ("detractor", "passive", "promoter")
 
@@ -104,9 +108,34 @@ def dead_letter_row(record: Mapping[str, Any], partition: int | None = None, off
         "source_partition": _int(record.get("source_partition")),
         "source_offset": _int(record.get("source_offset")),
         "key": _s(record.get("key")),
-        "payload_json": _s(record.get("payload_json")),
+        "payload_json": masked_payload(_s(record.get("payload_json"))),
         "failed_at": utc(record["failed_at"]),
     }
+
+
+def masked_payload(text: str) -> str:
+    """A dead letter's payload as ClickHouse keeps it: personal data in its texts masked (streams.text.mask, the
+    region from the payload's ``locale``), like the comments of answers. The Kafka dead-letter topic keeps the
+    original for inspection and replay; base64 payloads (undecodable bytes) are kept as they are."""
+    if not text or text.startswith("base64:"):
+        return text
+    try:
+        payload = json.loads(text)
+    except ValueError:  # truncated or not JSON: mask the text itself
+        return mask(text)[0]
+    locale = payload.get("locale") if isinstance(payload, dict) else None
+    region = parse_locale(locale if isinstance(locale, str) else None)[1]
+    return json.dumps(_masked(payload, region), ensure_ascii=False)
+
+
+def _masked(value: Any, region: str | None) -> Any:
+    if isinstance(value, str):
+        return mask(value, region)[0]
+    if isinstance(value, dict):
+        return {k: _masked(v, region) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, region) for v in value]
+    return value
 
 
 def alert_row(record: Mapping[str, Any], partition: int | None = None, offset: int | None = None) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -152,6 +153,24 @@ def test_migrations_are_recorded_and_idempotent(ch_store):
         assert engines[name]["engine"] == "ReplacingMergeTree", name
         assert "non_replicated_deduplication_window = 10000" in engines[name]["q"], name
     assert {name: engines[name]["engine"] for name in derived} == derived
+
+
+def test_dead_letter_payloads_reach_clickhouse_with_personal_data_masked():
+    """A refused answer's comment may hold a phone number or an address: the analytics table keeps the payload
+    masked (the region from its locale); the Kafka topic keeps the original for inspection."""
+    base = {"dead_letter_id": "classify:1", "stage": "classify", "reason": "score_not_integer", "detail": "x",
+            "source_topic": "t", "source_partition": 0, "source_offset": 1, "key": "r-1",
+            "failed_at": datetime(2024, 5, 1, 12, tzinfo=timezone.utc)}
+    payload = {"response_id": "r-1", "score": "ten", "locale": "sv-SE", "segment": {"location": "Malmö"},
+               "comment": "Ring mig på 070-123 45 67 eller anna@example.se, personnummer 811218-9876"}
+    row = rows.dead_letter_row({**base, "payload_json": json.dumps(payload, ensure_ascii=False)})
+    stored = json.loads(row["payload_json"])
+    assert stored["comment"] == "Ring mig på [phone] eller [email], personnummer [id]"
+    assert {k: v for k, v in stored.items() if k != "comment"} == {k: v for k, v in payload.items() if k != "comment"}
+    truncated = rows.dead_letter_row({**base, "payload_json": '{"comment": "mail me: kim@example.com", "sc'})
+    assert truncated["payload_json"] == '{"comment": "mail me: [email]", "sc'
+    raw = "base64:" + "MDcwMTIzNDU2Nw=="
+    assert rows.dead_letter_row({**base, "payload_json": raw})["payload_json"] == raw
 
 
 def test_no_personal_data_columns(ch_store):
