@@ -434,18 +434,24 @@ def _term_query(category, by, lang, since, until, min_count, limit):
                      category=category, min_count=min_count, limit=limit)
 
 
+def _run_terms(read, fmt: str, *args) -> None:
+    from npsflow.reader import ReadError
+
+    try:
+        data = read(_settings(), _term_query(*args))
+    except (ReadError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+    _emit(data, fmt, render_terms)
+
+
 @main.command()
 @_term_options
 def terms(category, by, lang, since, until, min_count, limit, fmt) -> None:
     """Which words respondents use (lemmas and negation bigrams, per answer): term NPS, lift among the category
     vs the rest with its interval, Fisher p and Benjamini–Hochberg q, impact on NPS, new terms, examples."""
-    from npsflow.reader import ReadError, terms as read_terms
+    from npsflow.reader import terms as read_terms
 
-    try:
-        data = read_terms(_settings(), _term_query(category, by, lang, since, until, min_count, limit))
-    except (ReadError, ValueError) as exc:
-        raise Failure(str(exc)) from None
-    _emit(data, fmt, render_terms)
+    _run_terms(read_terms, fmt, category, by, lang, since, until, min_count, limit)
 
 
 @main.command()
@@ -453,13 +459,9 @@ def terms(category, by, lang, since, until, min_count, limit, fmt) -> None:
 def themes(category, by, lang, since, until, min_count, limit, fmt) -> None:
     """Themes (NPSFLOW_THEMES: lemmas per language per theme) like `npsflow terms`, and the suggested themes:
     significant terms no theme covers."""
-    from npsflow.reader import ReadError, themes as read_themes
+    from npsflow.reader import themes as read_themes
 
-    try:
-        data = read_themes(_settings(), _term_query(category, by, lang, since, until, min_count, limit))
-    except (ReadError, ValueError) as exc:
-        raise Failure(str(exc)) from None
-    _emit(data, fmt, render_terms)
+    _run_terms(read_themes, fmt, category, by, lang, since, until, min_count, limit)
 
 
 @main.command()

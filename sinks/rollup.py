@@ -163,20 +163,20 @@ WHERE g = 0
 GROUP BY o, sv, c, lg, term
 SETTINGS distributed_foreground_insert = 1"""
 
-_VANISHED_TERMS = f"""INSERT INTO {{db}}.terms_daily
+_VANISHED_TERMS = """INSERT INTO {db}.terms_daily
     (day, org_id, survey_id, cell, segment, lang, term, responses, promoters, passives, detractors, respondents,
      computed_at, deleted)
-SELECT day, org_id, survey_id, cell, segment, lang, term, 0, 0, 0, 0, respondents, {{gen:DateTime64(3, 'UTC')}}, 1
-FROM {{db}}.terms_daily FINAL
-WHERE day = {{day:Date32}} AND computed_at < {{gen:DateTime64(3, 'UTC')}}
+SELECT day, org_id, survey_id, cell, segment, lang, term, 0, 0, 0, 0, respondents, {gen:DateTime64(3, 'UTC')}, 1
+FROM {db}.terms_daily FINAL
+WHERE day = {day:Date32} AND computed_at < {gen:DateTime64(3, 'UTC')}
 SETTINGS distributed_foreground_insert = 1"""
 
-_DIRTY = f"""SELECT t.day AS day
-FROM (SELECT day, max(last_insert) AS arrived FROM {{db}}.nps_daily_touched GROUP BY day) AS t
-LEFT JOIN (SELECT day, max(computed_at) AS computed FROM {{db}}.nps_daily_state GROUP BY day) AS s ON s.day = t.day
-WHERE t.arrived < now64(3, 'UTC') - toIntervalSecond({{quiet:UInt32}})
+_DIRTY = """SELECT t.day AS day
+FROM (SELECT day, max(last_insert) AS arrived FROM {db}.nps_daily_touched GROUP BY day) AS t
+LEFT JOIN (SELECT day, max(computed_at) AS computed FROM {db}.nps_daily_state GROUP BY day) AS s ON s.day = t.day
+WHERE t.arrived < now64(3, 'UTC') - toIntervalSecond({quiet:UInt32})
   AND (s.computed IS NULL  -- never recomputed (join_use_nulls = 1; with the default 0 it reads 1970)
-       OR t.arrived >= s.computed - toIntervalSecond({{margin:UInt32}}))
+       OR t.arrived >= s.computed - toIntervalSecond({margin:UInt32}))
 ORDER BY day DESC"""
 
 
