@@ -33,8 +33,8 @@ def watermark_key(partition: int) -> bytes:
 
 class ForgottenRegisters:
     """The registers of forgotten answers (streams.forgotten) of the partitions this worker holds, each loaded
-    from ``responses-seen`` on first use and dropped on every rebalance (a partition that comes back may have
-    been extended by another worker meanwhile; Faust recovers the table before batches flow again)."""
+    from ``responses-seen`` on first use and checked against the table before every use (``current``): a
+    partition that comes back may have been extended by another worker, a table may still be recovering."""
 
     def __init__(self, seen: StateTable) -> None:
         self.seen = seen
@@ -42,7 +42,7 @@ class ForgottenRegisters:
 
     def of(self, partition: int) -> ForgottenRegister:
         register = self.loaded.get(partition)
-        if register is None:
+        if register is None or not register.current(self.seen.get_raw):
             register = self.loaded[partition] = ForgottenRegister(partition, self.seen.get_raw)
         return register
 
@@ -137,13 +137,31 @@ class ClassifyAgent:
                 "classify", refused.reason, refused.detail, topic=names["raw"], partition=rec.partition,
                 offset=rec.offset, key=rec.key, payload=refused.payload))
 
+    def settled(self) -> bool:
+        """No rebalance or table recovery in progress (Faust's own flags; a test pipeline has neither)."""
+        app = self.pipeline.app
+        return not (getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
+
+    def active_partitions(self) -> set[int] | None:
+        """The raw partitions this worker actively owns now (None: every partition — a pipeline that never got
+        an assignment, as in the tests' harness)."""
+        assignor = getattr(self.pipeline.app, "assignor", None)
+        actives = assignor.assigned_actives() if assignor is not None else set()
+        if not actives:  # never assigned anything: a test pipeline (a worker without partitions holds no memos)
+            return None
+        return {tp.partition for tp in actives if tp.topic == self.names["raw"]}
+
     async def expire(self) -> None:
         """Forget memos not written for the dedup retention (processing time, so imported history is not
         forgotten at once), registering their ids as forgotten first (streams.forgotten): a version arriving
         later is refused by the step (``edit_after_dedup_memory``; one older than the memory:
-        ``older_than_dedup_memory``), so an answer can never be counted again after it was forgotten."""
+        ``older_than_dedup_memory``), so an answer can never be counted again after it was forgotten. Only the
+        partitions this worker actively owns, and never while a rebalance or a table recovery runs: a register
+        must not be extended from a half-recovered view, nor written for a partition that moved away."""
+        if not self.settled():
+            return
         oldest = to_ms(self.pipeline.clock()) - self.pipeline.settings.dedup_retention_seconds * 1000
-        expiry = MemoExpiry(self.seen, self.registers, oldest)
+        expiry = MemoExpiry(self.seen, self.registers, oldest, self.active_partitions(), self.settled)
         keys = [key for key in self.seen.data.keys() if key[:1] == b'"']  # memos (other keys start with NUL)
         expired = await sweep_keys(self.pipeline, "expire_seen", self.seen, keys, self.lock, expiry.visit,
                                    expiry.finish)
@@ -153,17 +171,23 @@ class ClassifyAgent:
 class MemoExpiry:
     """One expiry pass: ``visit`` picks the memos to forget, ``finish`` stages a sweep chunk's changes — the
     register chunks first, then the memos' tombstones (same changelog partition, in this order: a crash between
-    them leaves an id registered and still remembered, which is harmless, never forgotten unregistered)."""
+    them leaves an id registered and still remembered, which is harmless, never forgotten unregistered). Memos
+    of partitions not in ``partitions`` (None: all) are left alone, and nothing is picked once ``settled()``
+    turns false (a rebalance began during the pass)."""
 
-    def __init__(self, seen: StateTable, registers: ForgottenRegisters, oldest_ms: int) -> None:
+    def __init__(self, seen: StateTable, registers: ForgottenRegisters, oldest_ms: int,
+                 partitions: set[int] | None, settled) -> None:
         self.seen, self.registers, self.oldest_ms = seen, registers, oldest_ms
+        self.partitions, self.settled = partitions, settled
         self.picked: dict[int, list[tuple[bytes, str]]] = defaultdict(list)  # partition → (key, response id)
 
     def visit(self, out: BatchOutput, key: bytes, raw: bytes) -> int:
         memo = orjson.loads(raw)
-        if memo.get("w", memo["t"]) >= self.oldest_ms:
+        partition = memo["src"][0]
+        if memo.get("w", memo["t"]) >= self.oldest_ms or not self.settled() or (
+                self.partitions is not None and partition not in self.partitions):
             return 0
-        self.picked[memo["src"][0]].append((key, orjson.loads(key)))
+        self.picked[partition].append((key, orjson.loads(key)))
         return 1
 
     def finish(self, out: BatchOutput) -> None:

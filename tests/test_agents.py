@@ -401,6 +401,37 @@ async def test_the_dedup_memory_forgets_by_processing_time_and_refuses_what_it_c
     assert [d["reason"] for d in harness.decoded("dead_letters", avro.DEAD_LETTER)][3:] == ["edit_after_dedup_memory"]
 
 
+async def test_the_expiry_sweep_waits_for_rebalances_and_keeps_to_the_partitions_it_owns(tmp_path):
+    """The register of forgotten answers is written only by the partition's owner, from a settled table: no
+    sweep while Faust rebalances or recovers tables, none on partitions not actively assigned; and a register
+    is reloaded when the table holds chunks it does not know (recovery went on, another worker wrote)."""
+    later = {"now": NOW}
+    harness = Harness(tmp_path, clock=lambda: later["now"])
+    async with harness.feed("classify") as agent:
+        await agent.put(raw(rid="a", score=9), key=b"a")
+    classify = harness.pipeline.batch_agents["classify"]
+    later["now"] = NOW + timedelta(days=91)
+    app = harness.pipeline.app
+    for flag in ("rebalancing", "in_recovery"):
+        setattr(app, flag, True)
+        await harness.pipeline.timers["expire_seen"]()
+        setattr(app, flag, False)
+        assert harness.memo("a") is not None, flag
+    classify.active_partitions = lambda: {1, 2}  # partition 0 moved to another worker
+    await harness.pipeline.timers["expire_seen"]()
+    assert harness.memo("a") is not None
+    classify.active_partitions = lambda: {0}
+    await harness.pipeline.timers["expire_seen"]()
+    assert harness.memo("a") is None and "a" in classify.registers.of(0)
+    table = harness.pipeline.tables["seen"]
+    from streams.forgotten import ForgottenRegister, chunk_key
+
+    other = ForgottenRegister(0, table.data.get)  # e.g. written by the previous owner, arriving by recovery
+    for key, value in other.add(["b"]).items():
+        table.data[key] = value
+    assert chunk_key(0, 0) in table.data and "b" in classify.registers.of(0)
+
+
 async def test_an_answer_to_an_invitation_is_identified_by_it(harness):
     """One key on every path: an answer naming an invitation must carry it as response_id (or none)."""
     async with harness.feed("classify") as agent:

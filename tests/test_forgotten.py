@@ -61,3 +61,31 @@ def test_the_partitions_do_not_share_chunks():
     store: dict[bytes, bytes] = {}
     store.update(ForgottenRegister(1, store.get).add(["x"]))
     assert "x" not in ForgottenRegister(2, store.get) and "x" in ForgottenRegister(1, store.get)
+
+
+def test_a_register_loaded_from_a_half_recovered_store_knows_it_is_not_current():
+    """A table still recovering its changelog holds only the first chunks: a register loaded then must not be
+    used (nor extended, which would overwrite a sealed chunk) once the store has more."""
+    full: dict[bytes, bytes] = {}
+    writer = ForgottenRegister(0, full.get)
+    for i in range(0, 12, 3):
+        full.update(writer.add([f"old{i}", f"old{i + 1}", f"old{i + 2}"]))
+    assert sorted(full) == [chunk_key(0, 0), chunk_key(0, 1), chunk_key(0, 2)]  # 5 + 5 + 2 (CHUNK = 5)
+    partial = {chunk_key(0, 0): full[chunk_key(0, 0)]}
+    early = ForgottenRegister(0, partial.get)
+    assert early.current(partial.get) and not early.current(full.get)
+    assert writer.current(full.get)
+    again = ForgottenRegister(0, full.get)  # what ForgottenRegisters.of does when current() is false
+    assert all(f"old{i}" in again for i in range(12)) and again.current(full.get)
+    assert not ForgottenRegister(0, {}.get).current(full.get)
+
+
+def test_many_seals_keep_few_levels_and_every_id():
+    store: dict[bytes, bytes] = {}
+    register = ForgottenRegister(0, store.get)
+    names = [f"id-{i}" for i in range(5 * 37 + 3)]
+    for i in range(0, len(names), 4):
+        store.update(register.add(names[i:i + 4]))
+    assert len(register.levels) <= 7 and all(len(a) <= len(b) for b, a in zip(register.levels, register.levels[1:]))
+    reloaded = ForgottenRegister(0, store.get)
+    assert all(n in register and n in reloaded for n in names) and "id-x" not in reloaded
