@@ -237,7 +237,7 @@ GROUP BY time, stage
 ORDER BY time, stage"""
 
 #: the detractors' words of the period (term_cells: sinks.rollup), each counted per answer, compared within the
-#: answers with text (the term '' row): lift = the relative risk of being a detractor with vs without the term,
+#: answers with terms in the same language (the term '' row of that language; see sinks.terms): lift = the relative risk of being a detractor with vs without the term,
 #: Katz 95 % interval with the Haldane correction when a cell is 0 (as streams.termstats), impact = NPS of all
 #: answers with text − NPS without the term's; the minimum counts of `npsflow terms` (≥ 10 answers, ≥ 5
 #: detractors, ≥ 3 respondents; a word in every answer has nothing to compare with and is left out); ranked by
@@ -262,12 +262,13 @@ FROM
         WHERE (${org:sqlstring} = '__all__' OR org_id = ${org:sqlstring}) AND term != ''
         GROUP BY term, lang
     ) AS t
-    CROSS JOIN
+    INNER JOIN
     (
-        SELECT sum(responses) AS tn, sum(promoters) AS tp, sum(detractors) AS td
+        SELECT lang, sum(responses) AS tn, sum(promoters) AS tp, sum(detractors) AS td
         FROM {db}.term_cells(since = $__fromTime, until = $__toTime)
         WHERE (${org:sqlstring} = '__all__' OR org_id = ${org:sqlstring}) AND term = ''
-    ) AS s
+        GROUP BY lang
+    ) AS s USING (lang)
     WHERE n >= 10 AND d >= 5 AND people >= 3 AND n < tn
 )
 ORDER BY lift_low DESC, impact, n DESC, term, lang

@@ -6,9 +6,12 @@ ledger itself for themes (a theme counts an answer once however many of its lemm
 rows cannot tell). The statistics are ``streams.termstats``; this module only builds the queries and the
 result.
 
-The population of a slice is the answers **with text** (any term; the row ``term = ''`` of ``term_cells``):
-lift compares the answers naming a term with the other answers that said something. Answers without a comment
-are mostly promoters; counting them would make every word look like a detractor word.
+The population a term is compared within is the slice's answers **in the term's language that have terms** (the
+row ``term = ''`` of ``term_cells`` for that language): lift compares the answers naming a term with the other
+answers that said something in the same language. Answers without a comment are mostly promoters, and the
+languages' base NPS differ (each is mostly its own countries' locations): pooling either would make ordinary
+words look like complaints. The Benjamini–Hochberg family is likewise one language of one slice. A theme spans
+languages, so its population is every language of the slice.
 
 ``--lang`` narrows both the terms and the population to answers in that language. ``--by DIM`` makes one slice
 per value of the segment dimension (an answer without it: "(none)").
@@ -35,6 +38,7 @@ DEFAULT_DAYS = 30
 HISTORY_PERIODS = 4  # "new / rising" compares with the 4 previous periods of the same length
 EXAMPLE_CANDIDATES = 20  # recent comments fetched per term; pick_examples keeps up to 3 distinct ones
 ALL = "all"  # the slice name without --by
+THEME_LANG = "*"  # a theme is counted across the languages of its lemmas
 
 
 @dataclass(frozen=True)
@@ -102,23 +106,33 @@ def _counts(store, q: TermQuery, since: datetime, until: datetime, terms: list[s
     return out
 
 
-def _totals(counts: dict[tuple[str, str], TermCounts]) -> SliceTotals:
-    """The slice's answers with text: the ANY_TEXT rows of every language (an answer has one language)."""
-    rows = [c for (term, _), c in counts.items() if term == ANY_TEXT]
+def _totals(counts: dict[tuple[str, str], TermCounts], lang: str | None = None) -> SliceTotals:
+    """Answers with terms in the slice: the ANY_TEXT row of ``lang``, or of every language (None or a theme's
+    THEME_LANG: an answer has one language)."""
+    rows = [c for (term, row_lang), c in counts.items()
+            if term == ANY_TEXT and (lang in (None, THEME_LANG) or row_lang == lang)]
     return SliceTotals(sum(c.responses for c in rows), sum(c.promoters for c in rows),
                        sum(c.passives for c in rows), sum(c.detractors for c in rows))
 
 
-def _previous(store, q: TermQuery, since: datetime, until: datetime, terms: list[str]):
-    """slice → ((term, lang) → (term answers, all answers with text), all answers with text) in the
-    HISTORY_PERIODS periods before ``since``."""
-    start = since - HISTORY_PERIODS * (until - since)
-    before = _counts(store, q, start, since, terms=terms)
+def _history(before: dict) -> dict:
+    """slice → lang → ((term, lang) → (answers naming it, answers with terms), answers with terms) in the
+    previous periods, per population (a language, or THEME_LANG for themes)."""
     out = {}
     for name, counts in before.items():
-        total = _totals(counts).responses
-        out[name] = ({key: (c.responses, total) for key, c in counts.items() if key[0] != ANY_TEXT}, total)
+        per_lang = {}
+        for lang in {lang for (_, lang) in counts} | {THEME_LANG}:
+            total = _totals(counts, lang).responses
+            per_lang[lang] = ({key: (c.responses, total) for key, c in counts.items()
+                               if key[0] != ANY_TEXT and (lang == THEME_LANG or key[1] == lang)}, total)
+        out[name] = per_lang
     return out
+
+
+def _previous(store, q: TermQuery, since: datetime, until: datetime, terms: list[str]):
+    """``_history`` of the HISTORY_PERIODS periods before ``since``."""
+    start = since - HISTORY_PERIODS * (until - since)
+    return _history(_counts(store, q, start, since, terms=terms))
 
 
 def _examples(store, q: TermQuery, since: datetime, until: datetime, wanted: dict[str, list[str]]):
@@ -143,14 +157,21 @@ def _examples(store, q: TermQuery, since: datetime, until: datetime, wanted: dic
 
 
 def _stats(q: TermQuery, current: dict, previous: dict, compute) -> dict[str, list[termstats.TermStat]]:
-    """slice → its statistics (``compute`` = termstats.term_stats or theme_stats), the first ``limit``."""
+    """slice → its statistics (``compute`` = termstats.term_stats or theme_stats), each population (language)
+    against its own answers with terms, ranked together, the first ``limit``."""
     picked = {}
     for name, counts in current.items():
-        before, before_total = previous.get(name, ({}, 0))
-        picked[name] = compute(
-            [c for (t, _), c in counts.items() if t != ANY_TEXT], _totals(counts), category=q.category,
-            min_responses=q.min_count, min_detractors=q.min_category, min_respondents=q.min_respondents,
-            previous=before if before_total else None, previous_total=before_total or None)[:q.limit]
+        groups: dict[str, list[TermCounts]] = {}
+        for (term, lang), c in counts.items():
+            if term != ANY_TEXT:
+                groups.setdefault(lang, []).append(c)
+        stats = []
+        for lang, group in groups.items():
+            before, before_total = previous.get(name, {}).get(lang, ({}, 0))
+            stats += compute(group, _totals(counts, lang), category=q.category, min_responses=q.min_count,
+                             min_detractors=q.min_category, min_respondents=q.min_respondents,
+                             previous=before if before_total else None, previous_total=before_total or None)
+        picked[name] = termstats.rank(stats, q.category)[:q.limit]
     return picked
 
 
@@ -189,7 +210,6 @@ def _totals_dict(totals: SliceTotals) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ themes
-THEME_LANG = "*"  # a theme is counted across the languages of its lemmas
 
 
 def _theme_counts(store, q: TermQuery, since: datetime, until: datetime, themes: dict) -> dict:
@@ -223,10 +243,7 @@ def themes(store, query: TermQuery, themes_config: dict, now: datetime | None = 
     since, until = q.period(now or datetime.now(timezone.utc))
     current = _theme_counts(store, q, since, until, config)
     start = since - HISTORY_PERIODS * (until - since)
-    previous = {}
-    for name, counts in _theme_counts(store, q, start, since, config).items():
-        total = _totals(counts).responses
-        previous[name] = ({k: (c.responses, total) for k, c in counts.items() if k[0] != ANY_TEXT}, total)
+    previous = _history(_theme_counts(store, q, start, since, config))
     picked = _stats(q, current, previous, termstats.theme_stats)
     result = _result(q, since, until, current, picked, {}, "theme")
     term_result = terms(store, dataclasses.replace(q, examples=0), now=now)

@@ -374,6 +374,11 @@ def _sort_key(category: str):
     return key
 
 
+def rank(stats: Iterable[TermStat], category: str = "detractor") -> list[TermStat]:
+    """Statistics of several populations (e.g. each language of a slice) in one order: ``term_stats``' own."""
+    return sorted(stats, key=_sort_key(category))
+
+
 def term_stats(terms: list[TermCounts], totals: SliceTotals, *, min_responses: int = 10, min_detractors: int = 5,
                min_respondents: int = 3, category: str = "detractor",
                previous: Mapping[str | tuple[str, str], tuple[int, int]] | None = None,

@@ -82,6 +82,23 @@ def test_a_planted_complaint_comes_first_with_exact_counts_and_a_name_never_show
     assert all(len(e["examples"]) <= 3 for e in result["terms"])
 
 
+def test_each_language_is_compared_with_its_own_answers(store):
+    """Finnish answers here are far less happy than Swedish ones: a word Finns use as often whatever their score
+    must not look like a complaint just because Finnish answers hold more detractors than Swedish ones."""
+    at = lambda i: T0 + 6 * D + i * H  # noqa: E731
+    records = []
+    for i in range(100):  # fi: 50 detractors, 50 promoters; "palvelu" in 40, in the same 50/50 mix
+        records.append(answer(f"fi{i}", 2 if i % 2 else 10, at(i), ["palvelu"] if i < 40 else ["kiitos"],
+                              respondent=f"f{i}"))
+    for i in range(100):  # sv: 10 detractors, 90 promoters
+        records.append(answer(f"sv{i}", 2 if i < 10 else 10, at(i), ["tack"], lang="sv", respondent=f"s{i}"))
+    insert_responses(store, records)
+    palvelu = next(e for e in terms(store, TermQuery(**PERIOD), now=NOW)["terms"] if e["term"] == "palvelu")
+    # within Finnish: 20 of 40 with it vs 30 of 60 without — no difference at all
+    assert palvelu["lift"] == pytest.approx(1.0) and not palvelu["significant"] and palvelu["p_value"] > 0.3
+    assert palvelu["impact"] == pytest.approx(0.0)
+
+
 def test_examples_are_recent_masked_comments_without_near_duplicates(store):
     at = lambda i: T0 + 6 * D + i * H  # noqa: E731
     records = [answer(f"d{i}", 2, at(i), ["lasku", "väärä"], comment=f"Lasku oli väärä, soittakaa [phone] {'!' * (i % 2)}")
@@ -146,6 +163,7 @@ def test_themes_count_an_answer_once_and_suggest_uncovered_terms(store):
     records += [answer(f"s{i}", 2, at(i), ["faktura"], lang="sv") for i in range(6)]
     records += [answer(f"k{i}", 3, at(i), ["kö"], lang="sv") for i in range(8)]  # no theme covers it
     records += [answer(f"p{i}", 10, at(i), ["kiitos"]) for i in range(40)]
+    records += [answer(f"t{i}", 10, at(i), ["tack"], lang="sv") for i in range(20)]  # Swedish answers to compare with
     insert_responses(store, records)
     config = {"Invoicing": {"fi": ["lasku", "laskutus"], "sv": ["faktura"]}, "Queues": {"en": ["queue"]}}
     result = themes(store, TermQuery(**PERIOD, min_count=5, min_category=5), config, now=NOW)
@@ -154,6 +172,6 @@ def test_themes_count_an_answer_once_and_suggest_uncovered_terms(store):
     assert invoicing["significant"] and invoicing["impact"] < 0
     assert "Queues" not in {e["theme"] for e in result["themes"]}  # named by nobody
     assert [s["term"] for s in result["suggested"]] == ["kö"]
-    assert result["slices"][0]["responses"] == 64
+    assert result["slices"][0]["responses"] == 84
     with pytest.raises(ValueError):
         themes(store, TermQuery(**PERIOD), {"Bad": ["not", "a", "mapping"]}, now=NOW)
