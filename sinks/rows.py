@@ -103,7 +103,7 @@ def dead_letter_row(record: Mapping[str, Any], partition: int | None = None, off
         "dead_letter_id": str(record["dead_letter_id"]),
         "stage": str(record["stage"]),
         "reason": str(record["reason"]),
-        "detail": _s(record.get("detail")),
+        "detail": mask(_s(record.get("detail")))[0],  # a reason's detail may quote the refused value
         "source_topic": _s(record.get("source_topic")),
         "source_partition": _int(record.get("source_partition")),
         "source_offset": _int(record.get("source_offset")),

@@ -158,7 +158,8 @@ def test_migrations_are_recorded_and_idempotent(ch_store):
 def test_dead_letter_payloads_reach_clickhouse_with_personal_data_masked():
     """A refused answer's comment may hold a phone number or an address: the analytics table keeps the payload
     masked (the region from its locale); the Kafka topic keeps the original for inspection."""
-    base = {"dead_letter_id": "classify:1", "stage": "classify", "reason": "score_not_integer", "detail": "x",
+    base = {"dead_letter_id": "classify:1", "stage": "classify", "reason": "score_not_integer",
+            "detail": "score must be an integer 0-10, got 'ring 070-123 45 67'",
             "source_topic": "t", "source_partition": 0, "source_offset": 1, "key": "r-1",
             "failed_at": datetime(2024, 5, 1, 12, tzinfo=timezone.utc)}
     payload = {"response_id": "r-1", "score": "ten", "locale": "sv-SE", "segment": {"location": "Malmö"},
@@ -166,6 +167,7 @@ def test_dead_letter_payloads_reach_clickhouse_with_personal_data_masked():
     row = rows.dead_letter_row({**base, "payload_json": json.dumps(payload, ensure_ascii=False)})
     stored = json.loads(row["payload_json"])
     assert stored["comment"] == "Ring mig på [phone] eller [email], personnummer [id]"
+    assert row["detail"] == "score must be an integer 0-10, got 'ring [phone]'"
     assert {k: v for k, v in stored.items() if k != "comment"} == {k: v for k, v in payload.items() if k != "comment"}
     truncated = rows.dead_letter_row({**base, "payload_json": '{"comment": "mail me: kim@example.com", "sc'})
     assert truncated["payload_json"] == '{"comment": "mail me: [email]", "sc'

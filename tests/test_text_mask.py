@@ -58,8 +58,10 @@ def test_danish_cpr_masked(number):
 
 @pytest.mark.parametrize("number", ["320161-4285", "290201-4285", "071361-4285"])
 def test_danish_cpr_with_an_impossible_date_not_masked(number):
-    # day 32; 29 February 2001; month 13 (and none of them passes the Swedish Luhn check)
-    assert mask(f"CPR {number} tak", "DK") == (f"CPR {number} tak", ())
+    # day 32; 29 February 2001; month 13 (and none of them passes the Swedish Luhn check): never an [id]; a
+    # digit run starting with 0 may still be a valid Swedish/Finnish/British phone number (masked as [phone])
+    masked, kinds = mask(f"CPR {number} tak", "DK")
+    assert "id" not in kinds and (masked == f"CPR {number} tak" or kinds == ("phone",))
 
 
 # --- Norwegian fødselsnummer / D-number (two modulus-11 check digits) ---------------------------------------
@@ -74,7 +76,8 @@ def test_norwegian_fodselsnummer_masked(number):
 
 @pytest.mark.parametrize("number", ["01019012481", "01019012470", "41019012475"])
 def test_norwegian_fodselsnummer_with_a_wrong_check_digit_not_masked(number):
-    assert mask(f"Fnr {number}.", "NO") == (f"Fnr {number}.", ())
+    masked, kinds = mask(f"Fnr {number}.", "NO")  # never an [id] (see the Danish case for [phone])
+    assert "id" not in kinds and (masked == f"Fnr {number}." or kinds == ("phone",))
 
 
 # --- Finnish henkilötunnus (check character = table[DDMMYYZZZ mod 31]) -------------------------------------
@@ -133,8 +136,14 @@ def test_phone_masked(text, region):
     assert mask(f"Ring {text} i morgon", region) == ("Ring [phone] i morgon", ("phone",))
 
 
-def test_national_phone_number_needs_a_region():
-    assert mask("Ring 070-123 45 67", None) == ("Ring 070-123 45 67", ())
+def test_national_numbers_of_the_trunk_prefix_plans_are_masked_whatever_the_locale():
+    # a Swede answering in English, an answer without a locale: 070-… is a Swedish mobile number all the same
+    assert mask("Ring 070-123 45 67", None) == ("Ring [phone]", ("phone",))
+    assert mask("Call 070-123 45 67", "GB") == ("Call [phone]", ("phone",))
+    assert mask("Soita 040 123 4567", "SE") == ("Soita [phone]", ("phone",))
+    # Danish and Norwegian numbers have no trunk prefix: only with their locale, else any 8-digit number would be
+    assert mask("Ordre 20123456 kom", None) == ("Ordre 20123456 kom", ())
+    assert mask("Ring 20 12 34 56", "DK") == ("Ring [phone]", ("phone",))
 
 
 # --- ordinary numbers are not personal data ----------------------------------------------------------------
