@@ -447,7 +447,8 @@ def migrate(store: ClickHouseStore, directory: Path | str | None = None) -> list
 # worker start as a desired state (set, changed or removed), not as a migration: it is configuration.
 RETENTION_COLUMNS = {"responses": "responded_at", "dispatches": "decided_at", "dead_letters": "failed_at",
                      "alerts": "created_at", "responses_by_day": "day", "comments_by_day": "day", "nps_daily": "day",
-                     "terms_daily": "day", "nps_daily_touched": "day", "nps_daily_state": "day"}
+                     "terms_daily": "day", "nps_daily_touched": "day", "nps_daily_state": "day",
+                     "terms_daily_state": "day"}
 MAX_RETENTION_DAYS = 36_500
 
 

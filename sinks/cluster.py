@@ -37,6 +37,7 @@ SHARDING_KEYS = {
     "nps_daily_state": "toUInt32(day)",
     "nps_daily_touched": "toUInt32(day)",
     "terms_daily": "toUInt32(day)",
+    "terms_daily_state": "toUInt32(day)",
 }
 _CREATE = re.compile(r"^CREATE TABLE IF NOT EXISTS (?P<db>\S+)\.(?P<table>\w+)"
                      r"(?: AS (?P<src_db>\S+)\.(?P<src>\w+))?\s*\n", re.IGNORECASE)

@@ -9,7 +9,8 @@ The model (tables in ``sinks/migrations/0005_nps_daily_rollup.sql``, guide in ``
 * ``nps_daily_touched`` — per day, when a ledger row last arrived (MV into an AggregatingMergeTree).
 * ``nps_daily`` — absolute counts per (day, org, survey, segment), recomputed here per day from the ledger;
   ``terms_daily`` — the same per language and term (migration 0006), recomputed with it;
-  ``nps_daily_state`` — when each day was recomputed (both tables).
+  ``nps_daily_state`` / ``terms_daily_state`` — when each day's counts / terms were recomputed (apart: a
+  refresher of an older version recomputes only ``nps_daily``, and its days' terms must not look clean).
 
 A day is **clean** when its last recomputation started at least ``MARGIN_SECONDS`` after its last ledger row
 arrived. The margin covers the time between ClickHouse evaluating a row's ``inserted_at`` (at insert) and the
@@ -43,14 +44,15 @@ SINCE = "{since:DateTime64(3, 'UTC')}"
 UNTIL = "{until:DateTime64(3, 'UTC')}"
 
 
-def clean_days(lo: str, hi: str, margin_seconds: int = MARGIN_SECONDS) -> str:
-    """Subquery: the clean days lying wholly inside ``[lo, hi)`` (SQL expressions of DateTime64 values)."""
+def clean_days(lo: str, hi: str, margin_seconds: int = MARGIN_SECONDS, state: str = "nps_daily_state") -> str:
+    """Subquery: the clean days lying wholly inside ``[lo, hi)`` (SQL expressions of DateTime64 values), by the
+    recomputations recorded in ``state`` (``nps_daily_state``, or ``terms_daily_state`` for the terms)."""
     return f"""(
         SELECT s.day
         FROM
         (
             SELECT day, max(computed_at) AS computed
-            FROM {{db}}.nps_daily_state
+            FROM {{db}}.{state}
             WHERE day >= toDate32({lo}) AND day < toDate32({hi})
             GROUP BY day
         ) AS s
@@ -110,7 +112,7 @@ def terms_view(margin_seconds: int = MARGIN_SECONDS) -> str:
     answers whose latest version on that day has the term — clean whole days from ``terms_daily``, the rest from
     the ledger (one row per answer and term), like ``nps_cells``. ``respondents`` is a ``uniqExact`` state:
     ``uniqExactMerge`` gives the distinct respondents over any rows."""
-    clean = clean_days(SINCE, UNTIL, margin_seconds)
+    clean = clean_days(SINCE, UNTIL, margin_seconds, state="terms_daily_state")
     return f"""CREATE OR REPLACE VIEW {{db}}.term_cells AS
 SELECT day, org_id, survey_id, segment, lang, term, responses, promoters, passives, detractors, respondents,
        'rollup' AS source
@@ -174,9 +176,10 @@ SETTINGS distributed_foreground_insert = 1"""
 _DIRTY = """SELECT t.day AS day
 FROM (SELECT day, max(last_insert) AS arrived FROM {db}.nps_daily_touched GROUP BY day) AS t
 LEFT JOIN (SELECT day, max(computed_at) AS computed FROM {db}.nps_daily_state GROUP BY day) AS s ON s.day = t.day
+LEFT JOIN (SELECT day, max(computed_at) AS computed FROM {db}.terms_daily_state GROUP BY day) AS w ON w.day = t.day
 WHERE t.arrived < now64(3, 'UTC') - toIntervalSecond({quiet:UInt32})
-  AND (s.computed IS NULL  -- never recomputed (join_use_nulls = 1; with the default 0 it reads 1970)
-       OR t.arrived >= s.computed - toIntervalSecond({margin:UInt32}))
+  AND (s.computed IS NULL OR w.computed IS NULL  -- never recomputed (join_use_nulls = 1; 0 would read 1970)
+       OR t.arrived >= least(s.computed, w.computed) - toIntervalSecond({margin:UInt32}))
 ORDER BY day DESC"""
 
 
@@ -209,7 +212,8 @@ def refresh_day(store, day: date) -> datetime:
     params: dict[str, Any] = {"day": day, "gen": gen}
     for statement in (_RECOMPUTE, _VANISHED, _RECOMPUTE_TERMS, _VANISHED_TERMS):
         store.command(statement, params)
-    store.insert("nps_daily_state", [{"day": day, "computed_at": gen}])  # last: a crash leaves the day dirty
+    for state in ("nps_daily_state", "terms_daily_state"):  # last: a crash leaves the day dirty
+        store.insert(state, [{"day": day, "computed_at": gen}])
     return gen
 
 
@@ -236,9 +240,11 @@ def rebuild(store, *, quiet_seconds: int = QUIET_SECONDS, margin_seconds: int = 
     engine = store.query("SELECT engine FROM system.tables WHERE database = {d:String} AND name = 'nps_daily_state'",
                          {"d": store.database})
     if engine and engine[0]["engine"] == "Distributed":  # TRUNCATE would only drop its send queue
-        raise ValueError("on a cluster, run TRUNCATE TABLE nps_daily_state_local ON CLUSTER '<cluster>' with "
+        raise ValueError("on a cluster, run TRUNCATE TABLE nps_daily_state_local ON CLUSTER '<cluster>' (and "
+                         "terms_daily_state_local) with "
                          "clickhouse-client, then `npsflow rollup refresh`")
     store.command("TRUNCATE TABLE IF EXISTS {db}.nps_daily_state")
+    store.command("TRUNCATE TABLE IF EXISTS {db}.terms_daily_state")
     return refresh(store, quiet_seconds=quiet_seconds, margin_seconds=margin_seconds)
 
 

@@ -380,3 +380,27 @@ async def test_the_worker_timer_refreshes_quiet_days(tmp_path, ch_store):
     assert read_cells(ch_store, T0, T0 + 3 * D) == (expected_cells(records, T0, T0 + 3 * D), {"rollup"})
     await harness.pipeline.timers["refresh_rollups"]()  # nothing new: nothing recomputed
     assert harness.pipeline.stats.as_dict()["rollup.days_refreshed"] == 3
+
+
+def test_a_refresher_of_an_older_version_never_makes_the_terms_look_clean(ch_store):
+    """A rolling upgrade: a sink of the previous version recomputes a day's nps_daily and records it in
+    nps_daily_state, never terms_daily. The day's terms keep coming from the ledger (exact), and the day stays
+    dirty for the new refresher, which then recomputes both."""
+    rollup.apply_view(ch_store, margin_seconds=0)
+    records = [response(f"r{i}", i % 11, at=T0 + i * H, lang="fi", terms=["lasku"] if i % 2 else ["jono"])
+               for i in range(10)]
+    insert(ch_store, records, inserted_at=HOUR_AGO())
+    old_refresher = rollup._RECOMPUTE.replace("{day:Date32}", "toDate32('2024-05-01')")
+    ch_store.command(old_refresher, {"gen": rollup.server_now(ch_store)})
+    ch_store.insert("nps_daily_state", [{"day": T0.date(), "computed_at": rollup.server_now(ch_store)}])
+    period = (T0, T0 + D)
+    assert read_cells(ch_store, *period) == (expected_cells(records, *period), {"rollup"})  # the old one's work
+    assert read_terms(ch_store, *period) == expected_terms(records, *period)
+    sources = ch_store.query("SELECT DISTINCT source FROM {db}.term_cells(since = {lo:DateTime64(3, 'UTC')}, "
+                             "until = {hi:DateTime64(3, 'UTC')})", {"lo": T0, "hi": T0 + D})
+    assert sources == [{"source": "ledger"}]
+    assert rollup.dirty_days(ch_store) == [T0.date()]
+    assert refresh_now(ch_store).days == [T0.date()]
+    assert read_terms(ch_store, *period) == expected_terms(records, *period)
+    assert ch_store.query("SELECT DISTINCT source FROM {db}.term_cells(since = {lo:DateTime64(3, 'UTC')}, "
+                          "until = {hi:DateTime64(3, 'UTC')})", {"lo": T0, "hi": T0 + D}) == [{"source": "rollup"}]

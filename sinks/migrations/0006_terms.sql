@@ -11,8 +11,10 @@
 -- version per (day, response_id), tombstones where an edit moved the answer, an edit that drops a word drops it.
 -- `terms_daily` is the rollup of terms (counts per day, org, survey, segment, language and term, and the set
 -- of respondents for the distinct-respondent minimum), recomputed with `nps_daily` by the same refresher from
--- the ledger; the view `term_cells(since, until)` (sinks.rollup) reads clean days from it and the rest from
--- the ledger, exactly like `nps_cells`.
+-- the ledger (its own state table: `terms_daily_state`); the view `term_cells(since, until)` (sinks.rollup)
+-- reads clean days from it and the rest from the ledger, exactly like `nps_cells`.
+-- Upgrade order: sink workers before process workers (a sink of an older version reading ClassifiedResponse v4
+-- would drop lang/terms/respondent: those rows would have no terms).
 
 ALTER TABLE {db}.responses
     ADD COLUMN IF NOT EXISTS lang LowCardinality(String) DEFAULT '' AFTER locale,
@@ -57,3 +59,13 @@ CREATE TABLE IF NOT EXISTS {db}.terms_daily
 )
 ENGINE = ReplacingMergeTree(computed_at, deleted)
 ORDER BY (day, org_id, survey_id, cell, lang, term);
+
+-- when each day's terms were last recomputed: apart from nps_daily_state, so that a refresher of an older
+-- version (a rolling upgrade) that recomputes only nps_daily never makes a day's terms look clean
+CREATE TABLE IF NOT EXISTS {db}.terms_daily_state
+(
+    day         Date32,
+    computed_at DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(computed_at)
+ORDER BY day;
