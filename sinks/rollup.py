@@ -252,10 +252,10 @@ def rebuild(store, *, quiet_seconds: int = QUIET_SECONDS, margin_seconds: int = 
 #: since (lang, terms, respondent of migration 0006) — applied migrations are immutable, so the statement that
 #: follows the current schema lives here
 _REPAIR = """INSERT INTO {db}.responses_by_day
-    (day, response_id, version, gone, is_edit, org_id, survey_id, invitation_id, score, category, comment, lang,
-     terms, respondent, responded_at, segment, inserted_at)
-SELECT d, response_id, v, toUInt8(d != toDate32(at)), edited, org, sv, inv, sc, cat, txt, lg, tm, rk, at, seg,
-       now64(3)
+    (day, response_id, version, gone, is_edit, org_id, survey_id, invitation_id, score, category, comment,
+     follow_up, lang, terms, respondent, responded_at, segment, inserted_at)
+SELECT d, response_id, v, toUInt8(d != toDate32(at)), edited, org, sv, inv, sc, cat, txt, fu, lg, tm, rk, at,
+       seg, now64(3)
 FROM
 (
     SELECT r.*, if(r.org0 != '', r.org0, o.dispatch_org) AS org
@@ -270,6 +270,7 @@ FROM
                argMax(score, version)          AS sc,
                argMax(category, version)       AS cat,
                argMax(comment, version)        AS txt,
+               argMax(follow_up, version)      AS fu,
                argMax(lang, version)           AS lg,
                argMax(terms, version)          AS tm,
                argMax(respondent, version)     AS rk,

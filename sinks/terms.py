@@ -136,23 +136,26 @@ def _previous(store, q: TermQuery, since: datetime, until: datetime, terms: list
 
 
 def _examples(store, q: TermQuery, since: datetime, until: datetime, wanted: dict[str, list[str]]):
-    """(slice, term) → up to q.examples recent masked comments with the term (sinks.termstats.pick_examples)."""
+    """(slice, term) → up to q.examples recent masked texts (the comment, and the follow-up answer the term may
+    come from) of the category's answers with the term (sinks.termstats.pick_examples)."""
     terms = sorted({t for ts in wanted.values() for t in ts})
     if not terms or q.examples < 1:
         return {}
     days = "day >= toDate32({since:DateTime64(3, 'UTC')}) AND day <= toDate32({until:DateTime64(3, 'UTC')} - " \
            "toIntervalMillisecond(1))"
-    sql = (f"SELECT slice, term, groupArray({EXAMPLE_CANDIDATES})((txt, toUnixTimestamp64Milli(at))) AS ex FROM ("
-           f" SELECT {_slice_expr(q.by, 'seg')} AS slice, arrayJoin(arrayIntersect(tm, "
-           f"{{terms:Array(String)}})) AS term, txt, at FROM (SELECT response_id, gone AS g, comment AS txt, "
-           f"terms AS tm, lang AS lg, responded_at AS at, segment AS seg FROM {{db}}.comments_by_day FINAL "
-           f"WHERE {days}) WHERE g = 0 AND txt != '' AND at >= {{since:DateTime64(3, 'UTC')}} "
-           f"AND at < {{until:DateTime64(3, 'UTC')}}{_lang_filter(q, 'lg')} ORDER BY at DESC, response_id) "
-           f"GROUP BY slice, term")
+    text = "if(fu = '', txt, if(txt = '', fu, concat(txt, ' — ', fu)))"
+    sql = (f"SELECT slice, term, groupArraySorted({EXAMPLE_CANDIDATES})((-ms, said)) AS ex FROM ("
+           f" SELECT {_slice_expr(q.by, 'seg')} AS slice, arrayJoin(arrayIntersect(tm, {{terms:Array(String)}})) "
+           f"AS term, {text} AS said, toUnixTimestamp64Milli(at) AS ms FROM (SELECT response_id, gone AS g, "
+           f"comment AS txt, follow_up AS fu, category AS cat, terms AS tm, lang AS lg, responded_at AS at, "
+           f"segment AS seg FROM {{db}}.comments_by_day FINAL WHERE {days}) WHERE g = 0 AND said != '' "
+           f"AND cat = {{category:String}} AND at >= {{since:DateTime64(3, 'UTC')}} "
+           f"AND at < {{until:DateTime64(3, 'UTC')}}{_lang_filter(q, 'lg')}) GROUP BY slice, term")
     out = {}
-    for r in store.query(sql, _params(q, since, until, terms=terms)):
+    for r in store.query(sql, _params(q, since, until, terms=terms, category=q.category)):
         if r["term"] in wanted.get(r["slice"], ()):
-            out[(r["slice"], r["term"])] = termstats.pick_examples([tuple(x) for x in r["ex"]], k=q.examples)
+            candidates = [(said, -neg_ms) for neg_ms, said in r["ex"]]  # newest first
+            out[(r["slice"], r["term"])] = termstats.pick_examples(candidates, k=q.examples)
     return out
 
 

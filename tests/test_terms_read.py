@@ -106,12 +106,17 @@ def test_examples_are_recent_masked_comments_without_near_duplicates(store):
     records += [answer("d8", 1, at(20), ["lasku"], comment="Laskussa virhe taas"),
                 answer("d9", 0, at(21), ["lasku"], comment="Kallis lasku ja huono palvelu")]
     records += [answer(f"p{i}", 10, at(i), ["hyvä"], respondent=f"p{i}") for i in range(10)]
+    records += [answer("p-newest", 10, at(30), ["lasku", "hyvä"], comment="Lasku tuli ajallaan, hyvä")]  # praise
+    records += [answer("f-only", 3, at(25), ["lasku", "kallis"], comment="", follow_up="Lasku on liian kallis")]
     insert_responses(store, records)
     result = terms(store, TermQuery(**PERIOD, min_count=5, min_category=5), now=NOW)
     lasku = next(e for e in result["terms"] if e["term"] == "lasku")
-    # newest first; the eight "Lasku oli väärä …" comments differ only in "!": one of them is kept
-    assert lasku["examples"] == ["Kallis lasku ja huono palvelu", "Laskussa virhe taas",
-                                 "Lasku oli väärä, soittakaa [phone] !"]
+    # detractors' texts only, newest first (a follow-up answer is one); the eight "Lasku oli väärä …" comments
+    # differ only in "!": the newest of them is kept
+    assert lasku["examples"] == ["Lasku on liian kallis", "Kallis lasku ja huono palvelu", "Laskussa virhe taas"]
+    more = terms(store, TermQuery(**PERIOD, min_count=5, min_category=5, examples=5), now=NOW)
+    assert next(e for e in more["terms"] if e["term"] == "lasku")["examples"][3:] == [
+        "Lasku oli väärä, soittakaa [phone] !"]
 
 
 def test_slices_by_location_and_language_filter(store):

@@ -22,23 +22,32 @@ ALTER TABLE {db}.responses
     ADD COLUMN IF NOT EXISTS respondent String DEFAULT '' AFTER terms;
 
 ALTER TABLE {db}.responses_by_day
-    ADD COLUMN IF NOT EXISTS lang LowCardinality(String) DEFAULT '' AFTER comment,
+    ADD COLUMN IF NOT EXISTS follow_up String DEFAULT '' AFTER comment,
+    ADD COLUMN IF NOT EXISTS lang LowCardinality(String) DEFAULT '' AFTER follow_up,
     ADD COLUMN IF NOT EXISTS terms Array(LowCardinality(String)) AFTER lang,
     ADD COLUMN IF NOT EXISTS respondent String DEFAULT '' AFTER terms;
 
 ALTER TABLE {db}.comments_by_day
-    ADD COLUMN IF NOT EXISTS lang LowCardinality(String) DEFAULT '' AFTER comment,
+    ADD COLUMN IF NOT EXISTS follow_up String DEFAULT '' AFTER comment,
+    ADD COLUMN IF NOT EXISTS lang LowCardinality(String) DEFAULT '' AFTER follow_up,
     ADD COLUMN IF NOT EXISTS terms Array(LowCardinality(String)) AFTER lang,
     ADD COLUMN IF NOT EXISTS respondent String DEFAULT '' AFTER terms;
 
--- the ledger's view with the new columns (comments_by_day_mv is SELECT *: it follows the ledger's columns)
+-- the ledger's view with the new columns (and the follow-up answer: terms come from it too, so the examples
+-- shown for a term need it)
 ALTER TABLE {db}.responses_by_day_mv MODIFY QUERY
 SELECT ledger.1 AS day, response_id, version, ledger.2 AS gone, is_edit, org_id, survey_id, invitation_id, score,
-       category, comment, lang, terms, respondent, responded_at, segment, inserted_at
+       category, comment, follow_up, lang, terms, respondent, responded_at, segment, inserted_at
 FROM {db}.responses
 ARRAY JOIN arrayConcat([(toDate32(responded_at), toUInt8(0))],
                        arrayMap(d -> (d, toUInt8(1)), arrayFilter(d -> d != toDate32(responded_at), earlier_days)))
            AS ledger;
+
+-- the comments ledger also keeps the versions that have only a follow-up answer
+ALTER TABLE {db}.comments_by_day_mv MODIFY QUERY
+SELECT *
+FROM {db}.responses_by_day
+WHERE comment != '' OR follow_up != '' OR gone = 1 OR is_edit = 1;
 
 CREATE TABLE IF NOT EXISTS {db}.terms_daily
 (
