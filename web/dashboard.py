@@ -2,7 +2,7 @@
 a 14-day trend sparkline per row, the latest comments, and what respondents say over the last 30 days — a word
 cloud (web.wordcloud: words sized by answers, coloured by their NPS) and the top complaints (sinks.terms, the
 same as ``npsflow terms``) — updating every few seconds without a reload, from ``GET /api/v1/dashboard``
-(``dashboard_data``: ``sinks.queries.dashboard``, the same numbers as ``npsflow report``, plus the words).
+(``sinks.queries.dashboard``, the same numbers as ``npsflow report``, and ``dashboard_words``).
 
 One self-contained page: inline CSS and script under a nonce CSP, no external assets. The script writes every
 value with ``textContent`` (never as HTML), so a comment containing ``<script>`` is shown as text.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 from datetime import datetime, timedelta, timezone
 
-from sinks import queries, terms
+from sinks import terms
 from sinks.queries import validate_dimension
 from web.wordcloud import layout
 
@@ -22,17 +22,17 @@ WORD_DAYS = 30
 COMPLAINTS = 8
 
 
-def dashboard_data(store, by: str, now: datetime | None = None) -> dict:
-    """``sinks.queries.dashboard`` plus ``words``: the word cloud's layout and the top detractor terms of the
-    last WORD_DAYS days (significant first, one example each)."""
-    data = queries.dashboard(store, by, now=now)
+def dashboard_words(store, now: datetime | None = None) -> dict:
+    """The dashboard's words: the word cloud's layout and the top detractor terms of the last WORD_DAYS days
+    (significant first, one example each). Apart from the numbers (``sinks.queries.dashboard``): refreshed less
+    often, and its failure never hides the NPS table."""
     until = now or datetime.now(timezone.utc)
     since = until - timedelta(days=WORD_DAYS)
     complaints = terms.terms(store, terms.TermQuery(since=since, until=until, limit=COMPLAINTS, examples=1),
                              now=until)["terms"]
-    data["words"] = {"days": WORD_DAYS, "cloud": layout(terms.cloud_words(store, since, until)).as_dict(),
-                     "complaints": complaints}
-    return data
+    return {"days": WORD_DAYS, "cloud": layout(terms.cloud_words(store, since, until)).as_dict(),
+            "complaints": complaints}
+
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -153,7 +153,7 @@ tr.weak td {{ color: #8c959f; }}
       items.appendChild(li);
     }});
     list.replaceChildren(items);
-    renderWords(d.words);
+    if (d.words) renderWords(d.words);
     document.getElementById("status").textContent =
       d.total.responses + " responses · updated " + new Date().toLocaleTimeString();
   }}

@@ -7,7 +7,7 @@ GET /api/v1/report?by=location,channel&since=ISO&until=ISO[&compare_previous=1]
 GET /api/v1/windows?segment=location=Espoo
 GET /api/v1/deadletters
 GET /api/v1/dispatches
-GET /api/v1/dashboard?by=location    what the live dashboard shows (web.dashboard.dashboard_data)
+GET /api/v1/dashboard?by=location    what the live dashboard shows (sinks.queries.dashboard + web.dashboard words)
 GET /api/v1/terms?since&until&by&lang&category&min_count&min_category&min_respondents&limit&examples
                              term statistics (sinks.terms.terms)
 GET /api/v1/themes?…         the same per theme (NPSFLOW_THEMES) and the suggested themes
@@ -20,6 +20,7 @@ With ``NPSFLOW_INTERNAL_TOKEN`` set, every path but /healthz needs ``Authorizati
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from datetime import datetime, timezone
@@ -30,9 +31,11 @@ from aiohttp import web
 from sinks import queries, terms
 from streams.responses import Rejected, parse_timestamp
 from web.common import bearer_guard, healthz, host_guard, html_reply, json_reply
-from web.dashboard import content_security_policy, dashboard_data as dashboard_payload, render_dashboard
+from web.dashboard import content_security_policy, dashboard_words, render_dashboard
 
+log = logging.getLogger("npsflow.web")
 DASHBOARD_CACHE_SECONDS = 5.0
+WORDS_CACHE_SECONDS = 60.0  # the word cloud and the complaints: term statistics over 30 days, not every 5 s
 DASHBOARD_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
                      "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
@@ -80,7 +83,8 @@ class InternalApi:
         self.store, self.stats = store if store is not None else NoStore(), stats
         self.dimensions = dimensions or ["location"]
         self.themes = themes if themes is not None else terms.load_themes()
-        self.dashboard_cache = SharedResult(lambda by: store.arun(dashboard_payload, by))
+        self.dashboard_cache = SharedResult(lambda by: store.arun(queries.dashboard, by))
+        self.words_cache = SharedResult(lambda _: store.arun(dashboard_words), max_age=WORDS_CACHE_SECONDS)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/healthz", healthz), web.get("/api/v1/stats", self.get_stats),
@@ -154,7 +158,13 @@ class InternalApi:
             queries.validate_dimension(by)
         except ValueError as exc:
             return error(400, str(exc))
-        return json_reply(await self.dashboard_cache.get(by), headers={"Cache-Control": "no-store"})
+        data = dict(await self.dashboard_cache.get(by))
+        try:
+            data["words"] = await self.words_cache.get("")
+        except Exception as exc:  # e.g. migration 0006 not applied yet: the numbers still show
+            log.warning("dashboard words unavailable: %s", str(exc).splitlines()[0][:300] if str(exc) else exc)
+            data["words"] = None
+        return json_reply(data, headers={"Cache-Control": "no-store"})
 
     async def dashboard_page(self, request: web.Request) -> web.Response:
         by = request.query.get("by") or self.dimensions[0]
