@@ -37,7 +37,7 @@ from typing import Any
 
 MARGIN_SECONDS = 60
 QUIET_SECONDS = 60
-ANY_TEXT = ""  # the term of terms_daily / term_cells that counts every answer with text (any term)
+ANY_TEXT = ""  # the term of terms_daily / term_cells that counts every answer with at least one term
 SCORES = 11  # scores 0..10: ``scores[1]`` (ClickHouse arrays are 1-based) counts the zeros
 
 SINCE = "{since:DateTime64(3, 'UTC')}"

@@ -6,7 +6,8 @@ ledger itself for themes (a theme counts an answer once however many of its lemm
 rows cannot tell). The statistics are ``streams.termstats``; this module only builds the queries and the
 result.
 
-The population a term is compared within is the slice's answers **in the term's language that have terms** (the
+The population a term is compared within is the slice's answers **in the term's language that have terms** (at
+least one: an answer whose words are all function words, or in no known language, has none) (the
 row ``term = ''`` of ``term_cells`` for that language): lift compares the answers naming a term with the other
 answers that said something in the same language. Answers without a comment are mostly promoters, and the
 languages' base NPS differ (each is mostly its own countries' locations): pooling either would make ordinary
@@ -30,6 +31,7 @@ import yaml
 from sinks.queries import NONE_VALUE, _ch_time, _utc, validate_dimension
 from sinks.rollup import ANY_TEXT, _ledger_latest
 from streams.nps import summarize
+from streams.text.lang import parse_locale
 from streams import termstats
 from streams.termstats import SliceTotals, TermCounts
 
@@ -66,12 +68,16 @@ class TermQuery:
             validate_dimension(self.by)
         if self.category not in termstats.CATEGORIES:
             raise ValueError(f"category must be one of {', '.join(termstats.CATEGORIES)}, got {self.category!r}")
-        if self.lang is not None and not (1 <= len(self.lang) <= 8 and self.lang.isalpha()):
-            raise ValueError(f"lang must be a language code such as sv or fi, got {self.lang!r}")
+        query = self
+        if self.lang is not None:  # FI, fi-FI → fi; no, nn → nb
+            lang = parse_locale(self.lang)[0] if self.lang != "und" else "und"
+            if lang is None:
+                raise ValueError(f"lang must be one of sv, da, fi, nb, en, und, got {self.lang!r}")
+            query = dataclasses.replace(self, lang=lang)
         for name in ("min_count", "min_category", "min_respondents", "limit"):
-            if getattr(self, name) < 1:
+            if getattr(query, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
-        return self
+        return query
 
 
 def _slice_expr(by: str | None, segment: str = "segment") -> str:
@@ -107,7 +113,7 @@ def _counts(store, q: TermQuery, since: datetime, until: datetime, terms: list[s
 
 
 def _totals(counts: dict[tuple[str, str], TermCounts], lang: str | None = None) -> SliceTotals:
-    """Answers with terms in the slice: the ANY_TEXT row of ``lang``, or of every language (None or a theme's
+    """Answers with at least one term in the slice: the ANY_TEXT row of ``lang``, or of every language (None or a theme's
     THEME_LANG: an answer has one language)."""
     rows = [c for (term, row_lang), c in counts.items()
             if term == ANY_TEXT and (lang in (None, THEME_LANG) or row_lang == lang)]

@@ -134,7 +134,7 @@ def test_slices_by_location_and_language_filter(store):
     oulu = [e for e in result["terms"] if e["location"] == "Oulu"]
     assert oulu[0]["term"] == "lasku" and oulu[0]["responses"] == 20
     assert not [e for e in result["terms"] if e["location"] == "Turku" and e["term"] == "lasku"]
-    finnish = terms(store, TermQuery(**PERIOD, lang="fi"), now=NOW)
+    finnish = terms(store, TermQuery(**PERIOD, lang="FI"), now=NOW)  # a language code as people write it
     assert finnish["slices"][0]["responses"] == 80 and {e["lang"] for e in finnish["terms"]} == {"fi"}
     swedish = terms(store, TermQuery(**PERIOD, lang="sv", min_count=5), now=NOW)
     assert swedish["slices"][0]["responses"] == 12 and "lasku" not in {e["term"] for e in swedish["terms"]}
@@ -156,7 +156,7 @@ def test_an_edit_that_drops_a_word_drops_it_from_the_counts(store):
 
 
 def test_bad_queries_are_refused(store):
-    for bad in (dict(by="loc;drop"), dict(category="angry"), dict(lang="f'i"), dict(limit=0),
+    for bad in (dict(by="loc;drop"), dict(category="angry"), dict(lang="f'i"), dict(lang="de"), dict(limit=0),
                 dict(since=NOW, until=NOW - D)):
         with pytest.raises(ValueError):
             terms(store, TermQuery(**bad), now=NOW)

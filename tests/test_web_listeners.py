@@ -77,6 +77,8 @@ async def test_the_internal_listener_serves_the_read_apis_and_the_dashboard(pipe
         for bad in ("by=loc;drop", "limit=-1", "min_count=x", "category=angry", "sinse=2024-01-01", "since=tuesday"):
             reply = await client.get(f"/api/v1/terms?{bad}")
             assert reply.status == 400 and (await reply.json())["error"], bad
+        assert (await client.get("/api/v1/cloud?lang=fi")).status == 400  # the cloud takes a period only
+        assert (await client.get("/api/v1/cloud?since=2024-01-01T00:00:00Z")).status == 200
     finally:
         await client.close()
 

@@ -140,6 +140,9 @@ class InternalApi:
 
     async def cloud(self, request: web.Request) -> web.Response:
         try:
+            unknown = sorted(set(request.query) - {"since", "until"})
+            if unknown:
+                raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
             query = term_query(request.query).checked()
             since, until = query.period(datetime.now(timezone.utc))
             return json_reply(await self.store.arun(terms.cloud_words, since, until))
