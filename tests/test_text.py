@@ -202,3 +202,22 @@ def test_terms_of_any_text_have_no_digit_or_function_word(text, locale):
     for term in result.terms:
         assert not any(c.isdecimal() for c in term)
         assert term not in FUNCTION_WORDS[result.lang]
+
+
+# The most frequent function words of each language, written by hand (not taken from streams.text.wordlists):
+# none of them may ever be a term of its own, whatever the lists in the code say.
+FREQUENT = {
+    "sv": "och i att det som en på är av för med till den har de inte om ett men var jag så han sig från vi".split(),
+    "da": "og i at det en den til er som på de med han af for ikke der var mig sig men et har om vi".split(),
+    "nb": "og i det er som en på til av at for med han ikke den har de var jeg seg men et om vi".split(),
+    "fi": "ja on ei se että oli mutta kun niin myös jo vain tai kuin hän me te he minä sinä tämä".split(),
+    "en": "the of and to a in is that it for was on with as i he be at by this had not are but from".split(),
+}
+
+
+@pytest.mark.parametrize("lang", sorted(FREQUENT))
+def test_the_most_frequent_function_words_are_never_terms(lang):
+    words = FREQUENT[lang]
+    for start in range(0, len(words), 5):  # in short runs, as in sentences
+        text = " ".join(words[start:start + 5]).capitalize() + "."
+        assert analyse(text, lang).terms == (), (lang, text)  # nor their lemmas (vara, olla, be …)
