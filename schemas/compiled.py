@@ -1,0 +1,196 @@
+"""A writer for the common case of one record schema, in plain Python: a quicker path for ``AvroCodec.encode``.
+
+fastavro's generic writer walks the schema for every record (unions resolved by trying branches, logical
+types looked up by name): ~11 µs for a ClassifiedResponse. ``record_writer(schema)`` prepares, once, one
+small function per field for schemas made only of strings, ints, longs, booleans, enums, unions of null and
+one of those, maps and arrays of them, and ``timestamp-millis`` / ``date``; it returns None for any other
+schema. The function it returns encodes a record whose values have exactly the Python types validate and
+classify produce (str, int in range, bool, aware datetime, date, dict, list) and returns None for anything
+else — a missing field, a subclass, a naive datetime, a string that is not UTF-8-encodable — so that the
+caller lets fastavro encode it and raise what fastavro raises. Its bytes are fastavro's bytes
+(tests/test_compiled_avro.py compares them on generated records).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Callable
+
+Writer = Callable[[object, bytearray], None]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+INT_RANGE = (-(1 << 31), (1 << 31) - 1)
+LONG_RANGE = (-(1 << 63), (1 << 63) - 1)
+
+
+class _Other(Exception):
+    """A value outside the fast path (fastavro decides what to do with the record)."""
+
+
+def record_writer(schema: dict) -> Callable[[dict], bytes | None] | None:
+    """The fast writer of a record schema (the JSON form), or None when it uses a type not handled here."""
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        return None
+    try:
+        fields = [(f["name"], _writer(f["type"])) for f in schema["fields"]]
+    except _Other:
+        return None
+
+    def write(record: dict) -> bytes | None:
+        if type(record) is not dict:
+            return None
+        out = bytearray()
+        try:
+            for name, write_field in fields:
+                write_field(record[name], out)
+        except Exception:  # noqa: BLE001 - KeyError, _Other, UnicodeEncodeError: fastavro's turn
+            return None
+        return bytes(out)
+
+    return write
+
+
+def _writer(schema) -> Writer:
+    if isinstance(schema, list):
+        return _union(schema)
+    if isinstance(schema, str):
+        return _primitive(schema, None)
+    if isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind == "enum":
+            return _enum(schema["symbols"])
+        if kind == "map":
+            return _map(_writer(schema["values"]))
+        if kind == "array":
+            return _array(_writer(schema["items"]))
+        if isinstance(kind, str):
+            return _primitive(kind, schema.get("logicalType"))
+    raise _Other(schema)
+
+
+def write_long(n: int, out: bytearray) -> None:
+    """Avro's zig-zag varint of a 64-bit integer."""
+    n = (n << 1) ^ (n >> 63)
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _integer(low: int, high: int) -> Writer:
+    def write(value, out: bytearray) -> None:
+        if type(value) is not int or not low <= value <= high:
+            raise _Other
+        write_long(value, out)
+    return write
+
+
+def _string(value, out: bytearray) -> None:
+    if type(value) is not str:
+        raise _Other
+    data = value.encode()
+    size = len(data)
+    if size < 64:  # the zig-zag varint of a length below 64 is one byte
+        out.append(size << 1)
+    else:
+        write_long(size, out)
+    out += data
+
+
+def _optional_string(value, out: bytearray) -> None:
+    """["null", "string"], the most common field: one call instead of two."""
+    if value is None:
+        out.append(0)
+    else:
+        out.append(2)
+        _string(value, out)
+
+
+def _boolean(value, out: bytearray) -> None:
+    if type(value) is not bool:
+        raise _Other
+    out.append(value)
+
+
+def _timestamp_millis(value, out: bytearray) -> None:
+    """fastavro's prepare_timestamp_millis for an aware datetime; an int is written as it is (as fastavro)."""
+    if type(value) is datetime and value.tzinfo is not None:
+        delta = value - EPOCH
+        write_long((delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000, out)
+    else:
+        _LONG(value, out)
+
+
+def _date(value, out: bytearray) -> None:
+    """fastavro's prepare_date for a date (not a datetime); an int is written as it is."""
+    if type(value) is date:
+        value = value.toordinal() - EPOCH_ORDINAL
+    _INT(value, out)
+
+
+_INT = _integer(*INT_RANGE)
+_LONG = _integer(*LONG_RANGE)
+_PRIMITIVES = {("string", None): _string, ("int", None): _INT, ("long", None): _LONG, ("boolean", None): _boolean,
+               ("long", "timestamp-millis"): _timestamp_millis, ("int", "date"): _date}
+
+
+def _primitive(kind: str, logical: str | None) -> Writer:
+    try:
+        return _PRIMITIVES[(kind, logical)]
+    except KeyError:
+        raise _Other(kind, logical) from None
+
+
+def _enum(symbols: list[str]) -> Writer:
+    index = {symbol: i for i, symbol in enumerate(symbols)}
+
+    def write(value, out: bytearray) -> None:
+        if type(value) is not str or value not in index:
+            raise _Other
+        write_long(index[value], out)
+    return write
+
+
+def _union(branches: list) -> Writer:
+    """Only ``null`` + one other type (in either order), the optional fields of the npsflow schemas."""
+    if len(branches) != 2 or "null" not in branches:
+        raise _Other(branches)
+    if branches == ["null", "string"]:
+        return _optional_string
+    null = branches.index("null")
+    write_other = _writer(branches[1 - null])
+    null_tag, other_tag = null << 1, (1 - null) << 1  # the branch index, zig-zag encoded
+
+    def write(value, out: bytearray) -> None:
+        if value is None:
+            out.append(null_tag)
+        else:
+            out.append(other_tag)
+            write_other(value, out)
+    return write
+
+
+def _map(write_value: Writer) -> Writer:
+    def write(value, out: bytearray) -> None:
+        if type(value) is not dict:
+            raise _Other
+        if value:
+            write_long(len(value), out)
+            for key, item in value.items():
+                _string(key, out)
+                write_value(item, out)
+        out.append(0)
+    return write
+
+
+def _array(write_item: Writer) -> Writer:
+    def write(value, out: bytearray) -> None:
+        if type(value) is not list:
+            raise _Other
+        if value:
+            write_long(len(value), out)
+            for item in value:
+                write_item(item, out)
+        out.append(0)
+    return write
