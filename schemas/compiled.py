@@ -13,7 +13,7 @@ caller lets fastavro encode it and raise what fastavro raises. Its bytes are fas
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
 Writer = Callable[[object, bytearray], None]
@@ -194,3 +194,129 @@ def _array(write_item: Writer) -> Writer:
                 write_item(item, out)
         out.append(0)
     return write
+
+
+# ------------------------------------------------------------------------------------------- reading
+Reader = Callable[[bytes, int], tuple]  # (data, position) → (value, next position)
+LONGEST_VARINT = 9  # bytes of a varint read here: 63 bits; a longer one is fastavro's (it wraps at 64 bits)
+
+
+def record_reader(schema: dict) -> Callable[[bytes, int], dict | None] | None:
+    """The fast reader of a record schema (the JSON form), or None when it uses a type not handled here.
+
+    ``read(data, start)`` decodes the record written from ``start`` to the very end of ``data`` into what
+    fastavro's schemaless_reader returns for it (the same dict, field order included), or returns None when
+    anything is unusual — bad UTF-8, a union index out of range, a map written in sized blocks, a varint over 9
+    bytes, bytes missing or left over — so that the caller lets fastavro read it (and raise what it raises).
+    """
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        return None
+    try:
+        fields = [(f["name"], _reader(f["type"])) for f in schema["fields"]]
+    except _Other:
+        return None
+
+    def read(data: bytes, start: int) -> dict | None:
+        record, pos = {}, start
+        try:
+            for name, read_field in fields:
+                record[name], pos = read_field(data, pos)
+        except Exception:  # noqa: BLE001 - IndexError, _Other, UnicodeDecodeError: fastavro's turn
+            return None
+        return record if pos == len(data) else None
+
+    return read
+
+
+def read_long(data: bytes, pos: int) -> tuple[int, int]:
+    """Avro's zig-zag varint at ``pos`` → (value, next position)."""
+    byte = data[pos]
+    if byte < 0x80:
+        return (byte >> 1) ^ -(byte & 1), pos + 1
+    n, shift, end = byte & 0x7F, 7, pos + LONGEST_VARINT
+    pos += 1
+    while True:
+        if pos >= end:
+            raise _Other
+        byte = data[pos]
+        n |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return (n >> 1) ^ -(n & 1), pos
+        shift += 7
+
+
+def _read_string(data: bytes, pos: int) -> tuple[str, int]:
+    size = data[pos]
+    if size < 0x80:  # a length below 64: one byte, even (odd would be negative)
+        size, pos = size >> 1 if not size & 1 else -1, pos + 1
+    else:
+        size, pos = read_long(data, pos)
+    end = pos + size
+    if size < 0 or end > len(data):
+        raise _Other
+    return data[pos:end].decode(), end
+
+
+def _read_optional_string(data: bytes, pos: int) -> tuple[str | None, int]:
+    """["null", "string"], the most common field: no call for the null."""
+    tag = data[pos]
+    if tag == 0:
+        return None, pos + 1
+    if tag != 2:
+        raise _Other
+    return _read_string(data, pos + 1)
+
+
+def _read_timestamp_millis(data: bytes, pos: int) -> tuple[datetime, int]:
+    """fastavro's read_timestamp_millis: the epoch (UTC) + the milliseconds, an aware datetime."""
+    ms, pos = read_long(data, pos)
+    return EPOCH + timedelta(microseconds=ms * 1000), pos
+
+
+def _read_null(data: bytes, pos: int) -> tuple[None, int]:
+    return None, pos
+
+
+_READERS = {("string", None): _read_string, ("long", None): read_long, ("null", None): _read_null,
+            ("long", "timestamp-millis"): _read_timestamp_millis}
+
+
+def _reader(schema) -> Reader:
+    if isinstance(schema, list):
+        return _read_union(schema)
+    if isinstance(schema, dict) and schema.get("type") == "map":
+        return _read_map(_reader(schema["values"]))
+    kind, logical = (schema, None) if isinstance(schema, str) else (schema.get("type"), schema.get("logicalType"))
+    try:
+        return _READERS[(kind, logical)]
+    except (KeyError, TypeError):
+        raise _Other(schema) from None
+
+
+def _read_union(branches: list) -> Reader:
+    if branches == ["null", "string"]:
+        return _read_optional_string
+    readers = [_reader(branch) for branch in branches]
+
+    def read(data: bytes, pos: int) -> tuple:
+        index, pos = read_long(data, pos)
+        if not 0 <= index < len(readers):
+            raise _Other
+        return readers[index](data, pos)
+    return read
+
+
+def _read_map(read_value: Reader) -> Reader:
+    def read(data: bytes, pos: int) -> tuple[dict, int]:
+        out = {}
+        count, pos = read_long(data, pos)
+        while count:
+            if count < 0:  # a block with its size in bytes: rare, fastavro's
+                raise _Other
+            for _ in range(count):
+                key, pos = _read_string(data, pos)
+                out[key], pos = read_value(data, pos)
+            count, pos = read_long(data, pos)
+        return out, pos
+    return read
