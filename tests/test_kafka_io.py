@@ -84,3 +84,13 @@ def test_known_partitions():
     assert murmur2(b"a-little-bit-longer-string") == 0xFFFFFFFF & -1486304829
     assert murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") == 0xFFFFFFFF & -58897971
     assert murmur2(b"abc") == 0xFFFFFFFF & 479470107
+
+
+def test_kept_json_is_orjsons_bytes():
+    import orjson
+
+    from streams.kafka_io import json_key, kept_json
+
+    for value in ("r-1", "Malmö", {"v": 1, "seg": {"location": "Malmö"}, "ps": None}, [1, 2.5, True], 7):
+        assert kept_json(value) == orjson.dumps(value) and type(kept_json(value)) is bytes
+    assert json_key("r-ä") == orjson.dumps("r-ä") == '"r-ä"'.encode()
