@@ -248,23 +248,33 @@ def read_long(data: bytes, pos: int) -> tuple[int, int]:
 
 def _read_string(data: bytes, pos: int) -> tuple[str, int]:
     size = data[pos]
-    if size < 0x80:  # a length below 64: one byte, even (odd would be negative)
-        size, pos = size >> 1 if not size & 1 else -1, pos + 1
+    if size < 0x80 and not size & 1:  # a length below 64: one byte, even (odd would be negative)
+        pos += 1
+        end = pos + (size >> 1)
     else:
         size, pos = read_long(data, pos)
-    end = pos + size
-    if size < 0 or end > len(data):
+        end = pos + size
+        if size < 0:
+            raise _Other
+    if end > len(data):
         raise _Other
     return data[pos:end].decode(), end
 
 
 def _read_optional_string(data: bytes, pos: int) -> tuple[str | None, int]:
-    """["null", "string"], the most common field: no call for the null."""
+    """["null", "string"], the most common field: one call."""
     tag = data[pos]
     if tag == 0:
         return None, pos + 1
     if tag != 2:
         raise _Other
+    size = data[pos + 1]
+    if size < 0x80 and not size & 1:  # as _read_string
+        pos += 2
+        end = pos + (size >> 1)
+        if end > len(data):
+            raise _Other
+        return data[pos:end].decode(), end
     return _read_string(data, pos + 1)
 
 
