@@ -19,6 +19,10 @@ itself would take them as local time).  On the way out, fastavro returns
 timezone-aware UTC ``datetime`` objects.  Enums are plain strings, maps dicts.
 
 All failures raise :class:`CodecError` with a machine-readable ``reason``.
+
+Records of plain schemas are encoded and decoded by a writer / reader prepared once per schema
+(``schemas/compiled.py``: fastavro's bytes and fastavro's dicts, in less time); fastavro handles every other
+record, every record written with an older schema version, and every unusual input (and raises on bad ones).
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from fastavro.schema import parse_schema
 from fastavro.validation import validate as _validate
 
 from . import catalog as _catalog
+from .compiled import record_reader, record_writer
 from .registry import ENV_REGISTRY_URL, RegistryError, SchemaRegistryClient
 
 TRIGGER_EVENT = "io.npsflow.TriggerEvent"
@@ -70,23 +75,25 @@ class CodecError(Exception):
 
 
 class _Writer:
-    __slots__ = ("subject", "schema_id", "header", "parsed", "ts_fields")
+    __slots__ = ("subject", "schema_id", "header", "parsed", "ts_fields", "fast")
 
-    def __init__(self, subject, schema_id, parsed, ts_fields):
+    def __init__(self, subject, schema_id, parsed, ts_fields, fast=None):
         self.subject = subject
         self.schema_id = schema_id
         self.header = _HEADER.pack(MAGIC_BYTE, schema_id)
         self.parsed = parsed
         self.ts_fields = ts_fields
+        self.fast = fast          # schemas.compiled.record_writer of the schema, or None
 
 
 class _Reader:
-    __slots__ = ("subject", "writer", "reader")
+    __slots__ = ("subject", "writer", "reader", "fast")
 
-    def __init__(self, subject, writer, reader):
+    def __init__(self, subject, writer, reader, fast=None):
         self.subject = subject    # record full name of the writer schema (None if not a record)
         self.writer = writer      # parsed writer schema
         self.reader = reader      # parsed current reader schema, or None when identical to writer
+        self.fast = fast          # schemas.compiled.record_reader of the writer (= current) schema, or None
 
 
 def _parse(schema: dict):
@@ -172,10 +179,14 @@ class AvroCodec:
         else:
             sid = cur.id
         parsed = self._reader_schema(subject)
-        w = _Writer(subject, sid, parsed, _ts_fields(cur.schema))
-        self._readers.setdefault(sid, _Reader(subject, parsed, None))
+        w = _Writer(subject, sid, parsed, _ts_fields(cur.schema), record_writer(cur.schema))
+        self._readers.setdefault(sid, self._current_reader(subject))
         self._writers[name] = self._writers[subject] = w
         return w
+
+    def _current_reader(self, subject: str) -> _Reader:
+        """The reader of data written with the subject's current schema (no resolution needed)."""
+        return _Reader(subject, self._reader_schema(subject), None, record_reader(self._current[subject].schema))
 
     def schema_id(self, subject: str) -> int:
         """Id written by :meth:`encode` for *subject* (registers it in registry mode)."""
@@ -207,7 +218,7 @@ class AvroCodec:
             subject, fp, writer = v.subject, v.fingerprint, None
         cur = self._current.get(subject)
         if cur is not None and fp == cur.fingerprint:
-            r = _Reader(subject, self._reader_schema(subject), None)
+            r = self._current_reader(subject)
         else:
             if writer is None:
                 writer = _parse(self._by_catalog_id[sid].schema)
@@ -219,6 +230,10 @@ class AvroCodec:
     def encode(self, subject: str, record: dict) -> bytes:
         """Encode *record* with the current schema of *subject* (full or short record name)."""
         w = self._writers.get(subject) or self._writer(subject)
+        if w.fast is not None and not self.validate:
+            body = w.fast(record)  # None: a record outside its exact-type path, encoded by fastavro below
+            if body is not None:
+                return w.header + body
         rec = record
         try:
             for f in w.ts_fields:
@@ -258,6 +273,10 @@ class AvroCodec:
         r = self._readers.get(sid) or self._resolve_reader(sid)
         if expected is not None and r.subject != expected and r.subject != self._names.get(expected):
             raise CodecError(UNEXPECTED_SCHEMA, f"expected {expected}, got {r.subject} (schema id {sid})")
+        if r.fast is not None:
+            rec = r.fast(data, 5)  # None: anything unusual, read (or refused) by fastavro below
+            if rec is not None:
+                return rec
         fo = BytesIO(data)
         fo.seek(5)
         try:

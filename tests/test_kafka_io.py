@@ -4,8 +4,10 @@ what did not land yet — the order the exactness of classify and windows relies
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streams.kafka_io import BatchOutput, partition_for
+from streams.kafka_io import BatchOutput, murmur2, partition_for
 
 
 class Recording:
@@ -62,3 +64,33 @@ def test_partitions_are_the_default_partitioner_of_other_clients():
     keys = [b"", b"a", b"r-1", b"acme|c-17", "Malmö".encode(), bytes(range(40))]
     for n in (1, 6, 7, 100):
         assert [partition_for(k, n) for k in keys] == [(murmur2(k) & 0x7FFFFFFF) % n for k in keys]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=200))
+def test_murmur2_is_aiokafkas(key):
+    """partition_for must pick the partition every other client picks: the local murmur2 is aiokafka's."""
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+
+    assert murmur2(key) == aiokafka_murmur2(key)
+    assert partition_for(key, 6) == (aiokafka_murmur2(key) & 0x7FFFFFFF) % 6
+
+
+def test_known_partitions():
+    """Values of the Java client's murmur2 (its unit tests: Utils.murmur2 of these strings)."""
+    assert murmur2(b"21") == 0xFFFFFFFF & -973932308
+    assert murmur2(b"foobar") == 0xFFFFFFFF & -790332482
+    assert murmur2(b"a-little-bit-long-string") == 0xFFFFFFFF & -985981536
+    assert murmur2(b"a-little-bit-longer-string") == 0xFFFFFFFF & -1486304829
+    assert murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") == 0xFFFFFFFF & -58897971
+    assert murmur2(b"abc") == 0xFFFFFFFF & 479470107
+
+
+def test_kept_json_is_orjsons_bytes():
+    import orjson
+
+    from streams.kafka_io import json_key, kept_json
+
+    for value in ("r-1", "Malmö", {"v": 1, "seg": {"location": "Malmö"}, "ps": None}, [1, 2.5, True], 7):
+        assert kept_json(value) == orjson.dumps(value) and type(kept_json(value)) is bytes
+    assert json_key("r-ä") == orjson.dumps("r-ä") == '"r-ä"'.encode()
