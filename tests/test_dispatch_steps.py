@@ -289,3 +289,24 @@ def test_deliver_a_response_cancels_the_reminder_and_the_schedule_never_reuses_a
     batch = deliver_batch(b, store)
     batch.schedule(0, "send", "x", 0)
     assert batch.state.changes["Q|0|1000000000001"][1] == [["send", "x"]]
+
+
+def test_deliver_schedule_appends_to_a_bucket_once_per_item_across_flushes():
+    """A batch reads a bucket once and appends to it (an index of its items): the same bucket contents as a
+    fresh read and a linear search per item — the stored items kept, repeats ignored, flushes in between."""
+    b = book()
+    store = Store({"L|0": 10, "Q|0|20": [["forget", "old"], ["send", "a-1"]]})
+    batch = deliver_batch(b, store)
+    expected = [["forget", "old"], ["send", "a-1"]]
+    for i in range(300):
+        for what, inv_id in (("forget", f"a-{i}"), ("send", f"a-{i}"), ("forget", f"a-{i // 2}")):
+            batch.schedule(20 * 5000, what, inv_id, 0)
+            if [what, inv_id] not in expected:
+                expected.append([what, inv_id])
+        if i % 97 == 0:
+            store.apply(batch.state)  # a flush: the next changes stage the whole bucket again
+    store.apply(batch.state)
+    assert store["Q|0|20"] == expected
+    batch.schedule(0, "send", "late", 0)  # a slot the timer has emitted: into the first one it has not
+    store.apply(batch.state)
+    assert store["Q|0|11"] == [["send", "late"]]
