@@ -430,6 +430,45 @@ async def test_outbox_email_writes_the_same_message_the_smtp_channel_sends(tmp_p
     assert not email.message_from_bytes(path.read_bytes(), policy=policy.default)["Subject"].startswith("Påminnelse:")
 
 
+async def test_outbox_writes_a_gathered_chunk_in_one_thread_hop_each_file_the_message_it_built(tmp_path,
+                                                                                                 monkeypatch):
+    from sinks.channels import outbox as outbox_module
+
+    groups, write_files = [], outbox_module.write_files
+
+    def counted(files):
+        groups.append(len(files))
+        return write_files(files)
+
+    monkeypatch.setattr(outbox_module, "write_files", counted)
+    outbox = OutboxChannel(tmp_path, "email", clock=lambda: NOW)
+    invitations = [invitation(invitation_id=f"inv-{i}", reminder=i % 5 == 0) for i in range(40)]
+    results = await asyncio.gather(*(outbox.send(inv) for inv in invitations))
+    assert groups == [40]  # one thread hop for the whole chunk (was one per file)
+    folder = tmp_path / "outbox" / "email"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{inv.delivery_id}.eml" for inv in invitations)
+    for inv, result in zip(invitations, results):
+        built = outbox.templates.build(inv, NOW)  # the same template (and boundary): the very same bytes
+        assert (folder / f"{inv.delivery_id}.eml").read_bytes() == built.data
+        assert (result.status, result.provider_id, result.attempts) == ("sent", built.message_id, 1)
+    assert (await outbox.send(invitation(invitation_id="inv-1"))).status == "sent"  # a later send: a new group
+    assert groups == [40, 1]
+
+
+async def test_outbox_a_file_that_cannot_be_written_fails_only_its_own_send(tmp_path):
+    outbox = OutboxChannel(tmp_path, "email", clock=lambda: NOW)
+    folder = tmp_path / "outbox" / "email"
+    (folder / "inv-3.eml").mkdir(parents=True)  # a directory in the way: the rename onto it fails
+    invitations = [invitation(invitation_id=f"inv-{i}") for i in range(8)]
+    results = await asyncio.gather(*(outbox.send(inv) for inv in invitations))
+    assert [(r.status, r.reason) for r in results] == [
+        ("failed", "outbox_write_failed") if i == 3 else ("sent", None) for i in range(8)]
+    assert results[3].detail == "IsADirectoryError" and results[3].attempts == 1
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"inv-{i}.eml" for i in range(8))  # no temp files
+    assert all((folder / f"inv-{i}.eml").read_bytes() == outbox.templates.build(invitations[i], NOW).data
+               for i in range(8) if i != 3)
+
+
 async def test_outbox_sms_line_is_written_once_per_invitation(tmp_path):
     outbox = OutboxChannel(tmp_path, "sms", costs=ChannelCosts(sms=0.15, currency="EUR"))
     first = await outbox.send(invitation())
