@@ -83,6 +83,7 @@ class DispatchBook:
     link_ttl: timedelta = timedelta(days=30)
     _rules: dict = field(default_factory=dict)
     _opted_out: dict = field(default_factory=dict)
+    _wording: dict = field(default_factory=dict)  # (org, program, locale) → texts and branding (``wording``)
 
     def opted_out_keys(self, org_id: str) -> frozenset[str]:
         """The contact keys of the org's opt-out list (stage 2 knows contacts only by their key)."""
@@ -259,7 +260,6 @@ class DispatchBook:
 
     def channel_invitation(self, inv: Mapping[str, Any], *, reminder: bool = False):
         """What the channel needs to deliver this invitation (or its reminder): addresses, texts, links."""
-        from npsflow.programs import branding, texts
         from sinks.channels.base import Invitation
 
         found = self.found(inv["org"], inv["program"])
@@ -267,23 +267,39 @@ class DispatchBook:
             raise LookupError(f"organization {inv['org']!r} / program {inv['program']!r} is no longer configured")
         org, program = found
         expires = from_ms(inv["expires_at"])
-        key = link_key(self.secret)
         if inv["channel"] == "sms":
-            url = links.short_survey_url(self.survey_url, inv["inv"], expires, key, LINK_KEY_ID)
+            url = links.short_survey_url(self.survey_url, inv["inv"], expires, link_key(self.secret), LINK_KEY_ID)
         else:
-            url = links.survey_url(self.survey_url, links.sign_token(inv["inv"], expires, key, LINK_KEY_ID))
-        brand = branding(org, inv["locale"])
-        words = texts(org, inv["locale"], program)
+            url = links.survey_url(self.survey_url, self.signer.sign(inv["inv"], expires))
+        words, brand = self.wording(org, program, inv["locale"])
+        to = inv.get("to") or {}
         return Invitation(
             invitation_id=inv["inv"], org_id=org.id, org_name=brand["name"], locale=inv["locale"],
-            to_email=(inv.get("to") or {}).get("email"), to_phone=(inv.get("to") or {}).get("phone"),
-            survey_url=url, score_urls=links.one_click_urls(self.survey_url, inv["inv"], expires, key, LINK_KEY_ID),
-            texts=words,
-            branding={"name": brand["name"], "logo_url": brand.get("logo_url"), "colors": brand.get("colors") or {},
-                      "sender_name": brand.get("sender_name"), "sender_email": brand.get("sender_email"),
-                      "sms_sender": brand.get("sms_sender_id")},
-            reminder=reminder, contact_ref=(inv.get("to") or {}).get("contact_id"),
-            campaign=(inv.get("segment") or {}).get("campaign"))
+            to_email=to.get("email"), to_phone=to.get("phone"), survey_url=url,
+            score_urls=self.signer.one_click_urls(self.survey_url, inv["inv"], expires),
+            texts=dict(words), branding={**brand, "colors": dict(brand["colors"])},  # copies: the cache's stay
+            reminder=reminder, contact_ref=to.get("contact_id"), campaign=(inv.get("segment") or {}).get("campaign"))
+
+    @cached_property
+    def signer(self) -> links.TokenSigner:
+        """The survey-link signer (``link_key``): its key prepared once, not per token."""
+        return links.TokenSigner(link_key(self.secret), LINK_KEY_ID)
+
+    def wording(self, org, program, locale: str) -> tuple[dict, dict]:
+        """The texts and the channel branding of (org, program, locale), computed once per worker — again only
+        when the programs object names other org or program objects (the programs never change while a
+        worker runs; tests may swap them)."""
+        key = (org.id, program.id, locale)
+        cached = self._wording.get(key)
+        if cached is None or cached[0] is not org or cached[1] is not program:
+            from npsflow.programs import branding, texts
+
+            brand = branding(org, locale)
+            cached = self._wording[key] = (org, program, texts(org, locale, program), {
+                "name": brand["name"], "logo_url": brand.get("logo_url"), "colors": brand.get("colors") or {},
+                "sender_name": brand.get("sender_name"), "sender_email": brand.get("sender_email"),
+                "sms_sender": brand.get("sms_sender_id")})
+        return cached[2], cached[3]
 
     def cost(self, inv: Mapping[str, Any], result) -> tuple[float | None, str | None]:
         """The program's price for the channel when it names one (per message), else the channel's own."""

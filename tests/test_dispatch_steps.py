@@ -310,3 +310,36 @@ def test_deliver_schedule_appends_to_a_bucket_once_per_item_across_flushes():
     batch.schedule(0, "send", "late", 0)  # a slot the timer has emitted: into the first one it has not
     store.apply(batch.state)
     assert store["Q|0|11"] == [["send", "late"]]
+
+
+def test_channel_invitation_is_what_it_was_before_its_parts_were_cached():
+    """Links signed with the prepared key and the (org, program, locale) texts and branding computed once: the
+    very Invitation the uncached code built, and each one with dicts of its own."""
+    from npsflow.programs import branding, texts
+    from sinks.channels.base import Invitation
+    from streams import links
+    from streams.dispatch import LINK_KEY_ID, link_key
+    from streams.responses import from_ms
+
+    b = book()
+    for i, (channel, locale, reminder) in enumerate([("email", "fi", False), ("email", "sv", True),
+                                                     ("sms", "fi", False), ("email", "fi", True)]):
+        command = {**invite_command(b, i), "channel": channel, "locale": locale}
+        command["to"]["phone"] = "+358401234567"
+        org, program = b.found(command["org"], command["program"])
+        expires, key = from_ms(command["expires_at"]), link_key(SECRET)
+        url = (links.short_survey_url(b.survey_url, command["inv"], expires, key, LINK_KEY_ID) if channel == "sms"
+               else links.survey_url(b.survey_url, links.sign_token(command["inv"], expires, key, LINK_KEY_ID)))
+        brand = branding(org, locale)
+        expected = Invitation(
+            invitation_id=command["inv"], org_id="acme", org_name=brand["name"], locale=locale,
+            to_email=command["to"]["email"], to_phone="+358401234567", survey_url=url,
+            score_urls=links.one_click_urls(b.survey_url, command["inv"], expires, key, LINK_KEY_ID),
+            texts=texts(org, locale, program),
+            branding={"name": brand["name"], "logo_url": brand.get("logo_url"), "colors": brand.get("colors") or {},
+                      "sender_name": brand.get("sender_name"), "sender_email": brand.get("sender_email"),
+                      "sms_sender": brand.get("sms_sender_id")},
+            reminder=reminder, contact_ref=command["to"]["contact_id"], campaign=None)
+        first, second = (b.channel_invitation(command, reminder=reminder) for _ in range(2))
+        assert first == expected == second
+        assert first.texts is not second.texts and first.branding["colors"] is not second.branding["colors"]
