@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The pure dispatch steps without Kafka: µs per trigger of stage 1 and per mail of the deliver stage.
 
-    .venv/bin/python bench/dispatch_steps_speed.py [--count 20000] [--profile]
+    .venv/bin/python bench/dispatch_steps_speed.py [--count 20000] [--repeat 3] [--profile]
 
 What ``bench/dispatch_throughput.py --orgs 1`` makes one worker do, minus Kafka and Faust: the same programs
 file (one org, one e-mail program, no cap), the same pre-encoded TriggerEvents, every trigger a new contact.
@@ -13,7 +13,8 @@ file (one org, one e-mail program, no cap), the same pre-encoded TriggerEvents, 
   ``Invitation`` with its signed links (``DispatchBook.channel_invitation``), the outbox channel (``.eml`` files
   in a temp dir, as in the worker), ``finish``, and the dispatch records encoded (Avro).
 
-A benchmark, not a test: it prints µs per item and a JSON line. ``--profile`` prints cProfile's top functions.
+A benchmark, not a test: it prints µs per item (wall, and CPU of the thread running the steps: the worker's event
+loop) as the best of ``--repeat`` runs, and a JSON line. ``--profile`` prints cProfile's top functions.
 """
 
 from __future__ import annotations
@@ -110,38 +111,51 @@ async def deliver_all(book: DispatchBook, invites: list[bytes], channel, now: da
     return sent
 
 
-def timed(what, *args) -> tuple[float, object]:
-    started = time.perf_counter()
+def timed(what, *args) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds of this thread, result): the CPU figure is what the worker's event loop pays,
+    and holds up better than the wall clock on a machine shared with other runs."""
+    started, cpu = time.perf_counter(), time.thread_time()
     result = what(*args)
-    return time.perf_counter() - started, result
+    return time.perf_counter() - started, time.thread_time() - cpu, result
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--count", type=int, default=20000)
-    ap.add_argument("--profile", action="store_true")
-    args = ap.parse_args()
+def run(items: list, now: datetime, profiler) -> dict:
     book = DispatchBook(parse_programs(programs_yaml(1)), SECRET, "https://nps.example.com/s")
-    items = payloads(args.count, 1)
-    now = datetime.now(timezone.utc)
     home = Path(tempfile.mkdtemp(prefix="npsflow-steps-bench-"))
-    profiler = cProfile.Profile() if args.profile else None
     try:
         channel = OutboxChannel(home, "email")
         if profiler:
             profiler.enable()
-        decide_s, invites = timed(decide_all, book, items, now)
-        deliver_s, sent = timed(lambda: asyncio.run(deliver_all(book, invites, channel, now)))
+        decide_s, decide_cpu, invites = timed(decide_all, book, items, now)
+        deliver_s, deliver_cpu, sent = timed(lambda: asyncio.run(deliver_all(book, invites, channel, now)))
         if profiler:
             profiler.disable()
         files = len(list((home / "outbox" / "email").glob("*.eml")))
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    result = {"count": args.count, "invites": len(invites), "sent": sent, "files": files,
-              "decide_us": round(decide_s / args.count * 1e6, 1), "decide_rps": round(args.count / decide_s),
-              "deliver_us": round(deliver_s / max(1, sent) * 1e6, 1), "deliver_rps": round(sent / deliver_s)}
-    print(f"decide {result['decide_us']} µs/trigger ({result['decide_rps']}/s), deliver {result['deliver_us']} "
-          f"µs/mail ({result['deliver_rps']}/s), {files} files", file=sys.stderr)
+    n = len(items)
+    return {"invites": len(invites), "sent": sent, "files": files,
+            "decide_us": round(decide_s / n * 1e6, 1), "decide_cpu_us": round(decide_cpu / n * 1e6, 1),
+            "deliver_us": round(deliver_s / max(1, sent) * 1e6, 1),
+            "deliver_cpu_us": round(deliver_cpu / max(1, sent) * 1e6, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=20000)
+    ap.add_argument("--repeat", type=int, default=3, help="runs; the best of each figure is reported")
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    items = payloads(args.count, 1)
+    profiler = cProfile.Profile() if args.profile else None
+    runs = [run(items, datetime.now(timezone.utc), profiler) for _ in range(1 if args.profile else args.repeat)]
+    result = {"count": args.count, "runs": len(runs), **{k: min(r[k] for r in runs) for k in runs[0]
+                                                       if k.endswith("_us")}, "sent": runs[-1]["sent"],
+              "files": runs[-1]["files"]}
+    result.update(decide_rps=round(1e6 / result["decide_us"]), deliver_rps=round(1e6 / result["deliver_us"]))
+    print(f"best of {len(runs)}: decide {result['decide_us']} µs/trigger ({result['decide_cpu_us']} CPU), deliver "
+          f"{result['deliver_us']} µs/mail ({result['deliver_cpu_us']} CPU of the loop's thread), "
+          f"{result['files']} files", file=sys.stderr)
     if profiler:
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(35)
     print(json.dumps(result))
