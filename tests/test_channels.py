@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from aiosmtpd.controller import Controller
 
 from sinks.channels import (Channel, ChannelCosts, EmailChannel, Invitation, NewsletterChannel, OutboxChannel,
@@ -400,6 +402,28 @@ def test_sms_segments_never_split_an_escape_sequence():
     # 152 septets then '€' (2): 154 > 153 in a concatenated message, so '€' opens part 2
     assert sms_segments("a" * 152 + "€" + "a" * 152) == 3
     assert sms_segments("a" * 151 + "€" + "a" * 153) == 2
+
+
+def _http_url_by_urlsplit(url: object) -> bool:
+    """The check as it was: urlsplit for every URL."""
+    if not isinstance(url, str) or not url:
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(["", "http://", "https://", "HTTPS://", "http:/", " https://", "\thttp://", "ftp://",
+                        "https:", "http://[::1]", "https://[", "h\nttps://"]),
+       st.text(alphabet="ab.:/?#[]@ \t\r\n\x00\x7fåÅ%=-_~1", max_size=12))
+def test_the_fast_http_url_check_answers_like_urlsplit(prefix, rest):
+    from sinks.channels.base import _http_url
+
+    url = prefix + rest
+    assert _http_url(url) == _http_url_by_urlsplit(url), url
 
 
 # --- outbox and newsletter -------------------------------------------------------------------------------
