@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from aiosmtpd.controller import Controller
 
@@ -424,6 +424,29 @@ def test_the_fast_http_url_check_answers_like_urlsplit(prefix, rest):
 
     url = prefix + rest
     assert _http_url(url) == _http_url_by_urlsplit(url), url
+
+
+_BODY_CHARS = st.text(alphabet="ab. \t=å\r\n-", max_size=90)
+_BODY = st.lists(st.one_of(_BODY_CHARS, st.integers(0, 10)), max_size=12)
+_LINK_TEXT = st.text(alphabet="hts:/.=?&ab9 ", min_size=1, max_size=120)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_BODY, st.lists(_LINK_TEXT, min_size=11, max_size=11), st.booleans())
+@example(["x ", 0, "\n" + "a" * 100], ["https://l/0"] * 11, False)  # a long last line without a line end
+@example(["x\n" + "a" * 70 + " ", 1, " " + "b" * 40], ["https://l/=1"] * 11, False)
+@example([0, "\r\n.\r\n", 1, " \n.", 2, "=\t"], ["https://l/ 2."] * 11, False)
+def test_a_quoted_body_encodes_like_quoted_printable_of_the_whole_body(items, links, break_a_link):
+    """Link-free lines encoded once, the lines with links per message: the same bytes as b2a_qp of the whole
+    body with the links filled in (soft breaks, trailing blanks, dots, '=' and non-ASCII across run edges)."""
+    from sinks.channels.email import _LINK, QuotedBody, _fill, _pieces
+
+    rendered = "".join(_LINK.format(i) if isinstance(i, int) else i for i in items)
+    if break_a_link:
+        links = [*links[:10], links[10] + "\n x"]  # never a signed link: the whole body encoded at once
+    body = QuotedBody(rendered)
+    whole = _fill(_pieces(rendered.replace("\r\n", "\n").replace("\n", "\r\n")), links)
+    assert body.fill(links) == whole
 
 
 # --- outbox and newsletter -------------------------------------------------------------------------------

@@ -122,14 +122,50 @@ _PART_HEAD = b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encodi
 
 
 def _pieces(rendered: str) -> list:
-    """A rendered template split at its link placeholders: text, link index, text, … (CRLF line ends)."""
-    parts = _LINKS.split(rendered.replace("\r\n", "\n").replace("\n", "\r\n"))
+    """A rendered template split at its link placeholders: text, link index, text, …"""
+    parts = _LINKS.split(rendered)
     return [int(p) if i % 2 else p for i, p in enumerate(parts)]
 
 
 def _fill(pieces: list, links: list[str]) -> bytes:
     body = "".join(links[p] if isinstance(p, int) else p for p in pieces)
     return binascii.b2a_qp(body.encode("utf-8"), istext=True)
+
+
+def _runs(text: str) -> list[tuple[bool, str]]:
+    """``text`` (CRLF line ends) as runs of whole lines, (has a link placeholder, the lines): consecutive lines of
+    one kind together; a last line without CRLF joins the run before it (which then has a link if it has one)."""
+    parts = text.split("\r\n")
+    lines = [p + "\r\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    runs: list[list] = []
+    for line in lines:
+        linked = _LINKS.search(line) is not None
+        if runs and (runs[-1][0] == linked or not line.endswith("\r\n")):
+            runs[-1][0] = runs[-1][0] or linked
+            runs[-1][1] += line
+        else:
+            runs.append([linked, line])
+    return [(linked, lines) for linked, lines in runs]
+
+
+class QuotedBody:
+    """A body template (a rendered template with link placeholders) as quoted-printable: the runs of whole lines
+    without a link are encoded once, a message encodes only the lines with its links. ``binascii.b2a_qp`` works
+    line by line — a line's encoding depends on that line alone (its length, its last characters), and the line
+    end style on the first line end, CRLF in every run here — so the runs' encodings joined are the encoding of
+    the whole body (tests/test_channels.py checks it against ``_fill``). A link with a line break in it (never a
+    signed link) makes the whole body be encoded at once, as before."""
+
+    def __init__(self, rendered: str) -> None:
+        text = rendered.replace("\r\n", "\n").replace("\n", "\r\n")
+        self.pieces = _pieces(text)
+        self.parts = [_pieces(lines) if linked else binascii.b2a_qp(lines.encode("utf-8"), istext=True)
+                      for linked, lines in _runs(text)]
+
+    def fill(self, links: list[str]) -> bytes:
+        if any("\n" in link or "\r" in link for link in links):
+            return _fill(self.pieces, links)
+        return b"".join(part if isinstance(part, bytes) else _fill(part, links) for part in self.parts)
 
 
 class MailTemplate:
@@ -150,8 +186,8 @@ class MailTemplate:
         self.tail = (b"Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative;"
                      b' boundary="' + self.boundary + b'"\r\nContent-Language: '
                      + render.one_line(inv.locale or "en").encode("ascii", "replace") + b"\r\n\r\n")
-        self.text = _pieces(render.render_text(sample))
-        self.html = _pieces(render.render_html(sample))
+        self.text = QuotedBody(render.render_text(sample))
+        self.html = QuotedBody(render.render_html(sample))
 
     def message(self, inv: Invitation, now: datetime) -> WireMessage:
         to = inv.to_email.strip()
@@ -166,8 +202,8 @@ class MailTemplate:
         html_links = [str(escape(u)) for u in inv.score_urls]
         boundary = b"--" + self.boundary
         data = b"".join([*headers, self.tail, boundary, b"\r\n", _PART_HEAD % b"plain",
-                         _fill(self.text, list(inv.score_urls)), b"\r\n", boundary, b"\r\n", _PART_HEAD % b"html",
-                         _fill(self.html, html_links), b"\r\n", boundary, b"--\r\n"])
+                         self.text.fill(list(inv.score_urls)), b"\r\n", boundary, b"\r\n", _PART_HEAD % b"html",
+                         self.html.fill(html_links), b"\r\n", boundary, b"--\r\n"])
         return WireMessage(data, mid, self.sender, (to,))
 
 
