@@ -426,9 +426,10 @@ def test_the_fast_http_url_check_answers_like_urlsplit(prefix, rest):
     assert _http_url(url) == _http_url_by_urlsplit(url), url
 
 
-_BODY_CHARS = st.text(alphabet="ab. \t=å\r\n-", max_size=90)
+_BODY_CHARS = st.text(alphabet="ab. \t=å\r\n-~^", max_size=90)
 _BODY = st.lists(st.one_of(_BODY_CHARS, st.integers(0, 10)), max_size=12)
-_LINK_TEXT = st.text(alphabet="hts:/.=?&ab9 ", min_size=1, max_size=120)
+_LINK_TEXT = st.one_of(st.text(alphabet="hts:/.=?&ab9 ", min_size=1, max_size=120),  # "=", " ": encoded
+                       st.text(alphabet="hts:/.?&ab9-_~^", min_size=1, max_size=120))  # copied as they are
 
 
 @settings(max_examples=1500, deadline=None)
@@ -436,9 +437,14 @@ _LINK_TEXT = st.text(alphabet="hts:/.=?&ab9 ", min_size=1, max_size=120)
 @example(["x ", 0, "\n" + "a" * 100], ["https://l/0"] * 11, False)  # a long last line without a line end
 @example(["x\n" + "a" * 70 + " ", 1, " " + "b" * 40], ["https://l/=1"] * 11, False)
 @example([0, "\r\n.\r\n", 1, " \n.", 2, "=\t"], ["https://l/ 2."] * 11, False)
+@example(["a" * 60, 0, "b" * 30, 0, 1, "\n" + "c" * 75, 2, ".\n"], [f"https://l/{'x' * i}" for i in range(11)],
+         False)  # soft breaks inside links and between two of them
+@example(["~^`|!*$@#%&;:?_{} " * 5, 0, "\n"], ["https://l/a"] * 11, False)  # no mark left: encoded with the links
+@example(["x\n", 0, "\n", 1], [".", "."] + ["https://l/a"] * 9, False)  # a lone "." on a line is encoded
 def test_a_quoted_body_encodes_like_quoted_printable_of_the_whole_body(items, links, break_a_link):
-    """Link-free lines encoded once, the lines with links per message: the same bytes as b2a_qp of the whole
-    body with the links filled in (soft breaks, trailing blanks, dots, '=' and non-ASCII across run edges)."""
+    """The body encoded once per combination of link lengths, the links' characters put in their places: the
+    same bytes as b2a_qp of the body with the links in it (soft breaks inside and between links, trailing blanks,
+    dots, '=' and non-ASCII next to them); links b2a_qp would change are encoded with the body."""
     from sinks.channels.email import _LINK, QuotedBody, _fill, _pieces
 
     rendered = "".join(_LINK.format(i) if isinstance(i, int) else i for i in items)

@@ -132,40 +132,66 @@ def _fill(pieces: list, links: list[str]) -> bytes:
     return binascii.b2a_qp(body.encode("utf-8"), istext=True)
 
 
-def _runs(text: str) -> list[tuple[bool, str]]:
-    """``text`` (CRLF line ends) as runs of whole lines, (has a link placeholder, the lines): consecutive lines of
-    one kind together; a last line without CRLF joins the run before it (which then has a link if it has one)."""
-    parts = text.split("\r\n")
-    lines = [p + "\r\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-    runs: list[list] = []
-    for line in lines:
-        linked = _LINKS.search(line) is not None
-        if runs and (runs[-1][0] == linked or not line.endswith("\r\n")):
-            runs[-1][0] = runs[-1][0] or linked
-            runs[-1][1] += line
-        else:
-            runs.append([linked, line])
-    return [(linked, lines) for linked, lines in runs]
+_LITERAL_LINK = re.compile(r"[\x21-\x3c\x3e-\x7e]*[\x21-\x2d\x2f-\x3c\x3e-\x7e]")  # printable ASCII but "=",
+# not ending with "." (a lone "." on a line is encoded)
+_MARKS = "~^`|!*$@#%&;:?_{}"  # stand-ins for a link's characters: printable, never part of an encoding (=XX)
 
 
 class QuotedBody:
-    """A body template (a rendered template with link placeholders) as quoted-printable: the runs of whole lines
-    without a link are encoded once, a message encodes only the lines with its links. ``binascii.b2a_qp`` works
-    line by line — a line's encoding depends on that line alone (its length, its last characters), and the line
-    end style on the first line end, CRLF in every run here — so the runs' encodings joined are the encoding of
-    the whole body (tests/test_channels.py checks it against ``_fill``). A link with a line break in it (never a
-    signed link) makes the whole body be encoded at once, as before."""
+    """A body template (a rendered template with link placeholders) as quoted-printable, encoded once per
+    combination of link lengths. ``binascii.b2a_qp`` copies a link's characters as they are when they are
+    printable ASCII but ``=`` (and the link does not end in ``.``): where it puts soft line breaks and what it
+    encodes around them then depends on the links' lengths only, not on their characters. So the body is encoded
+    with each link character replaced by a mark character that does not occur in the template (``layout``), and
+    a message puts its links' characters in the marks' places. Any other link: the body is encoded with the links
+    in it (``_fill``, as before). tests/test_channels.py checks both against ``_fill``."""
 
     def __init__(self, rendered: str) -> None:
         text = rendered.replace("\r\n", "\n").replace("\n", "\r\n")
         self.pieces = _pieces(text)
-        self.parts = [_pieces(lines) if linked else binascii.b2a_qp(lines.encode("utf-8"), istext=True)
-                      for linked, lines in _runs(text)]
+        self.order = self.pieces[1::2]  # the link numbers in the order they occur
+        self.mark = next((m for m in _MARKS if m not in text), None)
+        self.layouts: dict[tuple[int, ...], list] = {}
 
     def fill(self, links: list[str]) -> bytes:
-        if any("\n" in link or "\r" in link for link in links):
+        used = [links[n] for n in self.order]
+        if self.mark is None or not all(_LITERAL_LINK.fullmatch(link) for link in used):
             return _fill(self.pieces, links)
-        return b"".join(part if isinstance(part, bytes) else _fill(part, links) for part in self.parts)
+        lengths = tuple(map(len, used))
+        layout = self.layouts.get(lengths)
+        if layout is None:
+            layout = self.layouts[lengths] = self.layout(lengths)
+        chars = [link.encode("ascii") for link in used]
+        return b"".join(part if part.__class__ is bytes else chars[part[0]][part[1]:part[2]] for part in layout)
+
+    def layout(self, lengths: tuple[int, ...]) -> list:
+        """The body encoded with marks for the links: bytes, and (occurrence, start, end) where link characters go."""
+        marks = iter(self.mark * n for n in lengths)
+        encoded = _fill([next(marks) if isinstance(p, int) else p for p in self.pieces], [])
+        layout, occurrence, at = [], 0, 0
+        for text, is_mark in _split_runs(encoded, ord(self.mark)):
+            if not is_mark:
+                layout.append(text)
+                continue
+            for _ in range(len(text)):  # a run of marks may span the end of one link and the start of the next
+                while at == lengths[occurrence]:
+                    occurrence, at = occurrence + 1, 0
+                if layout and isinstance(layout[-1], tuple) and layout[-1][0] == occurrence:
+                    layout[-1] = (occurrence, layout[-1][1], at + 1)
+                else:
+                    layout.append((occurrence, at, at + 1))
+                at += 1
+        return layout
+
+
+def _split_runs(data: bytes, mark: int) -> list[tuple[bytes, bool]]:
+    """``data`` as runs of the ``mark`` byte and runs of anything else, in order."""
+    runs, start = [], 0
+    for i in range(1, len(data) + 1):
+        if i == len(data) or (data[i] == mark) != (data[start] == mark):
+            runs.append((data[start:i], data[start] == mark))
+            start = i
+    return runs
 
 
 class MailTemplate:
