@@ -455,6 +455,21 @@ def test_a_quoted_body_encodes_like_quoted_printable_of_the_whole_body(items, li
     assert body.fill(links) == whole
 
 
+def test_the_kept_date_header_is_format_datetime_of_every_instant():
+    from datetime import timedelta
+    from email.utils import format_datetime
+    from zoneinfo import ZoneInfo
+
+    from sinks.channels.email import DateHeader
+
+    header, helsinki = DateHeader(), ZoneInfo("Europe/Helsinki")
+    fold = datetime(2026, 10, 25, 3, 30, 15, tzinfo=helsinki)  # the repeated hour: the same wall clock twice
+    moments = [NOW, NOW.replace(microsecond=999_999), NOW + timedelta(seconds=1), NOW.replace(tzinfo=None),
+               NOW.astimezone(helsinki), NOW.astimezone(timezone(timedelta(hours=-3, seconds=7))),
+               fold, fold.replace(fold=1), fold, NOW.replace(tzinfo=None), NOW]
+    assert [header(m) for m in moments] == [format_datetime(m).encode("ascii") for m in moments]
+
+
 # --- outbox and newsletter -------------------------------------------------------------------------------
 
 async def test_outbox_email_writes_the_same_message_the_smtp_channel_sends(tmp_path, smtp):

@@ -194,6 +194,24 @@ def _split_runs(data: bytes, mark: int) -> list[tuple[bytes, bool]]:
     return runs
 
 
+class DateHeader:
+    """``format_datetime(now)`` as header bytes, kept for the second it names: the mails of a chunk are built within
+    the same second or two. The text depends on the wall-clock fields to the second and the UTC offset only."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.value = b""
+
+    def __call__(self, now: datetime) -> bytes:
+        key = (now.replace(microsecond=0, tzinfo=None, fold=0), now.utcoffset())
+        if key != self.key:
+            self.key, self.value = key, format_datetime(now).encode("ascii")
+        return self.value
+
+
+_date_header = DateHeader()
+
+
 class MailTemplate:
     """One pre-rendered invitation e-mail (an organization's texts and branding in one locale, reminder or not):
     the header block every message shares (From, Subject, …, encoded once) and both bodies split at the links."""
@@ -218,7 +236,7 @@ class MailTemplate:
     def message(self, inv: Invitation, now: datetime) -> WireMessage:
         to = inv.to_email.strip()
         mid = message_id(inv.delivery_id, self.domain)
-        headers = [self.head, b"To: ", to.encode("ascii"), b"\r\nDate: ", format_datetime(now).encode("ascii"),
+        headers = [self.head, b"To: ", to.encode("ascii"), b"\r\nDate: ", _date_header(now),
                    b"\r\nMessage-ID: ", mid.encode("ascii"), b"\r\n"]
         if self.unsubscribe:
             url = render.one_line(self.unsubscribe.replace("{invitation_id}", inv.invitation_id))
