@@ -4,6 +4,8 @@ what did not land yet — the order the exactness of classify and windows relies
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.kafka_io import BatchOutput, partition_for
 
@@ -62,3 +64,14 @@ def test_partitions_are_the_default_partitioner_of_other_clients():
     keys = [b"", b"a", b"r-1", b"acme|c-17", "Malmö".encode(), bytes(range(40))]
     for n in (1, 6, 7, 100):
         assert [partition_for(k, n) for k in keys] == [(murmur2(k) & 0x7FFFFFFF) % n for k in keys]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=80))
+def test_murmur2_gives_the_numbers_of_aiokafkas_and_kafka_pythons(data):
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+    from kafka.partitioner.default import murmur2 as kafka_python_murmur2
+
+    from streams.kafka_io import murmur2
+
+    assert murmur2(data) == aiokafka_murmur2(data) == kafka_python_murmur2(data)
