@@ -52,7 +52,7 @@ def invitation_id(org_id: str, event_id: str, secret: bytes, *, late: bool = Fal
     """20 lowercase base32 characters (100 bits) from HMAC(secret, org_id, event_id): safe in URLs and SMS.
     ``late``: the id of a decision about a trigger older than the event-id memory (see ``DispatchBook.decide``)."""
     digest = rules._mac(secret, "invitation-late" if late else "invitation", org_id, event_id)
-    return base64.b32encode(digest).decode("ascii")[:20].lower()
+    return base64.b32encode(digest[:15]).decode("ascii")[:20].lower()  # base32 works in 5-byte groups: 15 → 24
 
 
 def link_key(secret: bytes) -> bytes:
@@ -84,6 +84,7 @@ class DispatchBook:
     _rules: dict = field(default_factory=dict)
     _opted_out: dict = field(default_factory=dict)
     _wording: dict = field(default_factory=dict)  # (org, program, locale) → texts and branding (``wording``)
+    _locales: dict = field(default_factory=dict)  # (org, program, requested locale) → the locale (``locale``)
 
     def opted_out_keys(self, org_id: str) -> frozenset[str]:
         """The contact keys of the org's opt-out list (stage 2 knows contacts only by their key)."""
@@ -211,11 +212,18 @@ class DispatchBook:
         return next((c for c in later if rules.CHANNEL_ADDRESS.get(c) is None or to.get(rules.CHANNEL_ADDRESS[c])),
                     None)
 
-    @staticmethod
-    def locale(org, program, requested: str | None) -> str:
-        from npsflow.programs import resolve_locale
+    def locale(self, org, program, requested: str | None) -> str:
+        """``resolve_locale(org, requested, program)``, once per (org, program, requested locale) — again only when
+        the programs name other org or program objects (see ``wording``)."""
+        key = (org.id, program.id, requested)
+        cached = self._locales.get(key)
+        if cached is None or cached[0] is not org or cached[1] is not program:
+            from npsflow.programs import resolve_locale
 
-        return resolve_locale(org, requested, program)
+            if len(self._locales) >= 4096:  # requested locales come from the triggers: keep the memory bounded
+                self._locales.clear()
+            cached = self._locales[key] = (org, program, resolve_locale(org, requested, program))
+        return cached[2]
 
     @staticmethod
     def record(trigger: Mapping[str, Any], dispatch_id: str, contact_key: str, *, status: str, reason: str | None,

@@ -343,3 +343,32 @@ def test_channel_invitation_is_what_it_was_before_its_parts_were_cached():
         first, second = (b.channel_invitation(command, reminder=reminder) for _ in range(2))
         assert first == expected == second
         assert first.texts is not second.texts and first.branding["colors"] is not second.branding["colors"]
+
+
+def test_ids_pseudonyms_and_locales_are_what_they_were_before_their_parts_were_cached():
+    """The HMAC key prepared once (``_keyed``), base32 of the digest's first 15 bytes, the locale resolved once per
+    (org, program, requested locale): the same values as computed from scratch."""
+    import base64
+    import hashlib
+    import hmac
+
+    from npsflow.programs import resolve_locale
+    from streams import contact_rules
+
+    def mac(secret, purpose, *parts):
+        key = secret.encode() if isinstance(secret, str) else secret
+        message = purpose.encode() + b"".join(b"\x00%d:%s" % (len(p.encode()), p.encode()) for p in parts)
+        return hmac.new(key, message, hashlib.sha256).digest()
+
+    for secret in (SECRET, "a-text-secret-åäö", b"another-secret-0123456789"):
+        for i, (org, event) in enumerate([("acme", "ev-1"), ("a:b", "c"), ("a", "b:c"), ("örg", "€vent-" * 30)]):
+            digest = mac(secret, "invitation-late" if i % 2 else "invitation", org, event)
+            assert invitation_id(org, event, secret, late=bool(i % 2)) == \
+                base64.b32encode(digest).decode("ascii")[:20].lower()
+            assert contact_rules.contact_key(org, event, secret) == mac(secret, "contact", org, event).hex()[:32]
+    b = book()
+    org, program = b.found("acme", "service")
+    for requested in (None, "fi", "sv-FI", "en", "xx", "fi", None):
+        assert b.locale(org, program, requested) == resolve_locale(org, requested, program)
+    with pytest.raises(ValueError):
+        contact_rules.contact_key("acme", "c-1", b"")
