@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import itertools
 import os
 import re
 import time
@@ -132,8 +133,9 @@ def _fill(pieces: list, links: list[str]) -> bytes:
     return binascii.b2a_qp(body.encode("utf-8"), istext=True)
 
 
-_LITERAL_LINK = re.compile(r"[\x21-\x3c\x3e-\x7e]*[\x21-\x2d\x2f-\x3c\x3e-\x7e]")  # printable ASCII but "=",
-# not ending with "." (a lone "." on a line is encoded)
+_LITERAL = bytes(c for c in range(0x21, 0x7F) if c != 0x3D)  # printable ASCII but space and "=": copied as is
+
+
 _MARKS = "~^`|!*$@#%&;:?_{}"  # stand-ins for a link's characters: printable, never part of an encoding (=XX)
 
 
@@ -155,33 +157,33 @@ class QuotedBody:
 
     def fill(self, links: list[str]) -> bytes:
         used = [links[n] for n in self.order]
-        if self.mark is None or not all(_LITERAL_LINK.fullmatch(link) for link in used):
+        joined, lengths = "".join(used), tuple(map(len, used))
+        if self.mark is None or 0 in lengths or not joined.isascii():
             return _fill(self.pieces, links)
-        lengths = tuple(map(len, used))
+        data = joined.encode("ascii")  # the links one after the other
         layout = self.layouts.get(lengths)
         if layout is None:
             layout = self.layouts[lengths] = self.layout(lengths)
-        chars = [link.encode("ascii") for link in used]
-        return b"".join(part if part.__class__ is bytes else chars[part[0]][part[1]:part[2]] for part in layout)
+        template, cuts, ends = layout
+        if data.translate(None, _LITERAL) or b"." in bytes(map(data.__getitem__, ends)):
+            return _fill(self.pieces, links)  # a character b2a_qp encodes, or a link ending in "." (see _LITERAL)
+        return template % tuple([data[start:end] for start, end in cuts])
 
-    def layout(self, lengths: tuple[int, ...]) -> list:
-        """The body encoded with marks for the links: bytes, and (occurrence, start, end) where link characters go."""
+    def layout(self, lengths: tuple[int, ...]) -> tuple[bytes, list[tuple[int, int]], tuple[int, ...]]:
+        """The body encoded with marks for the links, as a %-template (``%s`` where link characters go), where in
+        the links one after the other the characters of each ``%s`` are (start, end), and each link's last one."""
         marks = iter(self.mark * n for n in lengths)
         encoded = _fill([next(marks) if isinstance(p, int) else p for p in self.pieces], [])
-        layout, occurrence, at = [], 0, 0
+        template, cuts, at = [], [], 0
         for text, is_mark in _split_runs(encoded, ord(self.mark)):
-            if not is_mark:
-                layout.append(text)
-                continue
-            for _ in range(len(text)):  # a run of marks may span the end of one link and the start of the next
-                while at == lengths[occurrence]:
-                    occurrence, at = occurrence + 1, 0
-                if layout and isinstance(layout[-1], tuple) and layout[-1][0] == occurrence:
-                    layout[-1] = (occurrence, layout[-1][1], at + 1)
-                else:
-                    layout.append((occurrence, at, at + 1))
-                at += 1
-        return layout
+            if is_mark:  # the next len(text) link characters (a run may span the end of a link and the next one)
+                template.append(b"%s")
+                cuts.append((at, at + len(text)))
+                at += len(text)
+            else:
+                template.append(text.replace(b"%", b"%%"))
+        ends = tuple(itertools.accumulate(lengths))
+        return b"".join(template), cuts, tuple(end - 1 for end in ends)
 
 
 def _split_runs(data: bytes, mark: int) -> list[tuple[bytes, bool]]:
