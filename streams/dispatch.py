@@ -84,6 +84,7 @@ class DispatchBook:
     _rules: dict = field(default_factory=dict)
     _opted_out: dict = field(default_factory=dict)
     _wording: dict = field(default_factory=dict)  # (org, program, locale) → texts and branding (``wording``)
+    _found: dict = field(default_factory=dict)  # (org id, program id) → (programs, found) (``found``)
     _locales: dict = field(default_factory=dict)  # (org, program, requested locale) → the locale (``locale``)
 
     def opted_out_keys(self, org_id: str) -> frozenset[str]:
@@ -95,9 +96,19 @@ class DispatchBook:
         return self._opted_out[org_id]
 
     def found(self, org_id: str, program_id: str):
-        org = self.programs.organization(org_id) if self.programs else None
+        """(org, program), or None when either is not configured; looked up once per (org, program) while the
+        programs object stays the same (the deliver stage asks 3–4 times per mail)."""
+        programs = self.programs
+        cached = self._found.get((org_id, program_id))
+        if cached is not None and cached[0] is programs:
+            return cached[1]
+        org = programs.organization(org_id) if programs else None
         program = org.program(program_id) if org else None
-        return (org, program) if program is not None else None
+        result = (org, program) if program is not None else None
+        if len(self._found) >= 4096:  # ids come from the invitations' state: keep the memory bounded
+            self._found.clear()
+        self._found[(org_id, program_id)] = (programs, result)
+        return result
 
     def program_id(self, trigger: Mapping[str, Any]) -> str | None:
         found = self.programs.program_for(trigger["org_id"], trigger["event_type"]) if self.programs else None
@@ -311,8 +322,8 @@ class DispatchBook:
 
     def cost(self, inv: Mapping[str, Any], result) -> tuple[float | None, str | None]:
         """The program's price for the channel when it names one (per message), else the channel's own."""
-        org = self.programs.organization(inv["org"]) if self.programs else None
-        program = org.program(inv["program"]) if org else None
+        found = self.found(inv["org"], inv["program"])
+        program = found[1] if found else None
         price = getattr(program.cost, inv["channel"], None) if program else None
         if price is not None and result.ok:
             return float(price), program.cost.currency

@@ -470,6 +470,16 @@ def test_the_kept_date_header_is_format_datetime_of_every_instant():
     assert [header(m) for m in moments] == [format_datetime(m).encode("ascii") for m in moments]
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(alphabet="ab&<>\"'=/ ", max_size=20), max_size=11))
+def test_links_are_html_escaped_like_markupsafe(links):
+    from markupsafe import escape
+
+    from sinks.channels.email import _html_escaped
+
+    assert _html_escaped(links) == [str(escape(link)) for link in links]
+
+
 # --- outbox and newsletter -------------------------------------------------------------------------------
 
 async def test_outbox_email_writes_the_same_message_the_smtp_channel_sends(tmp_path, smtp):

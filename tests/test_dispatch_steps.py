@@ -372,3 +372,15 @@ def test_ids_pseudonyms_and_locales_are_what_they_were_before_their_parts_were_c
         assert b.locale(org, program, requested) == resolve_locale(org, requested, program)
     with pytest.raises(ValueError):
         contact_rules.contact_key("acme", "c-1", b"")
+
+
+def test_found_is_looked_up_once_per_programs_object():
+    b = book(cap=7)
+    org, program = b.found("acme", "service")
+    assert (org.id, program.id, program.daily_cap) == ("acme", "service", 7)
+    assert b.found("acme", "service")[1] is program and b.found("acme", "nope") is None
+    assert b.found("nobody", "service") is None
+    b.programs = book(cap=3).programs  # another programs object (tests swap them): looked up again
+    assert b.found("acme", "service")[1].daily_cap == 3
+    b.programs = None
+    assert b.found("acme", "service") is None

@@ -196,6 +196,14 @@ def _split_runs(data: bytes, mark: int) -> list[tuple[bytes, bool]]:
     return runs
 
 
+def _html_escaped(links: list[str]) -> list[str]:
+    """``[str(escape(link)) for link in links]``; links without a character HTML escapes are kept as they are."""
+    joined = "".join(links)
+    if "&" in joined or "<" in joined or ">" in joined or '"' in joined or "'" in joined:
+        return [str(escape(link)) for link in links]
+    return list(links)
+
+
 class DateHeader:
     """``format_datetime(now)`` as header bytes, kept for the second it names: the mails of a chunk are built within
     the same second or two. The text depends on the wall-clock fields to the second and the UTC offset only."""
@@ -245,7 +253,7 @@ class MailTemplate:
             headers += [b"List-Unsubscribe: <", url.encode("ascii"), b">\r\n"]
             if url.startswith("https://"):
                 headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")  # RFC 8058
-        html_links = [str(escape(u)) for u in inv.score_urls]
+        html_links = _html_escaped(inv.score_urls)
         boundary = b"--" + self.boundary
         data = b"".join([*headers, self.tail, boundary, b"\r\n", _PART_HEAD % b"plain",
                          self.text.fill(list(inv.score_urls)), b"\r\n", boundary, b"\r\n", _PART_HEAD % b"html",

@@ -203,9 +203,10 @@ class OutboxChannel:
         self.templates = MailTemplates(sender_email=sender_email, sender_name=sender_name,
                                        list_unsubscribe=list_unsubscribe)
         self.files = FileWriter()
+        self.email_dir = outbox_dir(self.home) / "email"
 
     def email_path(self, invitation_id: str) -> Path:
-        return outbox_dir(self.home) / "email" / f"{file_stem(invitation_id)}.eml"
+        return self.email_dir / f"{file_stem(invitation_id)}.eml"
 
     async def send(self, invitation: Invitation) -> SendResult:
         try:
