@@ -14,6 +14,9 @@ returned) reaches N. ``decisions_rps``: N / the time until the dispatch agent's 
 (``dispatch.<status>…``: one dispatch record per trigger) reach N (0.1 s polls). Printed: triggers/s end to end,
 per-stage completion times (dispatch decided, invitation sent, row written) from the /api/v1/stats timeline, and a
 final JSON line. ``--orgs 1``: every trigger of one organization (spread over all partitions by contact).
+Also in the JSON line: ``worker_cpu_s`` (CPU seconds of each worker thread during the run, from /proc),
+``main_cpu_us`` (the worker's main thread — the event loop — per trigger: steadier than the rates on a shared
+machine) and ``load`` (the load average at the first send and at the end).
 """
 
 from __future__ import annotations
@@ -138,6 +141,9 @@ def main() -> int:
         port = int(info["internal_url"].rsplit(":", 1)[1])  # the internal listener (stats)
         items = payloads(args.count, args.orgs)
         timeline = []
+        from bench.pipeline_throughput import _cpu_diff, _thread_cpu
+
+        cpu0, load0 = _thread_cpu(info["pid"]), os.getloadavg()[0]
         t0 = time.monotonic()
         with Producer(bootstrap) as producer:
             for key, value in items:
@@ -158,6 +164,9 @@ def main() -> int:
             time.sleep(0.1)
         seconds = timeline[-1][0]
         final = timeline[-1][1]
+        cpu = _cpu_diff(cpu0, _thread_cpu(info["pid"]))
+        result.update(worker_cpu_s=cpu, main_cpu_us=round(cpu.get("main", 0.0) / args.count * 1e6, 1),
+                      load=[round(load0, 2), round(os.getloadavg()[0], 2)])
 
         def done_at(key: str) -> float | None:
             return next((round(t, 2) for t, s in timeline if s.get(key, 0) >= args.count), None)

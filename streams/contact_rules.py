@@ -48,6 +48,7 @@ import hmac
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
 from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -273,10 +274,18 @@ def _key(secret: bytes | str) -> bytes:
     return key
 
 
+@lru_cache(maxsize=16)
+def _keyed(key: bytes):
+    """HMAC-SHA256 with ``key`` set up (its pads hashed) once: ``_mac`` copies it for each message."""
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
 def _mac(secret: bytes | str, purpose: str, *parts: str) -> bytes:
     # Length-prefixed parts: ("a:b", "c") and ("a", "b:c") never collide.
-    message = purpose.encode() + b"".join(b"\x00%d:%s" % (len(p.encode()), p.encode()) for p in parts)
-    return hmac.new(_key(secret), message, hashlib.sha256).digest()
+    encoded = [p.encode() for p in parts]
+    mac = _keyed(_key(secret)).copy()
+    mac.update(purpose.encode() + b"".join(b"\x00%d:%s" % (len(e), e) for e in encoded))
+    return mac.digest()
 
 
 def contact_key(org_id: str, contact_id: str, secret: bytes | str) -> str:

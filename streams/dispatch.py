@@ -52,7 +52,7 @@ def invitation_id(org_id: str, event_id: str, secret: bytes, *, late: bool = Fal
     """20 lowercase base32 characters (100 bits) from HMAC(secret, org_id, event_id): safe in URLs and SMS.
     ``late``: the id of a decision about a trigger older than the event-id memory (see ``DispatchBook.decide``)."""
     digest = rules._mac(secret, "invitation-late" if late else "invitation", org_id, event_id)
-    return base64.b32encode(digest).decode("ascii")[:20].lower()
+    return base64.b32encode(digest[:15]).decode("ascii")[:20].lower()  # base32 works in 5-byte groups: 15 → 24
 
 
 def link_key(secret: bytes) -> bytes:
@@ -83,6 +83,9 @@ class DispatchBook:
     link_ttl: timedelta = timedelta(days=30)
     _rules: dict = field(default_factory=dict)
     _opted_out: dict = field(default_factory=dict)
+    _wording: dict = field(default_factory=dict)  # (org, program, locale) → texts and branding (``wording``)
+    _found: dict = field(default_factory=dict)  # (org id, program id) → (programs, found) (``found``)
+    _locales: dict = field(default_factory=dict)  # (org, program, requested locale) → the locale (``locale``)
 
     def opted_out_keys(self, org_id: str) -> frozenset[str]:
         """The contact keys of the org's opt-out list (stage 2 knows contacts only by their key)."""
@@ -93,9 +96,19 @@ class DispatchBook:
         return self._opted_out[org_id]
 
     def found(self, org_id: str, program_id: str):
-        org = self.programs.organization(org_id) if self.programs else None
+        """(org, program), or None when either is not configured; looked up once per (org, program) while the
+        programs object stays the same (the deliver stage asks 3–4 times per mail)."""
+        programs = self.programs
+        cached = self._found.get((org_id, program_id))
+        if cached is not None and cached[0] is programs:
+            return cached[1]
+        org = programs.organization(org_id) if programs else None
         program = org.program(program_id) if org else None
-        return (org, program) if program is not None else None
+        result = (org, program) if program is not None else None
+        if len(self._found) >= 4096:  # ids come from the invitations' state: keep the memory bounded
+            self._found.clear()
+        self._found[(org_id, program_id)] = (programs, result)
+        return result
 
     def program_id(self, trigger: Mapping[str, Any]) -> str | None:
         found = self.programs.program_for(trigger["org_id"], trigger["event_type"]) if self.programs else None
@@ -210,11 +223,18 @@ class DispatchBook:
         return next((c for c in later if rules.CHANNEL_ADDRESS.get(c) is None or to.get(rules.CHANNEL_ADDRESS[c])),
                     None)
 
-    @staticmethod
-    def locale(org, program, requested: str | None) -> str:
-        from npsflow.programs import resolve_locale
+    def locale(self, org, program, requested: str | None) -> str:
+        """``resolve_locale(org, requested, program)``, once per (org, program, requested locale) — again only when
+        the programs name other org or program objects (see ``wording``)."""
+        key = (org.id, program.id, requested)
+        cached = self._locales.get(key)
+        if cached is None or cached[0] is not org or cached[1] is not program:
+            from npsflow.programs import resolve_locale
 
-        return resolve_locale(org, requested, program)
+            if len(self._locales) >= 4096:  # requested locales come from the triggers: keep the memory bounded
+                self._locales.clear()
+            cached = self._locales[key] = (org, program, resolve_locale(org, requested, program))
+        return cached[2]
 
     @staticmethod
     def record(trigger: Mapping[str, Any], dispatch_id: str, contact_key: str, *, status: str, reason: str | None,
@@ -259,7 +279,6 @@ class DispatchBook:
 
     def channel_invitation(self, inv: Mapping[str, Any], *, reminder: bool = False):
         """What the channel needs to deliver this invitation (or its reminder): addresses, texts, links."""
-        from npsflow.programs import branding, texts
         from sinks.channels.base import Invitation
 
         found = self.found(inv["org"], inv["program"])
@@ -267,28 +286,44 @@ class DispatchBook:
             raise LookupError(f"organization {inv['org']!r} / program {inv['program']!r} is no longer configured")
         org, program = found
         expires = from_ms(inv["expires_at"])
-        key = link_key(self.secret)
         if inv["channel"] == "sms":
-            url = links.short_survey_url(self.survey_url, inv["inv"], expires, key, LINK_KEY_ID)
+            url = links.short_survey_url(self.survey_url, inv["inv"], expires, link_key(self.secret), LINK_KEY_ID)
         else:
-            url = links.survey_url(self.survey_url, links.sign_token(inv["inv"], expires, key, LINK_KEY_ID))
-        brand = branding(org, inv["locale"])
-        words = texts(org, inv["locale"], program)
+            url = links.survey_url(self.survey_url, self.signer.sign(inv["inv"], expires))
+        words, brand = self.wording(org, program, inv["locale"])
+        to = inv.get("to") or {}
         return Invitation(
             invitation_id=inv["inv"], org_id=org.id, org_name=brand["name"], locale=inv["locale"],
-            to_email=(inv.get("to") or {}).get("email"), to_phone=(inv.get("to") or {}).get("phone"),
-            survey_url=url, score_urls=links.one_click_urls(self.survey_url, inv["inv"], expires, key, LINK_KEY_ID),
-            texts=words,
-            branding={"name": brand["name"], "logo_url": brand.get("logo_url"), "colors": brand.get("colors") or {},
-                      "sender_name": brand.get("sender_name"), "sender_email": brand.get("sender_email"),
-                      "sms_sender": brand.get("sms_sender_id")},
-            reminder=reminder, contact_ref=(inv.get("to") or {}).get("contact_id"),
-            campaign=(inv.get("segment") or {}).get("campaign"))
+            to_email=to.get("email"), to_phone=to.get("phone"), survey_url=url,
+            score_urls=self.signer.one_click_urls(self.survey_url, inv["inv"], expires),
+            texts=dict(words), branding={**brand, "colors": dict(brand["colors"])},  # copies: the cache's stay
+            reminder=reminder, contact_ref=to.get("contact_id"), campaign=(inv.get("segment") or {}).get("campaign"))
+
+    @cached_property
+    def signer(self) -> links.TokenSigner:
+        """The survey-link signer (``link_key``): its key prepared once, not per token."""
+        return links.TokenSigner(link_key(self.secret), LINK_KEY_ID)
+
+    def wording(self, org, program, locale: str) -> tuple[dict, dict]:
+        """The texts and the channel branding of (org, program, locale), computed once per worker — again only
+        when the programs object names other org or program objects (the programs never change while a
+        worker runs; tests may swap them)."""
+        key = (org.id, program.id, locale)
+        cached = self._wording.get(key)
+        if cached is None or cached[0] is not org or cached[1] is not program:
+            from npsflow.programs import branding, texts
+
+            brand = branding(org, locale)
+            cached = self._wording[key] = (org, program, texts(org, locale, program), {
+                "name": brand["name"], "logo_url": brand.get("logo_url"), "colors": brand.get("colors") or {},
+                "sender_name": brand.get("sender_name"), "sender_email": brand.get("sender_email"),
+                "sms_sender": brand.get("sms_sender_id")})
+        return cached[2], cached[3]
 
     def cost(self, inv: Mapping[str, Any], result) -> tuple[float | None, str | None]:
         """The program's price for the channel when it names one (per message), else the channel's own."""
-        org = self.programs.organization(inv["org"]) if self.programs else None
-        program = org.program(inv["program"]) if org else None
+        found = self.found(inv["org"], inv["program"])
+        program = found[1] if found else None
         price = getattr(program.cost, inv["channel"], None) if program else None
         if price is not None and result.ok:
             return float(price), program.cost.currency

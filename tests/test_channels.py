@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from aiosmtpd.controller import Controller
 
 from sinks.channels import (Channel, ChannelCosts, EmailChannel, Invitation, NewsletterChannel, OutboxChannel,
@@ -402,6 +404,82 @@ def test_sms_segments_never_split_an_escape_sequence():
     assert sms_segments("a" * 151 + "€" + "a" * 153) == 2
 
 
+def _http_url_by_urlsplit(url: object) -> bool:
+    """The check as it was: urlsplit for every URL."""
+    if not isinstance(url, str) or not url:
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(["", "http://", "https://", "HTTPS://", "http:/", " https://", "\thttp://", "ftp://",
+                        "https:", "http://[::1]", "https://[", "h\nttps://"]),
+       st.text(alphabet="ab.:/?#[]@ \t\r\n\x00\x7fåÅ%=-_~1", max_size=12))
+def test_the_fast_http_url_check_answers_like_urlsplit(prefix, rest):
+    from sinks.channels.base import _http_url
+
+    url = prefix + rest
+    assert _http_url(url) == _http_url_by_urlsplit(url), url
+
+
+_BODY_CHARS = st.text(alphabet="ab. \t=å\r\n-~^", max_size=90)
+_BODY = st.lists(st.one_of(_BODY_CHARS, st.integers(0, 10)), max_size=12)
+_LINK_TEXT = st.one_of(st.text(alphabet="hts:/.=?&ab9 \x7f\x01é\t", min_size=1, max_size=120),  # encoded
+                       st.text(alphabet="hts:/.?&ab9-_~^", min_size=1, max_size=120))  # copied as they are
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_BODY, st.lists(_LINK_TEXT, min_size=11, max_size=11), st.booleans())
+@example(["x ", 0, "\n" + "a" * 100], ["https://l/0"] * 11, False)  # a long last line without a line end
+@example(["x\n" + "a" * 70 + " ", 1, " " + "b" * 40], ["https://l/=1"] * 11, False)
+@example([0, "\r\n.\r\n", 1, " \n.", 2, "=\t"], ["https://l/ 2."] * 11, False)
+@example(["a" * 60, 0, "b" * 30, 0, 1, "\n" + "c" * 75, 2, ".\n"], [f"https://l/{'x' * i}" for i in range(11)],
+         False)  # soft breaks inside links and between two of them
+@example(["~^`|!*$@#%&;:?_{} " * 5, 0, "\n"], ["https://l/a"] * 11, False)  # no mark left: encoded with the links
+@example(["x\n", 0, "\n", 1], [".", "."] + ["https://l/a"] * 9, False)  # a lone "." on a line is encoded
+def test_a_quoted_body_encodes_like_quoted_printable_of_the_whole_body(items, links, break_a_link):
+    """The body encoded once per combination of link lengths, the links' characters put in their places: the
+    same bytes as b2a_qp of the body with the links in it (soft breaks inside and between links, trailing blanks,
+    dots, '=' and non-ASCII next to them); links b2a_qp would change are encoded with the body."""
+    from sinks.channels.email import _LINK, QuotedBody, _fill, _pieces
+
+    rendered = "".join(_LINK.format(i) if isinstance(i, int) else i for i in items)
+    if break_a_link:
+        links = [*links[:10], links[10] + "\n x"]  # never a signed link: the whole body encoded at once
+    body = QuotedBody(rendered)
+    whole = _fill(_pieces(rendered.replace("\r\n", "\n").replace("\n", "\r\n")), links)
+    assert body.fill(links) == whole
+
+
+def test_the_kept_date_header_is_format_datetime_of_every_instant():
+    from datetime import timedelta
+    from email.utils import format_datetime
+    from zoneinfo import ZoneInfo
+
+    from sinks.channels.email import DateHeader
+
+    header, helsinki = DateHeader(), ZoneInfo("Europe/Helsinki")
+    fold = datetime(2026, 10, 25, 3, 30, 15, tzinfo=helsinki)  # the repeated hour: the same wall clock twice
+    moments = [NOW, NOW.replace(microsecond=999_999), NOW + timedelta(seconds=1), NOW.replace(tzinfo=None),
+               NOW.astimezone(helsinki), NOW.astimezone(timezone(timedelta(hours=-3, seconds=7))),
+               fold, fold.replace(fold=1), fold, NOW.replace(tzinfo=None), NOW]
+    assert [header(m) for m in moments] == [format_datetime(m).encode("ascii") for m in moments]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(alphabet="ab&<>\"'=/ ", max_size=20), max_size=11))
+def test_links_are_html_escaped_like_markupsafe(links):
+    from markupsafe import escape
+
+    from sinks.channels.email import _html_escaped
+
+    assert _html_escaped(links) == [str(escape(link)) for link in links]
+
+
 # --- outbox and newsletter -------------------------------------------------------------------------------
 
 async def test_outbox_email_writes_the_same_message_the_smtp_channel_sends(tmp_path, smtp):
@@ -428,6 +506,45 @@ async def test_outbox_email_writes_the_same_message_the_smtp_channel_sends(tmp_p
     reminder_msg = email.message_from_bytes((path.parent / "inv-42-reminder.eml").read_bytes(), policy=policy.default)
     assert reminder_msg["Subject"].startswith("Påminnelse:")
     assert not email.message_from_bytes(path.read_bytes(), policy=policy.default)["Subject"].startswith("Påminnelse:")
+
+
+async def test_outbox_writes_a_gathered_chunk_in_one_thread_hop_each_file_the_message_it_built(tmp_path,
+                                                                                                 monkeypatch):
+    from sinks.channels import outbox as outbox_module
+
+    groups, write_files = [], outbox_module.write_files
+
+    def counted(files):
+        groups.append(len(files))
+        return write_files(files)
+
+    monkeypatch.setattr(outbox_module, "write_files", counted)
+    outbox = OutboxChannel(tmp_path, "email", clock=lambda: NOW)
+    invitations = [invitation(invitation_id=f"inv-{i}", reminder=i % 5 == 0) for i in range(40)]
+    results = await asyncio.gather(*(outbox.send(inv) for inv in invitations))
+    assert groups == [40]  # one thread hop for the whole chunk (was one per file)
+    folder = tmp_path / "outbox" / "email"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{inv.delivery_id}.eml" for inv in invitations)
+    for inv, result in zip(invitations, results):
+        built = outbox.templates.build(inv, NOW)  # the same template (and boundary): the very same bytes
+        assert (folder / f"{inv.delivery_id}.eml").read_bytes() == built.data
+        assert (result.status, result.provider_id, result.attempts) == ("sent", built.message_id, 1)
+    assert (await outbox.send(invitation(invitation_id="inv-1"))).status == "sent"  # a later send: a new group
+    assert groups == [40, 1]
+
+
+async def test_outbox_a_file_that_cannot_be_written_fails_only_its_own_send(tmp_path):
+    outbox = OutboxChannel(tmp_path, "email", clock=lambda: NOW)
+    folder = tmp_path / "outbox" / "email"
+    (folder / "inv-3.eml").mkdir(parents=True)  # a directory in the way: the rename onto it fails
+    invitations = [invitation(invitation_id=f"inv-{i}") for i in range(8)]
+    results = await asyncio.gather(*(outbox.send(inv) for inv in invitations))
+    assert [(r.status, r.reason) for r in results] == [
+        ("failed", "outbox_write_failed") if i == 3 else ("sent", None) for i in range(8)]
+    assert results[3].detail == "IsADirectoryError" and results[3].attempts == 1
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"inv-{i}.eml" for i in range(8))  # no temp files
+    assert all((folder / f"inv-{i}.eml").read_bytes() == outbox.templates.build(invitations[i], NOW).data
+               for i in range(8) if i != 3)
 
 
 async def test_outbox_sms_line_is_written_once_per_invitation(tmp_path):

@@ -289,3 +289,98 @@ def test_deliver_a_response_cancels_the_reminder_and_the_schedule_never_reuses_a
     batch = deliver_batch(b, store)
     batch.schedule(0, "send", "x", 0)
     assert batch.state.changes["Q|0|1000000000001"][1] == [["send", "x"]]
+
+
+def test_deliver_schedule_appends_to_a_bucket_once_per_item_across_flushes():
+    """A batch reads a bucket once and appends to it (an index of its items): the same bucket contents as a
+    fresh read and a linear search per item — the stored items kept, repeats ignored, flushes in between."""
+    b = book()
+    store = Store({"L|0": 10, "Q|0|20": [["forget", "old"], ["send", "a-1"]]})
+    batch = deliver_batch(b, store)
+    expected = [["forget", "old"], ["send", "a-1"]]
+    for i in range(300):
+        for what, inv_id in (("forget", f"a-{i}"), ("send", f"a-{i}"), ("forget", f"a-{i // 2}")):
+            batch.schedule(20 * 5000, what, inv_id, 0)
+            if [what, inv_id] not in expected:
+                expected.append([what, inv_id])
+        if i % 97 == 0:
+            store.apply(batch.state)  # a flush: the next changes stage the whole bucket again
+    store.apply(batch.state)
+    assert store["Q|0|20"] == expected
+    batch.schedule(0, "send", "late", 0)  # a slot the timer has emitted: into the first one it has not
+    store.apply(batch.state)
+    assert store["Q|0|11"] == [["send", "late"]]
+
+
+def test_channel_invitation_is_what_it_was_before_its_parts_were_cached():
+    """Links signed with the prepared key and the (org, program, locale) texts and branding computed once: the
+    very Invitation the uncached code built, and each one with dicts of its own."""
+    from npsflow.programs import branding, texts
+    from sinks.channels.base import Invitation
+    from streams import links
+    from streams.dispatch import LINK_KEY_ID, link_key
+    from streams.responses import from_ms
+
+    b = book()
+    for i, (channel, locale, reminder) in enumerate([("email", "fi", False), ("email", "sv", True),
+                                                     ("sms", "fi", False), ("email", "fi", True)]):
+        command = {**invite_command(b, i), "channel": channel, "locale": locale}
+        command["to"]["phone"] = "+358401234567"
+        org, program = b.found(command["org"], command["program"])
+        expires, key = from_ms(command["expires_at"]), link_key(SECRET)
+        url = (links.short_survey_url(b.survey_url, command["inv"], expires, key, LINK_KEY_ID) if channel == "sms"
+               else links.survey_url(b.survey_url, links.sign_token(command["inv"], expires, key, LINK_KEY_ID)))
+        brand = branding(org, locale)
+        expected = Invitation(
+            invitation_id=command["inv"], org_id="acme", org_name=brand["name"], locale=locale,
+            to_email=command["to"]["email"], to_phone="+358401234567", survey_url=url,
+            score_urls=links.one_click_urls(b.survey_url, command["inv"], expires, key, LINK_KEY_ID),
+            texts=texts(org, locale, program),
+            branding={"name": brand["name"], "logo_url": brand.get("logo_url"), "colors": brand.get("colors") or {},
+                      "sender_name": brand.get("sender_name"), "sender_email": brand.get("sender_email"),
+                      "sms_sender": brand.get("sms_sender_id")},
+            reminder=reminder, contact_ref=command["to"]["contact_id"], campaign=None)
+        first, second = (b.channel_invitation(command, reminder=reminder) for _ in range(2))
+        assert first == expected == second
+        assert first.texts is not second.texts and first.branding["colors"] is not second.branding["colors"]
+
+
+def test_ids_pseudonyms_and_locales_are_what_they_were_before_their_parts_were_cached():
+    """The HMAC key prepared once (``_keyed``), base32 of the digest's first 15 bytes, the locale resolved once per
+    (org, program, requested locale): the same values as computed from scratch."""
+    import base64
+    import hashlib
+    import hmac
+
+    from npsflow.programs import resolve_locale
+    from streams import contact_rules
+
+    def mac(secret, purpose, *parts):
+        key = secret.encode() if isinstance(secret, str) else secret
+        message = purpose.encode() + b"".join(b"\x00%d:%s" % (len(p.encode()), p.encode()) for p in parts)
+        return hmac.new(key, message, hashlib.sha256).digest()
+
+    for secret in (SECRET, "a-text-secret-åäö", b"another-secret-0123456789"):
+        for i, (org, event) in enumerate([("acme", "ev-1"), ("a:b", "c"), ("a", "b:c"), ("örg", "€vent-" * 30)]):
+            digest = mac(secret, "invitation-late" if i % 2 else "invitation", org, event)
+            assert invitation_id(org, event, secret, late=bool(i % 2)) == \
+                base64.b32encode(digest).decode("ascii")[:20].lower()
+            assert contact_rules.contact_key(org, event, secret) == mac(secret, "contact", org, event).hex()[:32]
+    b = book()
+    org, program = b.found("acme", "service")
+    for requested in (None, "fi", "sv-FI", "en", "xx", "fi", None):
+        assert b.locale(org, program, requested) == resolve_locale(org, requested, program)
+    with pytest.raises(ValueError):
+        contact_rules.contact_key("acme", "c-1", b"")
+
+
+def test_found_is_looked_up_once_per_programs_object():
+    b = book(cap=7)
+    org, program = b.found("acme", "service")
+    assert (org.id, program.id, program.daily_cap) == ("acme", "service", 7)
+    assert b.found("acme", "service")[1] is program and b.found("acme", "nope") is None
+    assert b.found("nobody", "service") is None
+    b.programs = book(cap=3).programs  # another programs object (tests swap them): looked up again
+    assert b.found("acme", "service")[1].daily_cap == 3
+    b.programs = None
+    assert b.found("acme", "service") is None

@@ -94,3 +94,14 @@ def test_kept_json_is_orjsons_bytes():
     for value in ("r-1", "Malmö", {"v": 1, "seg": {"location": "Malmö"}, "ps": None}, [1, 2.5, True], 7):
         assert kept_json(value) == orjson.dumps(value) and type(kept_json(value)) is bytes
     assert json_key("r-ä") == orjson.dumps("r-ä") == '"r-ä"'.encode()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=80))
+def test_murmur2_gives_the_numbers_of_aiokafkas_and_kafka_pythons(data):
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+    from kafka.partitioner.default import murmur2 as kafka_python_murmur2
+
+    from streams.kafka_io import murmur2
+
+    assert murmur2(data) == aiokafka_murmur2(data) == kafka_python_murmur2(data)

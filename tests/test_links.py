@@ -7,10 +7,13 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from npsflow.programs import TYPICAL_LINK_LENGTH
 from sinks.channels.sms import GSM7_BASIC
@@ -23,6 +26,7 @@ from streams.links import (
     UNKNOWN_KEY,
     InvalidToken,
     TokenClaims,
+    TokenSigner,
     one_click_urls,
     short_survey_url,
     sign_short_token,
@@ -550,3 +554,36 @@ def test_verify_short_needs_an_aware_now():
     with pytest.raises(ValueError):
         verify_token(_SHORT, {"k1": KEY1}, datetime(2026, 11, 20))
 
+
+
+# --- TokenSigner: the same tokens as sign_token / one_click_urls, the key prepared once ----------------------
+
+@settings(max_examples=300, deadline=None)
+@given(invitation_id=st.text(min_size=1, max_size=40).filter(lambda t: t.strip() and "@" not in t),
+       seconds=st.integers(min_value=0, max_value=4_000_000_000), fraction=st.integers(0, 999_999),
+       key_id=st.from_regex(r"[A-Za-z0-9_.-]{1,32}", fullmatch=True), score=st.none() | st.integers(0, 10))
+def test_token_signer_signs_byte_for_byte_what_sign_token_signs(invitation_id, seconds, fraction, key_id, score):
+    expires = datetime.fromtimestamp(seconds, UTC).replace(microsecond=fraction)
+    signer = TokenSigner(KEY1, key_id)
+    assert signer.sign(invitation_id, expires, score) == sign_token(invitation_id, expires, KEY1, key_id, score)
+    base = "https://nps.example.se/s" if seconds % 2 else "https://x.example/answer?t={token}"
+    assert signer.one_click_urls(base, invitation_id, expires) == one_click_urls(base, invitation_id, expires, KEY1,
+                                                                                 key_id)
+
+
+@pytest.mark.parametrize("args", [("a@b.se", EXPIRES, None), ("+46701234567", EXPIRES, None), ("", EXPIRES, None),
+                                  (INVITATION, EXPIRES.replace(tzinfo=None), None), (INVITATION, EXPIRES, 11),
+                                  (INVITATION, EXPIRES, True)])
+def test_token_signer_refuses_what_sign_token_refuses(args):
+    with pytest.raises(ValueError) as expected:
+        sign_token(args[0], args[1], KEY1, "k1", args[2])
+    with pytest.raises(ValueError) as got:
+        TokenSigner(KEY1, "k1").sign(*args)
+    assert str(got.value) == str(expected.value)
+    if args[2] is None:
+        with pytest.raises(ValueError, match=re.escape(str(expected.value))):
+            TokenSigner(KEY1, "k1").one_click_urls("https://nps.example.se/s", args[0], args[1])
+    with pytest.raises(ValueError):
+        TokenSigner(b"short", "k1")
+    with pytest.raises(ValueError):
+        TokenSigner(KEY1, "k 1")

@@ -108,9 +108,18 @@ def money(value: float) -> float:
     return round(value, 6)
 
 
+# An ASCII URL starting http:// or https:// and a host character, without what urlsplit strips or checks (tabs
+# and line breaks, IPv6 brackets): urlsplit would find that scheme and a netloc — answered without it (12 links
+# per e-mail invitation).
+_PLAIN_HTTP_URL = re.compile(r"https?://[^/?#]", re.ASCII)
+_UNUSUAL = re.compile(r"[\[\]\t\r\n]")
+
+
 def _http_url(url: object) -> bool:
     if not isinstance(url, str) or not url:
         return False
+    if url.isascii() and _PLAIN_HTTP_URL.match(url) and not _UNUSUAL.search(url):
+        return True
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import itertools
 import os
 import re
 import time
@@ -122,14 +123,103 @@ _PART_HEAD = b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encodi
 
 
 def _pieces(rendered: str) -> list:
-    """A rendered template split at its link placeholders: text, link index, text, … (CRLF line ends)."""
-    parts = _LINKS.split(rendered.replace("\r\n", "\n").replace("\n", "\r\n"))
+    """A rendered template split at its link placeholders: text, link index, text, …"""
+    parts = _LINKS.split(rendered)
     return [int(p) if i % 2 else p for i, p in enumerate(parts)]
 
 
 def _fill(pieces: list, links: list[str]) -> bytes:
     body = "".join(links[p] if isinstance(p, int) else p for p in pieces)
     return binascii.b2a_qp(body.encode("utf-8"), istext=True)
+
+
+_LITERAL = bytes(c for c in range(0x21, 0x7F) if c != 0x3D)  # printable ASCII but space and "=": copied as is
+
+
+_MARKS = "~^`|!*$@#%&;:?_{}"  # stand-ins for a link's characters: printable, never part of an encoding (=XX)
+
+
+class QuotedBody:
+    """A body template (a rendered template with link placeholders) as quoted-printable, encoded once per
+    combination of link lengths. ``binascii.b2a_qp`` copies a link's characters as they are when they are
+    printable ASCII but ``=`` (and the link does not end in ``.``): where it puts soft line breaks and what it
+    encodes around them then depends on the links' lengths only, not on their characters. So the body is encoded
+    with each link character replaced by a mark character that does not occur in the template (``layout``), and
+    a message puts its links' characters in the marks' places. Any other link: the body is encoded with the links
+    in it (``_fill``, as before). tests/test_channels.py checks both against ``_fill``."""
+
+    def __init__(self, rendered: str) -> None:
+        text = rendered.replace("\r\n", "\n").replace("\n", "\r\n")
+        self.pieces = _pieces(text)
+        self.order = self.pieces[1::2]  # the link numbers in the order they occur
+        self.mark = next((m for m in _MARKS if m not in text), None)
+        self.layouts: dict[tuple[int, ...], list] = {}
+
+    def fill(self, links: list[str]) -> bytes:
+        used = [links[n] for n in self.order]
+        joined, lengths = "".join(used), tuple(map(len, used))
+        if self.mark is None or 0 in lengths or not joined.isascii():
+            return _fill(self.pieces, links)
+        data = joined.encode("ascii")  # the links one after the other
+        layout = self.layouts.get(lengths)
+        if layout is None:
+            layout = self.layouts[lengths] = self.layout(lengths)
+        template, cuts, ends = layout
+        if data.translate(None, _LITERAL) or b"." in bytes(map(data.__getitem__, ends)):
+            return _fill(self.pieces, links)  # a character b2a_qp encodes, or a link ending in "." (see _LITERAL)
+        return template % tuple([data[start:end] for start, end in cuts])
+
+    def layout(self, lengths: tuple[int, ...]) -> tuple[bytes, list[tuple[int, int]], tuple[int, ...]]:
+        """The body encoded with marks for the links, as a %-template (``%s`` where link characters go), where in
+        the links one after the other the characters of each ``%s`` are (start, end), and each link's last one."""
+        marks = iter(self.mark * n for n in lengths)
+        encoded = _fill([next(marks) if isinstance(p, int) else p for p in self.pieces], [])
+        template, cuts, at = [], [], 0
+        for text, is_mark in _split_runs(encoded, ord(self.mark)):
+            if is_mark:  # the next len(text) link characters (a run may span the end of a link and the next one)
+                template.append(b"%s")
+                cuts.append((at, at + len(text)))
+                at += len(text)
+            else:
+                template.append(text.replace(b"%", b"%%"))
+        ends = tuple(itertools.accumulate(lengths))
+        return b"".join(template), cuts, tuple(end - 1 for end in ends)
+
+
+def _split_runs(data: bytes, mark: int) -> list[tuple[bytes, bool]]:
+    """``data`` as runs of the ``mark`` byte and runs of anything else, in order."""
+    runs, start = [], 0
+    for i in range(1, len(data) + 1):
+        if i == len(data) or (data[i] == mark) != (data[start] == mark):
+            runs.append((data[start:i], data[start] == mark))
+            start = i
+    return runs
+
+
+def _html_escaped(links: list[str]) -> list[str]:
+    """``[str(escape(link)) for link in links]``; links without a character HTML escapes are kept as they are."""
+    joined = "".join(links)
+    if "&" in joined or "<" in joined or ">" in joined or '"' in joined or "'" in joined:
+        return [str(escape(link)) for link in links]
+    return list(links)
+
+
+class DateHeader:
+    """``format_datetime(now)`` as header bytes, kept for the second it names: the mails of a chunk are built within
+    the same second or two. The text depends on the wall-clock fields to the second and the UTC offset only."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.value = b""
+
+    def __call__(self, now: datetime) -> bytes:
+        key = (now.replace(microsecond=0, tzinfo=None, fold=0), now.utcoffset())
+        if key != self.key:
+            self.key, self.value = key, format_datetime(now).encode("ascii")
+        return self.value
+
+
+_date_header = DateHeader()
 
 
 class MailTemplate:
@@ -150,24 +240,24 @@ class MailTemplate:
         self.tail = (b"Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative;"
                      b' boundary="' + self.boundary + b'"\r\nContent-Language: '
                      + render.one_line(inv.locale or "en").encode("ascii", "replace") + b"\r\n\r\n")
-        self.text = _pieces(render.render_text(sample))
-        self.html = _pieces(render.render_html(sample))
+        self.text = QuotedBody(render.render_text(sample))
+        self.html = QuotedBody(render.render_html(sample))
 
     def message(self, inv: Invitation, now: datetime) -> WireMessage:
         to = inv.to_email.strip()
         mid = message_id(inv.delivery_id, self.domain)
-        headers = [self.head, b"To: ", to.encode("ascii"), b"\r\nDate: ", format_datetime(now).encode("ascii"),
+        headers = [self.head, b"To: ", to.encode("ascii"), b"\r\nDate: ", _date_header(now),
                    b"\r\nMessage-ID: ", mid.encode("ascii"), b"\r\n"]
         if self.unsubscribe:
             url = render.one_line(self.unsubscribe.replace("{invitation_id}", inv.invitation_id))
             headers += [b"List-Unsubscribe: <", url.encode("ascii"), b">\r\n"]
             if url.startswith("https://"):
                 headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")  # RFC 8058
-        html_links = [str(escape(u)) for u in inv.score_urls]
+        html_links = _html_escaped(inv.score_urls)
         boundary = b"--" + self.boundary
         data = b"".join([*headers, self.tail, boundary, b"\r\n", _PART_HEAD % b"plain",
-                         _fill(self.text, list(inv.score_urls)), b"\r\n", boundary, b"\r\n", _PART_HEAD % b"html",
-                         _fill(self.html, html_links), b"\r\n", boundary, b"--\r\n"])
+                         self.text.fill(list(inv.score_urls)), b"\r\n", boundary, b"\r\n", _PART_HEAD % b"html",
+                         self.html.fill(html_links), b"\r\n", boundary, b"--\r\n"])
         return WireMessage(data, mid, self.sender, (to,))
 
 

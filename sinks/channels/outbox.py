@@ -4,7 +4,9 @@ A message is identified by its ``delivery_id``: the invitation id, or ``<invitat
 invitation's reminder.
 
 * e-mail: ``<home>/outbox/email/<delivery_id>.eml`` — the exact MIME message EmailChannel would send (same
-  builder); a re-send overwrites it (written atomically via a temp file + rename).
+  builder); a re-send overwrites it (written atomically via a temp file + rename). The writes of concurrent
+  sends (the deliver stage sends a chunk at once) go to a worker thread together (``FileWriter``): one thread
+  hop per group instead of one per file, each send still answered with its own file's outcome.
 * SMS: one JSON object per line in ``<home>/outbox/sms.jsonl`` (invitation_id, delivery_id, reminder, to,
   from, body, segments, encoding, cost, currency, written_at). The file itself is the idempotency index:
   under an exclusive file lock the channel reads the lines added since it last looked and appends only
@@ -52,6 +54,60 @@ def write_atomically(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def write_files(files: list[tuple[Path, bytes]]) -> list[Exception | None]:
+    """``write_atomically`` each (path, data), in order; each file's exception (or None), never raised."""
+    outcomes: list[Exception | None] = []
+    for path, data in files:
+        try:
+            write_atomically(path, data)
+            outcomes.append(None)
+        except Exception as exc:  # this file's outcome; the others are still written
+            outcomes.append(exc)
+    return outcomes
+
+
+class FileWriter:
+    """Writes files atomically in a worker thread, many per thread hop: the files asked for while a group is being
+    written form the next group. ``await write(path, data)`` returns once that file is written, or raises what
+    writing that very file raised (a full disk, a directory in the way) — other files of its group are unaffected."""
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[Path, bytes, asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+
+    async def write(self, path: Path, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.queue = []  # a writer left by another event loop (tests) has nobody waiting any more
+            self.task = loop.create_task(self.drain())
+        future = loop.create_future()
+        self.queue.append((path, data, future))
+        await future
+
+    async def drain(self) -> None:
+        await asyncio.sleep(0)  # the sends started together (a gathered chunk) join the first group
+        while self.queue:
+            group, self.queue = self.queue, []
+            try:
+                outcomes = await asyncio.to_thread(write_files, [(path, data) for path, data, _ in group])
+            except BaseException as exc:  # the loop is shutting down, or the thread itself failed: nobody hangs
+                self.settle(group, [exc] * len(group))
+                raise
+            self.settle(group, outcomes)
+
+    @staticmethod
+    def settle(group: list[tuple[Path, bytes, asyncio.Future]], outcomes: list) -> None:
+        for (_, _, future), error in zip(group, outcomes):
+            if future.done():  # its send was cancelled
+                continue
+            if error is None:
+                future.set_result(None)
+            elif isinstance(error, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(error)
 
 
 class AppendOnceLog:
@@ -146,9 +202,11 @@ class OutboxChannel:
         self.sms_log = AppendOnceLog(outbox_dir(self.home) / "sms.jsonl")
         self.templates = MailTemplates(sender_email=sender_email, sender_name=sender_name,
                                        list_unsubscribe=list_unsubscribe)
+        self.files = FileWriter()
+        self.email_dir = outbox_dir(self.home) / "email"
 
     def email_path(self, invitation_id: str) -> Path:
-        return outbox_dir(self.home) / "email" / f"{file_stem(invitation_id)}.eml"
+        return self.email_dir / f"{file_stem(invitation_id)}.eml"
 
     async def send(self, invitation: Invitation) -> SendResult:
         try:
@@ -165,7 +223,7 @@ class OutboxChannel:
             msg = self.templates.build(inv, self.clock())
         except InvalidMessage as e:
             return SendResult.failed("invalid_invitation", attempts=0, detail=str(e))
-        await asyncio.to_thread(write_atomically, self.email_path(inv.delivery_id), msg.data)
+        await self.files.write(self.email_path(inv.delivery_id), msg.data)
         return SendResult.sent(attempts=1, provider_id=msg.message_id, cost=money(self.costs.email),
                                currency=self.costs.currency)
 
