@@ -221,3 +221,17 @@ def test_the_most_frequent_function_words_are_never_terms(lang):
     for start in range(0, len(words), 5):  # in short runs, as in sentences
         text = " ".join(words[start:start + 5]).capitalize() + "."
         assert analyse(text, lang).terms == (), (lang, text)  # nor their lemmas (vara, olla, be …)
+
+
+def test_a_long_comment_plainly_in_its_locales_language_needs_no_detector(monkeypatch):
+    from streams.text import lang
+
+    def refuse(text):
+        raise AssertionError(f"the detector was asked about {text!r}")
+
+    swedish = "Jag fick vänta alldeles för länge och ingen på kontoret svarade på mina mejl om fakturan"
+    monkeypatch.setattr(lang, "detect", refuse)
+    assert analyse(swedish, "sv").lang == "sv"
+    monkeypatch.undo()
+    english = "I waited far too long and nobody at the office answered my emails about the invoice"
+    assert analyse(english, "sv").lang == "en"  # another language's function words: the detector decides

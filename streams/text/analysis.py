@@ -31,7 +31,8 @@ def analyse(comment: str | None, locale: str | None) -> TextAnalysis:
     n_words = sum(len(c) for c in parts)
     if n_words == 0:
         return TextAnalysis(locale_lang or language.UNDETERMINED, masked, (), kinds)
-    lang = language.choose(" ".join(" ".join(c) for c in parts), n_words, locale_lang)
+    words = [w for c in parts for w in c]
+    lang = language.choose(" ".join(words), n_words, locale_lang, words)
     terms = () if lang == language.UNDETERMINED else terms_of(parts, lang)
     return TextAnalysis(lang, masked, terms, kinds)
 

@@ -4,6 +4,9 @@ largest)."""
 
 from __future__ import annotations
 
+import functools
+import re
+
 import simplemma
 
 # One lemmatizer for the process; simplemma caches each language's dictionary on first use. Low-memory
@@ -17,10 +20,14 @@ _LEMMATIZER = simplemma.Lemmatizer(
 )
 
 
+_ODD = re.compile(r"[\s\d]")
+
+
+@functools.lru_cache(maxsize=200_000)
 def lemma(word: str, lang: str) -> str:
     """The lemma of a casefolded `word`; the word itself when simplemma has nothing sensible."""
     found = _LEMMATIZER.lemmatize(word, lang).casefold()
-    if not found or any(c.isspace() or c.isdecimal() for c in found):
+    if not found or _ODD.search(found):
         return word
     return found
 

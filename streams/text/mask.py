@@ -118,6 +118,9 @@ def _replace(text: str, spans: list[tuple[int, int]], placeholder: str) -> str:
     return "".join(out)
 
 
+_DIGIT = re.compile(r"\d")
+
+
 def _steps(region: str | None) -> list[tuple[str, Callable[[str], Iterator[tuple[int, int]]]]]:
     return [
         ("email", _email_spans),
@@ -135,7 +138,7 @@ def mask(text: str, region: str | None = None) -> tuple[str, tuple[str, ...]]:
     region = region.upper() if region else None
     kinds = []
     for kind, spans_of in _steps(region):
-        if kind != "email" and kind != "url" and not any(c.isdecimal() for c in text):
+        if kind != "email" and kind != "url" and not _DIGIT.search(text):
             break  # every later kind needs digits
         spans = list(spans_of(text))
         if spans:

@@ -13,6 +13,9 @@ _PLACEHOLDER = re.compile("|".join(re.escape(p) for p in MASKS.values()))
 _APOSTROPHES = str.maketrans({"’": "'", "ʼ": "'", "‘": "'", "‐": "-", "‑": "-"})
 
 
+_DIGIT = re.compile(r"\d")
+
+
 def normalise(text: str) -> str:
     """NFC, then casefold (which keeps å ä ö ø æ: it never strips diacritics)."""
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
@@ -31,6 +34,6 @@ def clauses(masked: str) -> list[list[str]]:
             result.append([])
         pos = match.end()
         word = match.group()
-        if not any(c.isdecimal() for c in word):
+        if not _DIGIT.search(word):
             result[-1].append(word)
     return [c for c in result if c]
