@@ -33,6 +33,9 @@ class MemoryState:
     def invitation(self, invitation_id):
         return self.invitations.get(invitation_id)
 
+    def forgotten(self, partition, response_id):
+        return False  # nothing forgotten here (streams.forgotten has its own tests)
+
     def apply(self, outcome) -> None:
         self.memos.update({rid: memo for rid, (_, memo) in outcome.memos.items()})
         self.watermarks.update(outcome.watermarks)
