@@ -627,13 +627,14 @@ def simulate(count: int, rate: float, seed: int | None, bad_ratio: float, duplic
 @click.option("--rate", default=150.0, show_default=True, type=click.FloatRange(min=1),
               help="Trigger events per second.")
 @click.option("--keep-running", is_flag=True, help="Leave the stack running afterwards.")
-def demo(count: int, rate: float, keep_running: bool) -> None:
+@click.option("--seed", type=int, default=None, help="Seed of the simulated events and answers (a repeatable run).")
+def demo(count: int, rate: float, keep_running: bool, seed: int | None) -> None:
     """Bring the stack up, simulate trigger events (finished jobs, delivered orders); the worker invites the
     customers (outbox) and simulated customers answer; show live NPS per location, then the report."""
     from npsflow.demo import run_demo
 
     try:
-        run_demo(_settings(), count=count, rate=rate, keep_running=keep_running)
+        run_demo(_settings(), count=count, rate=rate, keep_running=keep_running, seed=seed)
     except Failure:
         raise
     except Exception as exc:

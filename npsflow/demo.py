@@ -66,7 +66,8 @@ def show_words(console, settings: Settings, internal_url: str) -> None:
                   f"`npsflow terms --by location`, `npsflow themes`)")
 
 
-def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = False) -> None:
+def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = False,
+             seed: int | None = None) -> None:
     """The survey flow end to end: simulated trigger events → contact rules → invitations in the outbox
     (``$NPSFLOW_HOME/outbox``) → simulated respondents answer some → live NPS per location → final report."""
     from dataclasses import replace
@@ -88,7 +89,7 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
 
     def simulate() -> None:
         try:
-            run_survey_simulation(settings, bootstrap, count=count, rate=rate, seed=None,
+            run_survey_simulation(settings, bootstrap, count=count, rate=rate, seed=seed,
                                   max_seconds=count / max(rate, 1) + 120,
                                   on_progress=lambda p: progress.__setitem__("sim", p))
         except Exception as exc:  # surfaced after the live view
