@@ -10,7 +10,9 @@ npsflow worker's classify → windows → sink path does for such records, with 
    rejected record goes to ``<ns>.deadletters`` (JSON: stage, reason, detail, partition, offset);
 2. latest-wins dedup by response_id: Quix state (``state.get/set``, per message key) remembers the highest
    ``Response.version``; the same or an older version is dropped;
-3. classification (``Response.category``: promoter / passive / detractor);
+3. classification (``Response.category``: promoter / passive / detractor) and, for the kept versions, the text
+   analysis npsflow's classify does (``streams.text.analyse``: the comment masked, its language and terms),
+   with the text data loaded before the app reports ready, as the npsflow worker does at its start;
 4. the classified responses → a chDB table through a Quix ``BatchingSink`` (flushed before each commit;
    ``commit_interval`` 1 s like npsflow's sink max age);
 5. per segment (``streams.windows.segment_keys`` of the configured dimensions; one record per segment, then
@@ -44,7 +46,7 @@ LATENESS_MS = 6 * HOUR_MS  # npsflow's default window lateness
 CATEGORY_INDEX = {"promoter": 0, "passive": 1, "detractor": 2}
 TABLE = "quix_responses"
 COLUMNS = ("response_id", "version", "survey_id", "score", "category", "comment", "locale", "responded_at",
-           "received_at", "processed_at", "segment", "source")
+           "received_at", "processed_at", "segment", "source", "lang", "terms")
 
 
 def emit(obj: dict) -> None:
@@ -57,9 +59,11 @@ def build(args):
     from quixstreams.sinks import BatchingSink, SinkBatch
 
     from schemas import codec as avro
+    from streams import text
     from streams.responses import Rejected, validate
     from streams.windows import segment_keys
 
+    text.warm_up()  # before the app reports ready, like the npsflow worker (which loads it while Kafka connects)
     codec = avro.AvroCodec()
     dimensions = [d.strip() for d in args.dimensions.split(",") if d.strip()]
     ns = args.namespace
@@ -86,7 +90,8 @@ def build(args):
                 "score UInt8, category LowCardinality(String), comment Nullable(String), "
                 "locale LowCardinality(String), responded_at DateTime64(3, 'UTC'), "
                 "received_at DateTime64(3, 'UTC'), processed_at DateTime64(3, 'UTC'), "
-                "segment Map(LowCardinality(String), String), source LowCardinality(String)) "
+                "segment Map(LowCardinality(String), String), source LowCardinality(String), "
+                "lang LowCardinality(String), terms Array(LowCardinality(String))) "
                 "ENGINE = ReplacingMergeTree(version) ORDER BY response_id")
 
         def write(self, batch: SinkBatch):
@@ -128,7 +133,10 @@ def build(args):
         return True
 
     def classified_row(value: dict) -> dict:
-        return {**value, "processed_at": datetime.now(timezone.utc)}
+        said = text.analyse(value["comment"], value["locale"]) if value["comment"] else None
+        return {**value, "processed_at": datetime.now(timezone.utc),
+                "comment": said.masked if said else value["comment"], "lang": said.lang if said else "",
+                "terms": list(said.terms) if said else []}
 
     def per_segment(value: dict) -> list[dict]:
         c = CATEGORY_INDEX[value["category"]]
