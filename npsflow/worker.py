@@ -6,6 +6,7 @@ listener serves the survey page and the response API, the internal one what the 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -29,15 +30,18 @@ def free_port() -> int:
 class NpsWorker(faust.Worker):
     """faust.Worker that writes $NPSFLOW_HOME/worker.json once tables are recovered and both listeners are up."""
 
-    def __init__(self, *args, info_file, info: dict, **kwargs):
+    def __init__(self, *args, info_file, info: dict, warm_up: threading.Thread | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if not self.stdout.isatty():
             self.spinner = None  # its terminal escape codes only clutter worker.log
         self._info_file = info_file
         self._info = info
+        self._warm_up = warm_up
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
+        if self._warm_up is not None:  # ready means ready at speed: the text data are loaded (≤ 60 s)
+            await asyncio.get_running_loop().run_in_executor(None, self._warm_up.join, 60.0)
         tmp = self._info_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({**self._info, "ready": True}))
         tmp.replace(self._info_file)
@@ -100,14 +104,16 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     for name in ("faust", "mode"):  # their per-send debug records cost ~5 % even when not printed
         logging.getLogger(name).setLevel(getattr(logging, loglevel.upper()))
+    warm_up = None
+    if settings.role != "sink":  # classify analyses comments (streams.text): load its data while Kafka connects
+        from streams import text
+
+        warm_up = threading.Thread(target=text.warm_up, name="text-warm-up", daemon=True)
+        warm_up.start()
     worker = NpsWorker(pipeline.app, loglevel=loglevel, quiet=True, info_file=settings.worker_file, info=info,
-                       logfile=None, redirect_stdouts=False)
+                       logfile=None, redirect_stdouts=False, warm_up=warm_up)
     # the agents allocate many short-lived objects per record: with CPython's default thresholds (700, 10, 10)
     # the cyclic collector runs very often; raised, the process worker's CPU for 50 000 responses went from
     # 5.2 to 4.4 s (bench/pipeline_throughput.py --split, NOTES.md session 4)
     gc.set_threshold(50_000, 20, 20)
-    if settings.role != "sink":  # classify analyses comments (streams.text): load its data while Kafka connects
-        from streams import text
-
-        threading.Thread(target=text.warm_up, name="text-warm-up", daemon=True).start()
     worker.execute_from_commandline()
