@@ -325,3 +325,231 @@ def test_a_case_opened_before_is_not_opened_again_when_its_answer_index_is_gone(
     del store.state["R|acme|r1"], store.state["K|acme|k-alice"]  # e.g. expired by the agent
     changes, outputs = store.run(cases.answer_event(answer("r1", 3)), T0 + H)
     assert outputs == [] and changes == {}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def opened_case(store: Store, now: int = T0, **fields) -> str:
+    (record,) = of(store.answer(answer("r1", 3, **fields), now), "case")
+    return record["case"]["case_id"]
+
+
+def test_ack_sets_the_first_contact_once():
+    store = Store()
+    case_id = opened_case(store)
+    changes, outputs = store.run(command("ack", case_id, text="Called, will send a technician"), T0 + 2 * H)
+    assert [o["type"] for o in outputs] == ["case"]
+    case = store.case(case_id)
+    assert (case["status"], case["first_contact_at"], case["rev"]) == ("open", T0 + 2 * H, 2)
+    assert case["notes"] == [{"at": T0 + 2 * H, "actor": "anna@acme.example", "text": "Called, will send a technician"}]
+    assert case["log"][-1] == {"rev": 2, "at": T0 + 2 * H, "kind": "ack", "actor": "anna@acme.example"}
+    assert list(changes) == [f"C|{case_id}"]
+    changes, outputs = store.run(command("ack", case_id), T0 + 3 * H)
+    assert changes == {} and [(o["type"], o["reason"]) for o in outputs] == [("refused", "already_acknowledged")]
+    assert store.case(case_id)["first_contact_at"] == T0 + 2 * H
+
+
+def test_note_appends_and_needs_a_text():
+    store = Store()
+    case_id = opened_case(store)
+    store.run(command("note", case_id, text="first"), T0 + H)
+    store.run(command("note", case_id, actor="olli@acme.example", text="  second "), T0 + 2 * H)
+    assert [(n["actor"], n["text"]) for n in store.case(case_id)["notes"]] == [
+        ("anna@acme.example", "first"), ("olli@acme.example", "second")]
+    assert store.case(case_id)["first_contact_at"] is None  # a note is not a contact
+    for bad, reason in ((command("note", case_id, text="  "), "missing_text"),
+                        (command("note", case_id, text="x" * 2001), "text_too_long"),
+                        (command("note", case_id, actor="", text="x"), "missing_actor")):
+        changes, outputs = store.run(bad, T0 + 3 * H)
+        assert changes == {} and [o["reason"] for o in outputs] == [reason]
+
+
+def test_assign_changes_the_owner_and_notifies_the_new_one():
+    store = Store()
+    case_id = opened_case(store)
+    changes, outputs = store.run(command("assign", case_id, owner="olli@acme.example"), T0 + H)
+    assert [o["type"] for o in outputs] == ["case", "notification"]
+    assert store.case(case_id)["owner"] == "olli@acme.example"
+    assert (outputs[1]["to"], outputs[1]["kind"], outputs[1]["idempotency_key"]) == (
+        "olli@acme.example", "assigned", f"{case_id}:assigned:2")
+    for bad, reason in ((command("assign", case_id, owner="olli@acme.example"), "already_owner"),
+                        (command("assign", case_id), "missing_owner")):
+        assert [o["reason"] for o in store.run(bad, T0 + 2 * H)[1]] == [reason]
+
+
+def test_close_with_a_reason_and_commands_on_closed_or_unknown_cases_are_refused():
+    store = Store()
+    case_id = opened_case(store)
+    for reason in ("resolved_by_edit", "Not A Word", 7):
+        assert [o["reason"] for o in store.run(command("close", case_id, reason=reason), T0)[1]] == ["invalid_reason"]
+    changes, outputs = store.run(command("close", case_id, reason="resolved", text="Refunded"), T0 + 5 * H)
+    case = store.case(case_id)
+    assert (case["status"], case["close_reason"], case["closed_at"], case["notes"][-1]["text"]) == \
+        ("closed", "resolved", T0 + 5 * H, "Refunded")
+    assert changes["K|acme|k-alice"] is None and [o["type"] for o in outputs] == ["case"]
+    for kind in ("ack", "note", "assign", "close"):
+        changes, outputs = store.run(command(kind, case_id, text="x", owner="someone"), T0 + 6 * H)
+        assert changes == {} and outputs == [{"type": "refused", "kind": kind, "case_id": case_id, "command_id": None,
+                                              "reason": "case_closed", "detail": "the case was closed (resolved)"}]
+    changes, outputs = store.run(command("ack", "case-0000000000000000"), T0)
+    assert changes == {} and [o["reason"] for o in outputs] == ["unknown_case"]
+    assert [o["reason"] for o in store.run({"kind": "reopen", "case_id": case_id}, T0)[1]] == ["unknown_event"]
+
+
+def test_close_without_a_reason_is_closed():
+    store = Store()
+    case_id = opened_case(store)
+    store.run(command("close", case_id), T0 + H)
+    assert store.case(case_id)["close_reason"] == "closed"
+
+
+def test_a_repeated_command_id_is_a_no_op_and_a_wrong_route_is_refused():
+    store = Store()
+    case_id = opened_case(store)
+    note = command("note", case_id, text="called", command_id="cmd-1", route="acme|k-alice")
+    assert of(store.run(note, T0 + H)[1], "case")
+    assert store.run(note, T0 + 2 * H) == ({}, [])
+    close = command("close", case_id, command_id="cmd-2")
+    store.run(close, T0 + 3 * H)
+    assert store.run(close, T0 + 4 * H) == ({}, [])  # the retry of a close that worked: not "case_closed"
+    assert len(store.case(case_id)["notes"]) == 1
+    other = Store()
+    case_id = opened_case(other)
+    assert [o["reason"] for o in other.run(command("ack", case_id, route="acme|k-bob"), T0)[1]] == ["wrong_route"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Overdue and escalation
+
+
+def test_overdue_escalates_once_with_an_injected_clock():
+    store = Store()
+    case_id = opened_case(store)  # due T0 + 48 h
+    tick = {"kind": "tick", "case_id": case_id, "route": "acme|k-alice"}
+    assert store.run(tick, T0 + 48 * H - 1) == ({}, [])
+    assert cases.status_at(store.case(case_id), T0 + 48 * H - 1) == "open"
+    assert cases.status_at(store.case(case_id), T0 + 48 * H) == "overdue"
+    assert cases.to_escalate(store.cases(), T0 + 48 * H) == [case_id]
+    changes, outputs = store.run(tick, T0 + 50 * H)
+    assert [o["type"] for o in outputs] == ["case", "escalated", "notification"]
+    assert outputs[1] == {"type": "escalated", "idempotency_key": f"{case_id}:escalated:2", "case_id": case_id,
+                          "org_id": "acme", "owner": "anna@acme.example", "escalated_to": "boss@acme.example",
+                          "due_at": T0 + 48 * H, "at": T0 + 50 * H}
+    assert (outputs[2]["to"], outputs[2]["kind"]) == ("boss@acme.example", "escalated")
+    case = store.case(case_id)
+    assert (case["escalated_at"], case["escalated_to"], case["owner"], case["status"]) == \
+        (T0 + 50 * H, "boss@acme.example", "anna@acme.example", "open")
+    assert store.run(tick, T0 + 51 * H) == ({}, [])
+    assert store.run(tick, T0 + 99 * H) == ({}, [])
+    assert cases.to_escalate(store.cases(), T0 + 99 * H) == []
+
+
+def test_no_escalation_of_closed_cases_and_none_to_notify_without_an_escalation_owner():
+    store = Store()
+    case_id = opened_case(store)
+    store.run(command("close", case_id), T0 + 49 * H)  # closed late, never ticked
+    assert store.run({"kind": "tick", "case_id": case_id}, T0 + 50 * H) == ({}, [])
+    assert store.run({"kind": "tick", "case_id": "case-unknown"}, T0 + 50 * H) == ({}, [])
+    bare = Store(CasesConfig())
+    case_id = opened_case(bare)
+    outputs = bare.run({"kind": "tick", "case_id": case_id}, T0 + 48 * H)[1]
+    assert [o["type"] for o in outputs] == ["case", "escalated"] and outputs[1]["escalated_to"] is None
+
+
+def test_an_acknowledged_case_is_still_overdue_when_not_closed_in_time():
+    store = Store()
+    case_id = opened_case(store)
+    store.run(command("ack", case_id), T0 + H)
+    assert cases.status_at(store.case(case_id), T0 + 48 * H) == "overdue"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Notifications
+
+
+def test_notifications_carry_no_contact_details_and_have_stable_keys():
+    def run() -> list[dict]:
+        store = Store()
+        record = answer("r1", 2, comment="the driver was late [phone]", email="alice@home.example",
+                        phone="+358401234567", contact={"email": "alice@home.example"}, follow_up="call me")
+        out = store.answer(record, T0)
+        case_id = out[0]["case"]["case_id"]
+        out += store.answer(answer("r2", 1, email="alice@home.example"), T0 + H)
+        out += store.run(command("assign", case_id, owner="olli@acme.example"), T0 + 2 * H)[1]
+        out += store.run({"kind": "tick", "case_id": case_id}, T0 + 48 * H)[1]
+        out += store.answer(answer("r1", 10, version=2), T0 + 49 * H)
+        out += store.answer(answer("r2", 10, version=2), T0 + 49 * H)
+        return out
+
+    outputs = run()
+    case_id = outputs[0]["case"]["case_id"]
+    notes = of(outputs, "notification")
+    assert [(n["kind"], n["to"], n["idempotency_key"]) for n in notes] == [
+        ("opened", "anna@acme.example", f"{case_id}:opened:1"),
+        ("answer_added", "anna@acme.example", f"{case_id}:answer_added:2"),
+        ("assigned", "olli@acme.example", f"{case_id}:assigned:3"),
+        ("escalated", "boss@acme.example", f"{case_id}:escalated:4"),
+        ("resolved_by_edit", "olli@acme.example", f"{case_id}:resolved_by_edit:6"),
+    ]
+    assert set(notes[0]) == {"type", "idempotency_key", "kind", "to", "case_id", "org_id", "owner", "score",
+                             "category", "comment", "segment", "opened_at", "due_at", "status", "close_reason"}
+    text = json.dumps(outputs)
+    for personal in ("alice@home.example", "+358401234567", "call me"):
+        assert personal not in text  # not in notifications nor in case records
+    assert "k-alice" not in json.dumps(notes)  # not even the pseudonym: the owner does not need it
+    assert [n["idempotency_key"] for n in of(run(), "notification")] == [n["idempotency_key"] for n in notes]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Summary and JSON
+
+
+def test_summary_against_hand_counted_cases():
+    now = T0 + 100 * H
+
+    def case(due: int, status: str = "open", closed_at: int | None = None) -> dict:
+        return {"case_id": "c", "status": status, "due_at": due, "closed_at": closed_at, "escalated_at": None}
+
+    sample = [
+        case(now + 1),                            # open
+        case(now + 50 * H),                       # open
+        case(now),                                # overdue (exactly at its due time)
+        case(now - H),                            # overdue
+        case(now - 2 * H),                        # overdue
+        case(now - H, "closed", now - H),         # closed within (exactly at due)
+        case(now + H, "closed", now - 10 * H),    # closed within
+        case(now - 5 * H, "closed", now - 4 * H),  # closed late
+    ]
+    assert summary(sample, now) == {"open": 2, "overdue": 3, "closed_within_sla": 2, "closed_late": 1}
+    assert summary([], now) == {"open": 0, "overdue": 0, "closed_within_sla": 0, "closed_late": 0}
+
+
+def test_summary_of_cases_made_by_the_step():
+    store = Store()
+    a = opened_case(store)                                                        # due T0 + 48 h
+    (b,) = of(store.answer(answer("r2", 1, respondent="k-bob"), T0 + 10 * H), "case")  # due T0 + 58 h
+    (c,) = of(store.answer(answer("r3", 0, respondent="k-cid"), T0), "case")      # due T0 + 48 h
+    store.run(command("close", c["case"]["case_id"]), T0 + 47 * H)               # within
+    assert summary(store.cases(), T0 + 50 * H) == {"open": 1, "overdue": 1, "closed_within_sla": 1, "closed_late": 0}
+    store.run(command("close", a), T0 + 51 * H)                                   # late
+    assert summary(store.cases(), T0 + 60 * H) == {"open": 0, "overdue": 1, "closed_within_sla": 1, "closed_late": 1}
+
+
+def test_states_and_outputs_round_trip_through_json():
+    store = Store()
+    case_id = opened_case(store)
+    store.answer(answer("r2", 1), T0 + H)
+    store.run(command("ack", case_id, text="called"), T0 + 2 * H)
+    store.run({"kind": "tick", "case_id": case_id}, T0 + 48 * H)
+    copy = Store()
+    copy.state = json.loads(json.dumps(store.state))
+    assert copy.state == store.state
+    # the restored state answers every later event exactly as the original does
+    for event, now in ((command("close", case_id, reason="resolved"), T0 + 49 * H),
+                       (cases.answer_event(answer("r4", 2)), T0 + 50 * H)):
+        result = store.run(event, now)
+        assert result[1] and copy.run(event, now) == result
+        assert json.loads(json.dumps(result)) == [result[0], result[1]]
+    assert copy.state == store.state
