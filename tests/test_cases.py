@@ -553,3 +553,59 @@ def test_states_and_outputs_round_trip_through_json():
         assert result[1] and copy.run(event, now) == result
         assert json.loads(json.dumps(result)) == [result[0], result[1]]
     assert copy.state == store.state
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Properties over random histories
+
+RESPONDENT = {"r0": "k-a", "r1": "k-a", "r2": "k-b", "r3": "k-b"}
+STEPS = st.lists(st.one_of(
+    st.tuples(st.just("answer"), st.sampled_from(sorted(RESPONDENT)), st.integers(1, 4), st.integers(0, 10)),
+    st.tuples(st.sampled_from(["ack", "note", "assign", "close", "tick"]), st.integers(0, 5),
+              st.sampled_from(["anna", "olli"]), st.integers(0, 2))),
+    max_size=30)
+
+
+def replay(steps: list) -> tuple[Store, list[tuple[dict, int, tuple]]]:
+    store, history, now = Store(), [], T0
+    for step in steps:
+        now += 7 * H
+        if step[0] == "answer":
+            _, rid, version, score = step
+            event = cases.answer_event(answer(rid, score, version=version, respondent=RESPONDENT[rid]))
+        else:
+            kind, index, who, cid = step
+            ids = sorted(c["case_id"] for c in store.cases())
+            case_id = ids[index % len(ids)] if ids else "case-none"
+            event = command(kind, case_id, actor=who, owner=who, text="t", command_id=f"c{cid}")
+        history.append((event, now, store.run(event, now)))
+    return store, history
+
+
+@settings(max_examples=150, deadline=None)
+@given(STEPS)
+def test_random_histories_keep_the_invariants(steps):
+    store, history = replay(steps)
+    opened = [c for c in store.cases() if c["status"] == "open"]
+    # one open case per contact, and it is the contact's index entry
+    assert len({c["route"] for c in opened}) == len(opened)
+    assert {c["route"]: c["case_id"] for c in opened} == {
+        k[2:]: v for k, v in store.state.items() if k.startswith("K|")}
+    for case in store.cases():
+        assert case["rev"] == len(case["log"]) and (case["status"] == "closed") == (case["closed_at"] is not None)
+        for entry in case["answers"]:
+            link = store.state.get(f"R|acme|{entry['response_id']}")
+            assert link is not None and link["version"] >= entry["version"]
+    keys = [o["idempotency_key"] for _, _, (_, outputs) in history for o in outputs if o["type"] == "notification"]
+    assert len(keys) == len(set(keys))
+    assert replay(steps)[1] == history  # deterministic
+
+
+@settings(max_examples=100, deadline=None)
+@given(STEPS, st.sampled_from(sorted(RESPONDENT)), st.integers(1, 4), st.integers(0, 10))
+def test_an_answer_applied_twice_changes_nothing_the_second_time(steps, rid, version, score):
+    store, history = replay(steps)
+    event = cases.answer_event(answer(rid, score, version=version, respondent=RESPONDENT[rid]))
+    now = T0 + 1000 * H
+    store.run(event, now)
+    assert store.run(event, now + H) == ({}, [])
