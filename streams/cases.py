@@ -28,7 +28,9 @@ compacted topic and ClickHouse), ``notification`` (to the owner / escalation own
 ``<case_id>:<kind>:<rev>`` — the webhook sender may retry it, the receiver deduplicates), ``escalated`` and
 ``refused`` (a command the agent dead-letters or answers with 4xx: ``reason`` is ``unknown_case``,
 ``case_closed``, ``already_acknowledged``, ``already_owner``, ``missing_actor``, ``missing_text``,
-``missing_owner``, ``invalid_reason``, ``too_many_notes``, ``wrong_route``, ``unknown_event``).
+``missing_owner``, ``invalid_reason``, ``text_too_long``, ``too_many_notes``, ``wrong_route``,
+``unknown_event``; ``detail`` says more). Commands on an open case may carry a ``text`` (appended as a note;
+ack: the first contact's note; close: why).
 
 Rules and decisions:
 

@@ -6,7 +6,7 @@ applies an event to a dict of state keys and keeps the changes."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pytest
 from hypothesis import given, settings
