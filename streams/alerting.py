@@ -66,7 +66,8 @@ Limits
   issue's 95 % is per test; with many segments raise ``confidence`` (the CUSUM is unaffected by it).
 * Normal approximations: with few responses per hour the CUSUM steps are coarse; with 30 responses the z test
   is approximate (the adjusted-Wald estimates keep it conservative for all-one-category samples).
-* The baseline moves with time: a permanent drop stops being a change after ~4 weeks and its alert recovers.
+* The baseline moves with time: a permanent drop stops being a change after ~4 weeks and its alert recovers; and
+  after a drop has recovered its hours sit in the baseline, so with rises on, normal reads as an upward shift.
 * A bucket corrected after its hour was evaluated (late answers, edits) changes later evaluations only.
 """
 

@@ -118,3 +118,187 @@ def test_confidence_sets_the_critical_value():
     assert AlertRules(confidence=0.99).z_crit == pytest.approx(norm.ppf(0.995))
     b = two_windows((20, 0, 10), (12, 0, 18))  # |z| = 2.085: significant at 95 %, not at 99 %
     assert al.evaluate("location=Espoo", b, None, at(29 * DAY), AlertRules(shift=False, confidence=0.99))[1] == []
+
+
+# ---------------------------------------------------------------- lifecycle: one alert per direction, recovery
+NORMAL = (5, 3, 2)  # per hour: NPS 30
+BAD = (2, 3, 5)  # per hour: NPS -30
+
+
+def window(buckets, first_hour, end_hour):
+    return tuple(sum(buckets.get(at(h), (0, 0, 0))[j] for h in range(first_hour, end_hour)) for j in range(3))
+
+
+def steady(hours, per_hour=NORMAL, first=0):
+    return {at(first + h): per_hour for h in range(hours)}
+
+
+def test_planted_drop_opens_one_alert_recovers_and_a_later_drop_opens_a_new_one():
+    b = steady(60 * DAY)
+    for h in range(30 * DAY + 8, 30 * DAY + 20):  # 12 bad hours on day 30
+        b[at(h)] = BAD
+    for h in range(45 * DAY + 8, 45 * DAY + 20):  # and again on day 45
+        b[at(h)] = BAD
+    state, events = run(b, 29 * DAY, 60 * DAY)
+    assert [(e["event"], e["kind"]) for e in events] == [("opened", "drop"), ("closed", "drop")] * 2
+    first_open, first_close, second_open, second_close = events
+    # opened at the first hour end where the z by hand crosses -1.96 (the CUSUM needs longer)
+    z_by_hour = {h: oracle_z(window(b, h - DAY, h), window(b, h - 29 * DAY, h - DAY)) for h in range(29 * DAY, 31 * DAY)}
+    assert first_open["opened_at"] == at(min(h for h, z in z_by_hour.items() if z < -1.96))
+    assert first_close["alert_id"] == first_open["alert_id"] and first_close["status"] == "closed"
+    assert first_close["baseline"] == first_open["baseline"] and first_close["z"] == first_open["z"]
+    # z stays below -1 while a bad hour is in the current window, then the condition must be off for 24 h
+    assert at(31 * DAY + 20) < first_close["closed_at"] <= at(32 * DAY + 20)
+    assert first_close["at_close"]["z"] > -1.0
+    assert second_open["alert_id"] != first_open["alert_id"]
+    assert second_open["opened_at"] - at(45 * DAY) == first_open["opened_at"] - at(30 * DAY)
+    assert state["open"] == {}
+
+
+def test_a_drop_in_one_segment_alerts_there_only_and_a_stable_segment_never_alerts():
+    espoo = steady(40 * DAY)
+    for h in range(30 * DAY, 30 * DAY + 12):
+        espoo[at(h)] = BAD
+    stable = steady(40 * DAY)
+    rules = AlertRules(rise=True)
+    _, e_espoo = run(espoo, 29 * DAY, 40 * DAY, rules, "location=Espoo")
+    _, e_turku = run(stable, 29 * DAY, 40 * DAY, rules, "location=Turku")
+    assert [(e["event"], e["segment"]) for e in e_espoo] == [("opened", {"location": "Espoo"}),
+                                                          ("closed", {"location": "Espoo"})]
+    assert e_turku == []
+
+
+def test_repeated_evaluations_while_the_drop_persists_open_nothing_more():
+    b = steady(40 * DAY)
+    for h in range(30 * DAY, 40 * DAY):  # a lasting drop: z and CUSUM both keep signalling
+        b[at(h)] = BAD
+    state, events = run(b, 29 * DAY, 40 * DAY)
+    assert [(e["event"], e["kind"]) for e in events] == [("opened", "drop")]
+    for _ in range(3):  # the same hour again: nothing
+        state2, again = al.evaluate("location=Espoo", b, state, at(40 * DAY) + 59 * 60_000, al.DEFAULT_RULES)
+        assert again == [] and state2 == state
+
+
+def test_a_shift_signal_while_a_drop_is_open_keeps_it_open_without_a_second_alert():
+    b = steady(40 * DAY)
+    for h in range(30 * DAY, 33 * DAY):
+        b[at(h)] = BAD
+    state, events, resets_while_open = None, [], 0
+    for h in range(29 * DAY, 40 * DAY):
+        before = state
+        state, ev = al.evaluate("location=Espoo", b, state, at(h), al.DEFAULT_RULES)
+        events += ev
+        if before and before["open"] and state["open"] and state["cusum"]["down"] == 0.0:
+            resets_while_open += before["cusum"]["down"] >= al.DEFAULT_RULES.cusum_h / 2
+    assert resets_while_open >= 1  # the CUSUM signalled (and was reset) while the drop was open
+    assert [(e["event"], e["kind"]) for e in events] == [("opened", "drop"), ("closed", "drop")]
+    assert events[1]["closed_at"] - at(33 * DAY) >= 24 * H  # held while the bad days were in the window
+
+
+def test_with_rises_on_the_recovery_after_a_drop_reads_as_an_upward_shift():
+    """Documented limit: the bad days sit in the 28-day baseline afterwards, so normal looks better than it."""
+    b = steady(40 * DAY)
+    for h in range(30 * DAY, 33 * DAY):
+        b[at(h)] = BAD
+    _, events = run(b, 29 * DAY, 40 * DAY, AlertRules(rise=True))
+    assert [(e["event"], e["kind"], e["direction"]) for e in events] == [
+        ("opened", "drop", "down"), ("closed", "drop", "down"), ("opened", "shift", "up")]
+
+
+# ---------------------------------------------------------------- stationary data
+def noisy(seed, hours, per_hour=10, shares=(0.5, 0.3, 0.2)):
+    rng = random.Random(seed)
+    out = {}
+    for h in range(hours):
+        c = [0, 0, 0]
+        for _ in range(per_hour):
+            r = rng.random()
+            c[0 if r < shares[0] else 1 if r < shares[0] + shares[1] else 2] += 1
+        out[at(h)] = tuple(c)
+    return out
+
+
+def test_seeded_stationary_data_false_drops_are_rare_and_symmetric():
+    """The z test at every hour end: false drops happen (documented: ~1 per 10-14 segment-days at 95 %); the
+    count over 20 seeded segments × 28 days must stay in that range and rises must match drops (symmetry)."""
+    counts = {"drop": 0, "rise": 0, "shift": 0}
+    for seed in range(20):
+        b = noisy(seed, 57 * DAY)
+        state, _ = al.evaluate("x=y", b, None, at(29 * DAY), AlertRules(rise=True))
+        _, events = al.evaluate("x=y", b, state, at(57 * DAY), AlertRules(rise=True))
+        for e in events:
+            if e["event"] == "opened":
+                counts[e["kind"]] += 1
+    segment_days = 20 * 28
+    assert segment_days / 20 <= counts["drop"] <= segment_days / 7
+    assert segment_days / 20 <= counts["rise"] <= segment_days / 7
+    # at 99.9 % almost nothing fires
+    quiet = 0
+    for seed in range(20):
+        b = noisy(seed, 57 * DAY)
+        rules = AlertRules(rise=True, shift=False, confidence=0.999)
+        state, _ = al.evaluate("x=y", b, None, at(29 * DAY), rules)
+        quiet += len(al.evaluate("x=y", b, state, at(57 * DAY), rules)[1])
+    assert quiet <= 8
+
+
+# ---------------------------------------------------------------- CUSUM: slow slides
+def planted(shares_at, hours, per_hour=10):
+    """Noise-free counts: running totals follow the expected shares exactly."""
+    out, cum, done = {}, [0.0] * 3, [0] * 3
+    for h in range(hours):
+        c = []
+        for j, share in enumerate(shares_at(h)):
+            cum[j] += share * per_hour
+            c.append(round(cum[j]) - done[j])
+            done[j] += c[-1]
+        out[at(h)] = tuple(c)
+    return out
+
+
+def slide(points_per_day, start=29 * DAY):
+    def shares(h):
+        d = 0.2 + max(0, h - start) / DAY * points_per_day / 100  # detractors up, passives down: NPS falls
+        return 0.5, 0.3 - (d - 0.2), d
+    return shares
+
+
+def cusum_by_hand(buckets, first_hour, last_hour, rules=al.DEFAULT_RULES):
+    """S- from raw -1/0/+1 scores, hour by hour; returns the hours at which it reaches h (and is reset)."""
+    scores = {h: [1] * c[0] + [0] * c[1] + [-1] * c[2] for h, c in
+              ((h, buckets.get(at(h), (0, 0, 0))) for h in range(first_hour - 29 * DAY, last_hour + 1))}
+    s, signals = 0.0, []
+    for h in range(first_hour, last_hour + 1):
+        base = [x for hh in range(h + 1 - 29 * DAY, h + 1 - DAY) for x in scores[hh]]
+        mu = sum(base) / len(base)
+        p = (base.count(1) + 0.75) / (len(base) + 3)
+        d = (base.count(-1) + 0.75) / (len(base) + 3)
+        sigma = math.sqrt(p + d - (p - d) ** 2)
+        k = rules.shift_points / 100 / (2 * sigma)
+        s = max(0.0, s + sum((mu - x) / sigma - k for x in scores[h]))
+        if s >= rules.cusum_h:
+            signals.append(h)
+            s = 0.0
+    return signals
+
+
+def test_cusum_catches_a_slow_slide_the_day_test_does_not_flag_in_two_weeks():
+    b = planted(slide(1.0), 43 * DAY)
+    _, shift = run(b, 29 * DAY, 43 * DAY)  # the defaults: drop and shift
+    _, z_only = run(b, 29 * DAY, 43 * DAY, AlertRules(shift=False))
+    assert z_only == []  # 14 days of sliding, 14 NPS points lost: the day test has not fired
+    (opened,) = [e for e in shift if e["event"] == "opened"]
+    assert opened["kind"] == "shift" and opened["direction"] == "down" and opened["z"] > -1.96
+    signals = cusum_by_hand(b, 29 * DAY, 43 * DAY)
+    assert signals and opened["opened_at"] == at(signals[0] + 1)  # the hour [h, h+1) ends at h+1
+    assert opened["cusum"] == pytest.approx(al.DEFAULT_RULES.cusum_h, abs=10)
+    assert 5 * DAY < signals[0] - 29 * DAY < 14 * DAY
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cusum_does_not_fire_on_stationary_data_of_the_same_length(seed):
+    b = noisy(100 + seed, 43 * DAY)
+    rules = AlertRules(drop=False)  # the CUSUM alone (downward)
+    state, _ = al.evaluate("x=y", b, None, at(29 * DAY), rules)
+    assert al.evaluate("x=y", b, state, at(43 * DAY), rules)[1] == []
+    assert cusum_by_hand(b, 29 * DAY, 43 * DAY - 1) == []
