@@ -17,8 +17,8 @@ Two-sample test (kinds ``drop`` and ``rise``)
 ---------------------------------------------
 At an hour end E: current = the buckets in [E - 24 h, E), baseline = the 28 days before that. With at least
 ``min_responses`` (30) on each side, ``streams.nps.compare`` gives z of the NPS difference with the
-adjusted-Wald variance (z = Δ(p' - d') / sqrt(σ₁²/(n₁+3) + σ₂²/(n₂+3))), ``significant`` = |z| > z_crit with
-z_crit = Φ⁻¹(1 - (1 - confidence)/2) = 1.96 at 95 %. The p value is **two-sided**, p = 2·(1 - Φ(|z|)) =
+adjusted-Wald variance (z = Δ(p' - d') / sqrt(σ₁²/(n₁+3) + σ₂²/(n₂+3))), ``significant`` = |z| > z_crit
+with z_crit = Φ⁻¹(1 - (1 - confidence)/2) = 1.96 at 95 %. The p value is **two-sided**, p = 2·(1 - Φ(|z|)) =
 erfc(|z|/√2), so "significant at 95 %" and "p < 0.05" are the same statement; a drop is a significant z < 0,
 a rise a significant z > 0 (each direction alone therefore has a 2.5 % false-alarm rate per independent day).
 z is compare's, rounded to 3 decimals; p is computed from that z.
@@ -275,7 +275,9 @@ def evaluate(segment: str | SegmentKey, buckets: Mapping, state: Mapping | None,
     end = int(now_ms) - int(now_ms) % HOUR_MS
     if state["end"] is not None and end <= state["end"]:
         return state, []
-    first = end if state["end"] is None else max(state["end"] + HOUR_MS, end - (rules.max_catchup_hours - 1) * HOUR_MS)
+    first = end
+    if state["end"] is not None:
+        first = max(state["end"] + HOUR_MS, end - (rules.max_catchup_hours - 1) * HOUR_MS)
     current_ms, baseline_ms = rules.current_hours * HOUR_MS, rules.baseline_hours * HOUR_MS
     hours = _Hours(buckets, first - current_ms - baseline_ms, end)
     events = []

@@ -143,7 +143,8 @@ def test_planted_drop_opens_one_alert_recovers_and_a_later_drop_opens_a_new_one(
     assert [(e["event"], e["kind"]) for e in events] == [("opened", "drop"), ("closed", "drop")] * 2
     first_open, first_close, second_open, second_close = events
     # opened at the first hour end where the z by hand crosses -1.96 (the CUSUM needs longer)
-    z_by_hour = {h: oracle_z(window(b, h - DAY, h), window(b, h - 29 * DAY, h - DAY)) for h in range(29 * DAY, 31 * DAY)}
+    z_by_hour = {h: oracle_z(window(b, h - DAY, h), window(b, h - 29 * DAY, h - DAY))
+                 for h in range(29 * DAY, 31 * DAY)}
     assert first_open["opened_at"] == at(min(h for h, z in z_by_hour.items() if z < -1.96))
     assert first_close["alert_id"] == first_open["alert_id"] and first_close["status"] == "closed"
     assert first_close["baseline"] == first_open["baseline"] and first_close["z"] == first_open["z"]
@@ -302,3 +303,107 @@ def test_cusum_does_not_fire_on_stationary_data_of_the_same_length(seed):
     state, _ = al.evaluate("x=y", b, None, at(29 * DAY), rules)
     assert al.evaluate("x=y", b, state, at(43 * DAY), rules)[1] == []
     assert cusum_by_hand(b, 29 * DAY, 43 * DAY - 1) == []
+
+
+# ---------------------------------------------------------------- replays, restarts, state
+def drop_scenario():
+    b = steady(45 * DAY)
+    for h in range(30 * DAY + 8, 30 * DAY + 20):
+        b[at(h)] = BAD
+    for h in range(38 * DAY, 39 * DAY):
+        b[at(h)] = BAD
+    return b
+
+
+def test_cadence_does_not_matter_hourly_daily_or_one_jump():
+    b = drop_scenario()
+    hourly_state, hourly = run(b, 29 * DAY, 45 * DAY)
+    state, daily = None, []
+    for day in range(29, 46):
+        state, ev = al.evaluate("location=Espoo", b, state, at(day * DAY), al.DEFAULT_RULES)
+        daily += ev
+    start, _ = al.evaluate("location=Espoo", b, None, at(29 * DAY), al.DEFAULT_RULES)
+    jump_state, jump = al.evaluate("location=Espoo", b, start, at(45 * DAY), al.DEFAULT_RULES)
+    assert len(hourly) == 4 and hourly == daily == jump
+    assert hourly_state == state == jump_state
+
+
+def test_replays_and_restarts_from_persisted_state_duplicate_nothing():
+    b = drop_scenario()
+    reference_state, reference = run(b, 29 * DAY, 45 * DAY)
+    state, events, seen = None, [], set()
+    for h in range(29 * DAY, 45 * DAY + 1):
+        state = json.loads(json.dumps(state))  # a restart: the state as persisted
+        new_state, ev = al.evaluate("location=Espoo", b, state, at(h), al.DEFAULT_RULES)
+        # the worker died before committing: the same hour is evaluated again from the old state
+        again_state, again = al.evaluate("location=Espoo", b, state, at(h) + 30 * 60_000, al.DEFAULT_RULES)
+        assert (again_state, again) == (new_state, ev)
+        # and once more from the new state: nothing new, state unchanged; an older hour is a no-op too
+        assert al.evaluate("location=Espoo", b, new_state, at(h), al.DEFAULT_RULES) == (new_state, [])
+        assert al.evaluate("location=Espoo", b, new_state, at(h - 5), al.DEFAULT_RULES) == (new_state, [])
+        for e in ev:
+            assert (e["alert_id"], e["event"]) not in seen
+            seen.add((e["alert_id"], e["event"]))
+        state, events = new_state, events + ev
+    assert events == reference and state == reference_state
+    assert len({e["alert_id"] for e in events}) == 2
+
+
+def test_alert_id_is_deterministic_and_depends_on_segment_kind_and_hour():
+    b = drop_scenario()
+    ids = [[e["alert_id"] for e in run(b, 29 * DAY, 34 * DAY, segment=s)[1]] for s in ("location=Espoo",) * 2]
+    assert ids[0] == ids[1] and len(ids[0]) == 2 and ids[0][0] == ids[0][1]  # opening and closing: one id
+    other = run(b, 29 * DAY, 34 * DAY, segment="location=Turku")[1][0]["alert_id"]
+    assert other != ids[0][0]
+    assert al.alert_id("location=Espoo", "drop", 1) != al.alert_id("location=Espoo", "shift", 1)
+    assert al.alert_id("location=Espoo", "drop", 1) != al.alert_id("location=Espoo", "drop", 2)
+
+
+def test_state_is_json_round_trippable_small_and_the_input_is_not_modified():
+    b = drop_scenario()
+    state, sizes = None, []
+    for h in range(29 * DAY, 45 * DAY + 1):
+        state, _ = al.evaluate("location=Espoo", b, state, at(h), al.DEFAULT_RULES)
+        assert json.loads(json.dumps(state)) == state
+        sizes.append(len(json.dumps(state)))
+    old = json.loads(json.dumps(state))
+    al.evaluate("location=Espoo", b, old, at(46 * DAY), al.DEFAULT_RULES)
+    assert old == state  # evaluate copies
+    assert max(sizes) < 1500  # constant-size: two sums, at most two open alerts, the last hour
+
+
+def test_a_state_left_behind_resumes_at_most_max_catchup_hours_back():
+    b = steady(40 * DAY)
+    rules = AlertRules(max_catchup_hours=5)
+    state, _ = al.evaluate("location=Espoo", b, None, at(29 * DAY), rules)
+    b[at(35 * DAY)] = (0, 0, 300)  # far in the past of the next evaluation: never evaluated
+    state2, events = al.evaluate("location=Espoo", b, state, at(40 * DAY), rules)
+    assert events == [] and state2["end"] == at(40 * DAY)
+    with pytest.raises(ValueError):
+        al.evaluate("location=Espoo", b, {"v": 99}, at(40 * DAY), rules)
+
+
+# ---------------------------------------------------------------- configuration and inputs
+def test_no_configuration_means_drop_alerts_on_with_the_issue_defaults():
+    rules = AlertRules.from_config(None)
+    assert rules == AlertRules() == AlertRules.from_config({})
+    assert (rules.drop, rules.rise, rules.shift) == (True, False, True)
+    assert (rules.current_hours, rules.baseline_hours, rules.min_responses, rules.confidence) == (24, 672, 30, 0.95)
+    custom = AlertRules.from_config({"current": "12h", "baseline": "14d", "kinds": ["rise"], "min_responses": 50})
+    assert (custom.current_hours, custom.baseline_hours, custom.min_responses) == (12, 336, 50)
+    assert (custom.drop, custom.rise, custom.shift) == (False, True, False)
+    for bad in ({"kinds": ["fall"]}, {"confidence": 1.5}, {"current": "soon"}, {"recover_z": 2.5}):
+        with pytest.raises(ValueError):
+            AlertRules.from_config(bad)
+
+
+def test_buckets_from_the_live_windows_state():
+    engine = WindowEngine()
+    window_state = engine.new_state()
+    seg = SegmentKey("location", "Espoo")
+    for minute, cat in ((1, Category.PROMOTER), (2, Category.DETRACTOR), (61, Category.PASSIVE)):
+        engine.apply(window_state, Delta(seg, T0 + minute * 60_000, cat, 1), T0 + minute * 60_000)
+    assert al.buckets_from_window_state(window_state) == {T0: (1, 0, 1), T0 + H: (0, 1, 0)}
+    # SegmentKey or its text, same result
+    b = two_windows((20, 0, 10), (12, 0, 18))
+    assert al.evaluate(seg, b, None, at(29 * DAY))[1] == al.evaluate("location=Espoo", b, None, at(29 * DAY))[1]
