@@ -220,6 +220,17 @@ def _fail(message: str) -> PydanticCustomError:
     return PydanticCustomError("npsflow", "{message}", {"message": message})
 
 
+def iana_timezone(value: Any, example: str = "Europe/Stockholm") -> str:
+    """``value`` if it names an IANA timezone (not "localtime", no stray spaces), else a validation error."""
+    try:
+        if not isinstance(value, str) or not value or value != value.strip() or value.lower() == "localtime":
+            raise ValueError
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
+        raise _fail(f"must be an IANA timezone like {example}, got {_show(value)}") from None
+    return value
+
+
 def _show(value: Any) -> str:
     """A value as the YAML author wrote it (roughly): 1.5, 'abc', null, true, a list, a mapping."""
     if value is None:
@@ -590,13 +601,7 @@ class Organization(_Model):
     @field_validator("timezone", mode="before")
     @classmethod
     def _tz(cls, value: Any) -> str:
-        try:
-            if not isinstance(value, str) or not value or value != value.strip() or value.lower() == "localtime":
-                raise ValueError
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
-            raise _fail(f"must be an IANA timezone like Europe/Stockholm, got {_show(value)}") from None
-        return value
+        return iana_timezone(value)
 
     @field_validator("review_url", mode="before")
     @classmethod

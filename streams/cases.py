@@ -77,11 +77,11 @@ import hashlib
 import re
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable, Mapping, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from npsflow.programs import _fail, _message, _path, _show, parse_clock, parse_duration
+from npsflow.programs import _fail, _message, _path, _show, iana_timezone, parse_clock, parse_duration
 from streams.contact_rules import _local_instant
 from streams.nps import classify as category_of
 
@@ -191,13 +191,7 @@ class OrgCases(_Model):
     @field_validator("timezone", mode="before")
     @classmethod
     def _tz(cls, value: Any) -> str:
-        try:
-            if not isinstance(value, str) or not value or value.lower() == "localtime":
-                raise ValueError
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
-            raise _fail(f"must be an IANA timezone like Europe/Helsinki, got {_show(value)}") from None
-        return value
+        return iana_timezone(value, "Europe/Helsinki")
 
     @field_validator("open_on", mode="before")
     @classmethod
