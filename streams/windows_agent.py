@@ -67,6 +67,9 @@ class WindowsAgent:
         self.now = time.monotonic
         self.due: dict[str, int] = {}  # segments changed since their last window update → their partition
         self.last_emit: dict[str, float] = {}
+        # the states keep a "due" mark until their update is sent: after a restart or a rebalance the marked
+        # ones are found again (a held update must not be lost with the process: a replay changes nothing)
+        self.rescan = True
 
     def install(self) -> None:
         pipeline = self.pipeline
@@ -74,6 +77,9 @@ class WindowsAgent:
         add_timer(pipeline, "roll_idle_segments", 30.0, self.roll_idle_segments)
         add_timer(pipeline, "emit_held_window_updates", EMIT_INTERVAL / 2, self.emit_held)
         add_timer(pipeline, "expire_contributions", 60.0, self.drop_legacy_keys)
+        app = pipeline.app
+        if hasattr(app, "on_partitions_assigned"):
+            app.on_partitions_assigned.connect(self.on_assigned, weak=False)
         pipeline.timers.update(roll_idle_segments=self.roll_idle_segments, emit_held_window_updates=self.emit_held,
                                expire_contributions=self.drop_legacy_keys)
 
@@ -114,6 +120,7 @@ class WindowsAgent:
         self.watermark_ms = max(self.watermark_ms, int(state.get("wm", 0)))
         if changed:
             self.due[segment] = partition
+            state["due"] = 1  # until its window update is sent (``emit`` clears it)
         if changed or stats.replayed - replayed < len(items):  # hw moved: the state changed
             state["p"] = partition
             return state
@@ -137,8 +144,29 @@ class WindowsAgent:
             self.last_emit[segment] = now
             del self.due[segment]
 
+    async def on_assigned(self, sender=None, *args, **kwargs) -> None:
+        self.rescan = True
+
+    def settled(self) -> bool:
+        app = self.pipeline.app
+        return not (getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
+
+    def find_due(self) -> None:
+        """After a start or a rebalance, once the table is recovered: the segments whose update was held back
+        when the previous owner stopped (their state still carries the "due" mark)."""
+        if not self.rescan or not self.settled():
+            return
+        self.rescan = False
+        for key, raw in list(self.table.data.items()):
+            if key.startswith(b'"S|') and b'"due":1' in raw:
+                state = orjson.loads(raw)
+                if "p" in state:
+                    self.due.setdefault(orjson.loads(key)[2:], state["p"])
+
     async def emit_held(self) -> None:
-        """Timer: the updates held back by the interval, when no new batch comes to send them."""
+        """Timer: the updates held back by the interval, when no new batch comes to send them (and those a
+        stopped worker held: ``find_due``)."""
+        self.find_due()
         if not self.due:
             return
         async with self.lock:
@@ -159,6 +187,7 @@ class WindowsAgent:
             out.add_keyed(self.updates_topic, self.partitions, key,
                           codec.encode(avro.WINDOW_UPDATE, self.update_record(segment, result)))
         state["end"] = self.engine.window_end(watermark_ms)
+        state.pop("due", None)  # the state is staged with this update (same flush: outputs first)
 
     def update_record(self, segment: SegmentKey, result) -> dict:
         summary = result.summary

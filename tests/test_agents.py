@@ -355,6 +355,32 @@ async def test_late_additions_beyond_lateness_are_not_counted(harness):
     assert harness.memo("late")["c"] is False and harness.memo("ok")["c"] is True
 
 
+async def test_a_held_window_update_survives_the_worker_that_held_it(harness):
+    """Updates are sent at most every emit_interval per segment; one held back when the worker dies must still
+    go out after the restart, although replaying the deltas changes nothing (the state carries a "due" mark)."""
+    async with harness.feed("classify") as agent:  # two classify batches: two delta messages
+        await agent.put(raw(rid="a", score=10, at="2026-11-20T10:00:00Z"), key=b"a")
+        await until(lambda: len(harness.sent["classified"]) == 1)
+        await agent.put(raw(rid="b", score=0, at="2026-11-20T10:00:00Z"), key=b"b")
+    deltas = [d for d in harness.deltas() if d[0] == "overall=all"]
+    assert len(deltas) == 2
+    windows = harness.pipeline.batch_agents["windows"]
+    windows.emit_interval = 3600.0  # the first update goes out, the second is held
+    await run_windows(harness, deltas[:1])
+    await run_windows(harness, deltas[1:])
+    sent = lambda: [u for u in harness.decoded("windows", avro.WINDOW_UPDATE)  # noqa: E731
+                    if u["dimension"] == "overall" and u["window"] == "24h"]
+    assert [u["responses"] for u in sent()] == [1]  # the second update is held
+    windows.due.clear(), windows.last_emit.clear()  # the worker died: what it held in memory is gone
+    await run_windows(harness, deltas)  # the restarted worker replays the deltas: nothing changes
+    assert [u["responses"] for u in sent()] == [1]
+    windows.rescan = True  # as after the start / a rebalance
+    await harness.pipeline.timers["emit_held_window_updates"]()
+    assert [u["responses"] for u in sent()] == [1, 2]
+    await harness.pipeline.timers["emit_held_window_updates"]()  # sent: the mark is gone
+    assert [u["responses"] for u in sent()] == [1, 2]
+
+
 async def test_malformed_window_delta_is_dead_lettered(harness):
     await run_windows(harness, [("location=Espoo", b"{not json")])
     (dl,) = harness.decoded("dead_letters", avro.DEAD_LETTER)
