@@ -40,6 +40,9 @@ DEFAULT_DAYS = 30
 HISTORY_PERIODS = 4  # "new / rising" compares with the 4 previous periods of the same length
 EXAMPLE_CANDIDATES = 20  # recent comments fetched per term; pick_examples keeps up to 3 distinct ones
 ALL = "all"  # the slice name without --by
+#: the ledger days that can hold answers of [since, until) (a condition on the ledger's sorting key: a range read)
+PERIOD_DAYS = ("day >= toDate32({since:DateTime64(3, 'UTC')}) "
+               "AND day <= toDate32({until:DateTime64(3, 'UTC')} - toIntervalMillisecond(1))")
 THEME_LANG = "*"  # a theme is counted across the languages of its lemmas
 
 
@@ -147,14 +150,12 @@ def _examples(store, q: TermQuery, since: datetime, until: datetime, wanted: dic
     terms = sorted({t for ts in wanted.values() for t in ts})
     if not terms or q.examples < 1:
         return {}
-    days = "day >= toDate32({since:DateTime64(3, 'UTC')}) AND day <= toDate32({until:DateTime64(3, 'UTC')} - " \
-           "toIntervalMillisecond(1))"
     text = "if(fu = '', txt, if(txt = '', fu, concat(txt, ' — ', fu)))"
     sql = (f"SELECT slice, term, groupArraySorted({EXAMPLE_CANDIDATES})((-ms, said)) AS ex FROM ("
            f" SELECT {_slice_expr(q.by, 'seg')} AS slice, arrayJoin(arrayIntersect(tm, {{terms:Array(String)}})) "
            f"AS term, {text} AS said, toUnixTimestamp64Milli(at) AS ms FROM (SELECT response_id, gone AS g, "
            f"comment AS txt, follow_up AS fu, category AS cat, terms AS tm, lang AS lg, responded_at AS at, "
-           f"segment AS seg FROM {{db}}.comments_by_day FINAL WHERE {days}) WHERE g = 0 AND said != '' "
+           f"segment AS seg FROM {{db}}.comments_by_day FINAL WHERE {PERIOD_DAYS}) WHERE g = 0 AND said != '' "
            f"AND cat = {{category:String}} AND at >= {{since:DateTime64(3, 'UTC')}} "
            f"AND at < {{until:DateTime64(3, 'UTC')}}{_lang_filter(q, 'lg')}) GROUP BY slice, term")
     out = {}
@@ -228,13 +229,11 @@ def _theme_counts(store, q: TermQuery, since: datetime, until: datetime, themes:
     for name, by_lang in themes.items():
         for lang, words in by_lang.items():
             names.append(name), langs.append(lang), lemmas.append(sorted(words))
-    days = "day >= toDate32({since:DateTime64(3, 'UTC')}) AND day <= toDate32({until:DateTime64(3, 'UTC')} - " \
-           "toIntervalMillisecond(1))"
     sql = (f"SELECT slice, theme, count() AS n, countIf(cat = 'promoter') AS p, countIf(cat = 'passive') AS pa, "
            f"countIf(cat = 'detractor') AS d, uniqExact(rk) AS people FROM (SELECT {_slice_expr(q.by, 'seg')} AS "
            f"slice, cat, rk, arrayJoin(arrayDistinct(arrayFilter((n, l, w) -> l = lg AND hasAny(tm, w), "
            f"{{names:Array(String)}}, {{langs:Array(String)}}, {{lemmas:Array(Array(String))}}))) AS theme "
-           f"FROM {_ledger_latest(days)} WHERE g = 0 AND at >= {{since:DateTime64(3, 'UTC')}} AND at < "
+           f"FROM {_ledger_latest(PERIOD_DAYS)} WHERE g = 0 AND at >= {{since:DateTime64(3, 'UTC')}} AND at < "
            f"{{until:DateTime64(3, 'UTC')}}{_lang_filter(q, 'lg')}) GROUP BY slice, theme")
     out = {name: {k: c for k, c in counts.items() if k[0] == ANY_TEXT}
            for name, counts in _counts(store, q, since, until, terms=[]).items()}

@@ -259,6 +259,12 @@ async def _consume(pipeline, topic_key: str, name: str, size: int, handle, lock:
 SWEEP_CHUNK = 5000  # keys a timer visits per lock hold (the agent waits at most one chunk)
 
 
+def settled(app) -> bool:
+    """No rebalance and no table recovery in progress (Faust's own flags; a pipeline that never joined a group
+    has neither): a timer writing a table must wait for this, its view may be partial or moving away."""
+    return not (getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
+
+
 async def sweep_keys(pipeline, name: str, table, keys: list, lock: asyncio.Lock, visit, finish=None) -> int:
     """A timer's pass over ``keys`` of a StateTable, a chunk at a time under the agent's ``lock`` and on the
     keys' current values (the agent writes the same keys): ``visit(out, key, raw_value)`` stages changes and

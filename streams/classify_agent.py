@@ -16,7 +16,7 @@ from collections import defaultdict
 import orjson
 
 from schemas import codec as avro
-from streams.app import Pipeline, Transient, add_timer, dead_letter, install_batch_agent, sweep_keys
+from streams.app import Pipeline, Transient, add_timer, dead_letter, install_batch_agent, settled, sweep_keys
 from streams import text
 from streams.classify import ClassifyOutcome, ClassifyStep, Incoming
 from streams.forgotten import ForgottenRegister
@@ -138,9 +138,7 @@ class ClassifyAgent:
                 offset=rec.offset, key=rec.key, payload=refused.payload))
 
     def settled(self) -> bool:
-        """No rebalance or table recovery in progress (Faust's own flags; a test pipeline has neither)."""
-        app = self.pipeline.app
-        return not (getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
+        return settled(self.pipeline.app)
 
     def active_partitions(self) -> set[int] | None:
         """The raw partitions this worker actively owns now (None: every partition — a pipeline that never got

@@ -21,7 +21,7 @@ from collections import defaultdict
 import orjson
 
 from schemas import codec as avro
-from streams.app import Pipeline, add_timer, dead_letter, install_batch_agent, run_batch, sweep_keys
+from streams.app import Pipeline, add_timer, dead_letter, install_batch_agent, run_batch, settled, sweep_keys
 from streams.kafka_io import BatchOutput, StateTable, json_key
 from streams.responses import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, from_ms
 from streams.windows import SegmentKey, StepStats, apply_items
@@ -148,8 +148,7 @@ class WindowsAgent:
         self.rescan = True
 
     def settled(self) -> bool:
-        app = self.pipeline.app
-        return not (getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
+        return settled(self.pipeline.app)
 
     def find_due(self) -> None:
         """After a start or a rebalance, once the table is recovered: the segments whose update was held back

@@ -68,11 +68,13 @@ def test_partitions_are_the_default_partitioner_of_other_clients():
 
 @settings(max_examples=3000, deadline=None)
 @given(st.binary(max_size=200))
-def test_murmur2_is_aiokafkas(key):
-    """partition_for must pick the partition every other client picks: the local murmur2 is aiokafka's."""
+def test_murmur2_gives_the_numbers_of_aiokafkas_and_kafka_pythons(key):
+    """partition_for must pick the partition every other client picks: the local murmur2 is aiokafka's and
+    kafka-python's."""
     from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+    from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-    assert murmur2(key) == aiokafka_murmur2(key)
+    assert murmur2(key) == aiokafka_murmur2(key) == kafka_python_murmur2(key)
     assert partition_for(key, 6) == (aiokafka_murmur2(key) & 0x7FFFFFFF) % 6
 
 
@@ -94,14 +96,3 @@ def test_kept_json_is_orjsons_bytes():
     for value in ("r-1", "Malmö", {"v": 1, "seg": {"location": "Malmö"}, "ps": None}, [1, 2.5, True], 7):
         assert kept_json(value) == orjson.dumps(value) and type(kept_json(value)) is bytes
     assert json_key("r-ä") == orjson.dumps("r-ä") == '"r-ä"'.encode()
-
-
-@settings(max_examples=2000, deadline=None)
-@given(st.binary(max_size=80))
-def test_murmur2_gives_the_numbers_of_aiokafkas_and_kafka_pythons(data):
-    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
-    from kafka.partitioner.default import murmur2 as kafka_python_murmur2
-
-    from streams.kafka_io import murmur2
-
-    assert murmur2(data) == aiokafka_murmur2(data) == kafka_python_murmur2(data)
