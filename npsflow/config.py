@@ -22,6 +22,9 @@ NPSFLOW_INTERNAL_TOKEN    optional: the internal listener then wants ``Authoriza
 NPSFLOW_PROGRAMS          survey programs YAML (npsflow.programs); unset: no programs, every trigger is
                           suppressed with reason no_program
 NPSFLOW_CHANNELS          channel configuration YAML (sinks.channels.factory); unset: outbox for e-mail and SMS
+NPSFLOW_CASES             follow-up cases, alerts and notifications YAML (deploy/cases.example.yaml); unset:
+                          detractors open cases owned by `unassigned`, drop alerts on with the defaults, no
+                          notifications
 NPSFLOW_THEMES            themes YAML for `npsflow themes` (sinks.terms: theme → language → lemmas); unset: the
                           example themes shipped in deploy/themes.example.yaml
 NPSFLOW_SECRET            key for contact pseudonyms, sampling and link signatures (≥ 16 characters); unset:
@@ -119,10 +122,18 @@ class Topics:
     candidates = property(lambda self: self._name("dispatch.candidates"))
     # the cap stage's refusals back to the contact's partition, key <org>|<contact_id> (stage 1)
     releases = property(lambda self: self._name("dispatch.releases"))
+    # the cases agent's input: qualifying answers and their edits (from classify) and the commands of the CLI /
+    # internal API, JSON, key = the contact's route <org>|<respondent> (streams.cases.route_of)
+    case_events = property(lambda self: self._name("cases.events"))
+    # every case's latest full record (Avro io.npsflow.Case), key case_id, compacted
+    cases = property(lambda self: self._name("cases"))
+    # notifications to case owners and alert receivers (JSON, key = idempotency key): the notify agent sends them
+    notifications = property(lambda self: self._name("notifications"))
 
     # Faust tables of the worker; their changelog topics are created up front (compacted), because Faust's
     # own creation races its partition check on a fresh broker ("changelog topic has 0 partitions").
-    TABLES = ("responses-seen", "window-state", "dispatch-state", "dispatch-caps", "invitations")
+    TABLES = ("responses-seen", "window-state", "dispatch-state", "dispatch-caps", "invitations", "cases",
+              "notifications-sent")
 
     def changelogs(self) -> list[str]:
         return [f"{self.namespace}-{table}-changelog" for table in self.TABLES]
@@ -130,7 +141,11 @@ class Topics:
     def all(self) -> list[str]:
         return [self.raw_responses, self.classified, self.window_deltas, self.windows, self.alerts,
                 self.dead_letters, self.triggers, self.dispatches, self.invitations, self.candidates,
-                self.releases]
+                self.releases, self.case_events, self.notifications]
+
+    def compacted(self) -> list[str]:
+        """Topics holding the latest record per key (created with cleanup.policy=compact)."""
+        return [self.cases]
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,7 @@ class Settings:
     topics: Topics = field(default_factory=Topics)
     programs_file: Path | None = None
     themes_file: Path | None = None
+    cases_file: Path | None = None
     channels_file: Path | None = None
     secret_value: str | None = None  # NPSFLOW_SECRET; see ``secret``
     survey_url: str | None = None
@@ -241,7 +257,8 @@ class Settings:
         elif self.internal_token:
             env["NPSFLOW_INTERNAL_TOKEN"] = self.internal_token
         for name, value in (("NPSFLOW_PROGRAMS", self.programs_file), ("NPSFLOW_CHANNELS", self.channels_file),
-                            ("NPSFLOW_THEMES", self.themes_file), ("NPSFLOW_SECRET", self.secret_value),
+                            ("NPSFLOW_THEMES", self.themes_file), ("NPSFLOW_CASES", self.cases_file),
+                            ("NPSFLOW_SECRET", self.secret_value),
                             ("NPSFLOW_SURVEY_URL", self.survey_url)):
             if value:
                 env[name] = str(value)
@@ -451,7 +468,7 @@ def load(env: dict | None = None) -> Settings:
     if link_ttl <= 0:
         raise ConfigError("NPSFLOW_LINK_TTL must be positive")
     files = {}
-    for name in ("NPSFLOW_PROGRAMS", "NPSFLOW_CHANNELS", "NPSFLOW_THEMES"):
+    for name in ("NPSFLOW_PROGRAMS", "NPSFLOW_CHANNELS", "NPSFLOW_THEMES", "NPSFLOW_CASES"):
         raw = env.get(name)
         if raw:
             path = Path(raw).expanduser().resolve()
@@ -475,6 +492,7 @@ def load(env: dict | None = None) -> Settings:
         programs_file=files.get("NPSFLOW_PROGRAMS"),
         channels_file=files.get("NPSFLOW_CHANNELS"),
         themes_file=files.get("NPSFLOW_THEMES"),
+        cases_file=files.get("NPSFLOW_CASES"),
         secret_value=secret,
         survey_url=survey_url,
         link_ttl_seconds=link_ttl,

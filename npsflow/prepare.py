@@ -14,7 +14,8 @@ def ensure_topics(settings: Settings, bootstrap: str) -> None:
     from deploy.local.kafka import create_topics
 
     create_topics(bootstrap, {name: settings.partitions for name in settings.topics.all()})
-    create_topics(bootstrap, {name: settings.partitions for name in settings.topics.changelogs()},
+    create_topics(bootstrap, {name: settings.partitions
+                              for name in [*settings.topics.changelogs(), *settings.topics.compacted()]},
                   configs={"cleanup.policy": "compact"})
 
 

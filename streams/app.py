@@ -411,6 +411,10 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         "invitations": app.topic(names.invitations, partitions=settings.partitions, **raw_bytes),
         "candidates": app.topic(names.candidates, partitions=settings.partitions, **raw_bytes),
         "releases": app.topic(names.releases, partitions=settings.partitions, **raw_bytes),
+        "case_events": app.topic(names.case_events, partitions=settings.partitions, **raw_bytes),
+        "cases": app.topic(names.cases, partitions=settings.partitions, **raw_bytes),
+        "notifications": app.topic(names.notifications, partitions=settings.partitions, **raw_bytes),
+        "alerts": app.topic(names.alerts, partitions=settings.partitions, **raw_bytes),
     }
     tables = {
         "seen": state_table(app, "responses-seen", settings.partitions),
@@ -418,6 +422,8 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         "dispatch_state": state_table(app, "dispatch-state", settings.partitions),
         "dispatch_caps": state_table(app, "dispatch-caps", settings.partitions),
         "invitations": state_table(app, "invitations", settings.partitions),
+        "cases": state_table(app, "cases", settings.partitions),
+        "notifications_sent": state_table(app, "notifications-sent", settings.partitions),
     }
     pipeline = Pipeline(app, settings, avro.AvroCodec(), engine, Stats(), topics, tables, clock=clock,
                         router=BatchRouter(app))
