@@ -168,6 +168,36 @@ DISPATCH_KINDS = ("invitation", "reminder")
 _MAX_ATTEMPTS = 65535  # attempts is Nullable(UInt16)
 
 
+def case_row(record: Mapping[str, Any], partition: int, offset: int) -> dict:
+    """io.npsflow.Case → ``cases``: the owners' notes masked (their words may name the respondent: a phone
+    number, an address); the answers as a count, the change log as JSON (``history``)."""
+    notes = [{"at": utc(n["at"]).isoformat(), "actor": str(n["actor"]), "text": mask(str(n["text"]), None)[0]}
+             for n in record.get("notes") or ()]
+    history = [{"rev": int(e["rev"]), "at": utc(e["at"]).isoformat(), "kind": str(e["kind"]),
+                "actor": e.get("actor")} for e in record.get("log") or ()]
+    score = int(record["score"])
+    if not 0 <= score <= 10:
+        raise ValueError(f"case score {score} outside 0..10")
+
+    def _t(name: str):
+        value = record.get(name)
+        return None if value is None else utc(value)
+
+    return {
+        "case_id": str(record["case_id"]), "org_id": _s(record.get("org_id")), "route": _s(record.get("route")),
+        "response_id": str(record["response_id"]), "owner": str(record["owner"]), "score": score,
+        "category": str(record["category"]), "comment": _s(record.get("comment")),
+        "segment": {str(k): _s(v) for k, v in (record.get("segment") or {}).items()},
+        "answers": len(record.get("answers") or ()), "opened_at": utc(record["opened_at"]),
+        "due_at": utc(record["due_at"]), "status": str(record["status"]), "close_reason": _s(record.get("close_reason")),
+        "first_contact_at": _t("first_contact_at"), "closed_at": _t("closed_at"), "escalated_at": _t("escalated_at"),
+        "escalated_to": _s(record.get("escalated_to")), "notes": json.dumps(notes, ensure_ascii=False),
+        "command_ids": [str(c) for c in record.get("command_ids") or ()],
+        "history": json.dumps(history, ensure_ascii=False), "rev": int(record["rev"]),
+        "updated_at": utc(record["updated_at"]), "kafka_partition": int(partition), "kafka_offset": int(offset),
+    }
+
+
 def dispatch_row(record: Mapping[str, Any], partition: int, offset: int) -> dict:
     """io.npsflow.DispatchedMessage → ``dispatches`` (contact_key is already a pseudonym).
 
@@ -216,5 +246,6 @@ MAPPERS = {
     "window_updates": window_update_row,
     "dead_letters": dead_letter_row,
     "alerts": alert_row,
+    "cases": case_row,
     "dispatches": dispatch_row,
 }

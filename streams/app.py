@@ -345,6 +345,7 @@ class Pipeline:
     sender: Sender | None = None  # where BatchOutputs go: Kafka (KafkaSender), or a capture in tests
     router: Any = None  # streams.batch_consumer.BatchRouter: fetched record lists → the batch-native agents
     batch_agents: dict[str, Any] = field(default_factory=dict)  # name → agent object with process(records)
+    follow_up: Any = None  # npsflow.follow_up.FollowUp: cases, alert rules, notification targets (NPSFLOW_CASES)
 
     def output(self) -> BatchOutput:
         """A fresh BatchOutput for one batch's records and state changes (streams.kafka_io)."""
@@ -435,10 +436,16 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
     from streams.windows_agent import install_windows
 
     pipeline.book = dispatch_book(settings, programs)
+    pipeline.follow_up = follow_up_config(settings, pipeline.book.programs)
     if settings.role != "sink":  # the stream agents (role all and process)
+        from streams.cases_agent import install_cases
+        from streams.notify_agent import install_notify
+
         install_classify(pipeline)
         install_windows(pipeline)
         install_dispatch(pipeline, pipeline.book, channels if channels is not None else load_channels(settings))
+        install_cases(pipeline, pipeline.follow_up.cases)
+        install_notify(pipeline, pipeline.follow_up.notify, notification_mailer(settings))
     if store_factory is not None:
         from streams.sink_agents import install_sinks
 
@@ -462,11 +469,33 @@ def dispatch_book(settings: Settings, programs: Any = None):
                         timedelta(seconds=settings.link_ttl_seconds))
 
 
+def follow_up_config(settings: Settings, programs: Any = None):
+    """Cases, alert rules and notification targets (NPSFLOW_CASES, npsflow.follow_up); FollowUpError: the worker
+    does not start."""
+    from npsflow.follow_up import load_follow_up
+
+    return load_follow_up(settings.cases_file, programs)
+
+
+def notification_mailer(settings: Settings):
+    """The e-mail transport of notifications: NPSFLOW_CHANNELS' e-mail (SMTP or the outbox), None when off."""
+    from sinks.channels.notice import mailer_from_channels
+
+    return mailer_from_channels(channels_config(settings), settings.home)
+
+
 def load_channels(settings: Settings) -> dict:
     """The channels of NPSFLOW_CHANNELS (YAML, see sinks.channels.factory); the outbox when unset. The
     newsletter embed (files under NPSFLOW_HOME) is on unless the file turns it off."""
     from sinks.channels.factory import build_channels
 
+    config = channels_config(settings)
+    config.setdefault("newsletter", True)
+    return build_channels(config, settings.home)
+
+
+def channels_config(settings: Settings) -> dict:
+    """NPSFLOW_CHANNELS as a mapping ({} when unset)."""
     config: dict = {}
     if settings.channels_file is not None:
         import yaml
@@ -477,5 +506,4 @@ def load_channels(settings: Settings) -> dict:
             raise ValueError(f"{settings.channels_file}: {exc}") from None
         if not isinstance(config, dict):
             raise ValueError(f"{settings.channels_file}: must be a mapping of channel settings")
-    config.setdefault("newsletter", True)
-    return build_channels(config, settings.home)
+    return config
