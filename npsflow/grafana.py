@@ -161,6 +161,16 @@ def _funnel(spec: bi.Panel, grid):
             .override_by_name("cost_per_response", [_prop("decimals", 2), _prop("displayName", "cost per response")]))
 
 
+def _follow_up(spec: bi.Panel, grid):
+    return (_base(table.Panel(), spec, grid).show_header(True)
+            .override_by_name("overdue", [_prop("color", {"mode": "fixed", "fixedColor": "red"}),
+                                          _prop("custom.cellOptions", {"type": "color-text"})])
+            .override_by_name("median_hours_to_contact", [_prop("unit", "h"), _prop("decimals", 1),
+                                                          _prop("displayName", "median time to first contact")])
+            .override_by_name("closed_within_sla_pct", [_prop("unit", "percent"), _prop("decimals", 1),
+                                                        _prop("displayName", "closed within SLA")]))
+
+
 def _dead_letters(spec: bi.Panel, grid):
     return (_base(timeseries.Panel(), spec, grid).legend(_legend()).tooltip(_tooltip())
             .unit("short").decimals(0).min(0).draw_style(common.GraphDrawStyle.BARS).fill_opacity(70)
@@ -175,7 +185,8 @@ LAYOUT = {  # panel key -> (builder, (x, y, w, h))
     "detractor_comments": (_detractor_comments, (12, 18, 12, 9)),
     "top_detractor_terms": (_top_detractor_terms, (0, 27, 24, 10)),
     "funnel": (_funnel, (0, 0, 24, 8)),
-    "dead_letters": (_dead_letters, (0, 8, 24, 9)),
+    "follow_up": (_follow_up, (0, 8, 24, 8)),
+    "dead_letters": (_dead_letters, (0, 16, 24, 9)),
 }
 
 
