@@ -107,3 +107,13 @@ def case_stats(store, by: str = "owner") -> list[dict]:
                     "closed": closed,
                     "closed_within_sla_pct": round(100.0 * int(r["within_sla"]) / closed, 1) if closed else None})
     return out
+
+
+def open_cases(store, limit: int = 10, now: datetime | None = None) -> dict:
+    """What the live dashboard shows: the summary and the ``limit`` most urgent open cases (earliest due first)."""
+    now = now or datetime.now(timezone.utc)
+    rows = store.query(
+        f"SELECT *, {_STATUS_SQL} AS shown FROM {{db}}.cases FINAL WHERE status != 'closed' "
+        f"ORDER BY due_at, case_id LIMIT {{limit:UInt32}}", {"now": now, "limit": int(limit)})
+    listed = cases(store, now=now, limit=0)
+    return {"summary": listed["summary"], "cases": [_case(r) for r in rows]}

@@ -105,3 +105,19 @@ def test_follow_up_statistics_by_owner_and_by_segment(ch_store):
                    "median_hours_to_contact": 3.0, "closed": 2, "closed_within_sla_pct": 50.0}
     (loc,) = case_stats(ch_store, "location")
     assert loc["location"] == "Espoo" and loc["cases"] == 2
+
+
+def test_the_dashboard_shows_the_most_urgent_open_cases_first(ch_store):
+    from sinks.casebook import open_cases
+
+    events = [(answer(f"r{i}", i % 7, "Espoo", f"c{i}"), MS + i * HOUR) for i in range(5)]
+    revisions = run(events)
+    first = revisions[0]
+    revisions += run(events + [({"kind": "close", "case_id": first["case_id"], "route": first["route"],
+                                 "actor": "a"}, MS + 9 * HOUR)])[-1:]
+    sink(ch_store, revisions)
+    now = T0 + timedelta(hours=50)  # r1 (due +49 h) and r2 (+50 h) overdue, r3, r4 not yet; r0 closed
+    shown = open_cases(ch_store, limit=3, now=now)
+    assert [(c["response_id"], c["status"]) for c in shown["cases"]] == [
+        ("r1", "overdue"), ("r2", "overdue"), ("r3", "open")]
+    assert shown["summary"] == {"open": 2, "overdue": 2, "closed_within_sla": 1, "closed_late": 0}

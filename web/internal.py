@@ -94,6 +94,7 @@ class InternalApi:
         self.themes = themes if themes is not None else terms.load_themes()
         self.dashboard_cache = SharedResult(lambda by: store.arun(queries.dashboard, by))
         self.words_cache = SharedResult(lambda _: store.arun(dashboard_words), max_age=WORDS_CACHE_SECONDS)
+        self.cases_cache = SharedResult(lambda _: store.arun(casebook.open_cases))
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/healthz", healthz), web.get("/api/v1/stats", self.get_stats),
@@ -226,6 +227,11 @@ class InternalApi:
         except Exception as exc:  # e.g. migration 0006 not applied yet: the numbers still show
             log.warning("dashboard words unavailable: %s", str(exc).splitlines()[0][:300] if str(exc) else exc)
             data["words"] = None
+        try:
+            data["cases"] = await self.cases_cache.get("")
+        except Exception as exc:  # a failure never hides the numbers
+            log.warning("dashboard cases unavailable: %s", str(exc).splitlines()[0][:300] if str(exc) else exc)
+            data["cases"] = None
         return json_reply(data, headers={"Cache-Control": "no-store"})
 
     async def dashboard_page(self, request: web.Request) -> web.Response:
