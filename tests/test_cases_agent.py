@@ -229,3 +229,21 @@ def test_a_broken_cases_file_stops_the_worker_with_one_line(tmp_path, doc, first
     with pytest.raises(config.ConfigError) as exc:
         follow_up_inputs(settings)
     assert first in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_the_example_and_demo_cases_files_load(tmp_path):
+    from pathlib import Path
+
+    from npsflow.follow_up import load_follow_up
+    from npsflow.demo import demo_cases_path
+
+    example = load_follow_up(Path(__file__).resolve().parent.parent / "deploy" / "cases.example.yaml",
+                             env={"NPSFLOW_WEBHOOK_SECRET": "x" * 20})
+    org = example.cases.for_org("nordvik-ror")
+    assert org.owner_for({"location": "Göteborg"}) == "goteborg-desk"
+    assert org.owner_for({"location": "Malmö", "channel": "store"}) == "store-managers"
+    assert example.alerts.confidence == 0.99 and not example.alerts.rise
+    assert example.notify.email.address_of("anna.lind@nordvikror.se") == "anna.lind@nordvikror.se"
+    assert example.notify.webhook.secret == b"x" * 20
+    demo = load_follow_up(demo_cases_path())
+    assert demo.cases.for_org("demo").owner_for({"location": "Oslo"}) == "oslo-manager"
