@@ -595,6 +595,41 @@ def dispatches(fmt: str) -> None:
     _emit(data, fmt, render)
 
 
+@main.command()
+@click.option("--status", type=click.Choice(["open", "closed"]), default=None, help="Only open or closed alerts.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def alerts(status: str | None, fmt: str) -> None:
+    """Significant changes of NPS per segment: the last 24 h against the 28 days before (z test) and sustained
+    shifts (CUSUM), open ones first."""
+    from npsflow.reader import ReadError, alerts as read_alerts
+
+    try:
+        data = read_alerts(_settings(), status)
+    except (ReadError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+
+    def side(s: dict) -> str:
+        nps = "—" if s["nps"] is None else f"{s['nps']:.1f}"
+        lo, hi = s["ci95"]
+        ci = "" if lo is None else f" [{lo:.1f}, {hi:.1f}]"
+        return f"{nps}{ci} n={s['responses']}"
+
+    def render(d):
+        from rich.table import Table
+
+        table = Table(title=f"Alerts: {len(d['alerts'])}")
+        for col in ("status", "segment", "kind", "current (24 h)", "baseline (28 d)", "z", "p", "opened", "closed"):
+            table.add_column(col)
+        for a in d["alerts"]:
+            ((dim, value),) = a["segment"].items()
+            table.add_row(a["status"], f"{dim}={value}", a["kind"], side(a["current"]), side(a["baseline"]),
+                          "—" if a["z"] is None else f"{a['z']:.2f}",
+                          "—" if a["p_value"] is None else f"{a['p_value']:.2g}", a["opened_at"], a["closed_at"] or "")
+        console().print(table)
+
+    _emit(data, fmt, render)
+
+
 # --------------------------------------------------------------------------------------- simulate, demo
 @main.command()
 @click.option("--count", default=1000, show_default=True, type=click.IntRange(min=1), help="Responses to send.")

@@ -155,3 +155,13 @@ def cloud_words(settings: Settings, since: datetime, until: datetime) -> list[di
     from sinks import terms as read
 
     return read.cloud_words(open_store(settings), since, until)
+
+
+def alerts(settings: Settings, status: str | None = None) -> dict:
+    """``npsflow alerts``: sinks.queries.alerts (latest event of every alert), via the worker or on the store."""
+    info = _via_worker(settings)
+    if info:
+        return _get(settings, info, "/api/v1/alerts", {"status": status})
+    from sinks import queries
+
+    return queries.alerts(open_store(settings), status)

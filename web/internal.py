@@ -7,6 +7,7 @@ GET /api/v1/report?by=location,channel&since=ISO&until=ISO[&compare_previous=1]
 GET /api/v1/windows?segment=location=Espoo
 GET /api/v1/deadletters
 GET /api/v1/dispatches
+GET /api/v1/alerts?status=open|closed  significant-change alerts, latest event of each (sinks.queries.alerts)
 GET /api/v1/dashboard?by=location    what the live dashboard shows (sinks.queries.dashboard + web.dashboard words)
 GET /api/v1/terms?since&until&by&lang&category&min_count&min_category&min_respondents&limit&examples
                              term statistics (sinks.terms.terms)
@@ -92,7 +93,7 @@ class InternalApi:
                 web.get("/api/v1/dispatches", self.dispatches), web.get("/api/v1/deadletters", self.deadletters),
                 web.get("/api/v1/dashboard", self.dashboard_data), web.get("/dashboard", self.dashboard_page),
                 web.get("/api/v1/terms", self.terms), web.get("/api/v1/themes", self.theme_stats),
-                web.get("/api/v1/cloud", self.cloud)]
+                web.get("/api/v1/cloud", self.cloud), web.get("/api/v1/alerts", self.alerts)]
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return json_reply(self.stats.as_dict())
@@ -148,6 +149,15 @@ class InternalApi:
             return json_reply(await self.store.arun(terms.cloud_words, since, until))
         except (Rejected, ValueError) as exc:
             return error(400, exc.detail if isinstance(exc, Rejected) else str(exc))
+
+    async def alerts(self, request: web.Request) -> web.Response:
+        unknown = sorted(set(request.query) - {"status"})
+        if unknown:
+            return error(400, f"unknown parameter(s): {', '.join(unknown)}")
+        try:
+            return json_reply(await self.store.arun(queries.alerts, request.query.get("status") or None))
+        except ValueError as exc:
+            return error(400, str(exc))
 
     async def dispatches(self, request: web.Request) -> web.Response:
         return json_reply(await self.store.arun(queries.dispatches))

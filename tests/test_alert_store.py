@@ -1,0 +1,97 @@
+"""Alerts in ClickHouse (real chDB): migration 0008, the row mapper, latest-event-wins reads, the reader and
+`npsflow alerts --format json`, and the cluster form of the replacing migration."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from click.testing import CliRunner
+
+from npsflow import config
+from npsflow.cli import main
+from npsflow.reader import alerts as read_alerts
+from schemas import codec as avro
+from sinks import queries, rows
+from sinks.cluster import cluster_statements
+from streams.alert_events import alert_record
+from streams.alerting import evaluate
+
+HOUR = 3_600_000
+T = int(datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp() * 1000)
+CODEC = avro.AvroCodec()
+
+
+def drop_events() -> list[dict]:
+    """A real opened + closed pair from streams.alerting: 28 days at 2 P / 1 Pa / 1 D an hour, then a day at
+    0 / 1 / 3, then a quiet month (the alert recovers: its condition does not hold for 24 h)."""
+    buckets = {T - h * HOUR: (2, 1, 1) for h in range(25, 24 * 29 + 1)}
+    buckets.update({T - h * HOUR: (0, 1, 3) for h in range(1, 25)})
+    state, opened = evaluate("location=Oulu", buckets, None, T)
+    state, closed = evaluate("location=Oulu", buckets, state, T + 3 * 24 * HOUR)
+    return opened + closed
+
+
+def as_row(event: dict, offset: int = 0) -> dict:
+    """Through Avro as the sink sees it."""
+    return rows.alert_row(CODEC.decode(CODEC.encode(avro.ALERT, alert_record(event)), expected=avro.ALERT), 0, offset)
+
+
+def test_the_latest_event_wins_in_any_order_and_the_json_shape(ch_store):
+    opened, closed = drop_events()
+    assert (opened["event"], closed["event"]) == ("opened", "closed")
+    ch_store.insert("alerts", [as_row(opened)])
+    (only,) = queries.alerts(ch_store)["alerts"]
+    assert only == {
+        "alert_id": opened["alert_id"], "segment": {"location": "Oulu"}, "kind": "drop", "direction": "down",
+        "baseline": {"nps": 25.0, "responses": 2688, "ci95": opened["baseline"]["ci95"]},
+        "current": {"nps": -75.0, "responses": 96, "ci95": opened["current"]["ci95"]},
+        "z": opened["z"], "p_value": pytest.approx(opened["p_value"]), "cusum": pytest.approx(opened["cusum"]),
+        "opened_at": "2026-11-20T00:00:00.000Z", "closed_at": None, "status": "open",
+        "detail": only["detail"]}
+    assert only["detail"].startswith("NPS drop in location=Oulu: -75.0 (n=96) vs 25.0 (n=2688)")
+    assert queries.alerts(ch_store, "closed") == {"alerts": []}
+    ch_store.insert("alerts", [as_row(closed, 1)])
+    ch_store.insert("alerts", [as_row(opened, 2)])  # a replayed opening after the closing: the closing still wins
+    (latest,) = queries.alerts(ch_store)["alerts"]
+    assert latest["status"] == "closed" and latest["closed_at"] == _iso(closed["closed_at"])
+    assert latest["current"] == only["current"] and latest["opened_at"] == only["opened_at"]
+    assert queries.alerts(ch_store, "open") == {"alerts": []}
+    assert queries.alerts(ch_store, "closed")["alerts"] == [latest]
+    final = ch_store.query("SELECT alert_id, status FROM {db}.alerts FINAL")
+    assert final == [{"alert_id": opened["alert_id"], "status": "closed"}]
+    with pytest.raises(ValueError, match="status must be one of"):
+        queries.alerts(ch_store, "overdue")
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_rows_of_v1_kinds_are_refused_for_the_dead_letters():
+    with pytest.raises(ValueError, match="not an alert event of v2"):
+        rows.alert_row({"alert_id": "a", "kind": "nps_drop", "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc)})
+
+
+def test_reader_and_cli_answer_the_issue_shape_without_a_worker(ch_store, tmp_path):
+    opened, _ = drop_events()
+    ch_store.insert("alerts", [as_row(opened)])
+    env = {"NPSFLOW_HOME": str(tmp_path / "home"), "NPSFLOW_CLICKHOUSE_DSN": ch_store.dsn}
+    assert read_alerts(config.load(env), "open") == queries.alerts(ch_store, "open")
+    result = CliRunner().invoke(main, ["alerts", "--status", "open", "--format", "json"], env=env)
+    assert result.exit_code == 0, result.output
+    (alert,) = json.loads(result.output)["alerts"]
+    assert {"alert_id", "segment", "kind", "baseline", "current", "z", "p_value", "opened_at", "status"} <= set(alert)
+    assert set(alert["baseline"]) == set(alert["current"]) == {"nps", "responses", "ci95"}
+    assert alert["segment"] == {"location": "Oulu"} and alert["kind"] == "drop" and alert["status"] == "open"
+    table = CliRunner().invoke(main, ["alerts"], env=env)
+    assert table.exit_code == 0 and "location=Oulu" in table.output and "drop" in table.output
+    closed = CliRunner().invoke(main, ["alerts", "--status", "closed", "--format", "json"], env=env)
+    assert json.loads(closed.output) == {"alerts": []}
+
+
+def test_the_replacing_migration_has_a_cluster_form():
+    assert cluster_statements("DROP TABLE IF EXISTS `npsflow`.alerts SYNC", "c1", "npsflow") == [
+        "DROP TABLE IF EXISTS `npsflow`.alerts ON CLUSTER 'c1' SYNC",
+        "DROP TABLE IF EXISTS `npsflow`.alerts_local ON CLUSTER 'c1' SYNC"]
