@@ -85,6 +85,10 @@ class Stats:
     def inc(self, name: str, by: int = 1) -> None:
         self.counts[name] += by
 
+    def set(self, name: str, value: int) -> None:
+        """A gauge rather than a counter (e.g. ``alerts.hour``: the last hour end the alerts were evaluated at)."""
+        self.counts[name] = value
+
     def as_dict(self) -> dict[str, int]:
         return dict(sorted(self.counts.items()))
 

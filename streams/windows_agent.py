@@ -269,6 +269,7 @@ class WindowsAgent:
                                  chunk=ALERT_CHUNK)
         self.alerts_end = end
         self.pipeline.stats.inc("alerts.evaluations", moved)
+        self.pipeline.stats.set("alerts.hour", end // HOUR_MS)  # hours since the epoch: how far alerts are
 
     def evaluate_segment(self, out: BatchOutput, key: bytes, raw: bytes, now_ms: int, rules) -> int:
         """One segment's alerts up to ``now_ms``: stage its events and (after them) its new alert state."""
