@@ -642,15 +642,24 @@ def alerts(status: str | None, fmt: str) -> None:
               help="Share of replayed records.")
 @click.option("--edit-ratio", default=0.01, show_default=True, type=click.FloatRange(0, 1),
               help="Share of edited answers.")
+@click.option("--days", default=None, type=click.FloatRange(min=0.05, max=60),
+              help="Spread event times over the last N days (default: the last hour; 8 with --drop-location).")
+@click.option("--drop-location", default=None,
+              help="Plant a drop: this location's answers of the last 24 h are much worse (an alert to see).")
+@click.option("--drop-points", default=50.0, show_default=True, type=click.FloatRange(1, 200),
+              help="How many NPS points worse the planted drop makes the location.")
 def simulate(count: int, rate: float, seed: int | None, bad_ratio: float, duplicate_ratio: float,
-             edit_ratio: float) -> None:
+             edit_ratio: float, days: float | None, drop_location: str | None, drop_points: float) -> None:
     """Send realistic synthetic responses (Nordic locations, employees, channels, comments in sv/da/fi/nb/en)."""
     from npsflow.simulate import run_simulation
 
     settings = _settings()
+    if drop_location and days is None:
+        days = 8.0  # a baseline before the last day, and the evaluated hours
     try:
         sent = run_simulation(settings, _bootstrap(settings), count=count, rate=rate, seed=seed,
-                              bad_ratio=bad_ratio, duplicate_ratio=duplicate_ratio, edit_ratio=edit_ratio)
+                              bad_ratio=bad_ratio, duplicate_ratio=duplicate_ratio, edit_ratio=edit_ratio,
+                              days=days, drop_location=drop_location, drop_points=drop_points)
     except Exception as exc:
         raise Failure(f"simulation failed: {exc}") from None
     click.echo(f"sent {sent} records to {settings.topics.raw_responses}")
