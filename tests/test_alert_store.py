@@ -14,6 +14,7 @@ from npsflow.cli import main
 from npsflow.reader import alerts as read_alerts
 from schemas import codec as avro
 from sinks import queries, rows
+from sinks.clickhouse import close_all
 from sinks.cluster import cluster_statements
 from streams.alert_events import alert_record
 from streams.alerting import evaluate
@@ -89,9 +90,41 @@ def test_reader_and_cli_answer_the_issue_shape_without_a_worker(ch_store, tmp_pa
     assert table.exit_code == 0 and "location=Oulu" in table.output and "drop" in table.output
     closed = CliRunner().invoke(main, ["alerts", "--status", "closed", "--format", "json"], env=env)
     assert json.loads(closed.output) == {"alerts": []}
+    close_all()  # the stores the CLI opened in this process (a CLI process would just exit)
 
 
 def test_the_replacing_migration_has_a_cluster_form():
     assert cluster_statements("DROP TABLE IF EXISTS `npsflow`.alerts SYNC", "c1", "npsflow") == [
         "DROP TABLE IF EXISTS `npsflow`.alerts ON CLUSTER 'c1' SYNC",
         "DROP TABLE IF EXISTS `npsflow`.alerts_local ON CLUSTER 'c1' SYNC"]
+
+
+def test_grafana_alert_annotations_on_chdb_and_in_every_dashboard(ch_store):
+    from npsflow import grafana
+    from sinks import bi
+
+    opened, closed = drop_events()
+    other = {**opened, "alert_id": "b" * 16, "segment": {"overall": "all"}, "opened_at": T + 2 * 24 * HOUR}
+    ch_store.insert("alerts", [as_row(opened), as_row(closed, 1), as_row(other, 2)])
+
+    def annotations(since_ms: int, until_ms: int) -> list[dict]:
+        period = {"time_from": datetime.fromtimestamp(since_ms / 1000, tz=timezone.utc),
+                  "time_to": datetime.fromtimestamp(until_ms / 1000, tz=timezone.utc)}
+        return ch_store.query(bi.render(bi.ALERT_ANNOTATIONS, **period, variables={}))
+
+    (region, point) = annotations(T - HOUR, T + 30 * 24 * HOUR)
+    assert (region["time"], region["timeEnd"]) == (_dt(closed["opened_at"]), _dt(closed["closed_at"]))
+    assert region["tags"] == "alert,drop,location=Oulu,closed" and region["text"].endswith("[closed]")
+    assert point["time"] == point["timeEnd"] == _dt(other["opened_at"]) and point["tags"].endswith(",open")
+    assert [a["tags"] for a in annotations(closed["closed_at"] + HOUR, T + 30 * 24 * HOUR)] == [point["tags"]]
+    assert annotations(T - 48 * HOUR, T - HOUR) == []  # before anything opened
+    for key in bi.DASHBOARDS:
+        (annotation,) = grafana.dashboard_model(key)["annotations"]["list"]
+        assert annotation["name"] == "NPS alerts" and annotation["enable"] is True
+        assert annotation["target"]["rawSql"] == bi.for_grafana(bi.ALERT_ANNOTATIONS)
+        assert annotation["datasource"] == annotation["target"]["datasource"] == {
+            "type": "grafana-clickhouse-datasource", "uid": "npsflow-clickhouse"}
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
