@@ -128,3 +128,29 @@ def test_grafana_alert_annotations_on_chdb_and_in_every_dashboard(ch_store):
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+async def test_the_internal_api_and_the_dashboard_show_the_open_alerts(ch_store, tmp_path):
+    from tests.test_web_listeners import client_of
+    from web.internal import InternalApi, internal_app
+
+    opened, closed = drop_events()
+    other = {**opened, "alert_id": "b" * 16, "segment": {"overall": "all"}, "opened_at": T + 2 * 24 * HOUR}
+    ch_store.insert("alerts", [as_row(opened), as_row(closed, 1), as_row(other, 2)])
+    settings = config.load({"NPSFLOW_HOME": str(tmp_path / "home"), "NPSFLOW_CLICKHOUSE_DSN": ch_store.dsn})
+    client = await client_of(internal_app(InternalApi(ch_store, None, ["location"]),
+                                          allowed_hosts=settings.web_hosts, token=None))
+    try:
+        everything = await (await client.get("/api/v1/alerts")).json()
+        assert everything == queries.alerts(ch_store)
+        assert [a["status"] for a in everything["alerts"]] == ["open", "closed"]
+        assert (await (await client.get("/api/v1/alerts?status=open")).json()) == queries.alerts(ch_store, "open")
+        for bad in ("status=overdue", "state=open"):
+            reply = await client.get(f"/api/v1/alerts?{bad}")
+            assert reply.status == 400 and (await reply.json())["error"], bad
+        dashboard = await (await client.get("/api/v1/dashboard")).json()
+        assert [a["alert_id"] for a in dashboard["alerts"]] == ["b" * 16]
+        page = await (await client.get("/dashboard")).text()
+        assert 'id="alerts"' in page and "renderAlerts" in page
+    finally:
+        await client.close()

@@ -86,6 +86,7 @@ class InternalApi:
         self.themes = themes if themes is not None else terms.load_themes()
         self.dashboard_cache = SharedResult(lambda by: store.arun(queries.dashboard, by))
         self.words_cache = SharedResult(lambda _: store.arun(dashboard_words), max_age=WORDS_CACHE_SECONDS)
+        self.alerts_cache = SharedResult(lambda _: store.arun(queries.alerts, "open"))
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/healthz", healthz), web.get("/api/v1/stats", self.get_stats),
@@ -177,6 +178,11 @@ class InternalApi:
         except Exception as exc:  # e.g. migration 0006 not applied yet: the numbers still show
             log.warning("dashboard words unavailable: %s", str(exc).splitlines()[0][:300] if str(exc) else exc)
             data["words"] = None
+        try:
+            data["alerts"] = (await self.alerts_cache.get(""))["alerts"]
+        except Exception as exc:  # e.g. migration 0008 not applied yet: the numbers still show
+            log.warning("dashboard alerts unavailable: %s", str(exc).splitlines()[0][:300] if str(exc) else exc)
+            data["alerts"] = []
         return json_reply(data, headers={"Cache-Control": "no-store"})
 
     async def dashboard_page(self, request: web.Request) -> web.Response:
