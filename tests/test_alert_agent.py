@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from schemas import codec as avro
-from tests.test_agents import CODEC, Harness
+from tests.test_agents import Harness
 
 HOUR = 3_600_000
 T = int(datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp() * 1000)  # data runs up to T
