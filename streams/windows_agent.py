@@ -50,7 +50,7 @@ BATCH = 5000
 EMIT_INTERVAL = 0.2  # seconds between two window updates of one segment
 CATEGORIES = {"promoter", "passive", "detractor", None}
 ALERT_INTERVAL = 5.0  # seconds between two looks at whether event time entered a new hour
-ALERT_CHUNK = 500  # segments evaluated per lock hold (~0.2 ms each: the agent waits at most ~0.1 s)
+ALERT_CHUNK = 200  # segments per lock hold: ~0.75 ms each for a new hour (measured), the agent waits ≤ ~0.15 s
 _WM = re.compile(rb'"wm":(\d+)')
 
 
