@@ -697,6 +697,41 @@ def dispatches(fmt: str) -> None:
     _emit(data, fmt, render)
 
 
+@main.command()
+@click.option("--status", type=click.Choice(["open", "closed"]), default=None, help="Only open or closed alerts.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def alerts(status: str | None, fmt: str) -> None:
+    """Significant changes of NPS per segment: the last 24 h against the 28 days before (z test) and sustained
+    shifts (CUSUM), open ones first."""
+    from npsflow.reader import ReadError, alerts as read_alerts
+
+    try:
+        data = read_alerts(_settings(), status)
+    except (ReadError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+
+    def side(s: dict) -> str:
+        nps = "—" if s["nps"] is None else f"{s['nps']:.1f}"
+        lo, hi = s["ci95"]
+        ci = "" if lo is None else f" [{lo:.1f}, {hi:.1f}]"
+        return f"{nps}{ci} n={s['responses']}"
+
+    def render(d):
+        from rich.table import Table
+
+        table = Table(title=f"Alerts: {len(d['alerts'])}")
+        for col in ("status", "segment", "kind", "current (24 h)", "baseline (28 d)", "z", "p", "opened", "closed"):
+            table.add_column(col)
+        for a in d["alerts"]:
+            ((dim, value),) = a["segment"].items()
+            table.add_row(a["status"], f"{dim}={value}", a["kind"], side(a["current"]), side(a["baseline"]),
+                          "—" if a["z"] is None else f"{a['z']:.2f}",
+                          "—" if a["p_value"] is None else f"{a['p_value']:.2g}", a["opened_at"], a["closed_at"] or "")
+        console().print(table)
+
+    _emit(data, fmt, render)
+
+
 # --------------------------------------------------------------------------------------- simulate, demo
 @main.command()
 @click.option("--count", default=1000, show_default=True, type=click.IntRange(min=1), help="Responses to send.")
@@ -709,15 +744,24 @@ def dispatches(fmt: str) -> None:
               help="Share of replayed records.")
 @click.option("--edit-ratio", default=0.01, show_default=True, type=click.FloatRange(0, 1),
               help="Share of edited answers.")
+@click.option("--days", default=None, type=click.FloatRange(min=0.05, max=60),
+              help="Spread event times over the last N days (default: the last hour; 8 with --drop-location).")
+@click.option("--drop-location", default=None,
+              help="Plant a drop: this location's answers of the last 24 h are much worse (an alert to see).")
+@click.option("--drop-points", default=50.0, show_default=True, type=click.FloatRange(1, 200),
+              help="How many NPS points worse the planted drop makes the location.")
 def simulate(count: int, rate: float, seed: int | None, bad_ratio: float, duplicate_ratio: float,
-             edit_ratio: float) -> None:
+             edit_ratio: float, days: float | None, drop_location: str | None, drop_points: float) -> None:
     """Send realistic synthetic responses (Nordic locations, employees, channels, comments in sv/da/fi/nb/en)."""
     from npsflow.simulate import run_simulation
 
     settings = _settings()
+    if drop_location and days is None:
+        days = 8.0  # a baseline before the last day, and the evaluated hours
     try:
         sent = run_simulation(settings, _bootstrap(settings), count=count, rate=rate, seed=seed,
-                              bad_ratio=bad_ratio, duplicate_ratio=duplicate_ratio, edit_ratio=edit_ratio)
+                              bad_ratio=bad_ratio, duplicate_ratio=duplicate_ratio, edit_ratio=edit_ratio,
+                              days=days, drop_location=drop_location, drop_points=drop_points)
     except Exception as exc:
         raise Failure(f"simulation failed: {exc}") from None
     click.echo(f"sent {sent} records to {settings.topics.raw_responses}")

@@ -38,6 +38,7 @@ DATASOURCE_UID = "npsflow-clickhouse"
 DATASOURCE = dash_m.DataSourceRef(type_val=PLUGIN, uid=DATASOURCE_UID)
 DASHBOARD_DIR = "/etc/grafana/dashboards/npsflow"  # where the provisioning file expects the JSON files
 TAGS = ["npsflow", "nps"]
+ALERTS_ANNOTATION = "NPS alerts"  # the annotation of every dashboard: significant-change alerts (sinks.bi)
 
 BAND_COLORS = {"needs_improvement": "red", "good": "yellow", "excellent": "green", "world_class": "dark-green"}
 NPS_STEPS = [dash_m.Threshold(None, "red"), dash_m.Threshold(0, "yellow"), dash_m.Threshold(50, "green"),
@@ -243,7 +244,13 @@ def dashboard_model(key: str, dimensions: Iterable[str] | None = None) -> dict:
     for number, spec in enumerate(specs, start=1):
         make, grid = LAYOUT[spec.key]
         board = board.with_panel(make(spec, grid).id(number))
-    return json.loads(json.dumps(board.build(), cls=JSONEncoder))
+    board = board.annotation(dash_b.AnnotationQuery().name(ALERTS_ANNOTATION).datasource(DATASOURCE)
+                             .enable(True).hide(False).icon_color("red"))
+    model = json.loads(json.dumps(board.build(), cls=JSONEncoder))
+    for annotation in model["annotations"]["list"]:  # the SDK's target type has no SQL: the plugin's query model
+        if annotation["name"] == ALERTS_ANNOTATION:
+            annotation["target"] = dict(ClickHouseQuery("Alerts", bi.ALERT_ANNOTATIONS, bi.TABLE).data)
+    return model
 
 
 def _dump(model: Any) -> str:

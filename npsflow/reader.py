@@ -190,3 +190,11 @@ def case_stats(settings: Settings, by: str) -> list[dict]:
     from sinks import casebook
 
     return casebook.case_stats(open_store(settings), by)
+def alerts(settings: Settings, status: str | None = None) -> dict:
+    """``npsflow alerts``: sinks.queries.alerts (latest event of every alert), via the worker or on the store."""
+    info = _via_worker(settings)
+    if info:
+        return _get(settings, info, "/api/v1/alerts", {"status": status})
+    from sinks import queries
+
+    return queries.alerts(open_store(settings), status)

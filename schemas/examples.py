@@ -52,9 +52,13 @@ def examples() -> dict[str, dict]:
             "ci_low": 1.5, "ci_high": 78.5, "band": "good", "seq": 12, "updated_at": _T1,
         },
         _c.ALERT: {
-            "alert_id": "a-1", "kind": "detractor_callback", "response_id": "r-2", "survey_id": "s-1",
-            "dimension": None, "segment_value": None, "score": 2, "comment": "Slow delivery",
-            "nps": None, "previous_nps": None, "z": None, "detail": "detractor r-2 scored 2", "created_at": _T1,
+            "alert_id": "3f2a9c1d0b7e4a55", "kind": "drop", "event": "opened", "status": "open", "direction": "down",
+            "dimension": "location", "segment_value": "paris",
+            "baseline": {"nps": 35.2, "responses": 840, "ci_low": 29.9, "ci_high": 40.4},
+            "current": {"nps": -12.5, "responses": 40, "ci_low": -39.0, "ci_high": 15.1},
+            "z": -3.412, "p_value": 0.000645, "cusum": 12.5, "opened_at": _T1.replace(minute=0, second=0, microsecond=0),
+            "closed_at": None, "detail": "NPS drop in location=paris: -12.5 (n=40) vs 35.2 (n=840)",
+            "created_at": _T1.replace(minute=0, second=0, microsecond=0),
         },
         _c.CASE: {
             "case_id": "case-0123456789abcdef", "org_id": "acme", "route": "acme|ck-1", "response_id": "r-2",

@@ -297,6 +297,24 @@ ORG_OPTIONS = "SELECT DISTINCT org_id FROM {db}.dispatches WHERE org_id != '' OR
 
 TABLE, TIME_SERIES = 1, 0  # the plugin's "format" of a query
 
+#: Grafana annotations: the significant-change alerts (migration 0008, streams.alerting) that overlap the period,
+#: the latest event of each (closed after opened); a closed alert is a region from opening to closing, an open
+#: one a point at its opening. Grafana's annotation columns: time, timeEnd, text, tags (comma-separated). Not tied
+#: to an organization (alerts are per segment).
+ALERT_ANNOTATIONS = """SELECT l_opened_at AS time, if(l_status = 'closed', l_closed_at, l_opened_at) AS timeEnd,
+       concat(l_detail, ' [', l_status, ']') AS text,
+       concat('alert,', l_kind, ',', l_dimension, '=', l_segment_value, ',', l_status) AS tags
+FROM (
+    SELECT alert_id, argMax(opened_at, event_rank) AS l_opened_at, argMax(closed_at, event_rank) AS l_closed_at,
+           argMax(status, event_rank) AS l_status, argMax(detail, event_rank) AS l_detail,
+           argMax(kind, event_rank) AS l_kind, argMax(dimension, event_rank) AS l_dimension,
+           argMax(segment_value, event_rank) AS l_segment_value
+    FROM {db}.alerts
+    GROUP BY alert_id
+)
+WHERE l_opened_at < $__toTime AND (l_status = 'open' OR l_closed_at >= $__fromTime)
+ORDER BY time, alert_id"""
+
 
 @dataclass(frozen=True)
 class Panel:

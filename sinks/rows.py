@@ -138,29 +138,37 @@ def _masked(value: Any, region: str | None) -> Any:
     return value
 
 
-def alert_row(record: Mapping[str, Any], partition: int | None = None, offset: int | None = None) -> dict:
-    """io.npsflow.Alert → ``alerts``."""
+_ALERT_KINDS = ("drop", "rise", "shift")
+_ALERT_EVENTS = {"opened": 0, "closed": 1}  # the later event of an alert wins (ReplacingMergeTree(event_rank))
 
-    def _f(name: str) -> float | None:
-        value = record.get(name)
+
+def alert_row(record: Mapping[str, Any], partition: int | None = None, offset: int | None = None) -> dict:
+    """io.npsflow.Alert v2 → ``alerts`` (migration 0008): one row per event; an unknown kind or event (v1's
+    kinds were never produced) is a ValueError (the sink dead-letters the record)."""
+
+    def _f(value: Any) -> float | None:
         return None if value is None else float(value)
 
-    score = record.get("score")
-    return {
-        "alert_id": str(record["alert_id"]),
-        "kind": str(record["kind"]),
-        "response_id": _s(record.get("response_id")),
-        "survey_id": _s(record.get("survey_id")),
-        "dimension": _s(record.get("dimension")),
-        "segment_value": _s(record.get("segment_value")),
-        "score": None if score is None else int(score),
-        "comment": _s(record.get("comment")),
-        "nps": _f("nps"),
-        "previous_nps": _f("previous_nps"),
-        "z": _f("z"),
-        "detail": _s(record.get("detail")),
-        "created_at": utc(record["created_at"]),
+    kind, event = str(record["kind"]), str(record.get("event") or "opened")
+    if kind not in _ALERT_KINDS or event not in _ALERT_EVENTS:
+        raise ValueError(f"not an alert event of v2: kind {kind!r}, event {event!r}")
+    row = {
+        "alert_id": str(record["alert_id"]), "kind": kind, "event": event, "event_rank": _ALERT_EVENTS[event],
+        "status": _s(record.get("status") or ("closed" if event == "closed" else "open")),
+        "direction": _s(record.get("direction")),
+        "dimension": _s(record.get("dimension")), "segment_value": _s(record.get("segment_value")),
+        "z": _f(record.get("z")), "p_value": _f(record.get("p_value")), "cusum": _f(record.get("cusum")),
+        "opened_at": utc(record.get("opened_at") or record["created_at"]),
+        "closed_at": None if record.get("closed_at") is None else utc(record["closed_at"]),
+        "detail": _s(record.get("detail")), "created_at": utc(record["created_at"]),
     }
+    for side in ("baseline", "current"):
+        figures = record.get(side) or {}
+        row[f"{side}_nps"] = _f(figures.get("nps"))
+        row[f"{side}_responses"] = int(figures.get("responses") or 0)
+        row[f"{side}_ci_low"] = _f(figures.get("ci_low"))
+        row[f"{side}_ci_high"] = _f(figures.get("ci_high"))
+    return row
 
 
 _STATUSES = ("sent", "scheduled", "suppressed", "failed")

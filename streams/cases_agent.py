@@ -22,7 +22,6 @@ ClickHouse rows stay).
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -31,16 +30,11 @@ from schemas import codec as avro
 from streams import cases as core
 from streams.app import Pipeline, add_timer, dead_letter, install_batch_agent, run_batch, settled
 from streams.kafka_io import BatchOutput, StateTable, json_key, partition_for
-from streams.responses import to_ms
+from streams.responses import iso_ms as iso, to_ms
 
 BATCH = 2000
 ESCALATE_EVERY = 30.0  # seconds between two overdue checks
 CASE_RETENTION_MS = 180 * 86_400_000  # a closed case is forgotten by the agent this long after it closed
-
-
-def iso(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace(
-        "+00:00", "Z")
 
 
 def notification_record(note: dict) -> dict:

@@ -54,6 +54,7 @@ SINKS = (
     ("dead_letters", "dead_letters", avro.DEAD_LETTER, row_mappers.dead_letter_row),
     ("dispatches", "dispatches", avro.DISPATCHED_MESSAGE, row_mappers.dispatch_row),
     ("cases", "cases", avro.CASE, row_mappers.case_row),
+    ("alerts", "alerts", avro.ALERT, row_mappers.alert_row),
 )
 
 REJECTED = "sink_rejected_row"

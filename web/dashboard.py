@@ -69,6 +69,8 @@ svg circle {{ fill: #0969da; }}
 tr.weak td {{ color: #8c959f; }}
 tr.case.overdue td.due {{ color: #b42318; font-weight: 600; }}
 #cases td.comment {{ white-space: normal; text-align: left; }}
+#alerts {{ list-style: none; padding: 0; }}
+#alerts li {{ background: #fff; border-left: 4px solid #b42318; margin: 6px 0; padding: 6px 10px; }}
 </style>
 </head>
 <body>
@@ -76,6 +78,10 @@ tr.case.overdue td.due {{ color: #b42318; font-weight: 600; }}
 <nav aria-label="Segment dimension">{nav}</nav></header>
 <main>
 <p id="status" role="status">Loading…</p>
+<section id="alerts-section" hidden>
+<h2>Open alerts <span class="meta">(significant changes: last 24 h vs the 28 days before)</span></h2>
+<ul id="alerts"></ul>
+</section>
 <table aria-describedby="status">
 <thead><tr><th scope="col">{by}</th><th scope="col">n</th><th scope="col">NPS</th><th scope="col">95% CI</th>
 <th scope="col">band</th><th scope="col">trend (14 days)</th></tr></thead>
@@ -163,6 +169,7 @@ tr.case.overdue td.due {{ color: #b42318; font-weight: 600; }}
     list.replaceChildren(items);
     if (d.words) renderWords(d.words);
     if (d.cases) renderCases(d.cases);
+    renderAlerts(d.alerts || []);
     document.getElementById("status").textContent =
       d.total.responses + " responses · updated " + new Date().toLocaleTimeString();
   }}
@@ -183,6 +190,19 @@ tr.case.overdue td.due {{ color: #b42318; font-weight: 600; }}
       rows.appendChild(tr);
     }});
     body.replaceChildren(rows);
+  }}
+  function renderAlerts(alerts) {{
+    var list = document.getElementById("alerts"), items = document.createDocumentFragment();
+    alerts.forEach(function (a) {{
+      var seg = Object.keys(a.segment).map(function (k) {{ return k + "=" + a.segment[k]; }}).join(", ");
+      var li = el("li", "alert " + a.kind);
+      li.appendChild(el("div", "text", a.kind + " in " + seg + ": NPS " + fmt(a.current.nps) + " (n=" +
+        a.current.responses + ") vs " + fmt(a.baseline.nps) + " (n=" + a.baseline.responses + ")"));
+      li.appendChild(el("div", "meta", "z " + fmt(a.z) + " · opened " + a.opened_at));
+      items.appendChild(li);
+    }});
+    list.replaceChildren(items);
+    document.getElementById("alerts-section").hidden = alerts.length === 0;
   }}
   var lastWords = null;
   function renderWords(w) {{

@@ -7,6 +7,7 @@ GET /api/v1/report?by=location,channel&since=ISO&until=ISO[&compare_previous=1]
 GET /api/v1/windows?segment=location=Espoo
 GET /api/v1/deadletters
 GET /api/v1/dispatches
+GET /api/v1/alerts?status=open|closed  significant-change alerts, latest event of each (sinks.queries.alerts)
 GET /api/v1/dashboard?by=location    what the live dashboard shows (sinks.queries.dashboard + web.dashboard words)
 GET /api/v1/terms?since&until&by&lang&category&min_count&min_category&min_respondents&limit&examples
                              term statistics (sinks.terms.terms)
@@ -95,6 +96,7 @@ class InternalApi:
         self.dashboard_cache = SharedResult(lambda by: store.arun(queries.dashboard, by))
         self.words_cache = SharedResult(lambda _: store.arun(dashboard_words), max_age=WORDS_CACHE_SECONDS)
         self.cases_cache = SharedResult(lambda _: store.arun(casebook.open_cases))
+        self.alerts_cache = SharedResult(lambda _: store.arun(queries.alerts, "open"))
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/healthz", healthz), web.get("/api/v1/stats", self.get_stats),
@@ -104,6 +106,7 @@ class InternalApi:
                 web.get("/api/v1/terms", self.terms), web.get("/api/v1/themes", self.theme_stats),
                 web.get("/api/v1/cloud", self.cloud), web.get("/api/v1/cases", self.cases),
                 web.get("/api/v1/case", self.case), web.get("/api/v1/cases/stats", self.case_stats),
+                web.get("/api/v1/alerts", self.alerts),
                 web.post("/api/v1/cases/{case_id}/{kind}", self.case_command)]
 
     async def cases(self, request: web.Request) -> web.Response:
@@ -209,6 +212,15 @@ class InternalApi:
         except (Rejected, ValueError) as exc:
             return error(400, exc.detail if isinstance(exc, Rejected) else str(exc))
 
+    async def alerts(self, request: web.Request) -> web.Response:
+        unknown = sorted(set(request.query) - {"status"})
+        if unknown:
+            return error(400, f"unknown parameter(s): {', '.join(unknown)}")
+        try:
+            return json_reply(await self.store.arun(queries.alerts, request.query.get("status") or None))
+        except ValueError as exc:
+            return error(400, str(exc))
+
     async def dispatches(self, request: web.Request) -> web.Response:
         return json_reply(await self.store.arun(queries.dispatches))
 
@@ -232,6 +244,10 @@ class InternalApi:
         except Exception as exc:  # a failure never hides the numbers
             log.warning("dashboard cases unavailable: %s", str(exc).splitlines()[0][:300] if str(exc) else exc)
             data["cases"] = None
+            data["alerts"] = (await self.alerts_cache.get(""))["alerts"]
+        except Exception as exc:  # e.g. migration 0008 not applied yet: the numbers still show
+            log.warning("dashboard alerts unavailable: %s", str(exc).splitlines()[0][:300] if str(exc) else exc)
+            data["alerts"] = []
         return json_reply(data, headers={"Cache-Control": "no-store"})
 
     async def dashboard_page(self, request: web.Request) -> web.Response:
