@@ -3,7 +3,6 @@ cases → notifications → a real local webhook receiver and the e-mail outbox.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import timedelta
 

@@ -234,20 +234,11 @@ class InternalApi:
         except ValueError as exc:
             return error(400, str(exc))
         data = dict(await self.dashboard_cache.get(by))
-        try:
-            data["words"] = await self.words_cache.get("")
-        except Exception as exc:  # e.g. migration 0006 not applied yet: the numbers still show
-            log.warning("dashboard words unavailable: %s", str(exc).splitlines()[0][:300] if str(exc) else exc)
-            data["words"] = None
-        try:
-            data["cases"] = await self.cases_cache.get("")
-        except Exception as exc:  # a failure never hides the numbers
-            log.warning("dashboard cases unavailable: %s", str(exc).splitlines()[0][:300] if str(exc) else exc)
-            data["cases"] = None
-            data["alerts"] = (await self.alerts_cache.get(""))["alerts"]
-        except Exception as exc:  # e.g. migration 0008 not applied yet: the numbers still show
-            log.warning("dashboard alerts unavailable: %s", str(exc).splitlines()[0][:300] if str(exc) else exc)
-            data["alerts"] = []
+        # each a cache of its own; a failure (e.g. a migration not applied yet) never hides the numbers
+        data["words"] = await _optional("words", self.words_cache, None)
+        data["cases"] = await _optional("cases", self.cases_cache, None)
+        alerts = await _optional("alerts", self.alerts_cache, None)
+        data["alerts"] = alerts["alerts"] if alerts else []
         return json_reply(data, headers={"Cache-Control": "no-store"})
 
     async def dashboard_page(self, request: web.Request) -> web.Response:
@@ -258,6 +249,15 @@ class InternalApi:
         except ValueError as exc:
             return error(400, str(exc))
         return html_reply(page, headers={"Content-Security-Policy": content_security_policy(nonce), **DASHBOARD_HEADERS})
+
+
+async def _optional(name: str, cache: SharedResult, default: Any) -> Any:
+    """A dashboard section's data, or ``default`` (logged) when its query fails."""
+    try:
+        return await cache.get("")
+    except Exception as exc:
+        log.warning("dashboard %s unavailable: %s", name, str(exc).splitlines()[0][:300] if str(exc) else exc)
+        return default
 
 
 _TERM_INTS = ("min_count", "min_category", "min_respondents", "limit", "examples")
