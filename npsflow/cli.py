@@ -710,26 +710,9 @@ def alerts(status: str | None, fmt: str) -> None:
     except (ReadError, ValueError) as exc:
         raise Failure(str(exc)) from None
 
-    def side(s: dict) -> str:
-        nps = "—" if s["nps"] is None else f"{s['nps']:.1f}"
-        lo, hi = s["ci95"]
-        ci = "" if lo is None else f" [{lo:.1f}, {hi:.1f}]"
-        return f"{nps}{ci} n={s['responses']}"
+    from npsflow.render import render_alerts
 
-    def render(d):
-        from rich.table import Table
-
-        table = Table(title=f"Alerts: {len(d['alerts'])}")
-        for col in ("status", "segment", "kind", "current (24 h)", "baseline (28 d)", "z", "p", "opened", "closed"):
-            table.add_column(col)
-        for a in d["alerts"]:
-            ((dim, value),) = a["segment"].items()
-            table.add_row(a["status"], f"{dim}={value}", a["kind"], side(a["current"]), side(a["baseline"]),
-                          "—" if a["z"] is None else f"{a['z']:.2f}",
-                          "—" if a["p_value"] is None else f"{a['p_value']:.2g}", a["opened_at"], a["closed_at"] or "")
-        console().print(table)
-
-    _emit(data, fmt, render)
+    _emit(data, fmt, render_alerts)
 
 
 # --------------------------------------------------------------------------------------- simulate, demo

@@ -13,8 +13,8 @@ from rich.text import Text
 
 from npsflow import stack as st
 from npsflow.config import Settings
-from npsflow.reader import ReadError, cases, cloud_words, deadletters, dispatches, report, terms
-from npsflow.render import console as make_console, render_cases, render_report, render_terms
+from npsflow.reader import ReadError, alerts, cases, cloud_words, deadletters, dispatches, report, terms
+from npsflow.render import console as make_console, render_alerts, render_cases, render_report, render_terms
 
 BAND_STYLE = {"needs_improvement": "red", "good": "yellow", "excellent": "green", "world_class": "bold green"}
 
@@ -90,6 +90,39 @@ def show_cases(console, settings: Settings) -> None:
                   f"CASE_ID`")
 
 
+DROP_LOCATION = "Stockholm"
+
+
+HISTORY = 4000  # answers of the imported history
+
+
+def import_history(console, settings: Settings, bootstrap: str, seed: int | None) -> None:
+    """Eight days of answers before the live ones (answers without an organization: they open no case), with a
+    drop planted in one location's last 24 hours — what the alerts compare. First: answers that arrive later
+    than NPSFLOW_LATENESS behind the live ones would not count in the live windows."""
+    from npsflow.simulate import run_simulation
+
+    console.print(f"importing {HISTORY} answers of the last 8 days, with a drop planted in {DROP_LOCATION}'s last "
+                  f"24 hours (npsflow simulate --days 8 --drop-location {DROP_LOCATION}) …")
+    run_simulation(settings, bootstrap, count=HISTORY, rate=0, seed=seed, bad_ratio=0, duplicate_ratio=0,
+                   edit_ratio=0, days=8, drop_location=DROP_LOCATION)
+
+
+def show_alerts(console, settings: Settings) -> None:
+    """What the windows agent raised on the imported history (npsflow alerts)."""
+    console.print()
+    console.print(f"[bold]Alerts[/bold] (npsflow alerts: the last 24 h of every segment against the days before; "
+                  f"a drop was planted in {DROP_LOCATION}):")
+    found, deadline = alerts(settings, "open"), time.monotonic() + 90
+    while time.monotonic() < deadline and not any(a["segment"].get("location") == DROP_LOCATION
+                                                  for a in found["alerts"]):
+        time.sleep(1.0)
+        found = alerts(settings, "open")
+    render_alerts(found)
+    console.print("alerts: `npsflow alerts`, the dashboard, Grafana annotations; owners of alerts get an e-mail "
+                  "(notify.email.alerts in NPSFLOW_CASES)")
+
+
 def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = False,
              seed: int | None = None) -> None:
     """The survey flow end to end: simulated trigger events → contact rules → invitations in the outbox
@@ -111,6 +144,7 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
     console.print(f"kafka {state['kafka'].get('bootstrap')} · survey page {state['worker']['public_url']}/s/… · "
                   f"dashboard {state['worker']['internal_url']}/dashboard · survey programs {settings.programs_file}")
     bootstrap = state["kafka"]["bootstrap"]
+    import_history(console, settings, bootstrap, seed)
     progress = {"sim": SurveySimulation(target=count), "error": None, "done": False}
 
     def simulate() -> None:
@@ -139,7 +173,7 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
                     # wait until the sink caught up (the total equals the answers sent, or stops changing)
                     settled = settled + 1 if data["total"]["responses"] == progress.get("last_total") else 0
                     progress["last_total"] = data["total"]["responses"]
-                    if data["total"]["responses"] >= progress["sim"].responses or settled >= 5:
+                    if data["total"]["responses"] >= HISTORY + progress["sim"].responses or settled >= 5:
                         break
                 time.sleep(1.0)
         if progress["error"]:
@@ -158,6 +192,7 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
         console.print(f"invitations written to {settings.home / 'outbox'} (e-mails as .eml, SMS in sms.jsonl)")
         show_words(console, settings, state["worker"]["internal_url"])
         show_cases(console, settings)
+        show_alerts(console, settings)
     finally:
         if not keep_running:
             st.down(settings)

@@ -118,3 +118,23 @@ def render_case_stats(rows: list[dict]) -> None:
     for row in rows:
         table.add_row(*("—" if v is None else str(v) for v in row.values()))
     console().print(table)
+
+
+def _alert_side(s: dict) -> str:
+    nps = "—" if s["nps"] is None else f"{s['nps']:.1f}"
+    lo, hi = s["ci95"]
+    ci = "" if lo is None else f" [{lo:.1f}, {hi:.1f}]"
+    return f"{nps}{ci} n={s['responses']}"
+
+
+def render_alerts(data: dict) -> None:
+    """``npsflow alerts`` as a table."""
+    table = Table(title=f"Alerts: {len(data['alerts'])}")
+    for col in ("status", "segment", "kind", "current (24 h)", "baseline (28 d)", "z", "p", "opened", "closed"):
+        table.add_column(col)
+    for a in data["alerts"]:
+        ((dim, value),) = a["segment"].items()
+        table.add_row(a["status"], f"{dim}={value}", a["kind"], _alert_side(a["current"]), _alert_side(a["baseline"]),
+                      "—" if a["z"] is None else f"{a['z']:.2f}",
+                      "—" if a["p_value"] is None else f"{a['p_value']:.2g}", a["opened_at"], a["closed_at"] or "")
+    console().print(table)

@@ -196,10 +196,10 @@ class OrgCases(_Model):
     @field_validator("open_on", mode="before")
     @classmethod
     def _open_on(cls, value: Any) -> Any:
-        ok = isinstance(value, (list, tuple)) and value and all(
+        ok = isinstance(value, (list, tuple)) and all(
             v in ("detractor", "passive") or (type(v) is int and 0 <= v <= 8) for v in value)
-        if not ok:
-            raise _fail(f"must be a non-empty list of detractor, passive or scores 0–8, got {_show(value)}")
+        if not ok:  # [] = this organization opens no cases
+            raise _fail(f"must be a list of detractor, passive or scores 0–8, got {_show(value)}")
         return tuple(value)
 
     @field_validator("owners", mode="before")

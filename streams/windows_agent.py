@@ -24,6 +24,8 @@ events — deterministic ids — and ClickHouse / the notify agent drop the repe
 ``min_responses`` is skipped (no detector can fire; a later evaluation catches its hours up, with the same
 result). Event time, not the wall clock: replays and imported history give the same alerts, and a totally
 silent stream (no answer anywhere) evaluates nothing — its alerts neither open nor close until answers come.
+Segments that changed and have no alert state yet are evaluated at the next tick within the hour as well
+(imported history does not move event time into a new hour).
 An hour is evaluated once, with the buckets as they are then: answers of it applied later (a lagging partition,
 allowed lateness, edits) count from the next hour end on.
 """
@@ -98,6 +100,9 @@ class WindowsAgent:
         # ones are found again (a held update must not be lost with the process: a replay changes nothing)
         self.rescan = True
         self.alerts_end: int | None = None  # the hour end up to which every segment held here was evaluated
+        # segments that changed and have no alert state yet (new, or too small so far): evaluated at the next tick
+        # within the hour too — imported history does not move event time into a new hour
+        self.unevaluated: set[str] = set()
 
     def install(self) -> None:
         pipeline = self.pipeline
@@ -150,6 +155,8 @@ class WindowsAgent:
         if changed:
             self.due[segment] = partition
             state["due"] = 1  # until its window update is sent (``emit`` clears it)
+            if self.table.get_raw(alert_key(segment)) is None:
+                self.unevaluated.add(segment)
         if changed or stats.replayed - replayed < len(items):  # hw moved: the state changed
             state["p"] = partition
             return state
@@ -260,14 +267,22 @@ class WindowsAgent:
                                                             if (m := _WM.search(raw)) is not None])
         now = self.watermark_ms
         end = now - now % HOUR_MS
-        if not now or (self.alerts_end is not None and end <= self.alerts_end):
+        if not now:
             return
         rules = self.pipeline.alert_rules or DEFAULT_RULES
-        keys = [key for key in self.table.data.keys() if key.startswith(b'"S|')]
+        new_hour = self.alerts_end is None or end > self.alerts_end
+        if new_hour:
+            keys = [key for key in self.table.data.keys() if key.startswith(b'"S|')]
+        elif self.unevaluated:
+            keys = [state_key(segment) for segment in sorted(self.unevaluated)]
+        else:
+            return
+        self.unevaluated = set()
         moved = await sweep_keys(self.pipeline, "evaluate_alerts", self.table, keys, self.lock,
                                  lambda out, key, raw: self.evaluate_segment(out, key, raw, now, rules),
                                  chunk=ALERT_CHUNK)
-        self.alerts_end = end
+        if new_hour:
+            self.alerts_end = end
         self.pipeline.stats.inc("alerts.evaluations", moved)
         self.pipeline.stats.set("alerts.hour", end // HOUR_MS)  # hours since the epoch: how far alerts are
 

@@ -176,3 +176,20 @@ async def test_nothing_is_evaluated_within_an_hour_nor_for_segments_too_small_to
     assert b'"A|overall=all"' not in table  # 24 < 30
     assert harness.changelog["window_state"] and not any(k.startswith(b'"A|') for _, k, _ in
                                                          harness.changelog["window_state"])
+
+
+async def test_history_imported_within_the_hour_is_evaluated_at_once(harness):
+    """Live answers first (every segment too small to test, and the hour already evaluated), then the history
+    with the drop arrives — event time stays in the same hour: the changed segments are still evaluated."""
+    rows = answers()
+    live = [r for r in rows if r[1] >= T - HOUR]
+    await run(harness, delta_messages(live))
+    timer = harness.pipeline.timers["evaluate_alerts"]
+    await timer()
+    assert alerts(harness) == [] and harness.pipeline.batch_agents["windows"].alerts_end == T - HOUR
+    await run(harness, delta_messages([r for r in rows if r[1] < T - HOUR], first_offset=len(live)))
+    await timer()
+    (alert,) = alerts(harness)
+    assert (alert["segment_value"], alert["kind"]) == ("Oulu", "drop")
+    await timer()  # nothing changed since: nothing more
+    assert len(alerts(harness)) == 1

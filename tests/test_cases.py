@@ -111,6 +111,8 @@ def test_open_on_passives_and_specific_scores():
     assert [s for s in range(11) if org.qualifies(s)] == [0, 1, 2, 3, 4, 5, 6, 8]
     org = CasesConfig.from_yaml_dict({"organizations": [{"id": "a", "open_on": ["passive"]}]}).for_org("a")
     assert [s for s in range(11) if org.qualifies(s)] == [7, 8]
+    org = CasesConfig.from_yaml_dict({"organizations": [{"id": "a", "open_on": []}]}).for_org("a")
+    assert [s for s in range(11) if org.qualifies(s)] == []  # an organization that opens no cases
 
 
 def test_configuration_mistakes_one_line_each():
@@ -120,7 +122,7 @@ def test_configuration_mistakes_one_line_each():
             "owners": [{"location": {"Espoo": ""}}], "business_hours": {"start": "18:00", "end": "17:00"}}]})
     assert caught.value.errors == [
         "organizations[0].timezone: must be an IANA timezone like Europe/Helsinki, got 'Mars/Olympus'",
-        "organizations[0].open_on: must be a non-empty list of detractor, passive or scores 0–8, got a list",
+        "organizations[0].open_on: must be a list of detractor, passive or scores 0–8, got a list",
         "organizations[0].owners[0].owners: must be an owner (a non-empty text of at most 200 characters), "
         "got ''",
         "organizations[0].sla: must be a duration like 30m, 2h or 1d, got '2 days'",

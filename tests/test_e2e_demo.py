@@ -34,8 +34,9 @@ def test_demo_runs_the_survey_flow_from_trigger_events(tmp_path, kafka_bootstrap
     assert triggers == 300 and 0 < answered < invited
 
     # after the demo the stack is down: the CLI reads the embedded store directly
+    # the alerts step imported 4000 answers (8 days, no organization) with a drop planted in Stockholm
     report = env.cli_json("report", "--by", "location")
-    assert report["total"]["responses"] == answered
+    assert report["total"]["responses"] == answered + 4000
     from sinks.clickhouse import ClickHouseStore
 
     store = ClickHouseStore(env.settings.clickhouse_dsn)  # the worker is gone: the embedded store is free
@@ -43,10 +44,11 @@ def test_demo_runs_the_survey_flow_from_trigger_events(tmp_path, kafka_bootstrap
         sources = store.query("SELECT source, count() AS n, countIf(invitation_id != '') AS joined "
                               "FROM {db}.responses FINAL GROUP BY source")
         detractors = {r["response_id"] for r in store.query(
-            "SELECT response_id FROM {db}.responses FINAL WHERE score <= 6")}
+            "SELECT response_id FROM {db}.responses FINAL WHERE score <= 6 AND source = 'web'")}
     finally:
         store.close()
-    assert [(r["source"], r["n"], r["joined"]) for r in sources] == [("web", answered, answered)]  # via the page
+    assert sorted((r["source"], r["n"], r["joined"]) for r in sources) == [
+        ("simulator", 4000, 0), ("web", answered, answered)]  # the survey page's answers, all joined
     # follow-up: every answer whose latest version is a detractor's opened a case (one contact, one invitation,
     # one answer here), owned by its location's manager or the regional desk; each owner was mailed
     assert "Follow-up cases" in out
@@ -59,6 +61,12 @@ def test_demo_runs_the_survey_flow_from_trigger_events(tmp_path, kafka_bootstrap
     assert set(owners.values()) <= {"stockholm-manager", "kobenhavn-manager", "helsinki-manager", "oslo-manager",
                                     "regional-desk"}
     assert len(list((env.home / "outbox" / "notifications").glob("*.eml"))) >= len(detractors)
+    # the planted drop raised an alert for Stockholm (and only drops: the history is otherwise stationary)
+    assert "Alerts" in out
+    alerts = env.cli_json("alerts")["alerts"]
+    assert any(a["segment"] == {"location": "Stockholm"} and a["kind"] == "drop" for a in alerts)
+    assert {a["kind"] for a in alerts} <= {"drop", "shift"}
+    assert not any(a["segment"].get("location") not in (None, "Stockholm") for a in alerts)
     dispatches = env.cli_json("dispatches")
     assert dispatches["by_status"]["sent"] == invited
     assert dispatches["total"] == 300 - malformed - repeated  # the repeated trigger events were decided once
