@@ -188,7 +188,9 @@ class CapAgent(DispatchEdge):
             msg = event.message
             try:
                 candidate = orjson.loads(event.value)
-                candidate["invite"]["inv"], candidate["day"], candidate["cap"]  # noqa: B018 (shape check)
+                candidate["invite"]["inv"]  # noqa: B018 (shape check)
+                if candidate.get("op") != "reward":  # a reward (streams.promoter) claims a code, counts no cap
+                    candidate["day"], candidate["cap"]  # noqa: B018
                 candidates.append((msg.partition, candidate))
             except (ValueError, TypeError, KeyError) as exc:
                 refused.append(Refusal(msg.partition, msg.offset, msg.key, "invalid_candidate",
