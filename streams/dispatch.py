@@ -221,7 +221,10 @@ class DispatchBook:
         found = self.found(inv["org"], inv["program"])
         if found is None:
             return None
-        channels = list(found[1].channels)
+        actions = found[1].promoter_actions if promoter.is_action(inv.get("kind")) else None
+        if promoter.is_action(inv.get("kind")) and actions is None:
+            return None
+        channels = list(actions.channels if actions is not None else found[1].channels)
         to = inv.get("to") or {}
         later = channels[channels.index(inv["channel"]) + 1:] if inv["channel"] in channels else []
         return next((c for c in later if rules.CHANNEL_ADDRESS.get(c) is None or to.get(rules.CHANNEL_ADDRESS[c])),
