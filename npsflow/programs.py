@@ -1142,9 +1142,28 @@ def parse_programs(text: str, base_dir: str | Path = ".", source: str = "<progra
     except ValidationError as exc:
         errors += [f"{_path(e['loc'])}: {_message(e)}" for e in exc.errors()]
     errors += _cross_checks(doc)
+    if result is not None:
+        errors += _shared_codes(result)
     if errors or result is None:
         raise ProgramsError(errors)
     return result
+
+
+def _shared_codes(programs: Programs) -> list[str]:
+    """A reward code in two pools could be issued twice (each pool is claimed on its own): refused."""
+    owner: dict[str, str] = {}
+    errors = []
+    for oi, org in enumerate(programs.organizations):
+        for pi, program in enumerate(org.programs):
+            actions = program.promoter_actions
+            at = f"organizations[{oi}].programs[{pi}]"
+            for ci, code in enumerate(actions.reward_codes if actions else ()):
+                if code in owner:  # never echo the code itself
+                    errors.append(f"{at}.promoter_actions.reward_codes: code [{ci}] is also in the pool of "
+                                  f"{owner[code]}: each code may be issued once")
+                else:
+                    owner[code] = at
+    return errors
 
 
 def load_programs(path: str | Path) -> Programs:

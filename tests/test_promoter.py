@@ -402,3 +402,18 @@ def test_a_promoter_message_falls_back_only_to_the_actions_channels():
     only_mail = book(channels="[email]")
     assert only_mail.fallback(inv) is None  # the survey program's channels are not the actions'
     assert only_mail.fallback({**inv, "kind": "invitation"}) is None  # survey: email only, too
+
+
+def test_a_code_in_two_pools_is_refused():
+    text = PROGRAMS.replace("CHANNELS", "[email]").replace("CODES", json.dumps(CODES)) + """
+      - id: third
+        survey_id: nps-third
+        event_types: [visit.done]
+        delay: 0m
+        channels: [email]
+        promoter_actions: {10: [reward], reward_codes: [OTHER-1, SPRING-002]}
+"""
+    with pytest.raises(ProgramsError) as exc:
+        parse_programs(text)
+    assert exc.value.errors == ["organizations[0].programs[2].promoter_actions.reward_codes: code [1] is also in "
+                                "the pool of organizations[0].programs[0]: each code may be issued once"]
