@@ -43,6 +43,10 @@ Decisions worth knowing:
   once) and wins; without one, the channel configuration's price applies (NPSFLOW_CHANNELS ``costs``, SMS
   per segment). Only messages actually sent cost anything.
 * **Daily cap** is per program (its own invitations per day of the org's calendar).
+* **Promoter actions** (``promoter_actions``, per program, streams.promoter): what a 9 or a 10 sets off —
+  ``thank_you``, ``review_request`` (needs the org's ``review_url``), ``reward`` (a code of the program's pool,
+  each issued once; a code may be in one pool only); channels e-mail/SMS, a quarantine per action kind. Their
+  texts are ``npsflow.promoter_texts`` (shipped locales; others get English; not overridable yet).
 """
 
 from __future__ import annotations

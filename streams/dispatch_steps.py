@@ -41,6 +41,12 @@ Why the cap is exact (N accepted per program and day, never more, never fewer wh
    the same invitation id: its memo makes it a repetition. Invites are idempotent downstream (the deliver
    stage keeps one entry per invitation id and sends at most once), records are keyed by dispatch id.
 
+The cap stage also claims **reward codes** of promoter actions (``CapStep.reward``, streams.promoter): a
+program's pool on the program's partition, the claim (pool cursor ``W|<org>|<program>`` + memo ``A|<message id>``
+with the code's index) in the same state write as the batch's other changes — the same argument as the cap's.
+Stage 1 decides promoter notes from the releases topic (``DecideStep.promoter``; memo ``P|<org>|<invitation>``,
+quarantines ``PQ|<org>|<contact key>``).
+
 Memos are kept for the dedup retention (longest ``max_event_age`` + 1 d: stage 1 cannot repeat a candidate
 later than that); counts for today and yesterday (org-local), as before.
 """
