@@ -385,6 +385,108 @@ def ingest_triggers(file: str) -> None:
     _ingest_file(file, lambda t: t.triggers, trigger_converter, "trigger events")
 
 
+# ------------------------------------------------------------------------------------------------ cases
+@main.group(invoke_without_command=True)
+@click.option("--status", type=click.Choice(["open", "overdue", "closed"]), default=None,
+              help="Only cases with this status (open: not yet overdue).")
+@click.option("--owner", default=None, help="Only this owner's cases.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def cases(ctx: click.Context, status: str | None, owner: str | None, fmt: str) -> None:
+    """Detractor follow-up cases (newest first) and their summary; subcommands act on one case."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from npsflow.reader import ReadError, cases as read_cases
+    from npsflow.render import render_cases
+
+    try:
+        data = read_cases(_settings(), status, owner)
+    except (ReadError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+    _emit(data, fmt, render_cases)
+
+
+def _actor(actor: str | None) -> str:
+    import getpass
+    import os
+
+    return actor or os.environ.get("NPSFLOW_ACTOR") or getpass.getuser()
+
+
+def _case_command(kind: str, case_id: str, actor: str | None, fmt: str, **fields) -> None:
+    from npsflow.casecmd import CommandError, run_command
+    from npsflow.reader import ReadError
+    from npsflow.render import render_case
+
+    settings = _settings()
+    try:
+        case = run_command(settings, _bootstrap(settings), kind, case_id, _actor(actor), **fields)
+    except (CommandError, ReadError) as exc:
+        raise Failure(str(exc)) from None
+    _emit(case, fmt, render_case)
+
+
+_ACTOR = click.option("--actor", default=None, help="Who acts (default: NPSFLOW_ACTOR, else the user name).")
+_FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+
+
+@cases.command("ack")
+@click.argument("case_id")
+@click.option("--text", default=None, help="A note about the first contact.")
+@_ACTOR
+@_FORMAT
+def cases_ack(case_id: str, text: str | None, actor: str | None, fmt: str) -> None:
+    """Record the first contact with the respondent of CASE_ID."""
+    _case_command("ack", case_id, actor, fmt, text=text)
+
+
+@cases.command("note")
+@click.argument("case_id")
+@click.argument("text")
+@_ACTOR
+@_FORMAT
+def cases_note(case_id: str, text: str, actor: str | None, fmt: str) -> None:
+    """Add a note to CASE_ID."""
+    _case_command("note", case_id, actor, fmt, text=text)
+
+
+@cases.command("assign")
+@click.argument("case_id")
+@click.argument("owner")
+@click.option("--text", default=None, help="Why (kept as a note).")
+@_ACTOR
+@_FORMAT
+def cases_assign(case_id: str, owner: str, text: str | None, actor: str | None, fmt: str) -> None:
+    """Give CASE_ID to OWNER (who is notified)."""
+    _case_command("assign", case_id, actor, fmt, owner=owner, text=text)
+
+
+@cases.command("close")
+@click.argument("case_id")
+@click.option("--reason", default=None, help="A word such as resolved, no_answer, duplicate (default: closed).")
+@click.option("--text", default=None, help="A closing note.")
+@_ACTOR
+@_FORMAT
+def cases_close(case_id: str, reason: str | None, text: str | None, actor: str | None, fmt: str) -> None:
+    """Close CASE_ID."""
+    _case_command("close", case_id, actor, fmt, reason=reason, text=text)
+
+
+@cases.command("stats")
+@click.option("--by", default="owner", show_default=True, help="owner or a segment dimension, e.g. location.")
+@_FORMAT
+def cases_stats(by: str, fmt: str) -> None:
+    """Follow-up per owner or segment: time to first contact, share closed within the SLA."""
+    from npsflow.reader import ReadError, case_stats
+    from npsflow.render import render_case_stats
+
+    try:
+        rows = case_stats(_settings(), by)
+    except (ReadError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+    _emit(rows, fmt, render_case_stats)
+
+
 # ----------------------------------------------------------------------------------------------- report
 @main.command()
 @click.option("--by", "by", default="", help="Comma-separated segment dimensions, e.g. location,channel.")
@@ -597,6 +699,41 @@ def dispatches(fmt: str) -> None:
     _emit(data, fmt, render)
 
 
+@main.command()
+@click.option("--status", type=click.Choice(["open", "closed"]), default=None, help="Only open or closed alerts.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def alerts(status: str | None, fmt: str) -> None:
+    """Significant changes of NPS per segment: the last 24 h against the 28 days before (z test) and sustained
+    shifts (CUSUM), open ones first."""
+    from npsflow.reader import ReadError, alerts as read_alerts
+
+    try:
+        data = read_alerts(_settings(), status)
+    except (ReadError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+
+    def side(s: dict) -> str:
+        nps = "—" if s["nps"] is None else f"{s['nps']:.1f}"
+        lo, hi = s["ci95"]
+        ci = "" if lo is None else f" [{lo:.1f}, {hi:.1f}]"
+        return f"{nps}{ci} n={s['responses']}"
+
+    def render(d):
+        from rich.table import Table
+
+        table = Table(title=f"Alerts: {len(d['alerts'])}")
+        for col in ("status", "segment", "kind", "current (24 h)", "baseline (28 d)", "z", "p", "opened", "closed"):
+            table.add_column(col)
+        for a in d["alerts"]:
+            ((dim, value),) = a["segment"].items()
+            table.add_row(a["status"], f"{dim}={value}", a["kind"], side(a["current"]), side(a["baseline"]),
+                          "—" if a["z"] is None else f"{a['z']:.2f}",
+                          "—" if a["p_value"] is None else f"{a['p_value']:.2g}", a["opened_at"], a["closed_at"] or "")
+        console().print(table)
+
+    _emit(data, fmt, render)
+
+
 # --------------------------------------------------------------------------------------- simulate, demo
 @main.command()
 @click.option("--count", default=1000, show_default=True, type=click.IntRange(min=1), help="Responses to send.")
@@ -609,15 +746,24 @@ def dispatches(fmt: str) -> None:
               help="Share of replayed records.")
 @click.option("--edit-ratio", default=0.01, show_default=True, type=click.FloatRange(0, 1),
               help="Share of edited answers.")
+@click.option("--days", default=None, type=click.FloatRange(min=0.05, max=60),
+              help="Spread event times over the last N days (default: the last hour; 8 with --drop-location).")
+@click.option("--drop-location", default=None,
+              help="Plant a drop: this location's answers of the last 24 h are much worse (an alert to see).")
+@click.option("--drop-points", default=50.0, show_default=True, type=click.FloatRange(1, 200),
+              help="How many NPS points worse the planted drop makes the location.")
 def simulate(count: int, rate: float, seed: int | None, bad_ratio: float, duplicate_ratio: float,
-             edit_ratio: float) -> None:
+             edit_ratio: float, days: float | None, drop_location: str | None, drop_points: float) -> None:
     """Send realistic synthetic responses (Nordic locations, employees, channels, comments in sv/da/fi/nb/en)."""
     from npsflow.simulate import run_simulation
 
     settings = _settings()
+    if drop_location and days is None:
+        days = 8.0  # a baseline before the last day, and the evaluated hours
     try:
         sent = run_simulation(settings, _bootstrap(settings), count=count, rate=rate, seed=seed,
-                              bad_ratio=bad_ratio, duplicate_ratio=duplicate_ratio, edit_ratio=edit_ratio)
+                              bad_ratio=bad_ratio, duplicate_ratio=duplicate_ratio, edit_ratio=edit_ratio,
+                              days=days, drop_location=drop_location, drop_points=drop_points)
     except Exception as exc:
         raise Failure(f"simulation failed: {exc}") from None
     click.echo(f"sent {sent} records to {settings.topics.raw_responses}")

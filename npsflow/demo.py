@@ -13,8 +13,8 @@ from rich.text import Text
 
 from npsflow import stack as st
 from npsflow.config import Settings
-from npsflow.reader import ReadError, cloud_words, deadletters, dispatches, report, terms
-from npsflow.render import console as make_console, render_report, render_terms
+from npsflow.reader import ReadError, cases, cloud_words, deadletters, dispatches, report, terms
+from npsflow.render import console as make_console, render_cases, render_report, render_terms
 
 BAND_STYLE = {"needs_improvement": "red", "good": "yellow", "excellent": "green", "world_class": "bold green"}
 
@@ -66,6 +66,30 @@ def show_words(console, settings: Settings, internal_url: str) -> None:
                   f"`npsflow terms --by location`, `npsflow themes`)")
 
 
+def demo_cases_path():
+    """The installed path of ``npsflow/demo_cases.yaml``: the demo organization's follow-up (NPSFLOW_CASES)."""
+    from importlib import resources
+    from pathlib import Path
+
+    return Path(str(resources.files("npsflow").joinpath("demo_cases.yaml")))
+
+
+def show_cases(console, settings: Settings) -> None:
+    """The follow-up cases the detractors opened (npsflow cases) and where their notifications went."""
+    console.print()
+    console.print("[bold]Follow-up cases[/bold] (npsflow cases: one per detractor, owner by location):")
+    data, seen, deadline = cases(settings), [], time.monotonic() + 20
+    while time.monotonic() < deadline and seen[-3:] != [len(data["cases"])] * 3:  # the cases sink catches up
+        seen.append(len(data["cases"]))
+        time.sleep(1.0)
+        data = cases(settings)
+    render_cases({**data, "cases": data["cases"][:8]})
+    mails = list((settings.home / "outbox" / "notifications").glob("*.eml"))
+    console.print(f"{len(data['cases'])} cases · owners notified by e-mail: {len(mails)} messages in "
+                  f"{settings.home / 'outbox' / 'notifications'} · act with `npsflow cases ack|note|assign|close "
+                  f"CASE_ID`")
+
+
 def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = False,
              seed: int | None = None) -> None:
     """The survey flow end to end: simulated trigger events → contact rules → invitations in the outbox
@@ -77,6 +101,8 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
 
     if settings.programs_file is None:
         settings = replace(settings, programs_file=demo_programs_path())
+    if settings.cases_file is None:
+        settings = replace(settings, cases_file=demo_cases_path())
     # every simulated respondent comes from 127.0.0.1: lift the per-client page limit for the demo's worker
     settings = replace(settings, page_rate=max(settings.page_rate, 1000.0))
     console = make_console()
@@ -136,6 +162,7 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
                       + ", ".join(f"{r['reason']}={r['count']}" for r in dl["reasons"]))
         console.print(f"invitations written to {settings.home / 'outbox'} (e-mails as .eml, SMS in sms.jsonl)")
         show_words(console, settings, state["worker"]["internal_url"])
+        show_cases(console, settings)
     finally:
         if not keep_running:
             st.down(settings)

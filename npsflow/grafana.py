@@ -38,6 +38,7 @@ DATASOURCE_UID = "npsflow-clickhouse"
 DATASOURCE = dash_m.DataSourceRef(type_val=PLUGIN, uid=DATASOURCE_UID)
 DASHBOARD_DIR = "/etc/grafana/dashboards/npsflow"  # where the provisioning file expects the JSON files
 TAGS = ["npsflow", "nps"]
+ALERTS_ANNOTATION = "NPS alerts"  # the annotation of every dashboard: significant-change alerts (sinks.bi)
 
 BAND_COLORS = {"needs_improvement": "red", "good": "yellow", "excellent": "green", "world_class": "dark-green"}
 NPS_STEPS = [dash_m.Threshold(None, "red"), dash_m.Threshold(0, "yellow"), dash_m.Threshold(50, "green"),
@@ -161,6 +162,16 @@ def _funnel(spec: bi.Panel, grid):
             .override_by_name("cost_per_response", [_prop("decimals", 2), _prop("displayName", "cost per response")]))
 
 
+def _follow_up(spec: bi.Panel, grid):
+    return (_base(table.Panel(), spec, grid).show_header(True)
+            .override_by_name("overdue", [_prop("color", {"mode": "fixed", "fixedColor": "red"}),
+                                          _prop("custom.cellOptions", {"type": "color-text"})])
+            .override_by_name("median_hours_to_contact", [_prop("unit", "h"), _prop("decimals", 1),
+                                                          _prop("displayName", "median time to first contact")])
+            .override_by_name("closed_within_sla_pct", [_prop("unit", "percent"), _prop("decimals", 1),
+                                                        _prop("displayName", "closed within SLA")]))
+
+
 def _dead_letters(spec: bi.Panel, grid):
     return (_base(timeseries.Panel(), spec, grid).legend(_legend()).tooltip(_tooltip())
             .unit("short").decimals(0).min(0).draw_style(common.GraphDrawStyle.BARS).fill_opacity(70)
@@ -175,7 +186,8 @@ LAYOUT = {  # panel key -> (builder, (x, y, w, h))
     "detractor_comments": (_detractor_comments, (12, 18, 12, 9)),
     "top_detractor_terms": (_top_detractor_terms, (0, 27, 24, 10)),
     "funnel": (_funnel, (0, 0, 24, 8)),
-    "dead_letters": (_dead_letters, (0, 8, 24, 9)),
+    "follow_up": (_follow_up, (0, 8, 24, 8)),
+    "dead_letters": (_dead_letters, (0, 16, 24, 9)),
 }
 
 
@@ -232,7 +244,13 @@ def dashboard_model(key: str, dimensions: Iterable[str] | None = None) -> dict:
     for number, spec in enumerate(specs, start=1):
         make, grid = LAYOUT[spec.key]
         board = board.with_panel(make(spec, grid).id(number))
-    return json.loads(json.dumps(board.build(), cls=JSONEncoder))
+    board = board.annotation(dash_b.AnnotationQuery().name(ALERTS_ANNOTATION).datasource(DATASOURCE)
+                             .enable(True).hide(False).icon_color("red"))
+    model = json.loads(json.dumps(board.build(), cls=JSONEncoder))
+    for annotation in model["annotations"]["list"]:  # the SDK's target type has no SQL: the plugin's query model
+        if annotation["name"] == ALERTS_ANNOTATION:
+            annotation["target"] = dict(ClickHouseQuery("Alerts", bi.ALERT_ANNOTATIONS, bi.TABLE).data)
+    return model
 
 
 def _dump(model: Any) -> str:

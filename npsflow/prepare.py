@@ -42,10 +42,22 @@ def dispatch_inputs(settings: Settings):
                 raise ConfigError(f"NPSFLOW_PROGRAMS {settings.programs_file}: the reminder of {org.id}/{program.id} "
                                   f"({program.reminder_after}) would carry an expired link: NPSFLOW_LINK_TTL is "
                                   f"{settings.link_ttl_seconds // 86400} d")
+    follow_up_inputs(settings, programs)
     if settings.survey_url and any("sms" in p.channels for o in (programs.organizations if programs else ())
                                    for p in o.programs):
         _warn_long_sms_links(settings.survey_url)
     return programs, channels
+
+
+def follow_up_inputs(settings: Settings, programs=None):
+    """NPSFLOW_CASES (npsflow.follow_up), validated: ``ConfigError`` with one line naming the first mistake."""
+    from npsflow.follow_up import FollowUpError, load_follow_up
+
+    try:
+        return load_follow_up(settings.cases_file, programs)
+    except FollowUpError as exc:
+        raise ConfigError(f"NPSFLOW_CASES {settings.cases_file}: {len(exc.errors)} mistake(s), first: "
+                          f"{exc.errors[0]}") from None
 
 
 def _warn_long_sms_links(survey_url: str) -> None:

@@ -155,3 +155,46 @@ def cloud_words(settings: Settings, since: datetime, until: datetime) -> list[di
     from sinks import terms as read
 
     return read.cloud_words(open_store(settings), since, until)
+
+
+def cases(settings: Settings, status: str | None = None, owner: str | None = None) -> dict:
+    """``npsflow cases``: sinks.casebook.cases, via the worker or on the store."""
+    info = _via_worker(settings)
+    if info:
+        return _get(settings, info, "/api/v1/cases", {"status": status, "owner": owner})
+    from sinks import casebook
+
+    return casebook.cases(open_store(settings), status, owner)
+
+
+def case(settings: Settings, case_id: str) -> dict | None:
+    """One case (sinks.casebook.case), via the worker or on the store; None when there is none."""
+    info = _via_worker(settings)
+    if info:
+        found = _get(settings, info, "/api/v1/case", {"id": case_id})
+        return found.get("case") if isinstance(found, dict) else None
+    from sinks import casebook
+
+    store = open_store(settings)
+    try:
+        return casebook.case(store, case_id)
+    finally:
+        store.close()
+
+
+def case_stats(settings: Settings, by: str) -> list[dict]:
+    """``npsflow cases stats``: sinks.casebook.case_stats, via the worker or on the store."""
+    info = _via_worker(settings)
+    if info:
+        return _get(settings, info, "/api/v1/cases/stats", {"by": by})
+    from sinks import casebook
+
+    return casebook.case_stats(open_store(settings), by)
+def alerts(settings: Settings, status: str | None = None) -> dict:
+    """``npsflow alerts``: sinks.queries.alerts (latest event of every alert), via the worker or on the store."""
+    info = _via_worker(settings)
+    if info:
+        return _get(settings, info, "/api/v1/alerts", {"status": status})
+    from sinks import queries
+
+    return queries.alerts(open_store(settings), status)

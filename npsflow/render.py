@@ -76,3 +76,45 @@ def render_terms(data: dict) -> None:
     for s in data.get("suggested") or []:
         console().print(Text(f"suggested theme: {s['term']} ({s['lang']}, {s['responses']} answers, "
                              f"impact {_num(s['impact'], '{:+.2f}')})"))
+
+
+def render_cases(data: dict) -> None:
+    """``npsflow cases`` as a table (plain text cells: comments are the respondents' words, never markup)."""
+    from rich.text import Text
+
+    summary = data["summary"]
+    table = Table(title=f"Follow-up cases · open {summary['open']} · overdue {summary['overdue']} · closed within "
+                        f"SLA {summary['closed_within_sla']} · closed late {summary['closed_late']}")
+    for col in ("case", "status", "owner", "score", "segment", "opened", "due", "first contact", "comment"):
+        table.add_column(col, overflow="fold")
+    for c in data["cases"]:
+        segment = ", ".join(f"{k}={v}" for k, v in sorted(c["segment"].items()))
+        status = c["status"] + (f" ({c['close_reason']})" if c.get("close_reason") else "")
+        table.add_row(*(Text(str(v)) for v in (
+            c["case_id"], status, c["owner"], c["score"], segment, (c["opened_at"] or "")[:16],
+            (c["due_at"] or "")[:16], (c["first_contact_at"] or "—")[:16], (c["comment"] or "")[:80])))
+    console().print(table)
+
+
+def render_case(case: dict) -> None:
+    """One case after a command."""
+    from rich.text import Text
+
+    line = (f"{case['case_id']}: {case['status']}" + (f" ({case['close_reason']})" if case.get("close_reason") else "")
+            + f", owner {case['owner']}, score {case['score']}, due {case['due_at']}"
+            + (f", first contact {case['first_contact_at']}" if case.get("first_contact_at") else ""))
+    console().print(Text(line))
+    for note in case.get("notes") or ():
+        console().print(Text(f"  {note['at'][:16]} {note['actor']}: {note['text']}"))
+
+
+def render_case_stats(rows: list[dict]) -> None:
+    if not rows:
+        console().print("no cases")
+        return
+    table = Table(title="Follow-up")
+    for col in rows[0]:
+        table.add_column(col, justify="left" if col == next(iter(rows[0])) else "right")
+    for row in rows:
+        table.add_row(*("—" if v is None else str(v) for v in row.values()))
+    console().print(table)

@@ -413,10 +413,14 @@ class ResponseSimulator:
     event time of the first record (default: ``clock()`` minus one hour). Event times advance from there
     towards ``clock()`` (re-read for every record), so they are spread over the last hour and never lie in
     the future of the clock.
+
+    A planted drop (``drop_location``, for the significant-change alerts): that location's answers in the last
+    ``drop_hours`` before the clock's time at construction are drawn around a target NPS ``drop_points`` lower.
     """
 
     def __init__(self, seed: int | None = None, start: datetime | None = None,
-                 clock: Callable[[], datetime] | None = None):
+                 clock: Callable[[], datetime] | None = None, drop_location: str | None = None,
+                 drop_points: float = 50.0, drop_hours: float = 24.0):
         self.seed = seed
         self._rng = random.Random(seed)
         self._clock = clock or _utc_now
@@ -429,6 +433,11 @@ class ResponseSimulator:
         self._loc_weights = [loc.weight for loc in self.locations]
         self._channels = list(CHANNELS)
         self._channel_weights = [CHANNELS[c][0] for c in self._channels]
+        names = [loc.name for loc in self.locations]
+        if drop_location is not None and drop_location not in names:
+            raise ValueError(f"unknown location {drop_location!r}: one of {', '.join(names)}")
+        self.drop_location, self.drop_points = drop_location, float(drop_points)
+        self.drop_since = _as_utc(self._clock()) - timedelta(hours=drop_hours)
 
     # ------------------------------------------------------------------------------------- public
     def records(self, count: int, *, bad_ratio: float = 0.0, duplicate_ratio: float = 0.0,
@@ -484,7 +493,8 @@ class ResponseSimulator:
         emp = rng.choices(loc.employees, weights=[e.weight for e in loc.employees])[0]
         channel = rng.choices(self._channels, weights=self._channel_weights)[0]
         locale = self._locale(loc)
-        score = self._score(loc.nps + emp.nps_offset + CHANNELS[channel][1])
+        planted = loc.name == self.drop_location and self._cursor >= self.drop_since
+        score = self._score(loc.nps + emp.nps_offset + CHANNELS[channel][1] - (self.drop_points if planted else 0.0))
         category = category_of(score)
         comment = None
         if rng.random() < COMMENT_PROPENSITY[category] * CHANNELS[channel][2]:
@@ -1000,8 +1010,11 @@ TICK_SECONDS = 0.05
 
 def run_simulation(settings, bootstrap: str, *, count: int, rate: float, seed: int | None, bad_ratio: float,
                    duplicate_ratio: float, edit_ratio: float,
-                   on_progress: Callable[[int], None] | None = None) -> int:
+                   on_progress: Callable[[int], None] | None = None, days: float | None = None,
+                   drop_location: str | None = None, drop_points: float = 50.0) -> int:
     """Send ``count`` simulated records to the raw responses topic at ``rate`` records/s (0 = unthrottled).
+    Event times span the last hour, or the last ``days``; ``drop_location`` plants a drop of ``drop_points``
+    in that location's last 24 hours (see ResponseSimulator).
 
     Records are sent in small batches every ~50 ms (as many as are due), keyed by response_id, and flushed
     at the end. ``on_progress(sent)`` is called after every batch and once after the final flush.
@@ -1013,7 +1026,8 @@ def run_simulation(settings, bootstrap: str, *, count: int, rate: float, seed: i
 
     codec = avro.AvroCodec()
     topic = settings.topics.raw_responses
-    simulator = ResponseSimulator(seed)
+    start = None if days is None else _utc_now() - timedelta(days=days)
+    simulator = ResponseSimulator(seed, start=start, drop_location=drop_location, drop_points=drop_points)
     records = simulator.records(count, bad_ratio=bad_ratio, duplicate_ratio=duplicate_ratio,
                                 edit_ratio=edit_ratio)
     sent = 0

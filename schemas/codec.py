@@ -48,8 +48,9 @@ CLASSIFIED_RESPONSE = "io.npsflow.ClassifiedResponse"
 WINDOW_UPDATE = "io.npsflow.WindowUpdate"
 ALERT = "io.npsflow.Alert"
 DEAD_LETTER = "io.npsflow.DeadLetter"
+CASE = "io.npsflow.Case"
 SUBJECTS = (TRIGGER_EVENT, DISPATCHED_MESSAGE, RAW_RESPONSE, CLASSIFIED_RESPONSE,
-            WINDOW_UPDATE, ALERT, DEAD_LETTER)
+            WINDOW_UPDATE, ALERT, DEAD_LETTER, CASE)
 
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")

@@ -274,10 +274,46 @@ FROM
 ORDER BY lift_low DESC, impact, n DESC, term, lang
 LIMIT 15"""
 
+#: follow-up cases opened in the period, per owner (sinks.casebook: latest revision of each case, FINAL):
+#: open (not closed) and overdue now, acknowledged, median hours from opening to the first contact, closed, and
+#: the share of the closed ones closed by their due time
+FOLLOW_UP = """SELECT owner, count() AS cases, countIf(status != 'closed') AS open,
+       countIf(status != 'closed' AND due_at <= now64(3)) AS overdue,
+       countIf(first_contact_at IS NOT NULL) AS acknowledged,
+       if(acknowledged = 0, NULL, round(quantileExactInclusiveIf(0.5)(
+           dateDiff('second', opened_at, first_contact_at) / 3600.0, first_contact_at IS NOT NULL), 2))
+           AS median_hours_to_contact,
+       countIf(status = 'closed') AS closed,
+       if(closed = 0, NULL, round(100 * countIf(status = 'closed' AND closed_at <= due_at) / closed, 1))
+           AS closed_within_sla_pct
+FROM {db}.cases FINAL
+WHERE opened_at >= $__fromTime AND opened_at < $__toTime
+  AND (${org:sqlstring} = '__all__' OR org_id = ${org:sqlstring})
+GROUP BY owner
+ORDER BY cases DESC, owner"""
+
 #: the ``org`` variable's options (no time range: every org that ever had a dispatch)
 ORG_OPTIONS = "SELECT DISTINCT org_id FROM {db}.dispatches WHERE org_id != '' ORDER BY org_id"
 
 TABLE, TIME_SERIES = 1, 0  # the plugin's "format" of a query
+
+#: Grafana annotations: the significant-change alerts (migration 0008, streams.alerting) that overlap the period,
+#: the latest event of each (closed after opened); a closed alert is a region from opening to closing, an open
+#: one a point at its opening. Grafana's annotation columns: time, timeEnd, text, tags (comma-separated). Not tied
+#: to an organization (alerts are per segment).
+ALERT_ANNOTATIONS = """SELECT l_opened_at AS time, if(l_status = 'closed', l_closed_at, l_opened_at) AS timeEnd,
+       concat(l_detail, ' [', l_status, ']') AS text,
+       concat('alert,', l_kind, ',', l_dimension, '=', l_segment_value, ',', l_status) AS tags
+FROM (
+    SELECT alert_id, argMax(opened_at, event_rank) AS l_opened_at, argMax(closed_at, event_rank) AS l_closed_at,
+           argMax(status, event_rank) AS l_status, argMax(detail, event_rank) AS l_detail,
+           argMax(kind, event_rank) AS l_kind, argMax(dimension, event_rank) AS l_dimension,
+           argMax(segment_value, event_rank) AS l_segment_value
+    FROM {db}.alerts
+    GROUP BY alert_id
+)
+WHERE l_opened_at < $__toTime AND (l_status = 'open' OR l_closed_at >= $__fromTime)
+ORDER BY time, alert_id"""
 
 
 @dataclass(frozen=True)
@@ -324,6 +360,11 @@ OPERATIONS = (
           "responses arriving after the period still count), response rate = responded / sent, median hours "
           "from sending to the answer, cost of the sent invitations and their sent reminders, and cost per "
           "response."),
+    Panel("follow_up", "Detractor follow-up per owner", FOLLOW_UP, TABLE,
+          "Follow-up cases opened in the period (streams.cases: every detractor answer opens one, a contact's "
+          "next one joins it), per owner: still open, overdue now (past the SLA), acknowledged (first contact "
+          "recorded), median hours to the first contact, closed, and % of the closed ones closed within the "
+          "SLA. Act on them with `npsflow cases`."),
     Panel("dead_letters", "Dead letters per hour by stage", DEAD_LETTERS_HOURLY, TIME_SERIES,
           "Records npsflow refused (each dead letter once), per hour and stage. Not tied to an organization: "
           "the org variable does not apply. Details: `npsflow deadletters`."),

@@ -9,7 +9,7 @@ Every ``CREATE TABLE {db}.t … ENGINE = XMergeTree(args)`` becomes
 
 The sharding key keeps everything that must meet on one shard together: all versions of a response
 (``response_id``), all decisions of a dispatch (``dispatch_id``) … so latest-wins reads and merges stay per shard.
-``ALTER TABLE {db}.t …`` goes to both, ``ON CLUSTER``. ``cluster_extras`` adds what the worker applies by itself
+``ALTER TABLE {db}.t …`` and ``DROP TABLE IF EXISTS {db}.t`` go to both, ``ON CLUSTER``. ``cluster_extras`` adds what the worker applies by itself
 on a single server: the views ``ON CLUSTER`` and the retention TTLs on the ``_local`` tables. A materialized
 view goes ``ON CLUSTER`` from the local source table into the local target table (each shard feeds its own day
 ledger); a backfill ``INSERT … SELECT``
@@ -29,6 +29,7 @@ SHARDING_KEYS = {
     "window_updates": "cityHash64(dimension, segment_value)",
     "dead_letters": "cityHash64(dead_letter_id)",
     "alerts": "cityHash64(alert_id)",
+    "cases": "cityHash64(case_id)",
     # the day ledger next to its responses (its MV runs on each shard, local table to local table)
     "responses_by_day": "cityHash64(response_id)",
     "comments_by_day": "cityHash64(response_id)",
@@ -46,6 +47,7 @@ _ALTER = re.compile(r"^ALTER TABLE (?P<db>\S+)\.(?P<table>\w+)\s", re.IGNORECASE
 _VIEW = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<db>\S+)\.(?P<view>\w+) "
                    r"TO (?P<tdb>\S+)\.(?P<to>\w+) AS\s", re.IGNORECASE)
 _FROM = re.compile(r"\bFROM (?P<db>\S+)\.(?P<table>\w+)\b")
+_DROP = re.compile(r"^DROP TABLE IF EXISTS (?P<db>\S+)\.(?P<table>\w+)(?P<sync> SYNC)?\s*$", re.IGNORECASE)
 _DEDUP_SETTING = re.compile(r"\s*SETTINGS\s+non_replicated_deduplication_window\s*=\s*\d+\s*$", re.IGNORECASE)
 
 
@@ -76,6 +78,11 @@ def cluster_statements(statement: str, cluster: str, database: str) -> list[str]
             f"CREATE TABLE IF NOT EXISTS {create['db']}.{table} {on} AS {local}\n"
             f"ENGINE = Distributed({_quote(cluster)}, {create['db']}, {table}_local, {SHARDING_KEYS[table]})",
         ]
+    drop = _DROP.match(statement)
+    if drop:  # the Distributed front first, then the shards' tables (SYNC: their replica paths are free at once)
+        sync = " SYNC" if drop["sync"] else ""
+        return [f"DROP TABLE IF EXISTS {drop['db']}.{drop['table']} {on}{sync}",
+                f"DROP TABLE IF EXISTS {drop['db']}.{drop['table']}_local {on}{sync}"]
     alter = _ALTER.match(statement)
     if alter and alter["table"].endswith("_mv"):  # a materialized view's query: it reads the local table
         rest = _FROM.sub(lambda m: f"FROM {m['db']}.{m['table']}_local", statement[alter.end():], count=1)

@@ -362,3 +362,38 @@ def dispatches(store) -> dict:
         "promoter_actions": {kind: counts.summary() for kind, counts in sorted(actions.items())},
         "cost": {cur: round(amount, 6) for cur, amount in sorted(cost.items())},
     }
+
+
+# ------------------------------------------------------------------------------------------------ alerts
+ALERT_STATUSES = ("open", "closed")
+_ALERT_COLUMNS = ("kind", "status", "direction", "dimension", "segment_value", "baseline_nps", "baseline_responses",
+                  "baseline_ci_low", "baseline_ci_high", "current_nps", "current_responses", "current_ci_low",
+                  "current_ci_high", "z", "p_value", "cusum", "opened_at", "closed_at", "detail")
+
+
+def _alert_side(row: dict, side: str) -> dict:
+    return {"nps": row[f"{side}_nps"], "responses": int(row[f"{side}_responses"]),
+            "ci95": [row[f"{side}_ci_low"], row[f"{side}_ci_high"]]}
+
+
+def alerts(store, status: str | None = None, limit: int = 500) -> dict:
+    """Significant-change alerts (migration 0008), the latest event of each (closed after opened: argMax by
+    event_rank), optionally only ``open`` or ``closed`` ones; open first, then newest first.
+    ``{"alerts": [{"alert_id", "segment": {dim: value}, "kind", "direction", "baseline": {"nps", "responses",
+    "ci95"}, "current": {…}, "z", "p_value", "cusum", "opened_at", "closed_at", "status", "detail"}, …]}``."""
+    if status is not None and status not in ALERT_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(ALERT_STATUSES)}, got {status!r}")
+    latest = ", ".join(f"argMax({c}, event_rank) AS l_{c}" for c in _ALERT_COLUMNS)
+    having = "HAVING l_status = {status:String}" if status else ""
+    sql = (f"SELECT alert_id, {latest} FROM {{db}}.alerts GROUP BY alert_id {having} "
+           f"ORDER BY l_status = 'open' DESC, l_opened_at DESC, alert_id LIMIT {int(limit)}")
+    out = []
+    for r in store.query(sql, {"status": status} if status else {}):
+        row = {k.removeprefix("l_"): v for k, v in r.items()}
+        out.append({
+            "alert_id": row["alert_id"], "segment": {row["dimension"]: row["segment_value"]}, "kind": row["kind"],
+            "direction": row["direction"] or None, "baseline": _alert_side(row, "baseline"),
+            "current": _alert_side(row, "current"), "z": row["z"], "p_value": row["p_value"], "cusum": row["cusum"],
+            "opened_at": _iso(row["opened_at"]), "closed_at": _iso(row["closed_at"]), "status": row["status"],
+            "detail": row["detail"]})
+    return {"alerts": out}

@@ -138,34 +138,72 @@ def _masked(value: Any, region: str | None) -> Any:
     return value
 
 
-def alert_row(record: Mapping[str, Any], partition: int | None = None, offset: int | None = None) -> dict:
-    """io.npsflow.Alert → ``alerts``."""
+_ALERT_KINDS = ("drop", "rise", "shift")
+_ALERT_EVENTS = {"opened": 0, "closed": 1}  # the later event of an alert wins (ReplacingMergeTree(event_rank))
 
-    def _f(name: str) -> float | None:
-        value = record.get(name)
+
+def alert_row(record: Mapping[str, Any], partition: int | None = None, offset: int | None = None) -> dict:
+    """io.npsflow.Alert v2 → ``alerts`` (migration 0008): one row per event; an unknown kind or event (v1's
+    kinds were never produced) is a ValueError (the sink dead-letters the record)."""
+
+    def _f(value: Any) -> float | None:
         return None if value is None else float(value)
 
-    score = record.get("score")
-    return {
-        "alert_id": str(record["alert_id"]),
-        "kind": str(record["kind"]),
-        "response_id": _s(record.get("response_id")),
-        "survey_id": _s(record.get("survey_id")),
-        "dimension": _s(record.get("dimension")),
-        "segment_value": _s(record.get("segment_value")),
-        "score": None if score is None else int(score),
-        "comment": _s(record.get("comment")),
-        "nps": _f("nps"),
-        "previous_nps": _f("previous_nps"),
-        "z": _f("z"),
-        "detail": _s(record.get("detail")),
-        "created_at": utc(record["created_at"]),
+    kind, event = str(record["kind"]), str(record.get("event") or "opened")
+    if kind not in _ALERT_KINDS or event not in _ALERT_EVENTS:
+        raise ValueError(f"not an alert event of v2: kind {kind!r}, event {event!r}")
+    row = {
+        "alert_id": str(record["alert_id"]), "kind": kind, "event": event, "event_rank": _ALERT_EVENTS[event],
+        "status": _s(record.get("status") or ("closed" if event == "closed" else "open")),
+        "direction": _s(record.get("direction")),
+        "dimension": _s(record.get("dimension")), "segment_value": _s(record.get("segment_value")),
+        "z": _f(record.get("z")), "p_value": _f(record.get("p_value")), "cusum": _f(record.get("cusum")),
+        "opened_at": utc(record.get("opened_at") or record["created_at"]),
+        "closed_at": None if record.get("closed_at") is None else utc(record["closed_at"]),
+        "detail": _s(record.get("detail")), "created_at": utc(record["created_at"]),
     }
+    for side in ("baseline", "current"):
+        figures = record.get(side) or {}
+        row[f"{side}_nps"] = _f(figures.get("nps"))
+        row[f"{side}_responses"] = int(figures.get("responses") or 0)
+        row[f"{side}_ci_low"] = _f(figures.get("ci_low"))
+        row[f"{side}_ci_high"] = _f(figures.get("ci_high"))
+    return row
 
 
 _STATUSES = ("sent", "scheduled", "suppressed", "failed")
 DISPATCH_KINDS = ("invitation", "reminder", "thank_you", "review_request", "reward")  # the last three: streams.promoter
 _MAX_ATTEMPTS = 65535  # attempts is Nullable(UInt16)
+
+
+def case_row(record: Mapping[str, Any], partition: int, offset: int) -> dict:
+    """io.npsflow.Case → ``cases``: the owners' notes masked (their words may name the respondent: a phone
+    number, an address); the answers as a count, the change log as JSON (``history``)."""
+    notes = [{"at": utc(n["at"]).isoformat(), "actor": str(n["actor"]), "text": mask(str(n["text"]), None)[0]}
+             for n in record.get("notes") or ()]
+    history = [{"rev": int(e["rev"]), "at": utc(e["at"]).isoformat(), "kind": str(e["kind"]),
+                "actor": e.get("actor")} for e in record.get("log") or ()]
+    score = int(record["score"])
+    if not 0 <= score <= 10:
+        raise ValueError(f"case score {score} outside 0..10")
+
+    def _t(name: str):
+        value = record.get(name)
+        return None if value is None else utc(value)
+
+    return {
+        "case_id": str(record["case_id"]), "org_id": _s(record.get("org_id")), "route": _s(record.get("route")),
+        "response_id": str(record["response_id"]), "owner": str(record["owner"]), "score": score,
+        "category": str(record["category"]), "comment": _s(record.get("comment")),
+        "segment": {str(k): _s(v) for k, v in (record.get("segment") or {}).items()},
+        "answers": len(record.get("answers") or ()), "opened_at": utc(record["opened_at"]),
+        "due_at": utc(record["due_at"]), "status": str(record["status"]), "close_reason": _s(record.get("close_reason")),
+        "first_contact_at": _t("first_contact_at"), "closed_at": _t("closed_at"), "escalated_at": _t("escalated_at"),
+        "escalated_to": _s(record.get("escalated_to")), "notes": json.dumps(notes, ensure_ascii=False),
+        "command_ids": [str(c) for c in record.get("command_ids") or ()],
+        "history": json.dumps(history, ensure_ascii=False), "rev": int(record["rev"]),
+        "updated_at": utc(record["updated_at"]), "kafka_partition": int(partition), "kafka_offset": int(offset),
+    }
 
 
 def dispatch_row(record: Mapping[str, Any], partition: int, offset: int) -> dict:
@@ -216,5 +254,6 @@ MAPPERS = {
     "window_updates": window_update_row,
     "dead_letters": dead_letter_row,
     "alerts": alert_row,
+    "cases": case_row,
     "dispatches": dispatch_row,
 }

@@ -85,6 +85,10 @@ class Stats:
     def inc(self, name: str, by: int = 1) -> None:
         self.counts[name] += by
 
+    def set(self, name: str, value: int) -> None:
+        """A gauge rather than a counter (e.g. ``alerts.hour``: the last hour end the alerts were evaluated at)."""
+        self.counts[name] = value
+
     def as_dict(self) -> dict[str, int]:
         return dict(sorted(self.counts.items()))
 
@@ -265,17 +269,18 @@ def settled(app) -> bool:
     return not (getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
 
 
-async def sweep_keys(pipeline, name: str, table, keys: list, lock: asyncio.Lock, visit, finish=None) -> int:
+async def sweep_keys(pipeline, name: str, table, keys: list, lock: asyncio.Lock, visit, finish=None,
+                     chunk: int = SWEEP_CHUNK) -> int:
     """A timer's pass over ``keys`` of a StateTable, a chunk at a time under the agent's ``lock`` and on the
     keys' current values (the agent writes the same keys): ``visit(out, key, raw_value)`` stages changes and
     returns how many it made, ``finish(out)`` (if given) stages what the chunk's visits collected; each chunk
     is flushed (the same records until Kafka took them) before the next, and the loop yields between chunks
-    so heartbeats are not starved. Returns the sum of the visits."""
+    so heartbeats are not starved. Returns the sum of the visits. ``chunk``: keys per lock hold."""
     total = 0
-    for start in range(0, len(keys), SWEEP_CHUNK):
+    for start in range(0, len(keys), chunk):
         async with lock:
             out = pipeline.output()
-            for key in keys[start:start + SWEEP_CHUNK]:
+            for key in keys[start:start + chunk]:
                 raw = table.get_raw(key)
                 if raw is not None:
                     total += visit(out, key, raw)
@@ -345,6 +350,8 @@ class Pipeline:
     sender: Sender | None = None  # where BatchOutputs go: Kafka (KafkaSender), or a capture in tests
     router: Any = None  # streams.batch_consumer.BatchRouter: fetched record lists → the batch-native agents
     batch_agents: dict[str, Any] = field(default_factory=dict)  # name → agent object with process(records)
+    follow_up: Any = None  # npsflow.follow_up.FollowUp: cases, alert rules, notification targets (NPSFLOW_CASES)
+    alert_rules: Any = None  # streams.alerting.AlertRules of the windows agent's alerts; None: AlertRules()
 
     def output(self) -> BatchOutput:
         """A fresh BatchOutput for one batch's records and state changes (streams.kafka_io)."""
@@ -361,10 +368,12 @@ class Pipeline:
 
 def create_app(settings: Settings, *, broker: str | None = None, clock: Callable[[], datetime] = utcnow,
                store_factory: Callable[[], Any] | None = None, web_enabled: bool = True,
-               programs: Any = None, channels: dict | None = None) -> Pipeline:
+               programs: Any = None, channels: dict | None = None, alert_rules: Any = None) -> Pipeline:
     """Build the Faust app and its agents. ``clock`` is the wall clock used for validation and dispatch
     decisions (injectable). ``programs`` (npsflow.programs.Programs) and ``channels`` (medium → channel)
-    default to what ``settings`` names (NPSFLOW_PROGRAMS, NPSFLOW_CHANNELS)."""
+    default to what ``settings`` names (NPSFLOW_PROGRAMS, NPSFLOW_CHANNELS); ``alert_rules``
+    (streams.alerting.AlertRules) to the ``alerts:`` section of NPSFLOW_CASES (none: the defaults). The window
+    state keeps the hours the alerts look at (current + baseline) even when every window is shorter."""
     app = faust.App(
         settings.topics.namespace,
         broker=f"kafka://{broker or 'localhost:9092'}",
@@ -396,8 +405,13 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         # it ever, it would serve none of its table, router, graph or statistics views
         web_tables_enabled=False, web_router_enabled=False, web_stats_enabled=False, web_graph_enabled=False,
     )
+    book = dispatch_book(settings, programs)
+    follow_up = follow_up_config(settings, book.programs)  # FollowUpError: the worker does not start
+    if alert_rules is None:
+        alert_rules = follow_up.alerts
     engine = WindowEngine(windows=settings.windows or WindowEngine().windows,
-                          lateness_seconds=settings.lateness_seconds)
+                          lateness_seconds=settings.lateness_seconds,
+                          keep_seconds=alert_horizon_seconds(alert_rules))
     names = settings.topics
     raw_bytes = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     topics = {
@@ -426,7 +440,7 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         "notifications_sent": state_table(app, "notifications-sent", settings.partitions),
     }
     pipeline = Pipeline(app, settings, avro.AvroCodec(), engine, Stats(), topics, tables, clock=clock,
-                        router=BatchRouter(app))
+                        router=BatchRouter(app), alert_rules=alert_rules)
     # Faust pauses every stream once 100 sends wait in its producer buffer; a batch of ours makes more.
     app.producer.buffer.max_messages = 20_000
 
@@ -434,16 +448,27 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
     from streams.dispatch_agent import install_dispatch
     from streams.windows_agent import install_windows
 
-    pipeline.book = dispatch_book(settings, programs)
+    pipeline.book, pipeline.follow_up = book, follow_up
     if settings.role != "sink":  # the stream agents (role all and process)
+        from streams.cases_agent import install_cases
+        from streams.notify_agent import install_notify
+
         install_classify(pipeline)
         install_windows(pipeline)
         install_dispatch(pipeline, pipeline.book, channels if channels is not None else load_channels(settings))
+        install_cases(pipeline, pipeline.follow_up.cases)
+        install_notify(pipeline, pipeline.follow_up.notify, notification_mailer(settings))
     if store_factory is not None:
         from streams.sink_agents import install_sinks
 
         install_sinks(pipeline, store_factory)
     return pipeline
+
+
+def alert_horizon_seconds(rules) -> int:
+    """How long the window state must keep buckets for ``rules``: current + baseline hours, plus the hour a
+    segment's own watermark may lag behind the worker's (its buckets are trimmed by its own)."""
+    return (rules.current_hours + rules.baseline_hours + 1) * 3600
 
 
 def dispatch_book(settings: Settings, programs: Any = None):
@@ -462,11 +487,33 @@ def dispatch_book(settings: Settings, programs: Any = None):
                         timedelta(seconds=settings.link_ttl_seconds))
 
 
+def follow_up_config(settings: Settings, programs: Any = None):
+    """Cases, alert rules and notification targets (NPSFLOW_CASES, npsflow.follow_up); FollowUpError: the worker
+    does not start."""
+    from npsflow.follow_up import load_follow_up
+
+    return load_follow_up(settings.cases_file, programs)
+
+
+def notification_mailer(settings: Settings):
+    """The e-mail transport of notifications: NPSFLOW_CHANNELS' e-mail (SMTP or the outbox), None when off."""
+    from sinks.channels.notice import mailer_from_channels
+
+    return mailer_from_channels(channels_config(settings), settings.home)
+
+
 def load_channels(settings: Settings) -> dict:
     """The channels of NPSFLOW_CHANNELS (YAML, see sinks.channels.factory); the outbox when unset. The
     newsletter embed (files under NPSFLOW_HOME) is on unless the file turns it off."""
     from sinks.channels.factory import build_channels
 
+    config = channels_config(settings)
+    config.setdefault("newsletter", True)
+    return build_channels(config, settings.home)
+
+
+def channels_config(settings: Settings) -> dict:
+    """NPSFLOW_CHANNELS as a mapping ({} when unset)."""
     config: dict = {}
     if settings.channels_file is not None:
         import yaml
@@ -477,5 +524,4 @@ def load_channels(settings: Settings) -> dict:
             raise ValueError(f"{settings.channels_file}: {exc}") from None
         if not isinstance(config, dict):
             raise ValueError(f"{settings.channels_file}: must be a mapping of channel settings")
-    config.setdefault("newsletter", True)
-    return build_channels(config, settings.home)
+    return config

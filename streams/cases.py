@@ -611,3 +611,52 @@ def summary(cases: Iterable[Mapping[str, Any]], now_ms: int) -> dict[str, int]:
             status = "closed_within_sla" if case["closed_at"] <= case["due_at"] else "closed_late"
         counts[status] += 1
     return counts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Commands from the CLI and the internal API
+
+
+class CommandRefused(ValueError):
+    """A command the state machine would refuse, found before it is sent (``reason`` as in ``refused``)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def command_for(case: Mapping[str, Any] | None, kind: str, actor: str, command_id: str, *, text: str | None = None,
+                owner: str | None = None, reason: str | None = None) -> dict:
+    """The event of a command on ``case`` (as read back: ``case_id``, ``route``, ``status``, ``owner``,
+    ``first_contact_at``), to be produced keyed by its ``route``. The checks the state machine makes on the
+    case as it was read are made here first, so a caller hears about them at once; the agent checks again on the
+    current state (a race ends as a dead letter keyed by ``command_id``)."""
+    if kind not in COMMANDS:
+        raise CommandRefused("unknown_event", f"unknown command {kind!r} (one of {', '.join(COMMANDS)})")
+    if case is None:
+        raise CommandRefused("unknown_case", "no such case")
+    event = {"kind": kind, "case_id": case["case_id"], "route": case["route"], "actor": _clean(actor),
+             "command_id": command_id}
+    if text:
+        event["text"] = text
+    if kind == "assign":
+        event["owner"] = owner
+    if kind == "close" and reason:
+        event["reason"] = reason
+    problem = _precheck(case, event)
+    if problem is not None:
+        raise CommandRefused(*problem)
+    return event
+
+
+def _precheck(case: Mapping[str, Any], event: Mapping[str, Any]) -> tuple[str, str] | None:
+    if case["status"] == CLOSED:
+        return "case_closed", f"the case is closed ({case.get('close_reason')})"
+    probe = {**case, "status": OPEN, "notes": [], "command_ids": []}
+    try:
+        if not event["actor"]:
+            raise _Refusal("missing_actor", "a command needs an actor")
+        _HANDLERS[event["kind"]](probe, event, event["actor"], 0)
+    except _Refusal as refusal:
+        return refusal.reason, refusal.detail
+    return None

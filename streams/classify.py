@@ -40,6 +40,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 from streams import forgotten
+from streams.cases import answer_route
 from streams.nps import classify as category_of
 from streams.responses import MAX_FUTURE, Decision, Rejected, Response, decide, remembered, to_ms, validate
 from streams.windows import segment_keys
@@ -104,6 +105,9 @@ class ClassifyOutcome:
     deltas: dict[str, list] = field(default_factory=lambda: defaultdict(list))  # segment → items
     responded: list[tuple[int, str, dict]] = field(default_factory=list)  # (partition, invitation id, message)
     rekeyed: list[tuple[bytes, bytes]] = field(default_factory=list)  # (right key, original bytes)
+    # answers the follow-up cases agent must see (streams.cases): (contact route, event) — not promoters' first
+    # versions (they never open a case), every edit (it may resolve one)
+    case_events: list[tuple[str, dict]] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
     memos: dict[str, tuple[int, dict]] = field(default_factory=dict)  # response_id → (partition, memo)
     watermarks: dict[int, int] = field(default_factory=dict)  # partition → watermark (ms), when it moved
@@ -168,7 +172,8 @@ class ClassifyStep:
         else:
             counted = response.responded_ms >= watermark - self.lateness_ms
             memo = new_memo(response, previous, decision, source, counted, invitation, now_ms)
-        classified = classified_record(response, memo, now, self._text(response))
+        texts = self._text(response)
+        classified = classified_record(response, memo, now, texts)
         if self.encode is not None:
             classified = self.encode(classified)  # before the memo is staged: may raise
         if memo is not previous:
@@ -178,6 +183,8 @@ class ClassifyStep:
         out.classified.append((record.partition, response.response_id, classified))
         if invitation is not None:
             out.responded.append((record.partition, response.invitation_id, responded_message(response)))
+        if response.score <= 8 or memo["e"]:
+            out.case_events.append(case_event(response, memo, texts))
         self._deltas(response, memo, record, out)
 
     def _text(self, response: Response) -> "Texts":
@@ -284,6 +291,15 @@ def classified_record(response: Response, memo: dict, now: datetime, texts: Text
         "org_id": memo.get("o"),
         "source": response.source,
     }
+
+
+def case_event(response: Response, memo: dict, texts: Texts) -> tuple[str, dict]:
+    """(route, event) for the cases agent (streams.cases): what a case keeps of the answer — masked comment, no
+    contact details — keyed by the contact (the invitation's contact key; an anonymous answer is its own)."""
+    answer = {"response_id": response.response_id, "version": response.version, "score": response.score,
+              "comment": texts.comment, "segment": response.segment, "responded_at": response.responded_ms,
+              "org_id": memo.get("o") or "", "respondent": memo.get("k") or ""}
+    return answer_route(answer), {"kind": "answer", "answer": answer}
 
 
 def responded_message(response: Response) -> dict:

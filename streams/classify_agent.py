@@ -4,7 +4,7 @@ The rules are the pure step ``streams.classify.ClassifyStep``; this module is it
 the step once, stage each changed memo and the partitions' watermarks ONCE (table ``responses-seen``, raw JSON
 values), stage the outputs (classified records on the source partition — the topics are co-partitioned and
 keyed alike —, one window-delta message per segment for the whole batch, ``responded`` notes for the deliver
-agent, re-keyed records, dead letters), produce them as one record batch per (topic, partition) and wait
+agent, the answers the cases agent must see — keyed by the contact —, re-keyed records, dead letters), produce them as one record batch per (topic, partition) and wait
 until Kafka acknowledged all of it. Only then is the input acked (streams.app.consume_records).
 """
 
@@ -83,7 +83,7 @@ class ClassifyAgent:
             partition_of=lambda key: partition_for(key, self.partitions),
             encode=lambda record: pipeline.codec.encode(avro.CLASSIFIED_RESPONSE, record), analyse=text.analyse)
         self.names = {name: pipeline.topics[name].get_topic_name()
-                      for name in ("raw", "classified", "deltas", "invitations")}
+                      for name in ("raw", "classified", "deltas", "invitations", "case_events")}
         self.lock = asyncio.Lock()
 
     def install(self) -> None:
@@ -129,6 +129,8 @@ class ClassifyAgent:
             out.add_keyed(names["deltas"], self.partitions, segment.encode(), orjson.dumps({"i": items}))
         for partition, invitation_id, note in outcome.responded:
             out.add(names["invitations"], partition, invitation_id.encode(), orjson.dumps(note))
+        for route, event in outcome.case_events:
+            out.add_keyed(names["case_events"], self.partitions, route.encode(), orjson.dumps(event))
         for key, value in outcome.rekeyed:
             out.add_keyed(names["raw"], self.partitions, key, value)
         for refused in outcome.refused:

@@ -127,6 +127,13 @@ def to_ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
+def iso_ms(ms: int | None) -> str | None:
+    """Epoch ms → ``2026-11-20T12:00:00.000Z`` (the read APIs' and notifications' format); None stays None."""
+    if ms is None:
+        return None
+    return from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 

@@ -53,6 +53,8 @@ SINKS = (
     ("windows", "window_updates", avro.WINDOW_UPDATE, row_mappers.window_update_row),
     ("dead_letters", "dead_letters", avro.DEAD_LETTER, row_mappers.dead_letter_row),
     ("dispatches", "dispatches", avro.DISPATCHED_MESSAGE, row_mappers.dispatch_row),
+    ("cases", "cases", avro.CASE, row_mappers.case_row),
+    ("alerts", "alerts", avro.ALERT, row_mappers.alert_row),
 )
 
 REJECTED = "sink_rejected_row"

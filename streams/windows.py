@@ -13,8 +13,8 @@ Model
 * Edits arrive as a retraction (sign -1) of the previous version plus an addition of the new one.
   Retractions are applied regardless of lateness (they undo something counted earlier) and never drive a
   counter below zero (the original may itself have been refused as too late).
-* Buckets that can no longer fall into any window are trimmed, so state stays bounded
-  (max window / bucket size + lateness buckets per segment).
+* Buckets that can no longer fall into any window (nor into ``keep_seconds``, the alerts' horizon) are
+  trimmed, so state stays bounded (max window / bucket size + lateness buckets per segment).
 
 The state of one segment is a small JSON-able dict so it can live in a Faust table as is:
 ``{"b": {"<bucket start>": [P, Pa, D]}, "wm": <ms>, "seq": <int>}``.
@@ -144,6 +144,7 @@ class WindowEngine:
     lateness_seconds: int = 6 * 3600
     bucket_seconds: int = BUCKET_SECONDS
     agg: NpsAggregator = field(default_factory=NpsAggregator)
+    keep_seconds: int = 0  # keep buckets at least this long (the alerts need 24 h + 28 d) even if every window is shorter
 
     def __post_init__(self) -> None:
         if not self.windows:
@@ -151,7 +152,7 @@ class WindowEngine:
         for w in self.windows:
             if w.seconds % self.bucket_seconds:
                 raise ValueError(f"window {w.name} is not a multiple of the {self.bucket_seconds}s bucket")
-        self.max_window = max(w.seconds for w in self.windows)
+        self.max_window = max(max(w.seconds for w in self.windows), self.keep_seconds)
 
     # ------------------------------------------------------------------ state
     @staticmethod

@@ -13,6 +13,8 @@ from pathlib import Path
 import clickhouse_connect
 import pytest
 
+from schemas import codec as avro
+from schemas.examples import examples
 from sinks import clickhouse as ch
 from sinks import queries, rows
 from sinks.batching import BatchingSink
@@ -20,6 +22,7 @@ from sinks.rollup import apply_view
 from streams.nps import summarize
 
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+ALERT_EXAMPLE = examples()[avro.ALERT]
 # window_updates has TTL updated_at + 90 days: rows older than that are dropped at insert, so use recent times
 W0 = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 H = timedelta(hours=1)
@@ -83,7 +86,7 @@ def test_stores_on_one_dsn_share_client_and_thread(ch_store, ch_dsn):
 def test_second_chdb_path_in_one_process_is_refused_clearly_then_allowed_after_close(ch_store, tmp_path: Path):
     with pytest.raises(ch.ClickHouseError, match="one engine path per process"):
         ch.ClickHouseStore(f"chdb://{tmp_path / 'other'}")
-    ch_store.insert("alerts", [rows.alert_row({"alert_id": "a1", "kind": "detractor", "created_at": T0})])
+    ch_store.insert("alerts", [rows.alert_row({**ALERT_EXAMPLE, "alert_id": "a1"})])
     ch_store.close()
     assert ch.open_engines() == []
     with ch.ClickHouseStore(f"chdb://{tmp_path / 'other'}") as other:  # a new path once all are closed
@@ -137,12 +140,12 @@ def test_migrations_are_recorded_and_idempotent(ch_store):
     recorded = ch.applied_migrations(ch_store)
     assert [r["name"] for r in recorded.values()] == ["0001_init.sql", "0002_dispatches.sql", "0003_dispatch_kind.sql",
                                                       "0004_response_follow_up.sql", "0005_nps_daily_rollup.sql",
-                                                          "0006_terms.sql"]
+                                                          "0006_terms.sql", "0007_cases.sql", "0008_alerts.sql"]
     assert recorded[1]["checksum"] == ch.load_migrations()[0].checksum
     engines = {r["name"]: r for r in ch_store.query(
         "SELECT name, engine, create_table_query AS q FROM system.tables WHERE database = {d:String}",
         {"d": ch_store.database})}
-    written = {"responses", "window_updates", "dead_letters", "alerts", "dispatches"}  # by the sinks
+    written = {"responses", "window_updates", "dead_letters", "alerts", "dispatches", "cases"}  # by the sinks
     derived = {"responses_by_day": "ReplacingMergeTree", "nps_daily": "ReplacingMergeTree",  # sinks.rollup
                "comments_by_day": "ReplacingMergeTree", "comments_by_day_mv": "MaterializedView",
                "nps_daily_state": "ReplacingMergeTree", "nps_daily_touched": "AggregatingMergeTree",
@@ -245,9 +248,10 @@ def test_row_mappers_fill_neutral_values_and_drop_unknown_fields(ch_store):
                                  "window_seconds": 86400, "window_start": W0 - D, "window_end": W0,
                                  "promoters": 0, "passives": 0, "detractors": 0, "responses": 0, "nps": None,
                                  "ci_low": -100.0, "ci_high": 100.0, "band": None, "seq": 1, "updated_at": W0}, 0, 0)
-    al = rows.alert_row({"alert_id": "a1", "kind": "detractor", "response_id": "r1", "survey_id": "s1",
-                         "dimension": None, "segment_value": None, "score": 2, "comment": "bad",
-                         "nps": None, "previous_nps": None, "z": None, "detail": None, "created_at": T0}, 0, 0)
+    al = rows.alert_row({"alert_id": "a1", "kind": "shift", "event": "opened", "status": "open", "direction": None,
+                         "dimension": None, "segment_value": None, "baseline": None, "current": None, "z": None,
+                         "p_value": None, "cusum": None, "opened_at": None, "closed_at": None, "detail": None,
+                         "created_at": T0}, 0, 0)
     ch_store.insert("responses", [row])
     ch_store.insert("dead_letters", [dl])
     ch_store.insert("window_updates", [wu])
@@ -260,7 +264,8 @@ def test_row_mappers_fill_neutral_values_and_drop_unknown_fields(ch_store):
     assert ch_store.query("SELECT failed_at FROM {db}.dead_letters")[0]["failed_at"] == \
            datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
     assert ch_store.query("SELECT nps, band FROM {db}.window_updates")[0] == {"nps": None, "band": ""}
-    assert ch_store.query("SELECT score, dimension FROM {db}.alerts")[0] == {"score": 2, "dimension": ""}
+    assert ch_store.query("SELECT z, dimension, opened_at, current_responses FROM {db}.alerts")[0] == \
+        {"z": None, "dimension": "", "opened_at": T0, "current_responses": 0}
 
 
 # =============================================================================================== report
@@ -855,7 +860,8 @@ def test_migration_0004_adds_follow_up_keeps_old_rows_and_is_idempotent(ch_store
         row = rows.response_row(response("before", 3, comment="meh"), 0, 0)
         old.insert("responses", [{k: v for k, v in row.items()  # written by the old sink
                                   if k not in ("follow_up", "earlier_days", "org_id", "lang", "terms", "respondent")}])
-        assert ch.migrate(old) == ["0004_response_follow_up.sql", "0005_nps_daily_rollup.sql", "0006_terms.sql"]
+        assert ch.migrate(old) == ["0004_response_follow_up.sql", "0005_nps_daily_rollup.sql", "0006_terms.sql",
+                                   "0007_cases.sql", "0008_alerts.sql"]
         assert ch.migrate(old) == []
         fourth = next(m for m in ch.load_migrations() if m.version == 4)
         assert fourth.name == "0004_response_follow_up.sql"

@@ -92,7 +92,7 @@ def test_avro_decode_errors(c):
         assert ei.value.reason == "avro_decode_error", bad
     # enum index out of range
     w = c.encode(codec.ALERT, examples()[codec.ALERT])
-    idx = len(b"\x06a-1") + 5  # after header + alert_id string
+    idx = 5 + 1 + len(examples()[codec.ALERT]["alert_id"])  # after header + alert_id (1-byte length, ASCII)
     with pytest.raises(CodecError) as ei:
         c.decode(w[:idx] + b"\x7e" + w[idx + 1:])
     assert ei.value.reason == "avro_decode_error"

@@ -44,9 +44,23 @@ def test_demo_runs_the_survey_flow_from_trigger_events(tmp_path, kafka_bootstrap
     try:
         sources = store.query("SELECT source, count() AS n, countIf(invitation_id != '') AS joined "
                               "FROM {db}.responses FINAL GROUP BY source")
+        detractors = {r["response_id"] for r in store.query(
+            "SELECT response_id FROM {db}.responses FINAL WHERE score <= 6")}
     finally:
         store.close()
     assert [(r["source"], r["n"], r["joined"]) for r in sources] == [("web", answered, answered)]  # via the page
+    # follow-up: every answer whose latest version is a detractor's opened a case (one contact, one invitation,
+    # one answer here), owned by its location's manager or the regional desk; each owner was mailed
+    assert "Follow-up cases" in out
+    cases = env.cli_json("cases")
+    opened = {c["response_id"] for c in cases["cases"]}
+    assert detractors and detractors <= opened
+    assert sum(cases["summary"].values()) == len(cases["cases"])
+    owners = {c["segment"].get("location"): c["owner"] for c in cases["cases"]}
+    assert owners.get("Stockholm", "stockholm-manager") == "stockholm-manager"
+    assert set(owners.values()) <= {"stockholm-manager", "kobenhavn-manager", "helsinki-manager", "oslo-manager",
+                                    "regional-desk"}
+    assert len(list((env.home / "outbox" / "notifications").glob("*.eml"))) >= len(detractors)
     dispatches = env.cli_json("dispatches")
     assert dispatches["by_status"]["sent"] == invited
     assert dispatches["total"] == 300 - malformed - repeated  # the repeated trigger events were decided once

@@ -752,3 +752,35 @@ def test_top_detractor_terms_panel_against_the_term_statistics(ch_store, refresh
         assert row["impact"] == pytest.approx(termstats.nps_impact(counts, slice_totals))
     assert run(ch_store, bi.TOP_DETRACTOR_TERMS, org="other") == []  # "jono" is in every answer: no contrast
     assert {r["term"] for r in run(ch_store, bi.TOP_DETRACTOR_TERMS)} >= {"lasku", "jono"}  # All orgs
+
+
+def test_follow_up_panel_against_the_case_state_machine(ch_store):
+    """Cases built by the pure state machine (streams.cases), sunk like the agent's records; the panel's figures
+    per owner recomputed here from those cases."""
+    from tests.test_casebook import CONFIG, MS, T0 as OPENED, answer, run as cases_run, sink
+
+    hour = 3_600_000
+    events = [(answer("r1", 2, "Espoo", "c1"), MS), (answer("r2", 4, "Espoo", "c2"), MS + hour),
+              (answer("r3", 6, "Oslo", "c3"), MS + 2 * hour), (answer("r4", 1, "Turku", "c4"), MS + 3 * hour)]
+    opened = {r["response_id"]: r for r in cases_run(events)}
+
+    def command(kind, rid, at, **extra):
+        return ({"kind": kind, "case_id": opened[rid]["case_id"], "route": opened[rid]["route"], "actor": "a",
+                 **extra}, at)
+    events += [command("ack", "r1", MS + 2 * hour), command("close", "r1", MS + 10 * hour),
+               command("ack", "r2", MS + 7 * hour), command("close", "r2", MS + 60 * hour),
+               command("close", "r3", MS + 3 * hour)]
+    revisions = cases_run(events)
+    sink(ch_store, revisions)
+    assert CONFIG.for_org("acme").owner_for({"location": "Turku"}) == "hq"
+    period = {"time_from": OPENED - D, "time_to": OPENED + 30 * D}
+    rows = {r["owner"]: r for r in run(ch_store, bi.FOLLOW_UP, **period)}
+    espoo = rows["espoo-mgr"]  # r1 closed in 10 h (within 48 h), r2 acknowledged after 6 h, closed after 59 h
+    assert (espoo["cases"], espoo["open"], espoo["acknowledged"], espoo["closed"]) == (2, 0, 2, 2)
+    assert espoo["median_hours_to_contact"] == pytest.approx((2 + 6) / 2)
+    assert espoo["closed_within_sla_pct"] == 50.0
+    oslo, hq = rows["oslo-mgr"], rows["hq"]
+    assert (oslo["closed"], oslo["acknowledged"], oslo["median_hours_to_contact"]) == (1, 0, None)
+    assert (hq["open"], hq["overdue"], hq["closed_within_sla_pct"]) == (1, 1, None)  # opened in 2026: overdue now
+    assert run(ch_store, bi.FOLLOW_UP, org="other", **period) == []
+    assert run(ch_store, bi.FOLLOW_UP, time_from=OPENED + 4 * H, time_to=OPENED + 5 * D) == []  # opened before

@@ -702,3 +702,26 @@ def test_run_simulation_sends_keyed_avro_records_to_the_real_broker(tmp_path, ka
         assert record["source"] == "simulator"
         rid = record["response_id"]
         assert m.key == (rid.strip().encode() if rid and rid.strip() else None)
+
+
+def test_a_planted_drop_makes_one_location_worse_in_its_last_day_only():
+    from datetime import datetime, timedelta, timezone
+
+    from npsflow.simulate import ResponseSimulator, category_of
+
+    now = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
+    sim = ResponseSimulator(7, start=now - timedelta(days=8), clock=lambda: now, drop_location="Espoo")
+    cut = (now - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def nps(records):
+        cats = [category_of(r["score"]) for r in records]
+        return 100 * (cats.count("promoter") - cats.count("detractor")) / len(cats)
+
+    records = list(sim.records(20_000))
+    espoo = [r for r in records if r["segment"]["location"] == "Espoo"]
+    before, after = [r for r in espoo if r["responded_at"] < cut], [r for r in espoo if r["responded_at"] >= cut]
+    assert len(after) >= 30 and nps(before) - nps(after) > 30
+    oslo = [r for r in records if r["segment"]["location"] == "Oslo"]
+    assert abs(nps([r for r in oslo if r["responded_at"] < cut]) - nps([r for r in oslo if r["responded_at"] >= cut])) < 20
+    with pytest.raises(ValueError, match="unknown location"):
+        ResponseSimulator(1, drop_location="Atlantis")

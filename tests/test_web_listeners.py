@@ -19,7 +19,8 @@ TOKEN = "internal-token-0123456789abcdef"
 # Every path of the internal listener, and Faust's built-in views (tables, router, graph, statistics, index).
 INTERNAL_PATHS = ["/api/v1/stats", "/api/v1/report", "/api/v1/report?by=location", "/api/v1/windows",
                   "/api/v1/deadletters", "/api/v1/dispatches", "/api/v1/dashboard", "/dashboard",
-                  "/api/v1/terms", "/api/v1/terms?by=location&lang=fi&min_count=3", "/api/v1/themes"]
+                  "/api/v1/terms", "/api/v1/terms?by=location&lang=fi&min_count=3", "/api/v1/themes",
+                  "/api/v1/alerts", "/api/v1/alerts?status=open"]
 FAUST_PATHS = ["/", "/table/", "/table/invitations/", "/table/invitations/I|abc/", "/router/",
                "/router/invitations/I|abc/", "/graph/", "/stats/", "/assignment/", "/performance/"]
 

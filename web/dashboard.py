@@ -67,6 +67,10 @@ svg circle {{ fill: #0969da; }}
 #cloud {{ width: 100%; max-width: 640px; height: auto; background: #fff; display: block; }}
 #complaints td.example {{ white-space: normal; text-align: left; color: #57606a; }}
 tr.weak td {{ color: #8c959f; }}
+tr.case.overdue td.due {{ color: #b42318; font-weight: 600; }}
+#cases td.comment {{ white-space: normal; text-align: left; }}
+#alerts {{ list-style: none; padding: 0; }}
+#alerts li {{ background: #fff; border-left: 4px solid #b42318; margin: 6px 0; padding: 6px 10px; }}
 </style>
 </head>
 <body>
@@ -74,10 +78,20 @@ tr.weak td {{ color: #8c959f; }}
 <nav aria-label="Segment dimension">{nav}</nav></header>
 <main>
 <p id="status" role="status">Loading…</p>
+<section id="alerts-section" hidden>
+<h2>Open alerts <span class="meta">(significant changes: last 24 h vs the 28 days before)</span></h2>
+<ul id="alerts"></ul>
+</section>
 <table aria-describedby="status">
 <thead><tr><th scope="col">{by}</th><th scope="col">n</th><th scope="col">NPS</th><th scope="col">95% CI</th>
 <th scope="col">band</th><th scope="col">trend (14 days)</th></tr></thead>
 <tbody id="rows"></tbody>
+</table>
+<h2>Open follow-up cases <span class="meta" id="cases-summary"></span></h2>
+<table>
+<thead><tr><th scope="col">case</th><th scope="col">owner</th><th scope="col">score</th><th scope="col">segment</th>
+<th scope="col">due</th><th scope="col">comment</th></tr></thead>
+<tbody id="cases"></tbody>
 </table>
 <h2>Latest comments</h2>
 <ul id="comments"></ul>
@@ -154,8 +168,41 @@ tr.weak td {{ color: #8c959f; }}
     }});
     list.replaceChildren(items);
     if (d.words) renderWords(d.words);
+    if (d.cases) renderCases(d.cases);
+    renderAlerts(d.alerts || []);
     document.getElementById("status").textContent =
       d.total.responses + " responses · updated " + new Date().toLocaleTimeString();
+  }}
+  function renderCases(c) {{
+    var s = c.summary;
+    document.getElementById("cases-summary").textContent = "(" + s.open + " open · " + s.overdue + " overdue · " +
+      s.closed_within_sla + " closed within SLA · " + s.closed_late + " closed late)";
+    var body = document.getElementById("cases"), rows = document.createDocumentFragment();
+    c.cases.forEach(function (k) {{
+      var tr = el("tr", "case " + k.status);
+      tr.appendChild(el("td", "id", k.case_id));
+      tr.appendChild(el("td", "owner", k.owner));
+      tr.appendChild(el("td", "score", k.score));
+      tr.appendChild(el("td", "segment", Object.keys(k.segment).sort().map(function (d) {{
+        return d + "=" + k.segment[d]; }}).join(", ")));
+      tr.appendChild(el("td", "due", k.due_at.slice(0, 16).replace("T", " ") + (k.status === "overdue" ? " (overdue)" : "")));
+      tr.appendChild(el("td", "comment", k.comment || ""));
+      rows.appendChild(tr);
+    }});
+    body.replaceChildren(rows);
+  }}
+  function renderAlerts(alerts) {{
+    var list = document.getElementById("alerts"), items = document.createDocumentFragment();
+    alerts.forEach(function (a) {{
+      var seg = Object.keys(a.segment).map(function (k) {{ return k + "=" + a.segment[k]; }}).join(", ");
+      var li = el("li", "alert " + a.kind);
+      li.appendChild(el("div", "text", a.kind + " in " + seg + ": NPS " + fmt(a.current.nps) + " (n=" +
+        a.current.responses + ") vs " + fmt(a.baseline.nps) + " (n=" + a.baseline.responses + ")"));
+      li.appendChild(el("div", "meta", "z " + fmt(a.z) + " · opened " + a.opened_at));
+      items.appendChild(li);
+    }});
+    list.replaceChildren(items);
+    document.getElementById("alerts-section").hidden = alerts.length === 0;
   }}
   var lastWords = null;
   function renderWords(w) {{

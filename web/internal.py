@@ -7,11 +7,18 @@ GET /api/v1/report?by=location,channel&since=ISO&until=ISO[&compare_previous=1]
 GET /api/v1/windows?segment=location=Espoo
 GET /api/v1/deadletters
 GET /api/v1/dispatches
+GET /api/v1/alerts?status=open|closed  significant-change alerts, latest event of each (sinks.queries.alerts)
 GET /api/v1/dashboard?by=location    what the live dashboard shows (sinks.queries.dashboard + web.dashboard words)
 GET /api/v1/terms?since&until&by&lang&category&min_count&min_category&min_respondents&limit&examples
                              term statistics (sinks.terms.terms)
 GET /api/v1/themes?…         the same per theme (NPSFLOW_THEMES) and the suggested themes
 GET /api/v1/cloud?since&until the word cloud's words: the most named terms with their NPS (sinks.terms.cloud_words)
+GET /api/v1/cases?status=open|overdue|closed&owner=O   follow-up cases and their summary (sinks.casebook)
+GET /api/v1/case?id=CASE_ID  one case with its notes and history ({"case": null} when there is none)
+GET /api/v1/cases/stats?by=owner|<dimension>           time to first contact, share closed within the SLA
+POST /api/v1/cases/{case_id}/{ack|note|assign|close}   a command (JSON body: actor, text, owner, reason;
+                             Content-Type application/json only): 202 {"command_id"} once Kafka has it, 404
+                             unknown case, 409 refused (closed, already acknowledged …), 400 bad input
 GET /dashboard?by=location           the built-in live dashboard (web.dashboard)
 
 With ``NPSFLOW_INTERNAL_TOKEN`` set, every path but /healthz needs ``Authorization: Bearer <token>`` (401).
@@ -28,7 +35,8 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from sinks import queries, terms
+from sinks import casebook, queries, terms
+from streams.cases import COMMANDS, CommandRefused, command_for
 from streams.responses import Rejected, parse_timestamp
 from web.common import bearer_guard, healthz, host_guard, html_reply, json_reply
 from web.dashboard import content_security_policy, dashboard_words, render_dashboard
@@ -79,12 +87,16 @@ class InternalApi:
     """The handlers of the internal listener. ``store`` is the worker's ClickHouseStore (``arun`` runs a query
     function off the event loop), ``stats`` the agents' counters, ``dimensions`` the dashboard's choices."""
 
-    def __init__(self, store, stats, dimensions: list[str], themes: dict | None = None) -> None:
+    def __init__(self, store, stats, dimensions: list[str], themes: dict | None = None,
+                 submit: Callable[[dict], Any] | None = None) -> None:
         self.store, self.stats = store if store is not None else NoStore(), stats
+        self.submit = submit  # async (case command event) → None once Kafka has it (None: commands refused)
         self.dimensions = dimensions or ["location"]
         self.themes = themes if themes is not None else terms.load_themes()
         self.dashboard_cache = SharedResult(lambda by: store.arun(queries.dashboard, by))
         self.words_cache = SharedResult(lambda _: store.arun(dashboard_words), max_age=WORDS_CACHE_SECONDS)
+        self.cases_cache = SharedResult(lambda _: store.arun(casebook.open_cases))
+        self.alerts_cache = SharedResult(lambda _: store.arun(queries.alerts, "open"))
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/healthz", healthz), web.get("/api/v1/stats", self.get_stats),
@@ -92,7 +104,58 @@ class InternalApi:
                 web.get("/api/v1/dispatches", self.dispatches), web.get("/api/v1/deadletters", self.deadletters),
                 web.get("/api/v1/dashboard", self.dashboard_data), web.get("/dashboard", self.dashboard_page),
                 web.get("/api/v1/terms", self.terms), web.get("/api/v1/themes", self.theme_stats),
-                web.get("/api/v1/cloud", self.cloud)]
+                web.get("/api/v1/cloud", self.cloud), web.get("/api/v1/cases", self.cases),
+                web.get("/api/v1/case", self.case), web.get("/api/v1/cases/stats", self.case_stats),
+                web.get("/api/v1/alerts", self.alerts),
+                web.post("/api/v1/cases/{case_id}/{kind}", self.case_command)]
+
+    async def cases(self, request: web.Request) -> web.Response:
+        try:
+            return json_reply(await self.store.arun(casebook.cases, request.query.get("status") or None,
+                                                    request.query.get("owner") or None))
+        except ValueError as exc:
+            return error(400, str(exc))
+
+    async def case(self, request: web.Request) -> web.Response:
+        case_id = request.query.get("id") or ""
+        if not case_id:
+            return error(400, "id is required")
+        return json_reply({"case": await self.store.arun(casebook.case, case_id)})
+
+    async def case_stats(self, request: web.Request) -> web.Response:
+        try:
+            return json_reply(await self.store.arun(casebook.case_stats, request.query.get("by") or "owner"))
+        except ValueError as exc:
+            return error(400, str(exc))
+
+    async def case_command(self, request: web.Request) -> web.Response:
+        """A command on a case, checked against the case as stored, then produced for the cases agent."""
+        kind, case_id = request.match_info["kind"], request.match_info["case_id"]
+        if kind not in COMMANDS:
+            return error(404, f"unknown command {kind!r}")
+        if self.submit is None:
+            return error(503, "this worker does not take case commands")
+        if request.content_type != "application/json":
+            return error(415, "send the command as application/json")
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError
+        except ValueError:
+            return error(400, "the body must be a JSON object")
+        fields = {name: body.get(name) for name in ("text", "owner", "reason")}
+        if any(v is not None and not isinstance(v, str) for v in [*fields.values(), body.get("actor")]):
+            return error(400, "actor, text, owner and reason must be strings")
+        case = await self.store.arun(casebook.case, case_id)
+        command_id = f"cmd-{secrets.token_hex(16)}"
+        try:
+            event = command_for(case, kind, body.get("actor") or "", command_id, **fields)
+        except CommandRefused as exc:
+            status = 404 if exc.reason == "unknown_case" else 400 if exc.reason.startswith(("missing_", "invalid_",
+                                                                                             "text_")) else 409
+            return json_reply({"error": exc.detail, "reason": exc.reason}, status=status)
+        await self.submit(event)
+        return json_reply({"command_id": command_id, "case_id": case_id}, status=202)
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return json_reply(self.stats.as_dict())
@@ -149,6 +212,15 @@ class InternalApi:
         except (Rejected, ValueError) as exc:
             return error(400, exc.detail if isinstance(exc, Rejected) else str(exc))
 
+    async def alerts(self, request: web.Request) -> web.Response:
+        unknown = sorted(set(request.query) - {"status"})
+        if unknown:
+            return error(400, f"unknown parameter(s): {', '.join(unknown)}")
+        try:
+            return json_reply(await self.store.arun(queries.alerts, request.query.get("status") or None))
+        except ValueError as exc:
+            return error(400, str(exc))
+
     async def dispatches(self, request: web.Request) -> web.Response:
         return json_reply(await self.store.arun(queries.dispatches))
 
@@ -162,11 +234,11 @@ class InternalApi:
         except ValueError as exc:
             return error(400, str(exc))
         data = dict(await self.dashboard_cache.get(by))
-        try:
-            data["words"] = await self.words_cache.get("")
-        except Exception as exc:  # e.g. migration 0006 not applied yet: the numbers still show
-            log.warning("dashboard words unavailable: %s", str(exc).splitlines()[0][:300] if str(exc) else exc)
-            data["words"] = None
+        # each a cache of its own; a failure (e.g. a migration not applied yet) never hides the numbers
+        data["words"] = await _optional("words", self.words_cache, None)
+        data["cases"] = await _optional("cases", self.cases_cache, None)
+        alerts = await _optional("alerts", self.alerts_cache, None)
+        data["alerts"] = alerts["alerts"] if alerts else []
         return json_reply(data, headers={"Cache-Control": "no-store"})
 
     async def dashboard_page(self, request: web.Request) -> web.Response:
@@ -177,6 +249,15 @@ class InternalApi:
         except ValueError as exc:
             return error(400, str(exc))
         return html_reply(page, headers={"Content-Security-Policy": content_security_policy(nonce), **DASHBOARD_HEADERS})
+
+
+async def _optional(name: str, cache: SharedResult, default: Any) -> Any:
+    """A dashboard section's data, or ``default`` (logged) when its query fails."""
+    try:
+        return await cache.get("")
+    except Exception as exc:
+        log.warning("dashboard %s unavailable: %s", name, str(exc).splitlines()[0][:300] if str(exc) else exc)
+        return default
 
 
 _TERM_INTS = ("min_count", "min_category", "min_respondents", "limit", "examples")

@@ -88,12 +88,29 @@ class WebServers(Service):
                 listener.runner = None
 
 
+def case_submitter(pipeline):
+    """Produces a case command (streams.cases.command_for) keyed by its route; returns once Kafka has it."""
+    from streams.app import run_batch
+
+    topic = pipeline.topics["case_events"].get_topic_name()
+    partitions = pipeline.settings.partitions
+
+    async def submit(event: dict) -> None:
+        import orjson
+
+        out = pipeline.output()
+        out.add_keyed(topic, partitions, event["route"].encode(), orjson.dumps(event))
+        await run_batch("case_command", pipeline.stats, out.flush, max_delay=2.0)
+
+    return submit
+
+
 def install_web(pipeline, store, settings: Settings, public: socket.socket, internal: socket.socket) -> WebServers:
     """Put the public and the internal listener on the pipeline's Faust app (``app.web_server``). ``settings``
     carry the bound ports (``bound``); ``store`` is the worker's ClickHouseStore."""
     pages, api = public_handlers(pipeline, pipeline.book, settings)
     reads = InternalApi(store, pipeline.stats, [d for d in settings.dimensions if d != "overall"],
-                        load_themes(settings.themes_file))
+                        load_themes(settings.themes_file), submit=case_submitter(pipeline))
     servers = WebServers([
         Listener("public", public, public_app(pages, api, allowed_hosts=allowed_hosts(settings, settings.public_bind))),
         Listener("internal", internal, internal_app(reads, allowed_hosts=allowed_hosts(settings, settings.internal_bind),
