@@ -180,3 +180,40 @@ def test_promoters_get_their_actions_once_and_no_reward_code_goes_out_twice(env,
     assert check_mails() == codes
     again = env.cli_json("dispatches")
     assert again["promoter_actions"] == actions and again["total"] == n
+
+
+def test_a_worker_killed_while_rewards_go_out_never_issues_a_code_twice(env, smtp, tmp_path):
+    """SIGKILL while the reward mails are being sent, then a new worker: every reward ends sent, or failed as
+    send_interrupted (SMTP is not idempotent: at most once), or suppressed when the pool ran out; no mail carries a
+    code another mail carries, no contact gets two rewards."""
+    n, pool = 60, 40
+    codes = [f"KILL-{i:03d}" for i in range(pool)]
+    (tmp_path / "programs.yaml").write_text(PROGRAMS.replace("          10: [review_request, reward]\n          9: [thank_you]\n",
+                                                             "          10: [reward]\n")
+                                            .replace(", ".join(CODES), ", ".join(codes)))
+    now = datetime.now(timezone.utc)
+    triggers = [{"event_id": f"r-{i}", "org_id": "bolt", "event_type": "order.delivered", "occurred_at": iso(now),
+                 "contact": {"contact_id": f"r{i}", "email": f"r{i}@kund.se"}} for i in range(n)]
+    env.start_worker()
+    env.cli("ingest", "triggers", str(write_jsonl(tmp_path / "triggers.jsonl", triggers)))
+    wait_for(lambda: len(smtp.received()) >= n, timeout=60, what="the invitations")
+    ids = invitation_ids(env, n)
+    env.cli("ingest", "responses", str(write_jsonl(tmp_path / "answers.jsonl", [
+        {"response_id": ids[f"r-{i}"], "invitation_id": ids[f"r-{i}"], "score": 10,
+         "responded_at": iso(now + timedelta(seconds=1))} for i in range(n)])))
+    wait_for(lambda: len(smtp.received()) > n, interval=0.02, timeout=60, what="the first reward mail")
+    env.kill_worker()
+    at_kill = len(smtp.received()) - n
+    env.start_worker()
+    done = summary_when(env, lambda d: d["promoter_actions"].get("reward", {}).get("total") == n)
+    reward = done["promoter_actions"]["reward"]
+    reasons = {r["reason"]: r["count"] for r in reward["reasons"]}
+    interrupted = reasons.get("send_interrupted", 0)
+    assert reward["by_status"].get("suppressed", 0) == reasons.get("reward_pool_exhausted", 0) == n - pool
+    assert reward["by_status"].get("sent", 0) + interrupted == pool  # every code claimed once: sent or in doubt
+    mails = smtp.received()[n:]
+    found = [c for m in mails for c in re.findall(r"KILL-\d{3}", body(m))]
+    assert len(found) == len(mails) and len(set(found)) == len(found), "a code went out twice"
+    assert set(found) <= set(codes) and max(Counter(m["To"] for m in mails).values()) == 1
+    assert reward["by_status"].get("sent", 0) <= len(mails) <= reward["by_status"].get("sent", 0) + interrupted
+    print(f"killed after {at_kill} reward mails; then {reward['by_status']}, {len(mails)} mails")
