@@ -687,6 +687,8 @@ def dispatches(fmt: str) -> None:
             console().print(status_table("Reminders", reminders))
         else:
             click.echo("reminders: 0")
+        for kind, section in (d.get("promoter_actions") or {}).items():  # thank_you, review_request, reward
+            console().print(status_table(f"Promoter action {kind}", section))
         click.echo("cost so far (invitations and reminders): "
                    + (", ".join(f"{amount(v)} {k}" for k, v in d["cost"].items()) or "0"))
 

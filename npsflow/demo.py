@@ -186,6 +186,11 @@ def run_demo(settings: Settings, count: int, rate: float, keep_running: bool = F
                       + ", ".join(f"{k}={v}" for k, v in d["by_status"].items()) + " · suppressed: "
                       + ", ".join(f"{r['reason']}={r['count']}" for r in d["reasons"] if r["status"] == "suppressed")
                       + " · cost " + (", ".join(f"{v:.2f} {k}" for k, v in d["cost"].items()) or "0"))
+        actions = d.get("promoter_actions") or {}
+        if actions:  # thank-you, review request, reward code (streams.promoter)
+            console.print("promoter actions: " + " · ".join(
+                f"{kind} " + ", ".join(f"{k}={v}" for k, v in a["by_status"].items())
+                + "".join(f" ({r['reason']}={r['count']})" for r in a["reasons"]) for kind, a in actions.items()))
         dl = deadletters(settings)
         console.print(f"dead letters: {dl['total']} "
                       + ", ".join(f"{r['reason']}={r['count']}" for r in dl["reasons"]))

@@ -43,6 +43,10 @@ Decisions worth knowing:
   once) and wins; without one, the channel configuration's price applies (NPSFLOW_CHANNELS ``costs``, SMS
   per segment). Only messages actually sent cost anything.
 * **Daily cap** is per program (its own invitations per day of the org's calendar).
+* **Promoter actions** (``promoter_actions``, per program, streams.promoter): what a 9 or a 10 sets off —
+  ``thank_you``, ``review_request`` (needs the org's ``review_url``), ``reward`` (a code of the program's pool,
+  each issued once; a code may be in one pool only); channels e-mail/SMS, a quarantine per action kind. Their
+  texts are ``npsflow.promoter_texts`` (shipped locales; others get English; not overridable yet).
 """
 
 from __future__ import annotations
@@ -502,6 +506,116 @@ class OptOut(_Model):
         return self._ids
 
 
+PROMOTER_KINDS = ("thank_you", "review_request", "reward")
+PROMOTER_CHANNELS = ("email", "sms")
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", re.ASCII)
+
+
+def _read_codes(value: Any, info: ValidationInfo) -> tuple[str, ...]:
+    """``[C1, C2, …]`` or ``{file: codes.txt}`` (one code per line, ``#`` comments; relative to the YAML file)."""
+    if isinstance(value, Mapping):
+        unknown = sorted(str(k) for k in value if k != "file")
+        if unknown or not isinstance(value.get("file"), str) or not value["file"].strip():
+            raise _fail("must be a list of codes or {file: <path>} (one code per line)")
+        path = Path((info.context or {}).get("base_dir") or ".") / value["file"]
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _fail(f"cannot read reward code file {str(path)!r}: "
+                        f"{getattr(exc, 'strerror', None) or exc}") from None
+        value = [line.split("#", 1)[0].strip() for line in lines]
+        value = [v for v in value if v]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _fail(f"must be a non-empty list of codes or {{file: <path>}}, got {_show(value)}")
+    seen: dict[str, int] = {}
+    for i, code in enumerate(value):  # never echo a code: they are vouchers
+        if not isinstance(code, str) or not _CODE.match(code):
+            raise _fail(f"code [{i}] must be 1–64 letters, digits or _ . : - (starting with a letter or digit)")
+        if code in seen:
+            raise _fail(f"code [{i}] is the same as code [{seen[code]}]: each code may be issued once")
+        seen[code] = i
+    return tuple(value)
+
+
+class PromoterActions(_Model):
+    """What a promoter's answer to one of the program's invitations sets off (streams.promoter).
+
+    ``10: [review_request, reward]`` and ``9: [thank_you]`` (keys 9 and 10, or score_9/score_10), the channels
+    in fallback order (e-mail, SMS: the program's quiet hours and costs apply), a quarantine per action kind
+    and contact, and the program's pool of reward codes (an ordered list: append new codes at the end, never
+    reorder or remove — a changed prefix stops the pool, see streams.promoter)."""
+
+    score_10: tuple[str, ...] = ()
+    score_9: tuple[str, ...] = ()
+    channels: tuple[str, ...] = PROMOTER_CHANNELS
+    quarantine: timedelta = timedelta(days=30)
+    reward_codes: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scores(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise _fail(f"must be a mapping like {{10: [review_request, reward], 9: [thank_you]}}, got {_show(value)}")
+        out = {}
+        for key, item in value.items():
+            # other scores are unknown keys (passives and detractors get no promoter actions)
+            out[{9: "score_9", 10: "score_10", "9": "score_9", "10": "score_10"}.get(key, str(key))] = item
+        return out
+
+    @field_validator("score_10", "score_9", mode="before")
+    @classmethod
+    def _kinds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise _fail(f"must be a list of actions ({', '.join(PROMOTER_KINDS)}), got {_show(value)}")
+        for v in value:
+            if v not in PROMOTER_KINDS:
+                raise _fail(f"unknown action {_show(v)} (known: {', '.join(PROMOTER_KINDS)})")
+        if len(set(value)) != len(value):
+            raise _fail(f"lists an action twice: {', '.join(value)}")
+        return value
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise _fail(f"must be a non-empty list of channels ({', '.join(PROMOTER_CHANNELS)}), got {_show(value)}")
+        for v in value:
+            if v not in PROMOTER_CHANNELS:
+                raise _fail(f"unknown channel {_show(v)} for promoter actions (known: "
+                            f"{', '.join(PROMOTER_CHANNELS)}; they need the contact's address)")
+        if len(set(value)) != len(value):
+            raise _fail(f"lists a channel twice: {', '.join(value)}")
+        return value
+
+    @field_validator("quarantine", mode="before")
+    @classmethod
+    def _quarantine(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("reward_codes", mode="before")
+    @classmethod
+    def _codes(cls, value: Any, info: ValidationInfo) -> tuple[str, ...]:
+        return _read_codes(value, info)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PromoterActions:
+        rewards = "reward" in self.score_10 or "reward" in self.score_9
+        if rewards and not self.reward_codes:
+            raise _fail("reward_codes: required when an action is reward (a list of codes or {file: <path>})")
+        if self.reward_codes and not rewards:
+            raise _fail("reward_codes: given but no score has the action reward")
+        if not self.score_10 and not self.score_9:
+            raise _fail("names no action: give 10: [...] and/or 9: [...]")
+        return self
+
+    def actions_for(self, score: int) -> tuple[str, ...]:
+        return self.score_10 if score == 10 else self.score_9 if score == 9 else ()
+
+
 class Program(_Model):
     id: str
     survey_id: str
@@ -516,6 +630,7 @@ class Program(_Model):
     max_event_age: timedelta | None = timedelta(days=7)
     cost: Cost = Cost()
     texts: TextsByLocale = Field(default_factory=dict)
+    promoter_actions: PromoterActions | None = None
 
     @field_validator("id", "survey_id", mode="before")
     @classmethod
@@ -918,6 +1033,7 @@ def _cross_checks(doc: Mapping[str, Any]) -> list[str]:
             for channel in channels if isinstance(channels, list) else []:
                 if isinstance(channel, str):
                     channels_used.setdefault(channel, pi)
+            errors += _promoter_checks(org, program, pat, pi, channels_used)
 
         default_locale = org.get("default_locale")
         brand = org.get("branding")
@@ -984,6 +1100,23 @@ def _cross_checks(doc: Mapping[str, Any]) -> list[str]:
     return errors
 
 
+def _promoter_checks(org: Mapping[str, Any], program: Mapping[str, Any], pat: str, pi: int,
+                     channels_used: dict[str, int]) -> list[str]:
+    """A program's promoter actions against its organization: the review link, the senders of their channels."""
+    actions = program.get("promoter_actions")
+    if not isinstance(actions, Mapping):
+        return []
+    channels = actions.get("channels", list(PROMOTER_CHANNELS))
+    for channel in [channels] if isinstance(channels, str) else channels if isinstance(channels, list) else []:
+        if channel in PROMOTER_CHANNELS:
+            channels_used.setdefault(channel, pi)
+    named = [v for key in (9, 10, "9", "10", "score_9", "score_10") for v in
+             ([actions[key]] if isinstance(actions.get(key), str) else actions.get(key) or [])]
+    if "review_request" in named and not org.get("review_url"):
+        return [f"{pat}.promoter_actions: review_request needs the organization's review_url"]
+    return []
+
+
 def parse_programs(text: str, base_dir: str | Path = ".", source: str = "<programs>") -> Programs:
     """Validate a programs document given as YAML text (``base_dir``: where relative opt-out files are)."""
     loader = _Loader(text)
@@ -1013,9 +1146,28 @@ def parse_programs(text: str, base_dir: str | Path = ".", source: str = "<progra
     except ValidationError as exc:
         errors += [f"{_path(e['loc'])}: {_message(e)}" for e in exc.errors()]
     errors += _cross_checks(doc)
+    if result is not None:
+        errors += _shared_codes(result)
     if errors or result is None:
         raise ProgramsError(errors)
     return result
+
+
+def _shared_codes(programs: Programs) -> list[str]:
+    """A reward code in two pools could be issued twice (each pool is claimed on its own): refused."""
+    owner: dict[str, str] = {}
+    errors = []
+    for oi, org in enumerate(programs.organizations):
+        for pi, program in enumerate(org.programs):
+            actions = program.promoter_actions
+            at = f"organizations[{oi}].programs[{pi}]"
+            for ci, code in enumerate(actions.reward_codes if actions else ()):
+                if code in owner:  # never echo the code itself
+                    errors.append(f"{at}.promoter_actions.reward_codes: code [{ci}] is also in the pool of "
+                                  f"{owner[code]}: each code may be issued once")
+                else:
+                    owner[code] = at
+    return errors
 
 
 def load_programs(path: str | Path) -> Programs:

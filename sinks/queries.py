@@ -330,18 +330,19 @@ def dispatches(store) -> dict:
 
         {"total", "by_status", "reasons", "by_channel", "sent_by_channel",   # invitations (kind invitation)
          "reminders": {"total", "by_status", "reasons"},                       # reminders (kind reminder)
+         "promoter_actions": {kind: {"total", "by_status", "reasons"}},       # thank_you, review_request, reward
          "cost": {currency: amount}}                                          # every sent message, both kinds
 
     ``reasons`` is ``[{"status", "reason", "count"}]`` sorted by status then reason; ``by_channel`` counts every
     invitation decision that names a channel, ``sent_by_channel`` only the sent ones. A scheduled dispatch that
     was later sent counts once, as sent. ``cost`` sums the cost of sent invitations and sent reminders per
-    currency (rounded to 6 decimals, like ``sinks.channels.base.money``).
+    currency (rounded to 6 decimals, like ``sinks.channels.base.money``); promoter messages cost too.
     """
     rows = store.query(
         f"SELECT knd AS kind, toString(st) AS status, why AS reason, ch AS channel, cur AS currency, count() AS n, "
         f"sumIf(ifNull(price, 0), st = 'sent') AS cost FROM ({_LATEST_DISPATCHES}) "
         f"GROUP BY kind, status, reason, channel, currency ORDER BY kind, status, reason, channel, currency")
-    invitations, reminders = _Counts(), _Counts()
+    invitations, reminders, actions = _Counts(), _Counts(), {}
     cost: dict[str, float] = {}
     for r in rows:
         n = int(r["n"])
@@ -349,6 +350,8 @@ def dispatches(store) -> dict:
             reminders.add(r["status"], r["reason"], r["channel"], n)
         elif r["kind"] in ("invitation", ""):
             invitations.add(r["status"], r["reason"], r["channel"], n)
+        else:  # promoter actions (streams.promoter): thank_you, review_request, reward
+            actions.setdefault(r["kind"], _Counts()).add(r["status"], r["reason"], r["channel"], n)
         if r["currency"] and r["cost"]:
             cost[r["currency"]] = cost.get(r["currency"], 0.0) + float(r["cost"])
     return {
@@ -356,6 +359,7 @@ def dispatches(store) -> dict:
         "by_channel": dict(sorted(invitations.by_channel.items())),
         "sent_by_channel": dict(sorted(invitations.sent_by_channel.items())),
         "reminders": reminders.summary(),
+        "promoter_actions": {kind: counts.summary() for kind, counts in sorted(actions.items())},
         "cost": {cur: round(amount, 6) for cur, amount in sorted(cost.items())},
     }
 

@@ -172,7 +172,7 @@ def alert_row(record: Mapping[str, Any], partition: int | None = None, offset: i
 
 
 _STATUSES = ("sent", "scheduled", "suppressed", "failed")
-DISPATCH_KINDS = ("invitation", "reminder")
+DISPATCH_KINDS = ("invitation", "reminder", "thank_you", "review_request", "reward")  # the last three: streams.promoter
 _MAX_ATTEMPTS = 65535  # attempts is Nullable(UInt16)
 
 

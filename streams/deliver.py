@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from streams import contact_rules as rules
+from streams import promoter
 from streams.dispatch import (CHANNEL_NOT_CONFIGURED, FALLBACK, INVITATION, QUIET_HOURS, REMINDER, RESPONDED,
                               RETRY, RETRY_BACKOFF, SEND_INTERRUPTED)
 from streams.dispatch_steps import Overlay
@@ -71,6 +72,7 @@ class DeliverBatch:
     sends: dict[tuple[str, str], Send] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     buckets: dict[str, tuple[list, set]] = field(default_factory=dict)  # schedule key → (items, {(what, id)})
+    notes: list[dict] = field(default_factory=list)  # promoter notes for stage 1 (streams.promoter)
 
     @property
     def now_ms(self) -> int:
@@ -132,7 +134,26 @@ class DeliverBatch:
             inv.update(rst=rules.SUPPRESSED, rout={"reason": RESPONDED, "at": self.now_ms}, to=None)
             self.inc("deliver.reminder_cancelled")
             self.emit(inv, REMINDER)
+        inv = self.promoter_note(inv, command)
         self.save(inv, partition)
+
+    def promoter_note(self, inv: dict, command: dict) -> dict:
+        """The first answer of an invitation decides its promoter actions, once (streams.promoter): a note for
+        stage 1 when it is a 9 or 10 and the program has actions for it. The addresses, kept for this, go."""
+        actions = self.book.promoter_actions(inv["org"], inv["program"])
+        if actions is None:
+            return inv
+        note = promoter.note_for(inv, command.get("score"), actions, command.get("at") or self.now_ms)
+        if note is not None:
+            self.inc("deliver.promoter_note")
+            self.notes.append(note)
+            inv = {**inv, "pa": note["score"]}
+        return {**inv, "to": None} if inv["st"] == rules.SENT and inv.get("rst") != SENDING else inv
+
+    def keeps_address(self, inv: dict) -> bool:
+        """The addresses stay after the last send while a promoter answer may still come (actions configured)."""
+        return not inv.get("resp") and not promoter.is_action(inv.get("kind")) \
+            and self.book.promoter_actions(inv["org"], inv["program"]) is not None
 
     def due(self, inv: dict, what: str | None, partition: int) -> None:
         if what == "forget":
@@ -168,7 +189,7 @@ class DeliverBatch:
     def conclude(self, inv: dict, kind: str, status: str, out: dict, partition: int) -> None:
         """The final state of an invitation (or its reminder) other than sent: recorded, addresses dropped."""
         if kind == REMINDER:
-            inv = {**inv, "rst": status, "rout": out, "to": None}
+            inv = {**inv, "rst": status, "rout": out, "to": inv.get("to") if self.keeps_address(inv) else None}
         else:
             inv = {**inv, "st": status, "out": out, "to": None}
             self.schedule(inv["expires_at"] + FORGET_AFTER_EXPIRY_MS, "forget", inv["inv"], partition)
@@ -242,12 +263,12 @@ class DeliverBatch:
     def sent(self, inv: dict, kind: str, out: dict, partition: int) -> None:
         self.inc(f"deliver.{kind}.sent")
         if kind == REMINDER:
-            inv = {**inv, "rst": rules.SENT, "rout": out, "to": None}
+            inv = {**inv, "rst": rules.SENT, "rout": out, "to": inv.get("to") if self.keeps_address(inv) else None}
         else:
             inv = {**inv, "st": rules.SENT, "out": out, "reminder_at": self.book.reminder_at(inv, self.now)}
             if inv["reminder_at"] is not None and not inv["resp"]:
                 self.schedule(inv["reminder_at"], "remind", inv["inv"], partition)
-            else:
+            elif not self.keeps_address(inv):
                 inv["to"] = None  # nothing more will be sent: drop the addresses
             self.schedule(inv["expires_at"] + FORGET_AFTER_EXPIRY_MS, "forget", inv["inv"], partition)
         self.save(inv, partition)

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 from streams import contact_rules as rules
 from streams import links
+from streams import promoter
 from streams.responses import from_ms, to_ms
 
 UTC = timezone.utc
@@ -86,6 +87,7 @@ class DispatchBook:
     _wording: dict = field(default_factory=dict)  # (org, program, locale) → texts and branding (``wording``)
     _found: dict = field(default_factory=dict)  # (org id, program id) → (programs, found) (``found``)
     _locales: dict = field(default_factory=dict)  # (org, program, requested locale) → the locale (``locale``)
+    _pools: dict = field(default_factory=dict)  # (org id, program id) → (promoter actions, promoter.Pool)
 
     def opted_out_keys(self, org_id: str) -> frozenset[str]:
         """The contact keys of the org's opt-out list (stage 2 knows contacts only by their key)."""
@@ -197,6 +199,8 @@ class DispatchBook:
             return ("suppress", rules.OPTED_OUT)
         if kind == INVITATION and inv.get("resp"):
             return ("suppress", RESPONDED)
+        if inv.get("kind") == promoter.REWARD and self.reward_code(inv) is None:
+            return ("fail", promoter.POOL_CHANGED)  # never send a code other than the one claimed
         config = self.rule_config(*found)
         quiet = config.quiet_hours_for(inv["channel"])
         tz, _, _ = rules.resolve_timezone(inv.get("timezone"), config)
@@ -207,7 +211,7 @@ class DispatchBook:
     def reminder_at(self, inv: Mapping[str, Any], sent_at: datetime) -> int | None:
         """When the reminder is due, from the *actual* send time (ms), out of quiet hours; None: no reminder."""
         found = self.found(inv["org"], inv["program"])
-        if found is None:
+        if found is None or promoter.is_action(inv.get("kind")):  # promoter messages have no reminder
             return None
         due = rules.reminder_due(sent_at, self.rule_config(*found), inv["channel"], inv.get("timezone"))
         return None if due is None else to_ms(due)
@@ -217,7 +221,10 @@ class DispatchBook:
         found = self.found(inv["org"], inv["program"])
         if found is None:
             return None
-        channels = list(found[1].channels)
+        actions = found[1].promoter_actions if promoter.is_action(inv.get("kind")) else None
+        if promoter.is_action(inv.get("kind")) and actions is None:
+            return None
+        channels = list(actions.channels if actions is not None else found[1].channels)
         to = inv.get("to") or {}
         later = channels[channels.index(inv["channel"]) + 1:] if inv["channel"] in channels else []
         return next((c for c in later if rules.CHANNEL_ADDRESS.get(c) is None or to.get(rules.CHANNEL_ADDRESS[c])),
@@ -248,14 +255,65 @@ class DispatchBook:
             "kind": INVITATION, "attempts": None, "provider_id": None,
         }
 
-    def cap_record(self, invite: Mapping[str, Any]) -> dict:
-        """The ``suppressed``/``cap`` record of an invitation the cap stage refused (decided when stage 1 did)."""
+    def cap_record(self, invite: Mapping[str, Any], reason: str = rules.CAP, status: str = rules.SUPPRESSED) -> dict:
+        """The record of an invite the cap stage refused (decided when stage 1 did): ``suppressed``/``cap``, or a
+        reward without a code (``reward_pool_exhausted``, ``failed``/``reward_pool_changed``)."""
         return {
             "dispatch_id": invite["inv"], "invitation_id": None, "event_id": invite["event_id"],
             "org_id": invite["org"], "survey_id": invite["survey_id"], "contact_key": invite["contact_key"],
-            "channel": invite["channel"], "status": rules.SUPPRESSED, "reason": rules.CAP, "scheduled_for": None,
+            "channel": invite["channel"], "status": status, "reason": reason, "scheduled_for": None,
             "decided_at": from_ms(invite["decided_at"]), "cost": None, "currency": None, "locale": invite["locale"],
-            "segment": dict(invite.get("segment") or {}), "kind": INVITATION, "attempts": None, "provider_id": None,
+            "segment": dict(invite.get("segment") or {}), "kind": invite.get("kind") or INVITATION,
+            "attempts": None, "provider_id": None,
+        }
+
+    # ------------------------------------------------------------------------------------------- promoter actions
+    def promoter_actions(self, org_id: str, program_id: str):
+        """The program's ``PromoterActions`` (None: none configured, or the program is gone)."""
+        found = self.found(org_id, program_id)
+        return getattr(found[1], "promoter_actions", None) if found else None
+
+    def pool(self, org_id: str, program_id: str) -> promoter.Pool | None:
+        """The program's reward codes (one ``Pool`` per configuration object: prefix hashes computed once)."""
+        actions = self.promoter_actions(org_id, program_id)
+        if actions is None or not actions.reward_codes:
+            return None
+        cached = self._pools.get((org_id, program_id))
+        if cached is None or cached[0] is not actions:
+            cached = self._pools[(org_id, program_id)] = (actions, promoter.Pool(actions.reward_codes, self.secret))
+        return cached[1]
+
+    def reward_code(self, inv: Mapping[str, Any]) -> str | None:
+        """The code claimed for a reward message (by its index, checked against its fingerprint), or None."""
+        pool = self.pool(inv["org"], inv["program"])
+        if pool is None or inv.get("code") is None:
+            return None
+        return pool.code(int(inv["code"]), str(inv.get("codefp")))
+
+    def action_id(self, org_id: str, invitation: str, kind: str) -> str:
+        """The message id of one action of an answered invitation (deterministic: replays repeat it)."""
+        return invitation_id(org_id, f"{promoter.event_id(invitation)}:{kind}", self.secret)
+
+    def promoter_invite(self, note: Mapping[str, Any], d: promoter.ActionDecision, now: datetime) -> dict:
+        """The deliver stage's command of one action that goes out (a reward: after the cap stage's claim)."""
+        return {
+            "op": "invite", "inv": self.action_id(note["org"], note["inv"], d.kind), "kind": d.kind,
+            "org": note["org"], "program": note["program"], "survey_id": note.get("survey_id"),
+            "event_id": promoter.event_id(note["inv"]), "contact_key": note["contact_key"], "channel": d.channel,
+            "locale": note.get("locale") or "en", "to": dict(note.get("to") or {}), "timezone": note.get("timezone"),
+            "segment": dict(note.get("segment") or {}), "send_at": to_ms(d.send_at), "reminder_at": None,
+            "expires_at": to_ms(d.send_at + self.link_ttl), "decided_at": to_ms(now),
+            "why": QUIET_HOURS if d.quiet else DELAY, "score": note.get("score"),
+        }
+
+    def promoter_record(self, note: Mapping[str, Any], d: promoter.ActionDecision, now: datetime) -> dict:
+        """The record of an action stage 1 suppressed."""
+        return {
+            "dispatch_id": self.action_id(note["org"], note["inv"], d.kind), "invitation_id": None,
+            "event_id": promoter.event_id(note["inv"]), "org_id": note["org"], "survey_id": note.get("survey_id"),
+            "contact_key": note["contact_key"], "channel": d.channel, "status": d.status, "reason": d.reason,
+            "scheduled_for": None, "decided_at": now, "cost": None, "currency": None, "locale": note.get("locale"),
+            "segment": dict(note.get("segment") or {}), "kind": d.kind, "attempts": None, "provider_id": None,
         }
 
     # ------------------------------------------------------------------------------------------- stage 2
@@ -273,7 +331,8 @@ class DispatchBook:
             "scheduled_for": from_ms(inv["send_at"]) if scheduled else None,
             "decided_at": from_ms(out.get("at") or inv["decided_at"]),
             "cost": out.get("cost"), "currency": out.get("currency"), "locale": inv["locale"],
-            "segment": dict(inv.get("segment") or {}), "kind": kind, "attempts": out.get("attempts"),
+            "segment": dict(inv.get("segment") or {}), "kind": kind if reminder else inv.get("kind") or kind,
+            "attempts": out.get("attempts"),
             "provider_id": out.get("provider_id"),
         }
 
@@ -285,6 +344,8 @@ class DispatchBook:
         if found is None:
             raise LookupError(f"organization {inv['org']!r} / program {inv['program']!r} is no longer configured")
         org, program = found
+        if promoter.is_action(inv.get("kind")):
+            return self.promoter_message(org, inv)
         expires = from_ms(inv["expires_at"])
         if inv["channel"] == "sms":
             url = links.short_survey_url(self.survey_url, inv["inv"], expires, link_key(self.secret), LINK_KEY_ID)
@@ -298,6 +359,31 @@ class DispatchBook:
             score_urls=self.signer.one_click_urls(self.survey_url, inv["inv"], expires),
             texts=dict(words), branding={**brand, "colors": dict(brand["colors"])},  # copies: the cache's stay
             reminder=reminder, contact_ref=to.get("contact_id"), campaign=(inv.get("segment") or {}).get("campaign"))
+
+    def promoter_message(self, org, inv: Mapping[str, Any]):
+        """The channel message of a promoter action: its texts with the review link, and the reward code filled
+        in here, at send time (the code exists nowhere else but in the message)."""
+        from npsflow.promoter_texts import promoter_texts
+        from sinks.channels.base import Invitation
+
+        brand = self.wording_brand(org, inv["locale"])
+        words = promoter_texts(inv["locale"], inv["kind"], brand["name"], org.review_url)
+        if inv["kind"] == promoter.REWARD:
+            code = self.reward_code(inv)
+            if code is None:
+                raise LookupError("the reward code claimed for this message is no longer in the pool")
+            words = {k: v.replace("{code}", code) for k, v in words.items()}
+        to = inv.get("to") or {}
+        return Invitation(
+            invitation_id=inv["inv"], org_id=org.id, org_name=brand["name"], locale=inv["locale"],
+            to_email=to.get("email"), to_phone=to.get("phone"), survey_url=org.review_url or "", score_urls=[],
+            texts=words, branding={**brand, "colors": dict(brand["colors"])}, contact_ref=to.get("contact_id"),
+            kind=inv["kind"])
+
+    def wording_brand(self, org, locale: str) -> dict:
+        """The channel branding of (org, locale), as ``wording`` has it (any program of the org: branding is
+        the organization's)."""
+        return self.wording(org, org.programs[0], locale)[1]
 
     @cached_property
     def signer(self) -> links.TokenSigner:

@@ -35,7 +35,7 @@ from streams.dispatch_steps import (CAP_BATCH, CapStep, DecideStep, Output, Over
                                     TriggerIn)
 from streams.kafka_io import BatchOutput, StateTable, json_key, partition_for
 from streams.responses import to_ms
-from streams.triggers import redact
+from streams.triggers import redact, trigger_key
 
 log = logging.getLogger("npsflow.dispatch")
 
@@ -149,9 +149,11 @@ class DispatchAgent(DispatchEdge):
     async def release(self, events: list) -> None:
         async with self.lock:
             state, outcome = overlay(self.state), StepOutcome()
+            now = self.pipeline.clock()
             for event in events:
                 try:
-                    self.step.release(orjson.loads(event.value), event.message.partition, state, outcome)
+                    self.step.note(orjson.loads(event.value), event.message.partition, event.message.offset, state,
+                                   now, outcome)
                 except (ValueError, TypeError, KeyError) as exc:
                     msg = event.message
                     outcome.refused.append(Refusal(msg.partition, msg.offset, msg.key, "invalid_release",
@@ -186,7 +188,9 @@ class CapAgent(DispatchEdge):
             msg = event.message
             try:
                 candidate = orjson.loads(event.value)
-                candidate["invite"]["inv"], candidate["day"], candidate["cap"]  # noqa: B018 (shape check)
+                candidate["invite"]["inv"]  # noqa: B018 (shape check)
+                if candidate.get("op") != "reward":  # a reward (streams.promoter) claims a code, counts no cap
+                    candidate["day"], candidate["cap"]  # noqa: B018
                 candidates.append((msg.partition, candidate))
             except (ValueError, TypeError, KeyError) as exc:
                 refused.append(Refusal(msg.partition, msg.offset, msg.key, "invalid_candidate",
@@ -276,6 +280,10 @@ class DeliverAgent(DispatchEdge):
             record = self.book.invitation_record(inv, kind=kind)
             out.add_keyed(self.names["dispatches"], self.partitions, record["dispatch_id"].encode(),
                           self.encode_record(record))
+        notes, batch.notes = batch.notes, []
+        for note in notes:  # to the contact's stage-1 partition (streams.promoter)
+            out.add_keyed(self.names["releases"], self.partitions,
+                          trigger_key(note["org"], note["to"]["contact_id"]), orjson.dumps(note))
         counts, batch.counts = batch.counts, type(batch.counts)(int)
         for name, count in counts.items():
             self.pipeline.stats.inc(name, count)
@@ -371,13 +379,17 @@ class StateExpiry:
     def stage_one(self, table, out, key: str, value, raw_key, now, now_ms, retention_ms) -> int:
         if not isinstance(value, dict):
             return 0
-        if key.startswith("E|"):
+        if key.startswith(("E|", "P|")):
             partition = value["src"][0]
             if value["t"] < now_ms - retention_ms:
                 table.delete(out, raw_key, partition)
                 return 1
             if value.get("o") and value["t"] < now_ms - OUTPUTS_KEPT_MS:
                 table.put(out, raw_key, {**value, "o": []}, partition)
+        elif key.startswith("PQ|"):
+            if value.get("u", 0) < now_ms:
+                table.delete(out, raw_key, value["p"])
+                return 1
         elif key.startswith("C|") and value.get("p") is not None:
             from streams.contact_rules import ContactState
 

@@ -41,6 +41,12 @@ Why the cap is exact (N accepted per program and day, never more, never fewer wh
    the same invitation id: its memo makes it a repetition. Invites are idempotent downstream (the deliver
    stage keeps one entry per invitation id and sends at most once), records are keyed by dispatch id.
 
+The cap stage also claims **reward codes** of promoter actions (``CapStep.reward``, streams.promoter): a
+program's pool on the program's partition, the claim (pool cursor ``W|<org>|<program>`` + memo ``A|<message id>``
+with the code's index) in the same state write as the batch's other changes — the same argument as the cap's.
+Stage 1 decides promoter notes from the releases topic (``DecideStep.promoter``; memo ``P|<org>|<invitation>``,
+quarantines ``PQ|<org>|<contact key>``).
+
 Memos are kept for the dedup retention (longest ``max_event_age`` + 1 d: stage 1 cannot repeat a candidate
 later than that); counts for today and yesterday (org-local), as before.
 """
@@ -56,6 +62,7 @@ from typing import Any, Callable
 import orjson
 
 from streams import contact_rules as rules
+from streams import promoter
 from streams.responses import Rejected, to_ms
 from streams.triggers import redact, revalidate, trigger_key
 
@@ -211,6 +218,65 @@ class DecideStep:
                      "prev": prev, "replay": replay}
         return [Output("candidates", candidate_key(org_id, outcome.invite["program"]), orjson.dumps(candidate))]
 
+    def note(self, note: dict, partition: int, offset: int, state: Overlay, now: datetime, out: StepOutcome) -> None:
+        """A record of the releases topic: the cap stage's release, or a promoter note (streams.promoter)."""
+        if note.get("op") == "promoter":
+            self.promoter(note, partition, offset, state, now, out)
+        else:
+            self.release(note, partition, state, out)
+
+    def promoter(self, note: dict, partition: int, offset: int, state: Overlay, now: datetime,
+                 out: StepOutcome) -> None:
+        """The promoter actions of an answered invitation, decided once (memo ``P|<org>|<invitation>``; a
+        redelivery of the very record re-emits the memo's outputs, any other repetition is dropped)."""
+        pkey, source = f"P|{note['org']}|{note['inv']}", [partition, offset]
+        memo = state.get(pkey)
+        if memo is not None:
+            if memo["src"] == source and memo.get("o"):
+                out.counts["promoter.redelivered"] += 1
+                out.outputs.extend(Output(name, key.encode(), base64.b64decode(value))
+                                   for name, key, value in memo["o"])
+            else:
+                out.counts["promoter.duplicate"] += 1
+            return
+        outputs = self.promoter_outputs(note, partition, state, now, out)
+        state.put(pkey, {"src": source, "t": to_ms(now), "o": [
+            [o.name, o.key.decode(), base64.b64encode(o.value).decode()] for o in outputs]}, partition)
+        out.outputs.extend(outputs)
+
+    def promoter_outputs(self, note: dict, partition: int, state: Overlay, now: datetime,
+                         out: StepOutcome) -> list[Output]:
+        book = self.book
+        found = book.found(note["org"], note["program"])
+        actions = getattr(found[1], "promoter_actions", None) if found else None
+        if actions is None:
+            out.counts["promoter.program_removed"] += 1
+            return []
+        org, program = found
+        kinds = tuple(k for k in note.get("kinds") or actions.actions_for(note["score"]) if k in promoter.KINDS)
+        qkey = f"PQ|{note['org']}|{note['contact_key']}"
+        before = promoter.Quarantines.from_dict(state.get(qkey))
+        decisions, after = promoter.decide(note, kinds, actions, book.rule_config(org, program),
+                                           org.is_opted_out(note["to"].get("contact_id") or ""), before, now)
+        if after != before:
+            state.put(qkey, after.to_dict(actions.quarantine, partition), partition)
+        outputs = []
+        for d in decisions:
+            if d.status == rules.SUPPRESSED:
+                out.counts[f"promoter.{d.kind}.suppressed.{d.reason}"] += 1
+                outputs.append(Output("dispatches", book.action_id(note["org"], note["inv"], d.kind).encode(),
+                                      self.encode(book.promoter_record(note, d, now))))
+                continue
+            invite = book.promoter_invite(note, d, now)
+            if d.kind == promoter.REWARD:  # the code is claimed where the program's pool lives
+                out.counts["promoter.reward.candidate"] += 1
+                outputs.append(Output("candidates", candidate_key(note["org"], note["program"]),
+                                      orjson.dumps({"op": "reward", "invite": invite, "st": d.status})))
+            else:
+                out.counts[f"promoter.{d.kind}.{d.status}"] += 1
+                outputs.append(Output("invitations", invite["inv"].encode(), orjson.dumps(invite)))
+        return outputs
+
     @staticmethod
     def release(note: dict, partition: int, state: Overlay, out: StepOutcome) -> None:
         """The cap stage refused the contact's candidate: restore the contact's state before it — unless the
@@ -240,6 +306,9 @@ class CapStep:
         return out
 
     def one(self, partition: int, candidate: dict, state: Overlay, now: datetime, out: StepOutcome) -> None:
+        if candidate.get("op") == "reward":
+            self.reward(partition, candidate, state, now, out)
+            return
         invite = candidate["invite"]
         inv_id = invite["inv"]
         akey, okey = f"A|{inv_id}", f"O|{invite['org']}|{invite['program']}"
@@ -262,3 +331,32 @@ class CapStep:
         state.put(akey, {"t": to_ms(now), "d": candidate["day"], "p": partition}, partition)
         out.counts[f"dispatch.{candidate['st']}"] += 1
         out.outputs.append(Output("invitations", inv_id.encode(), orjson.dumps(invite)))
+
+    def reward(self, partition: int, candidate: dict, state: Overlay, now: datetime, out: StepOutcome) -> None:
+        """A reward message: claim the program's next code (streams.promoter.claim). The claim — the pool's cursor
+        and the memo ``A|<message id>`` naming the code's index — goes into the same state write as every other
+        change of the batch (one record batch on this partition's changelog, before the ack): a replay of this
+        message finds its memo and gets the same code, another message the cursor's next one."""
+        invite = candidate["invite"]
+        inv_id, akey = invite["inv"], f"A|{invite['inv']}"
+        memo = state.get(akey)
+        if memo is not None:
+            out.counts["promoter.reward.repeated"] += 1
+            out.outputs.append(Output("invitations", inv_id.encode(),
+                                      orjson.dumps({**invite, "code": memo["c"], "codefp": memo["f"]})))
+            return
+        pool = self.book.pool(invite["org"], invite["program"])
+        wkey = promoter.pool_key(invite["org"], invite["program"])
+        claim = promoter.claim(pool, state.get(wkey)) if pool is not None else \
+            promoter.Claim(None, None, promoter.POOL_EXHAUSTED, None)
+        if claim.index is None:
+            status = rules.SUPPRESSED if claim.reason == promoter.POOL_EXHAUSTED else "failed"
+            out.counts[f"promoter.reward.{status}.{claim.reason}"] += 1
+            out.outputs.append(Output("dispatches", inv_id.encode(),
+                                      self.encode(self.book.cap_record(invite, claim.reason, status))))
+            return
+        state.put(wkey, {**claim.state, "p": partition}, partition)
+        state.put(akey, {"t": to_ms(now), "p": partition, "c": claim.index, "f": claim.fingerprint}, partition)
+        out.counts[f"promoter.reward.{candidate.get('st') or rules.SENT}"] += 1
+        out.outputs.append(Output("invitations", inv_id.encode(),
+                                  orjson.dumps({**invite, "code": claim.index, "codefp": claim.fingerprint})))

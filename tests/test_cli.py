@@ -194,7 +194,8 @@ def test_dispatches_on_an_empty_store(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"total": 0, "by_status": {}, "reasons": [], "by_channel": {},
                                        "sent_by_channel": {},
-                                       "reminders": {"total": 0, "by_status": {}, "reasons": []}, "cost": {}}
+                                       "reminders": {"total": 0, "by_status": {}, "reasons": []},
+                                       "promoter_actions": {}, "cost": {}}
     table = run(["dispatches"], home=tmp_path)
     assert table.returncode == 0, table.stderr
     assert "Invitations: 0" in table.stdout and "reminders: 0" in table.stdout
@@ -224,7 +225,7 @@ def test_dispatches_shows_invitations_then_reminders_then_cost(tmp_path, ch_stor
         "by_channel": {"email": 1, "sms": 2}, "sent_by_channel": {"email": 1, "sms": 2},
         "reminders": {"total": 2, "by_status": {"sent": 1, "suppressed": 1},
                       "reasons": [{"status": "suppressed", "reason": "responded", "count": 1}]},
-        "cost": {"EUR": 0.451},
+        "promoter_actions": {}, "cost": {"EUR": 0.451},
     }
     table = run(["dispatches"], home=tmp_path)
     assert table.returncode == 0, table.stderr

@@ -117,6 +117,7 @@ def test_invitations_and_reminders_are_counted_apart_and_cost_covers_both(ch_sto
             "reasons": [{"status": "failed", "reason": "gateway_5xx", "count": 1},
                         {"status": "suppressed", "reason": "responded", "count": 1}],
         },
+        "promoter_actions": {},
         # sent invitations d-1, d-2, d-6 (0.15 + 0.001 + 0.15) + sent reminder of d-1 (0.15, counted once)
         "cost": {"EUR": 0.451, "USD": 0.0075},
     }
@@ -204,3 +205,29 @@ def test_no_personal_data_columns():
     row = dispatch_row(record(1, "sent", cost=0.15, email="anna@example.se", phone="+46701234567"), 0, 0)
     assert "email" not in row and "phone" not in row
     assert "@" not in str(row) and "+4670" not in str(row)
+
+
+def test_promoter_actions_are_counted_per_kind_apart_from_invitations_and_their_cost_counts(ch_store):
+    def action(i, kind, status, reason=None, cost=None, at=T0):
+        return dict(record(i, status, reason, "email", cost, at), dispatch_id=f"a-{i}", kind=kind,
+                    event_id=f"promoter:inv-{i}")
+
+    insert(ch_store, [
+        record(1, "sent", cost=0.15),
+        action(1, "thank_you", "sent", cost=0.002),
+        action(2, "review_request", "scheduled", "quiet_hours"),
+        action(2, "review_request", "sent", cost=0.002, at=T0 + timedelta(hours=9)),
+        action(3, "reward", "sent", cost=0.002),
+        action(4, "reward", "suppressed", "reward_pool_exhausted"),
+        action(5, "thank_you", "suppressed", "quarantine"),
+    ])
+    got = queries.dispatches(ch_store)
+    assert got["total"] == 1 and got["by_status"] == {"sent": 1}  # invitations only
+    assert got["promoter_actions"] == {
+        "review_request": {"total": 1, "by_status": {"sent": 1}, "reasons": []},
+        "reward": {"total": 2, "by_status": {"sent": 1, "suppressed": 1},
+                   "reasons": [{"status": "suppressed", "reason": "reward_pool_exhausted", "count": 1}]},
+        "thank_you": {"total": 2, "by_status": {"sent": 1, "suppressed": 1},
+                      "reasons": [{"status": "suppressed", "reason": "quarantine", "count": 1}]},
+    }
+    assert got["cost"] == {"EUR": 0.156}

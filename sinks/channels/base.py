@@ -39,6 +39,13 @@ class Invitation:
     reminder: bool = False
     contact_ref: str | None = None  # the organization's own id of the contact (newsletter embeds are merged by it)
     campaign: str | None = None  # the trigger's campaign segment, if any
+    # "invitation", or a promoter action (thank_you, review_request, reward: streams.promoter) — then ``texts``
+    # holds subject, body and sms, fully written out (review link, code), and there are no survey links
+    kind: str = "invitation"
+
+    @property
+    def survey(self) -> bool:
+        return self.kind == "invitation"
 
     @property
     def delivery_id(self) -> str:
@@ -131,6 +138,8 @@ def invitation_problem(inv: Invitation) -> str | None:
     """Why this invitation cannot be rendered by any channel (None when it can)."""
     if not inv.invitation_id or not isinstance(inv.invitation_id, str):
         return "missing invitation_id"
+    if not inv.survey:
+        return None if (inv.texts or {}).get("body") else "a promoter message without a body"
     if not _http_url(inv.survey_url):
         return "survey_url is not an http(s) URL"
     urls = list(inv.score_urls or [])

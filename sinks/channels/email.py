@@ -280,8 +280,8 @@ class MailTemplates:
         if not inv.to_email:
             raise InvalidMessage("no recipient address")
         to = inv.to_email.strip()
-        if not _SIMPLE_ADDRESS.fullmatch(to) or len(to) > 254:
-            return self.slow(inv, now)
+        if not inv.survey or not _SIMPLE_ADDRESS.fullmatch(to) or len(to) > 254:
+            return self.slow(inv, now)  # promoter messages: few, each with its own words (a code)
         key = (inv.org_id, inv.org_name, inv.locale, inv.reminder,
                orjson.dumps(inv.texts, option=orjson.OPT_SORT_KEYS),
                orjson.dumps(inv.branding, option=orjson.OPT_SORT_KEYS, default=str))

@@ -74,6 +74,8 @@ def text(inv: Invitation, key: str) -> str:
 
 
 def subject(inv: Invitation) -> str:
+    if not inv.survey:
+        return one_line((inv.texts or {}).get("subject") or inv.org_name)
     s = one_line(text(inv, "subject"))
     if inv.reminder:
         prefix = one_line(text(inv, "reminder_prefix"))
@@ -107,11 +109,30 @@ def render(template: str, inv: Invitation) -> str:
     return _ENV.get_template(template).render(**context(inv))
 
 
+def promoter_context(inv: Invitation) -> dict[str, Any]:
+    """A promoter message (thank-you, review request, reward): its subject and body, the org's branding."""
+    branding = inv.branding or {}
+    colors = branding.get("colors") or {}
+    return {
+        "lang": one_line(inv.locale or "en"),
+        "org_name": str(branding.get("name") or inv.org_name),
+        "logo_url": safe_http_url(branding.get("logo_url")),
+        "colors": {k: safe_color(colors.get(k), d) for k, d in DEFAULT_COLORS.items()},
+        "subject": subject(inv),
+        "body": str((inv.texts or {}).get("body") or ""),
+        "link": safe_http_url(inv.survey_url) if inv.kind == "review_request" else None,
+    }
+
+
 def render_html(inv: Invitation) -> str:
+    if not inv.survey:
+        return _ENV.get_template("promoter.html.j2").render(**promoter_context(inv))
     return render("invitation.html.j2", inv)
 
 
 def render_text(inv: Invitation) -> str:
+    if not inv.survey:
+        return _ENV.get_template("promoter.txt.j2").render(**promoter_context(inv))
     return render("invitation.txt.j2", inv)
 
 

@@ -63,7 +63,10 @@ def sms_segments(text: str) -> int:
 
 
 def sms_body(inv: Invitation) -> str:
-    """texts["sms_text"] with {link} replaced by the survey link (appended if the text has no {link})."""
+    """texts["sms_text"] with {link} replaced by the survey link (appended if the text has no {link}); a promoter
+    message's ``sms`` text as it is (written out already)."""
+    if not inv.survey:
+        return str((inv.texts or {}).get("sms") or "")
     template = render.text(inv, "sms_text")
     if "{link}" not in template:
         return f"{template.rstrip()} {inv.survey_url}".strip()
