@@ -356,7 +356,7 @@ class _Step:
     def save(self, case: dict, kind: str, actor: str | None = None) -> dict:
         """A changed case: next revision, logged, stored and emitted (the full case)."""
         case = {**case, "rev": case["rev"] + 1, "updated_at": self.now,
-                "log": [*case["log"], {"rev": case["rev"] + 1, "at": self.now, "kind": kind, "actor": actor}]}
+                "log": [*case["log"], {"rev": case["rev"] + 1, "at": self.now, "kind": kind, "actor": actor}][-MAX_LOG:]}
         self.put(case_key(case["case_id"]), case)
         self.outputs.append({"type": "case", "key": case["case_id"], "case": case})
         return case
@@ -398,13 +398,25 @@ def apply(event: Mapping[str, Any], state: StateView, now_ms: int,
 # Answers
 
 
+_INT64 = 2 ** 63 - 1
+MAX_COMMENT_CHARS = 10_000
+MAX_LOG = 100  # a case keeps its last 100 changes (``changes`` counts all)
+
+
 def _entry(answer: Mapping[str, Any]) -> dict:
-    """What a case keeps of an answer: named fields only (never contact details)."""
-    score = int(answer["score"])
-    return {"response_id": str(answer["response_id"]), "version": int(answer["version"]), "score": score,
-            "category": category_of(score).value, "comment": answer.get("comment"),
-            "segment": {str(k): str(v) for k, v in (answer.get("segment") or {}).items()},
-            "responded_at": _to_ms(answer["responded_at"])}
+    """What a case keeps of an answer: named fields only (never contact details), each checked (a bad type or an
+    out-of-range number is a ValueError: the agent dead-letters the event)."""
+    score, version, at = int(answer["score"]), int(answer["version"]), _to_ms(answer["responded_at"])
+    comment, segment = answer.get("comment"), answer.get("segment") or {}
+    if not (0 <= score <= 10 and 0 <= version <= _INT64 and 0 <= at <= _INT64):
+        raise ValueError("score, version or responded_at out of range")
+    if not (comment is None or isinstance(comment, str)) or not isinstance(segment, Mapping):
+        raise ValueError("comment must be a text or null, segment a mapping")
+    if not isinstance(answer["response_id"], str) or not answer["response_id"]:
+        raise ValueError("response_id must be a non-empty text")
+    return {"response_id": answer["response_id"][:200], "version": version, "score": score,
+            "category": category_of(score).value, "comment": None if comment is None else comment[:MAX_COMMENT_CHARS],
+            "segment": {str(k)[:100]: str(v)[:200] for k, v in segment.items()}, "responded_at": at}
 
 
 def _to_ms(value: Any) -> int:
@@ -501,9 +513,11 @@ def _command(step: _Step, event: Mapping[str, Any]) -> None:
     try:
         if case is None:
             raise _Refusal("unknown_case", f"no case {str(event.get('case_id'))[:80]!r} here")
-        if event.get("route") and event["route"] != case["route"]:
+        if event.get("route") != case["route"]:  # a command lives on its case's partition, nowhere else
             raise _Refusal("wrong_route", "the command's route is not its case's")
         command_id = event.get("command_id")
+        if command_id is not None and (not isinstance(command_id, str) or len(command_id) > 100):
+            raise _Refusal("invalid_command_id", "command_id must be a text of at most 100 characters")
         if command_id and command_id in case["command_ids"]:
             return  # the same command again (a producer's retry): done already
         if case["status"] == CLOSED:
@@ -576,7 +590,8 @@ _HANDLERS = {"ack": _ack, "note": _note, "assign": _assign, "close": _close}
 def _tick(step: _Step, event: Mapping[str, Any]) -> None:
     """The overdue check of one case: escalate once, at or after its due time."""
     case = step.get(case_key(str(event.get("case_id"))))
-    if case is None or case["status"] != OPEN or case["escalated_at"] is not None or step.now < case["due_at"]:
+    if case is None or case["route"] != event.get("route") or case["status"] != OPEN \
+            or case["escalated_at"] is not None or step.now < case["due_at"]:
         return
     to = step.config.for_org(case["org_id"]).escalation_owner
     case = step.save({**case, "escalated_at": step.now, "escalated_to": to}, "escalated")

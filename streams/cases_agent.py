@@ -34,6 +34,7 @@ from streams.responses import iso_ms as iso, to_ms
 
 BATCH = 2000
 ESCALATE_EVERY = 30.0  # seconds between two overdue checks
+MAX_CASE_BYTES = 512 * 1024  # a case record above this is refused (Kafka's default message limit is 1 MB)
 CASE_RETENTION_MS = 180 * 86_400_000  # a closed case is forgotten by the agent this long after it closed
 
 
@@ -124,6 +125,9 @@ class CasesAgent:
         except Exception as exc:
             self.refuse(out, record, "bad_case_event", f"{type(exc).__name__}: {exc}"[:300])
             return None
+        if not route or (event["kind"] != "answer" and not isinstance(event.get("route"), str)):
+            self.refuse(out, record, "bad_case_event", "a command or tick needs the route of its case")
+            return None
         if (record.key or b"") != route.encode() or partition_for(route.encode(), self.partitions) != record.partition:
             self.pipeline.stats.inc("cases.rekeyed")
             out.add_keyed(self.names["case_events"], self.partitions, route.encode(), record.value)
@@ -131,27 +135,35 @@ class CasesAgent:
         return event
 
     def apply(self, out: BatchOutput, view: Overlay, event: dict, now: int, record=None) -> None:
+        """One event: its state changes enter the batch's view only once every output of it is encoded (a record
+        that cannot be — a bad field type, a case too large for Kafka — is dead-lettered and changes nothing)."""
         try:
             changes, outputs = core.apply(event, view, now, self.config)
+            staged = [self.encoded(output) for output in outputs]
         except Exception as exc:  # a malformed answer or command must not stop the agent, nor vanish
             self.refuse(out, record, "bad_case_event", f"{type(exc).__name__}: {exc}"[:300])
             return
         view.update(changes, partition_for(core.route_of(event).encode(), self.partitions))
-        for output in outputs:
-            self.stage_output(out, output, record)
+        for output, encoded in zip(outputs, staged):
+            self.pipeline.stats.inc(f"cases.{output['type']}")
+            if encoded is not None:
+                out.add_keyed(*encoded)
+            elif output["type"] == "refused":
+                self.refuse(out, record, output["reason"], output["detail"], key=output.get("command_id"))
 
-    def stage_output(self, out: BatchOutput, output: dict, record) -> None:
+    def encoded(self, output: dict) -> tuple[str, int, bytes, bytes] | None:
+        """(topic, partitions, key, value) of a case or notification output; None for the others."""
         kind = output["type"]
-        self.pipeline.stats.inc(f"cases.{kind}")
         if kind == "case":
             case = output["case"]
-            out.add_keyed(self.names["cases"], self.partitions, case["case_id"].encode(),
-                          self.pipeline.codec.encode(avro.CASE, case_record(case)))
-        elif kind == "notification":
+            value = self.pipeline.codec.encode(avro.CASE, case_record(case))
+            if len(value) > MAX_CASE_BYTES:
+                raise ValueError(f"the case would be {len(value)} bytes (at most {MAX_CASE_BYTES})")
+            return self.names["cases"], self.partitions, case["case_id"].encode(), value
+        if kind == "notification":
             note = notification_record(output)
-            out.add_keyed(self.names["notifications"], self.partitions, note["id"].encode(), orjson.dumps(note))
-        elif kind == "refused":
-            self.refuse(out, record, output["reason"], output["detail"], key=output.get("command_id"))
+            return self.names["notifications"], self.partitions, note["id"].encode(), orjson.dumps(note)
+        return None
 
     def refuse(self, out: BatchOutput, record, reason: str, detail: str, key: str | None = None) -> None:
         """A dead letter (stage ``cases``): a refused command keeps its command id as key (the CLI looks it up)."""

@@ -51,6 +51,9 @@ class Store:
         return self.state.get(key)
 
     def run(self, event: dict, now: int) -> tuple[dict, list[dict]]:
+        known = self.state.get(f"C|{event.get('case_id')}")
+        if event.get("kind") != "answer" and "route" not in event and known is not None:
+            event = {**event, "route": known["route"]}  # as the CLI, the API and the timer send them
         changes, outputs = apply(event, self, now, self.config)
         for key, value in changes.items():
             if value is None:

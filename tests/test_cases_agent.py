@@ -246,3 +246,30 @@ def test_the_example_and_demo_cases_files_load(tmp_path):
     assert example.notify.webhook.secret == b"x" * 20
     demo = load_follow_up(demo_cases_path())
     assert demo.cases.for_org("demo").owner_for({"location": "Oslo"}) == "oslo-manager"
+
+
+@pytest.mark.parametrize("bad", [
+    {"kind": "answer", "answer": {"response_id": "r-9", "version": 1, "score": 3, "comment": 123, "segment": {},
+                                  "responded_at": 1, "org_id": "", "respondent": ""}},
+    {"kind": "answer", "answer": {"response_id": "r-9", "version": 10 ** 30, "score": 3, "comment": None,
+                                  "segment": {}, "responded_at": 1, "org_id": "", "respondent": ""}},
+    {"kind": "answer", "answer": {"response_id": "r-9", "version": 1, "score": 3, "comment": None, "segment": {},
+                                  "responded_at": 10 ** 30, "org_id": "", "respondent": ""}},
+    {"kind": "note", "case_id": "CASE", "actor": "a", "text": "no route"},
+    {"kind": "tick", "case_id": "CASE"},
+    {"kind": "note", "case_id": "CASE", "route": "ROUTE", "actor": "a", "text": "x", "command_id": {"x": 1}},
+])
+async def test_malformed_events_are_dead_lettered_and_the_agent_goes_on(tmp_path, bad):
+    harness = cases_harness(tmp_path)
+    await classify_to_cases(harness, (raw("r-1", score=1), "r-1"))
+    (case,) = cases(harness)
+    bad = json.loads(json.dumps(bad).replace("CASE", case["case_id"]).replace("ROUTE", case["route"]))
+    route = bad.get("route") or ("|r:r-9" if bad["kind"] == "answer" else case["route"])
+    good = {"kind": "ack", "case_id": case["case_id"], "route": case["route"], "actor": "anna", "command_id": "c1"}
+    async with harness.feed("cases") as agent:
+        await agent.put(json.dumps(bad).encode(), key=route)
+        await agent.put(json.dumps(good).encode(), key=case["route"])
+    letters = dead(harness)
+    assert len(letters) == 1 and letters[0]["reason"] in ("bad_case_event", "invalid_command_id")
+    assert [c["rev"] for c in cases(harness)] == [1, 2]  # nothing from the bad event; the next one applied
+    assert cases(harness)[-1]["first_contact_at"] == NOW
