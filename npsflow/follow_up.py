@@ -15,7 +15,7 @@ SLA, drop alerts with the issue's defaults, no notifications)::
         secret_env: NPSFLOW_WEBHOOK_SECRET      # or secret_file: /run/secrets/npsflow-webhook (never inline)
         events: [case.opened, case.escalated, alert.opened]   # default: every event
       email:                  # through NPSFLOW_CHANNELS' e-mail transport (SMTP or the outbox)
-        owners: {stockholm-manager: anna@nordvikror.se}      # an owner whose name is an address needs no entry
+        owners: {stockholm-manager: anna@nordvikror.se}      # only these addresses are ever mailed
         alerts: [ops@nordvikror.se]
         sender: npsflow@nordvikror.se
 
@@ -63,10 +63,10 @@ class EmailTargets:
     sender: str | None = None
 
     def address_of(self, owner: str | None) -> str | None:
-        """The owner's address: configured, or the owner's name itself when it is one."""
-        if not owner:
-            return None
-        return self.owners.get(owner) or (owner if ADDRESS.match(owner) else None)
+        """The owner's configured address. Only configured addresses are mailed: an owner named by an address
+        (``assign`` takes any name) gets nothing, so nobody can send a case's details to an address of their
+        choosing — the respondent's own included."""
+        return self.owners.get(owner) if owner else None
 
 
 @dataclass(frozen=True)

@@ -243,6 +243,7 @@ def test_the_example_and_demo_cases_files_load(tmp_path):
     assert org.owner_for({"location": "Malmö", "channel": "store"}) == "store-managers"
     assert example.alerts.confidence == 0.99 and not example.alerts.rise
     assert example.notify.email.address_of("anna.lind@nordvikror.se") == "anna.lind@nordvikror.se"
+    assert example.notify.email.address_of("someone@else.example") is None  # only listed addresses are mailed
     assert example.notify.webhook.secret == b"x" * 20
     demo = load_follow_up(demo_cases_path())
     assert demo.cases.for_org("demo").owner_for({"location": "Oslo"}) == "oslo-manager"
@@ -273,3 +274,58 @@ async def test_malformed_events_are_dead_lettered_and_the_agent_goes_on(tmp_path
     assert len(letters) == 1 and letters[0]["reason"] in ("bad_case_event", "invalid_command_id")
     assert [c["rev"] for c in cases(harness)] == [1, 2]  # nothing from the bad event; the next one applied
     assert cases(harness)[-1]["first_contact_at"] == NOW
+
+
+async def test_a_receiver_that_is_down_never_holds_up_the_batch_the_timer_delivers_later(tmp_path):
+    """Down: the batch is acked with the delivery parked; still down at the first retry: parked again with a
+    longer backoff; up: delivered once, with the same idempotency key; a redelivery after that sends nothing."""
+    state = {"up": False, "calls": []}
+
+    async def hook(request):
+        state["calls"].append(request.headers["Idempotency-Key"])
+        return web.Response(status=204 if state["up"] else 503)
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    clock = Clock()
+    try:
+        harness = cases_harness(tmp_path, clock=clock,
+                                url=f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook")
+        await classify_to_cases(harness, (raw("r-1", score=4), "r-1"))
+        records = harness.sent["notifications"]
+        async with harness.feed("notify") as agent:
+            fed = [await agent.put(value, key=key) for key, value in records]
+        assert all(f.acked for f in fed) and dead(harness) == []  # acked, parked, nothing lost
+        retry = harness.pipeline.timers["retry_notifications"]
+        await retry()
+        assert len(state["calls"]) == 2  # two quick attempts in the batch, none yet from the timer (not due)
+        clock.now += timedelta(seconds=6)
+        await retry()
+        assert len(state["calls"]) == 4  # due: tried again (still down), parked for 10 s now
+        state["up"] = True
+        clock.now += timedelta(seconds=6)
+        await retry()
+        assert len(state["calls"]) == 4  # not due yet
+        clock.now += timedelta(seconds=5)
+        await retry()
+        await retry()
+        assert len(state["calls"]) == 5 and len(set(state["calls"])) == 1  # delivered once, same key throughout
+        async with harness.feed("notify") as agent:
+            for key, value in records:
+                await agent.put(value, key=key)
+        assert len(state["calls"]) == 5
+    finally:
+        await runner.cleanup()
+
+
+async def test_malformed_notifications_are_dead_lettered_and_the_agent_goes_on(tmp_path):
+    harness = cases_harness(tmp_path, url="http://127.0.0.1:9/hook")
+    bad = [{"id": "x:1", "event": "case.opened", "to": ["a"], "data": {}},
+           {"id": "x:2", "event": "case.opened", "to": 5, "data": {}}, {"id": "", "event": "e", "data": {}}]
+    async with harness.feed("notify") as agent:
+        fed = [await agent.put(json.dumps(b).encode(), key="k") for b in bad]
+    assert all(f.acked for f in fed)
+    assert [d["reason"] for d in dead(harness)] == ["bad_notification"] * 3

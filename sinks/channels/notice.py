@@ -82,7 +82,7 @@ class Mailer:
         if (channel is None) == (home is None):
             raise ValueError("a Mailer sends over SMTP or into the outbox: give exactly one")
         self.channel, self.home = channel, home
-        self.retry = retry or RetryPolicy(max_attempts=4, base_delay=1.0, max_delay=30.0)
+        self.retry = retry or RetryPolicy(max_attempts=2, base_delay=0.5, max_delay=2.0)  # then parked
 
     async def send(self, msg: EmailMessage) -> Outcome:
         data = message_bytes(msg)
