@@ -28,7 +28,7 @@ import orjson
 
 from schemas import codec as avro
 from streams import cases as core
-from streams.app import Pipeline, add_timer, dead_letter, install_batch_agent, run_batch, settled
+from streams.app import Pipeline, add_timer, dead_letter, install_batch_agent, run_batch, settled, sweep_keys
 from streams.kafka_io import BatchOutput, StateTable, json_key, partition_for
 from streams.responses import iso_ms as iso, to_ms
 
@@ -183,10 +183,10 @@ class CasesAgent:
         return {tp.partition for tp in actives if tp.topic == self.names["case_events"]}
 
     def open_cases(self) -> list[dict]:
-        """The open cases in the table (a byte check first: most stored cases are closed)."""
+        """The open, not yet escalated cases in the table (byte checks first: only those are decoded)."""
         found = []
         for key, raw in list(self.table.data.items()):
-            if key.startswith(b'"C|') and b'"status":"open"' in raw:
+            if key.startswith(b'"C|') and b'"status":"open"' in raw and b'"escalated_at":null' in raw:
                 found.append(orjson.loads(raw))
         return found
 
@@ -208,29 +208,26 @@ class CasesAgent:
                 await run_batch("escalate_cases", self.pipeline.stats, out.flush)
 
     async def expire(self) -> None:
-        """Forget cases closed more than CASE_RETENTION_MS ago, with their answers' index keys."""
+        """Forget cases closed more than CASE_RETENTION_MS ago, with their answers' index keys (in chunks)."""
         if not settled(self.pipeline.app):
             return
-        oldest = self.now_ms() - CASE_RETENTION_MS
-        owned = self.active_partitions()
-        async with self.lock:
-            out = self.pipeline.output()
-            forgotten = 0
-            for key, raw in list(self.table.data.items()):
-                if not (key.startswith(b'"C|') and b'"status":"closed"' in raw):
-                    continue
-                case = orjson.loads(raw)
-                partition = partition_for(case["route"].encode(), self.partitions)
-                if case["closed_at"] >= oldest or (owned is not None and partition not in owned):
-                    continue
-                for answer in case["answers"]:
-                    rkey = json_key(core.answer_index_key(case["org_id"], answer["response_id"]))
-                    link = self.table.get(rkey)
-                    if link is not None and link.get("case_id") == case["case_id"]:
-                        self.table.delete(out, rkey, partition)
-                self.table.delete(out, key, partition)
-                forgotten += 1
-            await run_batch("expire_cases", self.pipeline.stats, out.flush)
+        oldest, owned = self.now_ms() - CASE_RETENTION_MS, self.active_partitions()
+
+        def visit(out: BatchOutput, key: bytes, raw: bytes) -> int:
+            case = orjson.loads(raw)
+            partition = partition_for(case["route"].encode(), self.partitions)
+            if case["closed_at"] >= oldest or (owned is not None and partition not in owned):
+                return 0
+            for answer in case["answers"]:
+                rkey = json_key(core.answer_index_key(case["org_id"], answer["response_id"]))
+                link = self.table.get(rkey)
+                if link is not None and link.get("case_id") == case["case_id"]:
+                    self.table.delete(out, rkey, partition)
+            self.table.delete(out, key, partition)
+            return 1
+
+        keys = [k for k, raw in list(self.table.data.items()) if k.startswith(b'"C|') and b'"status":"closed"' in raw]
+        forgotten = await sweep_keys(self.pipeline, "expire_cases", self.table, keys, self.lock, visit)
         self.pipeline.stats.inc("cases.forgotten", forgotten)
 
 

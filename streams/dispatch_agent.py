@@ -154,7 +154,7 @@ class DispatchAgent(DispatchEdge):
                 try:
                     self.step.note(orjson.loads(event.value), event.message.partition, event.message.offset, state,
                                    now, outcome)
-                except (ValueError, TypeError, KeyError) as exc:
+                except Exception as exc:  # an internal topic, but a malformed note must not stop the agent
                     msg = event.message
                     outcome.refused.append(Refusal(msg.partition, msg.offset, msg.key, "invalid_release",
                                                    f"{type(exc).__name__}: {exc}", None))

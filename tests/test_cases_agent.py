@@ -329,3 +329,25 @@ async def test_malformed_notifications_are_dead_lettered_and_the_agent_goes_on(t
         fed = [await agent.put(json.dumps(b).encode(), key="k") for b in bad]
     assert all(f.acked for f in fed)
     assert [d["reason"] for d in dead(harness)] == ["bad_notification"] * 3
+
+
+async def test_closed_cases_are_forgotten_after_the_retention_with_their_answer_index(tmp_path):
+    from streams.cases_agent import CASE_RETENTION_MS
+
+    clock = Clock()
+    harness = cases_harness(tmp_path, clock=clock)
+    await classify_to_cases(harness, (raw("r-1", score=2), "r-1"), (raw("r-2", score=3), "r-2"))
+    first, second = cases(harness)
+    close = {"kind": "close", "case_id": first["case_id"], "route": first["route"], "actor": "a"}
+    async with harness.feed("cases") as agent:
+        await agent.put(json.dumps(close).encode(), key=first["route"])
+    table = harness.pipeline.tables["cases"].data
+    expire = harness.pipeline.timers["expire_cases"]
+    clock.now += timedelta(milliseconds=CASE_RETENTION_MS - 1000)
+    await expire()
+    assert json.dumps(f"C|{first['case_id']}").encode() in table
+    clock.now += timedelta(seconds=2)
+    await expire()
+    keys = {json.loads(k) for k in table}
+    assert f"C|{first['case_id']}" not in keys and "R||r-1" not in keys  # forgotten with its answer index
+    assert f"C|{second['case_id']}" in keys and "R||r-2" in keys  # the open case stays
