@@ -261,6 +261,20 @@ class CasesConfig(_Model):
             raise CasesConfigError(f"{_path(e['loc'])}: {_error(e)}" for e in exc.errors()) from None
 
 
+def qualifier(config: "CasesConfig"):
+    """``wants(org_id, score)``: would a first answer with this score open a case in this org? (Memoized per
+    org and score: classify asks it for every answer.)"""
+    known: dict[tuple[str, int], bool] = {}
+
+    def wants(org_id: str, score: int) -> bool:
+        hit = known.get((org_id, score))
+        if hit is None:
+            hit = known[(org_id, score)] = config.for_org(org_id).qualifies(score)
+        return hit
+
+    return wants
+
+
 def _error(error: Mapping[str, Any]) -> str:
     """programs' wording; an unknown key names the keys allowed where it is."""
     model = {1: CasesConfig, 3: OrgCases, 4: BusinessHours}.get(len(error["loc"]))

@@ -105,8 +105,8 @@ class ClassifyOutcome:
     deltas: dict[str, list] = field(default_factory=lambda: defaultdict(list))  # segment → items
     responded: list[tuple[int, str, dict]] = field(default_factory=list)  # (partition, invitation id, message)
     rekeyed: list[tuple[bytes, bytes]] = field(default_factory=list)  # (right key, original bytes)
-    # answers the follow-up cases agent must see (streams.cases): (contact route, event) — not promoters' first
-    # versions (they never open a case), every edit (it may resolve one)
+    # answers the follow-up cases agent must see (streams.cases): (contact route, event) — first versions that
+    # would open a case in their org, every edit (it may open, join or resolve one)
     case_events: list[tuple[str, dict]] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
     memos: dict[str, tuple[int, dict]] = field(default_factory=dict)  # response_id → (partition, memo)
@@ -125,6 +125,7 @@ class ClassifyStep:
     partition_of: Any
     encode: Any = None  # ClassifiedResponse dict → bytes (Avro); None keeps the dict (tests of the rules)
     analyse: Any = None  # (text, locale) → streams.text.TextAnalysis; None: texts kept as they are, no terms
+    wants_case: Any = None  # (org_id, score) → would it open a case (streams.cases.qualifier); None: score ≤ 8
 
     def run(self, records: list[Incoming], state: ClassifyState, now: datetime) -> ClassifyOutcome:
         out = ClassifyOutcome()
@@ -183,7 +184,8 @@ class ClassifyStep:
         out.classified.append((record.partition, response.response_id, classified))
         if invitation is not None:
             out.responded.append((record.partition, response.invitation_id, responded_message(response)))
-        if response.score <= 8 or memo["e"]:
+        if memo["e"] or (response.score <= 8 if self.wants_case is None
+                         else self.wants_case(memo.get("o") or "", response.score)):
             out.case_events.append(case_event(response, memo, texts))
         self._deltas(response, memo, record, out)
 

@@ -18,6 +18,7 @@ import orjson
 from schemas import codec as avro
 from streams.app import Pipeline, Transient, add_timer, dead_letter, install_batch_agent, settled, sweep_keys
 from streams import text
+from streams.cases import qualifier
 from streams.classify import ClassifyOutcome, ClassifyStep, Incoming
 from streams.forgotten import ForgottenRegister
 from streams.kafka_io import BatchOutput, StateTable, json_key, partition_for
@@ -81,7 +82,8 @@ class ClassifyAgent:
             dimensions=tuple(settings.dimensions), lateness_ms=settings.lateness_seconds * 1000,
             dedup_retention_ms=settings.dedup_retention_seconds * 1000,
             partition_of=lambda key: partition_for(key, self.partitions),
-            encode=lambda record: pipeline.codec.encode(avro.CLASSIFIED_RESPONSE, record), analyse=text.analyse)
+            encode=lambda record: pipeline.codec.encode(avro.CLASSIFIED_RESPONSE, record), analyse=text.analyse,
+            wants_case=qualifier(pipeline.follow_up.cases) if pipeline.follow_up is not None else None)
         self.names = {name: pipeline.topics[name].get_topic_name()
                       for name in ("raw", "classified", "deltas", "invitations", "case_events")}
         self.lock = asyncio.Lock()

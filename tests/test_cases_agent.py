@@ -74,9 +74,11 @@ async def test_classify_sends_what_may_open_or_resolve_a_case_keyed_by_the_conta
     async with harness.feed("classify") as agent:
         await agent.put(raw("r-1", score=3, comment="Ring me on 0701234567", locale="sv"), key="r-1")
         await agent.put(raw("r-2", score=10), key="r-2")  # a promoter's first version never opens a case
-        await agent.put(raw("r-3", score=7), key="r-3")
+        await agent.put(raw("r-3", score=7), key="r-3")  # a passive: the org opens cases for detractors only
+        await agent.put(raw("r-3", score=8, at="2026-11-20T10:05:00Z"), key="r-3")  # but every edit is sent
     events = [(k.decode(), orjson.loads(v)) for k, v in harness.sent["case_events"]]
     assert [k for k, _ in events] == ["|r:r-1", "|r:r-3"]  # anonymous answers: their own contact
+    assert events[1][1]["answer"]["score"] == 8
     answer = events[0][1]["answer"]
     at_ms = int(NOW.replace(hour=10).timestamp() * 1000)
     assert (answer["score"], answer["response_id"], answer["responded_at"]) == (3, "r-1", at_ms)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -65,6 +66,8 @@ def test_a_detractor_opens_one_case_one_signed_webhook_an_edit_resolves_it_resta
 organizations:
   - id: ""
     fallback_owner: hq
+    escalation_owner: head-of-care
+    sla: 20s
     owners:
       - location: {{Espoo: espoo-manager}}
 notify:
@@ -78,19 +81,23 @@ notify:
          "locale": "sv", "segment": {"location": "Espoo"}},
         {"response_id": "r-pro", "score": 10, "responded_at": at, "segment": {"location": "Espoo"}},
         {"response_id": "r-pas", "score": 8, "responded_at": at, "segment": {"location": "Oslo"}},
+        {"response_id": "r-esc", "score": 0, "responded_at": at, "segment": {"location": "Oslo"}},  # left alone
     ]
     env.start_worker()
     try:
         env.cli("ingest", "responses", str(write_jsonl(tmp_path / "a.jsonl", answers)))
-        listed = wait_for(lambda: (d := env.cli_json("cases")) and d["cases"] and d, what="one case")
-        (case,) = listed["cases"]
+        listed = wait_for(lambda: (d := env.cli_json("cases")) and len(d["cases"]) == 2 and d, what="two cases")
+        case, = [c for c in listed["cases"] if c["response_id"] == "r-det"]
+        assert {c["response_id"] for c in listed["cases"]} == {"r-det", "r-esc"}  # not the passive, not the 10
         assert set(case) >= CASE_KEYS
         assert (case["response_id"], case["owner"], case["score"], case["status"]) == ("r-det", "espoo-manager", 2,
                                                                                        "open")
         assert case["segment"] == {"location": "Espoo"} and "0701234567" not in case["comment"]
-        assert listed["summary"] == {"open": 1, "overdue": 0, "closed_within_sla": 0, "closed_late": 0}
+        assert sum(listed["summary"].values()) == 2 and listed["summary"]["closed_within_sla"] == 0
 
-        (headers, body), = wait_for(lambda: receiver.events("case.opened"), what="the webhook call")
+        opened = wait_for(lambda: len(receiver.events("case.opened")) == 2 and receiver.events("case.opened"),
+                          what="the webhook calls")
+        (headers, body), = [(h, b) for h, b in opened if json.loads(b)["data"]["case_id"] == case["case_id"]]
         assert verify(body, headers["X-Npsflow-Signature"], SECRET)
         assert not verify(body, headers["X-Npsflow-Signature"], b"not-the-secret-0123456789")
         sent = json.loads(body)
@@ -105,10 +112,15 @@ notify:
 
         url = f"{env.internal_url}/api/v1/cases/{case['case_id']}/note"
         assert requests.post(url, data="x", headers={"Content-Type": "text/plain"}, timeout=30).status_code == 415
-        reply = requests.post(url, json={"actor": "ola", "text": "Sent a voucher"}, timeout=30)
+        retry = {"Idempotency-Key": "note-voucher-0001"}
+        reply = requests.post(url, json={"actor": "ola", "text": "Sent a voucher"}, headers=retry, timeout=30)
         assert reply.status_code == 202
+        assert requests.post(url, json={"actor": "ola", "text": "Sent a voucher"}, headers=retry,
+                             timeout=30).status_code in (200, 202)  # a client's retry: the same command
         command = reply.json()["command_id"]
         wait_for(lambda: command in _case(env, case["case_id"])["command_ids"], what="the API's note")
+        time.sleep(1.0)
+        assert [n["text"] for n in _case(env, case["case_id"])["notes"]].count("Sent a voucher") == 1
         assert requests.post(f"{env.internal_url}/api/v1/cases/case-0000000000000000/ack", json={"actor": "x"},
                              timeout=30).status_code == 404
 
@@ -124,10 +136,17 @@ notify:
         assert closed["close_reason"] == "resolved_by_edit" and closed["score"] == 10
         wait_for(lambda: receiver.events("case.resolved_by_edit"), what="the resolved notification")
         listed = env.cli_json("cases")
-        assert [c["case_id"] for c in listed["cases"]] == [case["case_id"]]  # no second case
-        assert listed["summary"]["closed_within_sla"] == 1
+        assert sorted(c["response_id"] for c in listed["cases"]) == ["r-det", "r-esc"]  # no new case
         opened = receiver.events("case.opened")
-        assert len({h["Idempotency-Key"] for h, _ in opened}) == 1 and len(opened) == 1
+        assert len({h["Idempotency-Key"] for h, _ in opened}) == 2 and len(opened) == 2
+        # the 20 s SLA: r-esc, never touched, escalates once to the escalation owner (the agent's timer)
+        escalated = wait_for(lambda: [json.loads(b) for h, b in receiver.events("case.escalated")
+                                      if json.loads(b)["data"]["case_id"] != case["case_id"]], timeout=120,
+                             what="the escalation")
+        (esc,) = escalated
+        assert esc["to"] == "head-of-care"
+        row = wait_for(lambda: (c := _case(env, esc["data"]["case_id"]))["escalated_to"] and c, what="the row")
+        assert (row["escalated_to"], row["status"]) == ("head-of-care", "overdue")
     finally:
         env.stop_worker()
 

@@ -17,8 +17,10 @@ GET /api/v1/cases?status=open|overdue|closed&owner=O   follow-up cases and their
 GET /api/v1/case?id=CASE_ID  one case with its notes and history ({"case": null} when there is none)
 GET /api/v1/cases/stats?by=owner|<dimension>           time to first contact, share closed within the SLA
 POST /api/v1/cases/{case_id}/{ack|note|assign|close}   a command (JSON body: actor, text, owner, reason;
-                             Content-Type application/json only): 202 {"command_id"} once Kafka has it, 404
-                             unknown case, 409 refused (closed, already acknowledged …), 400 bad input
+                             Content-Type application/json only; optional Idempotency-Key header: a retry
+                             with the same key is applied once): 202 {"command_id"} once Kafka has it (200 when
+                             that key was applied already), 404 unknown case, 409 refused (closed, already
+                             acknowledged …), 400 bad input
 GET /dashboard?by=location           the built-in live dashboard (web.dashboard)
 
 With ``NPSFLOW_INTERNAL_TOKEN`` set, every path but /healthz needs ``Authorization: Bearer <token>`` (401).
@@ -27,6 +29,7 @@ With ``NPSFLOW_INTERNAL_TOKEN`` set, every path but /healthz needs ``Authorizati
 from __future__ import annotations
 
 import asyncio
+import re
 import logging
 import secrets
 import time
@@ -146,8 +149,14 @@ class InternalApi:
         fields = {name: body.get(name) for name in ("text", "owner", "reason")}
         if any(v is not None and not isinstance(v, str) for v in [*fields.values(), body.get("actor")]):
             return error(400, "actor, text, owner and reason must be strings")
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not re.fullmatch(r"[A-Za-z0-9._:-]{8,80}", key):
+            return error(400, "Idempotency-Key must be 8-80 of A-Z a-z 0-9 . _ : -")
         case = await self.store.arun(casebook.case, case_id)
-        command_id = f"cmd-{secrets.token_hex(16)}"
+        # a client's retry with the same key is the same command: the agent applies a command id once
+        command_id = f"cmd-{key}" if key else f"cmd-{secrets.token_hex(16)}"
+        if key and case is not None and command_id in case.get("command_ids", ()):
+            return json_reply({"command_id": command_id, "case_id": case_id, "applied": True}, status=200)
         try:
             event = command_for(case, kind, body.get("actor") or "", command_id, **fields)
         except CommandRefused as exc:
