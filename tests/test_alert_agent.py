@@ -65,6 +65,14 @@ def counts(rows, loc, start, end) -> tuple[int, int, int]:
     return cats.count("promoter"), cats.count("passive"), cats.count("detractor")
 
 
+def oracle_ci(p, pa, d) -> list[float]:
+    """The adjusted-Wald 95 % interval of an NPS, written out (n' = n + 3, p' = (P + 0.75)/n', d' likewise)."""
+    n = p + pa + d + 3
+    pp, dd = (p + 0.75) / n, (d + 0.75) / n
+    se = math.sqrt((pp + dd - (pp - dd) ** 2) / n)
+    return [max(-100.0, 100 * (pp - dd - 1.959963984540054 * se)), min(100.0, 100 * (pp - dd + 1.959963984540054 * se))]
+
+
 def oracle_z(cur, base) -> float:
     def adj(p, pa, d):
         n = p + pa + d + 3
@@ -100,8 +108,10 @@ async def test_a_planted_drop_opens_exactly_one_alert_there_and_nothing_elsewher
     assert note == {
         "id": f"{alert['alert_id']}:opened", "event": "alert.opened", "org_id": "", "to": None,
         "data": {"alert_id": alert["alert_id"], "segment": {"location": "Oulu"}, "kind": "drop", "direction": "down",
-                 "baseline": {"nps": pytest.approx(25.0), "responses": 284, "ci95": note["data"]["baseline"]["ci95"]},
-                 "current": {"nps": pytest.approx(-25.0), "responses": 96, "ci95": note["data"]["current"]["ci95"]},
+                 "baseline": {"nps": pytest.approx(25.0), "responses": 284,
+                              "ci95": pytest.approx(oracle_ci(*base), abs=0.01)},
+                 "current": {"nps": pytest.approx(-25.0), "responses": 96,
+                             "ci95": pytest.approx(oracle_ci(*cur), abs=0.01)},
                  "z": alert["z"], "p_value": alert["p_value"], "opened_at": "2026-11-19T23:00:00.000Z",
                  "closed_at": None, "status": "open"}}
     lo, hi = note["data"]["current"]["ci95"]
