@@ -137,6 +137,25 @@ def candidate_key(org_id: str, program_id: str) -> bytes:
     return f"{org_id}|{program_id}".encode()
 
 
+def once(memo_key: str, partition: int, offset: int, name: str, state: "Overlay", now: datetime,
+         out: "StepOutcome", decide) -> None:
+    """Decide an input once: its memo (``memo_key``) keeps the source position and the outputs; a redelivery of
+    the very record re-emits them (Kafka may not have taken them), any other repetition is dropped."""
+    source = [partition, offset]
+    memo = state.get(memo_key)
+    if memo is not None:
+        if memo["src"] == source and memo.get("o"):
+            out.counts[f"{name}.redelivered"] += 1
+            out.outputs.extend(Output(n, key.encode(), base64.b64decode(value)) for n, key, value in memo["o"])
+        else:
+            out.counts[f"{name}.duplicate"] += 1
+        return
+    outputs = decide()
+    state.put(memo_key, {"src": source, "t": to_ms(now), "o": [
+        [o.name, o.key.decode(), base64.b64encode(o.value).decode()] for o in outputs]}, partition)
+    out.outputs.extend(outputs)
+
+
 @dataclass
 class DecideStep:
     """Stage 1 (see the module docstring). ``partition_of(key)``: the triggers topic's partitioner; ``encode``:
@@ -172,21 +191,8 @@ class DecideStep:
             out.counts["dispatch.rekeyed"] += 1  # a contact's triggers must meet on one partition
             out.outputs.append(Output("triggers", route, item.value))
             return
-        partition, source = item.partition, [item.partition, item.offset]
-        ekey = f"E|{org_id}|{event_id}"
-        memo = state.get(ekey)
-        if memo is not None:
-            if memo["src"] == source and memo.get("o"):
-                out.counts["dispatch.redelivered"] += 1
-                out.outputs.extend(Output(name, key.encode(), base64.b64decode(value))
-                                   for name, key, value in memo["o"])
-            else:
-                out.counts["dispatch.duplicate"] += 1
-            return
-        outputs = self.decide(trigger, partition, state, now, out)
-        state.put(ekey, {"src": source, "t": to_ms(now), "o": [
-            [o.name, o.key.decode(), base64.b64encode(o.value).decode()] for o in outputs]}, partition)
-        out.outputs.extend(outputs)
+        once(f"E|{org_id}|{event_id}", item.partition, item.offset, "dispatch", state, now, out,
+             lambda: self.decide(trigger, item.partition, state, now, out))
 
     def decide(self, trigger: dict, partition: int, state: Overlay, now: datetime, out: StepOutcome) -> list[Output]:
         book = self.book
@@ -229,20 +235,8 @@ class DecideStep:
                  out: StepOutcome) -> None:
         """The promoter actions of an answered invitation, decided once (memo ``P|<org>|<invitation>``; a
         redelivery of the very record re-emits the memo's outputs, any other repetition is dropped)."""
-        pkey, source = f"P|{note['org']}|{note['inv']}", [partition, offset]
-        memo = state.get(pkey)
-        if memo is not None:
-            if memo["src"] == source and memo.get("o"):
-                out.counts["promoter.redelivered"] += 1
-                out.outputs.extend(Output(name, key.encode(), base64.b64decode(value))
-                                   for name, key, value in memo["o"])
-            else:
-                out.counts["promoter.duplicate"] += 1
-            return
-        outputs = self.promoter_outputs(note, partition, state, now, out)
-        state.put(pkey, {"src": source, "t": to_ms(now), "o": [
-            [o.name, o.key.decode(), base64.b64encode(o.value).decode()] for o in outputs]}, partition)
-        out.outputs.extend(outputs)
+        once(f"P|{note['org']}|{note['inv']}", partition, offset, "promoter", state, now, out,
+             lambda: self.promoter_outputs(note, partition, state, now, out))
 
     def promoter_outputs(self, note: dict, partition: int, state: Overlay, now: datetime,
                          out: StepOutcome) -> list[Output]:
