@@ -235,6 +235,22 @@ def iana_timezone(value: Any, example: str = "Europe/Stockholm") -> str:
     return value
 
 
+def _distinct_choices(value: Any, known: tuple[str, ...], what: str, *, empty_ok: bool, unknown_hint: str = "",
+                      known_hint: str = "") -> list:
+    """A text or a list of texts from ``known``, each once (``empty_ok``: the list may be empty)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not (value or empty_ok):
+        size = "" if empty_ok else "non-empty "
+        raise _fail(f"must be a {size}list of {what}s ({', '.join(known)}), got {_show(value)}")
+    for v in value:
+        if v not in known:
+            raise _fail(f"unknown {what} {_show(v)}{unknown_hint} (known: {', '.join(known)}{known_hint})")
+    if len(set(value)) != len(value):
+        raise _fail(f"lists a{'n' if what[0] in 'aeiou' else ''} {what} twice: {', '.join(value)}")
+    return list(value)
+
+
 def _show(value: Any) -> str:
     """A value as the YAML author wrote it (roughly): 1.5, 'abc', null, true, a list, a mapping."""
     if value is None:
@@ -565,31 +581,13 @@ class PromoterActions(_Model):
     @field_validator("score_10", "score_9", mode="before")
     @classmethod
     def _kinds(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise _fail(f"must be a list of actions ({', '.join(PROMOTER_KINDS)}), got {_show(value)}")
-        for v in value:
-            if v not in PROMOTER_KINDS:
-                raise _fail(f"unknown action {_show(v)} (known: {', '.join(PROMOTER_KINDS)})")
-        if len(set(value)) != len(value):
-            raise _fail(f"lists an action twice: {', '.join(value)}")
-        return value
+        return _distinct_choices(value, PROMOTER_KINDS, "action", empty_ok=True)
 
     @field_validator("channels", mode="before")
     @classmethod
     def _channels(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or not value:
-            raise _fail(f"must be a non-empty list of channels ({', '.join(PROMOTER_CHANNELS)}), got {_show(value)}")
-        for v in value:
-            if v not in PROMOTER_CHANNELS:
-                raise _fail(f"unknown channel {_show(v)} for promoter actions (known: "
-                            f"{', '.join(PROMOTER_CHANNELS)}; they need the contact's address)")
-        if len(set(value)) != len(value):
-            raise _fail(f"lists a channel twice: {', '.join(value)}")
-        return value
+        return _distinct_choices(value, PROMOTER_CHANNELS, "channel", empty_ok=False,
+                                 unknown_hint=" for promoter actions", known_hint="; they need the contact's address")
 
     @field_validator("quarantine", mode="before")
     @classmethod
