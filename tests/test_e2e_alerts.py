@@ -64,7 +64,11 @@ def test_a_planted_drop_raises_exactly_one_alert_and_restarts_and_replays_add_no
     assert (alert["segment"], alert["kind"], alert["status"], alert["direction"]) == \
         ({"location": "Oulu"}, "drop", "open", "down")
     assert alert["z"] < -1.96 and alert["p_value"] < 0.05
-    assert alert["current"]["nps"] < 0 < alert["baseline"]["nps"] and alert["current"]["responses"] >= 30
+    # the hour it opened at depends on when the timer first ran (before the drop's file or after it): an hour
+    # with part of the drop in its 24 h is already significant, so the current NPS is below the baseline's, not
+    # necessarily below 0
+    assert alert["current"]["nps"] < alert["baseline"]["nps"] == pytest.approx(25.0, abs=3)
+    assert alert["current"]["responses"] >= 30
     lo, hi = alert["current"]["ci95"]
     assert lo <= alert["current"]["nps"] <= hi
     assert env.cli_json("alerts", "--status", "open")["alerts"] == [alert]
