@@ -448,7 +448,7 @@ def migrate(store: ClickHouseStore, directory: Path | str | None = None) -> list
 RETENTION_COLUMNS = {"responses": "responded_at", "dispatches": "decided_at", "dead_letters": "failed_at",
                      "alerts": "created_at", "responses_by_day": "day", "comments_by_day": "day", "nps_daily": "day",
                      "terms_daily": "day", "nps_daily_touched": "day", "nps_daily_state": "day",
-                     "terms_daily_state": "day"}
+                     "terms_daily_state": "day", "cases": "opened_at"}
 MAX_RETENTION_DAYS = 36_500
 
 

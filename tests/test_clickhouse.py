@@ -948,7 +948,7 @@ def test_retention_is_a_ttl_on_event_time_set_changed_and_removed(ch_store):
     insert_responses(ch_store, [response("old", 9, at=now - 40 * D), response("new", 3, at=now - 10 * D)])
     assert ch.apply_retention(ch_store, 30) == dict.fromkeys(
         ["responses", "dispatches", "dead_letters", "alerts", "responses_by_day", "comments_by_day", "nps_daily",
-         "terms_daily", "nps_daily_touched", "nps_daily_state", "terms_daily_state"], "set")
+         "terms_daily", "nps_daily_touched", "nps_daily_state", "terms_daily_state", "cases"], "set")
     assert ch.apply_retention(ch_store, 30) == dict.fromkeys(ch.RETENTION_COLUMNS, "unchanged")
     for table in ("responses", "responses_by_day"):  # (comments_by_day holds nothing here: no comment, no edit)
         ch_store.command(f"OPTIMIZE TABLE {{db}}.{table} FINAL")  # TTL applies when parts merge
