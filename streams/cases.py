@@ -74,6 +74,7 @@ Rules and decisions:
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 import re
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable, Mapping, Protocol
@@ -238,6 +239,10 @@ class OrgCases(_Model):
 class CasesConfig(_Model):
     organizations: tuple[OrgCases, ...] = ()
 
+    @cached_property
+    def _by_id(self) -> dict:  # the memo of for_org (a plain attribute: pydantic's private ones are slow to read)
+        return {}
+
     @model_validator(mode="after")
     def _unique(self) -> "CasesConfig":
         ids = [org.id for org in self.organizations]
@@ -246,8 +251,14 @@ class CasesConfig(_Model):
         return self
 
     def for_org(self, org_id: str) -> OrgCases:
-        """The org's settings; an org without any: owner ``unassigned``, SLA 48 h wall-clock, no escalation."""
-        return next((o for o in self.organizations if o.id == org_id), None) or OrgCases(id=org_id)
+        """The org's settings; an org without any: owner ``unassigned``, SLA 48 h wall-clock, no escalation.
+        (Memoized: the agent asks it for every event.)"""
+        found = self._by_id.get(org_id)
+        if found is None:
+            found = next((o for o in self.organizations if o.id == org_id), None) or OrgCases(id=org_id)
+            if len(self._by_id) < 100_000:
+                self._by_id[org_id] = found
+        return found
 
     @classmethod
     def from_yaml_dict(cls, doc: Any) -> "CasesConfig":
