@@ -19,6 +19,11 @@ Public API (the CLI builds on these)::
         .bootstrap -> str | None
         .log_path -> Path
     create_topics(bootstrap, {name: partitions}, replication=1, configs=None) -> None
+    LocalKafkaCluster(state_dir, size=3)           # size KRaft voters, each broker+controller
+        .start(timeout=180) -> str                 # "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3"
+        .stop() / .status() / .is_running() / .bootstrap
+        .stop_node(node_id) / .start_node(node_id) # one node (fault tests)
+    local_kafka(state_dir, brokers=None)           # whichever of the two the directory holds
 
 Restart and ports: the controller quorum is *static* (``controller.quorum.voters``), so the
 formatted metadata does not record the controller endpoint and the storage is formatted only
@@ -50,10 +55,12 @@ __all__ = [
     "KAFKA_VERSION",
     "KafkaStackError",
     "LocalKafka",
+    "LocalKafkaCluster",
     "cache_dir",
     "create_topics",
     "ensure_jars",
     "jars_dir",
+    "local_kafka",
 ]
 
 log = logging.getLogger(__name__)
@@ -304,7 +311,13 @@ class LocalKafka:
     KRaft metadata). Delete the directory (after ``stop()``) to start from scratch.
     """
 
-    def __init__(self, state_dir: Path | str):
+    #: replication of the internal topics and the broker defaults; a cluster node (LocalKafkaCluster) raises them
+    REPLICATION = 1
+    MIN_ISR = 1
+
+    def __init__(self, state_dir: Path | str, *, node_id: int = 1, heap: str | None = None):
+        self.node_id = node_id
+        self.heap = heap or _HEAP
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.data_dir = self.state_dir / "data"
         self.state_path = self.state_dir / "state.json"
@@ -358,19 +371,21 @@ class LocalKafka:
         }
 
     # ---- lifecycle
-    def start(self, timeout: float = 90) -> str:
+    def start(self, timeout: float = 90, wait: bool = True) -> str:
         """Start the broker (or return the bootstrap of the one already running for this
-        state dir) and block until it answers a metadata request."""
+        state dir) and block until it answers a metadata request and lists itself unfenced.
+        ``wait=False`` returns once the JVM is launched (a cluster starts every voter first:
+        none can register before a majority of the quorum runs)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.state_dir / ".start.lock", "w") as lockf:
             fcntl.flock(lockf, fcntl.LOCK_EX)  # two concurrent `start`s must not launch two JVMs
-            return self._start_locked(timeout)
+            return self._start_locked(timeout, wait)
 
-    def _start_locked(self, timeout: float) -> str:
+    def _start_locked(self, timeout: float, wait: bool = True) -> str:
         t0 = time.monotonic()
         st = self._load()
         if self._our_pid(st.get("pid")):
-            if _broker_answers(st["bootstrap"], 5.0):
+            if not wait or _broker_answers(st["bootstrap"], 5.0, self.node_id):
                 return st["bootstrap"]
             self.stop()  # alive but wedged
             st = self._load()
@@ -390,9 +405,11 @@ class LocalKafka:
             self._format_once(java, libs, cluster_id)
             bootstrap = f"{_HOST}:{bport}"
             try:
-                self._launch_and_wait(java, libs, bootstrap, bport, cport, cluster_id,
-                                      deadline=t0 + timeout)
-                log.info("kafka %s up at %s in %.1fs", KAFKA_VERSION, bootstrap, time.monotonic() - t0)
+                self._launch(java, libs, bootstrap, bport, cport, cluster_id)
+                if wait:
+                    self.wait_ready(deadline=t0 + timeout)
+                    log.info("kafka %s node %s up at %s in %.1fs", KAFKA_VERSION, self.node_id, bootstrap,
+                             time.monotonic() - t0)
                 return bootstrap
             except KafkaStackError as e:
                 last_err = e
@@ -422,13 +439,29 @@ class LocalKafka:
             c = _free_port()
         return b, c
 
+    def _voters(self, cport: int) -> str:
+        """``controller.quorum.voters``: this node alone (a cluster node names every voter)."""
+        return f"{self.node_id}@{_HOST}:{cport}"
+
+    def _replication_props(self) -> dict[str, str]:
+        rf, isr = str(self.REPLICATION), str(self.MIN_ISR)
+        return {
+            "default.replication.factor": rf,
+            "offsets.topic.replication.factor": rf,
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
+            "min.insync.replicas": isr,
+        }
+
     def _write_props(self, bport: int, cport: int) -> None:
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
+            "node.id": str(self.node_id),
             # static quorum: voters come from this file on every start, not from the formatted
             # metadata, so a restart may use different ports without reformatting.
-            "controller.quorum.voters": f"1@{_HOST}:{cport}",
+            "controller.quorum.voters": self._voters(cport),
             "listeners": f"PLAINTEXT://{_HOST}:{bport},CONTROLLER://{_HOST}:{cport}",
             "advertised.listeners": f"PLAINTEXT://{_HOST}:{bport}",
             "controller.listener.names": "CONTROLLER",
@@ -436,16 +469,10 @@ class LocalKafka:
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data_dir),
             "num.partitions": "6",
-            "default.replication.factor": "1",
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": "6",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
             "transaction.state.log.num.partitions": "6",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "min.insync.replicas": "1",
+            **self._replication_props(),
             "group.initial.rebalance.delay.ms": "0",
             "num.recovery.threads.per.data.dir": "1",
             "log.flush.interval.messages": "9223372036854775807",
@@ -466,11 +493,11 @@ class LocalKafka:
                 f"kafka storage format failed (rc={proc.returncode}): "
                 + _one_line(proc.stderr + "\n" + proc.stdout))
 
-    def _launch_and_wait(self, java, libs, bootstrap, bport, cport, cluster_id, deadline) -> None:
+    def _launch(self, java, libs, bootstrap, bport, cport, cluster_id) -> None:
         if self.log_path.exists():
             self.log_path.replace(self.log_path.with_name("broker.log.1"))
         cmd = [
-            java, f"-Xmx{_HEAP}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            java, f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.log4j_path}",
             "-Dlog4j2.shutdownHookEnabled=false",  # Kafka shuts down itself; avoids a noisy warning
@@ -484,18 +511,30 @@ class LocalKafka:
         self._save({
             "pid": proc.pid, "broker_port": bport, "controller_port": cport, "bootstrap": bootstrap,
             "version": KAFKA_VERSION, "cluster_id": cluster_id, "started_at": time.time(),
-            "libs": str(libs),
+            "libs": str(libs), "node_id": self.node_id,
         })
+
+    def _exited(self) -> int | None:
+        """The JVM's exit code if it has exited (None while it runs or when it is not our child)."""
+        if self._proc is not None:
+            return self._proc.poll()
+        return None if self.is_running() else -1
+
+    def wait_ready(self, deadline: float, leaders: bool = True) -> None:
+        """Block until this node answers a metadata request and lists itself registered and unfenced
+        (then, with ``leaders``, until every partition has a leader: after a restart partitions are
+        leaderless until the broker re-registers); on a timeout the JVM is stopped."""
+        st = self._load()
+        bootstrap, bport = st.get("bootstrap"), st.get("broker_port")
         while True:
-            rc = proc.poll()
+            rc = self._exited()
             if rc is not None:
                 raise KafkaStackError(
-                    f"kafka broker exited during startup (rc={rc}); see {self.log_path}\n"
+                    f"kafka broker (node {self.node_id}) exited during startup (rc={rc}); see {self.log_path}\n"
                     + _tail(self.log_path))
-            if _port_open(bport) and _broker_answers(bootstrap, 5.0):
-                # after a restart partitions are leaderless until the broker re-registers; wait
-                # (bounded) so callers can produce/consume right away.
-                _wait_leaders(bootstrap, min(deadline, time.monotonic() + 15))
+            if _port_open(bport) and _broker_answers(bootstrap, 5.0, self.node_id):
+                if leaders:
+                    _wait_leaders(bootstrap, min(deadline, time.monotonic() + 15))
                 return
             if time.monotonic() > deadline:
                 tail = _tail(self.log_path)
@@ -503,6 +542,11 @@ class LocalKafka:
                 raise KafkaStackError(
                     f"kafka broker did not answer on {bootstrap} in time; see {self.log_path}\n" + tail)
             time.sleep(0.25)
+
+    def controller_listening(self) -> bool:
+        """The JVM has bound its controller port (it is past class loading: the next voter may start)."""
+        port = self._load().get("controller_port")
+        return bool(port) and _port_open(port)
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM the broker's process group (clean shutdown), SIGKILL after ``timeout``.
@@ -543,6 +587,218 @@ class LocalKafka:
             pass
 
 
+# --------------------------------------------------------------------------- cluster
+
+
+class _ClusterNode(LocalKafka):
+    """One voter of a LocalKafkaCluster: its ports and the quorum come from the cluster's ``cluster.json``."""
+
+    REPLICATION = 3
+    MIN_ISR = 2
+
+    def __init__(self, cluster: "LocalKafkaCluster", node_id: int):
+        super().__init__(cluster.state_dir / f"node-{node_id}", node_id=node_id, heap=cluster.heap)
+        self.cluster = cluster
+        self.REPLICATION = min(3, cluster.size)
+        self.MIN_ISR = max(1, self.REPLICATION - 1)
+
+    def _voters(self, cport: int) -> str:
+        return self.cluster.voters()
+
+    def _pick_ports(self, st: dict) -> tuple[int, int]:
+        ports = self.cluster.ports()[self.node_id]
+        return ports["broker_port"], ports["controller_port"]
+
+    def _cluster_id(self, st: dict) -> str:
+        formatted = super()._cluster_id({})
+        wanted = self.cluster.cluster_id()
+        if (self.data_dir / "meta.properties").is_file() and formatted != wanted:
+            raise KafkaStackError(f"{self.data_dir} was formatted for cluster {formatted}, not {wanted}: "
+                                  f"remove {self.cluster.state_dir} (after `stop`) to start afresh")
+        return wanted
+
+
+class LocalKafkaCluster:
+    """``size`` combined broker+controller JVMs from the same jars on 127.0.0.1: a static quorum of
+    ``size`` voters, one cluster id, each node its own state dir (``<state_dir>/node-<id>``: ports,
+    ``server.properties``, ``broker.log``, ``data/``), small heaps (``NPSFLOW_KAFKA_CLUSTER_HEAP``,
+    default 256m). Internal topics and the broker defaults get replication ``min(3, size)`` and
+    ``min.insync.replicas`` one less. ``<state_dir>/cluster.json`` holds the cluster id and the
+    ports of every node (kept while any node runs: the voters know each other by them).
+    """
+
+    def __init__(self, state_dir: Path | str, size: int | None = None, heap: str | None = None):
+        self.state_dir = Path(state_dir).expanduser().resolve()
+        self.path = self.state_dir / "cluster.json"
+        saved = self._load().get("size")
+        if size is not None and saved and size != saved:
+            raise KafkaStackError(f"the local Kafka cluster in {self.state_dir} has {saved} nodes, not {size}: "
+                                  "stop it and remove the directory to change its size")
+        self.size = int(size or saved or 3)
+        if self.size < 1:
+            raise KafkaStackError("a cluster needs at least one node")
+        self.heap = heap or os.environ.get("NPSFLOW_KAFKA_CLUSTER_HEAP", "256m")
+        self.nodes = [_ClusterNode(self, i) for i in range(1, self.size + 1)]
+
+    # ---- cluster.json
+    def _load(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, state: dict) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(self.path)
+
+    def cluster_id(self) -> str:
+        return self._load()["cluster_id"]
+
+    def ports(self) -> dict[int, dict]:
+        return {int(k): v for k, v in self._load()["nodes"].items()}
+
+    def voters(self) -> str:
+        return ",".join(f"{i}@{_HOST}:{p['controller_port']}" for i, p in sorted(self.ports().items()))
+
+    def node(self, node_id: int) -> LocalKafka:
+        if not 1 <= node_id <= self.size:
+            raise KafkaStackError(f"no node {node_id}: the cluster has nodes 1-{self.size}")
+        return self.nodes[node_id - 1]
+
+    def _plan(self) -> None:
+        """Write cluster.json: the cluster id (once) and every node's ports. The persisted ports are
+        reused when all are free; with no node running, a taken one makes a new set (the quorum is
+        static, so only the files name the voters)."""
+        st = self._load()
+        st.setdefault("cluster_id", new_cluster_id())
+        st["size"] = self.size
+        old = st.get("nodes") or {}
+        keep = len(old) == self.size and all(
+            _port_free(p["broker_port"]) and _port_free(p["controller_port"]) for p in old.values())
+        if not keep:
+            if any(n.is_running() for n in self.nodes):
+                raise KafkaStackError(f"ports of the local Kafka cluster in {self.state_dir} are taken while "
+                                      "some of its nodes run: stop it first")
+            taken: set[int] = set()
+            st["nodes"] = {str(i): {"broker_port": _fresh_port(taken), "controller_port": _fresh_port(taken)}
+                           for i in range(1, self.size + 1)}
+        self._save(st)
+
+    # ---- queries
+    @property
+    def bootstrap(self) -> str | None:
+        return self.status()["bootstrap"]
+
+    def is_running(self) -> bool:
+        return any(n.is_running() for n in self.nodes)
+
+    def status(self) -> dict:
+        nodes = [{"node_id": n.node_id, **n.status()} for n in self.nodes]
+        running = any(n["running"] for n in nodes)
+        ports = self._load().get("nodes") or {}
+        return {
+            "running": running,
+            "nodes": nodes,
+            # every node, also a stopped one: clients fall over to the others and find it again on its return
+            "bootstrap": ",".join(f"{_HOST}:{p['broker_port']}" for _, p in sorted(ports.items(), key=lambda kv: int(kv[0])))
+            if running else None,
+            "version": KAFKA_VERSION,
+            "cluster_id": self._load().get("cluster_id"),
+            "size": self.size,
+            "state_dir": str(self.state_dir),
+        }
+
+    # ---- lifecycle
+    def start(self, timeout: float = 180) -> str:
+        """Start every node that is not running, one JVM after another (the next once the previous one
+        has bound its controller port), then wait until each is registered and unfenced and every
+        partition has a leader. On failure every node is stopped again."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / ".start.lock", "w") as lockf:
+            fcntl.flock(lockf, fcntl.LOCK_EX)
+            deadline = time.monotonic() + timeout
+            try:
+                if not self.is_running():
+                    self._plan()
+                for node in self.nodes:
+                    node.start(timeout=timeout, wait=False)
+                    _wait_until(node.controller_listening, deadline, f"node {node.node_id}'s controller port",
+                                node)
+                for node in self.nodes:
+                    node.wait_ready(deadline, leaders=False)
+                bootstrap = self.status()["bootstrap"]
+                _wait_leaders(bootstrap, min(deadline, time.monotonic() + 30))
+                return bootstrap
+            except BaseException:
+                self.stop()
+                raise
+
+    def start_node(self, node_id: int, timeout: float = 90) -> str:
+        """(Re)start one node (the others run): returns once it is registered and unfenced again."""
+        return self.node(node_id).start(timeout=timeout)
+
+    def stop_node(self, node_id: int, timeout: float = 30) -> None:
+        """Stop one node cleanly (controlled shutdown: its leaderships move to the others first)."""
+        self.node(node_id).stop(timeout=timeout)
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM every node at once (a node stopped last alone would wait for a quorum that is gone),
+        SIGKILL after ``timeout``. Safe to call when nothing runs."""
+        errors = []
+        running = [n for n in self.nodes if n.is_running()]
+        for node in running:
+            node._signal(node._load()["pid"], signal.SIGTERM)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and any(_pid_alive(n._load().get("pid")) for n in running):
+            time.sleep(0.1)
+        for node in self.nodes:
+            try:
+                node.stop(timeout=1)
+            except KafkaStackError as e:
+                errors.append(str(e))
+        if errors:
+            raise KafkaStackError("; ".join(errors))
+
+
+def _fresh_port(taken: set[int]) -> int:
+    while True:
+        port = _free_port()
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+def _wait_until(predicate, deadline: float, what: str, node: LocalKafka) -> None:
+    while not predicate():
+        rc = node._exited()
+        if rc is not None:
+            raise KafkaStackError(f"kafka node {node.node_id} exited during startup (rc={rc}); see "
+                                  f"{node.log_path}\n" + _tail(node.log_path))
+        if time.monotonic() > deadline:
+            raise KafkaStackError(f"timed out waiting for {what}; see {node.log_path}")
+        time.sleep(0.1)
+
+
+def local_kafka(state_dir: Path | str, brokers: int | None = None) -> "LocalKafka | LocalKafkaCluster":
+    """The local Kafka in ``state_dir``: a LocalKafkaCluster when it holds one (``cluster.json``) or
+    ``brokers`` > 1 asks for one, else the single-node LocalKafka. Asking for another size than the
+    directory holds is an error (one line)."""
+    state_dir = Path(state_dir).expanduser().resolve()
+    is_cluster = (state_dir / "cluster.json").is_file()
+    if brokers is not None and brokers > 1 or is_cluster:
+        if brokers == 1:
+            raise KafkaStackError(f"{state_dir} holds a local Kafka cluster, not a single broker: "
+                                  "stop it and remove the directory to change its size")
+        if LocalKafka(state_dir).is_running():
+            raise KafkaStackError(f"a single local broker runs in {state_dir}: stop it before starting a cluster there")
+        return LocalKafkaCluster(state_dir, brokers)
+    if brokers is not None and brokers < 1:
+        raise KafkaStackError("--brokers must be at least 1")
+    return LocalKafka(state_dir)
+
+
 # --------------------------------------------------------------------------- clients
 
 
@@ -566,8 +822,9 @@ def _admin(bootstrap: str, timeout: float):
                             request_timeout_ms=max(ms, 1000), bootstrap_timeout_ms=max(ms, 1000))
 
 
-def _broker_answers(bootstrap: str, timeout: float) -> bool:
-    """True when the broker answers a metadata request and lists itself as registered and unfenced."""
+def _broker_answers(bootstrap: str, timeout: float, node_id: int | None = None) -> bool:
+    """True when the broker answers a metadata request and lists a registered, unfenced broker
+    (``node_id``: that one)."""
     from kafka.errors import KafkaConfigurationError
 
     admin = None
@@ -575,7 +832,7 @@ def _broker_answers(bootstrap: str, timeout: float) -> bool:
         try:
             admin = _admin(bootstrap, timeout)
             brokers = admin.describe_cluster().get("brokers") or []
-            return any(not b.get("is_fenced") for b in brokers)
+            return any(not b.get("is_fenced") and node_id in (None, b.get("broker_id")) for b in brokers)
         except KafkaConfigurationError:
             raise  # a bug here, not a booting broker
         except Exception as e:  # NoBrokersAvailable, timeouts, connection resets while booting
@@ -615,12 +872,14 @@ def create_topics(bootstrap: str, topics: dict[str, int], replication: int = 1,
     if not topics:
         return
     cfg = {k: str(v) for k, v in (configs or {}).items()}
+    _check_replication(replication, cfg)
     admin = _admin(bootstrap, timeout)
     try:
         existing = _partition_counts(admin, list(topics))
         _check_counts(topics, existing)
         missing = {n: p for n, p in topics.items() if n not in existing}
         if missing:
+            _check_live_brokers(admin, bootstrap, replication)
             req = {n: {"num_partitions": p, "replication_factor": replication, "configs": cfg}
                    for n, p in missing.items()}
             resp = admin.create_topics(req, timeout_ms=int(timeout * 1000), raise_errors=False)
@@ -642,6 +901,22 @@ def create_topics(bootstrap: str, topics: dict[str, int], replication: int = 1,
     finally:
         with contextlib.suppress(Exception):
             admin.close()
+
+
+def _check_replication(replication: int, cfg: dict) -> None:
+    if not isinstance(replication, int) or replication < 1:
+        raise KafkaStackError(f"replication factor must be a whole number ≥ 1, got {replication!r}")
+    isr = cfg.get("min.insync.replicas")
+    if isr is not None and not (isr.isdigit() and 1 <= int(isr) <= replication):
+        raise KafkaStackError(f"min.insync.replicas {isr} must be between 1 and the replication factor "
+                              f"{replication} (acks=all writes would all be refused)")
+
+
+def _check_live_brokers(admin, bootstrap: str, replication: int) -> None:
+    live = [b for b in admin.describe_cluster().get("brokers") or [] if not b.get("is_fenced")]
+    if len(live) < replication:
+        raise KafkaStackError(f"replication factor {replication} needs {replication} live brokers, but the cluster "
+                              f"at {bootstrap} has {len(live)}")
 
 
 def _check_counts(wanted: dict[str, int], have: dict[str, int]) -> None:
