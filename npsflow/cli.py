@@ -70,45 +70,58 @@ def stack() -> None:
 
 
 @stack.command("up")
-def stack_up() -> None:
-    """Start the broker (fetching it on first use) and the worker; returns when both are ready."""
+@click.option("--brokers", type=click.IntRange(1, 9), default=None,
+              help="Kafka nodes of the local cluster (KRaft voters, small heaps; topics replicated min(3, N) times, "
+                   "min ISR one less). Default: what $NPSFLOW_HOME/kafka holds, else 1.")
+@click.option("--workers", type=click.IntRange(1, 32), default=1, show_default=True,
+              help="1: one worker running everything; M > 1: M process workers plus one sink worker (ClickHouse, "
+                   "what the CLI asks), all in one consumer group.")
+def stack_up(brokers: int | None, workers: int) -> None:
+    """Start the local Kafka (fetching it on first use) and the workers; returns when all are ready."""
     from npsflow import stack as st
 
     settings = _settings()
     try:
-        state = st.up(settings)
+        state = st.up(settings, brokers=brokers, workers=workers)
     except Exception as exc:  # KafkaStackError, StackError, ConfigError: all one line for the user
         raise Failure(str(exc)) from None
     click.echo(f"kafka  {state['kafka'].get('bootstrap')}  (version {state['kafka'].get('version', 'external')})")
-    click.echo(f"worker pid {state['worker']['pid']}  survey page {state['worker']['public_url']}/s/…  "
-               f"internal {state['worker']['internal_url']}/api/v1/stats")
+    for w in [state["worker"], *state["workers"]]:
+        click.echo(f"worker {w.get('name') or w.get('role', '')} pid {w['pid']}  survey page {w['public_url']}/s/…  "
+                   f"internal {w['internal_url']}/api/v1/stats")
 
 
 @stack.command("down")
 def stack_down() -> None:
-    """Stop the worker and the local broker (no process is left behind)."""
+    """Stop every worker and the local Kafka (no process is left behind)."""
     from npsflow import stack as st
 
     state = st.down(_settings())
-    click.echo(f"worker {'stopped' if state['worker_stopped'] else 'was not running'}; "
+    named = f" (+ {', '.join(state['workers_stopped'])})" if state["workers_stopped"] else ""
+    click.echo(f"worker {'stopped' if state['worker_stopped'] else 'was not running'}{named}; "
                f"kafka {'stopped' if state['kafka_stopped'] else 'was not running'}")
 
 
 @stack.command("status")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def stack_status(fmt: str) -> None:
-    """Show whether the broker and the worker run, and where."""
+    """Show whether the brokers and the workers run, and where."""
     from npsflow import stack as st
 
     state = st.status(_settings())
 
     def render(s):
-        k, w = s["kafka"], s["worker"]
+        k = s["kafka"]
         click.echo(f"kafka   {'running' if k.get('running') or k.get('external') else 'stopped'}"
                    f"  {k.get('bootstrap') or ''}")
-        click.echo(f"worker  {'running' if w.get('pid') else 'stopped'}"
-                   + (f"  pid {w['pid']}  public {w.get('public_url')}  internal {w.get('internal_url')}"
-                      if w.get("pid") else ""))
+        for node in k.get("nodes", []):
+            click.echo(f"  node {node['node_id']}  {'running' if node['running'] else 'stopped'}"
+                       f"  port {node.get('broker_port')}" + (f"  pid {node['pid']}" if node.get("pid") else ""))
+        for w in [s["worker"], *s["workers"]]:
+            label = w.get("name") or "worker"
+            click.echo(f"{label:<10}{'running' if w.get('pid') else 'stopped'}"
+                       + (f"  role {w.get('role')}  pid {w['pid']}  public {w.get('public_url')}  "
+                          f"internal {w.get('internal_url')}" if w.get("pid") else ""))
         click.echo(f"clickhouse {s['clickhouse_dsn']}")
 
     _emit(state, fmt, render)

@@ -4,6 +4,13 @@ NPSFLOW_HOME              state directory (default ./.npsflow): local broker, em
 NPSFLOW_KAFKA             bootstrap servers (default: the local broker started by `npsflow stack up`)
 NPSFLOW_CLICKHOUSE_DSN    chdb:///abs/dir (default: embedded chDB in $NPSFLOW_HOME/clickhouse) or http(s)://…
 NPSFLOW_PARTITIONS        partitions of every npsflow topic (default 6)
+NPSFLOW_REPLICATION_FACTOR replication factor of every npsflow topic it creates, changelogs included (default 1;
+                          `npsflow stack up --brokers N` makes it min(3, N)); at most the live brokers
+NPSFLOW_MIN_ISR           min.insync.replicas of every npsflow topic it creates (default: unset = the broker's;
+                          `stack up --brokers 3`: 2); at most the replication factor
+NPSFLOW_WORKER_NAME       names a worker's own files: $NPSFLOW_HOME/workers/<name>.json|.pid|.log (`stack up
+                          --workers N` names its process workers so); unset: worker.json/.pid/.log, the worker
+                          the CLI asks (it owns the embedded ClickHouse)
 NPSFLOW_WINDOWS           rolling windows, comma separated, each name once (default 24h,7d,30d)
 NPSFLOW_LATENESS          allowed lateness of window additions (default 6h)
 NPSFLOW_DIMENSIONS        segment dimensions of the live windows (default overall,location,employee,channel);
@@ -178,6 +185,9 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     retention_days: int | None = None
     allowed_hosts: tuple[str, ...] = ()
+    replication_factor: int = 1  # NPSFLOW_REPLICATION_FACTOR
+    min_isr: int | None = None  # NPSFLOW_MIN_ISR; None: the broker's min.insync.replicas
+    worker_name: str | None = None  # NPSFLOW_WORKER_NAME; None: the worker the CLI asks (worker.json)
 
     @property
     def web_hosts(self) -> frozenset[str]:
@@ -219,9 +229,28 @@ class Settings:
             os.unlink(tmp)
         return bytes.fromhex(path.read_text().strip())
 
+    def _worker_path(self, suffix: str) -> Path:
+        if self.worker_name:
+            return self.home / "workers" / f"{self.worker_name}{suffix}"
+        return self.home / f"worker{suffix}"
+
     @property
     def worker_file(self) -> Path:
-        return self.home / "worker.json"
+        """Where the worker announces its pid, listeners and readiness (worker.json; a named one: workers/)."""
+        return self._worker_path(".json")
+
+    @property
+    def worker_pid_file(self) -> Path:
+        return self._worker_path(".pid")
+
+    @property
+    def worker_log(self) -> Path:
+        return self._worker_path(".log")
+
+    @property
+    def topic_configs(self) -> dict[str, str]:
+        """Configs every npsflow topic is created with (min.insync.replicas when NPSFLOW_MIN_ISR is set)."""
+        return {"min.insync.replicas": str(self.min_isr)} if self.min_isr else {}
 
     @property
     def dispatch_extra_retention_days(self) -> int:
@@ -247,7 +276,12 @@ class Settings:
             "NPSFLOW_SINK_MAX_ROWS": str(self.sink_max_rows),
             "NPSFLOW_SINK_MAX_AGE": str(self.sink_max_age),
             "NPSFLOW_ROLE": self.role,
+            "NPSFLOW_REPLICATION_FACTOR": str(self.replication_factor),
         }
+        if self.min_isr:
+            env["NPSFLOW_MIN_ISR"] = str(self.min_isr)
+        if self.worker_name:
+            env["NPSFLOW_WORKER_NAME"] = self.worker_name
         if self.kafka:
             env["NPSFLOW_KAFKA"] = self.kafka
         env["NPSFLOW_PUBLIC_BIND"] = str(self.public_bind)
@@ -277,9 +311,12 @@ class Settings:
         """The Kafka bootstrap servers: NPSFLOW_KAFKA, else the local broker's if it runs."""
         if self.kafka:
             return self.kafka
-        from deploy.local.kafka import LocalKafka
+        from deploy.local.kafka import KafkaStackError, local_kafka
 
-        status = LocalKafka(self.home / "kafka").status()
+        try:
+            status = local_kafka(self.home / "kafka").status()
+        except KafkaStackError as exc:
+            raise ConfigError(str(exc)) from None
         if not status.get("running"):
             raise ConfigError("no Kafka: the local broker is not running (run `npsflow stack up`) "
                               "and NPSFLOW_KAFKA is not set")
@@ -386,6 +423,22 @@ def _role(env: dict) -> str:
     if role not in ROLES:
         raise ConfigError(f"NPSFLOW_ROLE must be one of {', '.join(ROLES)}, got {role!r}")
     return role
+
+
+_WORKER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")
+
+
+def _replication(env: dict) -> dict:
+    """NPSFLOW_REPLICATION_FACTOR, NPSFLOW_MIN_ISR (≤ the replication factor) and NPSFLOW_WORKER_NAME."""
+    rf = _int(env, "NPSFLOW_REPLICATION_FACTOR", 1)
+    isr = _int(env, "NPSFLOW_MIN_ISR", 0) if env.get("NPSFLOW_MIN_ISR") else None
+    if isr is not None and isr > rf:
+        raise ConfigError(f"NPSFLOW_MIN_ISR ({isr}) must not exceed NPSFLOW_REPLICATION_FACTOR ({rf}): "
+                          "every acks=all write would be refused")
+    name = (env.get("NPSFLOW_WORKER_NAME") or "").strip() or None
+    if name is not None and not _WORKER_NAME.match(name):
+        raise ConfigError(f"NPSFLOW_WORKER_NAME must be lowercase letters, digits, - or _ (max 41), got {name!r}")
+    return {"replication_factor": rf, "min_isr": isr, "worker_name": name}
 
 
 def load(env: dict | None = None) -> Settings:
@@ -501,4 +554,5 @@ def load(env: dict | None = None) -> Settings:
         trusted_proxies=proxies,
         retention_days=retention_days,
         allowed_hosts=tuple(h.strip() for h in (env.get("NPSFLOW_ALLOWED_HOSTS") or "").split(",") if h.strip()),
+        **_replication(env),
     )

@@ -10,13 +10,19 @@ from npsflow.config import ConfigError, Settings
 
 
 def ensure_topics(settings: Settings, bootstrap: str) -> None:
-    """Create every npsflow topic with the configured partition count before Faust starts."""
+    """Create every npsflow topic with the configured partition count, replication factor and min ISR before
+    Faust starts: the topics, the tables' changelogs and the compacted topics (cleanup.policy=compact), and
+    Faust's assignor leader topic (1 partition), so Faust itself creates none."""
     from deploy.local.kafka import create_topics
 
-    create_topics(bootstrap, {name: settings.partitions for name in settings.topics.all()})
+    rf, configs = settings.replication_factor, settings.topic_configs
+    create_topics(bootstrap, {name: settings.partitions for name in settings.topics.all()},
+                  replication=rf, configs=configs)
     create_topics(bootstrap, {name: settings.partitions
                               for name in [*settings.topics.changelogs(), *settings.topics.compacted()]},
-                  configs={"cleanup.policy": "compact"})
+                  replication=rf, configs={**configs, "cleanup.policy": "compact"})
+    create_topics(bootstrap, {f"{settings.topics.namespace}-__assignor-__leader": 1}, replication=rf,
+                  configs=configs)
 
 
 def dispatch_inputs(settings: Settings):

@@ -81,7 +81,7 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
 
     programs, channels = dispatch_inputs(settings)  # a configuration mistake stops us before anything starts
     bootstrap = settings.bootstrap()
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.worker_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         ensure_topics(settings, bootstrap)
     except Exception as exc:
@@ -97,7 +97,7 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
                           programs=programs, channels=channels)
     install_web(pipeline, store, settings, public, internal)
     info = {"pid": os.getpid(), "public_url": settings.public_bind.url, "internal_url": settings.internal_bind.url,
-            "bootstrap": bootstrap, "role": settings.role,
+            "bootstrap": bootstrap, "role": settings.role, "name": settings.worker_name,
             "clickhouse_dsn": settings.clickhouse_dsn if store is not None else None}
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     # aiohttp's access log would write client IPs (personal data) and survey tokens (bearer links): never
