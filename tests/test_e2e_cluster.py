@@ -1,0 +1,147 @@
+"""`npsflow stack up --brokers 3 --workers 3` for real: a 3-node KRaft cluster from the same jars, topics with 12
+partitions, replication factor 3 and min.insync.replicas=2, three process workers and the sink worker in one
+group. Mid-stream one process worker is SIGKILLed and one broker stopped (and later restarted); the whole input is
+then replayed on top. The final report and the live windows must equal an independent expectation computed from
+the records (``oracle``: latest responded_at per response id): 0 lost, 0 double.
+
+Measured (printed with -s): the test's wall time and the RSS of the three JVMs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+from npsflow import stack
+from tests.e2e_helpers import Env, wait_for, write_jsonl
+from tests.test_e2e_pipeline import c3, counts, oracle
+
+pytestmark = pytest.mark.kafka
+
+PROCESS_WORKERS = 3
+
+
+@pytest.fixture
+def cluster_env(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NPSFLOW_") or k == "NPSFLOW_CACHE"}
+    env.update(NPSFLOW_HOME=str(home), NPSFLOW_NAMESPACE="t" + uuid.uuid4().hex[:10], NPSFLOW_PARTITIONS="12",
+               NPSFLOW_SINK_MAX_AGE="0.3", NPSFLOW_SECRET="s" * 32)
+    e = Env(home, env)
+    try:
+        yield e
+    finally:
+        stack.down(e.settings)  # every worker and every broker, also when the test failed
+        assert not stack.status(e.settings)["kafka"]["running"]
+
+
+def _rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _stats(info: dict, settings) -> dict:
+    import requests
+
+    from npsflow.reader import internal_headers
+
+    return requests.get(f"{info['internal_url']}/api/v1/stats", headers=internal_headers(settings), timeout=30).json()
+
+
+def _topic_layout(bootstrap: str, topic: str) -> tuple[int, set[int], str | None]:
+    """(partitions, {replicas per partition}, the topic's own min.insync.replicas)."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        (desc,) = admin.describe_topics([topic])
+        replicas = {len(p["replica_nodes"]) for p in desc["partitions"]}
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])["topic"][topic]
+        return len(desc["partitions"]), replicas, (configs.get("min.insync.replicas") or {}).get("value")
+    finally:
+        admin.close()
+
+
+def _kill(info: dict) -> None:
+    """SIGKILL a worker's process group: no graceful shutdown, no final commit."""
+    pid = int(info["pid"])
+    os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z",
+             what="the killed worker to be gone", timeout=10, interval=0.05)
+
+
+def test_three_brokers_three_process_workers_a_killed_worker_and_a_stopped_broker_count_everything_once(
+        cluster_env, tmp_path):
+    from npsflow.simulate import ResponseSimulator
+
+    t0 = time.monotonic()
+    env = cluster_env
+    state = stack.up(env.settings, brokers=3, workers=PROCESS_WORKERS)
+    t_up = time.monotonic() - t0
+    kafka, workers = state["kafka"], state["workers"]
+    assert len(kafka["nodes"]) == 3 and all(n["running"] for n in kafka["nodes"])
+    assert state["worker"]["role"] == "sink" and [w["role"] for w in workers] == ["process"] * PROCESS_WORKERS
+    assert len({w["internal_url"] for w in [state["worker"], *workers]}) == PROCESS_WORKERS + 1
+    partitions, replicas, isr = _topic_layout(kafka["bootstrap"], env.settings.topics.raw_responses)
+    assert (partitions, replicas, isr) == (12, {3}, "2")
+    status = stack.status(env.settings)
+    assert [w["name"] for w in status["workers"]] == [f"process-{i}" for i in range(1, PROCESS_WORKERS + 1)]
+
+    records = list(ResponseSimulator(seed=13).records(9000, duplicate_ratio=0.05, edit_ratio=0.05))
+    first, second = records[:4500], records[4500:]
+    expected = oracle(records)
+    total = sum(expected["total"].values())
+
+    env.cli("ingest", "responses", str(write_jsonl(tmp_path / "first.jsonl", first)))
+    victim = workers[0]
+    wait_for(lambda: _stats(victim, env.settings).get("classify.batches", 0) > 0, timeout=120,
+             what="the first process worker to classify")
+    if not os.environ.get("XNOKILL"):
+        _kill(victim)
+    cluster = stack._local_kafka(env.settings)
+    t_stop = time.monotonic()
+    if not os.environ.get("XNOSTOP"):
+        cluster.stop_node(2)  # mid-stream: leaders move, acks=all still has 2 in-sync replicas
+    t_stop = time.monotonic() - t_stop
+    env.cli("ingest", "responses", str(write_jsonl(tmp_path / "second.jsonl", second)))
+    t_start = time.monotonic()
+    cluster.start_node(2)
+    t_start = time.monotonic() - t_start
+    env.cli("ingest", "responses", str(write_jsonl(tmp_path / "all.jsonl", records)))  # replays on top
+
+    def report():
+        r = env.cli_json("report", "--by", "location")
+        return r if r["total"]["responses"] == total else None
+
+    final = wait_for(report, what="every response counted once", timeout=180, interval=1)
+    assert c3(expected["total"]) == (final["total"]["promoters"], final["total"]["passives"],
+                                     final["total"]["detractors"])
+    for row in final["rows"]:
+        assert counts(row) == c3(expected["by_location"][row["location"]]), row["location"]
+
+    seen = []
+
+    def overall():
+        ws = [w for w in env.cli_json("windows", "--segment", "overall=all") if w["window"] == "30d"]
+        seen[:] = ws
+        return ws[0] if ws and ws[0]["responses"] == total else None
+
+    try:
+        window = wait_for(overall, what="the live windows to count every response once", timeout=60, interval=1)
+    except AssertionError:
+        raise AssertionError(f"windows {seen} != {total} {c3(expected['total'])}; stats "
+                             f"{[_stats(w, env.settings) for w in workers[1:]]}") from None
+    assert (window["promoters"], window["passives"], window["detractors"]) == c3(expected["total"])
+    survivors = [_stats(w, env.settings) for w in workers[1:]]
+    assert sum(s.get("classify.duplicate", 0) for s in survivors) > 0  # the replay met the memos
+
+    rss = [round(_rss_mib(n["pid"])) for n in stack.status(env.settings)["kafka"]["nodes"] if n["pid"]]
+    print(f"\ncluster e2e: up {t_up:.1f}s (3 brokers + {PROCESS_WORKERS + 1} workers), stop node {t_stop:.1f}s, "
+          f"restart node {t_start:.1f}s, total {time.monotonic() - t0:.1f}s; JVM RSS MiB {rss}")
