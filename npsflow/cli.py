@@ -66,7 +66,7 @@ def main() -> None:
 # ------------------------------------------------------------------------------------------------ stack
 @main.group()
 def stack() -> None:
-    """Run the local stack: a real Kafka broker (KRaft) and one npsflow worker, in the background."""
+    """Run the local stack: a real Kafka broker or cluster (KRaft) and the npsflow workers, in the background."""
 
 
 @stack.command("up")
