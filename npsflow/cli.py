@@ -104,8 +104,12 @@ def stack_status(fmt: str) -> None:
 
     def render(s):
         k, w = s["kafka"], s["worker"]
+        sec = k.get("security") or {}
+        auth = (f"  {sec['security_protocol']}" + (f" {sec.get('sasl_mechanism')} user {sec.get('sasl_username')}"
+                                                    if sec.get("sasl_mechanism") else "")
+                if sec.get("security_protocol", "PLAINTEXT") != "PLAINTEXT" else "")
         click.echo(f"kafka   {'running' if k.get('running') or k.get('external') else 'stopped'}"
-                   f"  {k.get('bootstrap') or ''}")
+                   f"  {k.get('bootstrap') or ''}{auth}")
         click.echo(f"worker  {'running' if w.get('pid') else 'stopped'}"
                    + (f"  pid {w['pid']}  public {w.get('public_url')}  internal {w.get('internal_url')}"
                       if w.get("pid") else ""))
@@ -202,27 +206,63 @@ def grafana_build(out_dir: str) -> None:
         click.echo(str(path))
 
 
-@grafana.command("push")
-@click.option("--url", required=True, help="Grafana base URL, e.g. http://localhost:3000")
-@click.option("--token", required=True, envvar="GRAFANA_TOKEN", help="service account token (or GRAFANA_TOKEN)")
-@click.option("--clickhouse-url", default="http://default@localhost:8123/npsflow", show_default=True,
-              help="ClickHouse as Grafana reaches it: http(s)://user:pass@host:port/db or clickhouse(s)://…")
-@click.option("--folder-uid", default=None, help="Grafana folder for the dashboards (default: General)")
-def grafana_push(url: str, token: str, clickhouse_url: str, folder_uid: str | None) -> None:
-    """Create or update the data source and upload the dashboards (overwrite; the Segment by options:
-    NPSFLOW_DIMENSIONS without overall)."""
-    from npsflow.grafana import push
+def _secret_file(name: str) -> str | None:
+    """The content of the file the environment variable ``name`` names (stripped), or None when unset."""
+    import os
 
-    dimensions = _settings().dimensions
+    path = os.environ.get(name)
+    if not path:
+        return None
     try:
-        done = push(url, token, clickhouse_url=clickhouse_url, folder_uid=folder_uid, dimensions=dimensions)
+        value = open(path, encoding="utf-8").read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Failure(f"{name}: cannot read {path}: {type(exc).__name__}") from None
+    if not value:
+        raise Failure(f"{name}: {path} is empty")
+    return value
+
+
+@grafana.command("push")
+@click.option("--url", envvar="GRAFANA_URL", default=None, help="Grafana base URL, e.g. http://localhost:3000 "
+              "(or GRAFANA_URL)")
+@click.option("--token", envvar="GRAFANA_TOKEN", default=None, help="service account token; better GRAFANA_TOKEN "
+              "or GRAFANA_TOKEN_FILE (a command line is visible to every local user)")
+@click.option("--clickhouse-url", envvar="GRAFANA_CLICKHOUSE_URL", default="http://default@localhost:8123/npsflow",
+              show_default=True, help="ClickHouse as Grafana reaches it: http(s)://user@host:port/db or "
+              "clickhouse(s)://… (or GRAFANA_CLICKHOUSE_URL); its password: GRAFANA_CLICKHOUSE_PASSWORD_FILE "
+              "(or in the URL's user:password, from the environment)")
+@click.option("--folder-uid", default=None, help="Grafana folder for the dashboards (default: General)")
+def grafana_push(url: str | None, token: str | None, clickhouse_url: str, folder_uid: str | None) -> None:
+    """Create or update the data source and upload the dashboards (overwrite; the Segment by options:
+    NPSFLOW_DIMENSIONS without overall). Secrets come from the environment: GRAFANA_TOKEN (or
+    GRAFANA_TOKEN_FILE), GRAFANA_URL, GRAFANA_CLICKHOUSE_URL, GRAFANA_CLICKHOUSE_PASSWORD_FILE."""
+    from npsflow.grafana import push
+    from npsflow.redact import redact_dsn
+
+    if not url:
+        raise Failure("no Grafana URL: set GRAFANA_URL (or --url)")
+    token_from_file = _secret_file("GRAFANA_TOKEN_FILE")
+    if token and token_from_file:
+        raise Failure("set GRAFANA_TOKEN (--token) or GRAFANA_TOKEN_FILE, not both")
+    token = token or token_from_file
+    if not token:
+        raise Failure("no Grafana token: set GRAFANA_TOKEN or GRAFANA_TOKEN_FILE (a service account token)")
+    ch_password = _secret_file("GRAFANA_CLICKHOUSE_PASSWORD_FILE")
+    dimensions = _settings().dimensions
+    shown = redact_dsn(url)
+    try:
+        done = push(url, token, clickhouse_url=clickhouse_url, folder_uid=folder_uid, dimensions=dimensions,
+                    clickhouse_password=ch_password)
     except ValueError as exc:
         raise Failure(str(exc)) from None
     except Exception as exc:  # connection refused, 401, 5xx …: one line, exit 1
         status = getattr(exc, "status_code", None)
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         prefix = f"HTTP {status}: " if status else ""
-        raise Failure(f"grafana push to {url} failed: {prefix}{detail}") from None
+        for secret in (token, ch_password):  # a library's message must not carry them onwards
+            if secret:
+                detail = detail.replace(secret, "***")
+        raise Failure(f"grafana push to {shown} failed: {prefix}{detail}") from None
     for item in done:
         if item["kind"] == "datasource":
             click.echo(f"datasource {item['name']!r}: {item['action']}")
@@ -342,7 +382,7 @@ def _ingest_file(file: str, topic_of, convert_factory, noun: str) -> None:
     plan = plan_ingest(parse_lines(lines), avro.AvroCodec(), f"file:{file}", convert=convert_factory())
     topic = topic_of(settings.topics)
     try:
-        with Producer(bootstrap) as producer:
+        with Producer(bootstrap, security=settings.kafka_security) as producer:
             for key, value in plan.records:
                 producer.send(topic, key, value)
             for value in plan.dead_letters:

@@ -3,6 +3,12 @@
 NPSFLOW_HOME              state directory (default ./.npsflow): local broker, embedded ClickHouse, pid files
 NPSFLOW_KAFKA             bootstrap servers (default: the local broker started by `npsflow stack up`)
 NPSFLOW_CLICKHOUSE_DSN    chdb:///abs/dir (default: embedded chDB in $NPSFLOW_HOME/clickhouse) or http(s)://…
+NPSFLOW_CLICKHOUSE_PASSWORD_FILE  a file holding the ClickHouse server password (instead of user:password in
+                          the DSN); NPSFLOW_CLICKHOUSE_CA_FILE: PEM CA for an https:// server's certificate.
+                          The DSN is shown and written (worker.json, `stack status`, errors) only with its
+                          password replaced by ***
+NPSFLOW_KAFKA_SECURITY_PROTOCOL, NPSFLOW_KAFKA_SASL_*, NPSFLOW_KAFKA_CA_FILE, NPSFLOW_KAFKA_CERT_FILE,
+NPSFLOW_KAFKA_KEY_FILE    SASL (SCRAM) and TLS for every Kafka client: npsflow.kafka_security
 NPSFLOW_PARTITIONS        partitions of every npsflow topic (default 6)
 NPSFLOW_WINDOWS           rolling windows, comma separated, each name once (default 24h,7d,30d)
 NPSFLOW_LATENESS          allowed lateness of window additions (default 6h)
@@ -52,6 +58,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from npsflow.kafka_security import KafkaSecurity, KafkaSecurityError
+from npsflow.redact import redact_dsn
+from npsflow.kafka_security import from_env as kafka_security_from_env
 from streams.windows import WindowSpec, parse_duration
 
 _NAMESPACE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,40}$")
@@ -152,7 +161,7 @@ class Topics:
 class Settings:
     home: Path
     kafka: str | None
-    clickhouse_dsn: str
+    clickhouse_dsn: str = field(repr=False)  # may hold user:password: show clickhouse_dsn_shown instead
     partitions: int = 6
     windows: tuple[WindowSpec, ...] = ()
     lateness_seconds: int = 6 * 3600
@@ -170,7 +179,7 @@ class Settings:
     themes_file: Path | None = None
     cases_file: Path | None = None
     channels_file: Path | None = None
-    secret_value: str | None = None  # NPSFLOW_SECRET; see ``secret``
+    secret_value: str | None = field(default=None, repr=False)  # NPSFLOW_SECRET; see ``secret``
     survey_url: str | None = None
     link_ttl_seconds: int = 30 * 86400
     edit_window_seconds: int = 86400
@@ -178,6 +187,19 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     retention_days: int | None = None
     allowed_hosts: tuple[str, ...] = ()
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    clickhouse_password_file: Path | None = None  # NPSFLOW_CLICKHOUSE_PASSWORD_FILE (read when the store opens)
+    clickhouse_ca_file: Path | None = None  # NPSFLOW_CLICKHOUSE_CA_FILE
+
+    @property
+    def clickhouse_dsn_shown(self) -> str:
+        """The DSN as it may be printed or written to a file: its password replaced by ***."""
+        return redact_dsn(self.clickhouse_dsn)
+
+    @property
+    def clickhouse_options(self) -> dict:
+        """Keyword arguments of sinks.clickhouse.ClickHouseStore besides the DSN (password and CA files)."""
+        return {"password_file": self.clickhouse_password_file, "ca_file": self.clickhouse_ca_file}
 
     @property
     def web_hosts(self) -> frozenset[str]:
@@ -250,6 +272,11 @@ class Settings:
         }
         if self.kafka:
             env["NPSFLOW_KAFKA"] = self.kafka
+        env.update(self.kafka_security.to_env())
+        if self.clickhouse_password_file:
+            env["NPSFLOW_CLICKHOUSE_PASSWORD_FILE"] = str(self.clickhouse_password_file)
+        if self.clickhouse_ca_file:
+            env["NPSFLOW_CLICKHOUSE_CA_FILE"] = str(self.clickhouse_ca_file)
         env["NPSFLOW_PUBLIC_BIND"] = str(self.public_bind)
         env["NPSFLOW_INTERNAL_BIND"] = str(self.internal_bind)
         if self.internal_token_file:
@@ -393,7 +420,29 @@ def load(env: dict | None = None) -> Settings:
     home = Path(env.get("NPSFLOW_HOME") or ".npsflow").resolve()
     dsn = env.get("NPSFLOW_CLICKHOUSE_DSN") or f"chdb://{home / 'clickhouse'}"
     if not dsn.startswith(("chdb://", "http://", "https://")):
-        raise ConfigError(f"NPSFLOW_CLICKHOUSE_DSN must start with chdb://, http:// or https://, got {dsn!r}")
+        raise ConfigError(f"NPSFLOW_CLICKHOUSE_DSN must start with chdb://, http:// or https://, "
+                          f"got {redact_dsn(dsn)!r}")
+    try:
+        kafka_security = kafka_security_from_env(env)
+    except KafkaSecurityError as exc:
+        raise ConfigError(str(exc)) from None
+    ch_files = {}
+    for name in ("NPSFLOW_CLICKHOUSE_PASSWORD_FILE", "NPSFLOW_CLICKHOUSE_CA_FILE"):
+        if env.get(name):
+            path = Path(env[name]).expanduser().resolve()
+            if not path.is_file() or not os.access(path, os.R_OK):
+                raise ConfigError(f"{name}: no readable file {env[name]}")
+            if dsn.startswith("chdb://"):
+                raise ConfigError(f"{name} is for a ClickHouse server (http(s):// DSN), not embedded chDB")
+            ch_files[name] = path
+    if ch_files.get("NPSFLOW_CLICKHOUSE_CA_FILE") and not dsn.startswith("https://"):
+        raise ConfigError("NPSFLOW_CLICKHOUSE_CA_FILE needs an https:// NPSFLOW_CLICKHOUSE_DSN")
+    if ch_files.get("NPSFLOW_CLICKHOUSE_PASSWORD_FILE"):
+        from urllib.parse import urlsplit
+
+        if urlsplit(dsn).password:
+            raise ConfigError("NPSFLOW_CLICKHOUSE_DSN has a password and NPSFLOW_CLICKHOUSE_PASSWORD_FILE is set: "
+                              "keep only one")
     try:
         windows = tuple(WindowSpec.parse(w) for w in (env.get("NPSFLOW_WINDOWS") or "24h,7d,30d").split(","))
         lateness = parse_duration(env.get("NPSFLOW_LATENESS") or "6h")
@@ -501,4 +550,7 @@ def load(env: dict | None = None) -> Settings:
         trusted_proxies=proxies,
         retention_days=retention_days,
         allowed_hosts=tuple(h.strip() for h in (env.get("NPSFLOW_ALLOWED_HOSTS") or "").split(",") if h.strip()),
+        kafka_security=kafka_security,
+        clickhouse_password_file=ch_files.get("NPSFLOW_CLICKHOUSE_PASSWORD_FILE"),
+        clickhouse_ca_file=ch_files.get("NPSFLOW_CLICKHOUSE_CA_FILE"),
     )

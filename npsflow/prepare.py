@@ -13,10 +13,17 @@ def ensure_topics(settings: Settings, bootstrap: str) -> None:
     """Create every npsflow topic with the configured partition count before Faust starts."""
     from deploy.local.kafka import create_topics
 
-    create_topics(bootstrap, {name: settings.partitions for name in settings.topics.all()})
-    create_topics(bootstrap, {name: settings.partitions
-                              for name in [*settings.topics.changelogs(), *settings.topics.compacted()]},
-                  configs={"cleanup.policy": "compact"})
+    from npsflow.kafka_security import ConnectionDiagnosis
+
+    client = settings.kafka_security.kafka_python_kwargs()
+    with ConnectionDiagnosis(settings.kafka_security) as diagnosis:  # a refusal: one line naming the cause
+        try:
+            create_topics(bootstrap, {name: settings.partitions for name in settings.topics.all()}, client=client)
+            create_topics(bootstrap, {name: settings.partitions
+                                      for name in [*settings.topics.changelogs(), *settings.topics.compacted()]},
+                          configs={"cleanup.policy": "compact"}, client=client)
+        except Exception as exc:
+            raise ConfigError(f"cannot reach Kafka at {bootstrap}: {diagnosis.explain(exc)}") from None
 
 
 def dispatch_inputs(settings: Settings):

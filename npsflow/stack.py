@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from npsflow.config import Settings, is_worker_process
+from npsflow.config import Settings, is_worker_process, redact_dsn
 from npsflow.prepare import dispatch_inputs, ensure_topics
 
 __all__ = ["StackError", "describe", "down", "ensure_topics", "start_worker", "status", "stop_worker", "up"]
@@ -134,8 +134,11 @@ def down(settings: Settings) -> dict:
 
 def status(settings: Settings) -> dict:
     broker = {"external": True, "bootstrap": settings.kafka} if settings.kafka else _local_kafka(settings).status()
+    broker["security"] = settings.kafka_security.describe()
     info = settings.worker_info()
-    return {"kafka": broker, "worker": info or {"running": False}, "clickhouse_dsn": settings.clickhouse_dsn}
+    if info and info.get("clickhouse_dsn"):  # a worker.json written by an older version may hold a password
+        info = {**info, "clickhouse_dsn": redact_dsn(info["clickhouse_dsn"])}
+    return {"kafka": broker, "worker": info or {"running": False}, "clickhouse_dsn": settings.clickhouse_dsn_shown}
 
 
 def describe(state: dict) -> str:

@@ -1,6 +1,7 @@
 """Runs the Faust worker in the foreground (`npsflow worker`) and announces readiness in worker.json.
 
-worker.json: ``{"pid", "public_url", "internal_url", "bootstrap", "clickhouse_dsn", "ready"}`` — the public
+worker.json: ``{"pid", "public_url", "internal_url", "bootstrap", "kafka_security", "clickhouse_dsn", "ready"}``
+(no secret: the DSN's password is ``***``, Kafka security is protocol, mechanism, user and file names only) — the public
 listener serves the survey page and the response API, the internal one what the CLI asks (web.server).
 """
 
@@ -61,7 +62,7 @@ def open_store(settings: Settings):
     from sinks.clickhouse import ClickHouseStore, apply_retention, migrate
     from sinks.rollup import apply_view
 
-    store = ClickHouseStore(settings.clickhouse_dsn)
+    store = ClickHouseStore(settings.clickhouse_dsn, **settings.clickhouse_options)
     migrate(store)
     apply_view(store)  # nps_cells: every NPS read goes through it (the BI views below are optional extras)
     link_days = settings.dispatch_extra_retention_days
@@ -83,7 +84,9 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
     bootstrap = settings.bootstrap()
     settings.home.mkdir(parents=True, exist_ok=True)
     try:
-        ensure_topics(settings, bootstrap)
+        ensure_topics(settings, bootstrap)  # ConfigError naming the cause (authentication, TLS, refused)
+    except ConfigError:
+        raise
     except Exception as exc:
         raise ConfigError(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from None
     try:  # bound now, served once the tables are recovered: the ports are known for the links and worker.json
@@ -97,8 +100,9 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
                           programs=programs, channels=channels)
     install_web(pipeline, store, settings, public, internal)
     info = {"pid": os.getpid(), "public_url": settings.public_bind.url, "internal_url": settings.internal_bind.url,
-            "bootstrap": bootstrap, "role": settings.role,
-            "clickhouse_dsn": settings.clickhouse_dsn if store is not None else None}
+            "bootstrap": bootstrap, "role": settings.role, "kafka_security": settings.kafka_security.describe(),
+            # never a password: worker.json is a plain file any local reader may show
+            "clickhouse_dsn": settings.clickhouse_dsn_shown if store is not None else None}
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     # aiohttp's access log would write client IPs (personal data) and survey tokens (bearer links): never
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

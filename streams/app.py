@@ -377,6 +377,7 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
     app = faust.App(
         settings.topics.namespace,
         broker=f"kafka://{broker or 'localhost:9092'}",
+        broker_credentials=settings.kafka_security.faust_credentials(),  # SASL/TLS (npsflow.kafka_security)
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
