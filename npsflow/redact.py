@@ -26,4 +26,6 @@ def redact_dsn(dsn: str) -> str:
     if query:
         query = urlencode([(k, "***" if re.search(r"pass|secret|token|key", k, re.I) else v)
                            for k, v in parse_qsl(query, keep_blank_values=True)], safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return dsn  # nothing secret (urlunsplit would also turn chdb:///x into chdb:/x)
     return urlunsplit(parts._replace(netloc=netloc, query=query))
