@@ -330,6 +330,7 @@ def open_consumer(bootstrap: str):
     try:
         return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                              auto_offset_reset="earliest", client_id="npsflow-replay",
+                             allow_auto_create_topics=False,  # a missing topic is an error, never created here
                              max_partition_fetch_bytes=4 * 1024 * 1024, request_timeout_ms=30000)
     except KafkaError as exc:
         raise ReplayError(f"cannot connect to Kafka at {bootstrap}: {exc}") from None

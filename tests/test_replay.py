@@ -237,6 +237,21 @@ def test_bad_arguments_one_line_exit_2(world, tmp_path, args, message):
     assert len(error) == 1 and message in error[0], proc.stderr
 
 
+def test_missing_topic_is_one_line_exit_1_and_not_created(tmp_path, kafka_bootstrap):
+    from kafka import KafkaAdminClient
+
+    env = make_env(tmp_path, kafka_bootstrap)  # a namespace nobody created topics for
+    proc = env.cli("replay", "--from", "earliest", "--table", "cases", check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not exist" in lines[0], proc.stderr
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert env.settings.topics.cases not in admin.list_topics()
+    finally:
+        admin.close()
+
+
 def test_refused_while_a_worker_holds_the_embedded_store(tmp_path, kafka_bootstrap):
     env = make_env(tmp_path, kafka_bootstrap)
     env.start_worker()
