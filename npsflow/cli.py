@@ -339,6 +339,108 @@ def rollup_refresh(rebuild: bool, repair: bool, quiet_seconds: int) -> None:
     click.echo(result.summary())
 
 
+# ----------------------------------------------------------------------------------------------- replay
+@main.command()
+@click.option("--from", "from_", metavar="TIMESTAMP|earliest",
+              help="Start at the first record written to Kafka at or after this time (ISO-8601 with a zone: "
+                   "2026-11-01T00:00:00Z), or at the oldest record Kafka still has.")
+@click.option("--from-offset", metavar="P:O[,P:O…]",
+              help="Start at these offsets of these partitions (only they are read); needs exactly one --table.")
+@click.option("--to", metavar="TIMESTAMP|P:O[,P:O…]",
+              help="Stop before this Kafka record time, or before these offsets (offsets: one --table). "
+                   "Default: the end offsets when the replay starts.")
+@click.option("--table", "tables", multiple=True, metavar="TABLE[,TABLE…]",
+              help="Only these tables (repeatable): responses, window_updates, dead_letters, dispatches, cases, "
+                   "alerts. Default: all.")
+@click.option("--batch-rows", default=5000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Records per partition batch (one insert, one deduplication token).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def replay(from_: str | None, from_offset: str | None, to: str | None, tables: tuple[str, ...], batch_rows: int,
+           fmt: str) -> None:
+    """Re-sink ClickHouse tables from their Kafka topics and recompute the rollup days they touch.
+
+    Idempotent: a repeated range is dropped by ClickHouse (same insert tokens), anything else is an identical
+    row that the latest-wins reads collapse. Reads Kafka with its own consumer (no group, no commits) and
+    writes nothing to Kafka. With embedded chDB the worker must be stopped first (one process per store).
+    Disaster recovery and adding a dimension after the fact: sinks/README.md, "Replay and backfill".
+    """
+    from npsflow import replay as rp
+
+    start, stop, chosen = _replay_arguments(from_, from_offset, to, tables)
+    settings = _settings()
+    _refuse_embedded_worker(settings)
+    bootstrap = _bootstrap(settings)
+    from npsflow.reader import ReadError, open_store
+
+    try:
+        store = open_store(settings)
+    except ReadError as exc:
+        raise Failure(str(exc)) from None
+    try:
+        progress = click.echo if fmt == "table" else None
+        result = rp.replay(settings, store, chosen, start, stop, bootstrap=bootstrap, batch_rows=batch_rows,
+                           progress=progress)
+    except rp.ReplayArgumentError as exc:
+        raise click.UsageError(str(exc)) from None
+    except rp.ReplayError as exc:
+        raise Failure(str(exc)) from None
+    finally:
+        store.close()
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), ensure_ascii=False, default=str))
+    else:
+        click.echo(result.lines()[-1] if "responses" in chosen else f"done in {result.seconds:.1f} s")
+
+
+def _replay_arguments(from_: str | None, from_offset: str | None, to: str | None, tables: tuple[str, ...]):
+    """Checked ``replay`` arguments → (start Bound, stop Bound or None, table names). Usage errors exit 2."""
+    from npsflow import replay as rp
+
+    if (from_ is None) == (from_offset is None):
+        raise click.UsageError("give exactly one of --from TIMESTAMP|earliest and --from-offset P:O")
+    try:
+        chosen = rp.parse_tables(tables)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--table") from None
+    if from_offset is not None:
+        start = rp.Bound(offsets=_offsets_arg(from_offset, "--from-offset"))
+    elif from_.strip().lower() == "earliest":
+        start = rp.Bound(earliest=True)
+    else:
+        start = rp.Bound.at_time(_parse_time(from_, "from"))
+    stop = None
+    if to is not None:
+        stop = (rp.Bound(offsets=_offsets_arg(to, "--to")) if rp.looks_like_offsets(to)
+                else rp.Bound.at_time(_parse_time(to, "to")))
+    uses_offsets = start.offsets is not None or (stop is not None and stop.offsets is not None)
+    if uses_offsets and len(chosen) != 1:
+        raise click.UsageError("offsets belong to one topic: with --from-offset or --to P:O give exactly one --table")
+    if stop is not None and stop.timestamp_ms is not None and start.timestamp_ms is not None \
+            and stop.timestamp_ms <= start.timestamp_ms:
+        raise click.BadParameter("must be later than --from", param_hint="--to")
+    return start, stop, chosen
+
+
+def _offsets_arg(text: str, name: str) -> dict[int, int]:
+    from npsflow.replay import parse_offsets
+
+    try:
+        return parse_offsets(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
+
+
+def _refuse_embedded_worker(settings: cfg.Settings) -> None:
+    """Embedded chDB opens in one process: a worker that holds the store (role all or sink) must stop first."""
+    if not settings.is_embedded_clickhouse:
+        return
+    info = settings.worker_info()
+    if info and info.get("role", "all") != "process":
+        raise Failure(f"a worker (pid {info.get('pid')}) holds the embedded ClickHouse (chDB opens in one process "
+                      f"only): stop it (`npsflow stack down`), replay, start it again — or use a ClickHouse "
+                      f"server, where replay runs beside the workers")
+
+
 # ----------------------------------------------------------------------------------------------- worker
 @main.command()
 @click.option("--loglevel", default="warning", show_default=True,
