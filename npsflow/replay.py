@@ -323,17 +323,23 @@ class TableReplay:
 
 
 # ------------------------------------------------------------------------------------------------ the whole
-def open_consumer(bootstrap: str):
+def open_consumer(bootstrap: str, security=None):
+    """A group-less kafka-python consumer with the settings' Kafka security (npsflow.kafka_security)."""
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
+    from npsflow.kafka_security import ConnectionDiagnosis
+
+    diagnosis = ConnectionDiagnosis(security)
     try:
-        return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", client_id="npsflow-replay",
-                             allow_auto_create_topics=False,  # a missing topic is an error, never created here
-                             max_partition_fetch_bytes=4 * 1024 * 1024, request_timeout_ms=30000)
+        with diagnosis:
+            return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                 auto_offset_reset="earliest", client_id="npsflow-replay",
+                                 allow_auto_create_topics=False,  # a missing topic is an error, never created here
+                                 max_partition_fetch_bytes=4 * 1024 * 1024, request_timeout_ms=30000,
+                                 **(security.kafka_python_kwargs() if security is not None else {}))
     except KafkaError as exc:
-        raise ReplayError(f"cannot connect to Kafka at {bootstrap}: {exc}") from None
+        raise ReplayError(f"cannot connect to Kafka at {bootstrap}: {diagnosis.explain(exc)}") from None
 
 
 def refresh_days(store, days: set) -> list[date]:
@@ -366,7 +372,7 @@ def replay(settings, store, tables: list[str], start: Bound, stop: Bound | None 
 
     began = time.monotonic()
     topics = {t: getattr(settings.topics, TABLES[t][0]) for t in tables}
-    consumer = open_consumer(bootstrap)
+    consumer = open_consumer(bootstrap, getattr(settings, "kafka_security", None))
     try:
         result = asyncio.run(_replay(consumer, store, codec or avro.AvroCodec(), topics, start, stop,
                                      batch_rows, progress))
