@@ -45,6 +45,10 @@ NPSFLOW_TRUSTED_PROXIES   comma-separated IPs of reverse proxies whose X-Forward
 NPSFLOW_ALLOWED_HOSTS     host names both listeners answer to (Host header), comma separated; always
                           127.0.0.1, localhost, the host of NPSFLOW_SURVEY_URL and the listener's own bind address
                           (others: 421, against DNS rebinding of the read APIs and the dashboard)
+NPSFLOW_READY_MAX_LAG     records a worker may be behind on its input topics and still answer /readyz "ready"
+                          (default 100000; web.health)
+NPSFLOW_READY_GRACE       seconds a rebalance or table recovery may last before /readyz says unhealthy
+                          (default 60)
 NPSFLOW_RETENTION         how long responses, dispatches and dead letters stay in ClickHouse, in whole days
                           (e.g. 730d; unset: forever); applied as a TTL at every worker start
 """
@@ -190,6 +194,8 @@ class Settings:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     clickhouse_password_file: Path | None = None  # NPSFLOW_CLICKHOUSE_PASSWORD_FILE (read when the store opens)
     clickhouse_ca_file: Path | None = None  # NPSFLOW_CLICKHOUSE_CA_FILE
+    ready_max_lag: int = 100_000  # NPSFLOW_READY_MAX_LAG (web.health)
+    ready_grace_seconds: int = 60  # NPSFLOW_READY_GRACE (web.health)
 
     @property
     def clickhouse_dsn_shown(self) -> str:
@@ -269,6 +275,8 @@ class Settings:
             "NPSFLOW_SINK_MAX_ROWS": str(self.sink_max_rows),
             "NPSFLOW_SINK_MAX_AGE": str(self.sink_max_age),
             "NPSFLOW_ROLE": self.role,
+            "NPSFLOW_READY_MAX_LAG": str(self.ready_max_lag),
+            "NPSFLOW_READY_GRACE": str(self.ready_grace_seconds),
         }
         if self.kafka:
             env["NPSFLOW_KAFKA"] = self.kafka
@@ -553,4 +561,6 @@ def load(env: dict | None = None) -> Settings:
         kafka_security=kafka_security,
         clickhouse_password_file=ch_files.get("NPSFLOW_CLICKHOUSE_PASSWORD_FILE"),
         clickhouse_ca_file=ch_files.get("NPSFLOW_CLICKHOUSE_CA_FILE"),
+        ready_max_lag=_int(env, "NPSFLOW_READY_MAX_LAG", 100_000),
+        ready_grace_seconds=_int(env, "NPSFLOW_READY_GRACE", 60),
     )

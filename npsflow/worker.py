@@ -31,13 +31,15 @@ def free_port() -> int:
 class NpsWorker(faust.Worker):
     """faust.Worker that writes $NPSFLOW_HOME/worker.json once tables are recovered and both listeners are up."""
 
-    def __init__(self, *args, info_file, info: dict, warm_up: threading.Thread | None = None, **kwargs):
+    def __init__(self, *args, info_file, info: dict, warm_up: threading.Thread | None = None, readiness=None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         if not self.stdout.isatty():
             self.spinner = None  # its terminal escape codes only clutter worker.log
         self._info_file = info_file
         self._info = info
         self._warm_up = warm_up
+        self._readiness = readiness  # web.health.Readiness: /readyz says "starting" until now
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
@@ -46,6 +48,8 @@ class NpsWorker(faust.Worker):
         tmp = self._info_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({**self._info, "ready": True}))
         tmp.replace(self._info_file)
+        if self._readiness is not None:
+            self._readiness.started = True
 
     async def on_stop(self) -> None:
         try:
@@ -98,7 +102,7 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
     store = open_store(settings) if settings.role != "process" else None  # role process: no ClickHouse at all
     pipeline = create_app(settings, broker=bootstrap, store_factory=(lambda: store) if store else None,
                           programs=programs, channels=channels)
-    install_web(pipeline, store, settings, public, internal)
+    servers = install_web(pipeline, store, settings, public, internal)
     info = {"pid": os.getpid(), "public_url": settings.public_bind.url, "internal_url": settings.internal_bind.url,
             "bootstrap": bootstrap, "role": settings.role, "kafka_security": settings.kafka_security.describe(),
             # never a password: worker.json is a plain file any local reader may show
@@ -115,7 +119,8 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
         warm_up = threading.Thread(target=text.warm_up, name="text-warm-up", daemon=True)
         warm_up.start()
     worker = NpsWorker(pipeline.app, loglevel=loglevel, quiet=True, info_file=settings.worker_file, info=info,
-                       logfile=None, redirect_stdouts=False, warm_up=warm_up)
+                       logfile=None, redirect_stdouts=False, warm_up=warm_up,
+                       readiness=servers.readiness)
     # the agents allocate many short-lived objects per record: with CPython's default thresholds (700, 10, 10)
     # the cyclic collector runs very often; raised, the process worker's CPU for 50 000 responses went from
     # 5.2 to 4.4 s (bench/pipeline_throughput.py --split, NOTES.md session 4)
