@@ -174,6 +174,7 @@ class Settings:
     sink_max_rows: int = 5000
     sink_max_age: float = 1.0
     role: str = "all"  # NPSFLOW_ROLE: all | process (the stream agents, no ClickHouse) | sink (ClickHouse sinks)
+    #                    | web (the listeners only: producer, no consumer, no tables; ClickHouse reads on a server DSN)
     public_bind: Bind = field(default_factory=Bind)
     internal_bind: Bind = field(default_factory=Bind)
     internal_token: str | None = field(default=None, repr=False)  # NPSFLOW_INTERNAL_TOKEN or the file's content
@@ -413,7 +414,7 @@ def _internal_token(env: dict) -> tuple[str | None, Path | None]:
     return value, path
 
 
-ROLES = ("all", "process", "sink")
+ROLES = ("all", "process", "sink", "web")
 
 
 def _role(env: dict) -> str:

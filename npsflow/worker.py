@@ -80,6 +80,18 @@ def open_store(settings: Settings):
     return store
 
 
+def worker_store(settings: Settings):
+    """The role's ClickHouse store: all and sink own and migrate it; process has none; web reads a server (any
+    number of web workers) but never opens embedded chDB (one process owns it: the sink's) nor migrates."""
+    if settings.role in ("all", "sink"):
+        return open_store(settings)
+    if settings.role == "web" and not settings.is_embedded_clickhouse:
+        from sinks.clickhouse import ClickHouseStore
+
+        return ClickHouseStore(settings.clickhouse_dsn, **settings.clickhouse_options)
+    return None
+
+
 def run(settings: Settings, loglevel: str = "warning") -> None:
     from streams.app import create_app
     from web.server import bind_socket, bound, install_web
@@ -99,7 +111,7 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
         raise ConfigError(str(exc)) from None
     settings = replace(settings, public_bind=bound(settings.public_bind, public),
                        internal_bind=bound(settings.internal_bind, internal))
-    store = open_store(settings) if settings.role != "process" else None  # role process: no ClickHouse at all
+    store = worker_store(settings)
     pipeline = create_app(settings, broker=bootstrap, store_factory=(lambda: store) if store else None,
                           programs=programs, channels=channels)
     servers = install_web(pipeline, store, settings, public, internal)
@@ -113,7 +125,7 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
     for name in ("faust", "mode"):  # their per-send debug records cost ~5 % even when not printed
         logging.getLogger(name).setLevel(getattr(logging, loglevel.upper()))
     warm_up = None
-    if settings.role != "sink":  # classify analyses comments (streams.text): load its data while Kafka connects
+    if settings.role in ("all", "process"):  # classify analyses comments (streams.text): load its data while Kafka connects
         from streams import text
 
         warm_up = threading.Thread(target=text.warm_up, name="text-warm-up", daemon=True)

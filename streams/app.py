@@ -450,6 +450,9 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
     from streams.windows_agent import install_windows
 
     pipeline.book, pipeline.follow_up = book, follow_up
+    if settings.role == "web":  # the listeners only: Faust starts the web servers and the producer, nothing else
+        app.producer_only = True  # no consumer in the group, no tables recovered, no agents, no sinks
+        return pipeline
     if settings.role != "sink":  # the stream agents (role all and process)
         from streams.cases_agent import install_cases
         from streams.notify_agent import install_notify

@@ -87,3 +87,49 @@ def test_a_worker_whose_broker_stops_becomes_unhealthy_with_a_kafka_reason(tmp_p
             env.kill_worker()  # its broker is gone: a graceful stop would wait for Kafka
     finally:
         kafka.stop()
+
+
+def classified(env) -> int:
+    return sum(v for k, v in env.stats().items() if k.startswith("classify.") and isinstance(v, int))
+
+
+def web_worker(env, tmp_path):
+    from tests.e2e_helpers import Env
+
+    home = tmp_path / "web"
+    home.mkdir()
+    return Env(home, {**env.vars, "NPSFLOW_HOME": str(home), "NPSFLOW_ROLE": "web"})
+
+
+def test_a_web_role_worker_serves_the_responses_api_and_reports_ready_without_consuming(tmp_path, kafka_bootstrap):
+    """Role web next to a role-all worker (which owns embedded chDB): the web worker joins no consumer group, opens
+    no chDB, is ready on Kafka alone; a response posted to it is counted by the other worker; a survey link it
+    cannot see answers 503 (routing: not done yet); its reads answer 503 (embedded chDB is the other's)."""
+    from datetime import datetime, timezone
+
+    from tests.test_e2e_survey import API_KEY, survey_env
+
+    env = survey_env(tmp_path, kafka_bootstrap)
+    web = web_worker(env, tmp_path)
+    try:
+        env.start_worker()
+        web.start_worker()
+        assert web.settings.worker_info()["role"] == "web"
+        status, body = readyz(web.public_url)
+        assert status == 200, body
+        assert body["role"] == "web" and body["checks"] == {"kafka": "ok", "clickhouse": "not used",
+                                                             "lag": "not used"}
+        now = datetime.now(timezone.utc).isoformat()
+        reply = requests.post(f"{web.public_url}/api/v1/responses", timeout=30,
+                              headers={"Authorization": f"Bearer {API_KEY}"},
+                              json=[{"response_id": "web-1", "score": 10, "responded_at": now},
+                                    {"response_id": "x", "invitation_id": "inv-nowhere", "score": 3,
+                                     "responded_at": now}])
+        assert [(r["status"], r.get("reason")) for r in reply.json()["results"]] == [
+            ("accepted", None), ("rejected", "invitation_unavailable")]
+        wait_for(lambda: classified(env) >= 1 or None, timeout=60, what="the answer classified by the other worker")
+        assert requests.get(f"{web.internal_url}/api/v1/report", timeout=30).status_code == 503
+        assert requests.get(f"{web.public_url}/s/not-a-token", timeout=30).status_code == 404
+    finally:
+        web.stop_worker()
+        env.stop_worker()

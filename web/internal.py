@@ -79,12 +79,14 @@ class SharedResult:
 
 
 class NoStore:
-    """The store of a worker without ClickHouse (NPSFLOW_ROLE=process): every read answers 503."""
+    """The store of a worker without ClickHouse (NPSFLOW_ROLE=process, or web on embedded chDB): every read
+    answers 503."""
 
     async def arun(self, *args, **kwargs):
         from aiohttp import web
 
-        raise web.HTTPServiceUnavailable(text="this worker runs without ClickHouse (NPSFLOW_ROLE=process)\n")
+        raise web.HTTPServiceUnavailable(text="this worker runs without ClickHouse (NPSFLOW_ROLE=process, or web "
+                                              "with embedded chDB, which only the sink/all worker opens)\n")
 
 
 class InternalApi:

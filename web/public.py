@@ -421,6 +421,9 @@ class ResponsesApi:
             if not isinstance(inv_id, str) or not inv_id.strip():
                 return "invitation_id_invalid", "invitation_id must be a non-empty string"
             inv = self.desk.get(inv_id.strip())
+            if inv is None and not self.desk.held_here(inv_id.strip()):  # another worker holds it (or role web)
+                return "invitation_unavailable", ("this worker cannot see the invitation now; send the record "
+                                                  "again (responses are idempotent by response_id)")
             if inv is None or inv["org"] != org.id:  # another org's invitations are not even acknowledged
                 return "invitation_unknown", "no invitation of this organization has this id"
             if self.desk.closed(inv, now):
