@@ -435,7 +435,7 @@ def _refuse_embedded_worker(settings: cfg.Settings) -> None:
     if not settings.is_embedded_clickhouse:
         return
     info = settings.worker_info()
-    if info and info.get("role", "all") != "process":
+    if info and info.get("role", "all") in ("all", "sink"):  # process and web never open chDB
         raise Failure(f"a worker (pid {info.get('pid')}) holds the embedded ClickHouse (chDB opens in one process "
                       f"only): stop it (`npsflow stack down`), replay, start it again — or use a ClickHouse "
                       f"server, where replay runs beside the workers")
@@ -447,7 +447,9 @@ def _refuse_embedded_worker(settings: cfg.Settings) -> None:
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--role", type=click.Choice(list(cfg.ROLES)), default=None,
               help="all: everything (default, NPSFLOW_ROLE); process: the stream agents only, no ClickHouse; "
-                   "sink: the ClickHouse sinks and reads only (with embedded chDB: exactly one sink or all worker)")
+                   "sink: the ClickHouse sinks and reads only (with embedded chDB: exactly one sink or all worker); "
+                   "web: the listeners only (survey page, responses API, reads on a ClickHouse server); every role "
+                   "answers GET /readyz")
 def worker(loglevel: str, role: str | None) -> None:
     """Run the Faust worker (classify, windows, ClickHouse sink, HTTP API) in the foreground."""
     from dataclasses import replace
