@@ -37,6 +37,21 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+
+def broker_address(bootstrap: str):
+    """The bootstrap servers, or — with NPSFLOW_KAFKA_* security settings (npsflow.kafka_security) — Quix's
+    ConnectionConfig carrying SASL/TLS like every other npsflow client."""
+    import os
+
+    from npsflow.kafka_security import from_env
+
+    security = from_env(dict(os.environ))
+    if security.protocol == "PLAINTEXT":
+        return bootstrap
+    from quixstreams.kafka.configuration import ConnectionConfig
+
+    return ConnectionConfig.from_librdkafka_dict({"bootstrap.servers": bootstrap, **security.librdkafka_config()})
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -101,7 +116,7 @@ def build(args):
             emit({"rows": self.total, "t": time.monotonic()})
 
     app = PeerApplication(
-        broker_address=args.bootstrap, consumer_group=f"{ns}-quix", auto_offset_reset="earliest",
+        broker_address=broker_address(args.bootstrap), consumer_group=f"{ns}-quix", auto_offset_reset="earliest",
         commit_interval=args.commit_interval, state_dir=args.state_dir, loglevel="WARNING")
     raw = app.topic(f"{ns}.responses.raw", key_deserializer="str", value_deserializer="bytes")
     dead = app.topic(f"{ns}.deadletters", key_serializer="str", value_serializer="json")

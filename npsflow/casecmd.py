@@ -37,7 +37,7 @@ def run_command(settings: Settings, bootstrap: str, kind: str, case_id: str, act
     except CommandRefused as exc:
         raise CommandError(f"{kind} {case_id}: {exc.detail} ({exc.reason})") from None
     try:
-        with Producer(bootstrap) as producer:
+        with Producer(bootstrap, security=settings.kafka_security) as producer:
             producer.send(settings.topics.case_events, event["route"].encode(), orjson.dumps(event))
     except ProduceError as exc:
         raise CommandError(str(exc)) from None

@@ -112,8 +112,12 @@ def stack_status(fmt: str) -> None:
 
     def render(s):
         k = s["kafka"]
+        sec = k.get("security") or {}
+        auth = (f"  {sec['security_protocol']}" + (f" {sec.get('sasl_mechanism')} user {sec.get('sasl_username')}"
+                                                    if sec.get("sasl_mechanism") else "")
+                if sec.get("security_protocol", "PLAINTEXT") != "PLAINTEXT" else "")
         click.echo(f"kafka   {'running' if k.get('running') or k.get('external') else 'stopped'}"
-                   f"  {k.get('bootstrap') or ''}")
+                   f"  {k.get('bootstrap') or ''}{auth}")
         for node in k.get("nodes", []):
             click.echo(f"  node {node['node_id']}  {'running' if node['running'] else 'stopped'}"
                        f"  port {node.get('broker_port')}" + (f"  pid {node['pid']}" if node.get("pid") else ""))
@@ -215,27 +219,63 @@ def grafana_build(out_dir: str) -> None:
         click.echo(str(path))
 
 
-@grafana.command("push")
-@click.option("--url", required=True, help="Grafana base URL, e.g. http://localhost:3000")
-@click.option("--token", required=True, envvar="GRAFANA_TOKEN", help="service account token (or GRAFANA_TOKEN)")
-@click.option("--clickhouse-url", default="http://default@localhost:8123/npsflow", show_default=True,
-              help="ClickHouse as Grafana reaches it: http(s)://user:pass@host:port/db or clickhouse(s)://…")
-@click.option("--folder-uid", default=None, help="Grafana folder for the dashboards (default: General)")
-def grafana_push(url: str, token: str, clickhouse_url: str, folder_uid: str | None) -> None:
-    """Create or update the data source and upload the dashboards (overwrite; the Segment by options:
-    NPSFLOW_DIMENSIONS without overall)."""
-    from npsflow.grafana import push
+def _secret_file(name: str) -> str | None:
+    """The content of the file the environment variable ``name`` names (stripped), or None when unset."""
+    import os
 
-    dimensions = _settings().dimensions
+    path = os.environ.get(name)
+    if not path:
+        return None
     try:
-        done = push(url, token, clickhouse_url=clickhouse_url, folder_uid=folder_uid, dimensions=dimensions)
+        value = open(path, encoding="utf-8").read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Failure(f"{name}: cannot read {path}: {type(exc).__name__}") from None
+    if not value:
+        raise Failure(f"{name}: {path} is empty")
+    return value
+
+
+@grafana.command("push")
+@click.option("--url", envvar="GRAFANA_URL", default=None, help="Grafana base URL, e.g. http://localhost:3000 "
+              "(or GRAFANA_URL)")
+@click.option("--token", envvar="GRAFANA_TOKEN", default=None, help="service account token; better GRAFANA_TOKEN "
+              "or GRAFANA_TOKEN_FILE (a command line is visible to every local user)")
+@click.option("--clickhouse-url", envvar="GRAFANA_CLICKHOUSE_URL", default="http://default@localhost:8123/npsflow",
+              show_default=True, help="ClickHouse as Grafana reaches it: http(s)://user@host:port/db or "
+              "clickhouse(s)://… (or GRAFANA_CLICKHOUSE_URL); its password: GRAFANA_CLICKHOUSE_PASSWORD_FILE "
+              "(or in the URL's user:password, from the environment)")
+@click.option("--folder-uid", default=None, help="Grafana folder for the dashboards (default: General)")
+def grafana_push(url: str | None, token: str | None, clickhouse_url: str, folder_uid: str | None) -> None:
+    """Create or update the data source and upload the dashboards (overwrite; the Segment by options:
+    NPSFLOW_DIMENSIONS without overall). Secrets come from the environment: GRAFANA_TOKEN (or
+    GRAFANA_TOKEN_FILE), GRAFANA_URL, GRAFANA_CLICKHOUSE_URL, GRAFANA_CLICKHOUSE_PASSWORD_FILE."""
+    from npsflow.grafana import push
+    from npsflow.redact import redact_dsn
+
+    if not url:
+        raise Failure("no Grafana URL: set GRAFANA_URL (or --url)")
+    token_from_file = _secret_file("GRAFANA_TOKEN_FILE")
+    if token and token_from_file:
+        raise Failure("set GRAFANA_TOKEN (--token) or GRAFANA_TOKEN_FILE, not both")
+    token = token or token_from_file
+    if not token:
+        raise Failure("no Grafana token: set GRAFANA_TOKEN or GRAFANA_TOKEN_FILE (a service account token)")
+    ch_password = _secret_file("GRAFANA_CLICKHOUSE_PASSWORD_FILE")
+    dimensions = _settings().dimensions
+    shown = redact_dsn(url)
+    try:
+        done = push(url, token, clickhouse_url=clickhouse_url, folder_uid=folder_uid, dimensions=dimensions,
+                    clickhouse_password=ch_password)
     except ValueError as exc:
         raise Failure(str(exc)) from None
     except Exception as exc:  # connection refused, 401, 5xx …: one line, exit 1
         status = getattr(exc, "status_code", None)
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         prefix = f"HTTP {status}: " if status else ""
-        raise Failure(f"grafana push to {url} failed: {prefix}{detail}") from None
+        for secret in (token, ch_password):  # a library's message must not carry them onwards
+            if secret:
+                detail = detail.replace(secret, "***")
+        raise Failure(f"grafana push to {shown} failed: {prefix}{detail}") from None
     for item in done:
         if item["kind"] == "datasource":
             click.echo(f"datasource {item['name']!r}: {item['action']}")
@@ -312,13 +352,117 @@ def rollup_refresh(rebuild: bool, repair: bool, quiet_seconds: int) -> None:
     click.echo(result.summary())
 
 
+# ----------------------------------------------------------------------------------------------- replay
+@main.command()
+@click.option("--from", "from_", metavar="TIMESTAMP|earliest",
+              help="Start at the first record written to Kafka at or after this time (ISO-8601 with a zone: "
+                   "2026-11-01T00:00:00Z), or at the oldest record Kafka still has.")
+@click.option("--from-offset", metavar="P:O[,P:O…]",
+              help="Start at these offsets of these partitions (only they are read); needs exactly one --table.")
+@click.option("--to", metavar="TIMESTAMP|P:O[,P:O…]",
+              help="Stop before this Kafka record time, or before these offsets (offsets: one --table). "
+                   "Default: the end offsets when the replay starts.")
+@click.option("--table", "tables", multiple=True, metavar="TABLE[,TABLE…]",
+              help="Only these tables (repeatable): responses, window_updates, dead_letters, dispatches, cases, "
+                   "alerts. Default: all.")
+@click.option("--batch-rows", default=5000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Records per partition batch (one insert, one deduplication token).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def replay(from_: str | None, from_offset: str | None, to: str | None, tables: tuple[str, ...], batch_rows: int,
+           fmt: str) -> None:
+    """Re-sink ClickHouse tables from their Kafka topics and recompute the rollup days they touch.
+
+    Idempotent: a repeated range is dropped by ClickHouse (same insert tokens), anything else is an identical
+    row that the latest-wins reads collapse. Reads Kafka with its own consumer (no group, no commits) and
+    writes nothing to Kafka. With embedded chDB the worker must be stopped first (one process per store).
+    Disaster recovery and adding a dimension after the fact: sinks/README.md, "Replay and backfill".
+    """
+    from npsflow import replay as rp
+
+    start, stop, chosen = _replay_arguments(from_, from_offset, to, tables)
+    settings = _settings()
+    _refuse_embedded_worker(settings)
+    bootstrap = _bootstrap(settings)
+    from npsflow.reader import ReadError, open_store
+
+    try:
+        store = open_store(settings)
+    except ReadError as exc:
+        raise Failure(str(exc)) from None
+    try:
+        progress = click.echo if fmt == "table" else None
+        result = rp.replay(settings, store, chosen, start, stop, bootstrap=bootstrap, batch_rows=batch_rows,
+                           progress=progress)
+    except rp.ReplayArgumentError as exc:
+        raise click.UsageError(str(exc)) from None
+    except rp.ReplayError as exc:
+        raise Failure(str(exc)) from None
+    finally:
+        store.close()
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), ensure_ascii=False, default=str))
+    else:
+        click.echo(result.lines()[-1] if "responses" in chosen else f"done in {result.seconds:.1f} s")
+
+
+def _replay_arguments(from_: str | None, from_offset: str | None, to: str | None, tables: tuple[str, ...]):
+    """Checked ``replay`` arguments → (start Bound, stop Bound or None, table names). Usage errors exit 2."""
+    from npsflow import replay as rp
+
+    if (from_ is None) == (from_offset is None):
+        raise click.UsageError("give exactly one of --from TIMESTAMP|earliest and --from-offset P:O")
+    try:
+        chosen = rp.parse_tables(tables)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--table") from None
+    if from_offset is not None:
+        start = rp.Bound(offsets=_offsets_arg(from_offset, "--from-offset"))
+    elif from_.strip().lower() == "earliest":
+        start = rp.Bound(earliest=True)
+    else:
+        start = rp.Bound.at_time(_parse_time(from_, "from"))
+    stop = None
+    if to is not None:
+        stop = (rp.Bound(offsets=_offsets_arg(to, "--to")) if rp.looks_like_offsets(to)
+                else rp.Bound.at_time(_parse_time(to, "to")))
+    uses_offsets = start.offsets is not None or (stop is not None and stop.offsets is not None)
+    if uses_offsets and len(chosen) != 1:
+        raise click.UsageError("offsets belong to one topic: with --from-offset or --to P:O give exactly one --table")
+    if stop is not None and stop.timestamp_ms is not None and start.timestamp_ms is not None \
+            and stop.timestamp_ms <= start.timestamp_ms:
+        raise click.BadParameter("must be later than --from", param_hint="--to")
+    return start, stop, chosen
+
+
+def _offsets_arg(text: str, name: str) -> dict[int, int]:
+    from npsflow.replay import parse_offsets
+
+    try:
+        return parse_offsets(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
+
+
+def _refuse_embedded_worker(settings: cfg.Settings) -> None:
+    """Embedded chDB opens in one process: a worker that holds the store (role all or sink) must stop first."""
+    if not settings.is_embedded_clickhouse:
+        return
+    info = settings.worker_info()
+    if info and info.get("role", "all") in ("all", "sink"):  # process and web never open chDB
+        raise Failure(f"a worker (pid {info.get('pid')}) holds the embedded ClickHouse (chDB opens in one process "
+                      f"only): stop it (`npsflow stack down`), replay, start it again — or use a ClickHouse "
+                      f"server, where replay runs beside the workers")
+
+
 # ----------------------------------------------------------------------------------------------- worker
 @main.command()
 @click.option("--loglevel", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--role", type=click.Choice(list(cfg.ROLES)), default=None,
               help="all: everything (default, NPSFLOW_ROLE); process: the stream agents only, no ClickHouse; "
-                   "sink: the ClickHouse sinks and reads only (with embedded chDB: exactly one sink or all worker)")
+                   "sink: the ClickHouse sinks and reads only (with embedded chDB: exactly one sink or all worker); "
+                   "web: the listeners only (survey page, responses API, reads on a ClickHouse server); every role "
+                   "answers GET /readyz")
 def worker(loglevel: str, role: str | None) -> None:
     """Run the Faust worker (classify, windows, ClickHouse sink, HTTP API) in the foreground."""
     from dataclasses import replace
@@ -355,7 +499,7 @@ def _ingest_file(file: str, topic_of, convert_factory, noun: str) -> None:
     plan = plan_ingest(parse_lines(lines), avro.AvroCodec(), f"file:{file}", convert=convert_factory())
     topic = topic_of(settings.topics)
     try:
-        with Producer(bootstrap) as producer:
+        with Producer(bootstrap, security=settings.kafka_security) as producer:
             for key, value in plan.records:
                 producer.send(topic, key, value)
             for value in plan.dead_letters:

@@ -3,6 +3,12 @@
 NPSFLOW_HOME              state directory (default ./.npsflow): local broker, embedded ClickHouse, pid files
 NPSFLOW_KAFKA             bootstrap servers (default: the local broker started by `npsflow stack up`)
 NPSFLOW_CLICKHOUSE_DSN    chdb:///abs/dir (default: embedded chDB in $NPSFLOW_HOME/clickhouse) or http(s)://…
+NPSFLOW_CLICKHOUSE_PASSWORD_FILE  a file holding the ClickHouse server password (instead of user:password in
+                          the DSN); NPSFLOW_CLICKHOUSE_CA_FILE: PEM CA for an https:// server's certificate.
+                          The DSN is shown and written (worker.json, `stack status`, errors) only with its
+                          password replaced by ***
+NPSFLOW_KAFKA_SECURITY_PROTOCOL, NPSFLOW_KAFKA_SASL_*, NPSFLOW_KAFKA_CA_FILE, NPSFLOW_KAFKA_CERT_FILE,
+NPSFLOW_KAFKA_KEY_FILE    SASL (SCRAM) and TLS for every Kafka client: npsflow.kafka_security
 NPSFLOW_PARTITIONS        partitions of every npsflow topic (default 6)
 NPSFLOW_REPLICATION_FACTOR replication factor of every npsflow topic it creates, changelogs included (default 1;
                           `npsflow stack up --brokers N` makes it min(3, N)); at most the live brokers
@@ -46,6 +52,10 @@ NPSFLOW_TRUSTED_PROXIES   comma-separated IPs of reverse proxies whose X-Forward
 NPSFLOW_ALLOWED_HOSTS     host names both listeners answer to (Host header), comma separated; always
                           127.0.0.1, localhost, the host of NPSFLOW_SURVEY_URL and the listener's own bind address
                           (others: 421, against DNS rebinding of the read APIs and the dashboard)
+NPSFLOW_READY_MAX_LAG     records a worker may be behind on its input topics and still answer /readyz "ready"
+                          (default 100000; web.health)
+NPSFLOW_READY_GRACE       seconds a rebalance or table recovery may last before /readyz says unhealthy
+                          (default 60)
 NPSFLOW_RETENTION         how long responses, dispatches and dead letters stay in ClickHouse, in whole days
                           (e.g. 730d; unset: forever); applied as a TTL at every worker start
 """
@@ -59,6 +69,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from npsflow.kafka_security import KafkaSecurity, KafkaSecurityError
+from npsflow.redact import redact_dsn
+from npsflow.kafka_security import from_env as kafka_security_from_env
 from streams.windows import WindowSpec, parse_duration
 
 _NAMESPACE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,40}$")
@@ -159,7 +172,7 @@ class Topics:
 class Settings:
     home: Path
     kafka: str | None
-    clickhouse_dsn: str
+    clickhouse_dsn: str = field(repr=False)  # may hold user:password: show clickhouse_dsn_shown instead
     partitions: int = 6
     windows: tuple[WindowSpec, ...] = ()
     lateness_seconds: int = 6 * 3600
@@ -168,6 +181,7 @@ class Settings:
     sink_max_rows: int = 5000
     sink_max_age: float = 1.0
     role: str = "all"  # NPSFLOW_ROLE: all | process (the stream agents, no ClickHouse) | sink (ClickHouse sinks)
+    #                    | web (the listeners only: producer, no consumer, no tables; ClickHouse reads on a server DSN)
     public_bind: Bind = field(default_factory=Bind)
     internal_bind: Bind = field(default_factory=Bind)
     internal_token: str | None = field(default=None, repr=False)  # NPSFLOW_INTERNAL_TOKEN or the file's content
@@ -177,7 +191,7 @@ class Settings:
     themes_file: Path | None = None
     cases_file: Path | None = None
     channels_file: Path | None = None
-    secret_value: str | None = None  # NPSFLOW_SECRET; see ``secret``
+    secret_value: str | None = field(default=None, repr=False)  # NPSFLOW_SECRET; see ``secret``
     survey_url: str | None = None
     link_ttl_seconds: int = 30 * 86400
     edit_window_seconds: int = 86400
@@ -188,6 +202,21 @@ class Settings:
     replication_factor: int = 1  # NPSFLOW_REPLICATION_FACTOR
     min_isr: int | None = None  # NPSFLOW_MIN_ISR; None: the broker's min.insync.replicas
     worker_name: str | None = None  # NPSFLOW_WORKER_NAME; None: the worker the CLI asks (worker.json)
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    clickhouse_password_file: Path | None = None  # NPSFLOW_CLICKHOUSE_PASSWORD_FILE (read when the store opens)
+    clickhouse_ca_file: Path | None = None  # NPSFLOW_CLICKHOUSE_CA_FILE
+    ready_max_lag: int = 100_000  # NPSFLOW_READY_MAX_LAG (web.health)
+    ready_grace_seconds: int = 60  # NPSFLOW_READY_GRACE (web.health)
+
+    @property
+    def clickhouse_dsn_shown(self) -> str:
+        """The DSN as it may be printed or written to a file: its password replaced by ***."""
+        return redact_dsn(self.clickhouse_dsn)
+
+    @property
+    def clickhouse_options(self) -> dict:
+        """Keyword arguments of sinks.clickhouse.ClickHouseStore besides the DSN (password and CA files)."""
+        return {"password_file": self.clickhouse_password_file, "ca_file": self.clickhouse_ca_file}
 
     @property
     def web_hosts(self) -> frozenset[str]:
@@ -277,6 +306,8 @@ class Settings:
             "NPSFLOW_SINK_MAX_AGE": str(self.sink_max_age),
             "NPSFLOW_ROLE": self.role,
             "NPSFLOW_REPLICATION_FACTOR": str(self.replication_factor),
+            "NPSFLOW_READY_MAX_LAG": str(self.ready_max_lag),
+            "NPSFLOW_READY_GRACE": str(self.ready_grace_seconds),
         }
         if self.min_isr:
             env["NPSFLOW_MIN_ISR"] = str(self.min_isr)
@@ -284,6 +315,11 @@ class Settings:
             env["NPSFLOW_WORKER_NAME"] = self.worker_name
         if self.kafka:
             env["NPSFLOW_KAFKA"] = self.kafka
+        env.update(self.kafka_security.to_env())
+        if self.clickhouse_password_file:
+            env["NPSFLOW_CLICKHOUSE_PASSWORD_FILE"] = str(self.clickhouse_password_file)
+        if self.clickhouse_ca_file:
+            env["NPSFLOW_CLICKHOUSE_CA_FILE"] = str(self.clickhouse_ca_file)
         env["NPSFLOW_PUBLIC_BIND"] = str(self.public_bind)
         env["NPSFLOW_INTERNAL_BIND"] = str(self.internal_bind)
         if self.internal_token_file:
@@ -415,7 +451,7 @@ def _internal_token(env: dict) -> tuple[str | None, Path | None]:
     return value, path
 
 
-ROLES = ("all", "process", "sink")
+ROLES = ("all", "process", "sink", "web")
 
 
 def _role(env: dict) -> str:
@@ -446,7 +482,29 @@ def load(env: dict | None = None) -> Settings:
     home = Path(env.get("NPSFLOW_HOME") or ".npsflow").resolve()
     dsn = env.get("NPSFLOW_CLICKHOUSE_DSN") or f"chdb://{home / 'clickhouse'}"
     if not dsn.startswith(("chdb://", "http://", "https://")):
-        raise ConfigError(f"NPSFLOW_CLICKHOUSE_DSN must start with chdb://, http:// or https://, got {dsn!r}")
+        raise ConfigError(f"NPSFLOW_CLICKHOUSE_DSN must start with chdb://, http:// or https://, "
+                          f"got {redact_dsn(dsn)!r}")
+    try:
+        kafka_security = kafka_security_from_env(env)
+    except KafkaSecurityError as exc:
+        raise ConfigError(str(exc)) from None
+    ch_files = {}
+    for name in ("NPSFLOW_CLICKHOUSE_PASSWORD_FILE", "NPSFLOW_CLICKHOUSE_CA_FILE"):
+        if env.get(name):
+            path = Path(env[name]).expanduser().resolve()
+            if not path.is_file() or not os.access(path, os.R_OK):
+                raise ConfigError(f"{name}: no readable file {env[name]}")
+            if dsn.startswith("chdb://"):
+                raise ConfigError(f"{name} is for a ClickHouse server (http(s):// DSN), not embedded chDB")
+            ch_files[name] = path
+    if ch_files.get("NPSFLOW_CLICKHOUSE_CA_FILE") and not dsn.startswith("https://"):
+        raise ConfigError("NPSFLOW_CLICKHOUSE_CA_FILE needs an https:// NPSFLOW_CLICKHOUSE_DSN")
+    if ch_files.get("NPSFLOW_CLICKHOUSE_PASSWORD_FILE"):
+        from urllib.parse import urlsplit
+
+        if urlsplit(dsn).password:
+            raise ConfigError("NPSFLOW_CLICKHOUSE_DSN has a password and NPSFLOW_CLICKHOUSE_PASSWORD_FILE is set: "
+                              "keep only one")
     try:
         windows = tuple(WindowSpec.parse(w) for w in (env.get("NPSFLOW_WINDOWS") or "24h,7d,30d").split(","))
         lateness = parse_duration(env.get("NPSFLOW_LATENESS") or "6h")
@@ -555,4 +613,9 @@ def load(env: dict | None = None) -> Settings:
         retention_days=retention_days,
         allowed_hosts=tuple(h.strip() for h in (env.get("NPSFLOW_ALLOWED_HOSTS") or "").split(",") if h.strip()),
         **_replication(env),
+        kafka_security=kafka_security,
+        clickhouse_password_file=ch_files.get("NPSFLOW_CLICKHOUSE_PASSWORD_FILE"),
+        clickhouse_ca_file=ch_files.get("NPSFLOW_CLICKHOUSE_CA_FILE"),
+        ready_max_lag=_int(env, "NPSFLOW_READY_MAX_LAG", 100_000),
+        ready_grace_seconds=_int(env, "NPSFLOW_READY_GRACE", 60),
     )

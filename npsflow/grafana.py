@@ -322,15 +322,20 @@ def build(out_dir: str | Path, dimensions: Iterable[str] | None = None) -> list[
 
 
 # ------------------------------------------------------------------------------------------------ push
-def datasource_payload(clickhouse_url: str) -> dict:
+def datasource_payload(clickhouse_url: str, password: str | None = None) -> dict:
     """The data source for Grafana's API from ``http(s)://user:pass@host:port/db`` (the plugin talks HTTP then)
-    or ``clickhouse://user:pass@host:9000/db`` / ``clickhouses://…`` (native protocol)."""
+    or ``clickhouse://user:pass@host:9000/db`` / ``clickhouses://…`` (native protocol). ``password`` (e.g. read
+    from a file) instead of one in the URL."""
+    from npsflow.redact import redact_dsn
+
     parts = urlsplit(clickhouse_url)
+    if password and parts.password:
+        raise ValueError("the ClickHouse URL has a password and a password file is given: keep only one")
     schemes = {"http": ("http", False, 8123), "https": ("http", True, 8443),
                "clickhouse": ("native", False, 9000), "clickhouses": ("native", True, 9440)}
     if parts.scheme not in schemes or not parts.hostname:
         raise ValueError(f"--clickhouse-url must be http(s)://[user[:password]@]host[:port][/database] or "
-                         f"clickhouse(s)://…, not {parts.scheme or clickhouse_url!r}")
+                         f"clickhouse(s)://…, not {parts.scheme or redact_dsn(clickhouse_url)!r}")
     protocol, secure, default_port = schemes[parts.scheme]
     database = unquote(parts.path.strip("/")) or DEFAULT_DATABASE
     payload = {
@@ -339,8 +344,8 @@ def datasource_payload(clickhouse_url: str) -> dict:
                      "secure": secure, "username": unquote(parts.username or "default"),
                      "defaultDatabase": database},
     }
-    if parts.password:
-        payload["secureJsonData"] = {"password": unquote(parts.password)}
+    if parts.password or password:
+        payload["secureJsonData"] = {"password": password or unquote(parts.password)}
     return payload
 
 
@@ -358,7 +363,8 @@ def with_database(model: Any, database: str) -> Any:
 
 
 def push(url: str, token: str, clickhouse_url: str = "http://default@localhost:8123/npsflow",
-         folder_uid: str | None = None, timeout: float = 10.0, dimensions: Iterable[str] | None = None) -> list[dict]:
+         folder_uid: str | None = None, timeout: float = 10.0, dimensions: Iterable[str] | None = None,
+         clickhouse_password: str | None = None) -> list[dict]:
     """Create or update the data source, then save every dashboard (overwrite; ``dimensions`` as in ``build``).
     Returns one entry per action:
     ``{"kind": "datasource", "action": "created"|"updated", "name"}`` and ``{"kind": "dashboard", "uid", "url"}``.
@@ -369,7 +375,7 @@ def push(url: str, token: str, clickhouse_url: str = "http://default@localhost:8
     dimensions = dimension_options(dimensions)  # a bad dimension fails before anything is sent
     api = GrafanaApi.from_url(url, credential=token, timeout=timeout)
     done: list[dict] = []
-    ds = datasource_payload(clickhouse_url)
+    ds = datasource_payload(clickhouse_url, clickhouse_password)
     try:
         existing = api.datasource.get_datasource_by_name(ds["name"])
     except GrafanaClientError as exc:

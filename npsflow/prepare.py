@@ -13,16 +13,25 @@ def ensure_topics(settings: Settings, bootstrap: str) -> None:
     """Create every npsflow topic with the configured partition count, replication factor and min ISR before
     Faust starts: the topics, the tables' changelogs and the compacted topics (cleanup.policy=compact), and
     Faust's assignor leader topic (1 partition), so Faust itself creates none."""
-    from deploy.local.kafka import create_topics
+    from deploy.local.kafka import KafkaStackError, create_topics
 
+    from npsflow.kafka_security import ConnectionDiagnosis
+
+    client = settings.kafka_security.kafka_python_kwargs()
     rf, configs = settings.replication_factor, settings.topic_configs
-    create_topics(bootstrap, {name: settings.partitions for name in settings.topics.all()},
-                  replication=rf, configs=configs)
-    create_topics(bootstrap, {name: settings.partitions
-                              for name in [*settings.topics.changelogs(), *settings.topics.compacted()]},
-                  replication=rf, configs={**configs, "cleanup.policy": "compact"})
-    create_topics(bootstrap, {f"{settings.topics.namespace}-__assignor-__leader": 1}, replication=rf,
-                  configs=configs)
+    with ConnectionDiagnosis(settings.kafka_security) as diagnosis:  # a refusal: one line naming the cause
+        try:
+            create_topics(bootstrap, {name: settings.partitions for name in settings.topics.all()},
+                          replication=rf, configs=configs, client=client)
+            create_topics(bootstrap, {name: settings.partitions
+                                      for name in [*settings.topics.changelogs(), *settings.topics.compacted()]},
+                          replication=rf, configs={**configs, "cleanup.policy": "compact"}, client=client)
+            create_topics(bootstrap, {f"{settings.topics.namespace}-__assignor-__leader": 1}, replication=rf,
+                          configs=configs, client=client)
+        except KafkaStackError as exc:  # our own checks (min ISR, live brokers, partition counts): already one line
+            raise ConfigError(str(exc)) from None
+        except Exception as exc:
+            raise ConfigError(f"cannot reach Kafka at {bootstrap}: {diagnosis.explain(exc)}") from None
 
 
 def dispatch_inputs(settings: Settings):

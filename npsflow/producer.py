@@ -1,4 +1,5 @@
-"""A small synchronous Kafka producer for the CLI (ingest, simulate): acks=all, keyed, batched."""
+"""A small synchronous Kafka producer for the CLI (ingest, simulate): acks=all, keyed, batched; SASL/TLS from
+npsflow.kafka_security. A connection failure is one line naming its cause (authentication, TLS, refused)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ from typing import Iterable
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from npsflow.kafka_security import ConnectionDiagnosis, KafkaSecurity
+
 
 class ProduceError(Exception):
     pass
 
 
 class Producer:
-    def __init__(self, bootstrap: str, linger_ms: int = 20):
+    def __init__(self, bootstrap: str, linger_ms: int = 20, security: KafkaSecurity | None = None):
+        security = security or KafkaSecurity()
+        # kafka-python logs each failed connection attempt; the diagnosis keeps them off stderr and names the cause
+        self._diagnosis = ConnectionDiagnosis(security).__enter__()
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=bootstrap,
+                bootstrap_timeout_ms=15000,
+                **security.kafka_python_kwargs(),
                 acks="all",
                 linger_ms=linger_ms,
                 batch_size=256 * 1024,
@@ -26,7 +34,8 @@ class Producer:
                 client_id="npsflow-cli",
             )
         except KafkaError as exc:
-            raise ProduceError(f"cannot connect to Kafka at {bootstrap}: {exc}") from None
+            self._diagnosis.__exit__()
+            raise ProduceError(f"cannot connect to Kafka at {bootstrap}: {self._diagnosis.explain(exc)}") from None
         self._futures = []
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
@@ -52,13 +61,16 @@ class Producer:
             try:
                 fut.get(timeout=timeout)
             except KafkaError as exc:
-                raise ProduceError(f"Kafka did not accept a record: {exc}") from None
+                raise ProduceError(f"Kafka did not accept a record: {self._diagnosis.explain(exc)}") from None
 
     def close(self) -> None:
         try:
             self.flush()
         finally:
-            self._producer.close(timeout=10)
+            try:
+                self._producer.close(timeout=10)
+            finally:
+                self._diagnosis.__exit__()
 
     def __enter__(self) -> "Producer":
         return self

@@ -65,13 +65,13 @@ def open_store(settings: Settings):
 
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)  # its own line would break "one line"
     try:
-        store = ClickHouseStore(settings.clickhouse_dsn)
+        store = ClickHouseStore(settings.clickhouse_dsn, **settings.clickhouse_options)
         migrate(store)
         apply_view(store)  # nps_cells, which the reports read (the worker creates it too, at its start)
     except Exception as exc:  # chDB lock held by another process, server down, …
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         root = re.search(r"(\[Errno \d+\] [^'\")]+)", text)  # urllib3's wrapping hides the cause at the end
-        raise ReadError(f"cannot open ClickHouse at {settings.clickhouse_dsn}: "
+        raise ReadError(f"cannot open ClickHouse at {settings.clickhouse_dsn_shown}: "
                         f"{root.group(1) if root else text[:300]}") from None
     return store
 

@@ -1036,7 +1036,7 @@ def run_simulation(settings, bootstrap: str, *, count: int, rate: float, seed: i
         record = to_raw_response(obj, source="simulator")
         producer.send(topic, response_key(record), codec.encode(avro.RAW_RESPONSE, record))
 
-    with Producer(bootstrap) as producer:
+    with Producer(bootstrap, security=settings.kafka_security) as producer:
         if rate <= 0:
             for obj in records:
                 send(producer, obj)

@@ -14,7 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from npsflow.config import Settings, is_worker_process
+from npsflow.config import Settings, is_worker_process, redact_dsn
 from npsflow.prepare import dispatch_inputs, ensure_topics
 
 __all__ = ["StackError", "cluster_settings", "describe", "down", "ensure_topics", "named_workers", "start_worker",
@@ -222,10 +222,18 @@ def down(settings: Settings) -> dict:
 
 def status(settings: Settings) -> dict:
     broker = {"external": True, "bootstrap": settings.kafka} if settings.kafka else _local_kafka(settings).status()
+    broker["security"] = settings.kafka_security.describe()
     info = settings.worker_info()
-    workers = [s.worker_info() or {"name": s.worker_name, "running": False} for s in named_workers(settings)]
-    return {"kafka": broker, "worker": info or {"running": False}, "workers": workers,
-            "clickhouse_dsn": settings.clickhouse_dsn}
+    workers = [_shown(s.worker_info()) or {"name": s.worker_name, "running": False} for s in named_workers(settings)]
+    return {"kafka": broker, "worker": _shown(info) or {"running": False}, "workers": workers,
+            "clickhouse_dsn": settings.clickhouse_dsn_shown}
+
+
+def _shown(info: dict | None) -> dict | None:
+    """A worker.json for display: a DSN written by an older version may hold a password."""
+    if info and info.get("clickhouse_dsn"):
+        return {**info, "clickhouse_dsn": redact_dsn(info["clickhouse_dsn"])}
+    return info
 
 
 def describe(state: dict) -> str:

@@ -59,7 +59,7 @@ def run_survey_simulation(settings: Settings, bootstrap: str, *, count: int, rat
     convert = trigger_converter()
     progress = SurveySimulation(target=count)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             consumer_timeout_ms=100)
+                             consumer_timeout_ms=100, **settings.kafka_security.kafka_python_kwargs())
     partitions = [TopicPartition(topics.dispatches, p)
                   for p in sorted(consumer.partitions_for_topic(topics.dispatches) or range(settings.partitions))]
     consumer.assign(partitions)
@@ -77,7 +77,7 @@ def run_survey_simulation(settings: Settings, bootstrap: str, *, count: int, rat
     started = time.monotonic()
     last_seen = started
     try:
-        with Producer(bootstrap) as producer:
+        with Producer(bootstrap, security=settings.kafka_security) as producer:
             while True:
                 now = time.monotonic()
                 due = count if rate <= 0 else min(count, int((now - started) * rate) + 1)

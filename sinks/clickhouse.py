@@ -2,7 +2,9 @@
 
 DSNs
     chdb:///abs/dir                       embedded chDB (ClickHouse in-process), data kept in /abs/dir
-    http(s)://user:pass@host:port/db      a ClickHouse server; ``db`` defaults to ``npsflow``
+    http(s)://user:pass@host:port/db      a ClickHouse server; ``db`` defaults to ``npsflow``; or without
+                                          ``:pass`` and ``password_file=`` (NPSFLOW_CLICKHOUSE_PASSWORD_FILE),
+                                          ``ca_file=`` (NPSFLOW_CLICKHOUSE_CA_FILE) for https
 
 The same code, the same DDL and the same queries run on both.
 
@@ -69,9 +71,14 @@ class Target:
     path: str | None  # chDB directory
     server_dsn: str | None  # http(s) DSN without the database path
     database: str
+    password_file: Path | None = None  # the server password is read from it when the client opens
+    ca_file: Path | None = None  # PEM CA for an https server's certificate
 
 
-def parse_dsn(dsn: str, database: str | None = None) -> Target:
+def parse_dsn(dsn: str, database: str | None = None, *, password_file: Path | str | None = None,
+              ca_file: Path | str | None = None) -> Target:
+    """Where ``dsn`` points. For a server: ``password_file`` holds the password (the DSN then carries none) and
+    ``ca_file`` the CA of an https server's certificate (default: the system's / certifi's trust store)."""
     if not isinstance(dsn, str) or not dsn:
         raise ValueError("empty ClickHouse DSN")
     parsed = urlparse(dsn)
@@ -82,21 +89,27 @@ def parse_dsn(dsn: str, database: str | None = None) -> Target:
         path = os.path.realpath(path)  # chDB compares engine paths literally
         db = database or DEFAULT_DATABASE
         quote_ident(db)
+        if password_file or ca_file:
+            raise ValueError("a password or CA file is for a ClickHouse server, not embedded chDB")
         return Target("chdb", f"chdb://{path}", path, None, db)
     if parsed.scheme in ("http", "https"):
         db = database or unquote(parsed.path.strip("/").split("/")[0]) or DEFAULT_DATABASE
         quote_ident(db)
         server = urlunparse(parsed._replace(path="", params="", fragment=""))
-        return Target("http", server, None, server, db)
+        if password_file and parsed.password:
+            raise ValueError("the ClickHouse DSN has a password and a password file is given: keep only one")
+        if ca_file and parsed.scheme != "https":
+            raise ValueError("a ClickHouse CA file needs an https:// DSN")
+        pw, ca = (Path(p).resolve() if p else None for p in (password_file, ca_file))
+        key = server + (f"#password_file={pw}" if pw else "") + (f"#ca_file={ca}" if ca else "")
+        return Target("http", key, None, server, db, pw, ca)
     raise ValueError(f"ClickHouse DSN must start with chdb://, http:// or https://, got {dsn!r}")
 
 
 def _redact(dsn: str) -> str:
-    parsed = urlparse(dsn)
-    if parsed.password:
-        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
-        return urlunparse(parsed._replace(netloc=netloc))
-    return dsn
+    from npsflow.redact import redact_dsn
+
+    return redact_dsn(dsn)
 
 
 # ------------------------------------------------------------------------------------------------ engines
@@ -135,7 +148,19 @@ class _Engine:
                 raise ClickHouseError(
                     f"cannot open chDB at {t.path} (is another process, e.g. a running npsflow worker, "
                     f"using it? chDB locks its directory to one process): {first}") from exc
-        return clickhouse_connect.get_client(dsn=t.server_dsn, tz_mode="aware", autogenerate_session_id=False)
+        options: dict = {}
+        if t.password_file:
+            try:
+                options["password"] = t.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ClickHouseError(f"cannot read the ClickHouse password file {t.password_file}: "
+                                      f"{type(exc).__name__}") from None
+            if not urlparse(t.server_dsn).username:
+                options["username"] = "default"
+        if t.ca_file:
+            options["ca_cert"] = str(t.ca_file)
+        return clickhouse_connect.get_client(dsn=t.server_dsn, tz_mode="aware", autogenerate_session_id=False,
+                                             **options)
 
     def in_thread(self) -> bool:
         return threading.get_ident() == self.thread_ident
@@ -224,8 +249,9 @@ class ClickHouseStore:
     and thread; each may use its own database (tests use this for isolation inside one chDB engine).
     """
 
-    def __init__(self, dsn: str, database: str | None = None):
-        self.target = parse_dsn(dsn, database)
+    def __init__(self, dsn: str, database: str | None = None, *, password_file: Path | str | None = None,
+                 ca_file: Path | str | None = None):
+        self.target = parse_dsn(dsn, database, password_file=password_file, ca_file=ca_file)
         self.dsn = dsn
         self.database = self.target.database
         with _engines_lock:

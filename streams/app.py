@@ -377,6 +377,7 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
     app = faust.App(
         settings.topics.namespace,
         broker=f"kafka://{broker or 'localhost:9092'}",
+        broker_credentials=settings.kafka_security.faust_credentials(),  # SASL/TLS (npsflow.kafka_security)
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -449,6 +450,9 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
     from streams.windows_agent import install_windows
 
     pipeline.book, pipeline.follow_up = book, follow_up
+    if settings.role == "web":  # the listeners only: Faust starts the web servers and the producer, nothing else
+        app.producer_only = True  # no consumer in the group, no tables recovered, no agents, no sinks
+        return pipeline
     if settings.role != "sink":  # the stream agents (role all and process)
         from streams.cases_agent import install_cases
         from streams.notify_agent import install_notify

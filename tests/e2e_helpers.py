@@ -111,15 +111,18 @@ def write_jsonl(path: Path, lines: list) -> Path:
     return path
 
 
-def read_topic(bootstrap: str, topic: str, n: int, until_idle: bool = False) -> list:
+def read_topic(bootstrap: str, topic: str, n: int, until_idle: bool = False, security=None) -> list:
     """Read at least ``n`` records of ``topic`` from the beginning with a real consumer (no group); with
-    ``until_idle``, then everything else there is (until a second passes without a record)."""
+    ``until_idle``, then everything else there is (until a second passes without a record). ``security``:
+    npsflow.kafka_security.KafkaSecurity (SASL/TLS)."""
     import asyncio
 
     from aiokafka import AIOKafkaConsumer
 
+    extra = security.aiokafka_kwargs() if security is not None else {}
+
     async def read() -> list:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", **extra)
         await consumer.start()
         out: list = []
         try:

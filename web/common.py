@@ -20,7 +20,7 @@ from uuid import UUID
 from aiohttp import web
 from yarl import URL
 
-UNGUARDED_PATHS = frozenset({"/healthz"})
+UNGUARDED_PATHS = frozenset({"/healthz", "/readyz"})  # /readyz: web.health
 
 
 def host_guard(allowed: frozenset[str]):

@@ -2,6 +2,7 @@
 own ClickHouse store, the live dashboard and the agents' counters. The CLI talks to it (``npsflow report`` …).
 
 GET /healthz                 liveness (never needs the token)
+GET /readyz                  readiness in the worker's role (web.health; never needs the token)
 GET /api/v1/stats            in-memory counters of the agents
 GET /api/v1/report?by=location,channel&since=ISO&until=ISO[&compare_previous=1]
 GET /api/v1/windows?segment=location=Espoo
@@ -23,7 +24,7 @@ POST /api/v1/cases/{case_id}/{ack|note|assign|close}   a command (JSON body: act
                              acknowledged …), 400 bad input
 GET /dashboard?by=location           the built-in live dashboard (web.dashboard)
 
-With ``NPSFLOW_INTERNAL_TOKEN`` set, every path but /healthz needs ``Authorization: Bearer <token>`` (401).
+With ``NPSFLOW_INTERNAL_TOKEN`` set, every path but /healthz and /readyz needs ``Authorization: Bearer <token>`` (401).
 """
 
 from __future__ import annotations
@@ -78,12 +79,14 @@ class SharedResult:
 
 
 class NoStore:
-    """The store of a worker without ClickHouse (NPSFLOW_ROLE=process): every read answers 503."""
+    """The store of a worker without ClickHouse (NPSFLOW_ROLE=process, or web on embedded chDB): every read
+    answers 503."""
 
     async def arun(self, *args, **kwargs):
         from aiohttp import web
 
-        raise web.HTTPServiceUnavailable(text="this worker runs without ClickHouse (NPSFLOW_ROLE=process)\n")
+        raise web.HTTPServiceUnavailable(text="this worker runs without ClickHouse (NPSFLOW_ROLE=process, or web "
+                                              "with embedded chDB, which only the sink/all worker opens)\n")
 
 
 class InternalApi:
@@ -289,8 +292,12 @@ def term_query(params) -> terms.TermQuery:
     return terms.TermQuery(**values)
 
 
-def internal_app(api: InternalApi, *, allowed_hosts: frozenset[str], token: str | None) -> web.Application:
-    """The aiohttp application of the internal listener: the host guard first, then the optional token."""
+def internal_app(api: InternalApi, *, allowed_hosts: frozenset[str], token: str | None,
+                 readyz=None) -> web.Application:
+    """The aiohttp application of the internal listener: the host guard first, then the optional token.
+    ``readyz``: the handler of GET /readyz (web.health.Readiness.handle)."""
     app = web.Application(middlewares=[host_guard(allowed_hosts), bearer_guard(token)])
     app.add_routes(api.routes())
+    if readyz is not None:
+        app.add_routes([web.get("/readyz", readyz)])
     return app

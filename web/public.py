@@ -8,6 +8,7 @@ POST /s/{token}           step "score": score 0–10 + optional comment → a ra
 POST /api/v1/responses    a JSON batch of responses collected elsewhere, per-organization API keys
                           (``Authorization: Bearer <key>``), per-record validation results in the reply
 GET  /healthz             liveness
+GET  /readyz              readiness in the worker's role (web.health)
 
 Every other path is 404 here (the read APIs and the dashboard are on the internal listener, ``web.internal``).
 
@@ -420,6 +421,9 @@ class ResponsesApi:
             if not isinstance(inv_id, str) or not inv_id.strip():
                 return "invitation_id_invalid", "invitation_id must be a non-empty string"
             inv = self.desk.get(inv_id.strip())
+            if inv is None and not self.desk.held_here(inv_id.strip()):  # another worker holds it (or role web)
+                return "invitation_unavailable", ("this worker cannot see the invitation now; send the record "
+                                                  "again (responses are idempotent by response_id)")
             if inv is None or inv["org"] != org.id:  # another org's invitations are not even acknowledged
                 return "invitation_unknown", "no invitation of this organization has this id"
             if self.desk.closed(inv, now):
@@ -469,9 +473,13 @@ def public_handlers(pipeline, book, settings) -> tuple[SurveyPages, ResponsesApi
     return SurveyPages(*shared), ResponsesApi(*shared)
 
 
-def public_app(pages: SurveyPages, api: ResponsesApi, *, allowed_hosts: frozenset[str]) -> web.Application:
-    """The aiohttp application of the public listener: exactly these routes, behind the host guard."""
+def public_app(pages: SurveyPages, api: ResponsesApi, *, allowed_hosts: frozenset[str],
+               readyz=None) -> web.Application:
+    """The aiohttp application of the public listener: exactly these routes, behind the host guard. ``readyz``:
+    the handler of GET /readyz (web.health.Readiness.handle)."""
     app = web.Application(middlewares=[host_guard(allowed_hosts)])
     app.add_routes([web.get("/s/{token}", pages.get), web.post("/s/{token}", pages.post),
                     web.post("/api/v1/responses", api.post), web.get("/healthz", healthz)])
+    if readyz is not None:
+        app.add_routes([web.get("/readyz", readyz)])
     return app

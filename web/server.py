@@ -108,13 +108,20 @@ def case_submitter(pipeline):
 def install_web(pipeline, store, settings: Settings, public: socket.socket, internal: socket.socket) -> WebServers:
     """Put the public and the internal listener on the pipeline's Faust app (``app.web_server``). ``settings``
     carry the bound ports (``bound``); ``store`` is the worker's ClickHouseStore."""
+    from web.health import Readiness
+
+    readiness = Readiness(pipeline.app, settings.role, store, max_lag=settings.ready_max_lag,
+                          grace_seconds=settings.ready_grace_seconds)
+    readiness.install()
     pages, api = public_handlers(pipeline, pipeline.book, settings)
     reads = InternalApi(store, pipeline.stats, [d for d in settings.dimensions if d != "overall"],
                         load_themes(settings.themes_file), submit=case_submitter(pipeline))
     servers = WebServers([
-        Listener("public", public, public_app(pages, api, allowed_hosts=allowed_hosts(settings, settings.public_bind))),
+        Listener("public", public, public_app(pages, api, allowed_hosts=allowed_hosts(settings, settings.public_bind),
+                                              readyz=readiness.handle)),
         Listener("internal", internal, internal_app(reads, allowed_hosts=allowed_hosts(settings, settings.internal_bind),
-                                                    token=settings.internal_token)),
+                                                    token=settings.internal_token, readyz=readiness.handle)),
     ], web_url=settings.public_bind.url)
+    servers.readiness = readiness
     pipeline.app.web_server(servers)
     return servers

@@ -11,14 +11,16 @@ Public API (the CLI builds on these)::
     cache_dir() -> Path                            # $NPSFLOW_CACHE or ~/.cache/npsflow
     jars_dir(version=KAFKA_VERSION) -> Path        # <cache>/kafka/<version>/libs
     ensure_jars() -> Path                          # fetch once, atomically
-    LocalKafka(state_dir)
-        .start(timeout=90) -> str                  # "127.0.0.1:PORT"
+    LocalKafka(state_dir, sasl_ssl=None)           # sasl_ssl: SaslSslListener, an extra SCRAM-over-TLS listener
+        .start(timeout=90) -> str                  # "127.0.0.1:PORT" (the PLAINTEXT listener)
+        .secure_bootstrap -> str | None            # "127.0.0.1:PORT" of the SASL_SSL listener, if configured
         .stop(timeout=30) -> None                  # idempotent, kills the process group
         .status() -> dict                          # running, pid, bootstrap, version, ...
         .is_running() -> bool
         .bootstrap -> str | None
         .log_path -> Path
-    create_topics(bootstrap, {name: partitions}, replication=1, configs=None) -> None
+    create_topics(bootstrap, {name: partitions}, replication=1, configs=None, client=None) -> None
+                                                   # client: kafka-python security kwargs (SASL/TLS)
     LocalKafkaCluster(state_dir, size=3)           # size KRaft voters, each broker+controller
         .start(timeout=180) -> str                 # "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3"
         .stop() / .status() / .is_running() / .bootstrap
@@ -49,6 +51,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "KafkaStackError",
     "LocalKafka",
     "LocalKafkaCluster",
+    "SaslSslListener",
     "cache_dir",
     "create_topics",
     "ensure_jars",
@@ -303,6 +307,40 @@ def new_cluster_id() -> str:
             return candidate
 
 
+@dataclass(frozen=True)
+class SaslSslListener:
+    """An extra listener ``SASL_SSL://127.0.0.1:<port>`` with SCRAM-SHA-512 (the PLAINTEXT listener, the controller
+    and inter-broker traffic stay as they are). ``server_key`` (unencrypted PKCS#8 PEM) and ``server_chain`` (PEM
+    certificate chain) are written inline into server.properties (mode 0600; Kafka's PEM key *files* require an
+    encrypted key). With ``client_ca`` (PEM), clients must present a certificate it signed (mTLS).
+    ``scram_users`` ((name, password), …) are created when the storage is formatted — i.e. only on the first start
+    of a state dir (``kafka-storage format --add-scram``: their passwords are on that one command line of the
+    local, throw-away broker)."""
+
+    server_key: Path
+    server_chain: Path
+    client_ca: Path | None = None
+    scram_users: tuple[tuple[str, str], ...] = ()
+
+    def properties(self, port: int) -> dict[str, str]:
+        def inline(path: Path) -> str:
+            return Path(path).read_text().strip().replace("\r", "").replace("\n", "\\n")
+
+        props = {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+            "listener.name.sasl_ssl.ssl.keystore.certificate.chain": inline(self.server_chain),
+            "listener.name.sasl_ssl.ssl.keystore.key": inline(self.server_key),
+        }
+        if self.client_ca is not None:
+            props.update({"listener.name.sasl_ssl.ssl.truststore.type": "PEM",
+                          "listener.name.sasl_ssl.ssl.truststore.location": str(Path(self.client_ca).resolve()),
+                          "listener.name.sasl_ssl.ssl.client.auth": "required"})
+        return props
+
+
 class LocalKafka:
     """One broker+controller JVM whose files all live under ``state_dir``:
 
@@ -315,9 +353,11 @@ class LocalKafka:
     REPLICATION = 1
     MIN_ISR = 1
 
-    def __init__(self, state_dir: Path | str, *, node_id: int = 1, heap: str | None = None):
+    def __init__(self, state_dir: Path | str, sasl_ssl: SaslSslListener | None = None, *,
+                 node_id: int = 1, heap: str | None = None):
         self.node_id = node_id
         self.heap = heap or _HEAP
+        self.sasl_ssl = sasl_ssl
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.data_dir = self.state_dir / "data"
         self.state_path = self.state_dir / "state.json"
@@ -352,6 +392,12 @@ class LocalKafka:
         st = self._load()
         return st.get("bootstrap") if self._our_pid(st.get("pid")) else None
 
+    @property
+    def secure_bootstrap(self) -> str | None:
+        """``127.0.0.1:PORT`` of the SASL_SSL listener while the broker runs (None without one)."""
+        st = self._load()
+        return st.get("sasl_ssl_bootstrap") if self._our_pid(st.get("pid")) else None
+
     def is_running(self) -> bool:
         return self._our_pid(self._load().get("pid"))
 
@@ -365,6 +411,7 @@ class LocalKafka:
             "version": st.get("version", KAFKA_VERSION),
             "broker_port": st.get("broker_port"),
             "controller_port": st.get("controller_port"),
+            **({"sasl_ssl_bootstrap": st.get("sasl_ssl_bootstrap") if running else None} if self.sasl_ssl else {}),
             "cluster_id": st.get("cluster_id"),
             "state_dir": str(self.state_dir),
             "log": str(self.log_path),
@@ -401,6 +448,14 @@ class LocalKafka:
         last_err: KafkaStackError | None = None
         for attempt in range(3):  # a picked port can be grabbed by someone else meanwhile
             bport, cport = self._pick_ports(st if attempt == 0 else {})
+            sport = None
+            if self.sasl_ssl is not None:
+                sport = st.get("sasl_ssl_port") if attempt == 0 else None
+                if not sport or not _port_free(sport) or sport in (bport, cport):
+                    sport = _free_port()
+                    while sport in (bport, cport):
+                        sport = _free_port()
+            self._sport = sport
             self._write_props(bport, cport)
             self._format_once(java, libs, cluster_id)
             bootstrap = f"{_HOST}:{bport}"
@@ -456,6 +511,7 @@ class LocalKafka:
         }
 
     def _write_props(self, bport: int, cport: int) -> None:
+        self._bport, self._cport = bport, cport
         props = {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
@@ -467,6 +523,7 @@ class LocalKafka:
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            **self._secure_props(),
             "log.dirs": str(self.data_dir),
             "num.partitions": "6",
             "auto.create.topics.enable": "false",
@@ -479,7 +536,22 @@ class LocalKafka:
         }
         body = "# written by deploy/local/kafka.py on every start\n"
         body += "".join(f"{k}={v}\n" for k, v in props.items())
-        self.props_path.write_text(body)
+        fd = os.open(self.props_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold a TLS key
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+        os.chmod(self.props_path, 0o600)
+
+    def _secure_props(self) -> dict[str, str]:
+        sport = getattr(self, "_sport", None)
+        if self.sasl_ssl is None or not sport:
+            return {}
+        return {
+            "listeners": f"PLAINTEXT://{_HOST}:{self._bport},CONTROLLER://{_HOST}:{self._cport},"
+                         f"SASL_SSL://{_HOST}:{sport}",
+            "advertised.listeners": f"PLAINTEXT://{_HOST}:{self._bport},SASL_SSL://{_HOST}:{sport}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+            **self.sasl_ssl.properties(sport),
+        }
 
     def _format_once(self, java: str, libs: Path, cluster_id: str) -> None:
         if (self.data_dir / "meta.properties").is_file():
@@ -487,6 +559,8 @@ class LocalKafka:
         cmd = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={self.log4j_path}",
                "-cp", f"{libs}/*", "kafka.tools.StorageTool",
                "format", "-t", cluster_id, "-c", str(self.props_path)]
+        for user, password in (self.sasl_ssl.scram_users if self.sasl_ssl else ()):
+            cmd += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise KafkaStackError(
@@ -512,6 +586,8 @@ class LocalKafka:
             "pid": proc.pid, "broker_port": bport, "controller_port": cport, "bootstrap": bootstrap,
             "version": KAFKA_VERSION, "cluster_id": cluster_id, "started_at": time.time(),
             "libs": str(libs), "node_id": self.node_id,
+            **({"sasl_ssl_port": self._sport, "sasl_ssl_bootstrap": f"{_HOST}:{self._sport}"}
+               if self.sasl_ssl is not None else {}),
         })
 
     def _exited(self) -> int | None:
@@ -814,12 +890,13 @@ def _quiet_kafka_logs():
         lg.setLevel(old)
 
 
-def _admin(bootstrap: str, timeout: float):
+def _admin(bootstrap: str, timeout: float, client: dict | None = None):
     from kafka.admin import KafkaAdminClient
 
     ms = int(timeout * 1000)
     return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="npsflow-local",
-                            request_timeout_ms=max(ms, 1000), bootstrap_timeout_ms=max(ms, 1000))
+                            request_timeout_ms=max(ms, 1000), bootstrap_timeout_ms=max(ms, 1000),
+                            **(client or {}))
 
 
 def _broker_answers(bootstrap: str, timeout: float, node_id: int | None = None) -> bool:
@@ -863,17 +940,18 @@ def _wait_leaders(bootstrap: str, deadline: float) -> None:
 
 
 def create_topics(bootstrap: str, topics: dict[str, int], replication: int = 1,
-                  configs: dict | None = None, timeout: float = 30) -> None:
+                  configs: dict | None = None, timeout: float = 30, client: dict | None = None) -> None:
     """Create the missing ``topics`` ({name: partitions}); idempotent. An existing topic with a
     different partition count is an error (Faust would otherwise die with PartitionsMismatch).
-    Returns once every topic's metadata shows a leader for each partition."""
+    Returns once every topic's metadata shows a leader for each partition. ``client``: extra kafka-python
+    KafkaAdminClient settings (security_protocol, ssl_context, sasl_* — npsflow.kafka_security)."""
     from kafka.errors import TopicAlreadyExistsError, for_code
 
     if not topics:
         return
     cfg = {k: str(v) for k, v in (configs or {}).items()}
     _check_replication(replication, cfg)
-    admin = _admin(bootstrap, timeout)
+    admin = _admin(bootstrap, timeout, client)
     try:
         existing = _partition_counts(admin, list(topics))
         _check_counts(topics, existing)
