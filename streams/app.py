@@ -269,6 +269,16 @@ def settled(app) -> bool:
     return not (getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
 
 
+def owned_partitions(app, topic: str) -> set[int] | None:
+    """The partitions of ``topic`` this worker actively owns now; None = every partition (a pipeline that never
+    got an assignment, as in the tests' harness: a worker without partitions holds no state to act on)."""
+    assignor = getattr(app, "assignor", None)
+    actives = assignor.assigned_actives() if assignor is not None else set()
+    if not actives:
+        return None
+    return {tp.partition for tp in actives if tp.topic == topic}
+
+
 async def sweep_keys(pipeline, name: str, table, keys: list, lock: asyncio.Lock, visit, finish=None,
                      chunk: int = SWEEP_CHUNK) -> int:
     """A timer's pass over ``keys`` of a StateTable, a chunk at a time under the agent's ``lock`` and on the

@@ -28,7 +28,8 @@ import orjson
 
 from schemas import codec as avro
 from streams import cases as core
-from streams.app import Pipeline, add_timer, dead_letter, install_batch_agent, run_batch, settled, sweep_keys
+from streams.app import (Pipeline, add_timer, dead_letter, install_batch_agent, owned_partitions, run_batch,
+                         settled, sweep_keys)
 from streams.kafka_io import BatchOutput, StateTable, json_key, partition_for
 from streams.responses import iso_ms as iso, to_ms
 
@@ -175,12 +176,7 @@ class CasesAgent:
     # ---- timers ----------------------------------------------------------------------------------------
 
     def active_partitions(self) -> set[int] | None:
-        """The partitions of the input this worker actively owns (None: all — a pipeline never assigned)."""
-        assignor = getattr(self.pipeline.app, "assignor", None)
-        actives = assignor.assigned_actives() if assignor is not None else set()
-        if not actives:
-            return None
-        return {tp.partition for tp in actives if tp.topic == self.names["case_events"]}
+        return owned_partitions(self.pipeline.app, self.names["case_events"])
 
     def open_cases(self) -> list[dict]:
         """The open, not yet escalated cases in the table (byte checks first: only those are decoded)."""

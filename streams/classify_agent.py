@@ -16,7 +16,8 @@ from collections import defaultdict
 import orjson
 
 from schemas import codec as avro
-from streams.app import Pipeline, Transient, add_timer, dead_letter, install_batch_agent, settled, sweep_keys
+from streams.app import (Pipeline, Transient, add_timer, dead_letter, install_batch_agent, owned_partitions,
+                         settled, sweep_keys)
 from streams import text
 from streams.cases import qualifier
 from streams.classify import ClassifyOutcome, ClassifyStep, Incoming
@@ -145,13 +146,8 @@ class ClassifyAgent:
         return settled(self.pipeline.app)
 
     def active_partitions(self) -> set[int] | None:
-        """The raw partitions this worker actively owns now (None: every partition — a pipeline that never got
-        an assignment, as in the tests' harness)."""
-        assignor = getattr(self.pipeline.app, "assignor", None)
-        actives = assignor.assigned_actives() if assignor is not None else set()
-        if not actives:  # never assigned anything: a test pipeline (a worker without partitions holds no memos)
-            return None
-        return {tp.partition for tp in actives if tp.topic == self.names["raw"]}
+        """The raw partitions this worker actively owns now (None: every partition — see owned_partitions)."""
+        return owned_partitions(self.pipeline.app, self.names["raw"])
 
     async def expire(self) -> None:
         """Forget memos not written for the dedup retention (processing time, so imported history is not

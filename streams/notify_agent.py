@@ -37,7 +37,8 @@ from npsflow.follow_up import Notify
 from sinks.channels.notice import Mailer, notice_message
 from sinks.channels.retry import PERMANENT, RetryPolicy
 from sinks.channels.webhook import WebhookSender
-from streams.app import Pipeline, add_timer, consume_record_batches, dead_letter, run_batch, settled
+from streams.app import (Pipeline, add_timer, consume_record_batches, dead_letter, owned_partitions, run_batch,
+                         settled)
 from streams.kafka_io import BatchOutput, StateTable, json_key
 from streams.responses import to_ms
 
@@ -165,13 +166,7 @@ class NotifyAgent:
             "next": self.now_ms() + backoff_ms(attempts)}), delivery.partition)
 
     def owned(self) -> set[int] | None:
-        """The input partitions this worker actively owns (None: all — a pipeline never assigned)."""
-        assignor = getattr(self.pipeline.app, "assignor", None)
-        actives = assignor.assigned_actives() if assignor is not None else set()
-        if not actives:
-            return None
-        topic = self.pipeline.topics["notifications"].get_topic_name()
-        return {tp.partition for tp in actives if tp.topic == topic}
+        return owned_partitions(self.pipeline.app, self.pipeline.topics["notifications"].get_topic_name())
 
     async def retry_parked(self) -> None:
         """Timer: deliver the parked deliveries that are due (at most RETRIES_PER_TICK at a time)."""

@@ -3,6 +3,7 @@ cases → notifications → a real local webhook receiver and the e-mail outbox.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import timedelta
 
@@ -150,31 +151,35 @@ async def test_overdue_cases_escalate_once_with_an_injected_clock(tmp_path):
     assert notes(harness)[-1]["to"] == "boss@example.com"
 
 
+@contextlib.asynccontextmanager
+async def serving(handle):
+    """A real HTTP server on a free port taking POST /hook with ``handle``; yields its URL."""
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"
+    finally:
+        await runner.cleanup()
+
+
 class Receiver:
-    """A real HTTP server taking webhooks (the signature checked by the test, not by it)."""
+    """Records every webhook call (the signature is checked by the test, not by it)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[dict, bytes]] = []
-        self.runner = None
 
     async def handle(self, request: web.Request) -> web.Response:
         self.calls.append((dict(request.headers), await request.read()))
         return web.Response(status=204)
 
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"
-
 
 async def test_notifications_reach_the_webhook_signed_and_the_owner_by_mail_once(tmp_path):
     receiver = Receiver()
-    url = await receiver.start()
-    try:
+    async with serving(receiver.handle) as url:
         harness = cases_harness(tmp_path, url=url)
         await classify_to_cases(harness, (raw("r-1", score=4, comment="Rude staff"), "r-1"))
         records = harness.sent["notifications"]
@@ -190,29 +195,19 @@ async def test_notifications_reach_the_webhook_signed_and_the_owner_by_mail_once
         text = mail.read_text()
         assert "To: espoo@example.com" in text and "Rude staff" in text
         assert harness.pipeline.stats.counts["notify.already_sent"] == 2
-    finally:
-        await receiver.runner.cleanup()
 
 
 async def test_a_refused_webhook_is_dead_lettered_not_retried(tmp_path):
     async def refuse(request):
         return web.Response(status=410)
-    app = web.Application()
-    app.router.add_post("/hook", refuse)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        harness = cases_harness(tmp_path, url=f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook")
+    async with serving(refuse) as url:
+        harness = cases_harness(tmp_path, url=url)
         await classify_to_cases(harness, (raw("r-1", score=4), "r-1"))
         async with harness.feed("notify") as agent:
             for key, value in harness.sent["notifications"]:
                 await agent.put(value, key=key)
         (letter,) = dead(harness)
         assert (letter["stage"], letter["reason"]) == ("notify", "webhook_refused")
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("doc,first", [
@@ -286,16 +281,9 @@ async def test_a_receiver_that_is_down_never_holds_up_the_batch_the_timer_delive
     async def hook(request):
         state["calls"].append(request.headers["Idempotency-Key"])
         return web.Response(status=204 if state["up"] else 503)
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
     clock = Clock()
-    try:
-        harness = cases_harness(tmp_path, clock=clock,
-                                url=f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook")
+    async with serving(hook) as url:
+        harness = cases_harness(tmp_path, clock=clock, url=url)
         await classify_to_cases(harness, (raw("r-1", score=4), "r-1"))
         records = harness.sent["notifications"]
         async with harness.feed("notify") as agent:
@@ -319,8 +307,6 @@ async def test_a_receiver_that_is_down_never_holds_up_the_batch_the_timer_delive
             for key, value in records:
                 await agent.put(value, key=key)
         assert len(state["calls"]) == 5
-    finally:
-        await runner.cleanup()
 
 
 async def test_malformed_notifications_are_dead_lettered_and_the_agent_goes_on(tmp_path):

@@ -85,16 +85,10 @@ def subject(inv: Invitation) -> str:
 
 
 def context(inv: Invitation) -> dict[str, Any]:
-    branding = inv.branding or {}
-    colors = branding.get("colors") or {}
     use_reminder_intro = inv.reminder and (inv.texts or {}).get("reminder_intro")
     intro = text(inv, "reminder_intro") if use_reminder_intro else text(inv, "intro")
     return {
-        "lang": one_line(inv.locale or "en"),
-        "org_name": str(branding.get("name") or inv.org_name),
-        "logo_url": safe_http_url(branding.get("logo_url")),
-        "colors": {k: safe_color(colors.get(k), d) for k, d in DEFAULT_COLORS.items()},
-        "subject": subject(inv),
+        **_branded(inv),
         "intro": intro,
         "question": text(inv, "question"),
         "low_label": text(inv, "low_label"),
@@ -105,12 +99,8 @@ def context(inv: Invitation) -> dict[str, Any]:
     }
 
 
-def render(template: str, inv: Invitation) -> str:
-    return _ENV.get_template(template).render(**context(inv))
-
-
-def promoter_context(inv: Invitation) -> dict[str, Any]:
-    """A promoter message (thank-you, review request, reward): its subject and body, the org's branding."""
+def _branded(inv: Invitation) -> dict[str, Any]:
+    """What every message's template shows of the organization: language, name, logo, colors, subject."""
     branding = inv.branding or {}
     colors = branding.get("colors") or {}
     return {
@@ -119,6 +109,17 @@ def promoter_context(inv: Invitation) -> dict[str, Any]:
         "logo_url": safe_http_url(branding.get("logo_url")),
         "colors": {k: safe_color(colors.get(k), d) for k, d in DEFAULT_COLORS.items()},
         "subject": subject(inv),
+    }
+
+
+def render(template: str, inv: Invitation) -> str:
+    return _ENV.get_template(template).render(**context(inv))
+
+
+def promoter_context(inv: Invitation) -> dict[str, Any]:
+    """A promoter message (thank-you, review request, reward): its subject and body, the org's branding."""
+    return {
+        **_branded(inv),
         "body": str((inv.texts or {}).get("body") or ""),
         "link": safe_http_url(inv.survey_url) if inv.kind == "review_request" else None,
     }
