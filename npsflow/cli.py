@@ -456,8 +456,9 @@ def _refuse_embedded_worker(settings: cfg.Settings) -> None:
 
 # ----------------------------------------------------------------------------------------------- worker
 @main.command()
-@click.option("--loglevel", default="warning", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--loglevel", default="warning", show_default=True, envvar="NPSFLOW_LOGLEVEL",
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              help="Log level of the worker (NPSFLOW_LOGLEVEL); logs never hold addresses, comments or tokens.")
 @click.option("--role", type=click.Choice(list(cfg.ROLES)), default=None,
               help="all: everything (default, NPSFLOW_ROLE); process: the stream agents only, no ClickHouse; "
                    "sink: the ClickHouse sinks and reads only (with embedded chDB: exactly one sink or all worker); "

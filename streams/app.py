@@ -72,6 +72,9 @@ def add_timer(pipeline, name: str, interval: float, job: Callable[[], Any]) -> N
     pipeline.app.timer(interval=interval)(tick)
 
 
+STATEFUL_ROLES = ("all", "process")  # the roles that run the stream agents and hold their tables
+
+
 class Transient(Exception):
     """A failure worth retrying the whole batch for (broker or registry unavailable), never dead-lettered."""
 
@@ -376,6 +379,16 @@ class Pipeline:
                       (record["key"] or "").encode(), self.codec.encode(avro.DEAD_LETTER, record))
 
 
+def consumer_group(settings: Settings) -> str:
+    """The Faust app id = the consumer group of a worker. A sink worker (role ``sink``) consumes only the output
+    topics, holds no tables and runs in a group of its own, ``<ns>-sink``: in the stream workers' group it would
+    need Faust's assignor (which Faust uses only for apps with tables — without, it picks round-robin and the
+    broker refuses the mixed group), and adding or restarting a sink would rebalance the stream workers and
+    recover their tables. Roles ``all`` and ``process`` share ``<ns>``; a web worker joins no group."""
+    ns = settings.topics.namespace
+    return f"{ns}-sink" if settings.role == "sink" else ns
+
+
 def create_app(settings: Settings, *, broker: str | None = None, clock: Callable[[], datetime] = utcnow,
                store_factory: Callable[[], Any] | None = None, web_enabled: bool = True,
                programs: Any = None, channels: dict | None = None, alert_rules: Any = None) -> Pipeline:
@@ -385,7 +398,7 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
     (streams.alerting.AlertRules) to the ``alerts:`` section of NPSFLOW_CASES (none: the defaults). The window
     state keeps the hours the alerts look at (current + baseline) even when every window is shorter."""
     app = faust.App(
-        settings.topics.namespace,
+        consumer_group(settings),
         broker=f"kafka://{broker or 'localhost:9092'}",
         broker_credentials=settings.kafka_security.faust_credentials(),  # SASL/TLS (npsflow.kafka_security)
         store="memory://",
@@ -441,7 +454,12 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         "notifications": app.topic(names.notifications, partitions=settings.partitions, **raw_bytes),
         "alerts": app.topic(names.alerts, partitions=settings.partitions, **raw_bytes),
     }
-    tables = {
+    # The stateful agents' tables exist only where those agents run. A sink worker in the same consumer group that
+    # declared them would subscribe to their changelogs, and Faust's assignor groups topics by who subscribes to
+    # them: the changelogs (subscribed by every member) would then be assigned apart from the raw topics
+    # (process workers only) — a process worker would classify partition p against table partitions it does not
+    # hold, drop its memos of p at the next recovery, and count replays again (the cluster test found this).
+    tables = {} if settings.role not in STATEFUL_ROLES else {
         "seen": state_table(app, "responses-seen", settings.partitions),
         "window_state": state_table(app, "window-state", settings.partitions),
         "dispatch_state": state_table(app, "dispatch-state", settings.partitions),

@@ -71,3 +71,41 @@ def test_local_kafka_picks_the_kind_the_directory_holds(tmp_path):
     with pytest.raises(KafkaStackError, match="has 3 nodes, not 5"):
         LocalKafkaCluster(tmp_path / "b", 5)
     assert cluster.status()["running"] is False and cluster.status()["bootstrap"] is None
+
+
+def _subscriptions(tmp_path, role: str) -> tuple[set[str], set[str]]:
+    """(the topics a worker of ``role`` consumes with its agents, the changelogs it recovers tables from): what it
+    subscribes to in the consumer group."""
+    from streams.app import create_app
+
+    settings = load(tmp_path / role, NPSFLOW_ROLE=role)
+    app = create_app(settings, web_enabled=False, store_factory=None if role == "process" else (lambda: None)).app
+    app.finalize()
+    agents = {topic for agent in app.agents.values() for topic in getattr(agent.channel, "topics", ())}
+    return agents, set(app.tables.changelog_topics)
+
+
+def test_a_sink_worker_in_the_group_subscribes_to_nothing_a_process_worker_does(tmp_path):
+    """Faust's assignor assigns topics grouped by the set of members subscribing to them. Were the sink worker to
+    subscribe to the tables' changelogs (as it did when every role declared the tables), the changelogs would be
+    assigned apart from the raw topics: a process worker would classify partition p against table partitions
+    held elsewhere and lose its dedup memos at the next recovery (the cluster test counted replays twice)."""
+    process_agents, process_changelogs = _subscriptions(tmp_path, "process")
+    sink_agents, sink_changelogs = _subscriptions(tmp_path, "sink")
+    all_agents, all_changelogs = _subscriptions(tmp_path, "all")
+    assert sink_changelogs == set()
+    assert not (sink_agents & (process_agents | process_changelogs))
+    assert (all_agents, all_changelogs) == (process_agents | sink_agents, process_changelogs)
+    ns = load(tmp_path).topics.namespace
+    assert {f"{ns}-responses-seen-changelog", f"{ns}-invitations-changelog"} <= process_changelogs
+    assert f"{ns}.responses.raw" in process_agents and f"{ns}.responses.classified" in sink_agents
+
+
+def test_sink_workers_have_a_consumer_group_of_their_own(tmp_path):
+    from streams.app import create_app
+
+    ns = load(tmp_path).topics.namespace
+    groups = {role: create_app(load(tmp_path / role, NPSFLOW_ROLE=role), web_enabled=False,
+                               store_factory=None if role == "process" else (lambda: None)).app.conf.id
+              for role in ("all", "process", "sink")}
+    assert groups == {"all": ns, "process": ns, "sink": f"{ns}-sink"}

@@ -103,15 +103,18 @@ class InvitationDesk:
 
     def __init__(self, pipeline, book, partitions: int, edit_window_seconds: int) -> None:
         self.app, self.book, self.partitions = pipeline.app, book, partitions
-        self.table = StateTable(pipeline.tables["invitations"])
+        table = pipeline.tables.get("invitations")  # a sink or web worker holds no tables (streams.app)
+        self.table = StateTable(table) if table is not None else None
         self.topic = pipeline.topics["invitations"]
         self.edit_window_ms = edit_window_seconds * 1000
 
     def get(self, inv_id: str) -> dict | None:
-        return self.table.get(json_key(f"I|{inv_id}"))
+        return None if self.table is None else self.table.get(json_key(f"I|{inv_id}"))
 
     def held_here(self, inv_id: str) -> bool:
         """Whether this worker holds the invitation's partition, with its table recovered."""
+        if self.table is None:
+            return False
         if getattr(self.app, "rebalancing", False) or getattr(self.app, "in_recovery", False):
             return False
         try:
