@@ -86,9 +86,10 @@ def worker_store(settings: Settings):
     if settings.role in ("all", "sink"):
         return open_store(settings)
     if settings.role == "web" and not settings.is_embedded_clickhouse:
-        from sinks.clickhouse import ClickHouseStore
+        from sinks.clickhouse import ClickHouseStore, DeferredStore
 
-        return ClickHouseStore(settings.clickhouse_dsn, **settings.clickhouse_options)
+        # opened at the first read: a web worker starts while the server is down and says so in /readyz
+        return DeferredStore(lambda: ClickHouseStore(settings.clickhouse_dsn, **settings.clickhouse_options))
     return None
 
 

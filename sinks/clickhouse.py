@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -506,3 +507,44 @@ def apply_retention(store: ClickHouseStore, days: int | None, dispatch_extra_day
             store.command(f"ALTER TABLE {{db}}.{table} MODIFY TTL {column} + toIntervalDay({int(table_days)})")
             done[table] = "set"
     return done
+
+
+class DeferredStore:
+    """A ClickHouseStore on a server opened at first use, not at construction: a worker that only reads (role
+    web) starts while the server is down and says so in /readyz instead of exiting. A failed open is tried again
+    at most every ``retry_seconds``; until then every call raises ClickHouseError with the first line of why.
+    Only the async methods (``aquery``, ``arun``) are offered: the open runs off the event loop."""
+
+    def __init__(self, opener: Callable[[], "ClickHouseStore"], retry_seconds: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.opener, self.retry_seconds, self.clock = opener, retry_seconds, clock
+        self.store: ClickHouseStore | None = None
+        self.failed: tuple[float, str] | None = None
+        self._lock = asyncio.Lock()
+
+    async def opened(self) -> "ClickHouseStore":
+        if self.store is not None:
+            return self.store
+        async with self._lock:
+            if self.store is None:
+                if self.failed is not None and self.clock() - self.failed[0] < self.retry_seconds:
+                    raise ClickHouseError(self.failed[1])
+                try:
+                    self.store = await asyncio.to_thread(self.opener)
+                except Exception as exc:
+                    first = (str(exc).strip().splitlines() or [""])[0][:200]
+                    first = re.sub(r"://[^/@\s]*@", "://***@", first)  # never a user:password@ of a URL
+                    self.failed = (self.clock(), f"cannot open ClickHouse: {type(exc).__name__}: {first}")
+                    raise ClickHouseError(self.failed[1]) from None
+                self.failed = None
+        return self.store
+
+    async def aquery(self, sql: str, params: dict | None = None) -> list[dict]:
+        return await (await self.opened()).aquery(sql, params)
+
+    async def arun(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await (await self.opened()).arun(fn, *args, **kwargs)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()

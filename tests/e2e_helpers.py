@@ -81,14 +81,9 @@ def make_env(tmp_path: Path, bootstrap: str, **extra: str) -> Env:
     home = tmp_path / "home"
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.update(
-        NPSFLOW_HOME=str(home),
-        NPSFLOW_KAFKA=bootstrap,
-        NPSFLOW_NAMESPACE="t" + uuid.uuid4().hex[:10],
-        NPSFLOW_CLICKHOUSE_DSN=f"chdb://{home / 'clickhouse'}",
-        NPSFLOW_SINK_MAX_AGE="0.3",
-        **extra,
-    )
+    env.update({"NPSFLOW_HOME": str(home), "NPSFLOW_KAFKA": bootstrap,
+                "NPSFLOW_NAMESPACE": "t" + uuid.uuid4().hex[:10],
+                "NPSFLOW_CLICKHOUSE_DSN": f"chdb://{home / 'clickhouse'}", "NPSFLOW_SINK_MAX_AGE": "0.3", **extra})
     return Env(home, env)
 
 

@@ -1,6 +1,6 @@
 """`npsflow stack up --brokers 3 --workers 3` for real: a 3-node KRaft cluster from the same jars, topics with 12
-partitions, replication factor 3 and min.insync.replicas=2, three process workers and the sink worker in one
-group. Mid-stream one process worker is SIGKILLed and one broker stopped (and later restarted); the whole input is
+partitions, replication factor 3 and min.insync.replicas=2, three process workers in one group and the sink
+worker in its own. Mid-stream one process worker is SIGKILLed and one broker stopped (and later restarted); the whole input is
 then replayed on top. The final report and the live windows must equal an independent expectation computed from
 the records (``oracle``: latest responded_at per response id): 0 lost, 0 double.
 

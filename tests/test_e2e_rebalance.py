@@ -72,8 +72,8 @@ def test_two_workers_rebalanced_and_one_killed_count_everything_once(env, tmp_pa
 
 
 def test_a_process_worker_and_a_sink_worker_split_the_pipeline(env, tmp_path):
-    """NPSFLOW_ROLE=sink (ClickHouse only) and NPSFLOW_ROLE=process (stream agents only) in one group: every
-    response lands once, and each worker ran only its own part."""
+    """NPSFLOW_ROLE=sink (ClickHouse only, consumer group <ns>-sink) and NPSFLOW_ROLE=process (stream agents only,
+    group <ns>): every response lands once, and each worker ran only its own part."""
     from npsflow.simulate import ResponseSimulator
 
     sink, process = env

@@ -292,11 +292,23 @@ def term_query(params) -> terms.TermQuery:
     return terms.TermQuery(**values)
 
 
+@web.middleware
+async def store_unavailable(request: web.Request, handler):
+    """A read whose ClickHouse store cannot be opened (sinks.clickhouse.DeferredStore: a server that is down when
+    a web worker first needs it) answers 503 with the one-line reason, not 500."""
+    from sinks.clickhouse import ClickHouseError
+
+    try:
+        return await handler(request)
+    except ClickHouseError as exc:
+        return web.json_response({"error": str(exc)}, status=503, headers={"Cache-Control": "no-store"})
+
+
 def internal_app(api: InternalApi, *, allowed_hosts: frozenset[str], token: str | None,
                  readyz=None) -> web.Application:
     """The aiohttp application of the internal listener: the host guard first, then the optional token.
     ``readyz``: the handler of GET /readyz (web.health.Readiness.handle)."""
-    app = web.Application(middlewares=[host_guard(allowed_hosts), bearer_guard(token)])
+    app = web.Application(middlewares=[host_guard(allowed_hosts), bearer_guard(token), store_unavailable])
     app.add_routes(api.routes())
     if readyz is not None:
         app.add_routes([web.get("/readyz", readyz)])
