@@ -440,6 +440,7 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         "cases": app.topic(names.cases, partitions=settings.partitions, **raw_bytes),
         "notifications": app.topic(names.notifications, partitions=settings.partitions, **raw_bytes),
         "alerts": app.topic(names.alerts, partitions=settings.partitions, **raw_bytes),
+        "owners": app.topic(names.owners, partitions=1, **raw_bytes),  # the owner directory (streams.owners)
     }
     tables = {
         "seen": state_table(app, "responses-seen", settings.partitions),
@@ -472,6 +473,10 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         install_dispatch(pipeline, pipeline.book, channels if channels is not None else load_channels(settings))
         install_cases(pipeline, pipeline.follow_up.cases)
         install_notify(pipeline, pipeline.follow_up.notify, notification_mailer(settings))
+        if web_enabled:  # its internal listener answers for the invitations it holds: say which (streams.owners)
+            from streams.owners import install_owner_publisher
+
+            install_owner_publisher(pipeline)
     if store_factory is not None:
         from streams.sink_agents import install_sinks
 
