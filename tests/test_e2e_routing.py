@@ -11,6 +11,7 @@ import os
 import statistics
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -137,3 +138,31 @@ def test_every_invitation_is_answerable_through_the_web_worker_and_any_process_w
     ms = lambda xs: round(statistics.median(xs) * 1000, 1)  # noqa: E731
     print(f"\nsurvey page GET median: web worker (routed) {ms(routed)} ms, process worker holding it {ms(local)} ms, "
           f"process worker routing to the other {ms(remote)} ms")
+
+    # process-2 stops: its partitions move to process-1, which publishes them; meanwhile the web worker's pages
+    # say "unavailable" (503, never an error), then every one answers again
+    assert stack.stop_worker(replace(env.settings, worker_name="process-2"))
+    direct = {}
+
+    def taken_over():  # process-1 holds every partition: it answers 200 — or 404 (see the xfail below)
+        direct.update({inv: requests.get(f"{workers[0]['internal_url']}/api/v1/invitation/{inv}", timeout=30,
+                                         headers=internal_headers(env.settings)).status_code for inv in invitations})
+        return set(direct.values()) <= {200, 404}
+
+    wait_for(taken_over, what="process-1 to take over process-2's partitions", timeout=120)
+    held = [inv for inv, status in direct.items() if status == 200]
+    seen: set[int] = set()
+
+    def held_pages_answer():
+        statuses = {inv: requests.get(url_of(web["public_url"], inv), timeout=30).status_code for inv in invitations}
+        seen.update(statuses.values())
+        return all(statuses[inv] == 200 for inv in held) and statuses
+
+    statuses = wait_for(held_pages_answer, what="the web worker to route to the new owner", timeout=60, interval=0.5)
+    assert seen <= {200, 404, 503}, seen  # never an error page
+    if len(held) < INVITATIONS:
+        pytest.xfail(f"KNOWN (issue 13, open, not routing): after process-2 left, process-1 holds the partitions of "
+                     f"{INVITATIONS - len(held)} invitations with an empty table (404, the page says 'invalid'): "
+                     "Faust assigned their invitations-changelog partitions to the sink worker, which subscribes to "
+                     "the changelogs but not to the source topics (two copartitioned groups), so process-1's "
+                     "recovery dropped them")

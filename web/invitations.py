@@ -29,11 +29,12 @@ class LocalInvitations:
 
     def __init__(self, pipeline, partitions: int) -> None:
         self.app, self.partitions = pipeline.app, partitions
-        self.table = StateTable(pipeline.tables["invitations"])
+        table = pipeline.tables.get("invitations")  # none in the sink role (streams.app.create_app)
+        self.table = StateTable(table) if table is not None else None
         self.topic = pipeline.topics["invitations"]
 
     def get(self, inv_id: str) -> dict | None:
-        return self.table.get(json_key(f"I|{inv_id}"))
+        return self.table.get(json_key(f"I|{inv_id}")) if self.table is not None else None
 
     def partition(self, inv_id: str) -> int:
         return invitation_partition(inv_id, self.partitions)
@@ -41,6 +42,8 @@ class LocalInvitations:
     def where(self, inv_id: str) -> str:
         """HERE: this worker actively owns the invitation's partition, its table recovered; RECOVERING: a
         rebalance or a table recovery is in progress; ELSEWHERE: another worker owns it (or none: role web)."""
+        if self.table is None:
+            return ELSEWHERE
         if getattr(self.app, "rebalancing", False) or getattr(self.app, "in_recovery", False):
             return RECOVERING
         try:
@@ -48,6 +51,9 @@ class LocalInvitations:
             actives = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name}
         except Exception:
             return ELSEWHERE
+        # the topic's partition, as the deliver agent that writes the table has it. NOT checked: that Faust assigned
+        # the table's changelog partition here too — it may not have (the sink worker subscribes to the changelogs
+        # and not to the topics, so they are two copartitioned groups): see tests/test_e2e_routing.py's xfail
         return HERE if self.partition(inv_id) in actives else ELSEWHERE
 
     def held_here(self, inv_id: str) -> bool:
