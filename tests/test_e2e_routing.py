@@ -156,9 +156,9 @@ def test_every_invitation_is_answerable_through_the_web_worker_and_any_process_w
     def held_pages_answer():
         statuses = {inv: requests.get(url_of(web["public_url"], inv), timeout=30).status_code for inv in invitations}
         seen.update(statuses.values())
-        return all(statuses[inv] == 200 for inv in held) and statuses
+        return all(statuses[inv] == 200 for inv in held)
 
-    statuses = wait_for(held_pages_answer, what="the web worker to route to the new owner", timeout=60, interval=0.5)
+    wait_for(held_pages_answer, what="the web worker to route to the new owner", timeout=60, interval=0.5)
     assert seen <= {200, 404, 503}, seen  # never an error page
     if len(held) < INVITATIONS:
         pytest.xfail(f"KNOWN (issue 13, open, not routing): after process-2 left, process-1 holds the partitions of "
