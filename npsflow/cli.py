@@ -76,17 +76,20 @@ def stack() -> None:
 @click.option("--workers", type=click.IntRange(1, 32), default=1, show_default=True,
               help="1: one worker running everything; M > 1: M process workers plus one sink worker (ClickHouse, "
                    "what the CLI asks), all in one consumer group.")
-def stack_up(brokers: int | None, workers: int) -> None:
+@click.option("--web", type=click.IntRange(0, 8), default=None,
+              help="Web workers (role web: the survey page and response API, routing each link to the worker "
+                   "holding its invitation). Default: 1 with --workers > 1, else 0.")
+def stack_up(brokers: int | None, workers: int, web: int | None) -> None:
     """Start the local Kafka (fetching it on first use) and the workers; returns when all are ready."""
     from npsflow import stack as st
 
     settings = _settings()
     try:
-        state = st.up(settings, brokers=brokers, workers=workers)
+        state = st.up(settings, brokers=brokers, workers=workers, web=web)
     except Exception as exc:  # KafkaStackError, StackError, ConfigError: all one line for the user
         raise Failure(str(exc)) from None
     click.echo(f"kafka  {state['kafka'].get('bootstrap')}  (version {state['kafka'].get('version', 'external')})")
-    for w in [state["worker"], *state["workers"]]:
+    for w in [state["worker"], *state["workers"], *state.get("web", [])]:
         click.echo(f"worker {w.get('name') or w.get('role', '')} pid {w['pid']}  survey page {w['public_url']}/s/…  "
                    f"internal {w['internal_url']}/api/v1/stats")
 
@@ -121,7 +124,7 @@ def stack_status(fmt: str) -> None:
         for node in k.get("nodes", []):
             click.echo(f"  node {node['node_id']}  {'running' if node['running'] else 'stopped'}"
                        f"  port {node.get('broker_port')}" + (f"  pid {node['pid']}" if node.get("pid") else ""))
-        for w in [s["worker"], *s["workers"]]:
+        for w in [s["worker"], *s["workers"], *s.get("web", [])]:
             label = w.get("name") or "worker"
             click.echo(f"{label:<10}{'running' if w.get('pid') else 'stopped'}"
                        + (f"  role {w.get('role')}  pid {w['pid']}  public {w.get('public_url')}  "

@@ -29,6 +29,10 @@ NPSFLOW_PUBLIC_BIND       HOST:PORT of the worker's public listener: the survey 
                           nothing else (default 127.0.0.1 and a free port; port 0 = free; ports in worker.json)
 NPSFLOW_INTERNAL_BIND     HOST:PORT of the internal listener: read APIs, dashboard, stats — what the CLI asks
                           (default 127.0.0.1 and a free port)
+NPSFLOW_INTERNAL_ADVERTISED_URL  the internal listener's base URL as other hosts reach it (default: the bound
+                          one, http://HOST:PORT); published in the owner directory (<ns>.owners) so any worker's
+                          survey page can read an invitation from the worker holding it (web.routing). Set it
+                          where the bind address is not what others use (0.0.0.0 in a pod: http://<pod IP>:PORT)
 NPSFLOW_INTERNAL_TOKEN    optional: the internal listener then wants ``Authorization: Bearer <token>`` (all but
                           /healthz); 16-512 visible ASCII characters. Or NPSFLOW_INTERNAL_TOKEN_FILE: a file
                           holding it (never on a command line). The CLI sends it.
@@ -149,6 +153,9 @@ class Topics:
     cases = property(lambda self: self._name("cases"))
     # notifications to case owners and alert receivers (JSON, key = idempotency key): the notify agent sends them
     notifications = property(lambda self: self._name("notifications"))
+    # the owner directory: which worker's internal listener holds each partition of the invitations table, JSON,
+    # key = the partition number, one partition, compacted (streams.owners)
+    owners = property(lambda self: self._name("owners"))
 
     # Faust tables of the worker; their changelog topics are created up front (compacted), because Faust's
     # own creation races its partition check on a fresh broker ("changelog topic has 0 partitions").
@@ -186,6 +193,7 @@ class Settings:
     internal_bind: Bind = field(default_factory=Bind)
     internal_token: str | None = field(default=None, repr=False)  # NPSFLOW_INTERNAL_TOKEN or the file's content
     internal_token_file: Path | None = None
+    internal_advertised: str | None = None  # NPSFLOW_INTERNAL_ADVERTISED_URL; see ``internal_advertised_url``
     topics: Topics = field(default_factory=Topics)
     programs_file: Path | None = None
     themes_file: Path | None = None
@@ -227,6 +235,12 @@ class Settings:
         if self.survey_url:
             hosts.add((urlsplit(self.survey_url).hostname or "").lower())
         return frozenset(h for h in hosts if h)
+
+    @property
+    def internal_advertised_url(self) -> str:
+        """The internal listener's base URL as other workers reach it: NPSFLOW_INTERNAL_ADVERTISED_URL, else the
+        bound one."""
+        return (self.internal_advertised or self.internal_bind.url).rstrip("/")
 
     @property
     def survey_base_url(self) -> str:
@@ -322,6 +336,8 @@ class Settings:
             env["NPSFLOW_CLICKHOUSE_CA_FILE"] = str(self.clickhouse_ca_file)
         env["NPSFLOW_PUBLIC_BIND"] = str(self.public_bind)
         env["NPSFLOW_INTERNAL_BIND"] = str(self.internal_bind)
+        if self.internal_advertised:
+            env["NPSFLOW_INTERNAL_ADVERTISED_URL"] = self.internal_advertised
         if self.internal_token_file:
             env["NPSFLOW_INTERNAL_TOKEN_FILE"] = str(self.internal_token_file)
         elif self.internal_token:
@@ -430,8 +446,11 @@ def _listeners(env: dict) -> dict:
     if public_bind.port and public_bind.port == internal_bind.port:
         raise ConfigError("NPSFLOW_PUBLIC_BIND and NPSFLOW_INTERNAL_BIND must not share a port")
     token, token_file = _internal_token(env)
+    advertised = (env.get("NPSFLOW_INTERNAL_ADVERTISED_URL") or "").strip() or None
+    if advertised is not None and not re.fullmatch(r"https?://[^/\s?#]+/?", advertised):
+        raise ConfigError(f"NPSFLOW_INTERNAL_ADVERTISED_URL must be http(s)://HOST:PORT, got {advertised!r}")
     return {"public_bind": public_bind, "internal_bind": internal_bind, "internal_token": token,
-            "internal_token_file": token_file}
+            "internal_token_file": token_file, "internal_advertised": advertised}
 
 
 def _internal_token(env: dict) -> tuple[str | None, Path | None]:

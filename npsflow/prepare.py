@@ -12,7 +12,8 @@ from npsflow.config import ConfigError, Settings
 def ensure_topics(settings: Settings, bootstrap: str) -> None:
     """Create every npsflow topic with the configured partition count, replication factor and min ISR before
     Faust starts: the topics, the tables' changelogs and the compacted topics (cleanup.policy=compact), and
-    Faust's assignor leader topic (1 partition), so Faust itself creates none."""
+    Faust's assignor leader topic (1 partition) and the owner directory (1 partition, compacted), so Faust itself
+    creates none."""
     from deploy.local.kafka import KafkaStackError, create_topics
 
     from npsflow.kafka_security import ConnectionDiagnosis
@@ -28,6 +29,8 @@ def ensure_topics(settings: Settings, bootstrap: str) -> None:
                           replication=rf, configs={**configs, "cleanup.policy": "compact"}, client=client)
             create_topics(bootstrap, {f"{settings.topics.namespace}-__assignor-__leader": 1}, replication=rf,
                           configs=configs, client=client)
+            create_topics(bootstrap, {settings.topics.owners: 1}, replication=rf,  # the owner directory
+                          configs={**configs, "cleanup.policy": "compact"}, client=client)
         except KafkaStackError as exc:  # our own checks (min ISR, live brokers, partition counts): already one line
             raise ConfigError(str(exc)) from None
         except Exception as exc:

@@ -1,7 +1,8 @@
 """`npsflow stack up | down | status`: the local Kafka (one broker, or a cluster with ``--brokers N``) plus the
 background workers (one ``all`` worker, or with ``--workers M`` > 1 one ``sink`` worker — the one the CLI asks,
-owner of the embedded ClickHouse — and M ``process`` workers named ``process-<i>``, all in one consumer group),
-ready when `up` returns."""
+owner of the embedded ClickHouse — and M ``process`` workers named ``process-<i>``, all in one consumer group,
+and ``--web K`` web workers named ``web-<i>``, in no group: listeners only, routing every survey link to the
+worker holding its invitation), ready when `up` returns."""
 
 from __future__ import annotations
 
@@ -45,20 +46,33 @@ def cluster_settings(settings: Settings, brokers: int, env: dict | None = None) 
 
 
 PROCESS_PREFIX = "process-"
+WEB_PREFIX = "web-"
 
 
-def worker_settings(settings: Settings, workers: int) -> list[Settings]:
+def default_web(workers: int) -> int:
+    """Web workers `stack up` starts unless told: one beside a split stack (process + sink), none beside the
+    single ``all`` worker."""
+    return 1 if workers > 1 else 0
+
+
+def worker_settings(settings: Settings, workers: int, web: int = 0) -> list[Settings]:
     """The settings of each background worker: one ``all`` worker; or, for ``workers`` > 1, the ``sink`` worker
     (unnamed: worker.json, what the CLI asks; it alone opens an embedded ClickHouse) and ``workers`` process
-    workers named process-1 … process-M on free ports (one consumer group: the app id is the namespace)."""
+    workers named process-1 … process-M on free ports (one consumer group: the app id is the namespace); then
+    ``web`` web workers named web-1 … web-K on free ports."""
     if workers < 1:
         raise StackError("--workers must be at least 1")
-    if workers == 1:
-        return [settings]
+    if web < 0:
+        raise StackError("--web must not be negative")
+    # each named worker listens on free ports and advertises its own internal listener (not one set for all)
     free = {"public_bind": replace(settings.public_bind, port=None),
-            "internal_bind": replace(settings.internal_bind, port=None)}
+            "internal_bind": replace(settings.internal_bind, port=None), "internal_advertised": None}
+    webs = [replace(settings, role="web", worker_name=f"{WEB_PREFIX}{i}", **free) for i in range(1, web + 1)]
+    if workers == 1:
+        return [settings, *webs]
     return [replace(settings, role="sink"), *(
-        replace(settings, role="process", worker_name=f"{PROCESS_PREFIX}{i}", **free) for i in range(1, workers + 1))]
+        replace(settings, role="process", worker_name=f"{PROCESS_PREFIX}{i}", **free) for i in range(1, workers + 1)),
+        *webs]
 
 
 def named_workers(settings: Settings) -> list[Settings]:
@@ -96,6 +110,8 @@ def spawn_worker(settings: Settings, bootstrap: str) -> subprocess.Popen | None:
     env = {**os.environ, **settings.to_env(), "NPSFLOW_KAFKA": bootstrap}
     if not settings.worker_name:
         env.pop("NPSFLOW_WORKER_NAME", None)
+    if not settings.internal_advertised:
+        env.pop("NPSFLOW_INTERNAL_ADVERTISED_URL", None)
     with open(settings.worker_log, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "npsflow.cli", "worker"], stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -178,12 +194,13 @@ def stop_worker(settings: Settings, timeout: float = 30.0) -> bool:
     return stopped
 
 
-def up(settings: Settings, brokers: int | None = None, workers: int = 1) -> dict:
+def up(settings: Settings, brokers: int | None = None, workers: int = 1, web: int | None = None) -> dict:
     """Start the local Kafka (``brokers`` nodes; None: what $NPSFLOW_HOME/kafka holds, else one) unless
-    NPSFLOW_KAFKA names one, create the topics, start the workers (``worker_settings``). Anything started is
-    stopped again when a later step fails."""
+    NPSFLOW_KAFKA names one, create the topics, start the workers (``worker_settings``; ``web`` None:
+    ``default_web``). Anything started is stopped again when a later step fails. Returns ``{"kafka", "worker"
+    (the one the CLI asks), "workers" (process workers), "web" (web workers)}``."""
     dispatch_inputs(settings)  # refuse a broken programs/channels file before starting anything
-    plan = worker_settings(settings, workers)
+    plan = worker_settings(settings, workers, default_web(workers) if web is None else web)
     if settings.kafka:
         if brokers and brokers > 1:
             raise StackError("--brokers starts a local cluster; NPSFLOW_KAFKA names an existing one: "
@@ -206,7 +223,8 @@ def up(settings: Settings, brokers: int | None = None, workers: int = 1) -> dict
 def _up_workers(settings: Settings, plan: list[Settings], bootstrap: str) -> dict:
     ensure_topics(settings, bootstrap)
     infos = start_workers(plan, bootstrap)
-    return {"worker": infos[0], "workers": infos[1:]}
+    webs = [i for i in infos[1:] if i.get("role") == "web"]
+    return {"worker": infos[0], "workers": [i for i in infos[1:] if i.get("role") != "web"], "web": webs}
 
 
 def down(settings: Settings) -> dict:
@@ -224,9 +242,10 @@ def status(settings: Settings) -> dict:
     broker = {"external": True, "bootstrap": settings.kafka} if settings.kafka else _local_kafka(settings).status()
     broker["security"] = settings.kafka_security.describe()
     info = settings.worker_info()
-    workers = [_shown(s.worker_info()) or {"name": s.worker_name, "running": False} for s in named_workers(settings)]
-    return {"kafka": broker, "worker": _shown(info) or {"running": False}, "workers": workers,
-            "clickhouse_dsn": settings.clickhouse_dsn_shown}
+    named = [_shown(s.worker_info()) or {"name": s.worker_name, "running": False} for s in named_workers(settings)]
+    web = [w for w in named if (w.get("name") or "").startswith(WEB_PREFIX)]
+    return {"kafka": broker, "worker": _shown(info) or {"running": False},
+            "workers": [w for w in named if w not in web], "web": web, "clickhouse_dsn": settings.clickhouse_dsn_shown}
 
 
 def _shown(info: dict | None) -> dict | None:

@@ -115,7 +115,7 @@ def run(settings: Settings, loglevel: str = "warning") -> None:
     store = worker_store(settings)
     pipeline = create_app(settings, broker=bootstrap, store_factory=(lambda: store) if store else None,
                           programs=programs, channels=channels)
-    servers = install_web(pipeline, store, settings, public, internal)
+    servers = install_web(pipeline, store, settings, public, internal, bootstrap=bootstrap)
     info = {"pid": os.getpid(), "public_url": settings.public_bind.url, "internal_url": settings.internal_bind.url,
             "bootstrap": bootstrap, "role": settings.role, "name": settings.worker_name,
             "kafka_security": settings.kafka_security.describe(),

@@ -453,6 +453,7 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         "cases": app.topic(names.cases, partitions=settings.partitions, **raw_bytes),
         "notifications": app.topic(names.notifications, partitions=settings.partitions, **raw_bytes),
         "alerts": app.topic(names.alerts, partitions=settings.partitions, **raw_bytes),
+        "owners": app.topic(names.owners, partitions=1, **raw_bytes),  # the owner directory (streams.owners)
     }
     # The stateful agents' tables exist only where those agents run. A sink worker in the same consumer group that
     # declared them would subscribe to their changelogs, and Faust's assignor groups topics by who subscribes to
@@ -490,6 +491,10 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
         install_dispatch(pipeline, pipeline.book, channels if channels is not None else load_channels(settings))
         install_cases(pipeline, pipeline.follow_up.cases)
         install_notify(pipeline, pipeline.follow_up.notify, notification_mailer(settings))
+        if web_enabled:  # its internal listener answers for the invitations it holds: say which (streams.owners)
+            from streams.owners import install_owner_publisher
+
+            install_owner_publisher(pipeline)
     if store_factory is not None:
         from streams.sink_agents import install_sinks
 

@@ -47,6 +47,11 @@ def test_stack_plan_one_worker_or_a_sink_plus_process_workers(tmp_path):
                                                         ("process", "process-2"), ("process", "process-3")]
     assert plan[0].public_bind.port == 7000 and all(p.public_bind.port is None for p in plan[1:])  # free ports
     assert len({p.worker_file for p in plan}) == 4
+    with_web = stack.worker_settings(s, 2, web=1)
+    assert [(p.role, p.worker_name) for p in with_web] == [("sink", None), ("process", "process-1"),
+                                                           ("process", "process-2"), ("web", "web-1")]
+    assert with_web[-1].public_bind.port is None and with_web[-1].internal_advertised is None
+    assert (stack.default_web(1), stack.default_web(3)) == (0, 1)
 
 
 def test_cluster_settings_replicate_unless_told_otherwise(tmp_path):

@@ -103,8 +103,9 @@ def web_worker(env, tmp_path):
 
 def test_a_web_role_worker_serves_the_responses_api_and_reports_ready_without_consuming(tmp_path, kafka_bootstrap):
     """Role web next to a role-all worker (which owns embedded chDB): the web worker joins no consumer group, opens
-    no chDB, is ready on Kafka alone; a response posted to it is counted by the other worker; a survey link it
-    cannot see answers 503 (routing: not done yet); its reads answer 503 (embedded chDB is the other's)."""
+    no chDB, is ready on Kafka alone; a response posted to it is counted by the other worker; an invitation id it
+    does not hold is asked of the worker holding its partition (routing, issue 13: "unknown", not "unavailable");
+    its reads answer 503 (embedded chDB is the other's)."""
     from datetime import datetime, timezone
 
     from tests.test_e2e_survey import API_KEY, survey_env
@@ -126,7 +127,7 @@ def test_a_web_role_worker_serves_the_responses_api_and_reports_ready_without_co
                                     {"response_id": "x", "invitation_id": "inv-nowhere", "score": 3,
                                      "responded_at": now}])
         assert [(r["status"], r.get("reason")) for r in reply.json()["results"]] == [
-            ("accepted", None), ("rejected", "invitation_unavailable")]
+            ("accepted", None), ("rejected", "invitation_unknown")]
         wait_for(lambda: classified(env) >= 1 or None, timeout=60, what="the answer classified by the other worker")
         assert requests.get(f"{web.internal_url}/api/v1/report", timeout=30).status_code == 503
         assert requests.get(f"{web.public_url}/s/not-a-token", timeout=30).status_code == 404

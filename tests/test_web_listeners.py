@@ -21,6 +21,8 @@ INTERNAL_PATHS = ["/api/v1/stats", "/api/v1/report", "/api/v1/report?by=location
                   "/api/v1/deadletters", "/api/v1/dispatches", "/api/v1/dashboard", "/dashboard",
                   "/api/v1/terms", "/api/v1/terms?by=location&lang=fi&min_count=3", "/api/v1/themes",
                   "/api/v1/alerts", "/api/v1/alerts?status=open"]
+# The internal read of one invitation (web.routing asks it of the worker holding the invitation): never public.
+PEER_PATHS = ["/api/v1/invitation/abc", "/api/v1/invitation/I%7Cabc", "/api/v1/invitation/"]
 FAUST_PATHS = ["/", "/table/", "/table/invitations/", "/table/invitations/I|abc/", "/router/",
                "/router/invitations/I|abc/", "/graph/", "/stats/", "/assignment/", "/performance/"]
 
@@ -51,12 +53,14 @@ async def public(pipeline, settings):
 
 
 def internal_client(pipeline, settings, store, token):
-    reads = InternalApi(store, pipeline.stats, ["location"])
+    from web.invitations import LocalInvitations
+
+    reads = InternalApi(store, pipeline.stats, ["location"], invitations=LocalInvitations(pipeline, settings.partitions))
     return client_of(internal_app(reads, allowed_hosts=settings.web_hosts, token=token))
 
 
 async def test_the_public_listener_serves_no_internal_path_and_no_faust_view(public):
-    for path in INTERNAL_PATHS + FAUST_PATHS:
+    for path in INTERNAL_PATHS + FAUST_PATHS + PEER_PATHS:
         for method in ("GET", "POST"):
             reply = await public.request(method, path)
             assert reply.status == 404, (method, path, reply.status)
@@ -98,6 +102,10 @@ async def test_with_a_token_the_internal_listener_wants_the_bearer(pipeline, set
             assert (await client.get(path, headers=right)).status == 200, path
         for path in FAUST_PATHS:
             assert (await client.get(path, headers=right)).status == 404, path
+        for headers in ({}, {"Authorization": "Bearer wrong"}):  # another worker's read of an invitation, too
+            assert (await client.get(PEER_PATHS[0], headers=headers)).status == 401
+        held_elsewhere = await client.get(PEER_PATHS[0], headers=right)  # this (unstarted) worker holds nothing
+        assert held_elsewhere.status == 409 and (await held_elsewhere.json())["reason"] == "not_held"
         assert (await client.get("/healthz")).status == 200  # liveness needs no token
         # the host guard comes first: a rebound DNS name learns nothing, not even that a token is wanted
         assert (await client.get("/api/v1/stats", headers={**right, "Host": "evil.example"})).status == 421

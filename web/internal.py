@@ -23,6 +23,10 @@ POST /api/v1/cases/{case_id}/{ack|note|assign|close}   a command (JSON body: act
                              that key was applied already), 404 unknown case, 409 refused (closed, already
                              acknowledged …), 400 bad input
 GET /dashboard?by=location           the built-in live dashboard (web.dashboard)
+GET /api/v1/invitation/{id}  one invitation of this worker's table, for another worker's survey page (web.routing):
+                             200 {"invitation": {...}}; 404 {"reason": "unknown"} (this worker holds its partition,
+                             no such invitation); 409 {"reason": "not_held"} (another worker's partition); 503
+                             {"reason": "recovering"} (a rebalance or table recovery in progress)
 
 With ``NPSFLOW_INTERNAL_TOKEN`` set, every path but /healthz and /readyz needs ``Authorization: Bearer <token>`` (401).
 """
@@ -94,8 +98,9 @@ class InternalApi:
     function off the event loop), ``stats`` the agents' counters, ``dimensions`` the dashboard's choices."""
 
     def __init__(self, store, stats, dimensions: list[str], themes: dict | None = None,
-                 submit: Callable[[dict], Any] | None = None) -> None:
+                 submit: Callable[[dict], Any] | None = None, invitations=None) -> None:
         self.store, self.stats = store if store is not None else NoStore(), stats
+        self.invitations = invitations  # web.invitations.LocalInvitations (None: holds none)
         self.submit = submit  # async (case command event) → None once Kafka has it (None: commands refused)
         self.dimensions = dimensions or ["location"]
         self.themes = themes if themes is not None else terms.load_themes()
@@ -112,7 +117,7 @@ class InternalApi:
                 web.get("/api/v1/terms", self.terms), web.get("/api/v1/themes", self.theme_stats),
                 web.get("/api/v1/cloud", self.cloud), web.get("/api/v1/cases", self.cases),
                 web.get("/api/v1/case", self.case), web.get("/api/v1/cases/stats", self.case_stats),
-                web.get("/api/v1/alerts", self.alerts),
+                web.get("/api/v1/alerts", self.alerts), web.get("/api/v1/invitation/{inv_id}", self.invitation),
                 web.post("/api/v1/cases/{case_id}/{kind}", self.case_command)]
 
     async def cases(self, request: web.Request) -> web.Response:
@@ -168,6 +173,24 @@ class InternalApi:
             return json_reply({"error": exc.detail, "reason": exc.reason}, status=status)
         await self.submit(event)
         return json_reply({"command_id": command_id, "case_id": case_id}, status=202)
+
+    async def invitation(self, request: web.Request) -> web.Response:
+        """One invitation of this worker's table (never routed further: the asking worker routes)."""
+        from web.invitations import HERE, RECOVERING
+
+        inv_id = request.match_info["inv_id"]
+        where = self.invitations.where(inv_id) if self.invitations is not None else "elsewhere"
+        if where == RECOVERING:
+            return json_reply({"error": "a rebalance or table recovery is in progress", "reason": "recovering"},
+                              status=503)
+        if where != HERE:
+            return json_reply({"error": "another worker holds this invitation's partition", "reason": "not_held"},
+                              status=409)
+        inv = self.invitations.get(inv_id)
+        if inv is None:
+            return json_reply({"error": "no such invitation", "reason": "unknown"}, status=404)
+        self.stats.inc("invitation.read_by_peer")
+        return json_reply({"invitation": inv}, headers={"Cache-Control": "no-store"})
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return json_reply(self.stats.as_dict())

@@ -19,8 +19,11 @@ shows "already answered" and writes nothing. Nothing is written for a forged, ex
 missing/invalid CSRF token, an oversized body or a rate-limited client. Logs name invitation ids, never
 addresses, comments or client IPs.
 
+Any worker's public listener answers any invitation: one whose partition this worker does not hold is read from
+the worker that holds it (web.invitations, web.routing); the answer is written to Kafka here all the same.
+
 The pieces, each with its own state: ``Limits`` (rate limits, client address), ``InvitationDesk`` (the
-invitations table of this worker), ``AnswerWriter`` (raw responses to Kafka), ``Notices`` (the notice pages),
+invitations, with their texts), ``AnswerWriter`` (raw responses to Kafka), ``Notices`` (the notice pages),
 ``SurveyPages`` and ``ResponsesApi`` (the handlers); ``public_app`` puts them on an aiohttp application.
 """
 
@@ -37,7 +40,6 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from aiohttp import web
-from kafka.partitioner.default import murmur2
 
 from npsflow.ingest import response_key, to_raw_response
 from schemas import codec as avro
@@ -45,8 +47,8 @@ from streams import links
 from streams.guards import RateLimiter, api_key_matches, csrf_token, csrf_valid
 from streams.nps import classify
 from streams.responses import Rejected, validate
-from streams.kafka_io import StateTable, json_key
 from web import survey_page as page
+from web.invitations import InvitationSource, LocalInvitations, RoutedInvitations
 from web.common import healthz, host_guard, html_reply, json_reply, read_body
 
 log = logging.getLogger("npsflow.survey")
@@ -99,36 +101,22 @@ class Limits:
 
 
 class InvitationDesk:
-    """The invitations this worker holds (Faust table ``invitations``, key ``I|<id>``) with their texts."""
+    """The invitations the page answers with their texts: ``source`` (web.invitations) is this worker's table, or
+    routed to the worker holding the invitation."""
 
-    def __init__(self, pipeline, book, partitions: int, edit_window_seconds: int) -> None:
-        self.app, self.book, self.partitions = pipeline.app, book, partitions
-        table = pipeline.tables.get("invitations")  # a sink or web worker holds no tables (streams.app)
-        self.table = StateTable(table) if table is not None else None
-        self.topic = pipeline.topics["invitations"]
+    def __init__(self, source: InvitationSource, book, edit_window_seconds: int) -> None:
+        self.source, self.book = source, book
         self.edit_window_ms = edit_window_seconds * 1000
 
-    def get(self, inv_id: str) -> dict | None:
-        return None if self.table is None else self.table.get(json_key(f"I|{inv_id}"))
+    async def fetch(self, inv_id: str) -> tuple[dict | None, str | None]:
+        """(invitation, None), or None and "invalid" (none such) / "unavailable" (cannot tell now)."""
+        return await self.source.fetch(inv_id)
 
-    def held_here(self, inv_id: str) -> bool:
-        """Whether this worker holds the invitation's partition, with its table recovered."""
-        if self.table is None:
-            return False
-        if getattr(self.app, "rebalancing", False) or getattr(self.app, "in_recovery", False):
-            return False
-        try:
-            name = self.topic.get_topic_name()
-            actives = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name}
-        except Exception:
-            return False
-        return (murmur2(inv_id.encode()) & 0x7FFFFFFF) % self.partitions in actives
-
-    def lookup(self, inv_id: str):
-        """(invitation, org, texts, branding), None — or None and why the page cannot be served here."""
-        inv = self.get(inv_id)
+    async def lookup(self, inv_id: str):
+        """(invitation, org, texts, branding), None — or None and why the page cannot be served."""
+        inv, problem = await self.fetch(inv_id)
         if inv is None:
-            return None, "invalid" if self.held_here(inv_id) else "unavailable"
+            return None, problem
         found = self.book.found(inv["org"], inv["program"])
         if found is None:
             return None, "invalid"
@@ -236,27 +224,27 @@ class SurveyPages:
         wait = self.limits.page_wait(request, inv_id)
         return None if wait is None else self.notices.page("rate_limited", headers={"Retry-After": str(wait)})
 
-    def refused_token(self, request: web.Request, exc: links.InvalidToken) -> web.Response:
+    async def refused_token(self, request: web.Request, exc: links.InvalidToken) -> web.Response:
         kind = "expired" if exc.reason == links.EXPIRED else "invalid"
         if exc.invitation_id:  # expired, but genuinely ours: say it in the invitation's language
-            found, _ = self.desk.lookup(exc.invitation_id)
+            found, _ = await self.desk.lookup(exc.invitation_id)
             if found:
                 inv, _org, _words, brand = found
                 return self.limited(request, exc.invitation_id) or self.notices.page(kind, inv["locale"], brand)
         return self.limited(request, None) or self.notices.page(kind)
 
-    def admit(self, request: web.Request):
+    async def admit(self, request: web.Request):
         """(claims, None) for a genuine, unexpired link within the rate limits; else (None, the refusal page)."""
         try:
             claims = links.verify_token(request.match_info["token"], self.book.link_keys, self.clock())
         except links.InvalidToken as exc:
-            return None, self.refused_token(request, exc)
+            return None, await self.refused_token(request, exc)
         return claims, self.limited(request, claims.invitation_id)
 
-    def open_invitation(self, inv_id: str, now: datetime):
-        """((invitation, org, texts, branding), None), or (None, the notice page): unknown, held by another
-        worker, or answered and past its edit window."""
-        found, problem = self.desk.lookup(inv_id)
+    async def open_invitation(self, inv_id: str, now: datetime):
+        """((invitation, org, texts, branding), None), or (None, the notice page): unknown, unavailable now (its
+        holder unreachable or moving), or answered and past its edit window."""
+        found, problem = await self.desk.lookup(inv_id)
         if problem:
             return None, self.notices.page(problem)
         inv, _org, _words, brand = found
@@ -276,11 +264,11 @@ class SurveyPages:
 
     @guarded
     async def get(self, request: web.Request) -> web.Response:
-        claims, refused = self.admit(request)
+        claims, refused = await self.admit(request)
         if refused:
             return refused
         now = self.clock()
-        found, refused = self.open_invitation(claims.invitation_id, now)
+        found, refused = await self.open_invitation(claims.invitation_id, now)
         if refused:
             return refused
         inv = found[0]
@@ -296,14 +284,14 @@ class SurveyPages:
     async def post(self, request: web.Request) -> web.Response:
         if (request.content_length or 0) > MAX_FORM_BYTES:
             return self.notices.page("too_large")
-        claims, refused = self.admit(request)
+        claims, refused = await self.admit(request)
         if refused:
             return refused
         raw = await read_body(request, MAX_FORM_BYTES)
         if raw is None:
             return self.notices.page("too_large")
         form, now = Form.parse(raw), self.clock()
-        found, refused = self.open_invitation(claims.invitation_id, now)
+        found, refused = await self.open_invitation(claims.invitation_id, now)
         if refused:
             return refused
         inv, _org, _words, brand = found
@@ -417,14 +405,14 @@ class ResponsesApi:
         self.stats.inc("api.responses.rejected", len(results) - accepted)
         return json_reply({"accepted": accepted, "rejected": len(results) - accepted, "results": results})
 
-    def bind_to_org(self, org, obj: dict, now: datetime) -> tuple[str, str] | None:
+    async def bind_to_org(self, org, obj: dict, now: datetime) -> tuple[str, str] | None:
         """Give the record its stored response id within ``org`` (in place); (reason, detail) if refused."""
         inv_id = obj.get("invitation_id")
         if inv_id is not None:
             if not isinstance(inv_id, str) or not inv_id.strip():
                 return "invitation_id_invalid", "invitation_id must be a non-empty string"
-            inv = self.desk.get(inv_id.strip())
-            if inv is None and not self.desk.held_here(inv_id.strip()):  # another worker holds it (or role web)
+            inv, problem = await self.desk.fetch(inv_id.strip())
+            if problem == "unavailable":  # its holder cannot be asked now (a rebalance, unreachable)
                 return "invitation_unavailable", ("this worker cannot see the invitation now; send the record "
                                                   "again (responses are idempotent by response_id)")
             if inv is None or inv["org"] != org.id:  # another org's invitations are not even acknowledged
@@ -449,7 +437,7 @@ class ResponsesApi:
         if not isinstance(obj, dict):
             return rejected("not_a_json_object")
         obj = dict(obj)
-        refused = self.bind_to_org(org, obj, now)
+        refused = await self.bind_to_org(org, obj, now)
         if refused:
             return rejected(*refused)
         record = to_raw_response(obj, source=f"api:{org.id}", received_at=now)
@@ -466,9 +454,13 @@ class ResponsesApi:
         return {"index": i, "status": "accepted", "response_id": sent_id, "stored_as": record["response_id"]}
 
 
-def public_handlers(pipeline, book, settings) -> tuple[SurveyPages, ResponsesApi]:
-    """The survey page and response API handlers of a pipeline (streams.app.create_app) and its DispatchBook."""
-    desk = InvitationDesk(pipeline, book, settings.partitions, settings.edit_window_seconds)
+def public_handlers(pipeline, book, settings, remote=None) -> tuple[SurveyPages, ResponsesApi]:
+    """The survey page and response API handlers of a pipeline (streams.app.create_app) and its DispatchBook.
+    ``remote`` (web.routing.OwnerClient): invitations of partitions held elsewhere are asked of their owner;
+    None: this worker's table only."""
+    local = LocalInvitations(pipeline, settings.partitions)
+    source = RoutedInvitations(local, remote) if remote is not None else local
+    desk = InvitationDesk(source, book, settings.edit_window_seconds)
     writer = AnswerWriter(pipeline)
     limits = Limits(settings.page_rate, frozenset(settings.trusted_proxies))
     notices = Notices(pipeline.stats)

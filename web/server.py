@@ -70,11 +70,14 @@ class WebServers(Service):
 
     driver_version = f"aiohttp {aiohttp.__version__}"
 
-    def __init__(self, listeners: list[Listener], web_url: str, **kwargs) -> None:
+    def __init__(self, listeners: list[Listener], web_url: str, router=None, **kwargs) -> None:
         self.listeners, self.web_url = listeners, web_url
+        self.router = router  # web.routing.Router: started before the listeners, stopped after them
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
+        if self.router is not None:
+            await self.router.start()
         for listener in self.listeners:
             runner = web.AppRunner(listener.app, access_log=None, handle_signals=False)
             await runner.setup()
@@ -86,6 +89,8 @@ class WebServers(Service):
             if listener.runner is not None:
                 await listener.runner.cleanup()
                 listener.runner = None
+        if self.router is not None:
+            await self.router.stop()
 
 
 def case_submitter(pipeline):
@@ -105,23 +110,39 @@ def case_submitter(pipeline):
     return submit
 
 
-def install_web(pipeline, store, settings: Settings, public: socket.socket, internal: socket.socket) -> WebServers:
+def internal_hosts(settings: Settings) -> frozenset[str]:
+    """Host names the internal listener answers to: allowed_hosts, plus the host of its advertised URL (what the
+    other workers' survey pages ask, web.routing)."""
+    from urllib.parse import urlsplit
+
+    advertised = (urlsplit(settings.internal_advertised_url).hostname or "").lower()
+    return allowed_hosts(settings, settings.internal_bind) | ({advertised} if advertised else set())
+
+
+def install_web(pipeline, store, settings: Settings, public: socket.socket, internal: socket.socket,
+                bootstrap: str | None = None) -> WebServers:
     """Put the public and the internal listener on the pipeline's Faust app (``app.web_server``). ``settings``
-    carry the bound ports (``bound``); ``store`` is the worker's ClickHouseStore."""
+    carry the bound ports (``bound``); ``store`` is the worker's ClickHouseStore. With ``bootstrap`` (Kafka) the
+    survey page routes invitations held by other workers to them (web.routing); without, it answers only the
+    ones this worker holds."""
     from web.health import Readiness
+    from web.invitations import LocalInvitations
+    from web.routing import Router
 
     readiness = Readiness(pipeline.app, settings.role, store, max_lag=settings.ready_max_lag,
                           grace_seconds=settings.ready_grace_seconds)
     readiness.install()
-    pages, api = public_handlers(pipeline, pipeline.book, settings)
+    router = Router(settings, bootstrap, pipeline.stats) if bootstrap else None
+    pages, api = public_handlers(pipeline, pipeline.book, settings, remote=router.client if router else None)
     reads = InternalApi(store, pipeline.stats, [d for d in settings.dimensions if d != "overall"],
-                        load_themes(settings.themes_file), submit=case_submitter(pipeline))
+                        load_themes(settings.themes_file), submit=case_submitter(pipeline),
+                        invitations=LocalInvitations(pipeline, settings.partitions))
     servers = WebServers([
         Listener("public", public, public_app(pages, api, allowed_hosts=allowed_hosts(settings, settings.public_bind),
                                               readyz=readiness.handle)),
-        Listener("internal", internal, internal_app(reads, allowed_hosts=allowed_hosts(settings, settings.internal_bind),
+        Listener("internal", internal, internal_app(reads, allowed_hosts=internal_hosts(settings),
                                                     token=settings.internal_token, readyz=readiness.handle)),
-    ], web_url=settings.public_bind.url)
+    ], web_url=settings.public_bind.url, router=router)
     servers.readiness = readiness
     pipeline.app.web_server(servers)
     return servers
