@@ -6,7 +6,9 @@ the records (``oracle``: latest responded_at per response id): 0 lost, 0 double.
 
 The two faults come one after the other: the killed worker's partitions are taken over (the report shows the
 first half) before the broker is stopped. Triggers go the same way (half before the kill, half while the broker
-is down, all again on top): one dispatch record per trigger, no contact mailed twice.
+is down, all again on top): one dispatch record per trigger, no contact mailed twice. Afterwards the links of 60
+mails are opened and answered through the web worker (no consumer group, no tables: it asks the partition's owner,
+found in the owner directory ``<ns>.owners``) and counted like the rest.
 
 This test found (session 7) that a sink worker in the stream workers' consumer group split the tables from their
 source partitions (Faust's assignor groups topics by their subscribers): replays were counted again in the live
@@ -18,16 +20,19 @@ Measured (printed with -s): the test's wall time and the RSS of the three JVMs.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import uuid
 from collections import Counter
 
 import pytest
+import requests
 
 from npsflow import stack
 from tests.e2e_helpers import Env, wait_for, write_jsonl
 from tests.standins import SmtpServer
+from tests.test_e2e_survey import csrf_of
 from tests.test_e2e_pipeline import c3, counts, oracle
 
 pytestmark = pytest.mark.kafka
@@ -53,6 +58,7 @@ organizations:
         quiet_hours: null
 """
 TRIGGERS = 600
+ANSWERED = 60  # invitations answered through the web worker
 
 
 @pytest.fixture
@@ -73,7 +79,7 @@ def cluster_env(tmp_path, smtp):
     env.update(NPSFLOW_HOME=str(home), NPSFLOW_NAMESPACE="t" + uuid.uuid4().hex[:10], NPSFLOW_PARTITIONS="12",
                NPSFLOW_SINK_MAX_AGE="0.3", NPSFLOW_SECRET="s" * 32,
                NPSFLOW_PROGRAMS=str(tmp_path / "programs.yaml"), NPSFLOW_CHANNELS=str(tmp_path / "channels.yaml"),
-               NPSFLOW_SURVEY_URL="https://nps.example.se/s")
+               NPSFLOW_SURVEY_URL="https://nps.example.se/s", NPSFLOW_PAGE_RATE="100")
     e = Env(home, env)
     try:
         yield e
@@ -115,7 +121,22 @@ def _triggers(n: int) -> list[dict]:
     """``n`` purchases of distinct contacts (one invitation each), spread over every partition by contact."""
     at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
     return [{"event_id": f"o-{i}", "org_id": "bolt", "event_type": "order.delivered", "occurred_at": at,
-             "contact": {"contact_id": f"k-{i}", "email": f"k{i}@kund.se"}, "location": "Malmö"} for i in range(n)]
+             "contact": {"contact_id": f"k-{i}", "email": f"k{i}@kund.se"}, "location": "Kiruna"} for i in range(n)]
+
+
+def _answer_through(web: dict, mails: list) -> dict[str, int]:
+    """Open each mail's survey link on ``web``'s public listener and answer it (score = its index mod 11);
+    {address: score}."""
+    scores = {}
+    for i, mail in enumerate(mails):
+        token = re.findall(r"https://nps\.example\.se/s/([A-Za-z0-9_.\-]+)", mail.get_body(("plain",)).get_content())[0]
+        url = f"{web['public_url']}/s/{token}"
+        page = requests.get(url, timeout=30)
+        assert page.status_code == 200 and "Bolt" in page.text, (mail["To"], page.status_code)
+        thanks = requests.post(url, data={"csrf": csrf_of(page.text), "score": str(i % 11)}, timeout=30)
+        assert thanks.status_code == 200, (mail["To"], thanks.status_code)
+        scores[mail["To"]] = i % 11
+    return scores
 
 
 def _kill(info: dict) -> None:
@@ -171,16 +192,6 @@ def test_three_brokers_three_process_workers_a_killed_worker_and_a_stopped_broke
     env.cli("ingest", "responses", str(write_jsonl(tmp_path / "all.jsonl", records)))  # replays on top
     env.cli("ingest", "triggers", str(write_jsonl(tmp_path / "t-all.jsonl", triggers)))
 
-    def report():
-        r = env.cli_json("report", "--by", "location")
-        return r if r["total"]["responses"] == total else None
-
-    final = wait_for(report, what="every response counted once", timeout=180, interval=1)
-    assert c3(expected["total"]) == (final["total"]["promoters"], final["total"]["passives"],
-                                     final["total"]["detractors"])
-    for row in final["rows"]:
-        assert counts(row) == c3(expected["by_location"][row["location"]]), row["location"]
-
     # every trigger decided once (one dispatch record each), no contact mailed twice, every send that the records
     # call sent reached the SMTP server; a send cut off by the SIGKILL is recorded as failed/send_interrupted
     data = wait_for(lambda: (lambda d: d if d["total"] == TRIGGERS else None)(env.cli_json("dispatches")),
@@ -192,8 +203,26 @@ def test_three_brokers_three_process_workers_a_killed_worker_and_a_stopped_broke
     assert set(per_address) <= {t["contact"]["email"] for t in triggers}
     assert data["by_status"]["sent"] <= len(per_address) <= data["by_status"]["sent"] + interrupted
 
+    # every invitation answerable through the web worker (no consumer group, no tables: it asks the owner), after
+    # the faults moved partitions: the links of ANSWERED mails opened and answered there like a respondent would
+    answered = _answer_through(state["web"][0], smtp.received()[:ANSWERED])
+    by_score = Counter("promoter" if s >= 9 else "passive" if s >= 7 else "detractor" for s in answered.values())
+    expected["total"].update(by_score)
+    expected["by_location"]["Kiruna"].update(by_score)
+    total += len(answered)
+
+    def report():
+        r = env.cli_json("report", "--by", "location")
+        return r if r["total"]["responses"] == total else None
+
+    final = wait_for(report, what="every response counted once", timeout=180, interval=1)
+    assert c3(expected["total"]) == (final["total"]["promoters"], final["total"]["passives"],
+                                     final["total"]["detractors"])
+    for row in final["rows"]:
+        assert counts(row) == c3(expected["by_location"][row["location"]]), row["location"]
+
     rss = [round(_rss_mib(n["pid"])) for n in stack.status(env.settings)["kafka"]["nodes"] if n["pid"]]
-    print(f"\ncluster e2e: up {t_up:.1f}s (3 brokers + {PROCESS_WORKERS + 1} workers), stop node {t_stop:.1f}s, "
+    print(f"\ncluster e2e: up {t_up:.1f}s (3 brokers + {PROCESS_WORKERS + 2} workers: process, sink, web), stop node {t_stop:.1f}s, "
           f"restart node {t_start:.1f}s, report exact after {time.monotonic() - t0:.1f}s; JVM RSS MiB {rss}; "
           f"dispatches {data['by_status']}, {len(per_address)} mails")
 
