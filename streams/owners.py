@@ -8,12 +8,19 @@ reach it (NPSFLOW_INTERNAL_ADVERTISED_URL, else the bound address), ``generation
 of the assignment. Any worker's public listener reads the topic (web.routing) and asks the owner for the
 invitation (``GET /api/v1/invitation/{id}`` on its internal listener).
 
+Records are signed (``sig``: HMAC-SHA256 with NPSFLOW_SECRET, which every worker of a deployment shares): the
+reader sends the internal token to the URL a record names, so a record anyone with write access to the topic
+could produce must not redirect it — an unsigned or wrongly signed record is skipped.
+
 ``Directory`` is the reader's view: the latest record per partition, except that a record of an older generation
 that is not newer in time either (a send of the previous owner that landed late) never replaces a newer owner.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -24,6 +31,11 @@ from kafka.partitioner.default import murmur2
 log = logging.getLogger("npsflow.owners")
 
 PUBLISH_EVERY = 0.5  # seconds between checks of the assignment (a publication only when it changed)
+
+
+def _signature(secret: bytes, fields: dict) -> str:
+    message = b"npsflow/owners\x00" + json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(hmac.new(secret, message, hashlib.sha256).digest()).decode().rstrip("=")
 
 
 def invitation_partition(inv_id: str, partitions: int) -> int:
@@ -41,22 +53,31 @@ class Owner:
     generation: int
     at: int
 
-    def encode(self) -> tuple[bytes, bytes]:
-        """(key, value) of the owners topic."""
-        value = {"partition": self.partition, "url": self.url, "worker": self.worker,
-                 "generation": self.generation, "at": self.at}
+    def fields(self) -> dict:
+        return {"partition": self.partition, "url": self.url, "worker": self.worker, "generation": self.generation,
+                "at": self.at}
+
+    def encode(self, secret: bytes) -> tuple[bytes, bytes]:
+        """(key, value) of the owners topic, the value signed with ``secret``."""
+        value = {**self.fields(), "sig": _signature(secret, self.fields())}
         return str(self.partition).encode(), json.dumps(value, separators=(",", ":")).encode()
 
     @classmethod
-    def decode(cls, value: bytes | None) -> "Owner | None":
-        """The record's owner, or None for a tombstone or anything malformed (skipped, never fatal)."""
+    def decode(cls, value: bytes | None, secret: bytes) -> "Owner | None":
+        """The record's owner, or None for a tombstone, anything malformed or a record not signed with
+        ``secret`` (skipped, never fatal)."""
         if not value:
             return None
         try:
             obj = json.loads(value)
             owner = cls(int(obj["partition"]), str(obj["url"]), str(obj.get("worker") or ""),
                         int(obj["generation"]), int(obj["at"]))
+            signed = hmac.compare_digest(str(obj["sig"]), _signature(secret, owner.fields()))
         except (ValueError, TypeError, KeyError):
+            return None
+        if not signed:
+            log.warning("owners: a record for partition %d is not signed with this deployment's NPSFLOW_SECRET; "
+                        "skipped", owner.partition)
             return None
         return owner if owner.url.startswith(("http://", "https://")) and owner.partition >= 0 else None
 
@@ -72,12 +93,13 @@ class Owner:
 class Directory:
     """Partition → Owner, fed record by record (``apply``) from the owners topic."""
 
-    def __init__(self) -> None:
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
         self.owners: dict[int, Owner] = {}
         self.applied = 0  # records applied, a change counter for waiters
 
     def apply(self, value: bytes | None) -> bool:
-        owner = Owner.decode(value)
+        owner = Owner.decode(value, self.secret)
         self.applied += 1
         if owner is None or not owner.supersedes(self.owners.get(owner.partition)):
             return False
@@ -117,7 +139,7 @@ class OwnerPublisher:
         now = int(time.time() * 1000)
         topic = self.pipeline.topics["owners"]
         for partition in sorted(owned):
-            key, value = Owner(partition, self.url, self.worker, generation, now).encode()
+            key, value = Owner(partition, self.url, self.worker, generation, now).encode(self.pipeline.settings.secret)
             await (await topic.send(key=key, value=value, partition=0))
         self.published = state
         self.pipeline.stats.inc("owners.published", len(owned))

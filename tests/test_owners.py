@@ -16,14 +16,15 @@ from web.invitations import ELSEWHERE, HERE, RECOVERING
 from web.routing import DirectoryReader, OwnerClient
 
 TOKEN = "internal-token-0123456789abcdef"
+SECRET = b"deployment-secret-0123456789abcdef"
 
 
 def record(partition: int, url: str, generation: int, at: int, worker: str = "w") -> bytes:
-    return Owner(partition, url, worker, generation, at).encode()[1]
+    return Owner(partition, url, worker, generation, at).encode(SECRET)[1]
 
 
 def test_the_latest_record_per_partition_wins():
-    d = Directory()
+    d = Directory(SECRET)
     assert d.apply(record(0, "http://a:1", 3, 100)) and d.apply(record(1, "http://b:1", 3, 100))
     assert d.apply(record(0, "http://b:1", 4, 200))
     assert (d.owner(0).url, d.owner(1).url, d.owner(2)) == ("http://b:1", "http://b:1", None)
@@ -32,7 +33,7 @@ def test_the_latest_record_per_partition_wins():
 
 
 def test_a_stale_generation_does_not_overwrite_a_newer_owner():
-    d = Directory()
+    d = Directory(SECRET)
     d.apply(record(5, "http://new:1", 7, 2000))
     assert not d.apply(record(5, "http://old:1", 6, 1990))  # the previous owner's send that landed late
     assert d.owner(5).url == "http://new:1"
@@ -42,7 +43,7 @@ def test_a_stale_generation_does_not_overwrite_a_newer_owner():
 
 
 def test_malformed_records_and_tombstones_are_skipped():
-    d = Directory()
+    d = Directory(SECRET)
     d.apply(record(2, "http://a:1", 1, 1))
     for bad in (None, b"", b"not json", b"{}", json.dumps({"partition": 2, "url": "ftp://x", "generation": 9,
                                                            "at": 9}).encode(),
@@ -52,9 +53,24 @@ def test_malformed_records_and_tombstones_are_skipped():
 
 
 def test_records_round_trip_and_are_keyed_by_partition():
-    key, value = Owner(3, "http://10.0.0.7:7001", "process-2", 12, 1234).encode()
+    key, value = Owner(3, "http://10.0.0.7:7001", "process-2", 12, 1234).encode(SECRET)
     assert key == b"3"
-    assert Owner.decode(value) == Owner(3, "http://10.0.0.7:7001", "process-2", 12, 1234)
+    assert Owner.decode(value, SECRET) == Owner(3, "http://10.0.0.7:7001", "process-2", 12, 1234)
+
+
+def test_a_record_not_signed_with_the_deployments_secret_redirects_nothing():
+    """The reader sends the internal token to the URL a record names: a record produced by anyone else (another
+    secret, no signature, a signed record with its URL changed) must not move a partition."""
+    d = Directory(SECRET)
+    d.apply(record(4, "http://owner:1", 2, 100))
+    forged = Owner(4, "http://attacker:1", "w", 3, 200)
+    unsigned = json.dumps(forged.fields()).encode()
+    tampered = json.loads(record(4, "http://owner:1", 3, 200))
+    tampered["url"] = "http://attacker:1"
+    for bad in (forged.encode(b"another-secret-0123456789")[1], unsigned, json.dumps(tampered).encode()):
+        assert not d.apply(bad)
+    assert d.owner(4).url == "http://owner:1"
+    assert d.apply(record(4, "http://new-owner:1", 3, 200))  # signed with the deployment's secret: it moves
 
 
 def test_the_invitation_partition_is_the_kafka_default_partitioners():
@@ -106,7 +122,7 @@ async def client_for(settings, url: str | None, headers: dict) -> OwnerClient:
     reader = DirectoryReader(settings, "127.0.0.1:1")  # never started: the directory is fed by hand
     if url is not None:
         for partition in range(settings.partitions):
-            reader.directory.apply(record(partition, url, 1, 1))
+            assert reader.directory.apply(Owner(partition, url, "w", 1, 1).encode(settings.secret)[1])
     client = OwnerClient(reader, headers, Counts())
     await client.start()
     return client

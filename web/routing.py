@@ -34,7 +34,7 @@ class DirectoryReader:
     def __init__(self, settings, bootstrap: str) -> None:
         self.settings, self.bootstrap = settings, bootstrap
         self.topic = settings.topics.owners
-        self.directory = Directory()
+        self.directory = Directory(settings.secret)
         self.consumer = None
         self.task: asyncio.Task | None = None
         self.changed = asyncio.Event()
