@@ -46,7 +46,8 @@ NPSFLOW_THEMES            themes YAML for `npsflow themes` (sinks.terms: theme â
                           example themes shipped in deploy/themes.example.yaml
 NPSFLOW_SECRET            key for contact pseudonyms, sampling and link signatures (â‰¥ 16 characters); unset:
                           a random one is created once in $NPSFLOW_HOME/secret.key (set it when several
-                          workers or hosts share one deployment: they must all use the same)
+                          workers or hosts share one deployment: they must all use the same). Or
+                          NPSFLOW_SECRET_FILE: a file holding it (compose/Kubernetes secrets; not both)
 NPSFLOW_SURVEY_URL        base URL of the survey page the links point to (default: the worker's public
                           listener, http://127.0.0.1:<port>/s)
 NPSFLOW_LINK_TTL          how long a survey link stays valid (default 30d)
@@ -199,7 +200,8 @@ class Settings:
     themes_file: Path | None = None
     cases_file: Path | None = None
     channels_file: Path | None = None
-    secret_value: str | None = field(default=None, repr=False)  # NPSFLOW_SECRET; see ``secret``
+    secret_value: str | None = field(default=None, repr=False)  # NPSFLOW_SECRET or the file's; see ``secret``
+    secret_file: Path | None = None  # NPSFLOW_SECRET_FILE (children get the path, never the value)
     survey_url: str | None = None
     link_ttl_seconds: int = 30 * 86400
     edit_window_seconds: int = 86400
@@ -344,7 +346,8 @@ class Settings:
             env["NPSFLOW_INTERNAL_TOKEN"] = self.internal_token
         for name, value in (("NPSFLOW_PROGRAMS", self.programs_file), ("NPSFLOW_CHANNELS", self.channels_file),
                             ("NPSFLOW_THEMES", self.themes_file), ("NPSFLOW_CASES", self.cases_file),
-                            ("NPSFLOW_SECRET", self.secret_value),
+                            ("NPSFLOW_SECRET_FILE", self.secret_file),
+                            ("NPSFLOW_SECRET", None if self.secret_file else self.secret_value),
                             ("NPSFLOW_SURVEY_URL", self.survey_url)):
             if value:
                 env[name] = str(value)
@@ -470,6 +473,26 @@ def _internal_token(env: dict) -> tuple[str | None, Path | None]:
     return value, path
 
 
+def _secret(env: dict) -> tuple[str | None, Path | None]:
+    """NPSFLOW_SECRET, or the content of NPSFLOW_SECRET_FILE (stripped of surrounding whitespace) and that file."""
+    value, file = env.get("NPSFLOW_SECRET") or None, env.get("NPSFLOW_SECRET_FILE") or None
+    if value and file:
+        raise ConfigError("set NPSFLOW_SECRET or NPSFLOW_SECRET_FILE, not both")
+    path = None
+    if file:
+        path = Path(file).expanduser().resolve()
+        try:
+            value = path.read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"NPSFLOW_SECRET_FILE: cannot read {file}: {type(exc).__name__}") from None
+        if value is None:
+            raise ConfigError(f"NPSFLOW_SECRET_FILE: {file} is empty")
+    if value is not None and len(value.encode()) < 16:
+        name = "NPSFLOW_SECRET_FILE" if path else "NPSFLOW_SECRET"
+        raise ConfigError(f"{name}: the secret must be at least 16 characters (32 random bytes, hex, recommended)")
+    return value, path
+
+
 ROLES = ("all", "process", "sink", "web")
 
 
@@ -561,9 +584,7 @@ def load(env: dict | None = None) -> Settings:
     namespace = env.get("NPSFLOW_NAMESPACE") or "npsflow"
     if not _NAMESPACE.match(namespace):
         raise ConfigError(f"NPSFLOW_NAMESPACE must be letters, digits, - or _ (max 41), got {namespace!r}")
-    secret = env.get("NPSFLOW_SECRET") or None
-    if secret is not None and len(secret.encode()) < 16:
-        raise ConfigError("NPSFLOW_SECRET must be at least 16 characters (32 random bytes, hex, recommended)")
+    secret, secret_file = _secret(env)
     survey_url = env.get("NPSFLOW_SURVEY_URL") or None
     if survey_url is not None and not re.match(r"^https?://[^/\s]+", survey_url):
         raise ConfigError(f"NPSFLOW_SURVEY_URL must be an http(s) URL, got {survey_url!r}")
@@ -624,6 +645,7 @@ def load(env: dict | None = None) -> Settings:
         themes_file=files.get("NPSFLOW_THEMES"),
         cases_file=files.get("NPSFLOW_CASES"),
         secret_value=secret,
+        secret_file=secret_file,
         survey_url=survey_url,
         link_ttl_seconds=link_ttl,
         edit_window_seconds=edit_window,

@@ -155,3 +155,28 @@ def test_web_hosts_are_local_names_the_survey_host_and_the_allowed_ones(tmp_path
     settings = load(tmp_path, NPSFLOW_SURVEY_URL="https://NPS.example.com/s", NPSFLOW_ALLOWED_HOSTS="a.example, b.example")
     assert settings.web_hosts == {"127.0.0.1", "localhost", "::1", "nps.example.com", "a.example", "b.example"}
     assert config.load(settings.to_env()).web_hosts == settings.web_hosts
+
+
+def test_the_secret_from_a_file_compose_and_kubernetes_secrets(tmp_path):
+    """NPSFLOW_SECRET_FILE: the file's content (a trailing newline stripped) is the key; a child process gets the
+    path, never the value; both variables, an unreadable, empty or short file are one line naming the variable."""
+    secret = tmp_path / "secret"
+    secret.write_text("k" * 32 + "\n")
+    settings = load(tmp_path, NPSFLOW_SECRET_FILE=str(secret))
+    assert settings.secret == b"k" * 32 and not (tmp_path / "secret.key").exists()
+    env = settings.to_env()
+    assert env["NPSFLOW_SECRET_FILE"] == str(secret.resolve()) and "NPSFLOW_SECRET" not in env
+    assert config.load(env).secret == b"k" * 32
+    assert "k" * 32 not in repr(settings)
+    short = tmp_path / "short"
+    short.write_text("tooshort\n")
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    for extra, match in ((dict(NPSFLOW_SECRET_FILE=str(secret), NPSFLOW_SECRET="s" * 20), "not both"),
+                         (dict(NPSFLOW_SECRET_FILE=str(tmp_path / "missing")), "cannot read"),
+                         (dict(NPSFLOW_SECRET_FILE=str(empty)), "is empty"),
+                         (dict(NPSFLOW_SECRET_FILE=str(short)), "at least 16 characters")):
+        with pytest.raises(config.ConfigError, match=match) as info:
+            load(tmp_path, **extra)
+        assert "NPSFLOW_SECRET" in str(info.value) and "\n" not in str(info.value)
+        assert "tooshort" not in str(info.value)
