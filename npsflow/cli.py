@@ -482,6 +482,26 @@ def worker(loglevel: str, role: str | None) -> None:
         raise Failure(str(exc)) from None
 
 
+@main.command("init")
+@click.option("--no-clickhouse", is_flag=True, help="Only the topics (ClickHouse prepared elsewhere, e.g. from "
+              "`npsflow clickhouse ddl --cluster`).")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(1, 600),
+              help="Seconds to wait for Kafka (and for new topics to show leaders).")
+def init_command(no_clickhouse: bool, timeout: float) -> None:
+    """Prepare a deployment once, before its workers start (a compose init service, a Kubernetes Job): create
+    every topic (NPSFLOW_PARTITIONS, NPSFLOW_REPLICATION_FACTOR, NPSFLOW_MIN_ISR) and apply the ClickHouse
+    migrations, views and retention (NPSFLOW_RETENTION) as a sink worker does at its start. Idempotent; exit 1
+    with one line when Kafka or ClickHouse cannot be reached."""
+    from npsflow.prepare import init
+
+    try:
+        lines = init(_settings(), clickhouse=not no_clickhouse, timeout=timeout)
+    except cfg.ConfigError as exc:
+        raise Failure(str(exc)) from None
+    for line in lines:
+        click.echo(line)
+
+
 # ----------------------------------------------------------------------------------------------- ingest
 @main.group()
 def ingest() -> None:

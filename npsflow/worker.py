@@ -19,7 +19,7 @@ from dataclasses import replace
 import faust
 
 from npsflow.config import ConfigError, Settings
-from npsflow.prepare import dispatch_inputs, ensure_topics
+from npsflow.prepare import dispatch_inputs, ensure_topics, prepare_store
 
 
 def free_port() -> int:
@@ -61,23 +61,8 @@ class NpsWorker(faust.Worker):
 
 
 def open_store(settings: Settings):
-    """The worker's ClickHouse store, migrated, with the views and the retention applied."""
-    from sinks.bi import apply_views
-    from sinks.clickhouse import ClickHouseStore, apply_retention, migrate
-    from sinks.rollup import apply_view
-
-    store = ClickHouseStore(settings.clickhouse_dsn, **settings.clickhouse_options)
-    migrate(store)
-    apply_view(store)  # nps_cells: every NPS read goes through it (the BI views below are optional extras)
-    link_days = settings.dispatch_extra_retention_days
-    for what, step in (("retention", lambda: apply_retention(store, settings.retention_days, link_days)),
-                       ("BI views", lambda: apply_views(store))):
-        try:
-            step()
-        except Exception as exc:  # e.g. no ALTER/CREATE VIEW right, an old server, Distributed tables of a
-            # cluster (TTL and views go ON CLUSTER there: see `npsflow clickhouse ddl`): not a reason to stop
-            logging.getLogger("npsflow").warning("ClickHouse %s not applied: %s", what, str(exc).splitlines()[0][:300])
-    return store
+    """The worker's ClickHouse store, migrated, with the views and the retention applied (npsflow.prepare)."""
+    return prepare_store(settings)[0]
 
 
 def worker_store(settings: Settings):

@@ -19,7 +19,7 @@ Public API (the CLI builds on these)::
         .is_running() -> bool
         .bootstrap -> str | None
         .log_path -> Path
-    create_topics(bootstrap, {name: partitions}, replication=1, configs=None, client=None) -> None
+    create_topics(bootstrap, {name: partitions}, replication=1, configs=None, client=None) -> list[str] (created)
                                                    # client: kafka-python security kwargs (SASL/TLS)
     LocalKafkaCluster(state_dir, size=3)           # size KRaft voters, each broker+controller
         .start(timeout=180) -> str                 # "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3"
@@ -940,15 +940,15 @@ def _wait_leaders(bootstrap: str, deadline: float) -> None:
 
 
 def create_topics(bootstrap: str, topics: dict[str, int], replication: int = 1,
-                  configs: dict | None = None, timeout: float = 30, client: dict | None = None) -> None:
-    """Create the missing ``topics`` ({name: partitions}); idempotent. An existing topic with a
+                  configs: dict | None = None, timeout: float = 30, client: dict | None = None) -> list[str]:
+    """Create the missing ``topics`` ({name: partitions}); idempotent; returns the names it created. An existing topic with a
     different partition count is an error (Faust would otherwise die with PartitionsMismatch).
     Returns once every topic's metadata shows a leader for each partition. ``client``: extra kafka-python
     KafkaAdminClient settings (security_protocol, ssl_context, sasl_* — npsflow.kafka_security)."""
     from kafka.errors import TopicAlreadyExistsError, for_code
 
     if not topics:
-        return
+        return []
     cfg = {k: str(v) for k, v in (configs or {}).items()}
     _check_replication(replication, cfg)
     admin = _admin(bootstrap, timeout, client)
@@ -971,7 +971,7 @@ def create_topics(bootstrap: str, topics: dict[str, int], replication: int = 1,
             counts = _partition_counts(admin, list(topics), require_leaders=True)
             _check_counts(topics, counts)
             if all(n in counts for n in topics):
-                return
+                return sorted(missing)
             if time.monotonic() > end:
                 absent = sorted(n for n in topics if n not in counts)
                 raise KafkaStackError(f"topics not visible in metadata after {timeout}s: {', '.join(absent)}")
