@@ -32,7 +32,9 @@ NPSFLOW_INTERNAL_BIND     HOST:PORT of the internal listener: read APIs, dashboa
 NPSFLOW_INTERNAL_ADVERTISED_URL  the internal listener's base URL as other hosts reach it (default: the bound
                           one, http://HOST:PORT); published in the owner directory (<ns>.owners) so any worker's
                           survey page can read an invitation from the worker holding it (web.routing). Set it
-                          where the bind address is not what others use (0.0.0.0 in a pod: http://<pod IP>:PORT)
+                          where the bind address is not what others use (0.0.0.0 in a pod: http://<pod IP>:PORT);
+                          `auto`: http://<the address this host's name resolves to>:<internal port> (containers:
+                          each replica its own address; the image's default)
 NPSFLOW_INTERNAL_TOKEN    optional: the internal listener then wants ``Authorization: Bearer <token>`` (all but
                           /healthz); 16-512 visible ASCII characters. Or NPSFLOW_INTERNAL_TOKEN_FILE: a file
                           holding it (never on a command line). The CLI sends it.
@@ -450,10 +452,29 @@ def _listeners(env: dict) -> dict:
         raise ConfigError("NPSFLOW_PUBLIC_BIND and NPSFLOW_INTERNAL_BIND must not share a port")
     token, token_file = _internal_token(env)
     advertised = (env.get("NPSFLOW_INTERNAL_ADVERTISED_URL") or "").strip() or None
+    if advertised == "auto":
+        advertised = _auto_advertised(internal_bind)
     if advertised is not None and not re.fullmatch(r"https?://[^/\s?#]+/?", advertised):
         raise ConfigError(f"NPSFLOW_INTERNAL_ADVERTISED_URL must be http(s)://HOST:PORT, got {advertised!r}")
     return {"public_bind": public_bind, "internal_bind": internal_bind, "internal_token": token,
             "internal_token_file": token_file, "internal_advertised": advertised}
+
+
+def _auto_advertised(bind: Bind) -> str:
+    """NPSFLOW_INTERNAL_ADVERTISED_URL=auto: ``http://<address of this host's name>:<internal port>`` — a container's
+    own address (Docker and Kubernetes map the host name to it in /etc/hosts), so replicas sharing one configuration
+    (compose ``deploy.replicas``) each advertise themselves."""
+    import socket
+
+    if not bind.port:
+        raise ConfigError("NPSFLOW_INTERNAL_ADVERTISED_URL=auto needs a fixed port in NPSFLOW_INTERNAL_BIND")
+    name = socket.gethostname()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError:
+        raise ConfigError(f"NPSFLOW_INTERNAL_ADVERTISED_URL=auto: this host's name {name!r} does not resolve; "
+                          f"set the URL (http://HOST:PORT)") from None
+    return f"http://{address}:{bind.port}"
 
 
 def _internal_token(env: dict) -> tuple[str | None, Path | None]:

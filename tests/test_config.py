@@ -180,3 +180,22 @@ def test_the_secret_from_a_file_compose_and_kubernetes_secrets(tmp_path):
             load(tmp_path, **extra)
         assert "NPSFLOW_SECRET" in str(info.value) and "\n" not in str(info.value)
         assert "tooshort" not in str(info.value)
+
+
+def test_the_advertised_url_auto_is_this_hosts_address_and_the_internal_port(tmp_path, monkeypatch):
+    """NPSFLOW_INTERNAL_ADVERTISED_URL=auto (the container image's default): every compose replica advertises its
+    own address, which its internal listener then answers to."""
+    import socket
+
+    from web.server import internal_hosts
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "c0ffee")
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: {"c0ffee": "172.18.0.7"}[name])
+    settings = load(tmp_path, NPSFLOW_INTERNAL_BIND="0.0.0.0:8081", NPSFLOW_INTERNAL_ADVERTISED_URL="auto")
+    assert settings.internal_advertised_url == "http://172.18.0.7:8081"
+    assert "172.18.0.7" in internal_hosts(settings)
+    with pytest.raises(config.ConfigError, match="NPSFLOW_INTERNAL_ADVERTISED_URL=auto needs a fixed port"):
+        load(tmp_path, NPSFLOW_INTERNAL_BIND="0.0.0.0:0", NPSFLOW_INTERNAL_ADVERTISED_URL="auto")
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: (_ for _ in ()).throw(socket.gaierror(-2, "no")))
+    with pytest.raises(config.ConfigError, match="does not resolve"):
+        load(tmp_path, NPSFLOW_INTERNAL_BIND="0.0.0.0:8081", NPSFLOW_INTERNAL_ADVERTISED_URL="auto")
