@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 export NPSFLOW_CACHE ?= $(HOME)/.cache/npsflow
 
-.PHONY: setup system-deps demo test test-fast bench kafka-jars lint clean distclean
+.PHONY: setup system-deps demo test test-fast bench kafka-jars lint clean distclean compose-secrets
 
 # Debian packages, installed only when missing (the broker runs on Java 17; Maven fetches its jars;
 # the browser tests drive Debian's chromium through its chromedriver, nothing downloads a browser).
@@ -61,6 +61,18 @@ bench: setup $(BENCH_STAMP)
 	$(BIN)/python bench/pipeline_throughput.py
 	$(BIN)/python bench/dispatch_throughput.py
 	$(BIN)/python bench/dashboard_queries.py
+
+# deploy/compose.yaml's secrets: 32 random bytes (hex) per missing file, never overwriting one (deploy/secrets/README.md)
+COMPOSE_SECRETS := npsflow_secret npsflow_internal_token clickhouse_npsflow_password clickhouse_reader_password grafana_admin_password
+
+compose-secrets:
+	@mkdir -p deploy/secrets && chmod 0700 deploy/secrets
+	@for name in $(COMPOSE_SECRETS); do \
+		f=deploy/secrets/$$name; \
+		if [ -s "$$f" ]; then echo "$$f: kept"; else \
+			$(PY) -c "import secrets, sys; sys.stdout.write(secrets.token_hex(32))" > "$$f" && chmod 0644 "$$f" && echo "$$f: created"; \
+		fi; \
+	done
 
 clean:
 	-$(BIN)/npsflow stack down
