@@ -36,15 +36,17 @@ STANDARD_FIELD_CONFIG = DASHBOARD_SCHEMA["definitions"]["FieldConfig"]["properti
 LEGACY_DASHBOARD_KEYS = {
     "style": "dashboard theme, removed from the schema (the SDK still writes it)",
     "rows": "pre-schemaVersion 16 row layout (V16 turns rows into panels with gridPos)",
-    "nav": "old time picker settings (V? moved to timepicker)", "hideControls": "removed in Grafana 5",
-    "sharedCrosshair": "replaced by graphTooltip (V? migration)",
+    "services": "schemaVersion < 2 filter structure (V2 moves it to time and templating)",
+    "sharedCrosshair": "V14 turns it into graphTooltip",
+    "nav": "the pre-timepicker time picker settings, not in the schema",
+    "hideControls": "not in the schema (Grafana 4 era)",
 }
 LEGACY_TIMEPICKER_KEYS = {"time_options": "V41 deletes it", "collapse": "not in the schema", "enable": "not in the schema"}
 LEGACY_VARIABLE_KEYS = {
     "id": "the SDK writes a zero UUID; not in the 13.2.3 schema",
     "auto": "interval variables only, and gone from the 13.2.3 schema", "auto_count": "as auto", "auto_min": "as auto",
     "global": "frontend state", "index": "frontend state", "state": "frontend state", "rootStateKey": "frontend state",
-    "error": "frontend state", "tags": "tag variables were removed (V? migration)", "tagsQuery": "as tags",
+    "error": "frontend state", "tags": "tag-based query variables, not in the schema", "tagsQuery": "as tags",
     "tagValuesQuery": "as tags", "useTags": "as tags",
 }
 LEGACY_PANEL_TYPES = {"graph", "singlestat", "table-old", "grafana-singlestat-panel", "grafana-piechart-panel",
