@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 export NPSFLOW_CACHE ?= $(HOME)/.cache/npsflow
 
-.PHONY: setup system-deps demo test test-fast bench kafka-jars lint clean distclean
+.PHONY: setup system-deps demo test test-fast bench kafka-jars lint clean distclean grafana-schema
 
 # Debian packages, installed only when missing (the broker runs on Java 17; Maven fetches its jars;
 # the browser tests drive Debian's chromium through its chromedriver, nothing downloads a browser).
@@ -56,6 +56,10 @@ test: setup
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not kafka"
+
+# regenerate the vendored Grafana JSON schemas (needs node + npm and the npm registry; the tests only read them)
+grafana-schema:
+	deploy/grafana/schema/generate.sh
 
 bench: setup $(BENCH_STAMP)
 	$(BIN)/python bench/pipeline_throughput.py
