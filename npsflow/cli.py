@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 
@@ -241,14 +242,12 @@ def _secret_file(name: str) -> str | None:
 @grafana.command("push")
 @click.option("--url", envvar="GRAFANA_URL", default=None, help="Grafana base URL, e.g. http://localhost:3000 "
               "(or GRAFANA_URL)")
-@click.option("--token", envvar="GRAFANA_TOKEN", default=None, help="service account token; better GRAFANA_TOKEN "
-              "or GRAFANA_TOKEN_FILE (a command line is visible to every local user)")
 @click.option("--clickhouse-url", envvar="GRAFANA_CLICKHOUSE_URL", default="http://default@localhost:8123/npsflow",
               show_default=True, help="ClickHouse as Grafana reaches it: http(s)://user@host:port/db or "
               "clickhouse(s)://… (or GRAFANA_CLICKHOUSE_URL); its password: GRAFANA_CLICKHOUSE_PASSWORD_FILE "
               "(or in the URL's user:password, from the environment)")
 @click.option("--folder-uid", default=None, help="Grafana folder for the dashboards (default: General)")
-def grafana_push(url: str | None, token: str | None, clickhouse_url: str, folder_uid: str | None) -> None:
+def grafana_push(url: str | None, clickhouse_url: str, folder_uid: str | None) -> None:
     """Create or update the data source and upload the dashboards (overwrite; the Segment by options:
     NPSFLOW_DIMENSIONS without overall). Secrets come from the environment: GRAFANA_TOKEN (or
     GRAFANA_TOKEN_FILE), GRAFANA_URL, GRAFANA_CLICKHOUSE_URL, GRAFANA_CLICKHOUSE_PASSWORD_FILE."""
@@ -257,9 +256,10 @@ def grafana_push(url: str | None, token: str | None, clickhouse_url: str, folder
 
     if not url:
         raise Failure("no Grafana URL: set GRAFANA_URL (or --url)")
+    token = os.environ.get("GRAFANA_TOKEN") or None  # never an option: a command line is visible to every local user
     token_from_file = _secret_file("GRAFANA_TOKEN_FILE")
     if token and token_from_file:
-        raise Failure("set GRAFANA_TOKEN (--token) or GRAFANA_TOKEN_FILE, not both")
+        raise Failure("set GRAFANA_TOKEN or GRAFANA_TOKEN_FILE, not both")
     token = token or token_from_file
     if not token:
         raise Failure("no Grafana token: set GRAFANA_TOKEN or GRAFANA_TOKEN_FILE (a service account token)")
