@@ -459,3 +459,17 @@ def test_network_policies(rendered, overlay):
         assert all(r.get("ports") for r in egress), f"{role}: an egress rule without ports"
         if overlay == "prod":
             assert all(r.get("to") for r in egress), f"{role}: prod egress to anywhere"
+
+
+def test_npsflow_reads_the_secret_from_its_file(tmp_path):
+    """The manifests give every pod NPSFLOW_SECRET_FILE (never the value in the environment). Without support for
+    it each pod would make its own random key in its emptyDir: links signed by one pod invalid on the next,
+    pseudonyms differing per pod. The same key through the file as through the variable."""
+    from npsflow import config as cfg
+
+    key = "0123456789abcdef" * 4
+    (tmp_path / "secret").write_text(key + "\n")
+    by_value = cfg.load({"NPSFLOW_HOME": str(tmp_path / "a"), "NPSFLOW_SECRET": key})
+    by_file = cfg.load({"NPSFLOW_HOME": str(tmp_path / "b"), "NPSFLOW_SECRET_FILE": str(tmp_path / "secret")})
+    assert by_file.secret == by_value.secret, "NPSFLOW_SECRET_FILE is not read (deploy/k8s depends on it)"
+    assert not (tmp_path / "b" / "secret.key").exists()
