@@ -10,7 +10,9 @@ run again):
 2. the outbox (``$NPSFLOW_HOME/outbox``): the contact's e-mail and newsletter files (named by invitation id)
    are deleted, its lines of ``sms.jsonl`` and ``newsletter/index.jsonl`` are blanked in place (same length:
    the channels' append-once index of the file stays valid, a re-send of an erased message appends nothing);
-3. ClickHouse rows deleted (``sinks.erasure.erase``) and the audit row written, with the counts of step 2.
+3. an erase note to the dispatch stage (``erase_state``): the partition owning the contact tombstones its keys
+   in ``dispatch-state`` and keeps an ``erased`` marker against replays of its old triggers;
+4. ClickHouse rows deleted (``sinks.erasure.erase``) and the audit row written, with the counts of step 2.
 
 Invitation ids are read from ClickHouse before the rows go: the outbox is cleaned first, so a run interrupted
 after step 3 has nothing left to find, and one interrupted before it finds everything again.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -168,10 +171,29 @@ def erase_outbox(home: Path, invitations: list[str]) -> dict[str, int]:
     return {"outbox_files": files, "outbox_lines": lines}
 
 
+def erase_state(settings: Settings, who: dict, found: dict) -> int:
+    """Ask the dispatch stage to tombstone the contact's keys (streams.dispatch_steps.DecideStep.erase): one
+    note on the releases topic, keyed by the contact's trigger route, so it lands on the partition that holds
+    the contact (the releases topic is co-partitioned with the triggers). Returns the notes sent (1)."""
+    import orjson
+
+    from npsflow.producer import ProduceError, Producer
+
+    note = {"op": "erase", "org": who["org"], "key": who["pseudonym"], "events": found.get("events") or [],
+            "invs": found.get("invitations") or [], "at": int(time.time() * 1000)}
+    try:
+        with Producer(settings.bootstrap(), security=settings.kafka_security) as producer:
+            producer.send(settings.topics.releases, who["route"].encode("utf-8", "surrogatepass"), orjson.dumps(note))
+    except (ProduceError, Exception) as exc:
+        raise ForgetError(f"cannot send the erase request to Kafka: {str(exc).splitlines()[0] if str(exc) else exc}")
+    return 1
+
+
 def forget(settings: Settings, who: dict, by: str | None = None) -> dict:
     """Erase the contact (see the module docstring); the audit record (no contact id, no address)."""
     found = plan(settings, who)
     other = erase_outbox(settings.home, list(found["invitations"]))
+    other["state_requests"] = erase_state(settings, who, found)
     request_id = f"erase-{uuid.uuid4().hex}"
     return _erase_rows(settings, who, request_id, by or operator(), other)
 

@@ -109,7 +109,8 @@ def test_forget_erases_every_row_of_one_contact_and_nothing_of_the_other(tmp_pat
         assert first["erased"]["outbox_files"] == 1
         assert all(first["erased"][t] >= 1 for t in KEPT_ROWS)  # at least the one latest row each (+ versions)
         again = json.loads(env.cli("forget", "--org", "acme", "--contact", GONE["id"], "--format", "json").stdout)
-        assert set(again["erased"].values()) == {0}  # idempotent: nothing left to erase
+        assert first["erased"]["state_requests"] == again["erased"]["state_requests"] == 1
+        assert {v for k, v in again["erased"].items() if k != "state_requests"} == {0}  # nothing left to erase
 
         after = env.cli_json("export-contact", "--org", "acme", "--contact", GONE["id"])
         assert (after["responses"], after["dispatches"], after["cases"], after["dead_letters"]) == ([], [], [], [])
@@ -120,6 +121,27 @@ def test_forget_erases_every_row_of_one_contact_and_nothing_of_the_other(tmp_pat
         mail = outbox_mail(env)
         assert not any(GONE["email"] in t or GONE["inv"] in name for name, t in mail.items())
         assert [name for name, t in mail.items() if KEPT["email"] in t] == [f"{KEPT['inv']}.eml"]
+
+        # the dispatch stage's state: the forgotten contact's keys tombstoned on the changelog, the other's kept
+        wait_for(lambda: env.stats().get("erasure.requests", 0) >= 2, what="the two erase requests applied")
+        latest = {}
+        for m in read_topic(kafka_bootstrap, f"{env.vars['NPSFLOW_NAMESPACE']}-dispatch-state-changelog", 1,
+                            until_idle=True):
+            latest[json.loads(m.key)] = m.value
+        for c, present in ((GONE, False), (KEPT, True)):
+            for k in (f"C|acme|{c['key']}", f"E|acme|{c['event']}"):
+                assert k in latest and (latest[k] is not None) is present, (k, present)
+        assert GONE["email"].encode() not in b"".join(v for v in latest.values() if v)
+        assert latest[f"X|acme|{GONE['key']}"] is not None and f"X|acme|{KEPT['key']}" not in latest
+
+        # a replay of the forgotten contact's trigger surveys nobody and names nobody
+        env.cli("ingest", "triggers", str(write_jsonl(tmp_path / "replay.jsonl", triggers[:1])))
+        wait_for(lambda: env.stats().get("dispatch.suppressed.erased", 0) >= 1, what="the replay suppressed")
+        replayed = [r for r in (avro.AvroCodec().decode(m.value) for m in read_topic(
+            kafka_bootstrap, env.settings.topics.dispatches, 3, until_idle=True)) if r["reason"] == "erased"]
+        assert [(r["event_id"], r["contact_key"], r["status"]) for r in replayed] == [(GONE["event"], "", "suppressed")]
+        wait_for(lambda: env.cli_json("dispatches")["total"] == 2, what="the erased record in ClickHouse")
+        assert not any(GONE["email"] in t for t in outbox_mail(env).values())
     finally:
         env.stop_worker()
 
@@ -130,8 +152,12 @@ def test_forget_erases_every_row_of_one_contact_and_nothing_of_the_other(tmp_pat
             "AND t.name = c.table WHERE c.database = {d:String} AND t.engine LIKE '%MergeTree%' AND c.name IN "
             "{cols:Array(String)}", {"d": store.database, "cols": sorted(CONTACT_COLUMNS)})}
         assert named == set(KEPT_ROWS)  # a new table naming contacts must be added here (and is erased by forget)
-        for needle in (GONE["key"], GONE["id"], GONE["email"], GONE["comment"], GONE["inv"]):
+        for needle in (GONE["key"], GONE["id"], GONE["email"], GONE["comment"]):
             assert texts_of(store, needle, skip=("erasures",)) == {}, needle
+        # the replay's record: the dispatch id is the event's invitation id, the contact is named by nobody
+        assert texts_of(store, GONE["inv"], skip=("erasures",)) == {"dispatches": 1}
+        assert store.query("SELECT contact_key, reason FROM {db}.dispatches FINAL WHERE dispatch_id = {i:String}",
+                           {"i": GONE["inv"]}) == [{"contact_key": "", "reason": "erased"}]
         assert texts_of(store, KEPT["key"]) == KEPT_ROWS
         assert texts_of(store, KEPT["comment"]) == {"responses": 1, "responses_by_day": 1, "comments_by_day": 1,
                                                     "cases": 1}

@@ -166,7 +166,7 @@ class InternalApi:
             return error(400, str(exc))
         record = await self.store.arun(erasure.erase, org, pseudonym, request_id=request_id, by=by,
                                        trigger_route=route, other=other)
-        self.stats.inc("erasure.requests")
+        self.stats.inc("erasure.clickhouse")
         return json_reply(record)
 
     async def cases(self, request: web.Request) -> web.Response:
