@@ -933,5 +933,54 @@ def demo(count: int, rate: float, keep_running: bool, seed: int | None) -> None:
         raise Failure(f"demo failed: {exc}") from None
 
 
+@main.command()
+@click.option("--org", "org", required=True, help="The organization's id (as in the programs file).")
+@click.option("--contact", "contact", required=True, help="The contact's id in that organization (as in triggers).")
+@click.option("--by", "by", default=None, help="Who asks for the erasure, for the audit (default: the OS user).")
+@_FORMAT
+def forget(org: str, contact: str, by: str | None, fmt: str) -> None:
+    """Erase one contact (GDPR art. 17): its ClickHouse rows in every table that names it (answers, day ledgers,
+    dispatches, cases, refused triggers), its outbox files, and record the request (no contact id, no address)
+    in ClickHouse `erasures`. Running it again erases nothing more. Kafka topics keep their records until their
+    retention; the state tables keep what they hold until their own expiry (see README "Erasure and retention")."""
+    from npsflow.forget import ForgetError, forget as run_forget, identify
+    from npsflow.reader import ReadError
+
+    settings = _settings()
+    try:
+        record = run_forget(settings, identify(settings, org, contact), by)
+    except (ForgetError, ReadError) as exc:
+        raise Failure(str(exc)) from None
+
+    def render(r: dict) -> None:
+        erased = ", ".join(f"{k} {v}" for k, v in sorted(r["erased"].items()) if v) or "nothing (already erased?)"
+        click.echo(f"erased {r['org_id']} contact {r['pseudonym']} ({r['request_id']}, by {r['by']}): {erased}")
+
+    _emit(record, fmt, render)
+
+
+@main.command("export-contact")
+@click.option("--org", "org", required=True, help="The organization's id (as in the programs file).")
+@click.option("--contact", "contact", required=True, help="The contact's id in that organization.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="json", show_default=True)
+def export_contact(org: str, contact: str, fmt: str) -> None:
+    """Everything ClickHouse holds of one contact (GDPR art. 15): its answers (every version, comments as stored:
+    masked), dispatch decisions, cases and refused triggers, as JSON."""
+    from npsflow.forget import ForgetError, export, identify
+    from npsflow.reader import ReadError
+
+    settings = _settings()
+    try:
+        data = export(settings, identify(settings, org, contact))
+    except (ForgetError, ReadError) as exc:
+        raise Failure(str(exc)) from None
+
+    def render(d: dict) -> None:
+        click.echo(f"{d['org']} contact {d['pseudonym']}: " + ", ".join(
+            f"{len(d[k])} {k}" for k in ("responses", "dispatches", "cases", "dead_letters")))
+
+    _emit(data, fmt, render)
+
+
 if __name__ == "__main__":
     main()
