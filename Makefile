@@ -5,8 +5,13 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 export NPSFLOW_CACHE ?= $(HOME)/.cache/npsflow
+# kustomize for the Kubernetes manifests (deploy/k8s, tests/test_k8s_manifests.py): built from its pinned Go
+# module by the machine's Go toolchain (the Go module proxy; no prebuilt binary is downloaded) into the venv.
+KUSTOMIZE_VERSION := v5.7.1
+KUSTOMIZE := $(BIN)/kustomize
+KUSTOMIZE_STAMP := $(VENV)/.kustomize-$(KUSTOMIZE_VERSION)
 
-.PHONY: setup system-deps demo test test-fast bench kafka-jars lint clean distclean compose-secrets
+.PHONY: setup system-deps demo test test-fast bench kafka-jars kustomize lint clean distclean grafana-schema compose-secrets
 
 # Debian packages, installed only when missing (the broker runs on Java 17; Maven fetches its jars;
 # the browser tests drive Debian's chromium through its chromedriver, nothing downloads a browser).
@@ -25,7 +30,15 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml requirements.lock
 	$(BIN)/pip check
 	touch $(BENCH_STAMP)
 
-setup: system-deps $(STAMP) kafka-jars
+$(KUSTOMIZE_STAMP): $(STAMP)
+	@command -v go >/dev/null || { echo "Go is needed to build kustomize $(KUSTOMIZE_VERSION) (go install from the Go module proxy)" >&2; exit 1; }
+	GOBIN=$(abspath $(BIN)) GOTOOLCHAIN=local go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	$(KUSTOMIZE) version | grep -qx '$(KUSTOMIZE_VERSION)'
+	touch $(KUSTOMIZE_STAMP)
+
+kustomize: $(KUSTOMIZE_STAMP)
+
+setup: system-deps $(STAMP) kafka-jars $(KUSTOMIZE_STAMP)
 
 system-deps:
 	@MISSING=""; \
@@ -54,8 +67,12 @@ demo: setup
 test: setup
 	$(BIN)/pytest -q -ra
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(KUSTOMIZE_STAMP)
 	$(BIN)/pytest -q -m "not kafka"
+
+# regenerate the vendored Grafana JSON schemas (needs node + npm and the npm registry; the tests only read them)
+grafana-schema:
+	deploy/grafana/schema/generate.sh
 
 bench: setup $(BENCH_STAMP)
 	$(BIN)/python bench/pipeline_throughput.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 
@@ -241,14 +242,12 @@ def _secret_file(name: str) -> str | None:
 @grafana.command("push")
 @click.option("--url", envvar="GRAFANA_URL", default=None, help="Grafana base URL, e.g. http://localhost:3000 "
               "(or GRAFANA_URL)")
-@click.option("--token", envvar="GRAFANA_TOKEN", default=None, help="service account token; better GRAFANA_TOKEN "
-              "or GRAFANA_TOKEN_FILE (a command line is visible to every local user)")
 @click.option("--clickhouse-url", envvar="GRAFANA_CLICKHOUSE_URL", default="http://default@localhost:8123/npsflow",
               show_default=True, help="ClickHouse as Grafana reaches it: http(s)://user@host:port/db or "
               "clickhouse(s)://… (or GRAFANA_CLICKHOUSE_URL); its password: GRAFANA_CLICKHOUSE_PASSWORD_FILE "
               "(or in the URL's user:password, from the environment)")
 @click.option("--folder-uid", default=None, help="Grafana folder for the dashboards (default: General)")
-def grafana_push(url: str | None, token: str | None, clickhouse_url: str, folder_uid: str | None) -> None:
+def grafana_push(url: str | None, clickhouse_url: str, folder_uid: str | None) -> None:
     """Create or update the data source and upload the dashboards (overwrite; the Segment by options:
     NPSFLOW_DIMENSIONS without overall). Secrets come from the environment: GRAFANA_TOKEN (or
     GRAFANA_TOKEN_FILE), GRAFANA_URL, GRAFANA_CLICKHOUSE_URL, GRAFANA_CLICKHOUSE_PASSWORD_FILE."""
@@ -257,9 +256,10 @@ def grafana_push(url: str | None, token: str | None, clickhouse_url: str, folder
 
     if not url:
         raise Failure("no Grafana URL: set GRAFANA_URL (or --url)")
+    token = os.environ.get("GRAFANA_TOKEN") or None  # never an option: a command line is visible to every local user
     token_from_file = _secret_file("GRAFANA_TOKEN_FILE")
     if token and token_from_file:
-        raise Failure("set GRAFANA_TOKEN (--token) or GRAFANA_TOKEN_FILE, not both")
+        raise Failure("set GRAFANA_TOKEN or GRAFANA_TOKEN_FILE, not both")
     token = token or token_from_file
     if not token:
         raise Failure("no Grafana token: set GRAFANA_TOKEN or GRAFANA_TOKEN_FILE (a service account token)")
@@ -951,6 +951,55 @@ def demo(count: int, rate: float, keep_running: bool, seed: int | None) -> None:
         raise
     except Exception as exc:
         raise Failure(f"demo failed: {exc}") from None
+
+
+@main.command()
+@click.option("--org", "org", required=True, help="The organization's id (as in the programs file).")
+@click.option("--contact", "contact", required=True, help="The contact's id in that organization (as in triggers).")
+@click.option("--by", "by", default=None, help="Who asks for the erasure, for the audit (default: the OS user).")
+@_FORMAT
+def forget(org: str, contact: str, by: str | None, fmt: str) -> None:
+    """Erase one contact (GDPR art. 17): its ClickHouse rows in every table that names it (answers, day ledgers,
+    dispatches, cases, refused triggers), its outbox files, and record the request (no contact id, no address)
+    in ClickHouse `erasures`. Running it again erases nothing more. Kafka topics keep their records until their
+    retention; the state tables keep what they hold until their own expiry (see README "Erasure and retention")."""
+    from npsflow.forget import ForgetError, forget as run_forget, identify
+    from npsflow.reader import ReadError
+
+    settings = _settings()
+    try:
+        record = run_forget(settings, identify(settings, org, contact), by)
+    except (ForgetError, ReadError) as exc:
+        raise Failure(str(exc)) from None
+
+    def render(r: dict) -> None:
+        erased = ", ".join(f"{k} {v}" for k, v in sorted(r["erased"].items()) if v) or "nothing (already erased?)"
+        click.echo(f"erased {r['org_id']} contact {r['pseudonym']} ({r['request_id']}, by {r['by']}): {erased}")
+
+    _emit(record, fmt, render)
+
+
+@main.command("export-contact")
+@click.option("--org", "org", required=True, help="The organization's id (as in the programs file).")
+@click.option("--contact", "contact", required=True, help="The contact's id in that organization.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="json", show_default=True)
+def export_contact(org: str, contact: str, fmt: str) -> None:
+    """Everything ClickHouse holds of one contact (GDPR art. 15): its answers (every version, comments as stored:
+    masked), dispatch decisions, cases and refused triggers, as JSON."""
+    from npsflow.forget import ForgetError, export, identify
+    from npsflow.reader import ReadError
+
+    settings = _settings()
+    try:
+        data = export(settings, identify(settings, org, contact))
+    except (ForgetError, ReadError) as exc:
+        raise Failure(str(exc)) from None
+
+    def render(d: dict) -> None:
+        click.echo(f"{d['org']} contact {d['pseudonym']}: " + ", ".join(
+            f"{len(d[k])} {k}" for k in ("responses", "dispatches", "cases", "dead_letters")))
+
+    _emit(data, fmt, render)
 
 
 if __name__ == "__main__":

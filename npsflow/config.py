@@ -55,7 +55,8 @@ NPSFLOW_SURVEY_URL        base URL of the survey page the links point to (defaul
 NPSFLOW_LINK_TTL          how long a survey link stays valid (default 30d)
 NPSFLOW_EDIT_WINDOW       how long after the first answer a respondent may still change it (default 24h)
 NPSFLOW_PAGE_RATE         survey page requests per second per client IP, sustained (default 1; a burst of 30×)
-NPSFLOW_TRUSTED_PROXIES   comma-separated IPs of reverse proxies whose X-Forwarded-For names the client
+NPSFLOW_TRUSTED_PROXIES   comma-separated IPs or networks (CIDR: 10.42.0.0/16, e.g. an ingress controller's pods)
+                          of reverse proxies whose X-Forwarded-For names the client
 NPSFLOW_ALLOWED_HOSTS     host names both listeners answer to (Host header), comma separated; always
                           127.0.0.1, localhost, the host of NPSFLOW_SURVEY_URL and the listener's own bind address
                           (others: 421, against DNS rebinding of the read APIs and the dashboard)
@@ -70,6 +71,7 @@ NPSFLOW_RETENTION         how long responses, dispatches and dead letters stay i
 from __future__ import annotations
 
 import json
+import ipaddress
 import math
 import os
 import re
@@ -625,6 +627,12 @@ def load(env: dict | None = None) -> Settings:
     if not math.isfinite(page_rate) or page_rate <= 0:
         raise ConfigError(f"NPSFLOW_PAGE_RATE must be a positive number, got {raw_rate!r}")
     proxies = tuple(p.strip() for p in (env.get("NPSFLOW_TRUSTED_PROXIES") or "").split(",") if p.strip())
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"NPSFLOW_TRUSTED_PROXIES: {proxy!r} is not an IP address or network "
+                              "(e.g. 10.0.0.7 or 10.42.0.0/16)") from None
     retention_days = None
     if env.get("NPSFLOW_RETENTION"):
         try:

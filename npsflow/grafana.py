@@ -38,6 +38,15 @@ DATASOURCE_UID = "npsflow-clickhouse"
 DATASOURCE = dash_m.DataSourceRef(type_val=PLUGIN, uid=DATASOURCE_UID)
 DASHBOARD_DIR = "/etc/grafana/dashboards/npsflow"  # where the provisioning file expects the JSON files
 TAGS = ["npsflow", "nps"]
+# The dashboards are Grafana 13 JSON: the schemaVersion of @grafana/schema 13.2.3 (its defaultDashboard; Grafana's
+# latest migration, so a Grafana of that version migrates nothing) and none of the keys grafana-foundation-sdk
+# 10.1.0 still writes that the 13.2.3 schema no longer has (deploy/grafana/schema, tests/test_grafana_schema.py).
+SCHEMA_VERSION = 42
+LEGACY_DASHBOARD_KEYS = ("style",)  # dashboard theme: removed from the schema, ignored by Grafana
+LEGACY_VARIABLE_KEYS = ("id", "auto", "auto_count", "auto_min")  # the SDK writes them for every variable type
+# table fieldConfig.defaults.custom: the keys the 13.2.3 schema requires, with Grafana's own defaults
+# (defaultTableFieldOptions; cellOptions "auto" is what a table shows without one)
+TABLE_FIELD_DEFAULTS = {"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False}
 ALERTS_ANNOTATION = "NPS alerts"  # the annotation of every dashboard: significant-change alerts (sinks.bi)
 
 BAND_COLORS = {"needs_improvement": "red", "good": "yellow", "excellent": "green", "world_class": "dark-green"}
@@ -137,7 +146,7 @@ def _detractor_comments(spec: bi.Panel, grid):
             .cell_height(common.TableCellHeight.LG)
             .override_by_name("value", [_prop("displayName", "${dimension}")])
             .override_by_name("comment", [_prop("custom.inspect", True), _prop("custom.width", 600),
-                                          _prop("custom.cellOptions", {"type": "auto", "wrapText": True})])
+                                          _prop("custom.wrapText", True)])  # not in cellOptions since Grafana 12
             .override_by_name("responded_at", [_prop("unit", "dateTimeAsIso")]))
 
 
@@ -250,6 +259,26 @@ def dashboard_model(key: str, dimensions: Iterable[str] | None = None) -> dict:
     for annotation in model["annotations"]["list"]:  # the SDK's target type has no SQL: the plugin's query model
         if annotation["name"] == ALERTS_ANNOTATION:
             annotation["target"] = dict(ClickHouseQuery("Alerts", bi.ALERT_ANNOTATIONS, bi.TABLE).data)
+    return _current_schema(model)
+
+
+def _current_schema(model: dict) -> dict:
+    """The SDK's dashboard as Grafana 13 JSON (the same dashboard): ``SCHEMA_VERSION``, without the legacy keys,
+    table panels without the SDK's hidden ``options.footer`` (moved to the field config in Grafana 12) and with
+    the field defaults the schema requires."""
+    model["schemaVersion"] = SCHEMA_VERSION
+    for key in LEGACY_DASHBOARD_KEYS:
+        model.pop(key, None)
+    for variable in model["templating"]["list"]:
+        for key in LEGACY_VARIABLE_KEYS:
+            variable.pop(key, None)
+    for panel in model["panels"]:
+        if panel["type"] == "table":
+            footer = panel["options"].pop("footer", None)
+            if footer and footer.get("show"):
+                raise ValueError(f"panel {panel['title']!r}: a table footer belongs in fieldConfig.defaults.custom")
+            defaults = panel["fieldConfig"]["defaults"]
+            defaults["custom"] = {**TABLE_FIELD_DEFAULTS, **defaults.get("custom", {})}
     return model
 
 

@@ -30,6 +30,7 @@ SHARDING_KEYS = {
     "dead_letters": "cityHash64(dead_letter_id)",
     "alerts": "cityHash64(alert_id)",
     "cases": "cityHash64(case_id)",
+    "erasures": "cityHash64(request_id)",
     # the day ledger next to its responses (its MV runs on each shard, local table to local table)
     "responses_by_day": "cityHash64(response_id)",
     "comments_by_day": "cityHash64(response_id)",

@@ -198,6 +198,14 @@ class DecideStep:
         book = self.book
         org_id, event_id = trigger["org_id"], trigger["event_id"]
         key = rules.contact_key(org_id, trigger["contact"]["contact_id"], book.secret)
+        erased = state.get(f"X|{org_id}|{key}")
+        if erased is not None and to_ms(rules._aware(trigger["occurred_at"], "occurred_at")) <= erased["t"]:
+            out.counts["dispatch.suppressed.erased"] += 1  # see erase(): no pseudonym in the record
+            from streams.dispatch import invitation_id
+
+            record = book.record(trigger, invitation_id(org_id, event_id, book.secret), "",
+                                 status=rules.SUPPRESSED, reason="erased", decided_at=now)
+            return [Output("dispatches", record["dispatch_id"].encode(), self.encode(record))]
         ckey = f"C|{org_id}|{key}"
         before = state.get(ckey)
         contact_state = rules.ContactState.from_dict(before)
@@ -228,6 +236,8 @@ class DecideStep:
         """A record of the releases topic: the cap stage's release, or a promoter note (streams.promoter)."""
         if note.get("op") == "promoter":
             self.promoter(note, partition, offset, state, now, out)
+        elif note.get("op") == "erase":
+            self.erase(note, partition, state, out)
         else:
             self.release(note, partition, state, out)
 
@@ -270,6 +280,27 @@ class DecideStep:
                 out.counts[f"promoter.{d.kind}.{d.status}"] += 1
                 outputs.append(Output("invitations", invite["inv"].encode(), orjson.dumps(invite)))
         return outputs
+
+    @staticmethod
+    def erase(note: dict, partition: int, state: Overlay, out: StepOutcome) -> None:
+        """``npsflow forget`` (npsflow.forget): tombstone what this partition holds of the contact — its state
+        ``C|<org>|<key>``, promoter quarantine ``PQ|<org>|<key>``, the event memos ``E|<org>|<event>`` of its
+        events (their outputs hold its address for an hour) and promoter memos ``P|<org>|<invitation>`` — and
+        keep the marker ``X|<org>|<key>`` = when it was erased, so that a trigger of the contact that occurred
+        before the erasure (a replay, a late copy: its event memo is gone) is suppressed (``erased``, a record
+        without the pseudonym) instead of surveying the contact again. Triggers that occur later are decided
+        as usual: erasure is not an objection (an opt-out is the programs file's ``opted_out``). Idempotent."""
+        org, key = note["org"], note["key"]
+        keys = [f"C|{org}|{key}", f"PQ|{org}|{key}", *(f"E|{org}|{e}" for e in note.get("events") or ()),
+                *(f"P|{org}|{i}" for i in note.get("invs") or ())]
+        for k in keys:
+            if state.get(k) is not None:
+                state.delete(k, partition)
+                out.counts["erasure.state_keys"] += 1
+        marker = f"X|{org}|{key}"
+        if (state.get(marker) or {}).get("t", -1) < note["at"]:
+            state.put(marker, {"t": note["at"], "p": partition}, partition)
+        out.counts["erasure.requests"] += 1
 
     @staticmethod
     def release(note: dict, partition: int, state: Overlay, out: StepOutcome) -> None:

@@ -140,12 +140,12 @@ def test_migrations_are_recorded_and_idempotent(ch_store):
     recorded = ch.applied_migrations(ch_store)
     assert [r["name"] for r in recorded.values()] == ["0001_init.sql", "0002_dispatches.sql", "0003_dispatch_kind.sql",
                                                       "0004_response_follow_up.sql", "0005_nps_daily_rollup.sql",
-                                                          "0006_terms.sql", "0007_cases.sql", "0008_alerts.sql"]
+                                                          "0006_terms.sql", "0007_cases.sql", "0008_alerts.sql", "0009_erasures.sql"]
     assert recorded[1]["checksum"] == ch.load_migrations()[0].checksum
     engines = {r["name"]: r for r in ch_store.query(
         "SELECT name, engine, create_table_query AS q FROM system.tables WHERE database = {d:String}",
         {"d": ch_store.database})}
-    written = {"responses", "window_updates", "dead_letters", "alerts", "dispatches", "cases"}  # by the sinks
+    written = {"responses", "window_updates", "dead_letters", "alerts", "dispatches", "cases", "erasures"}  # sinks, forget
     derived = {"responses_by_day": "ReplacingMergeTree", "nps_daily": "ReplacingMergeTree",  # sinks.rollup
                "comments_by_day": "ReplacingMergeTree", "comments_by_day_mv": "MaterializedView",
                "nps_daily_state": "ReplacingMergeTree", "nps_daily_touched": "AggregatingMergeTree",
@@ -861,7 +861,7 @@ def test_migration_0004_adds_follow_up_keeps_old_rows_and_is_idempotent(ch_store
         old.insert("responses", [{k: v for k, v in row.items()  # written by the old sink
                                   if k not in ("follow_up", "earlier_days", "org_id", "lang", "terms", "respondent")}])
         assert ch.migrate(old) == ["0004_response_follow_up.sql", "0005_nps_daily_rollup.sql", "0006_terms.sql",
-                                   "0007_cases.sql", "0008_alerts.sql"]
+                                   "0007_cases.sql", "0008_alerts.sql", "0009_erasures.sql"]
         assert ch.migrate(old) == []
         fourth = next(m for m in ch.load_migrations() if m.version == 4)
         assert fourth.name == "0004_response_follow_up.sql"

@@ -167,7 +167,7 @@ def test_migration_0003_adds_the_columns_keeps_old_rows_and_is_idempotent(ch_sto
         row = dispatch_row(record(1, "sent", cost=0.15), 0, 0)
         old.insert("dispatches", [{k: v for k, v in row.items() if k not in ("kind", "attempts", "provider_id")}])
         assert migrate(old) == ["0003_dispatch_kind.sql", "0004_response_follow_up.sql", "0005_nps_daily_rollup.sql",
-                                "0006_terms.sql", "0007_cases.sql", "0008_alerts.sql"]
+                                "0006_terms.sql", "0007_cases.sql", "0008_alerts.sql", "0009_erasures.sql"]
         assert migrate(old) == []
         third = next(m for m in load_migrations() if m.version == 3)
         for _ in range(2):  # the DDL itself is idempotent too (ADD COLUMN IF NOT EXISTS)

@@ -587,9 +587,10 @@ class GrafanaStandIn:
 
 def test_push_creates_then_updates(tmp_path: Path):
     with GrafanaStandIn() as g:
-        args = ["grafana", "push", "--url", g.url, "--token", "glsa_good",
+        args = ["grafana", "push", "--url", g.url,
                 "--clickhouse-url", "https://reader:s%40cret@ch.example:8443/npsflow"]
-        first = CliRunner().invoke(main, args, env=CLEAN_ENV)
+        env = {**CLEAN_ENV, "GRAFANA_TOKEN": "glsa_good"}
+        first = CliRunner().invoke(main, args, env=env)
         assert first.exit_code == 0, first.output
         assert first.output.splitlines() == [
             "datasource 'npsflow-clickhouse': created",
@@ -610,7 +611,7 @@ def test_push_creates_then_updates(tmp_path: Path):
             assert request["body"]["dashboard"] == json.loads(
                 (REPO / "deploy" / "grafana" / "dashboards" / f"{key}.json").read_text())
         g.requests.clear()
-        second = CliRunner().invoke(main, args, env=CLEAN_ENV)
+        second = CliRunner().invoke(main, args, env=env)
         assert second.exit_code == 0, second.output
         assert second.output.splitlines()[0] == "datasource 'npsflow-clickhouse': updated"
         assert "version 2" in second.output.splitlines()[1]
@@ -619,7 +620,7 @@ def test_push_creates_then_updates(tmp_path: Path):
 
         # another database in the ClickHouse URL: the data source and every panel's SQL read that one
         g.requests.clear()
-        other = CliRunner().invoke(main, [*args[:-1], "https://reader:pw@ch.example:8443/analytics"], env=CLEAN_ENV)
+        other = CliRunner().invoke(main, [*args[:-1], "https://reader:pw@ch.example:8443/analytics"], env=env)
         assert other.exit_code == 0, other.output
         assert g.requests[1]["body"]["jsonData"]["defaultDatabase"] == "analytics"
         sqls = [t["rawSql"] for r in g.requests[2:] for p in r["body"]["dashboard"]["panels"] for t in p["targets"]]
@@ -627,7 +628,7 @@ def test_push_creates_then_updates(tmp_path: Path):
 
         # the configured dimensions are the pushed dashboard's options too
         g.requests.clear()
-        shops = CliRunner().invoke(main, args, env={**CLEAN_ENV, "NPSFLOW_DIMENSIONS": "overall,store,region"})
+        shops = CliRunner().invoke(main, args, env={**env, "NPSFLOW_DIMENSIONS": "overall,store,region"})
         assert shops.exit_code == 0, shops.output
         (overview,) = [r["body"]["dashboard"] for r in g.requests
                        if r["path"] == "/api/dashboards/db" and r["body"]["dashboard"]["uid"] == "npsflow-nps-overview"]
@@ -638,7 +639,7 @@ def test_push_creates_then_updates(tmp_path: Path):
 
 def test_push_unauthorized_is_one_line_and_exit_1():
     with GrafanaStandIn() as g:
-        result = CliRunner().invoke(main, ["grafana", "push", "--url", g.url, "--token", "wrong"])
+        result = CliRunner().invoke(main, ["grafana", "push", "--url", g.url], env={"GRAFANA_TOKEN": "wrong"})
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: grafana push to {g.url} failed: HTTP 401")
@@ -649,10 +650,13 @@ def test_push_unauthorized_is_one_line_and_exit_1():
 def test_push_connection_refused_and_bad_clickhouse_url():
     with GrafanaStandIn() as g:
         url = g.url  # the port is free again after the stand-in stopped
-    refused = CliRunner().invoke(main, ["grafana", "push", "--url", url, "--token", "t"])
+    refused = CliRunner().invoke(main, ["grafana", "push", "--url", url], env={"GRAFANA_TOKEN": "t"})
     assert refused.exit_code == 1 and len(refused.output.strip().splitlines()) == 1
     assert refused.output.startswith(f"Error: grafana push to {url} failed:")
-    bad = CliRunner().invoke(main, ["grafana", "push", "--url", url, "--token", "t", "--clickhouse-url", "ftp://x"])
+    bad = CliRunner().invoke(main, ["grafana", "push", "--url", url, "--clickhouse-url", "ftp://x"],
+                             env={"GRAFANA_TOKEN": "t"})
+    on_command_line = CliRunner().invoke(main, ["grafana", "push", "--url", url, "--token", "t"])
+    assert on_command_line.exit_code == 2 and "No such option: --token" in on_command_line.output
     assert bad.exit_code == 1 and "--clickhouse-url must be" in bad.output
 
 

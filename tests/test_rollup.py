@@ -260,7 +260,7 @@ def test_migration_backfills_the_ledger_from_existing_responses(ch_dsn, tmp_path
             for column in ("earlier_days", "org_id", "lang", "terms", "respondent"):
                 row.pop(column)
         store.insert("responses", legacy)
-        assert [m.split("_")[0] for m in ch.migrate(store)] == ["0005", "0006", "0007", "0008"]
+        assert [m.split("_")[0] for m in ch.migrate(store)] == ["0005", "0006", "0007", "0008", "0009"]
         rollup.apply_view(store)
         period = (T0, T0 + 2 * D)
         assert read_cells(store, *period)[0] == expected_cells([v1, v2, *plain], *period)

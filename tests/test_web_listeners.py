@@ -171,3 +171,22 @@ async def test_the_dashboard_numbers_survive_a_failing_words_query(pipeline, set
             await fresh.close()
     finally:
         await client.close()
+
+
+def test_trusted_proxies_may_be_networks_and_only_they_name_the_client():
+    """NPSFLOW_TRUSTED_PROXIES takes addresses and networks (an ingress controller's pods change their IPs); a peer
+    outside them cannot choose its rate-limit identity with X-Forwarded-For."""
+    from types import SimpleNamespace
+
+    from npsflow import config
+    from web.public import Limits
+
+    limits = Limits(1.0, frozenset({"10.42.0.0/16", "192.0.2.7", "2001:db8::/32"}))
+    forwarded = {"X-Forwarded-For": "198.51.100.1, 203.0.113.9"}
+    ask = lambda peer: limits.client_ip(SimpleNamespace(remote=peer, headers=forwarded))  # noqa: E731
+    assert [ask("10.42.7.1"), ask("192.0.2.7"), ask("2001:db8::5")] == ["203.0.113.9"] * 3
+    assert [ask("10.43.0.1"), ask("192.0.2.8"), ask("unknown")] == ["10.43.0.1", "192.0.2.8", "unknown"]
+    assert config.load({"NPSFLOW_TRUSTED_PROXIES": "10.42.0.0/16, 192.0.2.7"}).trusted_proxies == (
+        "10.42.0.0/16", "192.0.2.7")
+    with pytest.raises(config.ConfigError, match="NPSFLOW_TRUSTED_PROXIES: 'ingress' is not an IP address"):
+        config.load({"NPSFLOW_TRUSTED_PROXIES": "10.0.0.1,ingress"})

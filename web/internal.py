@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from sinks import casebook, queries, terms
+from sinks import casebook, erasure, queries, terms
 from streams.cases import COMMANDS, CommandRefused, command_for
 from streams.responses import Rejected, parse_timestamp
 from web.common import bearer_guard, healthz, host_guard, html_reply, json_reply
@@ -118,7 +118,56 @@ class InternalApi:
                 web.get("/api/v1/cloud", self.cloud), web.get("/api/v1/cases", self.cases),
                 web.get("/api/v1/case", self.case), web.get("/api/v1/cases/stats", self.case_stats),
                 web.get("/api/v1/alerts", self.alerts), web.get("/api/v1/invitation/{inv_id}", self.invitation),
-                web.post("/api/v1/cases/{case_id}/{kind}", self.case_command)]
+                web.post("/api/v1/cases/{case_id}/{kind}", self.case_command),
+                web.get("/api/v1/contact", self.contact), web.get("/api/v1/contact/plan", self.contact_plan),
+                web.post("/api/v1/contact/erase", self.contact_erase)]
+
+    @staticmethod
+    def _contact_args(params) -> tuple[str, str, str | None]:
+        """org, pseudonym (32 hex characters: computed by the CLI, never the contact id) and the trigger route."""
+        org, pseudonym = params.get("org") or "", params.get("pseudonym") or ""
+        if not org or not re.fullmatch(r"[0-9a-f]{32}", pseudonym):
+            raise ValueError("org and pseudonym (32 hex characters) are required")
+        route = params.get("route") or None
+        if route is not None and not (isinstance(route, str) and route.startswith(f"{org}|")):
+            raise ValueError("route must be <org>|<contact id>")
+        return org, pseudonym, route
+
+    async def contact(self, request: web.Request) -> web.Response:
+        """GET: everything ClickHouse holds of one contact (``npsflow export-contact``)."""
+        try:
+            org, pseudonym, route = self._contact_args(request.query)
+        except ValueError as exc:
+            return error(400, str(exc))
+        return json_reply(await self.store.arun(erasure.export, org, pseudonym, route),
+                          headers={"Cache-Control": "no-store"})
+
+    async def contact_plan(self, request: web.Request) -> web.Response:
+        """GET: what erasing the contact would delete (rows per table, invitation and event ids)."""
+        try:
+            org, pseudonym, route = self._contact_args(request.query)
+        except ValueError as exc:
+            return error(400, str(exc))
+        return json_reply(await self.store.arun(erasure.plan, org, pseudonym, route),
+                          headers={"Cache-Control": "no-store"})
+
+    async def contact_erase(self, request: web.Request) -> web.Response:
+        """POST: erase the contact's rows and record the request (``npsflow forget``)."""
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            org, pseudonym, route = self._contact_args(body)
+            request_id, by, other = body.get("request_id"), body.get("by"), body.get("other") or {}
+            if not isinstance(request_id, str) or not request_id or not isinstance(by, str) or \
+                    not isinstance(other, dict) or not all(isinstance(v, int) for v in other.values()):
+                raise ValueError("request_id and by (strings) are required; other: name → count")
+        except ValueError as exc:
+            return error(400, str(exc))
+        record = await self.store.arun(erasure.erase, org, pseudonym, request_id=request_id, by=by,
+                                       trigger_route=route, other=other)
+        self.stats.inc("erasure.clickhouse")
+        return json_reply(record)
 
     async def cases(self, request: web.Request) -> web.Response:
         try:

@@ -30,6 +30,7 @@ invitations, with their texts), ``AnswerWriter`` (raw responses to Kafka), ``Not
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import logging
 import secrets
@@ -82,12 +83,21 @@ class Limits:
 
     def __post_init__(self) -> None:
         self.per_ip = RateLimiter(rate=self.page_rate, burst=30 * self.page_rate)  # default: 30 at once, then 1/s
+        self.proxy_networks = tuple(ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies)
+
+    def trusted(self, peer: str) -> bool:
+        """Whether ``peer`` is one of the trusted proxies (an address or inside a network of NPSFLOW_TRUSTED_PROXIES)."""
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.proxy_networks)
 
     def client_ip(self, request: web.Request) -> str:
         """The client's IP: the peer, or — behind a trusted reverse proxy — the last address it appended."""
         peer = request.remote or "unknown"
         forwarded = request.headers.get("X-Forwarded-For")
-        if peer in self.trusted_proxies and forwarded:
+        if forwarded and self.trusted(peer):
             return forwarded.split(",")[-1].strip() or peer
         return peer
 

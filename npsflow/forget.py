@@ -1,0 +1,205 @@
+"""``npsflow forget`` and ``npsflow export-contact``: erasure and access for one contact (GDPR articles 17, 15).
+
+The contact is named by the organization's own id (``--org``, ``--contact``); everything npsflow stores about it
+is found by the keyed pseudonym ``contact_key(org, contact_id, NPSFLOW_SECRET)`` (sinks.erasure) — the same
+secret as the workers', or nothing matches. Order of ``forget`` (each step idempotent, so a failed run is simply
+run again):
+
+1. ask ClickHouse what it holds (``sinks.erasure.plan``: rows per table, invitation ids, event ids) — through the
+   worker's internal listener while a worker holds embedded chDB, else on the store itself;
+2. the outbox (``$NPSFLOW_HOME/outbox``): the contact's e-mail and newsletter files (named by invitation id)
+   are deleted, its lines of ``sms.jsonl`` and ``newsletter/index.jsonl`` are blanked in place (same length:
+   the channels' append-once index of the file stays valid, a re-send of an erased message appends nothing);
+3. an erase note to the dispatch stage (``erase_state``): the partition owning the contact tombstones its keys
+   in ``dispatch-state`` and keeps an ``erased`` marker against replays of its old triggers;
+4. ClickHouse rows deleted (``sinks.erasure.erase``) and the audit row written, with the counts of step 2.
+
+Invitation ids are read from ClickHouse before the rows go: the outbox is cleaned first, so a run interrupted
+after step 3 has nothing left to find, and one interrupted before it finds everything again.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+from npsflow.config import Settings
+from npsflow.reader import ReadError, _get, _via_worker, internal_headers, open_store
+from sinks.channels.base import file_stem
+from sinks.channels.outbox import outbox_dir
+from streams import contact_rules
+from streams.triggers import trigger_key
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
+
+
+class ForgetError(Exception):
+    pass
+
+
+def identify(settings: Settings, org: str, contact_id: str) -> dict:
+    """The contact's pseudonym and trigger route; ForgetError for an org the programs file does not know."""
+    org, contact_id = (org or "").strip(), (contact_id or "").strip()
+    if not org or "|" in org:
+        raise ForgetError(f"invalid organization id {org!r}")
+    if not contact_id:
+        raise ForgetError("the contact id must not be empty")
+    if settings.programs_file is not None:
+        from npsflow.programs import load_programs
+
+        try:
+            known = {o.id for o in load_programs(settings.programs_file).organizations}
+        except Exception as exc:  # a broken programs file: say so, do not guess
+            raise ForgetError(f"cannot read the programs file {settings.programs_file}: {exc}") from None
+        if org not in known:
+            raise ForgetError(f"unknown organization {org!r} (not in {settings.programs_file})")
+    return {"org": org, "pseudonym": contact_rules.contact_key(org, contact_id, settings.secret),
+            "route": trigger_key(org, contact_id).decode("utf-8", "surrogatepass")}
+
+
+def _params(who: dict) -> dict:
+    return {"org": who["org"], "pseudonym": who["pseudonym"], "route": who["route"]}
+
+
+def _on_store(settings: Settings, fn, *args, **kwargs):
+    store = open_store(settings)
+    try:
+        return fn(store, *args, **kwargs)
+    finally:
+        store.close()
+
+
+def export(settings: Settings, who: dict) -> dict:
+    """Everything ClickHouse holds of the contact (sinks.erasure.export)."""
+    from sinks import erasure
+
+    info = _via_worker(settings)
+    if info:
+        return _get(settings, info, "/api/v1/contact", _params(who))
+    return _on_store(settings, erasure.export, who["org"], who["pseudonym"], who["route"])
+
+
+def plan(settings: Settings, who: dict) -> dict:
+    from sinks import erasure
+
+    info = _via_worker(settings)
+    if info:
+        return _get(settings, info, "/api/v1/contact/plan", _params(who))
+    return _on_store(settings, erasure.plan, who["org"], who["pseudonym"], who["route"])
+
+
+def _erase_rows(settings: Settings, who: dict, request_id: str, by: str, other: dict[str, int]) -> dict:
+    from sinks import erasure
+
+    info = _via_worker(settings)
+    if not info:
+        return _on_store(settings, erasure.erase, who["org"], who["pseudonym"], request_id=request_id, by=by,
+                         trigger_route=who["route"], other=other)
+    url = f"{info['internal_url']}/api/v1/contact/erase"
+    try:
+        resp = requests.post(url, json={**_params(who), "request_id": request_id, "by": by, "other": other},
+                             timeout=600, headers=internal_headers(settings))
+    except requests.RequestException as exc:
+        raise ReadError(f"the worker (pid {info.get('pid')}) did not answer on {url}: {exc}") from None
+    if resp.status_code != 200:
+        try:
+            message = resp.json().get("error", resp.text)
+        except ValueError:
+            message = resp.text
+        raise ReadError(f"the worker refused the erasure: {message}")
+    return resp.json()
+
+
+def _blank_lines(path: Path, invitations: set[str]) -> int:
+    """Overwrite, in place and under the channels' file lock, the JSON lines of ``path`` whose invitation_id is
+    one of ``invitations`` with spaces (same length: readers skip them as torn lines). Returns lines blanked."""
+    if not path.exists():
+        return 0
+    blanked = 0
+    with open(path, "r+b") as f:
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            data = bytearray(f.read())
+            start = 0
+            while start < len(data):
+                end = data.find(b"\n", start)
+                end = len(data) if end < 0 else end
+                line = bytes(data[start:end])
+                try:
+                    rec = json.loads(line) if line.strip() else None
+                except ValueError:
+                    rec = None
+                if isinstance(rec, dict) and rec.get("invitation_id") in invitations:
+                    data[start:end] = b" " * (end - start)
+                    blanked += 1
+                start = end + 1
+            if blanked:
+                f.seek(0)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return blanked
+
+
+def erase_outbox(home: Path, invitations: list[str]) -> dict[str, int]:
+    """The contact's messages in the outbox: files deleted, index lines blanked (see the module docstring)."""
+    box = outbox_dir(home)
+    files = 0
+    for inv in invitations:
+        for stem in (file_stem(inv), file_stem(f"{inv}-reminder")):
+            for path in (box / "email" / f"{stem}.eml", box / "newsletter" / f"{stem}.html"):
+                try:
+                    path.unlink()
+                    files += 1
+                except FileNotFoundError:
+                    pass
+    wanted = set(invitations)
+    lines = _blank_lines(box / "sms.jsonl", wanted) + _blank_lines(box / "newsletter" / "index.jsonl", wanted)
+    return {"outbox_files": files, "outbox_lines": lines}
+
+
+def erase_state(settings: Settings, who: dict, found: dict) -> int:
+    """Ask the dispatch stage to tombstone the contact's keys (streams.dispatch_steps.DecideStep.erase): one
+    note on the releases topic, keyed by the contact's trigger route, so it lands on the partition that holds
+    the contact (the releases topic is co-partitioned with the triggers). Returns the notes sent (1)."""
+    import orjson
+
+    from npsflow.producer import ProduceError, Producer
+
+    note = {"op": "erase", "org": who["org"], "key": who["pseudonym"], "events": found.get("events") or [],
+            "invs": found.get("invitations") or [], "at": int(time.time() * 1000)}
+    try:
+        with Producer(settings.bootstrap(), security=settings.kafka_security) as producer:
+            producer.send(settings.topics.releases, who["route"].encode("utf-8", "surrogatepass"), orjson.dumps(note))
+    except (ProduceError, Exception) as exc:
+        raise ForgetError(f"cannot send the erase request to Kafka: {str(exc).splitlines()[0] if str(exc) else exc}")
+    return 1
+
+
+def forget(settings: Settings, who: dict, by: str | None = None) -> dict:
+    """Erase the contact (see the module docstring); the audit record (no contact id, no address)."""
+    found = plan(settings, who)
+    other = erase_outbox(settings.home, list(found["invitations"]))
+    other["state_requests"] = erase_state(settings, who, found)
+    request_id = f"erase-{uuid.uuid4().hex}"
+    return _erase_rows(settings, who, request_id, by or operator(), other)
+
+
+def operator() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment
+        return f"uid:{os.getuid()}"
