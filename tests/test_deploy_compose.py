@@ -143,6 +143,9 @@ def secret_problems(doc: dict) -> list[str]:
                 problems.append(f"{name}: {key}={value} is not a secret this service mounts")
         for secret in mounted - set(declared):
             problems.append(f"{name}: mounts the undeclared secret {secret}")
+        if name in ("process", "simulate") and ("clickhouse_npsflow_password" in mounted
+                                                or "NPSFLOW_CLICKHOUSE_PASSWORD_FILE" in env):
+            problems.append(f"{name}: gets the ClickHouse password but uses no ClickHouse")
     return problems
 
 
@@ -171,9 +174,11 @@ def test_compose_stack_has_kafka_clickhouse_grafana_and_the_roles():
     assert kafka["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"  # npsflow init creates them
     assert services["clickhouse"]["image"].startswith("clickhouse/clickhouse-server:")
     assert set(load()["volumes"]) == {"kafka-data", "clickhouse-data", "grafana-data"}
-    env = services["process"]["environment"]
-    assert env["NPSFLOW_KAFKA"] == "kafka:9092" and env["NPSFLOW_CLICKHOUSE_DSN"].startswith("http://npsflow@clickhouse:")
-    assert "NPSFLOW_INTERNAL_TOKEN_FILE" in env and "NPSFLOW_SECRET_FILE" in env  # all workers share them
+    for name in ("init", "process", "sink", "web", "simulate"):
+        env = services[name]["environment"]
+        assert env["NPSFLOW_KAFKA"] == "kafka:9092" and env["NPSFLOW_CLICKHOUSE_DSN"].startswith("http://npsflow@clickhouse:")
+        assert "NPSFLOW_INTERNAL_TOKEN_FILE" in env and "NPSFLOW_SECRET_FILE" in env  # all workers share them
+        assert ("NPSFLOW_CLICKHOUSE_PASSWORD_FILE" in env) == (name in ("init", "sink", "web")), name
 
 
 def test_grafana_gets_our_provisioning_the_pinned_plugin_and_the_read_only_user():
@@ -277,6 +282,8 @@ def test_a_broken_copy_fails_the_schema(edit, expected):
     (lambda d: d["services"]["web"].update(secrets=["npsflow_secret"]),
      "web: NPSFLOW_CLICKHOUSE_PASSWORD_FILE=/run/secrets/clickhouse_npsflow_password is not a secret"),
     (lambda d: d["secrets"].update(npsflow_secret={"environment": "NPSFLOW_SECRET"}), "secret npsflow_secret"),
+    (lambda d: d["services"]["process"]["secrets"].append("clickhouse_npsflow_password"),
+     "process: gets the ClickHouse password"),
 ])
 def test_a_broken_copy_breaks_a_rule(edit, expected):
     problems = all_problems(_broken(edit))
@@ -284,20 +291,22 @@ def test_a_broken_copy_breaks_a_rule(edit, expected):
 
 
 # ----------------------------------------------------------------------------------- no secret in any deploy/ file
-_ASSIGNED = re.compile(r"""(?i)\b[\w.-]*(password|passwd|secret|token|api[_-]?key)[\w.-]*["']?\s*[:=]\s*["']?([^\s"'#,}]+)""")
-_PLACEHOLDER = re.compile(r"(?i)^(\$|\{\w+|[&*][\w-]+$|/run/secrets/|/|\.\/|change-me|replace|<|…|\.\.\.|none|null|true|false|"
-                          r"[A-Z_]+_FILE$|NPSFLOW_[A-Z_]+$|[a-z_]+$)")
+_ASSIGNED = re.compile(r"""(?i)\b([\w.-]*(password|passwd|secret|token|api[_-]?key)[\w.-]*)["']?\s*[:=]\s*["']?([^\s"'#,}]+)""")
+_REFERENCE_KEY = re.compile(r"(?i)(name|ref|_file|__file|secrets)$")  # names a secret, does not hold one
+_PLACEHOLDER = re.compile(r"(?i)^(\$|\{\w+|\[|[&*][\w-]+$|change-me|replace|<|…|\.\.\.|none|null|true|false|"
+                          r"[A-Z_]+_FILE$|NPSFLOW_[A-Z_]+$|[a-z_]+$)|/|placeholder|example")
 _HEX_KEY = re.compile(r"(?<![0-9a-f])[0-9a-f]{40,}(?![0-9a-f])")
 
 
 def secret_looking(text: str) -> list[str]:
-    """Lines assigning a literal value to something named password/secret/token/api key, and long hex strings that
-    are not a sha256 digest named as one."""
+    """Lines assigning a literal value to something named password/secret/token/api key (not a file path, a
+    reference by name, an environment reference or an obvious placeholder), and long hex strings that are not a
+    sha256 digest named as one."""
     found = []
     for number, line in enumerate(text.splitlines(), 1):
         for match in _ASSIGNED.finditer(line):
-            value = match.group(2).strip("\\")  # a shell-escaped quote before the value
-            if value and not _PLACEHOLDER.match(value):
+            value = match.group(3).strip("\\")  # a shell-escaped quote before the value
+            if value and not _REFERENCE_KEY.search(match.group(1)) and not _PLACEHOLDER.search(value):
                 found.append(f"{number}: {line.strip()[:120]}")
         for match in _HEX_KEY.finditer(line):
             if not re.search(r"(sha256[:\s`]+|password_sha256_hex>)$", line[:match.start()]):
@@ -324,3 +333,6 @@ def test_the_secret_scan_finds_what_it_is_for():
     assert secret_looking("GF_SECURITY_ADMIN_PASSWORD: s3cr3t-Value") and secret_looking("x " + "ab12" * 16)
     assert not secret_looking("  password: change-me") and not secret_looking("NPSFLOW_SECRET_FILE: /run/secrets/x")
     assert not secret_looking("python:3.11@sha256:" + "ab" * 32)
+    assert secret_looking("  - clickhouse-password=Xy7pQ2rT9wLm") and secret_looking('"token": "ghp_abcdefgh12345678"')
+    assert not secret_looking("secretName: npsflow-secrets") and not secret_looking("- password=secrets/kafka-password")
+    assert not secret_looking("- secret=dev-placeholder-secret-not-for-production")
