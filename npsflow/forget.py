@@ -10,8 +10,9 @@ run again):
 2. the outbox (``$NPSFLOW_HOME/outbox``): the contact's e-mail and newsletter files (named by invitation id)
    are deleted, its lines of ``sms.jsonl`` and ``newsletter/index.jsonl`` are blanked in place (same length:
    the channels' append-once index of the file stays valid, a re-send of an erased message appends nothing);
-3. an erase note to the dispatch stage (``erase_state``): the partition owning the contact tombstones its keys
-   in ``dispatch-state`` and keeps an ``erased`` marker against replays of its old triggers;
+3. erase notes to the stages' state tables (``erase_state``): dispatch (``dispatch-state``, with an ``erased``
+   marker against replays of its old triggers), deliver (``invitations``, and the classify memos of the answers
+   in ``responses-seen``), cases (``cases``, and tombstones on the compacted cases topic);
 4. ClickHouse rows deleted (``sinks.erasure.erase``) and the audit row written, with the counts of step 2.
 
 Invitation ids are read from ClickHouse before the rows go: the outbox is cleaned first, so a run interrupted
@@ -171,22 +172,52 @@ def erase_outbox(home: Path, invitations: list[str]) -> dict[str, int]:
     return {"outbox_files": files, "outbox_lines": lines}
 
 
-def erase_state(settings: Settings, who: dict, found: dict) -> int:
-    """Ask the dispatch stage to tombstone the contact's keys (streams.dispatch_steps.DecideStep.erase): one
-    note on the releases topic, keyed by the contact's trigger route, so it lands on the partition that holds
-    the contact (the releases topic is co-partitioned with the triggers). Returns the notes sent (1)."""
+def state_notes(settings: Settings, who: dict, found: dict, at_ms: int) -> list[tuple[str, bytes, bytes]]:
+    """(topic, key, value) of every erase note: pure (see ``erase_state``)."""
     import orjson
 
+    from streams.cases import erase_event
+
+    topics = settings.topics
+    invitations = list(found.get("invitations") or [])
+    notes = [(topics.releases, who["route"].encode("utf-8", "surrogatepass"), orjson.dumps(
+        {"op": "erase", "org": who["org"], "key": who["pseudonym"], "events": found.get("events") or [],
+         "invs": invitations, "at": at_ms}))]
+    notes += [(topics.invitations, inv.encode(), orjson.dumps({"op": "erase", "inv": inv, "at": at_ms}))
+              for inv in invitations]
+    routes: dict[str, list[str]] = {f"{who['org']}|{who['pseudonym']}": []}  # the contact's route, always
+    for case in found.get("cases") or []:
+        routes.setdefault(case["route"], []).append(case["case_id"])
+    responses = list(found.get("responses") or [])
+    notes += [(topics.case_events, route.encode(), orjson.dumps(erase_event(route, ids, responses)))
+              for route, ids in routes.items()]
+    return notes
+
+
+def erase_state(settings: Settings, who: dict, found: dict) -> int:
+    """Ask the stages that hold the contact in their state tables to tombstone it, each note keyed so that it
+    lands on the partition that owns the keys (one partition key per entity):
+
+    * the dispatch stage (``DecideStep.erase``): one note on the releases topic keyed by the trigger route
+      (co-partitioned with the triggers) — ``C|``/``PQ|``/``E|``/``P|`` keys and the ``X|`` erased marker;
+    * the deliver stage (``DeliverBatch.erase``): one note per invitation id on the invitations topic, keyed by
+      it — ``I|<invitation>`` tombstoned, ``Z|<invitation>`` marker; the classify memo of its answer (same
+      partition of ``responses-seen``) rewritten without personal data (``streams.classify.erased_memo``);
+    * the cases agent (``streams.cases._erase``): one ``erase`` event per route of the contact's cases (its
+      ``<org>|<pseudonym>`` always) on the cases events topic — ``C|``/``K|``/``R|`` keys, and tombstones of
+      the case records on the compacted cases topic.
+
+    Returns the notes sent."""
     from npsflow.producer import ProduceError, Producer
 
-    note = {"op": "erase", "org": who["org"], "key": who["pseudonym"], "events": found.get("events") or [],
-            "invs": found.get("invitations") or [], "at": int(time.time() * 1000)}
+    notes = state_notes(settings, who, found, int(time.time() * 1000))
     try:
         with Producer(settings.bootstrap(), security=settings.kafka_security) as producer:
-            producer.send(settings.topics.releases, who["route"].encode("utf-8", "surrogatepass"), orjson.dumps(note))
+            for topic, key, value in notes:
+                producer.send(topic, key, value)
     except (ProduceError, Exception) as exc:
         raise ForgetError(f"cannot send the erase request to Kafka: {str(exc).splitlines()[0] if str(exc) else exc}")
-    return 1
+    return len(notes)
 
 
 def forget(settings: Settings, who: dict, by: str | None = None) -> dict:

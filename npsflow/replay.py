@@ -16,7 +16,10 @@ What it does, per table (``streams.sink_agents.SINKS``: topic → table → Avro
    ``non_replicated_deduplication_window`` = 10 000 inserts per table). Where tokens do not match (another
    range, the live sink's combined batches) the rows are identical to the ones already there (same mapper,
    same Kafka coordinates) and every table is a ReplacingMergeTree read latest-wins: no number changes.
-4. recompute the daily rollup (``sinks.rollup.refresh_day``) of every day a replayed answer touches (its
+4. re-apply every erasure recorded in ``erasures`` (``sinks.erasure.reapply``, the deletion ``npsflow forget``
+   ran: the topics still hold an erased contact's records within their retention, and step 3 wrote them back),
+   reported in the output (counts only);
+5. recompute the daily rollup (``sinks.rollup.refresh_day``) of every day a replayed answer touches (its
    ``responded_at`` day and its ``earlier_days``).
 
 Records that do not decode (or that the mapper refuses) and rows ClickHouse refuses are counted and reported,
@@ -37,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Callable
 
-from sinks import rollup
+from sinks import erasure, rollup
 from sinks import rows as row_mappers
 from sinks.batching import BatchingSink, first_line
 from streams.sink_agents import SINKS
@@ -129,6 +132,7 @@ class TableReport:
     rows: int = 0  # rows handed to ClickHouse (inserted, or dropped by it as a repeat of the same batch)
     undecodable: int = 0  # records that did not decode or map
     rejected: int = 0  # rows ClickHouse refused on their own (after bisection)
+    tombstones: int = 0  # null records (erased cases on a compacted topic): skipped
     batches: int = 0
     first_problem: str = ""
     days: set = field(default_factory=set)  # UTC days the answers touch (responses only)
@@ -164,16 +168,26 @@ class ReplayResult:
     tables: list[TableReport] = field(default_factory=list)
     rollup_days: list[date] = field(default_factory=list)
     seconds: float = 0.0
+    erasures: dict = field(default_factory=lambda: {"contacts": 0, "rows": {}})  # sinks.erasure.reapply
 
     def lines(self) -> list[str]:
         out = [t.line() for t in self.tables]
+        out.append(erasure_line(self.erasures))
         if any(t.table == "responses" for t in self.tables):
             out.append(rollup_line(self.rollup_days))
         return out
 
     def as_dict(self) -> dict:
         return {"from": self.start, "to": self.stop, "tables": [t.as_dict() for t in self.tables],
-                "rollup_days": [d.isoformat() for d in self.rollup_days], "seconds": round(self.seconds, 3)}
+                "erasures": self.erasures, "rollup_days": [d.isoformat() for d in self.rollup_days],
+                "seconds": round(self.seconds, 3)}
+
+
+def erasure_line(erasures: dict) -> str:
+    rows = erasures.get("rows") or {}
+    deleted = ", ".join(f"{n} {t}" for t, n in rows.items()) or "no row"
+    return (f"erasures        re-applied {erasures.get('contacts', 0)} recorded erasures (npsflow forget): "
+            f"deleted {deleted} again")
 
 
 def rollup_line(days: list[date]) -> str:
@@ -280,6 +294,9 @@ class TableReplay:
             self.sink.add(msg.partition, msg.offset, self.row(msg), None)
 
     def row(self, msg) -> dict | None:
+        if msg.value is None:  # a tombstone (an erased case on the compacted cases topic): nothing to write
+            self.report.tombstones += 1
+            return None
         try:
             row = self.mapper(self.codec.decode(msg.value, expected=self.subject), msg.partition, msg.offset)
         except Exception as exc:  # counted, not dead-lettered again (module doc)
@@ -351,7 +368,7 @@ def refresh_days(store, days: set) -> list[date]:
 
 
 async def _replay(consumer, store, codec, topics: dict[str, str], start: Bound, stop: Bound | None,
-                  batch_rows: int, progress: Callable[[str], None] | None) -> ReplayResult:
+                  batch_rows: int, progress: Callable[[str], None] | None, secret: str | None = None) -> ReplayResult:
     result = ReplayResult(start.describe(), stop.describe() if stop else "end offsets at start")
     for table, topic in topics.items():
         ranges = plan(consumer, topic, start, stop)
@@ -359,6 +376,11 @@ async def _replay(consumer, store, codec, topics: dict[str, str], start: Bound, 
         result.tables.append(report)
         if progress:
             progress(report.line())
+    # the topics still hold erased contacts' records (within their retention): every recorded erasure again, with
+    # the same deletion (sinks.erasure), before the rollup days are recomputed
+    result.erasures = await store.arun(erasure.reapply, secret)
+    if progress:
+        progress(erasure_line(result.erasures))
     days = set().union(*(t.days for t in result.tables))
     result.rollup_days = await store.arun(refresh_days, days) if days else []
     return result
@@ -375,7 +397,7 @@ def replay(settings, store, tables: list[str], start: Bound, stop: Bound | None 
     consumer = open_consumer(bootstrap, getattr(settings, "kafka_security", None))
     try:
         result = asyncio.run(_replay(consumer, store, codec or avro.AvroCodec(), topics, start, stop,
-                                     batch_rows, progress))
+                                     batch_rows, progress, getattr(settings, "secret", None)))
     finally:
         consumer.close()
     result.seconds = time.monotonic() - began

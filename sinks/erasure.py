@@ -107,15 +107,16 @@ def plan(store, org: str, pseudonym: str, trigger_route: str | None = None) -> d
     events = [r["e"] for r in store.query(
         "SELECT DISTINCT event_id AS e FROM {db}.dispatches WHERE contact_key = {p:String} AND org_id = {o:String} "
         "ORDER BY e", {"p": pseudonym, "o": org})]
+    cases = store.query(
+        "SELECT DISTINCT case_id, route FROM {db}.cases WHERE route = {route:String} OR "
+        "response_id IN {responses:Array(String)} ORDER BY route, case_id", params) if "cases" in counts else []
     return {"org": org, "pseudonym": pseudonym, "rows": counts, "invitations": invitations, "responses": responses,
-            "events": events}
+            "events": events, "cases": [{"case_id": c["case_id"], "route": c["route"]} for c in cases]}
 
 
-def erase(store, org: str, pseudonym: str, *, request_id: str, by: str, trigger_route: str | None = None,
-          other: dict[str, int] | None = None) -> dict:
-    """Delete every row of the contact (see the module docstring), mark the days its answers lay on for
-    recomputation, and record the request in ``erasures``. ``other``: counts erased elsewhere (outbox files,
-    state keys) for the audit row. Returns the audit record."""
+def delete_rows(store, org: str, pseudonym: str, trigger_route: str | None = None) -> tuple[dict, list]:
+    """Delete every row of the contact (see the module docstring) and mark the days its answers lay on for
+    recomputation. Returns (``plan`` as found before, the days marked). Erasing twice deletes nothing."""
     found = plan(store, org, pseudonym, trigger_route)
     params = _params(org, pseudonym, found["invitations"], found["responses"])
     days = [r["day"] for r in store.query(
@@ -134,12 +135,57 @@ def erase(store, org: str, pseudonym: str, *, request_id: str, by: str, trigger_
     if days:  # the rollups of those days are recomputed from the ledger (sinks.rollup: dirty days)
         now = store.query("SELECT now64(3, 'UTC') AS now")[0]["now"]
         store.insert("nps_daily_touched", [{"day": d, "last_insert": now} for d in days])
+    return found, days
+
+
+def erase(store, org: str, pseudonym: str, *, request_id: str, by: str, trigger_route: str | None = None,
+          other: dict[str, int] | None = None) -> dict:
+    """Delete every row of the contact (``delete_rows``) and record the request in ``erasures``. ``other``:
+    counts erased elsewhere (outbox files, state keys) for the audit row. Returns the audit record."""
+    found, days = delete_rows(store, org, pseudonym, trigger_route)
     record = {"request_id": request_id, "org_id": org, "pseudonym": pseudonym, "by": by,
               "erased_at": datetime.now(timezone.utc),
               "erased": {**{t: n for t, n in found["rows"].items()}, **(other or {})},
               "days_recomputed": len(days)}
     store.insert(AUDIT_TABLE, [{**record, "erased": json.dumps(record["erased"], sort_keys=True)}])
     return _iso(record)
+
+
+def erased_contacts(store) -> list[tuple[str, str]]:
+    """(org, pseudonym) of every erasure recorded in ``erasures``, once each."""
+    return [(r["o"], r["p"]) for r in store.query(
+        f"SELECT DISTINCT org_id AS o, pseudonym AS p FROM {{db}}.{AUDIT_TABLE} ORDER BY o, p")]
+
+
+def refused_routes(store, erased: set[tuple[str, str]], pseudonym_of) -> dict[tuple[str, str], str]:
+    """The trigger routes ``<org>|<contact id>`` of ``dead_letters`` whose pseudonym (``pseudonym_of(org,
+    contact_id)``: the keyed HMAC, computed outside ClickHouse — it never holds the secret) is an erased one."""
+    found = {}
+    for r in store.query("SELECT DISTINCT key AS k FROM {db}.dead_letters WHERE position(key, '|') > 0"):
+        org, _, contact_id = r["k"].partition("|")
+        if contact_id and (org, pseudonym_of(org, contact_id)) in erased:
+            found[(org, pseudonym_of(org, contact_id))] = r["k"]
+    return found
+
+
+def reapply(store, secret: str | None = None) -> dict:
+    """Apply every recorded erasure again (``npsflow replay`` re-sinks the topics, erased contacts included):
+    the same deletion as ``erase`` (``delete_rows``), no new audit row. ``secret`` (NPSFLOW_SECRET): also the
+    dead letters of refused triggers, keyed by the contact id, which only the secret links to a pseudonym.
+    Returns {"contacts": erasures re-applied, "rows": rows deleted per table} — counts only, no pseudonym."""
+    contacts = erased_contacts(store)
+    routes = {}
+    if secret and contacts and "dead_letters" in {r["name"] for r in store.query(
+            "SELECT name FROM system.tables WHERE database = {d:String}", {"d": store.database})}:
+        from streams.contact_rules import contact_key
+
+        routes = refused_routes(store, set(contacts), lambda o, c: contact_key(o, c, secret))
+    rows: dict[str, int] = {}
+    for org, pseudonym in contacts:
+        found, _ = delete_rows(store, org, pseudonym, routes.get((org, pseudonym)))
+        for table, n in found["rows"].items():
+            rows[table] = rows.get(table, 0) + n
+    return {"contacts": len(contacts), "rows": {t: n for t, n in sorted(rows.items()) if n}}
 
 
 def export(store, org: str, pseudonym: str, trigger_route: str | None = None) -> dict:

@@ -414,6 +414,8 @@ def apply(event: Mapping[str, Any], state: StateView, now_ms: int,
         _command(step, event)
     elif kind == "tick":
         _tick(step, event)
+    elif kind == "erase":
+        _erase(step, event)
     else:
         step.refuse(event, "unknown_event", f"unknown event kind {kind!r}")
     return step.changes, step.outputs
@@ -521,6 +523,46 @@ def _release(step: _Step, case: dict) -> None:
     key = contact_index_key(case["route"])
     if step.get(key) == case["case_id"]:
         step.put(key, None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Erasure
+
+
+def erase_event(route: str, case_ids: Iterable[str], response_ids: Iterable[str]) -> dict:
+    """The event ``npsflow forget`` sends for one route of the contact (keyed by ``route``): the case ids and
+    response ids ClickHouse knows of it (the state may hold more: the route's open case)."""
+    return {"kind": "erase", "route": route, "cases": sorted(set(case_ids)), "responses": sorted(set(response_ids))}
+
+
+def _erase(step: _Step, event: Mapping[str, Any]) -> None:
+    """Forget the route's cases (``C|``), its open-case index (``K|``) and its answers' index keys (``R|``), and
+    emit a ``tombstone`` per case id (the compacted cases topic drops the case records): the case ids named by
+    the event (found in ClickHouse; a case the agent expired already still has its record on the topic) and those
+    the state holds for the route. Cases of other routes are never touched. Idempotent: again, it finds no state
+    and emits the same tombstones (harmless on a compacted topic)."""
+    route = str(event["route"])
+    org = route.split("|", 1)[0]
+    open_id = step.get(contact_index_key(route))
+    ids = list(dict.fromkeys([*(str(c) for c in event.get("cases") or ()), *([open_id] if open_id else [])]))
+    responses = {str(r) for r in event.get("responses") or ()}
+    erased = []
+    for case_id in ids:
+        case = step.get(case_key(case_id))
+        if case is not None and case["route"] != route:
+            continue  # not this contact's: never erased through another route
+        if case is not None:
+            responses.update(a["response_id"] for a in case["answers"])
+            step.put(case_key(case_id), None)
+        erased.append(case_id)
+        step.outputs.append({"type": "tombstone", "key": case_id})
+    for response_id in sorted(responses):
+        link = step.get(answer_index_key(org, response_id))
+        if link is not None and (link.get("case_id") in erased or response_id in (event.get("responses") or ())):
+            step.put(answer_index_key(org, response_id), None)
+    if step.get(contact_index_key(route)) is not None:
+        step.put(contact_index_key(route), None)
+    step.outputs.append({"type": "erased", "cases": len(erased)})
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -161,6 +161,8 @@ class CasesAgent:
             if len(value) > MAX_CASE_BYTES:
                 raise ValueError(f"the case would be {len(value)} bytes (at most {MAX_CASE_BYTES})")
             return self.names["cases"], self.partitions, case["case_id"].encode(), value
+        if kind == "tombstone":  # an erased case (npsflow forget): compaction removes its record
+            return self.names["cases"], self.partitions, output["key"].encode(), None
         if kind == "notification":
             note = notification_record(output)
             return self.names["notifications"], self.partitions, note["id"].encode(), orjson.dumps(note)

@@ -29,6 +29,12 @@ memo ``dedup_retention`` after its last write). A version of a forgotten answer 
 (``edit_after_dedup_memory``, via the register of forgotten ids: streams.forgotten), and so is a memo-less
 version older than the memory (``older_than_dedup_memory``): neither can be told apart from an answer counted
 before, so neither may count again.
+
+An erased answer (``npsflow forget``: ``erased_memo``) keeps a memo without personal data — ``x`` when it was
+erased, ``v``, ``t``, ``src``, ``w`` (the expiry reads them) and ``o`` — instead of none: without a memo, a
+replayed or re-sent version of it would look new and be counted, classified and stored again. Every later
+version of an erased answer is dropped (``classify.erased``: no record, no dead letter — it would hold the
+answer again).
 """
 
 from __future__ import annotations
@@ -77,6 +83,8 @@ class ClassifyState(Protocol):
     def forgotten(self, partition: int, response_id: str) -> bool:
         """Whether the dedup memory of ``partition`` forgot this answer (streams.forgotten)."""
         ...
+
+    # optional: ``invitation_erased(invitation_id) -> bool`` — the invitation was erased (npsflow forget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +162,10 @@ class ClassifyStep:
             return
         response, invitation = self._joined(response, batch, out)
         previous = batch.memo(response.response_id)
+        if (previous is not None and previous.get("x") is not None) or (
+                invitation is None and response.invitation_id and batch.invitation_erased(response.invitation_id)):
+            out.counts["classify.erased"] += 1  # the contact was erased (npsflow forget): never again
+            return
         watermark = max(batch.watermark(record.partition), response.responded_ms)
         batch.set_watermark(record.partition, watermark)
         decision = decide(previous, response)
@@ -256,6 +268,15 @@ def new_memo(response: Response, previous: dict | None, decision: Decision, sour
             "k": invitation.get("contact_key") if invitation is not None else prev.get("k"), "w": now_ms}
 
 
+ERASED_MEMO_FIELDS = ("v", "t", "src", "w", "o")
+
+
+def erased_memo(memo: dict, at_ms: int) -> dict:
+    """The memo of an erased answer (see the module docstring): what dedup and expiry need, nothing personal
+    (no contact key, segments, score, content hash or days). Idempotent."""
+    return {**{k: memo[k] for k in ERASED_MEMO_FIELDS if k in memo}, "x": memo.get("x") or at_ms}
+
+
 @dataclass(frozen=True, slots=True)
 class Texts:
     """What the classified record carries of the respondent's words: masked texts, language, terms."""
@@ -334,6 +355,10 @@ class _BatchView:
 
     def invitation(self, invitation_id: str) -> dict | None:
         return self.state.invitation(invitation_id)
+
+    def invitation_erased(self, invitation_id: str) -> bool:
+        erased = getattr(self.state, "invitation_erased", None)
+        return bool(erased is not None and erased(invitation_id))
 
     def forgotten(self, partition: int, response_id: str) -> bool:
         return self.state.forgotten(partition, response_id)

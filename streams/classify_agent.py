@@ -17,10 +17,10 @@ import orjson
 
 from schemas import codec as avro
 from streams.app import (Pipeline, Transient, add_timer, dead_letter, install_batch_agent, owned_partitions,
-                         settled, sweep_keys)
+                         run_batch, settled, sweep_keys)
 from streams import text
 from streams.cases import qualifier
-from streams.classify import ClassifyOutcome, ClassifyStep, Incoming
+from streams.classify import ClassifyOutcome, ClassifyStep, Incoming, erased_memo
 from streams.forgotten import ForgottenRegister
 from streams.kafka_io import BatchOutput, StateTable, json_key, partition_for
 from streams.responses import to_ms
@@ -69,6 +69,25 @@ class ClassifyView:
 
     def invitation(self, invitation_id: str) -> dict | None:
         return self.invitations.get(json_key(f"I|{invitation_id}"))
+
+    def invitation_erased(self, invitation_id: str) -> bool:
+        return self.invitations.get_raw(json_key(f"Z|{invitation_id}")) is not None
+
+    async def erase_memos(self, pipeline: Pipeline, erased: list[tuple[int, str, int]], lock: asyncio.Lock) -> int:
+        """Strip the memos of erased answers (streams.classify.erased_memo) — called by the deliver agent for
+        the invitations it erased (same partition: raw and invitations are co-partitioned, an answer's key is
+        its invitation id), under the classify agent's lock, flushed before it returns. Returns memos changed."""
+        async with lock:
+            out, changed = pipeline.output(), 0
+            for partition, rid, at in erased:
+                memo = self.memo(rid)
+                if memo is not None and memo.get("x") is None:
+                    self.seen.put(out, json_key(rid), erased_memo(memo, at), partition)
+                    changed += 1
+            if changed:
+                await run_batch("classify.erase", pipeline.stats, out.flush)
+        pipeline.stats.inc("classify.memos_erased", changed)
+        return changed
 
 
 class ClassifyAgent:

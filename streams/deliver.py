@@ -8,7 +8,10 @@ key once per flush, produces the records, and does the sends in chunks between `
 Table ``invitations`` (keys JSON strings, values JSON): ``I|<invitation id>`` the invitation (classify reads
 ``org``, ``segment``, ``survey_id``, ``locale`` of it to join a response; the survey page the rest);
 ``Q|<partition>|<slot>`` a schedule bucket (``[[what, invitation id], …]``, ``SLOT_MS`` wide);
-``L|<partition>`` the last slot the timer emitted.
+``L|<partition>`` the last slot the timer emitted; ``Z|<invitation id>`` an erased invitation (``erase``, from
+``npsflow forget``: ``{"t": erased at, "p": partition}``, no personal data) — an ``invite`` command for it (a
+redelivery, an invite still in flight when the contact was erased) is dropped, and the marker goes with the
+invitation's scheduled ``forget``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ def inv_key(inv_id: str) -> str:
     return f"I|{inv_id}"
 
 
+def erased_key(inv_id: str) -> str:
+    return f"Z|{inv_id}"
+
+
 @dataclass
 class Send:
     """A message to hand to a channel: the invitation (as marked), reminder or not, its partition."""
@@ -73,6 +80,7 @@ class DeliverBatch:
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     buckets: dict[str, tuple[list, set]] = field(default_factory=dict)  # schedule key → (items, {(what, id)})
     notes: list[dict] = field(default_factory=list)  # promoter notes for stage 1 (streams.promoter)
+    erased: list[tuple[int, str, int]] = field(default_factory=list)  # (partition, invitation id, at): ``erase``
 
     @property
     def now_ms(self) -> int:
@@ -90,7 +98,14 @@ class DeliverBatch:
     # ------------------------------------------------------------------------------------------- commands
     def command(self, op: str, inv_id: str, command: dict, partition: int) -> None:
         inv = self.state.get(inv_key(inv_id))
-        if op == "invite":
+        if op == "erase":
+            self.erase(inv, inv_id, command, partition)
+        elif inv is None and self.state.get(erased_key(inv_id)) is not None:
+            if op == "due" and command.get("what") == "forget":
+                self.state.delete(erased_key(inv_id), partition)  # the marker lived as long as the invitation
+            else:
+                self.inc(f"deliver.{op}_erased")  # e.g. an invite redelivered or in flight: never sent again
+        elif op == "invite":
             self.invite(inv, command, partition)
         elif inv is None:
             self.inc(f"deliver.{op}_unknown_invitation")
@@ -100,6 +115,25 @@ class DeliverBatch:
             self.due(inv, command.get("what"), partition)
         else:
             self.inc("deliver.unknown_op")
+
+    def erase(self, inv: dict | None, inv_id: str, command: dict, partition: int) -> None:
+        """``npsflow forget``: the invitation (addresses, contact key, segments, answer) is tombstoned and the
+        marker ``Z|<invitation id>`` kept until the invitation would have been forgotten (its ``forget`` is
+        scheduled already when it was sent or concluded; scheduled again here for one that was not). The
+        agent also strips the answer's classify memo (``erased``: same partition — raw and invitations are
+        co-partitioned and keyed by the invitation id). Idempotent: a repeated note changes nothing."""
+        at = int(command.get("at") or self.now_ms)
+        self.erased.append((partition, inv_id, at))
+        if inv is None and self.state.get(erased_key(inv_id)) is not None:
+            self.inc("deliver.erase_repeated")
+            return
+        self.inc("deliver.erased")
+        if inv is not None:
+            self.state.delete(inv_key(inv_id), partition)
+        self.state.put(erased_key(inv_id), {"t": at, "p": partition}, partition)
+        expires = inv.get("expires_at") if inv is not None else None
+        self.schedule(max(expires or 0, self.now_ms + self.link_ttl_ms) + FORGET_AFTER_EXPIRY_MS, "forget", inv_id,
+                      partition)
 
     def invite(self, inv: dict | None, command: dict, partition: int) -> None:
         inv_id = command["inv"]

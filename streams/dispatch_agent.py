@@ -253,6 +253,17 @@ class DeliverAgent(DispatchEdge):
                     batch.finish(send, result)
             self.stage(batch, out)
             await self.flush(out, "deliver")
+            if batch.erased:
+                await self.erase_memos(batch.erased)
+
+    async def erase_memos(self, erased: list[tuple[int, str, int]]) -> None:
+        """The classify memos of erased invitations' answers (``responses-seen``, written by the classify agent
+        under its own lock: streams.classify_agent.ClassifyView.erase_memos). After the invitations' tombstones
+        are durable and before the erase notes are acked: a crash in between redelivers the notes, and both
+        steps are idempotent."""
+        classify = self.pipeline.batch_agents.get("classify")
+        if classify is not None:
+            await classify.view.erase_memos(self.pipeline, erased, classify.lock)
 
     def command(self, event, batch: DeliverBatch, out: BatchOutput) -> None:
         msg = event.message

@@ -173,7 +173,10 @@ class SinkAgent:
                     log.exception("retrying ClickHouse inserts into %s failed", self.table)
 
     async def row(self, msg) -> dict | None:
-        """The record's row; a record that does not decode is dead-lettered (None: an ack-only entry)."""
+        """The record's row; a record that does not decode is dead-lettered (None: an ack-only entry). A tombstone
+        (null value: an erased case on the compacted cases topic, npsflow forget) is an ack-only entry."""
+        if msg.value is None:
+            return None
         try:
             record = self.codec.decode(msg.value, expected=self.subject)
             return self.mapper(record, msg.partition, msg.offset)

@@ -614,3 +614,24 @@ def test_an_answer_applied_twice_changes_nothing_the_second_time(steps, rid, ver
     now = T0 + 1000 * H
     store.run(event, now)
     assert store.run(event, now + H) == ({}, [])
+
+
+def test_erase_forgets_the_routes_cases_and_answers_and_tombstones_their_records():
+    store = Store()
+    store.answer(answer("r1", 2), T0)
+    store.answer(answer("r2", 3), T0 + 1)  # joins alice's open case
+    store.answer(answer("r3", 1, respondent="k-bob"), T0 + 2)
+    alice = [c for c in store.cases() if c["route"] == "acme|k-alice"]
+    bob = [c for c in store.cases() if c["route"] == "acme|k-bob"]
+    assert len(alice) == 1 and len(bob) == 1
+    gone_id = alice[0]["case_id"]
+    # ClickHouse names alice's case, an old case the agent expired already, and (wrongly) bob's: never erased here
+    event = cases.erase_event("acme|k-alice", [gone_id, "case-expired", bob[0]["case_id"]], ["r1", "r2"])
+    changes, outputs = store.run(event, T0 + 10)
+    assert set(changes) == {f"C|{gone_id}", "K|acme|k-alice", "R|acme|r1", "R|acme|r2"}
+    assert all(v is None for v in changes.values())
+    assert sorted(o["key"] for o in of(outputs, "tombstone")) == sorted([gone_id, "case-expired"])
+    assert of(outputs, "erased") == [{"type": "erased", "cases": 2}]
+    assert [c["route"] for c in store.cases()] == ["acme|k-bob"] and "R|acme|r3" in store.state
+    again, outputs = store.run(event, T0 + 20)
+    assert again == {} and sorted(o["key"] for o in of(outputs, "tombstone")) == sorted([gone_id, "case-expired"])

@@ -384,3 +384,35 @@ def test_found_is_looked_up_once_per_programs_object():
     assert b.found("acme", "service")[1].daily_cap == 3
     b.programs = None
     assert b.found("acme", "service") is None
+
+
+def test_deliver_erase_tombstones_the_invitation_keeps_a_marker_and_never_sends_it_again():
+    b, store = book(), Store()
+    command = invite_command(b)
+    inv_id = command["inv"]
+    batch = deliver_batch(b, store)
+    batch.command("invite", inv_id, command, 0)
+    (send,) = batch.sends.values()
+    batch.finish(batch.mark([send])[0], SendResult.sent(attempts=1, provider_id="<m@acme.fi>", cost=0.001,
+                                                        currency="EUR"))
+    store.apply(batch.state)
+    at = int(NOW.timestamp() * 1000) + 5
+    batch = deliver_batch(b, store)
+    batch.command("erase", inv_id, {"op": "erase", "inv": inv_id, "at": at}, 0)
+    store.apply(batch.state)
+    assert f"I|{inv_id}" not in store and store[f"Z|{inv_id}"] == {"t": at, "p": 0}
+    assert batch.erased == [(0, inv_id, at)] and batch.counts["deliver.erased"] == 1
+    forget_at = [k for k, v in store.items() if k.startswith("Q|") and ["forget", inv_id] in v]
+    assert len(forget_at) >= 1  # the marker goes with the invitation's forget (expiry + 7 days)
+
+    batch = deliver_batch(b, store)  # a repeated note, a redelivered invite, a late answer: nothing
+    batch.command("erase", inv_id, {"op": "erase", "inv": inv_id, "at": at + 1}, 0)
+    batch.command("invite", inv_id, command, 0)
+    batch.command("responded", inv_id, {"op": "responded", "inv": inv_id, "v": 2, "score": 9}, 0)
+    assert batch.state.changes == {} and batch.sends == {} and batch.records == []
+    assert (batch.counts["deliver.erase_repeated"], batch.counts["deliver.invite_erased"],
+            batch.counts["deliver.responded_erased"]) == (1, 1, 1)
+    assert batch.erased == [(0, inv_id, at + 1)]  # the agent strips the memo again (idempotent)
+    batch.command("due", inv_id, {"op": "due", "what": "forget", "inv": inv_id}, 0)
+    store.apply(batch.state)
+    assert f"Z|{inv_id}" not in store and f"I|{inv_id}" not in store

@@ -14,9 +14,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+import requests
+
 from npsflow.reader import open_store
 from schemas import codec as avro
+from streams import links
 from streams.contact_rules import contact_key
+from streams.dispatch import link_key
 from tests.e2e_helpers import Env, make_env, read_topic, wait_for, write_jsonl
 
 pytestmark = pytest.mark.kafka
@@ -65,6 +69,24 @@ def texts_of(store, needle: str, skip: tuple[str, ...] = ()) -> dict[str, int]:
     return found
 
 
+def latest_values(bootstrap: str, topic: str, json_keys: bool = True) -> dict:
+    """The latest value (None: a tombstone) per key of a changelog or compacted topic, keys decoded (JSON
+    strings as text — else plain text —; the tables' NUL-prefixed internal keys as bytes)."""
+    latest = {}
+    for m in read_topic(bootstrap, topic, 1, until_idle=True):
+        try:
+            key = json.loads(m.key) if json_keys else m.key.decode()
+        except ValueError:
+            key = m.key
+        latest[key] = m.value
+    return latest
+
+
+def survey_link(env: Env, inv: str) -> str:
+    token = links.sign_token(inv, datetime.now(timezone.utc) + timedelta(days=1), link_key(SECRET.encode()), "k1")
+    return f"{env.public_url}/s/{token}"
+
+
 def outbox_mail(env: Env) -> dict[str, str]:
     return {p.name: p.read_text(errors="replace") for p in (env.home / "outbox" / "email").glob("*.eml")}
 
@@ -109,7 +131,9 @@ def test_forget_erases_every_row_of_one_contact_and_nothing_of_the_other(tmp_pat
         assert first["erased"]["outbox_files"] == 1
         assert all(first["erased"][t] >= 1 for t in KEPT_ROWS)  # at least the one latest row each (+ versions)
         again = json.loads(env.cli("forget", "--org", "acme", "--contact", GONE["id"], "--format", "json").stdout)
-        assert first["erased"]["state_requests"] == again["erased"]["state_requests"] == 1
+        # erase notes: dispatch (1), deliver (one per invitation: 1), cases (one per route: 1); again: the
+        # invitation ids are gone from ClickHouse, dispatch and the contact's own route are always asked
+        assert (first["erased"]["state_requests"], again["erased"]["state_requests"]) == (3, 2)
         assert {v for k, v in again["erased"].items() if k != "state_requests"} == {0}  # nothing left to erase
 
         after = env.cli_json("export-contact", "--org", "acme", "--contact", GONE["id"])
@@ -133,6 +157,39 @@ def test_forget_erases_every_row_of_one_contact_and_nothing_of_the_other(tmp_pat
                 assert k in latest and (latest[k] is not None) is present, (k, present)
         assert GONE["email"].encode() not in b"".join(v for v in latest.values() if v)
         assert latest[f"X|acme|{GONE['key']}"] is not None and f"X|acme|{KEPT['key']}" not in latest
+
+        # the other state tables: invitations, the classify memos, the cases (state and compacted topic)
+        ns = env.vars["NPSFLOW_NAMESPACE"]
+        wait_for(lambda: env.stats().get("deliver.erased", 0) >= 1 and env.stats().get("cases.erased", 0) >= 2
+                 and env.stats().get("classify.memos_erased", 0) >= 1, what="the invitation, memo and cases erased")
+        invitations = latest_values(kafka_bootstrap, f"{ns}-invitations-changelog")
+        assert invitations[f"I|{GONE['inv']}"] is None and invitations[f"I|{KEPT['inv']}"] is not None
+        marker = json.loads(invitations[f"Z|{GONE['inv']}"])
+        assert set(marker) == {"t", "p"} and f"Z|{KEPT['inv']}" not in invitations
+        seen = latest_values(kafka_bootstrap, f"{ns}-responses-seen-changelog")
+        gone_memo, kept_memo = json.loads(seen[GONE["inv"]]), json.loads(seen[KEPT["inv"]])
+        versions = {c["id"]: exported[c["id"]]["responses"][0]["version"] for c in (GONE, KEPT)}
+        assert gone_memo["x"] == marker["t"] and gone_memo["v"] == versions[GONE["id"]]  # still deduplicates
+        assert kept_memo["v"] == versions[KEPT["id"]]
+        assert not {"k", "seg", "pseg", "h", "s", "ps"} & set(gone_memo) and kept_memo["k"] == KEPT["key"]
+        case_ids = {c["id"]: [k["case_id"] for k in exported[c["id"]]["cases"]] for c in (GONE, KEPT)}
+        cases_state = latest_values(kafka_bootstrap, f"{ns}-cases-changelog")
+        for c, present in ((GONE, False), (KEPT, True)):
+            for k in (f"C|{case_ids[c['id']][0]}", f"K|acme|{c['key']}", f"R|acme|{c['inv']}"):
+                assert k in cases_state and (cases_state[k] is not None) is present, (k, present)
+        case_records = latest_values(kafka_bootstrap, env.settings.topics.cases, json_keys=False)
+        assert case_records[case_ids[GONE["id"]][0]] is None and case_records[case_ids[KEPT["id"]][0]] is not None
+        everything = b"".join(v for t in (invitations, seen, cases_state, case_records) for v in t.values() if v)
+        for needle in (GONE["key"], GONE["email"], GONE["comment"].split()[0]):
+            assert needle.encode() not in everything, needle
+        assert KEPT["comment"].split()[0].encode() in everything  # the kept contact's are there
+        # the running worker: the forgotten contact's link is invalid, the kept one's is not; a re-sent answer of
+        # the forgotten contact is dropped by classify (nothing written: checked in ClickHouse below)
+        assert requests.get(survey_link(env, GONE["inv"]), timeout=30).status_code == 404
+        assert requests.get(survey_link(env, KEPT["inv"]), timeout=30).status_code in (200, 409)
+        resent = [{**answers[0], "score": 9}]  # an edit of the erased answer (another version)
+        env.cli("ingest", "responses", str(write_jsonl(tmp_path / "resent.jsonl", resent)))
+        wait_for(lambda: env.stats().get("classify.erased", 0) >= 1, what="the re-sent answer dropped")
 
         # a replay of the forgotten contact's trigger surveys nobody and names nobody
         env.cli("ingest", "triggers", str(write_jsonl(tmp_path / "replay.jsonl", triggers[:1])))

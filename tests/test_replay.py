@@ -264,3 +264,78 @@ def test_refused_while_a_worker_holds_the_embedded_store(tmp_path, kafka_bootstr
     assert len(lines) == 1 and "holds the embedded ClickHouse" in lines[0] and "stop it" in lines[0], proc.stderr
     after = env.cli("replay", "--from", "earliest", "--table", "responses")  # stopped: it runs (empty topics)
     assert "0 records" in after.stdout
+
+
+def test_replay_reapplies_recorded_erasures(tmp_path, kafka_bootstrap):
+    """``npsflow forget`` of one contact, then the store truncated and replayed from the topics (which still hold
+    both contacts' records): the erased contact's rows stay gone — refused triggers included, found through the
+    secret —, the other's come back, and the replay reports the erasures it re-applied."""
+    from streams.contact_rules import contact_key
+
+    secret = "replay-erasure-secret-0123456789"
+    env = make_env(tmp_path / "home", kafka_bootstrap, NPSFLOW_PARTITIONS=str(PARTITIONS), NPSFLOW_SECRET=secret)
+    ensure_topics(env.settings, kafka_bootstrap)
+    codec, now_ms = avro.AvroCodec(), int(time.time() * 1000)
+    day = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
+    contacts = {"gone": "cust-gone-4711", "kept": "cust-kept-0815"}
+    keys = {who: contact_key("acme", cid, secret) for who, cid in contacts.items()}
+    records: dict[str, list] = {"classified": [], "dispatches": [], "cases": [], "dead_letters": []}
+    for n, who in enumerate(contacts):
+        inv = f"inv-{who}"
+        answer = {**examples()[avro.CLASSIFIED_RESPONSE], "response_id": inv, "invitation_id": inv, "score": 2,
+                  "category": "detractor", "version": 1, "is_edit": False, "earlier_days": [], "org_id": "acme",
+                  "respondent": keys[who], "responded_at": day, "comment": f"comment of {who}"}
+        dispatch = {**examples()[avro.DISPATCHED_MESSAGE], "dispatch_id": inv, "invitation_id": inv,
+                    "org_id": "acme", "contact_key": keys[who]}
+        case = {**examples()[avro.CASE], "case_id": f"case-{who}", "org_id": "acme", "route": f"acme|{keys[who]}",
+                "response_id": inv}
+        refused = {**examples()[avro.DEAD_LETTER], "dead_letter_id": f"dl-{who}", "key": f"acme|{contacts[who]}"}
+        for topic, subject, rec in (("classified", avro.CLASSIFIED_RESPONSE, answer),
+                                    ("dispatches", avro.DISPATCHED_MESSAGE, dispatch), ("cases", avro.CASE, case),
+                                    ("dead_letters", avro.DEAD_LETTER, refused)):
+            records[topic].append((n, now_ms - 60_000, codec.encode(subject, rec)))
+    produce(kafka_bootstrap, env.settings, records)
+    store_dir = tmp_path / "store"
+    run(env, store_dir, "--from", "earliest")
+
+    def rows(store_path) -> dict:
+        store = ch.ClickHouseStore(f"chdb://{store_path}")
+        try:
+            return {
+                "responses": sorted(r["r"] for r in store.query("SELECT respondent AS r FROM {db}.responses FINAL")),
+                "dispatches": sorted(r["k"] for r in store.query("SELECT contact_key AS k FROM {db}.dispatches FINAL")),
+                "cases": sorted(r["c"] for r in store.query("SELECT case_id AS c FROM {db}.cases FINAL")),
+                "dead_letters": sorted(r["k"] for r in store.query("SELECT key AS k FROM {db}.dead_letters FINAL")),
+                "by_day": sorted(r["r"] for r in store.query("SELECT respondent AS r FROM {db}.responses_by_day FINAL"))}
+        finally:
+            store.close()
+
+    both = {"responses": sorted(keys.values()), "dispatches": sorted(keys.values()),
+            "cases": ["case-gone", "case-kept"], "dead_letters": [f"acme|{c}" for c in sorted(contacts.values())],
+            "by_day": sorted(keys.values())}
+    assert rows(store_dir) == both
+    env_vars, env.vars = env.vars, with_dsn(env, store_dir)
+    try:
+        erased = json.loads(env.cli("forget", "--org", "acme", "--contact", contacts["gone"], "--format",
+                                    "json").stdout)["erased"]
+    finally:
+        env.vars = env_vars
+    assert {t: erased[t] for t in ("responses", "dispatches", "cases", "dead_letters")} == dict.fromkeys(
+        ("responses", "dispatches", "cases", "dead_letters"), 1)
+    kept = {"responses": [keys["kept"]], "dispatches": [keys["kept"]], "cases": ["case-kept"],
+            "dead_letters": [f"acme|{contacts['kept']}"], "by_day": [keys["kept"]]}
+    assert rows(store_dir) == kept
+
+    store = ch.ClickHouseStore(f"chdb://{store_dir}")
+    try:  # a lost store's tables (the audit table survives: it is not re-sunk from a topic)
+        for table in (*rp.TABLES, "responses_by_day", "comments_by_day", "nps_daily", "nps_daily_touched"):
+            store.command(f"TRUNCATE TABLE {{db}}.{table}")
+    finally:
+        store.close()
+    result = json.loads(run(env, store_dir, "--from", "earliest", "--format", "json").stdout)
+    assert result["erasures"] == {"contacts": 1, "rows": {"cases": 1, "comments_by_day": 1, "dead_letters": 1,
+                                                          "dispatches": 1, "responses": 1, "responses_by_day": 1}}
+    assert by_table(result)["cases"]["rows"] == 2  # both came back from the topic …
+    assert rows(store_dir) == kept  # … and the erased contact's went again
+    again = run(env, store_dir, "--from", "earliest").stdout  # the text output says it too
+    assert "re-applied 1 recorded erasures" in again and rows(store_dir) == kept
