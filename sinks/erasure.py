@@ -19,6 +19,10 @@ so a future table with such a column is erased without a change here. Not per co
 now, the worker's refresher recomputes them from the ledger within a minute — ``terms_daily.respondents`` holds
 hashes of pseudonyms until then), ``window_updates`` and ``alerts`` (counts per segment and hour, no contact).
 
+On a ClickHouse cluster (the DDL of ``npsflow clickhouse ddl --cluster``) the Distributed fronts are read and counted,
+and the rows are deleted on every shard's ``_local`` table ``ON CLUSTER`` (a Distributed table takes no mutation;
+statement text and parsing tested, never run on a cluster here).
+
 Rows are deleted with ``ALTER TABLE … DELETE WHERE … SETTINGS mutations_sync = 2``: the mutation rewrites the
 parts holding them, so the data is physically gone when the call returns (a lightweight ``DELETE FROM`` — chDB
 26.9 supports both — only masks rows until a later merge). Erasing twice deletes nothing the second time.
@@ -29,6 +33,7 @@ and when — never the contact id, an address or an answer.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -50,20 +55,62 @@ def _iso(value: Any) -> Any:
     return value
 
 
-def contact_tables(store) -> dict[str, set[str]]:
-    """Every MergeTree-family table of the store's database with a column naming a contact → those columns
-    (``invitation_id`` / ``response_id`` / ``key`` listed too where a table has them: the other ways to a
-    contact's rows). The audit table is never one of them."""
-    rows = store.query(
-        "SELECT c.table AS t, groupArray(c.name) AS cols FROM system.columns AS c "
-        "INNER JOIN system.tables AS s ON s.database = c.database AND s.name = c.table "
-        "WHERE c.database = {d:String} AND s.engine LIKE '%MergeTree%' GROUP BY c.table", {"d": store.database})
+_Q = "[`'\"]?"  # ClickHouse shows the arguments as literals ('npsflow') or identifiers (npsflow, `npsflow`)
+_DISTRIBUTED = re.compile(rf"Distributed\(\s*{_Q}([^`'\",\s]+){_Q}\s*,\s*{_Q}([^`'\",\s]+){_Q}\s*,\s*"
+                          rf"{_Q}([^`'\",\s)]+){_Q}")
+
+
+def distributed_target(engine_full: str) -> tuple[str, str, str] | None:
+    """(cluster, database, local table) of a ``Distributed(…)`` engine definition, else None."""
+    found = _DISTRIBUTED.match(engine_full or "")
+    return (found[1], found[2], found[3]) if found else None
+
+
+def select_tables(rows: list[dict]) -> dict[str, tuple[set[str], str]]:
+    """Pure part of ``contact_tables``: ``rows`` = {"t", "cols", "engine", "engine_full"} per table → table →
+    (its contact columns, the ``ALTER TABLE`` target that deletes its rows). On a single server the target is the
+    table; on a cluster (``npsflow clickhouse ddl --cluster``) the Distributed front is what is read and counted,
+    and its rows are deleted on every shard's local table ``ON CLUSTER`` (a Distributed table takes no mutation);
+    the local tables behind a front are not listed themselves."""
+    fronts = {r["t"]: distributed_target(r["engine_full"]) for r in rows if r["engine"] == "Distributed"}
+    behind = {local for target in fronts.values() if target for _, _, local in [target]}
     found = {}
     for r in rows:
         cols = set(r["cols"])
-        if r["t"] != AUDIT_TABLE and cols & set(PSEUDONYM_COLUMNS):
-            found[r["t"]] = cols & {*PSEUDONYM_COLUMNS, "invitation_id", "response_id"}
+        if r["t"] == AUDIT_TABLE or r["t"] in behind or not cols & set(PSEUDONYM_COLUMNS):
+            continue
+        if r["engine"] == "Distributed":
+            if fronts[r["t"]] is None:
+                continue
+            cluster, database, local = fronts[r["t"]]
+            target = f"`{database}`.`{local}` ON CLUSTER '{cluster}'"
+        elif "MergeTree" in r["engine"]:
+            target = f"{{db}}.`{r['t']}`"
+        else:
+            continue
+        found[r["t"]] = (cols & {*PSEUDONYM_COLUMNS, "invitation_id", "response_id"}, target)
     return found
+
+
+def _tables(store) -> dict[str, tuple[set[str], str]]:
+    rows = store.query(
+        "SELECT c.table AS t, groupArray(c.name) AS cols, any(s.engine) AS engine, any(s.engine_full) AS engine_full "
+        "FROM system.columns AS c INNER JOIN system.tables AS s ON s.database = c.database AND s.name = c.table "
+        "WHERE c.database = {d:String} AND (s.engine LIKE '%MergeTree%' OR s.engine = 'Distributed') "
+        "GROUP BY c.table", {"d": store.database})
+    return select_tables(rows)
+
+
+def contact_tables(store) -> dict[str, set[str]]:
+    """Every table of the store's database with a column naming a contact → those columns (``invitation_id`` /
+    ``response_id`` listed too where a table has them: the other ways to a contact's rows): MergeTree tables on a
+    single server, the Distributed fronts on a cluster. The audit table is never one of them."""
+    return {table: columns for table, (columns, _) in _tables(store).items()}
+
+
+def delete_statement(target: str, where: str) -> str:
+    """The synchronous mutation deleting ``where`` from ``target`` (a table, or ``local ON CLUSTER 'c'``)."""
+    return f"ALTER TABLE {target} DELETE WHERE {where} {MUTATION}"
 
 
 def _predicate(columns: set[str], invitations: list[str], responses: list[str]) -> str:
@@ -114,6 +161,14 @@ def plan(store, org: str, pseudonym: str, trigger_route: str | None = None) -> d
             "events": events, "cases": [{"case_id": c["case_id"], "route": c["route"]} for c in cases]}
 
 
+def _target_of(store, table: str) -> str:
+    """The ALTER target of ``table`` (its shards' local table ON CLUSTER when it is a Distributed front)."""
+    row = store.query("SELECT engine, engine_full FROM system.tables WHERE database = {d:String} AND name = {t:String}",
+                      {"d": store.database, "t": table})
+    target = distributed_target(row[0]["engine_full"]) if row and row[0]["engine"] == "Distributed" else None
+    return f"`{target[1]}`.`{target[2]}` ON CLUSTER '{target[0]}'" if target else f"{{db}}.`{table}`"
+
+
 def delete_rows(store, org: str, pseudonym: str, trigger_route: str | None = None) -> tuple[dict, list]:
     """Delete every row of the contact (see the module docstring) and mark the days its answers lay on for
     recomputation. Returns (``plan`` as found before, the days marked). Erasing twice deletes nothing."""
@@ -122,16 +177,17 @@ def delete_rows(store, org: str, pseudonym: str, trigger_route: str | None = Non
     days = [r["day"] for r in store.query(
         "SELECT DISTINCT day FROM {db}.responses_by_day WHERE respondent = {pseudonym:String} OR "
         "response_id IN {responses:Array(String)}", params)] if "responses_by_day" in found["rows"] else []
-    tables = contact_tables(store)
+    tables = _tables(store)
     for table, n in found["rows"].items():
         if not n:
             continue
         if table == "dead_letters" and table not in tables:
-            store.command(f"ALTER TABLE {{db}}.dead_letters DELETE WHERE key = {{k:String}} {MUTATION}",
+            store.command(delete_statement(_target_of(store, "dead_letters"), "key = {k:String}"),
                           {"k": trigger_route})
             continue
-        where = _predicate(tables[table], found["invitations"], found["responses"])
-        store.command(f"ALTER TABLE {{db}}.`{table}` DELETE WHERE {where} {MUTATION}", params)
+        columns, target = tables[table]
+        store.command(delete_statement(target, _predicate(columns, found["invitations"], found["responses"])),
+                      params)
     if days:  # the rollups of those days are recomputed from the ledger (sinks.rollup: dirty days)
         now = store.query("SELECT now64(3, 'UTC') AS now")[0]["now"]
         store.insert("nps_daily_touched", [{"day": d, "last_insert": now} for d in days])

@@ -98,3 +98,32 @@ def test_views_and_retention_in_cluster_form(ch_store):
         cluster_extras("c", retention_days=0)
     with pytest.raises(ValueError, match="cluster name"):
         cluster_extras("a b")
+
+
+def test_erasure_on_a_cluster_deletes_on_every_shards_local_table_on_cluster(ch_store):
+    """sinks.erasure on the cluster DDL: the Distributed fronts are what is counted; their rows are deleted on the
+    local tables ON CLUSTER (a Distributed table takes no mutation); the local tables are not listed themselves.
+    The engine definitions are ClickHouse's own formatting of our cluster DDL (formatQuery), and the statements
+    are parsed by the real ClickHouse parser — no cluster runs here."""
+    from sinks.erasure import delete_statement, select_tables
+
+    fronts = [s for _, sts in cluster_ddl("prod_cluster", "npsflow") for s in sts if "ENGINE = Distributed(" in s]
+    rows = []
+    for statement in fronts:
+        formatted = ch_store.query("SELECT formatQuery({q:String}) AS f", {"q": statement})[0]["f"]
+        table = re.search(r"CREATE TABLE IF NOT EXISTS npsflow\.(\w+) ", formatted)[1]
+        engine = formatted[formatted.index("ENGINE = ") + len("ENGINE = "):]
+        rows.append({"t": table, "cols": ["respondent", "response_id"], "engine": "Distributed", "engine_full": engine})
+        rows.append({"t": f"{table}_local", "cols": ["respondent", "response_id"],
+                     "engine": "ReplicatedReplacingMergeTree", "engine_full": "ReplicatedReplacingMergeTree(…)"})
+    rows.append({"t": "dispatches", "cols": ["contact_key"], "engine": "Distributed",  # arguments as literals
+                 "engine_full": "Distributed('prod_cluster', 'npsflow', 'dispatches_local', cityHash64(contact_key))"})
+    found = select_tables(rows)
+    assert not any(t.endswith("_local") for t in found) and "responses" in found and "dispatches" in found
+    assert found["responses"] == ({"respondent", "response_id"}, "`npsflow`.`responses_local` ON CLUSTER 'prod_cluster'")
+    assert found["dispatches"][1] == "`npsflow`.`dispatches_local` ON CLUSTER 'prod_cluster'"
+    statement = delete_statement(found["responses"][1], "(respondent = 'p') OR (response_id IN ['r-1'])")
+    assert ch_store.query("EXPLAIN AST " + statement)
+    single = select_tables([{"t": "responses", "cols": ["respondent"], "engine": "ReplacingMergeTree",
+                             "engine_full": "ReplacingMergeTree(version)"}])
+    assert single == {"responses": ({"respondent"}, "{db}.`responses`")}
