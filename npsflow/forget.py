@@ -28,10 +28,9 @@ import time
 import uuid
 from pathlib import Path
 
-import requests
 
 from npsflow.config import Settings
-from npsflow.reader import ReadError, _get, _via_worker, internal_headers, open_store
+from npsflow.reader import _get, _via_worker, ask_worker, open_store
 from sinks.channels.base import file_stem
 from sinks.channels.outbox import outbox_dir
 from streams import contact_rules
@@ -105,19 +104,8 @@ def _erase_rows(settings: Settings, who: dict, request_id: str, by: str, other: 
     if not info:
         return _on_store(settings, erasure.erase, who["org"], who["pseudonym"], request_id=request_id, by=by,
                          trigger_route=who["route"], other=other)
-    url = f"{info['internal_url']}/api/v1/contact/erase"
-    try:
-        resp = requests.post(url, json={**_params(who), "request_id": request_id, "by": by, "other": other},
-                             timeout=600, headers=internal_headers(settings))
-    except requests.RequestException as exc:
-        raise ReadError(f"the worker (pid {info.get('pid')}) did not answer on {url}: {exc}") from None
-    if resp.status_code != 200:
-        try:
-            message = resp.json().get("error", resp.text)
-        except ValueError:
-            message = resp.text
-        raise ReadError(f"the worker refused the erasure: {message}")
-    return resp.json()
+    return ask_worker(settings, info, "POST", "/api/v1/contact/erase", timeout=600, what="erasure",
+                      body={**_params(who), "request_id": request_id, "by": by, "other": other})
 
 
 def _blank_lines(path: Path, invitations: set[str]) -> int:

@@ -32,10 +32,17 @@ def internal_headers(settings: Settings) -> dict[str, str]:
 
 
 def _get(settings: Settings, info: dict, path: str, params: dict) -> dict | list:
+    return ask_worker(settings, info, "GET", path, params={k: v for k, v in params.items() if v is not None})
+
+
+def ask_worker(settings: Settings, info: dict, method: str, path: str, *, params: dict | None = None,
+               body: dict | None = None, timeout: float = 60, what: str = "query") -> dict | list:
+    """One request to the running worker's internal listener (with its token); its JSON, or ReadError in one
+    line: no answer, the token missing, or the worker's own refusal (``the worker refused the <what>: …``)."""
     url = f"{info['internal_url']}{path}"
     try:
-        resp = requests.get(url, params={k: v for k, v in params.items() if v is not None}, timeout=60,
-                            headers=internal_headers(settings))
+        resp = requests.request(method, url, params=params, json=body, timeout=timeout,
+                                headers=internal_headers(settings))
     except requests.RequestException as exc:
         raise ReadError(f"the worker (pid {info.get('pid')}) did not answer on {url}: {exc}") from None
     if resp.status_code == 401:
@@ -46,7 +53,7 @@ def _get(settings: Settings, info: dict, path: str, params: dict) -> dict | list
             message = resp.json().get("error", resp.text)
         except ValueError:
             message = resp.text
-        raise ReadError(f"the worker refused the query: {message}")
+        raise ReadError(f"the worker refused the {what}: {message}")
     return resp.json()
 
 
