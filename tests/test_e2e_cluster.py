@@ -179,7 +179,7 @@ def test_three_brokers_three_process_workers_a_killed_worker_and_a_stopped_broke
     # the group settles before the broker goes: the survivors have read as many raw records as the first half holds,
     # which they can only after taking over the victim's partitions (and recovering their tables)
     wait_for(lambda: sum(_stats(w, env.settings).get("classify.records", 0) for w in workers[1:]) >= len(first),
-             timeout=120, interval=0.5, what="the survivors to take over the killed worker's partitions")
+             timeout=300, interval=0.5, what="the survivors to take over the killed worker's partitions")
     cluster = stack._local_kafka(env.settings)
     t_stop = time.monotonic()
     cluster.stop_node(2)  # mid-stream: leaders move, acks=all still has 2 in-sync replicas
