@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -46,8 +47,6 @@ def test_the_plan_applies_by_time_and_table_and_is_reread_when_it_changes(tmp_pa
     now[0] = 120.0
     assert plan.fault_for("responses") is None  # until is exclusive; unknown kinds are ignored
     path.write_text("{not json")
-    import os
-
     os.utime(path, ns=(1, 1))  # a new modification time: re-read, malformed: no fault
     assert plan.fault_for("responses") is None
 
