@@ -149,3 +149,35 @@ async def test_a_full_disk_in_the_outbox_is_a_passing_failure(tmp_path, monkeypa
 def test_disk_errors_are_passing_never_a_rejected_row(text):
     assert not is_permanent(cce.DatabaseError(text))
     assert not is_permanent(RuntimeError(text))
+
+
+def test_a_stopped_brokers_port_in_time_wait_is_free_for_its_restart():
+    """A broker stopped with clients connected leaves its port's connections in TIME_WAIT (it closed them first): the
+    JVM binds it again (SO_REUSEADDR), so LocalKafka must see it as free — it did not, and the restarted broker moved
+    to a new port its clients never found (the fault suite's broker case)."""
+    import socket
+    import time
+
+    from deploy.local.kafka import _port_free
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM's listeners (its connections inherit it)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    conn.close()  # the server closes first: its side of the connection ends in TIME_WAIT
+    assert client.recv(1) == b""
+    client.close()
+    time.sleep(0.2)
+    server.close()
+    with socket.socket() as plain:
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))  # the old check's bind: refused while TIME_WAIT lasts
+    assert _port_free(port)
+    with socket.socket() as squatter:  # but a port something listens on is not free
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen(1)
+        assert not _port_free(port)

@@ -258,7 +258,10 @@ class Outcome:
             "rows_per_s_before": _round(rate(samples, before_start, self.fault_start)),
             "rows_per_s_after": _round(rate(samples, self.fault_end, self.exact_at)),
             "loader_failures": self.loader_failures,
-            "reasons_during": dict(reasons.most_common(6)), **self.extra,
+            "reasons_during": dict(reasons.most_common(6)),
+            "reason_examples": sorted({r for s in during for r in s.reasons}, key=len)[:1] + sorted(
+                {r for s in during for r in s.reasons}, key=len)[-1:],
+            **self.extra,
         }
 
 
