@@ -32,7 +32,8 @@ Printed per case: detection delay, the reasons /readyz gave, time from the fault
 throughput (ClickHouse rows/s of responses) before the fault and while catching up after it.
 
 NPSFLOW_FAULTS_RESPONSES / NPSFLOW_FAULTS_TRIGGERS scale the input down for a quick local look (defaults 100 000 /
-10 000, the issue's numbers).
+10 000, the issue's numbers). NPSFLOW_FAULTS_REPORT=FILE appends each case's summary to FILE as a JSON line.
+Measured 2026-12-06 on 2 cores shared with other test runs (load 6–15): 3.3–4.2 min per case, 8 min 47 s for all three.
 """
 
 from __future__ import annotations
