@@ -11,7 +11,7 @@ KUSTOMIZE_VERSION := v5.7.1
 KUSTOMIZE := $(BIN)/kustomize
 KUSTOMIZE_STAMP := $(VENV)/.kustomize-$(KUSTOMIZE_VERSION)
 
-.PHONY: setup system-deps demo test test-fast bench kafka-jars kustomize lint clean distclean grafana-schema compose-secrets
+.PHONY: setup system-deps demo test test-fast test-faults bench kafka-jars kustomize lint clean distclean grafana-schema compose-secrets
 
 # Debian packages, installed only when missing (the broker runs on Java 17; Maven fetches its jars;
 # the browser tests drive Debian's chromium through its chromedriver, nothing downloads a browser).
@@ -64,8 +64,13 @@ kafka-jars: system-deps $(STAMP)
 demo: setup
 	$(BIN)/npsflow demo
 
+# the fault suite (tests/test_faults.py: broker restart, ClickHouse inserts failing, disk full; ~3 min per case) runs
+# apart: `make test-faults` (it prints each case's numbers: detection, recovery, throughput)
 test: setup
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra -m "not faults"
+
+test-faults: setup
+	$(BIN)/pytest -q -ra -rP -m faults
 
 test-fast: $(STAMP) $(KUSTOMIZE_STAMP)
 	$(BIN)/pytest -q -m "not kafka"

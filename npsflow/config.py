@@ -66,6 +66,9 @@ NPSFLOW_READY_GRACE       seconds a rebalance or table recovery may last before 
                           (default 60)
 NPSFLOW_RETENTION         how long responses, dispatches and dead letters stay in ClickHouse, in whole days
                           (e.g. 730d; unset: forever); applied as a TTL at every worker start
+NPSFLOW_FAULTS_FILE       FOR TESTING ONLY (tests/test_faults.py): a JSON plan of ClickHouse insert faults the
+                          worker injects at its sinks' client boundary (sinks.faults); unset (the default): the
+                          store is not wrapped at all. A local file only: nothing on the network reaches it
 """
 
 from __future__ import annotations
@@ -221,6 +224,7 @@ class Settings:
     clickhouse_ca_file: Path | None = None  # NPSFLOW_CLICKHOUSE_CA_FILE
     ready_max_lag: int = 100_000  # NPSFLOW_READY_MAX_LAG (web.health)
     ready_grace_seconds: int = 60  # NPSFLOW_READY_GRACE (web.health)
+    faults_file: Path | None = None  # NPSFLOW_FAULTS_FILE: testing only (sinks.faults); None in production
 
     @property
     def clickhouse_dsn_shown(self) -> str:
@@ -364,6 +368,8 @@ class Settings:
             env["NPSFLOW_RETENTION"] = f"{self.retention_days}d"
         if self.allowed_hosts:
             env["NPSFLOW_ALLOWED_HOSTS"] = ",".join(self.allowed_hosts)
+        if self.faults_file:
+            env["NPSFLOW_FAULTS_FILE"] = str(self.faults_file)
         return env
 
     def bootstrap(self) -> str:
@@ -688,4 +694,5 @@ def load(env: dict | None = None) -> Settings:
         clickhouse_ca_file=ch_files.get("NPSFLOW_CLICKHOUSE_CA_FILE"),
         ready_max_lag=_int(env, "NPSFLOW_READY_MAX_LAG", 100_000),
         ready_grace_seconds=_int(env, "NPSFLOW_READY_GRACE", 60),
+        faults_file=Path(env["NPSFLOW_FAULTS_FILE"]).expanduser().resolve() if env.get("NPSFLOW_FAULTS_FILE") else None,
     )

@@ -69,7 +69,9 @@ def worker_store(settings: Settings):
     """The role's ClickHouse store: all and sink own and migrate it; process has none; web reads a server (any
     number of web workers) but never opens embedded chDB (one process owns it: the sink's) nor migrates."""
     if settings.role in ("all", "sink"):
-        return open_store(settings)
+        from sinks import faults
+
+        return faults.wrap(open_store(settings), settings.faults_file)  # NPSFLOW_FAULTS_FILE unset: the store itself
     if settings.role == "web" and not settings.is_embedded_clickhouse:
         from sinks.clickhouse import ClickHouseStore, DeferredStore
 

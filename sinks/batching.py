@@ -61,8 +61,11 @@ _INFRA_ERROR = re.compile(
     r"\b(UNKNOWN_TABLE|UNKNOWN_DATABASE|TABLE_IS_READ_ONLY|READONLY|NOT_ENOUGH_SPACE|TOO_MANY_PARTS|"
     r"MEMORY_LIMIT_EXCEEDED|TIMEOUT_EXCEEDED|SOCKET_TIMEOUT|NETWORK_ERROR|AUTHENTICATION_FAILED|ACCESS_DENIED|"
     r"REQUIRED_PASSWORD|TABLE_IS_DROPPED|ABORTED|QUERY_WAS_CANCELLED|UNKNOWN_USER|"
+    # the disk (full, a file size limit, I/O errors): the server's or embedded chDB's, never the rows'
+    r"CANNOT_WRITE_\w+|CANNOT_FSYNC|CANNOT_TRUNCATE_FILE|CANNOT_CLOSE_FILE|CANNOT_ALLOCATE_MEMORY|"
     # the table's schema is not what the rows need (a migration not applied yet): the same for every row
-    r"NO_SUCH_COLUMN_IN_TABLE|THERE_IS_NO_COLUMN|UNKNOWN_IDENTIFIER)\b|Unrecognized column")
+    r"NO_SUCH_COLUMN_IN_TABLE|THERE_IS_NO_COLUMN|UNKNOWN_IDENTIFIER)\b|Unrecognized column|"
+    r"No space left on device|File too large|Disk quota exceeded")
 
 
 def is_permanent(exc: BaseException) -> bool:
@@ -175,6 +178,11 @@ class BatchingSink:
         self.on_rejected = on_rejected
         self.combine = combine  # one insert for the due batches of every partition (see flush_combined)
         self.group: Group | None = None
+        # the current run of failed inserts (readiness, web.health): when the first of them failed (clock), how many,
+        # the latest error; cleared by the next insert that lands
+        self.failing_since: float | None = None
+        self.failing_attempts = 0
+        self.failing_error: BaseException | None = None
 
     # ------------------------------------------------------------------------------------------ intake
     def add(self, partition: int, offset: int, row: dict | None, ack: object) -> None:
@@ -263,6 +271,22 @@ class BatchingSink:
             best = wait if best is None else min(best, wait)
         return best
 
+    def _failed(self, exc: BaseException) -> None:
+        if self.failing_since is None:
+            self.failing_since = self.clock()
+        self.failing_attempts += 1
+        self.failing_error = exc
+
+    def _landed(self) -> None:
+        self.failing_since, self.failing_attempts, self.failing_error = None, 0, None
+
+    def failing(self) -> tuple[float, int, BaseException] | None:
+        """(seconds since the first failed insert of the current run, failed attempts, the latest error) while
+        inserts fail and none has landed since; None when the last insert landed (or none failed)."""
+        if self.failing_since is None or self.failing_error is None:
+            return None
+        return self.clock() - self.failing_since, self.failing_attempts, self.failing_error
+
     def last_errors(self) -> dict[int, BaseException]:
         return {p: s.last_error for p, s in self.partitions.items() if s.last_error is not None}
 
@@ -297,6 +321,7 @@ class BatchingSink:
                     except Exception as exc:
                         state.failures += 1
                         self.failed_attempts += 1
+                        self._failed(exc)
                         delay = min(self.backoff_max, self.backoff_initial * 2 ** (state.failures - 1))
                         state.retry_at = self.clock() + delay
                         state.last_error = exc
@@ -305,6 +330,8 @@ class BatchingSink:
                                     exc, exc_info=exc)
                         break
                     self.inserted_batches += 1
+                    if not any(st.failures for st in self.partitions.values() if st is not state):
+                        self._landed()
                 if self.partitions.get(partition) is not state:  # revoked meanwhile: its acks are void
                     break
                 state.sealed.popleft()
@@ -335,6 +362,7 @@ class BatchingSink:
         except Exception as exc:
             group.failures += 1
             self.failed_attempts += 1
+            self._failed(exc)
             group.retry_at = self.clock() + min(self.backoff_max, self.backoff_initial * 2 ** (group.failures - 1))
             group.last_error = exc
             log.warning("insert of %d rows into %s failed (token %s, attempt %d); kept, retry at +%.1fs: %s",
@@ -342,6 +370,8 @@ class BatchingSink:
                         exc, exc_info=exc)
             return []
         self.group = None
+        if group.rows:
+            self._landed()
         return self._acks_of(group)
 
     def _seal_due(self, now: float, every: bool) -> None:

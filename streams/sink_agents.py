@@ -59,6 +59,10 @@ SINKS = (
 
 REJECTED = "sink_rejected_row"
 MAX_PENDING_BATCHES = 4  # queued entries beyond this many × max_rows stop the agent from taking more
+# longest wait between retries of a failed insert: one insert per table per worker every 5 s costs a recovering
+# ClickHouse nothing, and the rows land at most ~5 s after it is back (30 s, the BatchingSink default, made the
+# fault suite's ClickHouse case ready again only 26 s after the fault ended; tests/test_faults.py)
+RETRY_BACKOFF_MAX = 5.0
 RETRY_POLL = 0.5  # the background retry task looks at least this often (seconds)
 
 
@@ -113,7 +117,7 @@ class SinkAgent:
         settings = pipeline.settings
         self.batching = BatchingSink(table=table, topic=topic.get_topic_name(), writer=self.write,
                                      max_rows=settings.sink_max_rows, max_age=settings.sink_max_age,
-                                     on_rejected=self.on_rejected, combine=True)
+                                     on_rejected=self.on_rejected, combine=True, backoff_max=RETRY_BACKOFF_MAX)
         self.lock = asyncio.Lock()  # one flush at a time: the agent and its retry task share the batches
 
     def install(self) -> None:

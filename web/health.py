@@ -11,7 +11,11 @@ role's work now. The rules (checks by role; a check a role does not need reads "
   sink) also need a partition assignment received (one rebalance done) and no rebalance or table recovery going
   on for longer than ``NPSFLOW_READY_GRACE`` seconds (default 60: a normal rebalance is not a failure).
 * **clickhouse** (roles with a store): ``SELECT 1`` on the store's thread within ``PROBE_TIMEOUT``. It queues
-  behind the sinks' inserts on that thread, so a store too busy to answer in time is reported as such.
+  behind the sinks' inserts on that thread, so a store too busy to answer in time is reported as such. And (roles
+  with sinks) no sink's inserts have been failing for ``SINK_FAILING_GRACE`` seconds or longer: ``SELECT 1`` alone
+  misses a store that answers reads but refuses writes (a full disk, a read-only replica, a broken insert path,
+  too many parts) — the rows then wait in memory, their offsets uncommitted, and nothing reaches ClickHouse. A
+  single failed insert that the next retry writes (within the grace) is not reported.
 * **lag** (roles that consume): end offset − committed offset, summed over the partitions of the role's input
   topics this worker holds (changelogs excluded: they are read only in recovery); above
   ``NPSFLOW_READY_MAX_LAG`` (default 100 000 records) is unhealthy. The end offsets are asked from the broker.
@@ -38,6 +42,7 @@ from web.common import json_reply
 
 PROBE_TIMEOUT = 3.0
 PROBE_TTL = 5.0
+SINK_FAILING_GRACE = 2.0  # seconds a sink's inserts may fail before /readyz says so (the first retry is at 0.2 s)
 CONSUMING_ROLES = frozenset({"all", "process", "sink"})
 _CREDENTIALS = re.compile(r"://[^/@\s]*@")
 
@@ -131,6 +136,8 @@ class Readiness:
     clock: Callable[[], float] = time.monotonic
     started: bool = False  # set once the worker finished starting (npsflow.worker.NpsWorker)
     producer_client: Callable[[], Any] | None = None
+    sinks: Callable[[], dict] | None = None  # table → sinks.batching.BatchingSink of this worker (none: not a sink)
+    sink_grace_seconds: float = SINK_FAILING_GRACE
     rebalances: RebalanceClock = field(init=False)
 
     def __post_init__(self) -> None:
@@ -170,7 +177,23 @@ class Readiness:
         if self.store is None:
             return None
         problem = await self.clickhouse_probe.result()
-        return f"clickhouse: SELECT 1 failed: {problem}" if problem else None
+        if problem:
+            return f"clickhouse: SELECT 1 failed: {problem}"
+        return self.sink_inserts()
+
+    def sink_inserts(self) -> str | None:
+        """A reason when a sink's inserts have been failing for ``sink_grace_seconds`` or longer (the worst one)."""
+        failing = []
+        for table, batching in (self.sinks() if self.sinks else {}).items():
+            state = batching.failing()
+            if state is not None and state[0] >= self.sink_grace_seconds:
+                failing.append((state[0], table, state[1], state[2]))
+        if not failing:
+            return None
+        seconds, table, attempts, error = max(failing, key=lambda f: f[0])
+        more = f" (and {len(failing) - 1} more tables)" if len(failing) > 1 else ""
+        return (f"clickhouse: inserts into {table}{more} failing for {seconds:.0f} s ({attempts} attempts; rows kept, "
+                f"offsets not committed): {describe_error(error)}")
 
     async def measure_lag(self) -> str | None:
         """Records behind per input topic of this worker (``last_lag``); a reason when over ``max_lag``."""

@@ -130,7 +130,8 @@ def install_web(pipeline, store, settings: Settings, public: socket.socket, inte
     from web.routing import Router
 
     readiness = Readiness(pipeline.app, settings.role, store, max_lag=settings.ready_max_lag,
-                          grace_seconds=settings.ready_grace_seconds)
+                          grace_seconds=settings.ready_grace_seconds,
+                          sinks=lambda: pipeline.store_holder.get("sinks") or {})
     readiness.install()
     router = Router(settings, bootstrap, pipeline.stats) if bootstrap else None
     pages, api = public_handlers(pipeline, pipeline.book, settings, remote=router.client if router else None)

@@ -217,7 +217,11 @@ def _free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Nothing listens on ``port`` (the JVM could bind it). With SO_REUSEADDR, as the JVM binds on Linux: right after
+    a broker stopped, its port still has connections in TIME_WAIT; without the flag this check failed and a restart
+    moved the broker to a new port, which clients that know the old one never find (tests/test_faults.py)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((_HOST, port))
         except OSError:

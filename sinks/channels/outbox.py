@@ -17,6 +17,7 @@ invitation's reminder.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import tempfile
@@ -35,6 +36,7 @@ except ImportError:  # pragma: no cover - not POSIX: in-process lock only
     fcntl = None
 
 MEDIA = ("email", "sms")
+PASSING_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # the disk is full (or a size limit)
 
 
 def outbox_dir(home: Path) -> Path:
@@ -214,7 +216,10 @@ class OutboxChannel:
                 return await self._send_email(invitation)
             return await self._send_sms(invitation)
         except OSError as e:  # disk full, permissions: a failure, never an exception in the agent
-            return SendResult.failed("outbox_write_failed", attempts=1, detail=type(e).__name__)
+            # a full disk (or quota, or a file size limit) passes: tried again later (retry:outbox_write_failed);
+            # a re-send is harmless (idempotent). Anything else (permissions, a missing mount) is a failure.
+            return SendResult.failed("outbox_write_failed", attempts=1, detail=type(e).__name__,
+                                     retryable=e.errno in PASSING_WRITE_ERRORS)
 
     async def _send_email(self, inv: Invitation) -> SendResult:
         if not inv.to_email:
