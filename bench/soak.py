@@ -50,6 +50,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -237,7 +238,8 @@ class Lag:
         out: dict[str, int | None] = {}
         for group in self.groups:
             try:
-                committed = {tp: om.offset for tp, om in self.admin.list_consumer_group_offsets(group).items()
+                offsets = self.admin.list_group_offsets(group).get(group, {})  # kafka-python 3.x
+                committed = {tp: om.offset for tp, om in offsets.items()
                              if om is not None and om.offset is not None and om.offset >= 0}
                 ends = self.consumer.end_offsets(list(committed)) if committed else {}
                 out[group] = sum(max(0, ends[tp] - off) for tp, off in committed.items() if tp in ends)
@@ -645,6 +647,11 @@ def main() -> int:
     os.chdir(ROOT)
     from deploy.local.kafka import LocalKafka
 
+    def stop(signum, frame):  # SIGTERM (and SIGINT, even when started in the background): clean up, then exit
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     tmp = Path(tempfile.mkdtemp(prefix="npsflow-soak-"))
     log(f"temp dir {tmp}; load average {os.getloadavg()[0]:.2f}")
     kafka = LocalKafka(tmp / "kafka")
