@@ -208,6 +208,7 @@ def proc_cpu_s(pid: int) -> float | None:
 
 
 def dir_bytes(path: Path) -> int:
+    """Bytes allocated on disk under ``path``."""
     total = 0
     try:
         for entry in os.scandir(path):
@@ -215,7 +216,8 @@ def dir_bytes(path: Path) -> int:
                 if entry.is_dir(follow_symlinks=False):
                     total += dir_bytes(Path(entry.path))
                 else:
-                    total += entry.stat(follow_symlinks=False).st_size
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512  # on disk: Kafka's index files
+                    # are preallocated (10 MiB each, sparse), so their size would count 120 MiB for an empty table
             except OSError:
                 continue
     except OSError:
