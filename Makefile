@@ -11,7 +11,7 @@ KUSTOMIZE_VERSION := v5.7.1
 KUSTOMIZE := $(BIN)/kustomize
 KUSTOMIZE_STAMP := $(VENV)/.kustomize-$(KUSTOMIZE_VERSION)
 
-.PHONY: setup system-deps demo test test-fast test-faults bench kafka-jars kustomize lint clean distclean grafana-schema compose-secrets
+.PHONY: setup system-deps demo test test-fast test-faults bench soak kafka-jars kustomize lint clean distclean grafana-schema compose-secrets
 
 # Debian packages, installed only when missing (the broker runs on Java 17; Maven fetches its jars;
 # the browser tests drive Debian's chromium through its chromedriver, nothing downloads a browser).
@@ -83,6 +83,11 @@ bench: setup $(BENCH_STAMP)
 	$(BIN)/python bench/pipeline_throughput.py
 	$(BIN)/python bench/dispatch_throughput.py
 	$(BIN)/python bench/dashboard_queries.py
+
+# the soak (opt-in, never in `make test` or CI): an hour at half the measured maximum; CSV + PNG under bench/results/
+SOAK_ARGS ?= --minutes 60
+soak: setup $(BENCH_STAMP)
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 # deploy/compose.yaml's secrets: 32 random bytes (hex) per missing file, never overwriting one (deploy/secrets/README.md)
 COMPOSE_SECRETS := npsflow_secret npsflow_internal_token clickhouse_npsflow_password clickhouse_reader_password grafana_admin_password

@@ -84,6 +84,8 @@ class Stats:
     """Counters shown by /api/v1/stats and the demo. In memory, per worker process."""
 
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # gauges read when the counters are shown (e.g. ``state.<table>.keys``); each must be cheap (O(1))
+    gauges: dict[str, Callable[[], int]] = field(default_factory=dict)
 
     def inc(self, name: str, by: int = 1) -> None:
         self.counts[name] += by
@@ -92,8 +94,18 @@ class Stats:
         """A gauge rather than a counter (e.g. ``alerts.hour``: the last hour end the alerts were evaluated at)."""
         self.counts[name] = value
 
+    def gauge(self, name: str, read: Callable[[], int]) -> None:
+        """A gauge computed on reading, by ``read()`` (called on the event loop: keep it O(1))."""
+        self.gauges[name] = read
+
     def as_dict(self) -> dict[str, int]:
-        return dict(sorted(self.counts.items()))
+        out = dict(self.counts)
+        for name, read in self.gauges.items():
+            try:
+                out[name] = int(read())
+            except Exception:  # a gauge never breaks the stats endpoint
+                continue
+        return dict(sorted(out.items()))
 
 
 async def run_batch(name: str, stats: Stats, process: Callable[[], Any], max_delay: float = 10.0) -> Any:
@@ -471,6 +483,8 @@ def create_app(settings: Settings, *, broker: str | None = None, clock: Callable
     }
     pipeline = Pipeline(app, settings, avro.AvroCodec(), engine, Stats(), topics, tables, clock=clock,
                         router=BatchRouter(app), alert_rules=alert_rules)
+    for table in tables.values():  # keys this worker holds per table (its partitions; bench/soak.py samples them)
+        pipeline.stats.gauge(f"state.{table.name}.keys", lambda table=table: len(table.data))
     # Faust pauses every stream once 100 sends wait in its producer buffer; a batch of ours makes more.
     app.producer.buffer.max_messages = 20_000
 

@@ -233,6 +233,18 @@ async def test_replays_count_once_edits_replace_stale_edits_are_ignored(harness)
         == (1, 1, 1, 1)
 
 
+async def test_stats_show_the_tables_key_counts(harness):
+    """``state.<table>.keys``: gauges read when /api/v1/stats is asked (bench/soak.py samples them)."""
+    assert harness.pipeline.stats.as_dict()["state.responses-seen.keys"] == 0
+    async with harness.feed("classify") as agent:
+        await agent.put(raw(rid="r-1"), key=b"r-1")
+        await agent.put(raw(rid="r-2"), key=b"r-2")
+    stats = harness.pipeline.stats.as_dict()
+    # the two memos and the partition's own bookkeeping keys
+    assert stats["state.responses-seen.keys"] == len(harness.pipeline.tables["seen"].data) >= 2
+    assert {f"state.{t.name}.keys" for t in harness.pipeline.tables.values()} <= set(stats)
+
+
 async def test_kafka_redelivery_of_the_same_offset_re_emits_outputs(harness):
     """After a crash Kafka hands the same (partition, offset) again: outputs may have been lost, so re-emit."""
     async with harness.feed("classify") as agent:
