@@ -452,7 +452,7 @@ class ResponsesApi:
             return rejected(*refused)
         record = to_raw_response(obj, source=f"api:{org.id}", received_at=now)
         try:
-            validate(record, now)
+            response = validate(record, now)
             value = self.writer.codec.encode(avro.RAW_RESPONSE, record)
         except Rejected as exc:
             return rejected(exc.reason, exc.detail)
@@ -461,7 +461,10 @@ class ResponsesApi:
         except (ValueError, TypeError) as exc:
             return rejected("avro_encode_error", type(exc).__name__)
         futures.append(await self.writer.send(record, value))
-        return {"index": i, "status": "accepted", "response_id": sent_id, "stored_as": record["response_id"]}
+        accepted = {"index": i, "status": "accepted", "response_id": sent_id, "stored_as": record["response_id"]}
+        if response.truncated:  # sent whole: classify cuts it and dead-letters the original (comment_truncated)
+            accepted["truncated"] = [name for name, _ in response.truncated]
+        return accepted
 
 
 def public_handlers(pipeline, book, settings, remote=None) -> tuple[SurveyPages, ResponsesApi]:
