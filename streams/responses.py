@@ -241,7 +241,7 @@ def _text(raw: dict, name: str, required: bool = False, limit: int = MAX_ID_CHAR
 # Code points that never begin a grapheme cluster (Unicode UAX #29: Extend, SpacingMark, ZWJ, the Hangul vowel and
 # trailing jamo): a cut just before one would take a mark, modifier or joiner away from the character it belongs to
 _EXTENDERS = re.compile("[\u200c\u200d\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f\u1160-\u11ff"
-                        "\ud7b0-\ud7ff]")
+                        "\ud7b0-\ud7ff\u0e33\u0eb3]")  # the last two: Thai and Lao sara am (spacing marks)
 _REGIONAL = re.compile("[\U0001f1e6-\U0001f1ff]")
 _HANGUL_LEADING = re.compile("[\u1100-\u115f\ua960-\ua97f]")
 _HANGUL_AFTER_LEADING = re.compile("[\u1100-\u11a7\ua960-\ua97f\uac00-\ud7a3]")
@@ -256,6 +256,8 @@ def _joined(text: str, cut: int) -> bool:
         return True
     if before == "\r" and after == "\n":
         return True
+    if "\ud800" <= before <= "\udbff" and "\udc00" <= after <= "\udfff":  # a pair of surrogate code points
+        return True  # (a str decoded with surrogatepass): one character, never cut in two
     if _HANGUL_LEADING.match(before) and _HANGUL_AFTER_LEADING.match(after):
         return True
     if _REGIONAL.match(before) and _REGIONAL.match(after):
@@ -269,19 +271,18 @@ def _joined(text: str, cut: int) -> bool:
 def truncate_text(text: str, limit: int) -> str:
     """The longest prefix of ``text`` of at most ``limit`` code points that ends on a grapheme-cluster boundary
     (``_joined``): an accent stays with its letter, a family emoji or a flag is kept whole or dropped whole. A
-    cluster longer than MAX_CLUSTER_BACKOFF code points (e.g. "Zalgo" text) is cut at the limit itself.
+    text with no boundary within MAX_CLUSTER_BACKOFF code points below the limit (a "Zalgo" pile of marks, a
+    cluster longer than the limit) is cut at the limit itself.
 
     Code points, not bytes nor UTF-16 units: the limit has always been ``len()`` of the text, every code point is
     whole in a Python string (no surrogate pair to split: Avro strings are UTF-8, which has no surrogates), and
     the stored size stays bounded (at most 4 UTF-8 bytes each)."""
     if len(text) <= limit:
         return text
-    cut = limit
-    while cut > 0 and limit - cut < MAX_CLUSTER_BACKOFF and _joined(text, cut):
-        cut -= 1
-    if cut == 0 or limit - cut >= MAX_CLUSTER_BACKOFF:
-        cut = limit
-    return text[:cut]
+    for cut in range(limit, max(limit - MAX_CLUSTER_BACKOFF - 1, 0), -1):
+        if not _joined(text, cut):
+            return text[:cut]
+    return text[:limit]
 
 
 def validate(raw: dict, now: datetime, max_future: timedelta = MAX_FUTURE) -> Response:
@@ -290,7 +291,9 @@ def validate(raw: dict, now: datetime, max_future: timedelta = MAX_FUTURE) -> Re
     if unknown:
         try:
             extra = json.loads(unknown)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json.loads goes
+            extra = {}
+        if not isinstance(extra, dict):  # any producer may write the field: "[...]" or '"comment"' is no object
             extra = {}
         for name in ("response_id", "survey_id", "invitation_id", "responded_at", "comment", "locale"):
             if name in extra:

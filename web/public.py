@@ -42,7 +42,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from npsflow.ingest import response_key, to_raw_response
+from npsflow.ingest import MAX_JSON_DEPTH, TOO_DEEP, json_depth, response_key, to_raw_response
 from schemas import codec as avro
 from streams import links
 from streams.guards import RateLimiter, api_key_matches, csrf_token, csrf_valid
@@ -386,6 +386,8 @@ class ResponsesApi:
             body = json.loads(raw)
         except ValueError as exc:
             raise ApiRefusal(400, f"not JSON: {exc}") from None
+        except RecursionError:
+            raise ApiRefusal(400, f"not JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
         records = body.get("responses") if isinstance(body, dict) else body
         if not isinstance(records, list) or not records:
             raise ApiRefusal(400, "expected a non-empty JSON list of responses (or {\"responses\": [...]})")
@@ -446,6 +448,8 @@ class ResponsesApi:
 
         if not isinstance(obj, dict):
             return rejected("not_a_json_object")
+        if json_depth(obj) > MAX_JSON_DEPTH:
+            return rejected(TOO_DEEP, f"nested deeper than {MAX_JSON_DEPTH} levels")
         obj = dict(obj)
         refused = await self.bind_to_org(org, obj, now)
         if refused:
