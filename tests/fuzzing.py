@@ -39,7 +39,8 @@ HOSTILE = [
     "\U0001F468\u200d\U0001F469\u200d\U0001F467", "\U0001F1EB\U0001F1EE", "e\u0301", "\x00", "\r\n", "\\",
     "%00", "%ZZ", "+", "&", "=", ";", "\udc80", "NaN", "1e309", "-0", "9" * 40, "٣", "７", " 7 ", "7\x00",
 ]
-hostile = st.sampled_from(HOSTILE)
+HOSTILE_WEB = [text for text in HOSTILE if not any("\ud800" <= c <= "\udfff" for c in text)]  # what HTTP carries
+hostile = st.sampled_from(HOSTILE_WEB)
 markup_text = st.lists(st.one_of(hostile, web_text), max_size=4).map("".join)
 
 

@@ -31,15 +31,16 @@ SECRET = "fuzz-secret-0123456789abcdef"
 API_KEY = "npk_fuzz-key-of-acme"
 OTHER_KEY = "npk_fuzz-key-of-bolt"
 HOSTS = frozenset({"127.0.0.1", "localhost"})
+BRAND = 'Acme <b>Oy</b> & "Sons"'  # markup in the organization's own texts must be escaped too
 PROGRAMS = f"""
 version: 1
 organizations:
   - id: acme
-    name: Acme <Oy> & "Sons"
+    name: 'Acme <Oy> & "Sons"'
     timezone: Europe/Helsinki
     default_locale: fi
     branding:
-      fi: {{name: Acme, sender_email: nps@acme.fi}}
+      fi: {{name: '{BRAND}', sender_email: nps@acme.fi}}
     review_url: https://reviews.example.com/acme
     api_keys: [{api_key_hash(API_KEY)}]
     programs:

@@ -155,3 +155,26 @@ async def test_a_cut_answer_lands_in_clickhouse(tmp_path, ch_store):
     assert got == [{"score": 6, "c": MAX_COMMENT_CHARS, "f": MAX_COMMENT_CHARS}]
     (dl,) = h.decoded("dead_letters", avro.DEAD_LETTER)
     assert dl["reason"] == "comment_truncated" and "comment of 30000" in dl["detail"] and "follow_up of 10001" in dl["detail"]
+
+
+# ---------------------------------------------------------------------------------------------------- the API
+def test_the_api_accepts_a_long_comment_says_it_will_be_cut_and_sends_it_whole(tmp_path):
+    from tests.public_harness import API_KEY, PublicHarness
+
+    h = PublicHarness(tmp_path)
+    try:
+        records = [{"response_id": "long", "score": 4, "responded_at": "2026-11-20T10:00:00Z", "comment": "k" * 12_000},
+                   {"response_id": "short", "score": 9, "responded_at": "2026-11-20T10:00:00Z", "comment": "ok"},
+                   {"response_id": "bad", "score": 99, "responded_at": "2026-11-20T10:00:00Z", "comment": "k" * 12_000}]
+
+        async def post():
+            response = await h.client.post("/api/v1/responses", json=records,
+                                           headers={"Authorization": f"Bearer {API_KEY}"})
+            return response.status, await response.json()
+        status, reply = h.run(post())
+    finally:
+        h.close()
+    assert status == 200
+    assert [(r["status"], r.get("truncated"), r.get("reason")) for r in reply["results"]] == [
+        ("accepted", ["comment"], None), ("accepted", None, None), ("rejected", None, "score_out_of_range")]
+    assert [(r["response_id"], len(r["comment"])) for r in h.sent()] == [("acme:long", 12_000), ("acme:short", 2)]

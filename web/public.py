@@ -213,8 +213,11 @@ class Form:
 
     @property
     def score(self) -> int | None:
-        valid = self.score_text.isdigit() and 0 <= int(self.score_text) <= 10
-        return int(self.score_text) if valid else None
+        """0–10 written in ASCII digits (the radios' values), else None. (str.isdigit() alone would take "²",
+        which int() refuses: that failed the request.)"""
+        text = self.score_text
+        valid = text.isascii() and text.isdigit() and len(text) <= 2 and 0 <= int(text) <= 10
+        return int(text) if valid else None
 
 
 def own_path(request: web.Request) -> str:
