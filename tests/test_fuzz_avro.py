@@ -23,8 +23,9 @@ from hypothesis import example, given, strategies as st
 from npsflow.ingest import to_raw_response
 from schemas import catalog
 from schemas import codec as avro
+from schemas.compiled import write_long
 from streams.responses import MAX_COMMENT_CHARS, Rejected, validate
-from tests.fuzzing import Clock, any_text, budget, web_text
+from tests.fuzzing import Clock, budget, web_text
 
 pytestmark = pytest.mark.fuzz
 
@@ -36,6 +37,15 @@ RAW_IDS = sorted(v.id for v in VERSIONS if v.subject == avro.RAW_RESPONSE)
 OTHER_IDS = sorted(v.id for v in VERSIONS if v.subject != avro.RAW_RESPONSE)
 REASONS = {avro.NOT_AVRO_WIRE_FORMAT, avro.UNKNOWN_SCHEMA_ID, avro.AVRO_DECODE_ERROR, avro.UNEXPECTED_SCHEMA}
 SLOW = 2.0  # seconds: far beyond any decode (µs); a hang or a quadratic blow-up is caught here, not by CI's timeout
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    write_long(n, out)
+    return bytes(out)
+
+
+NULLS = b"\x00" * 8  # RawResponse v3: its eight optional fields before the segment map, all null
 
 
 def header(schema_id: int, magic: int = 0) -> bytes:
@@ -79,8 +89,9 @@ def test_any_bytes_decode_or_fail_with_a_codec_error(data, expected):
 @budget(1500)
 @given(st.sampled_from(IDS), st.binary(max_size=300))
 @example(11, b"\x02\x02r" + b"\x00" * 20)
-@example(11, b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f")  # map count 2^62
-@example(11, b"\x00" * 9 + b"\x01")  # a map block of -1 entries
+@example(11, NULLS + varint(1 << 62))  # a segment map of 2^62 entries, and no bytes for them
+@example(11, NULLS + varint(-1) + varint(1 << 40))  # a map block of -1 entries "of 2^40 bytes"
+@example(11, NULLS + b"\x00\x00" + varint(1 << 62))  # a source string of 2^62 bytes
 def test_every_catalogued_schema_id_with_garbage_after_it(schema_id, body):
     decoded_or_refused(header(schema_id) + body)
 
@@ -205,7 +216,7 @@ valid_answers = st.tuples(st.integers(0, 10), st.one_of(st.none(), web_text, st.
     ["x" * 10_001, "  " + "y" * 10_000 + "  ", "\U0001F1EB\U0001F1EE" * 5_001])))
 
 
-async def run_classify(tmp: str, items: list) -> "Harness":  # noqa: F821
+async def run_classify(tmp: str, items: list):
     from tests.test_agents import Harness
 
     harness = Harness(tmp)

@@ -48,6 +48,7 @@ def longest_whole_prefix(clusters: list[str], limit: int) -> str:
     return "".join(out)
 
 
+@pytest.mark.fuzz
 @budget(400)
 @given(st.lists(st.sampled_from(CLUSTERS), max_size=60), st.integers(0, 120))
 @example(["a"] * 3 + ["\U0001F1EB\U0001F1EE"] * 3, 6)  # the cut between two flags, not inside one
@@ -59,6 +60,7 @@ def test_the_cut_is_the_longest_run_of_whole_clusters_within_the_limit(clusters,
     assert truncate_text(text, limit) == longest_whole_prefix(clusters, limit)
 
 
+@pytest.mark.fuzz
 @budget(300)
 @given(any_text.map(lambda t: t * 4), st.integers(0, 400))
 @example("e" + "\u0301" * 200, 100)  # a "Zalgo" cluster longer than the back-off: cut at the limit itself
@@ -151,7 +153,7 @@ async def test_a_cut_answer_lands_in_clickhouse(tmp_path, ch_store):
     async with h.feed("sink-responses") as agent:
         events = [await agent.put(value, key=key, partition=0) for key, value in h.sent["classified"]]
         await until(lambda: all(e.message.acked for e in events))
-    got = ch_store.query("SELECT score, length(comment) AS c, length(follow_up) AS f FROM {db}.responses FINAL")
+    got = ch_store.query("SELECT score, lengthUTF8(comment) AS c, lengthUTF8(follow_up) AS f FROM {db}.responses FINAL")
     assert got == [{"score": 6, "c": MAX_COMMENT_CHARS, "f": MAX_COMMENT_CHARS}]
     (dl,) = h.decoded("dead_letters", avro.DEAD_LETTER)
     assert dl["reason"] == "comment_truncated" and "comment of 30000" in dl["detail"] and "follow_up of 10001" in dl["detail"]
