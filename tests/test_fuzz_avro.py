@@ -209,6 +209,9 @@ def bad_records() -> st.SearchStrategy:
         st.just((CODEC.encode(avro.RAW_RESPONSE, raw_record("x", responded_at="2027-01-01T00:00:00Z")),
                  "responded_at_in_future")),
         st.just((CODEC.encode(avro.RAW_RESPONSE, {**raw_record("x"), "response_id": None}), "missing_response_id")),
+        st.sampled_from(['"comment"', '["response_id"]', "1e999", "[" * 5000]).map(  # was classify_internal_error
+            lambda u: (CODEC.encode(avro.RAW_RESPONSE, {**raw_record("x", score=99), "unknown_json": u}),
+                       "score_out_of_range")),
     )
 
 

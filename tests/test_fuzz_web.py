@@ -23,7 +23,7 @@ from markupsafe import escape
 from yarl import URL
 
 from streams.guards import csrf_token
-from tests.fuzzing import HOSTILE, budget, hostile, markup_text, no_surrogates, web_text
+from tests.fuzzing import budget, hostile, markup_text, no_surrogates, web_text
 from tests.public_harness import API_KEY, BRAND, OTHER_KEY, PublicHarness, invitation
 
 pytestmark = pytest.mark.fuzz
@@ -75,7 +75,7 @@ segment_keys = st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True)
 valid_records = st.fixed_dictionaries(
     {"response_id": ids, "score": st.one_of(st.integers(0, 10), st.integers(0, 10).map(str)),
      "responded_at": st.sampled_from(["2026-11-20T10:00:00Z", "2026-11-20T12:00:00+02:00"])},
-    optional={"comment": st.one_of(web_text, markup_text, st.sampled_from(HOSTILE)),
+    optional={"comment": st.one_of(web_text, markup_text, hostile),
               "follow_up": web_text, "survey_id": ids, "locale": st.sampled_from(["fi", "sv-FI", None]),
               "segment": st.dictionaries(segment_keys, st.text(no_surrogates, max_size=40), max_size=3)})
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | web_text | hostile,
@@ -145,7 +145,8 @@ bodies = st.one_of(
 )
 authorizations = st.one_of(st.sampled_from([f"Bearer {API_KEY}", f"bearer   {API_KEY}  ", f"Bearer {OTHER_KEY}",
                                             "Bearer", "Bearer ", "Basic YWxhZGRpbjpvcGVu", "", f"Token {API_KEY}"]),
-                           st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=40))
+                           st.text(st.characters(min_codepoint=32, max_codepoint=255, exclude_categories=("Cc",)),
+                                   max_size=40))  # (control characters: aiohttp's client refuses to send them)
 content_types = st.sampled_from([None, "application/json", "application/json; charset=utf-16", "text/plain",
                                  "multipart/form-data; boundary=x", "application/x-www-form-urlencoded", "\u00ff/x"])
 
@@ -155,6 +156,7 @@ content_types = st.sampled_from([None, "application/json", "application/json; ch
        st.sampled_from([None, 1, 7, 4096]))
 @example(b"[" * 100_000, f"Bearer {API_KEY}", "application/json", None, None)  # was the unavailable page
 @example(b"{}", "Bearer \u00ff\u00fe", None, None, None)
+@example(b"[]", f"Bearer {API_KEY}", None, "gzip", None)  # not gzip: was the unavailable page (an HTML 503)
 def test_any_body_and_headers_get_a_json_answer_never_a_failure(h, body, auth, content_type, encoding, chunk):
     headers = {"Authorization": auth} if auth is not None else {}
     if content_type:

@@ -39,12 +39,17 @@ CLUSTERS = [
 
 
 def longest_whole_prefix(clusters: list[str], limit: int) -> str:
+    """The expected cut: the whole clusters that fit — or, when none does (a first cluster longer than the limit)
+    or the last boundary is more than MAX_CLUSTER_BACKOFF below the limit, the first ``limit`` code points."""
     out, size = [], 0
     for cluster in clusters:
         if size + len(cluster) > limit:
             break
         out.append(cluster)
         size += len(cluster)
+    text = "".join(clusters)
+    if len(text) > limit and (not out or limit - size > MAX_CLUSTER_BACKOFF):
+        return text[:limit]
     return "".join(out)
 
 
@@ -55,6 +60,7 @@ def longest_whole_prefix(clusters: list[str], limit: int) -> str:
 @example(["a", "\U0001F1EB\U0001F1EE", "\U0001F1F8\U0001F1EA"], 4)  # 1 + 2 + 2: the second flag is dropped whole
 @example(["\r\n"] * 3, 3)
 @example(["\U0001F468\u200d\U0001F469\u200d\U0001F467"] * 2, 7)
+@example(["e\u0301"], 1)  # no whole cluster fits: the code points that do
 def test_the_cut_is_the_longest_run_of_whole_clusters_within_the_limit(clusters, limit):
     text = "".join(clusters)
     assert truncate_text(text, limit) == longest_whole_prefix(clusters, limit)

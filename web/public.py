@@ -50,7 +50,7 @@ from streams.nps import classify
 from streams.responses import Rejected, validate
 from web import survey_page as page
 from web.invitations import InvitationSource, LocalInvitations, RoutedInvitations
-from web.common import healthz, host_guard, html_reply, json_reply, read_body
+from web.common import UnreadableBody, healthz, host_guard, html_reply, json_reply, read_body
 
 log = logging.getLogger("npsflow.survey")
 
@@ -300,7 +300,10 @@ class SurveyPages:
         claims, refused = await self.admit(request)
         if refused:
             return refused
-        raw = await read_body(request, MAX_FORM_BYTES)
+        try:
+            raw = await read_body(request, MAX_FORM_BYTES)
+        except UnreadableBody:  # no browser sends that: nothing to say but "not valid"
+            return self.notices.page("invalid")
         if raw is None:
             return self.notices.page("too_large")
         form, now = Form.parse(raw), self.clock()
@@ -382,7 +385,10 @@ class ResponsesApi:
         too_large = f"body larger than {MAX_API_BYTES} bytes"
         if (request.content_length or 0) > MAX_API_BYTES:
             raise ApiRefusal(413, too_large)
-        raw = await read_body(request, MAX_API_BYTES)
+        try:
+            raw = await read_body(request, MAX_API_BYTES)
+        except UnreadableBody as exc:
+            raise ApiRefusal(400, f"unreadable body: {exc}") from None
         if raw is None:
             raise ApiRefusal(413, too_large)
         try:
