@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import tempfile
 from datetime import datetime, timezone
 
@@ -233,6 +234,9 @@ async def run_classify(tmp: str, items: list):
 @given(st.lists(st.one_of(valid_answers.map(lambda a: ("valid", a)), bad_records().map(lambda b: ("bad", b))),
                 min_size=1, max_size=30),
        st.randoms(use_true_random=False))
+@example([("valid", (3, "x" * 10_001)), ("bad", (b"\x00\x00", avro.NOT_AVRO_WIRE_FORMAT)),
+          ("valid", (9, "\U0001F1EB\U0001F1EE" * 5_001)), ("bad", (VALID[:-1], None)), ("valid", (0, " ok "))],
+         random.Random(0))
 def test_the_classify_agent_survives_bad_records_and_keeps_every_valid_one(items, rnd):
     records, valid, truncated, expected_reasons = [], {}, 0, []
     for i, (kind, what) in enumerate(items):
