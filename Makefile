@@ -11,7 +11,7 @@ KUSTOMIZE_VERSION := v5.7.1
 KUSTOMIZE := $(BIN)/kustomize
 KUSTOMIZE_STAMP := $(VENV)/.kustomize-$(KUSTOMIZE_VERSION)
 
-.PHONY: setup system-deps demo test test-fast test-faults bench soak kafka-jars kustomize lint clean distclean grafana-schema compose-secrets
+.PHONY: setup system-deps demo test test-fast test-faults test-fuzz bench soak kafka-jars kustomize lint clean distclean grafana-schema compose-secrets
 
 # Debian packages, installed only when missing (the broker runs on Java 17; Maven fetches its jars;
 # the browser tests drive Debian's chromium through its chromedriver, nothing downloads a browser).
@@ -74,6 +74,11 @@ test-faults: setup
 
 test-fast: $(STAMP) $(KUSTOMIZE_STAMP)
 	$(BIN)/pytest -q -m "not kafka"
+
+# only the fuzz tests (they also run in test and test-fast, with the same fixed budget); deeper:
+# NPSFLOW_FUZZ_SCALE=10 make test-fuzz, or other inputs: NPSFLOW_FUZZ_SEED=<n> make test-fuzz
+test-fuzz: $(STAMP)
+	$(BIN)/pytest -q -m fuzz
 
 # regenerate the vendored Grafana JSON schemas (needs node + npm and the npm registry; the tests only read them)
 grafana-schema:

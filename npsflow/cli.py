@@ -518,7 +518,7 @@ def _ingest_file(file: str, topic_of, convert_factory, noun: str) -> None:
 
     settings = _settings()
     bootstrap = _bootstrap(settings)
-    lines = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace") if file == "-"
+    lines = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="replace") if file == "-"
              else iter_file(file))
     plan = plan_ingest(parse_lines(lines), avro.AvroCodec(), f"file:{file}", convert=convert_factory())
     topic = topic_of(settings.topics)

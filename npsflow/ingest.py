@@ -22,6 +22,22 @@ from typing import Iterable, Iterator
 
 TEXT_FIELDS = ("response_id", "survey_id", "invitation_id", "comment", "follow_up", "responded_at", "locale")
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
+MAX_JSON_DEPTH = 32  # arrays and objects within a record; a response needs 2 (its segment). Deeper: refused,
+# before json.dumps (unknown_json, dead letters) could run out of stack on it
+TOO_DEEP = "too_deeply_nested"
+
+
+def json_depth(value: object) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:  # enough to refuse it: no need to walk the rest
+                return depth
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 @dataclass
@@ -82,11 +98,20 @@ def parse_lines(lines: Iterable[str]) -> ParsedFile:
         try:
             obj = json.loads(stripped)
         except ValueError as exc:
-            out.bad.append(BadLine(line_no, "invalid_json", f"line {line_no}: not valid JSON ({exc.msg})", stripped))
+            why = getattr(exc, "msg", None) or str(exc)[:200]  # (not a JSONDecodeError: e.g. a 5000-digit number)
+            out.bad.append(BadLine(line_no, "invalid_json", f"line {line_no}: not valid JSON ({why})", stripped))
+            continue
+        except RecursionError:  # arrays/objects nested deeper than json.loads recurses
+            out.bad.append(BadLine(line_no, TOO_DEEP, f"line {line_no}: nested deeper than {MAX_JSON_DEPTH} levels",
+                                   stripped))
             continue
         if not isinstance(obj, dict):
             out.bad.append(BadLine(line_no, "not_a_json_object",
                                    f"line {line_no}: expected a JSON object, got {type(obj).__name__}", stripped))
+            continue
+        if json_depth(obj) > MAX_JSON_DEPTH:
+            out.bad.append(BadLine(line_no, TOO_DEEP, f"line {line_no}: nested deeper than {MAX_JSON_DEPTH} levels",
+                                   stripped))
             continue
         out.records.append((line_no, obj))
     return out
@@ -194,5 +219,7 @@ def plan_ingest(parsed: ParsedFile, codec, source_name: str, run_id: str | None 
 
 
 def iter_file(path: str) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    """The lines of a UTF-8 file; a byte order mark at its start is not part of line 1 (a file saved by Notepad),
+    bytes that are not UTF-8 read as U+FFFD (the line is then refused or carried as it reads)."""
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
         yield from handle

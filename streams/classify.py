@@ -5,7 +5,9 @@ No I/O, no clock: ``now`` and the state view are parameters, so every rule is un
 per batch, writes each changed state key once and produces the outputs.
 
 Per record, in partition-offset order:
-1. validate (streams.responses); bad input → a dead letter with its reason;
+1. validate (streams.responses); bad input → a dead letter with its reason. A comment (or follow-up answer)
+   over the limit is cut instead: the answer goes on with its score and the cut text, and the original record
+   becomes a dead letter with reason ``comment_truncated`` — once per emitted version, next to it;
 2. route: the key of an answer is its ``response_id`` (= its ``invitation_id`` when it answers one). A record
    whose Kafka key or partition is not that key's is re-produced with the right key and skipped here — all
    versions of an answer meet on one partition, where its memo lives;
@@ -48,7 +50,8 @@ from typing import Any, Protocol
 from streams import forgotten
 from streams.cases import answer_route
 from streams.nps import classify as category_of
-from streams.responses import MAX_FUTURE, Decision, Rejected, Response, decide, remembered, to_ms, validate
+from streams.responses import (MAX_FUTURE, TRUNCATED, Decision, Rejected, Response, decide, remembered, to_ms,
+                               truncation_detail, validate)
 from streams.windows import segment_keys
 
 EPOCH = date(1970, 1, 1)
@@ -194,6 +197,9 @@ class ClassifyStep:
             out.counts["classify.too_late"] += not memo["c"]
             batch.set_memo(response.response_id, record.partition, memo)
         out.classified.append((record.partition, response.response_id, classified))
+        if response.truncated:  # the cut text went on above; the original is kept for inspection
+            out.counts["classify.truncated"] += 1
+            out.refused.append(Refused(record, TRUNCATED, truncation_detail(response), record.raw))
         if invitation is not None:
             out.responded.append((record.partition, response.invitation_id, responded_message(response)))
         if memo["e"] or (response.score <= 8 if self.wants_case is None

@@ -62,7 +62,10 @@ def csrf_valid(secret: bytes, invitation_id: str, token: object, now: datetime, 
     if not isinstance(token, str) or token.count(".") != 1 or len(token) > 64:
         return False
     issued, mac = token.split(".")
-    if not issued.isdigit() or not hmac.compare_digest(mac, _mac(secret, invitation_id, issued)):
+    # ASCII digits only (str.isdigit() takes "²", which int() refuses), and the MACs compared as bytes
+    # (hmac.compare_digest raises TypeError on a str with non-ASCII characters: a posted form may have any)
+    if not (issued.isascii() and issued.isdigit()) or not hmac.compare_digest(
+            mac.encode("utf-8", "surrogatepass"), _mac(secret, invitation_id, issued).encode()):
         return False
     age = now.timestamp() - int(issued)
     return -60 <= age <= ttl.total_seconds()  # a minute of clock skew between workers
@@ -75,7 +78,8 @@ def new_api_key() -> tuple[str, str]:
 
 
 def api_key_hash(key: str) -> str:
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    # surrogateescape: aiohttp reads header bytes that are not UTF-8 as lone surrogates; they hash, match nothing
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def api_key_matches(key: str, configured: tuple[str, ...] | list[str]) -> bool:

@@ -1,7 +1,10 @@
 """Validation, versioning and deduplication of survey responses. Pure: no I/O; the clock is a parameter.
 
 * ``validate(raw, now)`` turns a decoded RawResponse (possibly bad input) into a ``Response`` or raises
-  ``Rejected(reason, detail)``; the agent dead-letters rejected records with that reason.
+  ``Rejected(reason, detail)``; the agent dead-letters rejected records with that reason. A comment or follow-up
+  answer over ``MAX_COMMENT_CHARS`` does not refuse the record: it is cut (``truncate_text``) and the Response
+  says so (``truncated``); the agent dead-letters the original with reason ``comment_truncated`` and sends the
+  rest on.
 * ``version_of`` gives every response version a total order: later ``responded_at`` wins; for equal
   timestamps a content hash breaks the tie, so the winner never depends on arrival order.
 * ``decide(previous, new)`` is the idempotency rule keyed by ``response_id``: new / duplicate / edit / stale.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -19,8 +23,10 @@ from json.encoder import encode_basestring_ascii as _json_string
 
 from streams.nps import Category, classify
 
-MAX_COMMENT_CHARS = 10_000
+MAX_COMMENT_CHARS = 10_000  # code points (len()); a longer comment is cut to this, never refused for it
 MAX_FOLLOW_UP_CHARS = MAX_COMMENT_CHARS  # the answer to the survey page's follow-up question: a comment too
+TRUNCATED = "comment_truncated"  # the dead letter's reason for a comment or follow-up answer cut to the limit
+MAX_CLUSTER_BACKOFF = 64  # at most this many code points are given up to end the cut text on a grapheme boundary
 MAX_ID_CHARS = 200
 MAX_FUTURE = timedelta(minutes=10)
 MAX_SEGMENT_KEYS = 32
@@ -77,6 +83,9 @@ class Response:
     segment: dict[str, str] = field(default_factory=dict)
     source: str = "cli"
     follow_up: str | None = None  # answer to the category's follow-up question on the survey page
+    # (field, length of the original in code points) of each text cut to its limit (truncate_text); not part of
+    # the content: the version is the one of the cut text, which every replay of the same input cuts alike
+    truncated: tuple[tuple[str, int], ...] = ()
 
     @computed_once
     def responded_ms(self) -> int:
@@ -208,7 +217,10 @@ def parse_segment(value: object) -> dict[str, str]:
     return out
 
 
-def _text(raw: dict, name: str, required: bool = False, limit: int = MAX_ID_CHARS) -> str | None:
+def _text(raw: dict, name: str, required: bool = False, limit: int = MAX_ID_CHARS,
+          truncated: list | None = None) -> str | None:
+    """The stripped text of ``raw[name]``. Longer than ``limit``: refused (``<name>_too_long``) — or, when a
+    ``truncated`` list is given, cut to the limit (``truncate_text``) and ``(name, original length)`` appended."""
     value = raw.get(name)
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
@@ -217,8 +229,60 @@ def _text(raw: dict, name: str, required: bool = False, limit: int = MAX_ID_CHAR
     if not isinstance(value, str):
         raise Rejected(f"{name}_not_string", f"{name} must be a string, got {type(value).__name__}")
     if len(value) > limit:
-        raise Rejected(f"{name}_too_long", f"{name} is longer than {limit} characters")
+        if truncated is None:
+            raise Rejected(f"{name}_too_long", f"{name} is longer than {limit} characters")
+        value = value.strip()
+        if len(value) > limit:
+            truncated.append((name, len(value)))
+            return truncate_text(value, limit).rstrip()
     return value.strip()
+
+
+# Code points that never begin a grapheme cluster (Unicode UAX #29: Extend, SpacingMark, ZWJ, the Hangul vowel and
+# trailing jamo): a cut just before one would take a mark, modifier or joiner away from the character it belongs to
+_EXTENDERS = re.compile("[\u200c\u200d\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f\u1160-\u11ff"
+                        "\ud7b0-\ud7ff\u0e33\u0eb3]")  # the last two: Thai and Lao sara am (spacing marks)
+_REGIONAL = re.compile("[\U0001f1e6-\U0001f1ff]")
+_HANGUL_LEADING = re.compile("[\u1100-\u115f\ua960-\ua97f]")
+_HANGUL_AFTER_LEADING = re.compile("[\u1100-\u11a7\ua960-\ua97f\uac00-\ud7a3]")
+
+
+def _joined(text: str, cut: int) -> bool:
+    """Whether a cut between ``text[cut - 1]`` and ``text[cut]`` would split a grapheme cluster (an approximation of
+    UAX #29 that covers combining marks, variation selectors, emoji modifiers, ZWJ sequences, tag sequences, flags,
+    Hangul jamo and CR LF)."""
+    before, after = text[cut - 1], text[cut]
+    if _EXTENDERS.match(after) or unicodedata.category(after) in ("Mn", "Me", "Mc") or before == "\u200d":
+        return True
+    if before == "\r" and after == "\n":
+        return True
+    if "\ud800" <= before <= "\udbff" and "\udc00" <= after <= "\udfff":  # a pair of surrogate code points
+        return True  # (a str decoded with surrogatepass): one character, never cut in two
+    if _HANGUL_LEADING.match(before) and _HANGUL_AFTER_LEADING.match(after):
+        return True
+    if _REGIONAL.match(before) and _REGIONAL.match(after):
+        run = cut - 1  # regional indicators pair up from the start of their run: an odd run ends mid-flag
+        while run > 0 and _REGIONAL.match(text[run - 1]):
+            run -= 1
+        return (cut - run) % 2 == 1
+    return False
+
+
+def truncate_text(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` of at most ``limit`` code points that ends on a grapheme-cluster boundary
+    (``_joined``): an accent stays with its letter, a family emoji or a flag is kept whole or dropped whole. A
+    text with no boundary within MAX_CLUSTER_BACKOFF code points below the limit (a "Zalgo" pile of marks, a
+    cluster longer than the limit) is cut at the limit itself.
+
+    Code points, not bytes nor UTF-16 units: the limit has always been ``len()`` of the text, every code point is
+    whole in a Python string (no surrogate pair to split: Avro strings are UTF-8, which has no surrogates), and
+    the stored size stays bounded (at most 4 UTF-8 bytes each)."""
+    if len(text) <= limit:
+        return text
+    for cut in range(limit, max(limit - MAX_CLUSTER_BACKOFF - 1, 0), -1):
+        if not _joined(text, cut):
+            return text[:cut]
+    return text[:limit]
 
 
 def validate(raw: dict, now: datetime, max_future: timedelta = MAX_FUTURE) -> Response:
@@ -227,7 +291,9 @@ def validate(raw: dict, now: datetime, max_future: timedelta = MAX_FUTURE) -> Re
     if unknown:
         try:
             extra = json.loads(unknown)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json.loads goes
+            extra = {}
+        if not isinstance(extra, dict):  # any producer may write the field: "[...]" or '"comment"' is no object
             extra = {}
         for name in ("response_id", "survey_id", "invitation_id", "responded_at", "comment", "locale"):
             if name in extra:
@@ -248,8 +314,9 @@ def validate(raw: dict, now: datetime, max_future: timedelta = MAX_FUTURE) -> Re
     responded_at = parse_timestamp(raw.get("responded_at"), "responded_at")
     if responded_at > now + max_future:
         raise Rejected("responded_at_in_future", f"responded_at {responded_at.isoformat()} is in the future")
-    comment = _text(raw, "comment", limit=MAX_COMMENT_CHARS)
-    follow_up = _text(raw, "follow_up", limit=MAX_FOLLOW_UP_CHARS)
+    truncated: list[tuple[str, int]] = []
+    comment = _text(raw, "comment", limit=MAX_COMMENT_CHARS, truncated=truncated)
+    follow_up = _text(raw, "follow_up", limit=MAX_FOLLOW_UP_CHARS, truncated=truncated)
     received = raw.get("received_at")
     received_at = received if isinstance(received, datetime) else now
     return Response(
@@ -265,7 +332,14 @@ def validate(raw: dict, now: datetime, max_future: timedelta = MAX_FUTURE) -> Re
         segment=parse_segment(raw.get("segment")),
         source=raw.get("source") or "cli",
         follow_up=follow_up,
+        truncated=tuple(truncated),
     )
+
+
+def truncation_detail(response: Response) -> str:
+    """The dead letter's detail of a response whose texts were cut (``Response.truncated``)."""
+    cut = "; ".join(f"{name} of {length} characters cut to {MAX_COMMENT_CHARS}" for name, length in response.truncated)
+    return f"{cut} (the score and the cut text went on; this record is the original)"
 
 
 # ------------------------------------------------------------------------------------------ dedup

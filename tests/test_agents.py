@@ -622,17 +622,18 @@ async def test_classify_emits_the_follow_up_answer(harness):
     assert harness.sent["dead_letters"] == []
 
 
-async def test_follow_up_too_long_or_not_a_string_is_dead_lettered(harness):
+async def test_follow_up_not_a_string_is_dead_lettered_too_long_is_cut(harness):
     async with harness.feed("classify") as agent:
         await agent.put(raw(rid="long", follow_up="x" * 10_001), key=b"long")
         await agent.put(raw(rid="num", follow_up=42), key=b"num")
         await agent.put(raw(rid="ok", follow_up="x" * 10_000), key=b"ok")
     dls = harness.decoded("dead_letters", avro.DEAD_LETTER)
     assert [(json.loads(d["payload_json"])["response_id"], d["reason"], d["stage"]) for d in dls] == \
-        [("long", "follow_up_too_long", "classify"), ("num", "follow_up_not_string", "classify")]
+        [("long", "comment_truncated", "classify"), ("num", "follow_up_not_string", "classify")]
     assert all(d["detail"] for d in dls)
-    (out,) = harness.decoded("classified", avro.CLASSIFIED_RESPONSE)
-    assert out["response_id"] == "ok" and out["follow_up"] == "x" * 10_000
+    assert json.loads(dls[0]["payload_json"])["follow_up"] == "x" * 10_001  # the original, for inspection
+    out = {o["response_id"]: o["follow_up"] for o in harness.decoded("classified", avro.CLASSIFIED_RESPONSE)}
+    assert out == {"long": "x" * 10_000, "ok": "x" * 10_000}
 
 
 async def test_adding_the_follow_up_answer_is_an_edit(harness):

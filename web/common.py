@@ -4,7 +4,8 @@
   reach the worker through a DNS name rebound to its address).
 * ``bearer_guard(token)``: when a token is configured (``NPSFLOW_INTERNAL_TOKEN``), every request but
   ``/healthz`` needs ``Authorization: Bearer <token>``, compared in constant time; else 401.
-* ``read_body``: a whole body however it arrives (split, chunked, no Content-Length), bounded.
+* ``read_body``: a whole body however it arrives (split, chunked, no Content-Length), bounded; ``UnreadableBody``
+  when it does not decode (a client error).
 * ``json_reply`` / ``html_reply``: aiohttp responses; JSON encodes datetimes as ISO-8601 (like Faust's web did).
 """
 
@@ -18,6 +19,8 @@ from typing import Any
 from uuid import UUID
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from yarl import URL
 
 UNGUARDED_PATHS = frozenset({"/healthz", "/readyz"})  # /readyz: web.health
@@ -80,11 +83,20 @@ def html_reply(text: str, *, status: int = 200, headers: dict | None = None) -> 
     return web.Response(text=text, status=status, content_type="text/html", headers=headers)
 
 
+class UnreadableBody(Exception):
+    """A request body that cannot be read: its Content-Encoding does not decode, its chunks are malformed (a client
+    error, answered 400 — not a failure of the handler)."""
+
+
 async def read_body(request: web.Request, limit: int) -> bytes | None:
-    """The whole body, however it arrives (split, chunked, no Content-Length); None once it exceeds ``limit``."""
+    """The whole body, however it arrives (split, chunked, no Content-Length); None once it exceeds ``limit``;
+    ``UnreadableBody`` when it cannot be read (e.g. ``Content-Encoding: gzip`` on bytes that are not gzip)."""
     chunks, size = [], 0
     while True:
-        chunk = await request.content.readany()
+        try:
+            chunk = await request.content.readany()
+        except (RequestPayloadError, HttpProcessingError) as exc:
+            raise UnreadableBody(" ".join(str(exc).split())[:200]) from None
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)

@@ -42,7 +42,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from npsflow.ingest import response_key, to_raw_response
+from npsflow.ingest import MAX_JSON_DEPTH, TOO_DEEP, json_depth, response_key, to_raw_response
 from schemas import codec as avro
 from streams import links
 from streams.guards import RateLimiter, api_key_matches, csrf_token, csrf_valid
@@ -50,7 +50,7 @@ from streams.nps import classify
 from streams.responses import Rejected, validate
 from web import survey_page as page
 from web.invitations import InvitationSource, LocalInvitations, RoutedInvitations
-from web.common import healthz, host_guard, html_reply, json_reply, read_body
+from web.common import UnreadableBody, healthz, host_guard, html_reply, json_reply, read_body
 
 log = logging.getLogger("npsflow.survey")
 
@@ -213,8 +213,11 @@ class Form:
 
     @property
     def score(self) -> int | None:
-        valid = self.score_text.isdigit() and 0 <= int(self.score_text) <= 10
-        return int(self.score_text) if valid else None
+        """0–10 written in ASCII digits (the radios' values), else None. (str.isdigit() alone would take "²",
+        which int() refuses: that failed the request.)"""
+        text = self.score_text
+        valid = text.isascii() and text.isdigit() and len(text) <= 2 and 0 <= int(text) <= 10
+        return int(text) if valid else None
 
 
 def own_path(request: web.Request) -> str:
@@ -297,7 +300,10 @@ class SurveyPages:
         claims, refused = await self.admit(request)
         if refused:
             return refused
-        raw = await read_body(request, MAX_FORM_BYTES)
+        try:
+            raw = await read_body(request, MAX_FORM_BYTES)
+        except UnreadableBody:  # no browser sends that: nothing to say but "not valid"
+            return self.notices.page("invalid")
         if raw is None:
             return self.notices.page("too_large")
         form, now = Form.parse(raw), self.clock()
@@ -379,13 +385,18 @@ class ResponsesApi:
         too_large = f"body larger than {MAX_API_BYTES} bytes"
         if (request.content_length or 0) > MAX_API_BYTES:
             raise ApiRefusal(413, too_large)
-        raw = await read_body(request, MAX_API_BYTES)
+        try:
+            raw = await read_body(request, MAX_API_BYTES)
+        except UnreadableBody as exc:
+            raise ApiRefusal(400, f"unreadable body: {exc}") from None
         if raw is None:
             raise ApiRefusal(413, too_large)
         try:
             body = json.loads(raw)
         except ValueError as exc:
             raise ApiRefusal(400, f"not JSON: {exc}") from None
+        except RecursionError:
+            raise ApiRefusal(400, f"not JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
         records = body.get("responses") if isinstance(body, dict) else body
         if not isinstance(records, list) or not records:
             raise ApiRefusal(400, "expected a non-empty JSON list of responses (or {\"responses\": [...]})")
@@ -446,13 +457,15 @@ class ResponsesApi:
 
         if not isinstance(obj, dict):
             return rejected("not_a_json_object")
+        if json_depth(obj) > MAX_JSON_DEPTH:
+            return rejected(TOO_DEEP, f"nested deeper than {MAX_JSON_DEPTH} levels")
         obj = dict(obj)
         refused = await self.bind_to_org(org, obj, now)
         if refused:
             return rejected(*refused)
         record = to_raw_response(obj, source=f"api:{org.id}", received_at=now)
         try:
-            validate(record, now)
+            response = validate(record, now)
             value = self.writer.codec.encode(avro.RAW_RESPONSE, record)
         except Rejected as exc:
             return rejected(exc.reason, exc.detail)
@@ -461,7 +474,10 @@ class ResponsesApi:
         except (ValueError, TypeError) as exc:
             return rejected("avro_encode_error", type(exc).__name__)
         futures.append(await self.writer.send(record, value))
-        return {"index": i, "status": "accepted", "response_id": sent_id, "stored_as": record["response_id"]}
+        accepted = {"index": i, "status": "accepted", "response_id": sent_id, "stored_as": record["response_id"]}
+        if response.truncated:  # sent whole: classify cuts it and dead-letters the original (comment_truncated)
+            accepted["truncated"] = [name for name, _ in response.truncated]
+        return accepted
 
 
 def public_handlers(pipeline, book, settings, remote=None) -> tuple[SurveyPages, ResponsesApi]:
