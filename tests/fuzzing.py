@@ -12,18 +12,24 @@ from __future__ import annotations
 import os
 import time
 
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, seed, settings, strategies as st
 
 SCALE = max(0.01, float(os.environ.get("NPSFLOW_FUZZ_SCALE") or 1))
 SEED = os.environ.get("NPSFLOW_FUZZ_SEED")
 
 
 def budget(max_examples: int):
-    """The settings of one fuzz test: ``max_examples`` (× NPSFLOW_FUZZ_SCALE) fixed examples."""
-    return settings(max_examples=max(1, int(max_examples * SCALE)), deadline=None, derandomize=SEED is None,
-                    database=None, print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much, HealthCheck.large_base_example])
+    """The settings of one fuzz test: ``max_examples`` (× NPSFLOW_FUZZ_SCALE) fixed examples; with
+    NPSFLOW_FUZZ_SEED, random examples drawn from that seed (the same seed gives the same examples again)."""
+    chosen = settings(max_examples=max(1, int(max_examples * SCALE)), deadline=None, derandomize=SEED is None,
+                      database=None, print_blob=True,
+                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                             HealthCheck.filter_too_much, HealthCheck.large_base_example])
+
+    def apply(test):
+        test = chosen(test)
+        return seed(int(SEED))(test) if SEED is not None else test
+    return apply
 
 
 # Text over every Unicode category: lone surrogates (Cs) included where the caller's transport can carry them.

@@ -13,6 +13,7 @@ hypothesis' synchronous examples can share one server.
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -97,6 +98,17 @@ def invitation(inv_id: str, org: str = "acme", program: str = "service", locale:
             "resp": False, "answered_at": None, **extra}
 
 
+class ErrorCount(logging.Handler):
+    """Counts the records of level ERROR and above it sees."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
 class PublicHarness:
     def __init__(self, tmp_path) -> None:
         from npsflow import config
@@ -115,6 +127,8 @@ class PublicHarness:
         shared = (desk, writer, limits, Notices(self.stats), self.book, lambda: self.now, self.stats)
         self.app = public_app(SurveyPages(*shared), ResponsesApi(*shared), allowed_hosts=HOSTS)
         self.loop = asyncio.new_event_loop()
+        self.server_log = ErrorCount()
+        logging.getLogger("aiohttp").addHandler(self.server_log)
         self.client = self.run(self._start())
 
     async def _start(self) -> TestClient:
@@ -126,6 +140,7 @@ class PublicHarness:
         return self.loop.run_until_complete(coroutine)
 
     def close(self) -> None:
+        logging.getLogger("aiohttp").removeHandler(self.server_log)
         self.run(self.client.close())
         self.loop.close()
 
@@ -136,6 +151,10 @@ class PublicHarness:
     def sent(self) -> list[dict]:
         """Every raw response the listener sent, decoded."""
         return [self.codec.decode(value, expected=avro.RAW_RESPONSE) for _, value in self.topic.sent]
+
+    def server_errors(self) -> int:
+        """Errors aiohttp itself logged (e.g. "Unhandled exception" around a request): none is expected."""
+        return self.server_log.count
 
     def failures(self) -> int:
         """Handler failures the ``guarded`` wrapper turned into the "unavailable" page."""

@@ -46,7 +46,8 @@ from aiohttp import web
 from sinks import casebook, erasure, queries, terms
 from streams.cases import COMMANDS, CommandRefused, command_for
 from streams.responses import Rejected, parse_timestamp
-from web.common import bearer_guard, favicon, healthz, host_guard, html_reply, json_reply, transport_policy
+from web.common import (bearer_guard, favicon, healthz, host_guard, html_reply, json_reply, leftover_body,
+                        quiet_client_errors, transport_policy)
 from web.dashboard import content_security_policy, dashboard_words, render_dashboard
 
 log = logging.getLogger("npsflow.web")
@@ -380,8 +381,9 @@ def internal_app(api: InternalApi, *, allowed_hosts: frozenset[str], token: str 
                  readyz=None) -> web.Application:
     """The aiohttp application of the internal listener: the host guard first, then the optional token.
     ``readyz``: the handler of GET /readyz (web.health.Readiness.handle)."""
-    app = web.Application(middlewares=[transport_policy(), host_guard(allowed_hosts), bearer_guard(token),
-                                       store_unavailable])
+    quiet_client_errors()
+    app = web.Application(middlewares=[leftover_body(), transport_policy(), host_guard(allowed_hosts),
+                                       bearer_guard(token), store_unavailable])
     app.add_routes(api.routes())
     app.add_routes([web.get("/favicon.ico", favicon)])
     if readyz is not None:

@@ -61,8 +61,8 @@ from streams.nps import classify
 from streams.responses import Rejected, to_ms, validate
 from web import survey_page as page
 from web.invitations import InvitationSource, LocalInvitations, RoutedInvitations
-from web.common import (UnreadableBody, favicon, healthz, host_guard, html_reply, json_reply, read_body,
-                        transport_policy)
+from web.common import (UnreadableBody, favicon, healthz, host_guard, html_reply, json_reply, leftover_body,
+                        quiet_client_errors, read_body, transport_policy)
 
 log = logging.getLogger("npsflow.survey")
 
@@ -590,7 +590,9 @@ def public_app(pages: SurveyPages, api: ResponsesApi, *, allowed_hosts: frozense
                readyz=None) -> web.Application:
     """The aiohttp application of the public listener: exactly these routes, behind the host guard. ``readyz``:
     the handler of GET /readyz (web.health.Readiness.handle)."""
-    app = web.Application(middlewares=[transport_policy(pages.limits.trusted), host_guard(allowed_hosts)])
+    quiet_client_errors()
+    app = web.Application(middlewares=[leftover_body(), transport_policy(pages.limits.trusted),
+                                       host_guard(allowed_hosts)])
     app.add_routes([web.get("/s/{token}", pages.get), web.post("/s/{token}", pages.post),
                     web.get("/s/{token}/thanks", pages.thanks),
                     web.post("/api/v1/responses", api.post), web.get("/healthz", healthz),
