@@ -125,7 +125,9 @@ class PublicHarness:
         limits = Limits(page_rate=1e9, per_invitation=unlimited(), per_api_key=unlimited())
         desk = InvitationDesk(self.invitations, self.book, edit_window_seconds=3600)
         shared = (desk, writer, limits, Notices(self.stats), self.book, lambda: self.now, self.stats)
-        self.app = public_app(SurveyPages(*shared), ResponsesApi(*shared), allowed_hosts=HOSTS)
+        self.pages = SurveyPages(*shared)
+        self.pages.follow_up_wait = 0.05  # the state here changes only when a test changes it
+        self.app = public_app(self.pages, ResponsesApi(*shared), allowed_hosts=HOSTS)
         self.loop = asyncio.new_event_loop()
         self.server_log = ErrorCount()
         logging.getLogger("aiohttp").addHandler(self.server_log)

@@ -258,6 +258,7 @@ class SurveyPages:
                  stats) -> None:
         self.desk, self.writer, self.limits, self.notices = desk, writer, limits, notices
         self.book, self.clock, self.stats = book, clock, stats
+        self.follow_up_wait = FOLLOW_UP_WAIT
 
     def limited(self, request: web.Request, inv_id: str | None, locale: str | None = None,
                 brand: dict | None = None) -> web.Response | None:
@@ -411,13 +412,13 @@ class SurveyPages:
         if answer is None:  # not in the state yet: the form again, filled in — nothing written
             self.stats.inc("survey.follow_up_early")
             return self.thanks_html(request, found, now, receipt, score=receipt.score, follow_up=form.follow_up or "",
-                                    errors=["not_saved_yet"], status=503)
+                                    errors=["not_saved_yet"], status=409)
         return await self.record(request, found, answer["score"], answer.get("comment"), form.follow_up, now,
                                  "follow_up")
 
     async def recorded_answer(self, inv_id: str, receipt: Receipt) -> dict | None:
         """The invitation's latest answer once it is the receipt's or later (waits up to FOLLOW_UP_WAIT), or None."""
-        deadline = time.monotonic() + FOLLOW_UP_WAIT
+        deadline = time.monotonic() + self.follow_up_wait
         while True:
             inv, _ = await self.desk.fetch(inv_id)
             answer = (inv or {}).get("answer") or {}
