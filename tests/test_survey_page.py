@@ -187,6 +187,20 @@ def test_every_shipped_locale_has_every_page_text():
             assert PAGE_TEXTS[locale][f"{kind}_body"] != PAGE_TEXTS["en"][f"{kind}_body"], (locale, kind)
 
 
+@pytest.mark.parametrize("header, expected", [
+    ("sv-SE,sv;q=0.9,en;q=0.8", "sv"),  # a Swedish browser
+    ("de-DE,de;q=0.9,fi;q=0.5,en;q=0.3", "fi"),  # German first: not shipped, the next one that is
+    ("en;q=0.5, nb", "nb"),  # q decides, not the order
+    ("da;q=0.8, sv;q=0.8", "da"),  # equal q: the header's order
+    ("no", "nb"), ("nb-NO", "nb"), ("FI", "fi"), ("sv_FI", "sv"),
+    ("fi;q=0, da", "da"),  # q=0: "not this one"
+    ("sv;q=abc, da;q=0.5", "da"),  # an unreadable q counts as 0
+    ("*", "en"), ("de, fr", "en"), ("", "en"), (None, "en"), (",,;q=1,", "en"),
+])
+def test_the_browsers_language_picks_the_page_language(header, expected):
+    assert sp.preferred_locale(header) == expected
+
+
 def test_page_texts_resolve_like_programs():
     assert page_texts("sv") == PAGE_TEXTS["sv"]
     assert page_locale("sv-FI") == "sv" and page_texts("sv-FI")["submit"] == "Skicka"
