@@ -14,7 +14,7 @@ from selenium.webdriver.common.keys import Keys
 
 from tests.e2e_helpers import wait_for
 from tests.fixtures_browser import page_text, wait_for_text
-from tests.test_e2e_survey import invite, link, survey_env
+from tests.test_e2e_survey import invite, link, state_has_answer, survey_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser]
 
@@ -47,7 +47,8 @@ def test_a_respondent_answers_in_the_browser(env, tmp_path, browser):
     browser.find_element(By.ID, "send").click()
     wait_for_text(browser, "Vad borde vi förbättra?")  # the detractors' follow-up
     assert no_alert(browser)  # the comment's script never ran
-    browser.find_element(By.ID, "follow_up").send_keys("Ring före besöket")
+    wait_for(lambda: state_has_answer(env, first) or None, what="the answer to reach the invitation")  # (a person
+    browser.find_element(By.ID, "follow_up").send_keys("Ring före besöket")  # takes longer to write the follow-up)
     browser.find_element(By.ID, "send").click()
     wait_for(lambda: "Vad borde vi förbättra?" not in page_text(browser), what="the follow-up to be sent")
 
@@ -127,7 +128,7 @@ def test_reload_and_back_after_answering_never_post_again(env, tmp_path, browser
     change = browser.find_element(By.ID, "change")  # "change your answer" as a button-sized target
     assert change.size["height"] >= 44 and change.size["width"] >= 44 and change.text == "Ändra ditt svar"
 
-    wait_for(lambda: _state_has_answer(env, first) or None, what="the answer to reach the invitation")
+    wait_for(lambda: state_has_answer(env, first) or None, what="the answer to reach the invitation")
     browser.find_element(By.ID, "follow_up").send_keys("Ring före besöket")
     browser.find_element(By.ID, "send").click()
     wait_for(lambda: "Vad borde vi förbättra?" not in page_text(browser), what="the follow-up to be sent")
@@ -145,13 +146,6 @@ def test_reload_and_back_after_answering_never_post_again(env, tmp_path, browser
     wait_for(lambda: browser.find_element(By.ID, "score-10").is_displayed(), what="the form, shown after Back")
     assert browser.find_element(By.ID, "score-10").is_selected() and "/thanks" not in browser.current_url
     assert answered_count(env) == 3
-
-
-def _state_has_answer(env, inv: str) -> bool:
-    """Whether the invitation's page knows the answer (prefilled) — the follow-up completes that answer."""
-    import requests
-
-    return 'checked' in requests.get(link(env, inv), timeout=30).text
 
 
 def test_an_unreadable_link_speaks_the_browsers_language_and_the_icon_loads(env, tmp_path, browser):

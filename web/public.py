@@ -242,7 +242,7 @@ def own_path(request: web.Request) -> str:
     return f"/s/{request.match_info['token']}"
 
 
-FOLLOW_UP_WAIT = 3.0  # seconds a follow-up waits for the answer it completes to reach the invitation's state
+FOLLOW_UP_WAIT = 5.0  # seconds a follow-up waits for the answer it completes to reach the invitation's state
 
 
 class SurveyPages:
