@@ -10,13 +10,19 @@ export NPSFLOW_CACHE ?= $(HOME)/.cache/npsflow
 KUSTOMIZE_VERSION := v5.7.1
 KUSTOMIZE := $(BIN)/kustomize
 KUSTOMIZE_STAMP := $(VENV)/.kustomize-$(KUSTOMIZE_VERSION)
+# axe-core for the accessibility tests (tests/test_a11y.py): pinned with its sha512 in tests/a11y/package-lock.json,
+# installed by `npm ci` (integrity checked, no install scripts) into the git-ignored tests/a11y/node_modules.
+AXE_DIR := tests/a11y
+AXE_JS  := $(AXE_DIR)/node_modules/axe-core/axe.min.js
 
-.PHONY: setup system-deps demo test test-fast test-faults test-fuzz bench soak kafka-jars kustomize lint clean distclean grafana-schema compose-secrets
+.PHONY: setup system-deps demo test test-fast test-faults test-fuzz bench soak kafka-jars kustomize axe lint clean distclean grafana-schema compose-secrets
 
 # Debian packages, installed only when missing (the broker runs on Java 17; Maven fetches its jars;
-# the browser tests drive Debian's chromium through its chromedriver, nothing downloads a browser).
+# the browser tests drive Debian's chromium through its chromedriver, nothing downloads a browser; npm installs
+# the pinned axe-core of the accessibility tests).
 APT_PACKAGES := openjdk-17-jre-headless maven
 APT_BROWSER  := chromium chromium-driver
+APT_NODE     := nodejs npm
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,7 +44,15 @@ $(KUSTOMIZE_STAMP): $(STAMP)
 
 kustomize: $(KUSTOMIZE_STAMP)
 
-setup: system-deps $(STAMP) kafka-jars $(KUSTOMIZE_STAMP)
+$(AXE_JS): $(AXE_DIR)/package.json $(AXE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed to install axe-core (make system-deps installs it)" >&2; exit 1; }
+	cd $(AXE_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	test -f $(AXE_JS)
+	touch $(AXE_JS)
+
+axe: $(AXE_JS)
+
+setup: system-deps $(STAMP) kafka-jars $(KUSTOMIZE_STAMP) $(AXE_JS)
 
 system-deps:
 	@MISSING=""; \
@@ -51,6 +65,11 @@ system-deps:
 		echo "chromium and chromedriver: present"; \
 	else \
 		MISSING="$$MISSING $(APT_BROWSER)"; \
+	fi; \
+	if command -v npm >/dev/null; then \
+		echo "npm: present"; \
+	else \
+		MISSING="$$MISSING $(APT_NODE)"; \
 	fi; \
 	if [ -n "$$MISSING" ]; then \
 		echo "installing$$MISSING from Debian"; \
@@ -72,7 +91,7 @@ test: setup
 test-faults: setup
 	$(BIN)/pytest -q -ra -rP -m faults
 
-test-fast: $(STAMP) $(KUSTOMIZE_STAMP)
+test-fast: $(STAMP) $(KUSTOMIZE_STAMP) $(AXE_JS)
 	$(BIN)/pytest -q -m "not kafka"
 
 # only the fuzz tests (they also run in test and test-fast, with the same fixed budget); deeper:
