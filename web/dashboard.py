@@ -88,7 +88,7 @@ svg circle {{ fill: #0969da; }}
 #status {{ font-size: 13px; font-weight: 600; }}
 #cloud {{ width: 100%; max-width: 640px; height: auto; background: #fff; display: block; }}
 #complaints td.example {{ white-space: normal; text-align: left; color: #57606a; min-width: 12em; }}
-tr.weak td {{ color: #8c959f; }}
+tr.weak td {{ color: #656d76; }}  /* dimmed, still 5.25:1 on white (WCAG 1.4.3) */
 tr.case.overdue td.due {{ color: #b42318; font-weight: 600; }}
 #cases td.comment {{ white-space: normal; text-align: left; min-width: 12em; }}
 #alerts {{ list-style: none; padding: 0; }}
