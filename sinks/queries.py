@@ -24,7 +24,7 @@ NONE_VALUE = "(none)"
 _SUMMARY_KEYS = frozenset(summarize(0, 0, 0).as_dict())
 # names the comparison and the dashboard's comments use next to the segment value
 _RESERVED = _SUMMARY_KEYS | {"previous", "change", "z", "significant", "response_id", "score", "category",
-                             "comment", "responded_at", "value"}
+                             "comment", "responded_at", "value", "lang"}
 
 
 def validate_dimension(name: str) -> str:
@@ -153,7 +153,7 @@ def report_compared(store, by: list[str] | tuple[str, ...] = (), since: datetime
 # ------------------------------------------------------------------------------------------------ dashboard
 #: the latest version of every answer with a comment given on the days [first, last] (the comments ledger)
 LEDGER_ANSWERS = """
-    SELECT day, response_id, gone AS g, category AS cat, score, comment, responded_at AS at,
+    SELECT day, response_id, gone AS g, category AS cat, score, comment, lang, responded_at AS at,
            segment[{k:String}] AS segval
     FROM {db}.comments_by_day FINAL
     WHERE day >= toDate32({first:String}) AND day <= toDate32({last:String})
@@ -165,8 +165,8 @@ def dashboard(store, by: str = "location", days: int = 14, comments: int = 10,
     """What the built-in live dashboard shows, from the latest version of every response:
     ``report`` by ``by`` (all time); ``trend``: NPS per UTC day for the last ``days`` days (ending today),
     overall and per segment value (days without responses have n = 0 and nps None); ``comments``: the newest
-    non-empty comments of those days (score, category, the ``by`` value, responded_at). Numbers are exactly
-    ``report``'s."""
+    non-empty comments of those days (score, category, the ``by`` value, responded_at, and ``lang``: the language
+    tag of the comment's text — see ``comment_langs`` — or None when unknown). Numbers are exactly ``report``'s."""
     by = validate_dimension(by)
     days = max(1, min(int(days), 90))
     comments = max(0, min(int(comments), 50))
@@ -206,11 +206,12 @@ def dashboard(store, by: str = "location", days: int = 14, comments: int = 10,
             break
         recent = {**params, "first": (today - timedelta(days=span - 1)).isoformat()}
         latest = store.query(
-            f"SELECT response_id, score, cat, comment, at, {seg} AS value FROM ({LEDGER_ANSWERS}) "
+            f"SELECT response_id, score, cat, comment, lang, at, {seg} AS value FROM ({LEDGER_ANSWERS}) "
             "WHERE g = 0 AND comment != '' ORDER BY at DESC, response_id LIMIT {n:UInt32}", recent)
         if len(latest) >= comments:
             break
     result = _report([by], (((value,), tuple(c)) for value, c in all_time.items()))
+    langs = comment_langs(store, latest)
     return {
         "by": by,
         "rows": result["rows"],
@@ -218,8 +219,42 @@ def dashboard(store, by: str = "location", days: int = 14, comments: int = 10,
         "trend": {"days": day_list, "total": series(overall),
                   "segments": {r[by]: series(counts.get(r[by], {})) for r in result["rows"]}},
         "comments": [{"response_id": c["response_id"], "score": int(c["score"]), "category": c["cat"],
-                      "comment": c["comment"], by: c["value"], "responded_at": _iso(c["at"])} for c in latest],
+                      "comment": c["comment"], by: c["value"], "responded_at": _iso(c["at"]),
+                      "lang": langs.get(c["response_id"])} for c in latest],
     }
+
+
+_LANG_TAG = re.compile(r"^([a-z]{2,3})((?:-[a-z0-9]{1,8})*)$")
+
+
+def language_tag(value: str | None) -> str | None:
+    """A BCP 47 language tag (for HTML ``lang``) from a stored language ("fi") or a response's locale ("sv-SE",
+    "fi_FI.UTF-8", "nb_NO@euro"); None for an empty, undetermined ("und") or malformed one. The encoding and
+    modifier of a POSIX locale are dropped; a two-letter region is upper-cased ("sv-se" → "sv-SE")."""
+    if not value:
+        return None
+    text = value.strip().split(".", 1)[0].split("@", 1)[0].replace("_", "-").lower()
+    match = _LANG_TAG.match(text)
+    if match is None or match.group(1) == "und":
+        return None
+    subtags = [s.upper() if len(s) == 2 and s.isalpha() else s for s in match.group(2).split("-")[1:]]
+    return "-".join([match.group(1), *subtags])
+
+
+def comment_langs(store, comments: list[dict]) -> dict[str, str]:
+    """response_id → the language tag of each comment: the language classify stored with the answer (``lang``:
+    the locale's language unless a long text was confidently detected as another, streams.text.lang), else — rows
+    from before migration 0006, or "und" (a locale outside the five languages and a text too short or unsure to
+    detect) — the response's own locale (its latest version's, from ``responses``: the ledger has no locale).
+    Answers with neither are left out."""
+    out = {c["response_id"]: tag for c in comments if (tag := language_tag(c.get("lang")))}
+    missing = sorted({c["response_id"] for c in comments} - set(out))
+    if missing:
+        for r in store.query("SELECT response_id, argMax(locale, version) AS locale FROM {db}.responses "
+                             "WHERE response_id IN {ids:Array(String)} GROUP BY response_id", {"ids": missing}):
+            if tag := language_tag(r["locale"]):
+                out[r["response_id"]] = tag
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ windows

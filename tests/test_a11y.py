@@ -17,11 +17,9 @@ The pages, each rendered by the real code so that changes to the templates or ha
   English, unbranded: ``web.public.Notices.page`` (what every handler returns, with the same security headers)
   on a tiny route next to the public app;
 * the live dashboard (``GET /dashboard`` on the internal listener): a real worker and broker, as
-  tests/test_e2e_dashboard.py does, with every part of the page filled. One violation there is known and
-  allowed by name until web.dashboard changes (see the test); it fails once it is gone, so the allowance goes too.
+  tests/test_e2e_dashboard.py does, with every part of the page filled.
 
-Beyond axe: a respondent's page wider than the screen (it scrolls sideways, WCAG 1.4.10) fails too; the
-dashboard's is reported only (it is, at 390 px).
+Beyond axe: a page wider than the screen (it scrolls sideways, WCAG 1.4.10) fails too.
 
 The 1280 px width: chromedriver puts its phone emulation back on every navigation, so the desktop metrics are set
 again on each page before axe runs (the page reflows; its media queries apply); each check asserts the width.
@@ -387,12 +385,9 @@ def test_live_dashboard_has_no_wcag_violations(tmp_path, kafka_bootstrap, browse
             a.update(responded_at=now.isoformat(), locale="fi")
         env.cli("ingest", "responses", str(write_jsonl(tmp_path / "a.jsonl", answers)))
         wait_until(lambda: env.cli_json("report")["total"]["responses"] == len(answers), what="the answers")
-        # KNOWN, reported in the output and not failed until web.dashboard changes (issue 16):
-        # * the complaints table's not-significant rows (``tr.weak td {color: #8c959f}``) have 3.0:1 on white, not
-        #   4.5:1 (1.4.3; #6e7781 would give 4.55:1, #656d76 5.25:1);
-        # * at 390 px its tables (white-space: nowrap) are wider than the screen: the page scrolls sideways
-        #   (1.4.10 Reflow; axe does not test it).
-        audit = Audit(browser, axe_source, sideways_fails=False, known={"color-contrast": "#complaints tr.weak td"})
+        # (the complaints table's dimmed rows were 3.0:1 on white until issue 16; the page scrolled sideways at
+        # 390 px: both fixed, so both fail here now)
+        audit = Audit(browser, axe_source)
         for width in WIDTHS:
             audit.use_width(width)
             browser.get(f"{env.internal_url}/dashboard?by=location")

@@ -943,6 +943,35 @@ def test_dashboard_numbers_trend_and_latest_comments(ch_store):
         queries.dashboard(ch_store, "location;drop")
 
 
+def test_dashboard_comments_carry_their_language(ch_store):
+    """Each comment's language for the page's ``lang``: the language classify stored with the answer; else (rows
+    from before migration 0006, or "und") the response's locale as a BCP 47 tag; None when neither is known."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    at = (lambda i: now - timedelta(minutes=i))  # noqa: E731
+    insert_responses(ch_store, [
+        response("stored", 9, at=at(1), comment="Mycket bra", lang="sv", locale="fi-FI"),  # detected wins
+        response("old-row", 9, at=at(2), comment="Sehr gut", lang="", locale="de_DE.UTF-8"),
+        response("und", 9, at=at(3), comment="Wunderbar", lang="und", locale="nn-no"),
+        response("unknown", 9, at=at(4), comment="ok", lang="und", locale=""),
+        response("posix", 9, at=at(5), comment="ok", lang="und", locale="C"),
+        response("edited", 9, at=at(6), comment="Bra", lang="", locale="da-DK"),
+    ])
+    insert_responses(ch_store, [response("edited", 10, version=2, at=at(6), comment="Godt", lang="", locale="sv-FI")],
+                     token="edit", first_offset=10)
+    data = queries.dashboard(ch_store, "location", days=1, now=now)
+    assert {c["response_id"]: c["lang"] for c in data["comments"]} == {
+        "stored": "sv", "old-row": "de-DE", "und": "nn-NO", "unknown": None, "posix": None, "edited": "sv-FI"}
+    with pytest.raises(ValueError, match="clashes"):  # the comments' own key: a dimension cannot take it
+        queries.validate_dimension("lang")
+
+
+def test_language_tags_from_stored_languages_and_locales():
+    tag = queries.language_tag
+    assert [tag(v) for v in ("fi", "sv-SE", "fi_FI.UTF-8", "nb_NO@euro", "de-de", "sv-Latn-SE", " en ")] == [
+        "fi", "sv-SE", "fi-FI", "nb-NO", "de-DE", "sv-latn-SE", "en"]
+    assert [tag(v) for v in (None, "", "und", "und-SE", "C", "POSIX", "x", "12", "*", "fi FI", '"><b>')] == [None] * 11
+
+
 def test_retention_is_a_ttl_on_event_time_set_changed_and_removed(ch_store):
     now = datetime.now(timezone.utc).replace(microsecond=0)
     insert_responses(ch_store, [response("old", 9, at=now - 40 * D), response("new", 3, at=now - 10 * D)])

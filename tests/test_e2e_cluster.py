@@ -256,7 +256,11 @@ def test_three_brokers_three_process_workers_a_killed_worker_and_a_stopped_broke
         seen[:] = ws
         return ws[0] if ws and ws[0]["responses"] == total else None
 
-    window = wait_for(overall, what="the live windows to count every response once", timeout=60, interval=1)
+    try:
+        window = wait_for(overall, what="the live windows to count every response once", timeout=60, interval=1)
+    except AssertionError as exc:  # say whether they lag (fewer) or counted twice (more)
+        raise AssertionError(f"{exc}; expected {total}, the 30d overall windows said "
+                             f"{[(w['responses'], w.get('window_start')) for w in seen]}") from None
     assert (window["promoters"], window["passives"], window["detractors"]) == c3(expected["total"])
     survivors = [_stats(w, env.settings) for w in workers[1:]]
     assert sum(s.get("classify.duplicate", 0) for s in survivors) > 0  # the replay met the memos

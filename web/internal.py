@@ -105,10 +105,10 @@ class InternalApi:
         self.submit = submit  # async (case command event) → None once Kafka has it (None: commands refused)
         self.dimensions = dimensions or ["location"]
         self.themes = themes if themes is not None else terms.load_themes()
-        self.dashboard_cache = SharedResult(lambda by: store.arun(queries.dashboard, by))
-        self.words_cache = SharedResult(lambda _: store.arun(dashboard_words), max_age=WORDS_CACHE_SECONDS)
-        self.cases_cache = SharedResult(lambda _: store.arun(casebook.open_cases))
-        self.alerts_cache = SharedResult(lambda _: store.arun(queries.alerts, "open"))
+        self.dashboard_cache = SharedResult(lambda by: self.store.arun(queries.dashboard, by))
+        self.words_cache = SharedResult(lambda _: self.store.arun(dashboard_words), max_age=WORDS_CACHE_SECONDS)
+        self.cases_cache = SharedResult(lambda _: self.store.arun(casebook.open_cases))
+        self.alerts_cache = SharedResult(lambda _: self.store.arun(queries.alerts, "open"))
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/healthz", healthz), web.get("/api/v1/stats", self.get_stats),
@@ -318,21 +318,32 @@ class InternalApi:
             queries.validate_dimension(by)
         except ValueError as exc:
             return error(400, str(exc))
+        return json_reply(await self._dashboard(by), headers={"Cache-Control": "no-store"})
+
+    async def _dashboard(self, by: str) -> dict:
         data = dict(await self.dashboard_cache.get(by))
         # each a cache of its own; a failure (e.g. a migration not applied yet) never hides the numbers
         data["words"] = await _optional("words", self.words_cache, None)
         data["cases"] = await _optional("cases", self.cases_cache, None)
         alerts = await _optional("alerts", self.alerts_cache, None)
         data["alerts"] = alerts["alerts"] if alerts else []
-        return json_reply(data, headers={"Cache-Control": "no-store"})
+        return data
 
     async def dashboard_page(self, request: web.Request) -> web.Response:
+        """The page, with the data it shows first (drawn before the first paint: no layout shift as it fills);
+        when that data cannot be read, the page still loads and its script keeps asking."""
         by = request.query.get("by") or self.dimensions[0]
         nonce = secrets.token_urlsafe(12)
         try:
-            page = render_dashboard(by=by, dimensions=self.dimensions, nonce=nonce)
+            queries.validate_dimension(by)
         except ValueError as exc:
             return error(400, str(exc))
+        try:
+            initial = await self._dashboard(by)
+        except Exception as exc:
+            log.warning("dashboard page without data: %s", str(exc).splitlines()[0][:300] if str(exc) else repr(exc))
+            initial = None
+        page = render_dashboard(by=by, dimensions=self.dimensions, nonce=nonce, initial=initial)
         return html_reply(page, headers={"Content-Security-Policy": content_security_policy(nonce), **DASHBOARD_HEADERS})
 
 
