@@ -7,6 +7,11 @@
 * CSRF: ``csrf_token(secret, invitation_id, now)`` → ``<issued epoch s>.<HMAC>``, bound to the invitation and
   valid ``CSRF_TTL``; the survey form carries it, a POST without a valid one writes nothing. (The signed link
   itself is the capability; the CSRF token keeps another site from submitting a form in a respondent's name.)
+* Receipts: ``receipt_token(secret, invitation_id, Receipt(score, at_ms, done))`` → ``<score>.<at ms>.<0|1>.<HMAC>``;
+  the thank-you page's URL carries one (POST → redirect → GET): which score was recorded and when, bound to the
+  invitation, so the page can say it and its follow-up form can name the answer it completes. ``read_receipt``
+  gives it back, or None for anything forged or malformed. (A receipt does not expire: the page it opens only
+  says what was recorded; the signed link decides whether anything may still be written.)
 * API keys: ``new_api_key()`` → ``(key, "sha256:<hex>")``; only the hash is configured (programs file,
   ``api_keys`` per organization) and ``api_key_matches`` compares in constant time.
 """
@@ -48,8 +53,8 @@ class RateLimiter:
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
 
-def _mac(secret: bytes, *parts: str) -> str:
-    message = b"\x00".join(p.encode() for p in ("npsflow/csrf", *parts))
+def _mac(secret: bytes, *parts: str, label: str = "npsflow/csrf") -> str:
+    message = b"\x00".join(p.encode() for p in (label, *parts))
     return base64.urlsafe_b64encode(hmac.new(secret, message, hashlib.sha256).digest()[:18]).decode().rstrip("=")
 
 
@@ -88,3 +93,33 @@ def api_key_matches(key: str, configured: tuple[str, ...] | list[str]) -> bool:
     for entry in configured:  # every entry compared: no early exit that would time the position
         found |= hmac.compare_digest(candidate, entry)
     return found
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the survey page recorded: ``score``, written at ``at_ms`` (the answer's responded_at), and whether the
+    respondent is ``done`` (the follow-up answered or skipped)."""
+
+    score: int
+    at_ms: int
+    done: bool = False
+
+
+def receipt_token(secret: bytes, invitation_id: str, receipt: Receipt) -> str:
+    body = f"{receipt.score}.{receipt.at_ms}.{int(receipt.done)}"
+    return f"{body}.{_mac(secret, invitation_id, body, label='npsflow/receipt')}"
+
+
+def read_receipt(secret: bytes, invitation_id: str, token: object) -> Receipt | None:
+    """The receipt ``token`` carries for ``invitation_id``, or None (forged, for another invitation, malformed)."""
+    if not isinstance(token, str) or len(token) > 80 or token.count(".") != 3:
+        return None
+    score, at_ms, done, mac = token.split(".")
+    if not all(part.isascii() and part.isdigit() for part in (score, at_ms, done)):
+        return None
+    expected = _mac(secret, invitation_id, f"{score}.{at_ms}.{done}", label="npsflow/receipt")
+    if not hmac.compare_digest(mac.encode("utf-8", "surrogatepass"), expected.encode()):
+        return None
+    if not (0 <= int(score) <= 10 and done in ("0", "1")):
+        return None
+    return Receipt(int(score), int(at_ms), done == "1")

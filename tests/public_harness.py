@@ -67,16 +67,19 @@ organizations:
 
 
 class CapturingTopic:
-    """The raw topic's ``send``: keeps (key, value) and acknowledges at once."""
+    """The raw topic's ``send``: keeps (key, value), tells ``on_send`` (if any), and acknowledges at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_send=None) -> None:
         self.sent: list[tuple[bytes | None, bytes]] = []
+        self.on_send = on_send
 
     def get_topic_name(self) -> str:
         return "npsflow.responses.raw"
 
     async def send(self, key=None, value=None, **kw):
         self.sent.append((key, value))
+        if self.on_send is not None:
+            self.on_send(value)
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -116,7 +119,7 @@ class PublicHarness:
         settings = config.load({"NPSFLOW_HOME": str(tmp_path), "NPSFLOW_SECRET": SECRET})
         self.book = dispatch_book(settings, parse_programs(PROGRAMS))
         self.codec = avro.AvroCodec(registry_url="")
-        self.topic = CapturingTopic()
+        self.topic = CapturingTopic(on_send=self.answered)
         self.invitations = DictInvitations()
         self.stats = Stats()
         self.now = NOW
@@ -125,7 +128,9 @@ class PublicHarness:
         limits = Limits(page_rate=1e9, per_invitation=unlimited(), per_api_key=unlimited())
         desk = InvitationDesk(self.invitations, self.book, edit_window_seconds=3600)
         shared = (desk, writer, limits, Notices(self.stats), self.book, lambda: self.now, self.stats)
-        self.app = public_app(SurveyPages(*shared), ResponsesApi(*shared), allowed_hosts=HOSTS)
+        self.pages = SurveyPages(*shared)
+        self.pages.follow_up_wait = 0.05  # the state here changes only when a test changes it
+        self.app = public_app(self.pages, ResponsesApi(*shared), allowed_hosts=HOSTS)
         self.loop = asyncio.new_event_loop()
         self.server_log = ErrorCount()
         logging.getLogger("aiohttp").addHandler(self.server_log)
@@ -151,6 +156,23 @@ class PublicHarness:
     def sent(self) -> list[dict]:
         """Every raw response the listener sent, decoded."""
         return [self.codec.decode(value, expected=avro.RAW_RESPONSE) for _, value in self.topic.sent]
+
+    def answered(self, value: bytes) -> None:
+        """What the pipeline does with a page's answer, at once: the invitation's state holds it (as the deliver
+        agent's ``responded`` keeps it: latest version, first answer time) — the follow-up form completes it."""
+        from streams.responses import parse_timestamp, to_ms
+
+        raw = self.codec.decode(value, expected=avro.RAW_RESPONSE)
+        inv = self.invitations.by_id.get(raw.get("invitation_id") or "")
+        if inv is None or raw.get("source") != "web":  # (the API's answers to invitations: not the page's concern)
+            return
+        answered = parse_timestamp(raw["responded_at"], "responded_at")
+        v = to_ms(answered) * 1_000_000
+        if (inv.get("answer") or {}).get("v", -1) < v:
+            inv["answer"] = {"v": v, "score": raw["score"], "comment": raw.get("comment"),
+                             "follow_up": raw.get("follow_up")}
+        if not inv.get("resp"):
+            inv.update(resp=True, answered_at=to_ms(answered))
 
     def server_errors(self) -> int:
         """Errors aiohttp itself logged (e.g. "Unhandled exception" around a request): none is expected."""

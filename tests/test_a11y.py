@@ -214,7 +214,7 @@ class ServedHarness(PublicHarness):
         async def notice(request: web.Request) -> web.Response:
             locale = request.match_info["locale"]
             brand = branding(org, locale) if NOTICE_LOCALES.get(locale) else None
-            return notices.page(request.match_info["kind"], locale, brand)
+            return notices.page(request.match_info["kind"], request, locale, brand)
 
         async def branded(request: web.Request) -> web.Response:
             """The survey page (a score picked) or the promoter's thank-you page in BRANDS' colors, rendered by

@@ -8,6 +8,7 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 from html import unescape
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -102,6 +103,16 @@ def field(html: str, name: str) -> str | None:
     return unescape(m.group(1)) if m else None
 
 
+def state_has_answer(env, inv: str) -> bool:
+    """Whether the invitation's state holds an answer (a follow-up completes that answer), read from the worker's
+    internal invitation API (the survey page itself is rate limited per invitation)."""
+    from npsflow.reader import internal_headers
+
+    reply = requests.get(f"{env.internal_url}/api/v1/invitation/{inv}", headers=internal_headers(env.settings),
+                         timeout=30)
+    return reply.status_code == 200 and bool((reply.json().get("invitation") or {}).get("answer"))
+
+
 def answers(env) -> int:
     return env.stats().get("survey.answer.score", 0) + env.stats().get("survey.answer.follow_up", 0)
 
@@ -117,13 +128,20 @@ def test_answer_through_the_page_lands_in_clickhouse_with_the_invitations_segmen
     assert "default-src 'none'" in csp and "script-src 'nonce-" in csp and page.headers["Cache-Control"] == "no-store"
     assert not re.search(r'<(script|link|img)[^>]+(src|href)="https?://', page.text)  # no external assets
     token = csrf_of(page.text)
-    thanks = requests.post(url, data={"csrf": token, "score": "3", "comment": "Kom <script>alert(1)</script> sent"},
-                           timeout=30)
+    posted = requests.post(url, data={"csrf": token, "score": "3", "comment": "Kom <script>alert(1)</script> sent"},
+                           timeout=30, allow_redirects=False)
+    # POST → redirect → GET: the thank-you page has a URL of its own (bound to the link), so reload and Back never post
+    assert posted.status_code == 303 and posted.headers["Location"].startswith(urlsplit(url).path + "/thanks?a=")
+    thanks = requests.get(requests.compat.urljoin(url, posted.headers["Location"]), timeout=30)
     assert thanks.status_code == 200 and "Vad borde vi förbättra?" in thanks.text  # detractor follow-up (sv)
-    follow = requests.post(url, data={"csrf": csrf_of(thanks.text), "step": "follow_up", "score": field(thanks.text, "score"),
-                                      "comment": field(thanks.text, "comment") or "", "follow_up": "Ring innan ni kommer"},
-                           timeout=30)
-    assert follow.status_code == 200
+    assert "Du svarade 3." in thanks.text and 'id="change"' in thanks.text  # what was recorded, and "change"
+    assert requests.get(thanks.url, timeout=30).text.count("Du svarade 3.") == 1 and answers(env) == 1  # a reload
+    wait_for(lambda: state_has_answer(env, inv) or None, what="the answer to reach the invitation")  # (a person
+    # takes longer to write the follow-up)
+    follow = requests.post(url, data={"csrf": csrf_of(thanks.text), "step": "follow_up", "a": field(thanks.text, "a"),
+                                      "follow_up": "Ring innan ni kommer"}, timeout=30)
+    assert follow.status_code == 200 and "/thanks?a=" in follow.url and "Du svarade 3." in follow.text
+    assert 'name="follow_up"' not in follow.text  # done: no follow-up question any more
     report = wait_for(lambda: (lambda r: r if r["total"]["responses"] == 1 else None)(
         env.cli_json("report", "--by", "location,employee")), what="the response in ClickHouse")
     assert [(r["location"], r["employee"], r["detractors"]) for r in report["rows"]] == [("Espoo", "e-0", 1)]
@@ -137,9 +155,9 @@ def test_answer_through_the_page_lands_in_clickhouse_with_the_invitations_segmen
 
     # skipping the follow-up records nothing; the one-click link opened again shows the answer, submits nothing
     before = answers(env)
-    skip = requests.post(url, data={"csrf": csrf_of(thanks.text), "step": "follow_up", "score": "3", "skip": "1"},
-                         timeout=30)
-    assert skip.status_code == 200 and answers(env) == before
+    skip = requests.post(url, data={"csrf": csrf_of(thanks.text), "step": "follow_up", "a": field(thanks.text, "a"),
+                                    "skip": "1"}, timeout=30)
+    assert skip.status_code == 200 and "/thanks?a=" in skip.url and answers(env) == before
     wait_for(lambda: "Kom &lt;script&gt;" in requests.get(url, timeout=30).text or None, interval=2,
              what="the page to know the answer")
     again = requests.get(link(env, inv, score=10), timeout=30)
@@ -177,6 +195,11 @@ def test_refused_requests_write_nothing(env, tmp_path):
     for response, _ in cases:
         assert "Content-Security-Policy" in response.headers and "<html" in response.text.lower()
     assert answers(env) == 0 and env.stats().get("survey.csrf_refused") == 2
+    # a link that cannot be read names no invitation: the page speaks the browser's language (Accept-Language)
+    for accept, title in (("sv-SE,sv;q=0.9,en;q=0.8", "Länken är inte giltig"), ("de-DE,fi;q=0.5", "Linkki on "
+                          "virheellinen"), ("", "This link is not valid")):
+        invalid = requests.get(forged, headers={"Accept-Language": accept}, timeout=30)
+        assert invalid.status_code == 404 and f"<h1>{title}</h1>" in invalid.text
 
     # one invitation hammered: its own limit answers 429 (the client's is far from used up)
     hammered = [requests.post(other, data={"score": "9"}, timeout=30).status_code for _ in range(8)]
@@ -184,7 +207,7 @@ def test_refused_requests_write_nothing(env, tmp_path):
 
     # one answer and a change within the edit window (4 s); after it, "already answered" and nothing written
     started = time.monotonic()
-    assert requests.post(url, data={"csrf": token, "score": "10"}, timeout=30).status_code == 200
+    assert requests.post(url, data={"csrf": token, "score": "10"}, timeout=30).status_code == 200  # (redirected)
     assert requests.post(url, data={"csrf": token, "score": "9"}, timeout=30).status_code == 200  # an edit
     wait_for(lambda: env.stats().get("classify.joined", 0) >= 2 and time.monotonic() - started > 4.5, interval=0.5,
              what="the answers to reach classify and the edit window to pass")

@@ -4,6 +4,8 @@ invitation's segments. And the one-click link from an e-mail records the score b
 
 from __future__ import annotations
 
+from urllib.parse import urljoin
+
 import pytest
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.action_chains import ActionChains
@@ -12,7 +14,7 @@ from selenium.webdriver.common.keys import Keys
 
 from tests.e2e_helpers import wait_for
 from tests.fixtures_browser import page_text, wait_for_text
-from tests.test_e2e_survey import invite, link, survey_env
+from tests.test_e2e_survey import invite, link, state_has_answer, survey_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser]
 
@@ -45,7 +47,8 @@ def test_a_respondent_answers_in_the_browser(env, tmp_path, browser):
     browser.find_element(By.ID, "send").click()
     wait_for_text(browser, "Vad borde vi förbättra?")  # the detractors' follow-up
     assert no_alert(browser)  # the comment's script never ran
-    browser.find_element(By.ID, "follow_up").send_keys("Ring före besöket")
+    wait_for(lambda: state_has_answer(env, first) or None, what="the answer to reach the invitation")  # (a person
+    browser.find_element(By.ID, "follow_up").send_keys("Ring före besöket")  # takes longer to write the follow-up)
     browser.find_element(By.ID, "send").click()
     wait_for(lambda: "Vad borde vi förbättra?" not in page_text(browser), what="the follow-up to be sent")
 
@@ -101,3 +104,67 @@ def latest_answers(env) -> list[dict]:
         if r["response_id"] not in latest or r["version"] > latest[r["response_id"]]["version"]:
             latest[r["response_id"]] = r
     return sorted(latest.values(), key=lambda r: -r["version"])
+
+
+def answered_count(env) -> int:
+    return env.stats().get("survey.answer.score", 0) + env.stats().get("survey.answer.follow_up", 0)
+
+
+def test_reload_and_back_after_answering_never_post_again(env, tmp_path, browser):
+    """POST → redirect → GET (issue 16): the thank-you page has its own URL, so reload shows it again and Back
+    goes to a page that was fetched by GET — no "Confirm form resubmission", nothing recorded twice. The
+    one-click link says which score it recorded, and Back to it shows the form instead of sending again."""
+    env.start_worker()
+    first, second = invite(env, tmp_path, 2)
+    browser.get(link(env, first))
+    wait_for_text(browser, "Hur troligt är det att du skulle rekommendera Acme")
+    browser.find_element(By.ID, "score-4").click()
+    browser.find_element(By.ID, "send").click()
+    text = wait_for_text(browser, "Du svarade 4.")  # says what was recorded
+    assert "/thanks?a=" in browser.current_url and answered_count(env) == 1
+    browser.refresh()  # a GET: no resubmission prompt (it would be an alert or Chromium's ERR_CACHE_MISS page)
+    text = wait_for_text(browser, "Du svarade 4.")
+    assert no_alert(browser) and "ERR_CACHE_MISS" not in text and answered_count(env) == 1
+    change = browser.find_element(By.ID, "change")  # "change your answer" as a button-sized target
+    assert change.size["height"] >= 44 and change.size["width"] >= 44 and change.text == "Ändra ditt svar"
+
+    wait_for(lambda: state_has_answer(env, first) or None, what="the answer to reach the invitation")
+    browser.find_element(By.ID, "follow_up").send_keys("Ring före besöket")
+    browser.find_element(By.ID, "send").click()
+    wait_for(lambda: "Vad borde vi förbättra?" not in page_text(browser), what="the follow-up to be sent")
+    assert "/thanks?a=" in browser.current_url and answered_count(env) == 2
+    browser.back()  # the thank-you page before the follow-up, fetched again by GET
+    text = wait_for_text(browser, "Vad borde vi förbättra?")
+    assert no_alert(browser) and "ERR_CACHE_MISS" not in text and "Du svarade 4." in text
+    assert "/thanks?a=" in browser.current_url and answered_count(env) == 2
+
+    # the one-click link: records 10, the thank-you page says so; Back shows the form (nothing sent again)
+    browser.get(link(env, second, score=10))
+    wait_for_text(browser, "Du svarade 10.")
+    assert answered_count(env) == 3
+    browser.back()
+    wait_for(lambda: browser.find_element(By.ID, "score-10").is_displayed(), what="the form, shown after Back")
+    assert browser.find_element(By.ID, "score-10").is_selected() and "/thanks" not in browser.current_url
+    assert answered_count(env) == 3
+
+
+def test_an_unreadable_link_speaks_the_browsers_language_and_the_icon_loads(env, tmp_path, browser):
+    env.start_worker()
+    (inv,) = invite(env, tmp_path)
+    truncated = link(env, inv)[:-6]
+    agent = browser.execute_script("return navigator.userAgent")
+    try:
+        for accept, title in (("fi-FI,fi;q=0.9,en;q=0.8", "Linkki on virheellinen"),
+                              ("de-DE,da;q=0.7", "Linket er ikke gyldigt"), ("en-US", "This link is not valid")):
+            browser.execute_cdp_cmd("Emulation.setUserAgentOverride", {"userAgent": agent, "acceptLanguage": accept})
+            browser.get(truncated)
+            wait_for_text(browser, title)
+            assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == accept[:2].replace("de", "da")
+    finally:
+        browser.execute_cdp_cmd("Emulation.setUserAgentOverride", {"userAgent": agent, "acceptLanguage": "en-US"})
+    # /favicon.ico (browsers ask for it): an icon Chromium decodes, not a 404 in the console
+    browser.get(urljoin(truncated, "/favicon.ico"))
+    size = wait_for(lambda: browser.execute_script(
+        "const i = document.images[0]; return i && i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight]"
+        " : null"), what="the icon")
+    assert size == [16, 16]

@@ -26,7 +26,7 @@ from yarl import URL
 
 from streams.guards import csrf_token
 from tests.fuzzing import budget, hostile, markup_text, no_surrogates, web_text
-from tests.public_harness import API_KEY, BRAND, OTHER_KEY, PublicHarness, invitation
+from tests.public_harness import API_KEY, BRAND, NOW, OTHER_KEY, PublicHarness, invitation
 
 pytestmark = pytest.mark.fuzz
 
@@ -346,7 +346,24 @@ fields = st.fixed_dictionaries({}, optional={
     "comment": markup_text, "follow_up": markup_text,
     "step": st.sampled_from(["score", "follow_up", "", "other", "<step>"]),
     "skip": st.sampled_from(["1", "", "0"]),
+    "a": st.one_of(st.sampled_from(["valid", "unsaved", "other_invitation", "forged"]), web_text, hostile),
 })
+SAVED_MS = int(NOW.timestamp() * 1000) - 60_000  # when the answer a "valid" receipt names was written (in the state)
+SAVED = {"v": SAVED_MS * 1_000_000 + 17, "score": 6, "comment": "saved comment", "follow_up": None}
+
+
+def receipt_value(h: PublicHarness, spec: str) -> str:
+    from streams.guards import Receipt, receipt_token
+
+    if spec == "valid":
+        return receipt_token(h.book.secret, "inv-open", Receipt(6, SAVED_MS))
+    if spec == "unsaved":  # an answer newer than the state knows (still on its way through Kafka)
+        return receipt_token(h.book.secret, "inv-open", Receipt(6, SAVED_MS + 5000))
+    if spec == "other_invitation":
+        return receipt_token(h.book.secret, "inv-sv", Receipt(6, SAVED_MS))
+    if spec == "forged":
+        return receipt_token(b"not the secret", "inv-open", Receipt(6, SAVED_MS))
+    return spec
 
 
 def csrf_value(h: PublicHarness, spec) -> str:
@@ -386,12 +403,18 @@ def test_the_form_writes_exactly_the_valid_answers_and_escapes_everything(h, for
             post[name] = csrf_value(h, value)
         elif name in ("comment", "follow_up"):
             post[name] = marked(value)
+        elif name == "a":
+            post[name] = receipt_value(h, value)
         else:
             post[name] = value
     before = len(h.topic.sent)
-    status, html = page(h, "POST", h.token("inv-open"), data=urlencode(post).encode(),
-                        headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert status in {200, 400, 404}, (status, post)
+    h.invitations.by_id["inv-open"] = invitation("inv-open", resp=True, answered_at=SAVED_MS, answer=SAVED)
+    try:  # (a success is 303 to the thank-you page, which the client follows: 200)
+        status, html = page(h, "POST", h.token("inv-open"), data=urlencode(post).encode(),
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    finally:
+        h.invitations.by_id["inv-open"] = invitation("inv-open")
+    assert status in {200, 400, 404, 409}, (status, post)
     assert h.failures() == 0, post
     assert_no_raw(html, *post.values())
 
@@ -402,15 +425,49 @@ def test_the_form_writes_exactly_the_valid_answers_and_escapes_everything(h, for
     csrf_ok = post.get("csrf") in genuine
     score_text = post.get("score", "").strip()
     score_ok = score_text in {str(n) for n in range(11)} | {f"0{n}" for n in range(10)}
-    writes = step in ("score", "follow_up") and csrf_ok and score_ok and not (step == "follow_up" and post.get("skip"))
+    # a follow-up completes the answer its receipt names, as the invitation's state holds it (score, comment)
+    receipt_ok = form.get("a") == "valid"
+    if step == "score":
+        writes = csrf_ok and score_ok
+    else:
+        writes = step == "follow_up" and csrf_ok and receipt_ok and not post.get("skip")
     sent = h.sent()[before:]
     assert len(sent) == (1 if writes else 0), (post, status)
     comment = (post.get("comment") or "").strip()[:2000] or None
     if writes:
         (raw,) = sent
-        assert (raw["response_id"], raw["score"], raw["comment"], raw["source"]) == \
-            ("inv-open", int(score_text), comment, "web")
+        expected = (int(score_text), comment) if step == "score" else (SAVED["score"], SAVED["comment"])
+        assert (raw["response_id"], raw["score"], raw["comment"], raw["source"]) == ("inv-open", *expected, "web")
         if step == "follow_up":
             assert raw["follow_up"] == ((post.get("follow_up") or "").strip()[:2000] or None)
-    if comment and (status == 400 or (status == 200 and step == "score")):
+        assert status == 200 and f"Vastasit {expected[0]}." in html  # the thank-you page says what was recorded
+    if step == "follow_up" and csrf_ok and form.get("a") == "unsaved" and not post.get("skip"):
+        assert status == 409 and str(escape((post.get("follow_up") or "").strip()[:2000])) in html  # kept, escaped
+    if comment and (status == 400 and step == "score"):
         assert str(escape(comment)) in html  # re-rendered, escaped
+
+
+receipts = st.one_of(st.sampled_from(["valid", "unsaved", "other_invitation", "forged"]), web_text, hostile,
+                     markup_text.map(marked))
+
+
+@budget(150)
+@given(tokens, receipts, st.data())
+def test_the_thank_you_page_of_any_link_and_receipt_is_a_page_and_escapes_everything(h, kind, receipt, data):
+    token = make_token(h, kind, data)
+    a = receipt_value(h, receipt)
+    h.invitations.by_id["inv-open"] = invitation("inv-open", resp=True, answered_at=SAVED_MS, answer=SAVED)
+    try:
+        status, kind_, body = request(h, "GET", URL("/s/" + quote(token, safe="") + "/thanks", encoded=True)
+                                      .with_query(a=a), allow_redirects=False)
+    finally:
+        h.invitations.by_id["inv-open"] = invitation("inv-open")
+    assert status in {200, 303, 404, 409, 410}, (status, body[:300])
+    html = body.decode("utf-8", "replace")
+    assert_no_raw(html, token, a)
+    genuine = kind in ("valid", "one_click")
+    if genuine and receipt in ("valid", "unsaved"):
+        assert status == 200 and "Vastasit 6." in html and 'id="change"' in html  # what was recorded, changeable
+    elif genuine:  # no genuine receipt for this invitation: to the survey page, which says where it stands
+        assert status == 303
+    assert h.failures() == 0

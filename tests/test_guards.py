@@ -46,3 +46,24 @@ def test_api_keys_are_configured_by_hash_only():
     assert api_key_matches(key, ["sha256:" + "0" * 64, line])
     assert not api_key_matches(key + "x", [line]) and not api_key_matches(key, [])
     assert new_api_key()[0] != key
+
+
+def test_a_receipt_names_its_score_time_and_invitation_and_cannot_be_forged():
+    from streams.guards import Receipt, read_receipt, receipt_token
+
+    receipt = Receipt(score=3, at_ms=1_763_640_000_123, done=False)
+    token = receipt_token(SECRET, "inv-1", receipt)
+    assert token.startswith("3.1763640000123.0.")  # readable parts, then the MAC
+    assert read_receipt(SECRET, "inv-1", token) == receipt
+    assert read_receipt(SECRET, "inv-1", receipt_token(SECRET, "inv-1", Receipt(10, 5, True))) == Receipt(10, 5, True)
+    assert read_receipt(SECRET, "inv-2", token) is None  # bound to its invitation
+    assert read_receipt(b"another-secret-0000", "inv-1", token) is None
+    mac = token.rsplit(".", 1)[1]
+    for forged in (f"9.1763640000123.0.{mac}", f"3.1763640000124.0.{mac}", f"3.1763640000123.1.{mac}"):
+        assert read_receipt(SECRET, "inv-1", forged) is None  # every part is signed
+    # the CSRF token's MAC is another label: a CSRF token is never a receipt, nor the other way round
+    assert not csrf_valid(SECRET, "inv-1", token, NOW)
+    for bad in (None, "", "3.1.0", "3.1.0.x.y", "\u00b2.1.0.x", "3.1.2." + mac, token + "x", 7, "a" * 81):
+        assert read_receipt(SECRET, "inv-1", bad) is None
+    eleven = receipt_token(SECRET, "inv-1", Receipt(11, 1))  # signed, but no score of the scale
+    assert read_receipt(SECRET, "inv-1", eleven) is None

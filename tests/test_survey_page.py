@@ -171,18 +171,34 @@ def thanks(**over) -> str:
 def test_every_shipped_locale_has_every_page_text():
     assert set(PAGE_TEXTS) == set(SHIPPED_LOCALES)
     expected = {"submit", "optional", "comment_label", "pick_score", "saved", "change_answer", "follow_up_submit",
-                "skip", "review_button", "confirm_notice", "confirm_score", "close_page", "send_again"}
+                "skip", "review_button", "confirm_notice", "confirm_score", "close_page", "send_again",
+                "you_answered", "saving", "not_saved_yet"}
     expected |= {f"{kind}_{part}" for kind in MESSAGE_KINDS for part in ("title", "body")}
     assert set(PAGE_TEXT_KEYS) == expected
     for locale, table in PAGE_TEXTS.items():
         assert set(table) == expected, locale
         for key, value in table.items():
             assert isinstance(value, str) and value.strip() == value and value, (locale, key)
-            assert "{" not in value and "}" not in value, (locale, key)
+            assert ("{score}" in value) == (key in ("you_answered", "saving")), (locale, key)  # the one field
+            assert "{" not in value.replace("{score}", "") and "}" not in value.replace("{score}", ""), (locale, key)
     # really translated, not copies of English (the words that are the same in Danish/Norwegian aside)
     for locale in ("sv", "da", "fi", "nb"):
         for kind in MESSAGE_KINDS:
             assert PAGE_TEXTS[locale][f"{kind}_body"] != PAGE_TEXTS["en"][f"{kind}_body"], (locale, kind)
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("sv-SE,sv;q=0.9,en;q=0.8", "sv"),  # a Swedish browser
+    ("de-DE,de;q=0.9,fi;q=0.5,en;q=0.3", "fi"),  # German first: not shipped, the next one that is
+    ("en;q=0.5, nb", "nb"),  # q decides, not the order
+    ("da;q=0.8, sv;q=0.8", "da"),  # equal q: the header's order
+    ("no", "nb"), ("nb-NO", "nb"), ("FI", "fi"), ("sv_FI", "sv"),
+    ("fi;q=0, da", "da"),  # q=0: "not this one"
+    ("sv;q=abc, da;q=0.5", "da"),  # an unreadable q counts as 0
+    ("*", "en"), ("de, fr", "en"), ("", "en"), (None, "en"), (",,;q=1,", "en"),
+])
+def test_the_browsers_language_picks_the_page_language(header, expected):
+    assert sp.preferred_locale(header) == expected
 
 
 def test_page_texts_resolve_like_programs():
@@ -316,11 +332,15 @@ def test_no_script_unless_auto_submit_and_then_only_with_the_nonce():
     assert "<script" not in survey(auto_submit=True, preselected=None)  # nothing to submit
     html = survey(auto_submit=True, preselected=9)
     doc = parse(html)
-    scripts = doc.find_all("script")
-    assert len(scripts) == 1 and scripts[0].attrs == {"nonce": NONCE}
-    assert html.count("<script") == 1
-    assert 'getElementById("survey").submit()' in scripts[0].text()
-    assert doc.find("form").attrs["id"] == "survey"
+    scripts = doc.find_all("script")  # one in <head> hides the form before the first paint, one submits it
+    assert len(scripts) == 2 and all(s.attrs == {"nonce": NONCE} for s in scripts)
+    assert html.count("<script") == 2
+    assert doc.find("head") in scripts[0].ancestors() and 'classList.add("js")' in scripts[0].text()
+    assert 'getElementById("survey").submit()' in scripts[1].text() and "back_forward" in scripts[1].text()
+    assert doc.find("form").attrs["id"] == "survey" and doc.find("form").attrs["class"] == "auto"
+    saving = doc.find("p", role="status")  # what shows instead of the form while it submits itself
+    assert saving.text() == "Saving your answer: 9 …" and "saving" in saving.attrs["class"].split()
+    assert ".js #survey.auto{display:none}" in doc.find("style").text()
     noscript = doc.find("noscript")
     assert PAGE_TEXTS["en"]["confirm_notice"] in html
     confirm = [b for b in doc.find_all("button") if noscript in b.ancestors()]
@@ -442,7 +462,7 @@ def test_low_contrast_brand_colors_fall_back():
 def test_thanks_follow_up_question_per_category(programs, category, key):
     for org, program, locale, brand, strings in example_pages(programs):
         html = render_thanks(brand=brand, texts=strings, locale=locale, category=category, action="/s/t/f",
-                             csrf="c9", nonce=NONCE, review_url=brand["review_url"], score=4, comment="Slow")
+                             csrf="c9", nonce=NONCE, review_url=brand["review_url"], score=4, receipt="4.1.0.m")
         doc = parse(html)
         for chunk in visible_text_and_attrs(doc):
             assert "{" not in chunk and "}" not in chunk, (org.id, locale, chunk)
@@ -452,7 +472,7 @@ def test_thanks_follow_up_question_per_category(programs, category, key):
         form = doc.find("form")
         assert form.attrs["method"] == "post" and form.attrs["action"] == "/s/t/f"
         hidden = {i.attrs["name"]: i.attrs["value"] for i in doc.find_all("input", type="hidden")}
-        assert hidden == {"csrf": "c9", "step": "follow_up", "score": "4", "comment": "Slow"}
+        assert hidden == {"csrf": "c9", "step": "follow_up", "a": "4.1.0.m"}
         assert all(form in i.ancestors() for i in doc.find_all("input"))
         assert doc.find("textarea").attrs["name"] == "follow_up"
         buttons = doc.find_all("button")
@@ -481,16 +501,23 @@ def test_review_link_only_for_promoters_with_an_https_url():
         thanks(category="fan")
 
 
-def test_thanks_follow_up_form_carries_the_saved_answer():
-    doc = parse(thanks(score=10, comment='Great "crew" & <fast>\nthanks'))
+def test_thanks_says_the_score_and_its_follow_up_form_names_the_receipt():
+    doc = parse(thanks(score=10, receipt="10.1764000000000.0.mac", follow_up='Kept "text" & <b>'))
     hidden = {i.attrs["name"]: i.attrs["value"] for i in doc.find_all("input", type="hidden")}
-    assert hidden == {"csrf": "csrf-2", "step": "follow_up", "score": "10",
-                      "comment": 'Great "crew" & <fast>\nthanks'}
+    assert hidden == {"csrf": "csrf-2", "step": "follow_up", "a": "10.1764000000000.0.mac"}  # no score/comment
     assert doc.find("form").attrs["action"] == "/s/tok/follow-up"
     assert doc.find("textarea").attrs["maxlength"] == str(sp.COMMENT_MAX_CHARS)
-    # without the answer: only the csrf token and the step
+    assert textarea_value(doc.find("textarea")) == 'Kept "text" & <b>'  # prefilled (sent again), inert
+    assert doc.by_id("answered").text() == "You answered 10."
+    for locale, said in (("sv", "Du svarade 3."), ("fi", "Vastasit 3."), ("da", "Du svarede 3."),
+                         ("nb", "Du svarte 3.")):
+        assert parse(thanks(score=3, locale=locale, category="detractor")).by_id("answered").text() == said
+    doc = parse(thanks(errors=["not_saved_yet"]))  # errors: keys translated, on top, in an alert
+    assert doc.find("div", role="alert").text() == PAGE_TEXTS["en"]["not_saved_yet"]
+    # without a receipt or score: only the csrf token and the step, nothing said about a score
     doc = parse(thanks())
     assert {i.attrs["name"] for i in doc.find_all("input", type="hidden")} == {"csrf", "step"}
+    assert not doc.find_all("span", id="answered")
     for bad in (11, -1, True, "9"):
         with pytest.raises(ValueError):
             thanks(score=bad)
@@ -500,8 +527,9 @@ def test_thanks_after_follow_up_and_change_link():
     doc = parse(thanks(follow_up_done=True, category="detractor"))
     assert not doc.find_all("form") and not doc.find_all("textarea")
     assert PAGE_TEXTS["en"]["close_page"] in doc.text()
-    doc = parse(thanks(follow_up_done=True, change_url="/s/tok"))
-    assert doc.find("a", href="/s/tok").text() == PAGE_TEXTS["en"]["change_answer"]
+    doc = parse(thanks(follow_up_done=True, change_url="/s/tok?change=1"))
+    change = doc.find("a", href="/s/tok?change=1")
+    assert change.text() == PAGE_TEXTS["en"]["change_answer"] and "btn" in change.attrs["class"].split()
     assert doc.find("a", rel="noopener noreferrer").attrs["href"] == "https://g.page/r/example/review"
     assert PAGE_TEXTS["en"]["change_answer"] not in thanks() and 'href="/s/' not in thanks()
     with pytest.raises(ValueError):

@@ -6,6 +6,11 @@
   ``/healthz`` needs ``Authorization: Bearer <token>``, compared in constant time; else 401.
 * ``read_body``: a whole body however it arrives (split, chunked, no Content-Length), bounded; ``UnreadableBody``
   when it does not decode (a client error).
+* ``transport_policy(trusted)``: middleware: Cross-Origin-Opener-Policy on every reply, Strict-Transport-Security
+  when the request came over https (directly, or from a trusted proxy saying so in X-Forwarded-Proto), and
+  compression of replies of COMPRESS_MIN_BYTES or more for clients that accept it. (BREACH: no page reflects
+  input a third party controls next to a secret — the survey pages show only what the link's holder entered.)
+* ``favicon``: GET /favicon.ico, a neutral 16×16 icon (browsers ask for it; a 404 is a console error).
 * ``leftover_body``: middleware, outermost on both listeners; after a handler that did not read the whole body
   (a refusal, an undecodable or oversized body) it reads and drops the rest, bounded, and closes the connection
   after the reply when the rest cannot be read — instead of aiohttp's lingering read, which logged an "Unhandled
@@ -22,9 +27,10 @@ import asyncio
 import hmac
 import json
 import logging
+import struct
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 from uuid import UUID
 
 from aiohttp import web
@@ -32,7 +38,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from yarl import URL
 
-UNGUARDED_PATHS = frozenset({"/healthz", "/readyz"})  # /readyz: web.health
+UNGUARDED_PATHS = frozenset({"/healthz", "/readyz", "/favicon.ico"})  # /readyz: web.health
 LEFTOVER_BYTES = 1024 * 1024  # what leftover_body reads and drops after a reply at most (then: close)
 LEFTOVER_SECONDS = 10.0  # … and how long it waits for it (aiohttp's lingering time)
 
@@ -130,6 +136,67 @@ def bearer_guard(token: str | None):
         return await handler(request)
 
     return guard
+
+
+COMPRESS_MIN_BYTES = 1024  # smaller replies gain little and cost a compressor each
+HSTS = "max-age=31536000"  # a year; no includeSubDomains: the operator's domain is not ours to decide for
+
+
+def served_over_https(request: web.Request, trusted: Callable[[str], bool] | None = None) -> bool:
+    """Whether the client reached us over https: a TLS listener, or a trusted proxy's X-Forwarded-Proto."""
+    if request.secure:
+        return True
+    proto = request.headers.get("X-Forwarded-Proto")
+    return bool(proto and trusted and trusted(request.remote or "")
+                and proto.split(",")[-1].strip().lower() == "https")
+
+
+def transport_policy(trusted: Callable[[str], bool] | None = None):
+    """aiohttp middleware: COOP, HSTS over https, compression (see the module doc); ``trusted(peer)`` tells
+    whether a peer is a reverse proxy whose X-Forwarded-Proto counts."""
+
+    @web.middleware
+    async def policy(request: web.Request, handler):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # aiohttp's own replies (404, 405 …) carry the headers too
+            _secure_headers(exc, request, trusted)
+            raise
+        _secure_headers(response, request, trusted)
+        body = response.body if isinstance(response, web.Response) else None
+        if isinstance(body, bytes) and len(body) >= COMPRESS_MIN_BYTES and "Content-Encoding" not in response.headers:
+            response.enable_compression()
+        return response
+
+    return policy
+
+
+def _secure_headers(response: web.StreamResponse, request: web.Request, trusted) -> None:
+    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if served_over_https(request, trusted):
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+
+
+def _icon(size: int = 16, rgb: tuple[int, int, int] = (0x5F, 0x6B, 0x7A)) -> bytes:
+    """A ``size``² ICO (32-bit BMP): a neutral grey disc on transparent ground — no organization's brand."""
+    pixels = bytearray()
+    centre, radius = (size - 1) / 2, size / 2 - 0.5
+    for y in range(size - 1, -1, -1):  # BMP rows bottom-up
+        for x in range(size):
+            inside = (x - centre) ** 2 + (y - centre) ** 2 <= radius ** 2
+            pixels += bytes((rgb[2], rgb[1], rgb[0], 255 if inside else 0))
+    mask = bytes(((size + 31) // 32) * 4 * size)  # the AND mask: all zero, the alpha channel decides
+    info = struct.pack("<IiiHHIIiiII", 40, size, size * 2, 1, 32, 0, len(pixels) + len(mask), 0, 0, 0, 0)
+    image = info + bytes(pixels) + mask
+    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", size, size, 0, 0, 1, 32, len(image), 22) + image
+
+
+FAVICON = _icon()
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(body=FAVICON, content_type="image/x-icon",
+                        headers={"Cache-Control": "public, max-age=604800"})
 
 
 def _default(value: Any):

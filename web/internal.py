@@ -46,8 +46,8 @@ from aiohttp import web
 from sinks import casebook, erasure, queries, terms
 from streams.cases import COMMANDS, CommandRefused, command_for
 from streams.responses import Rejected, parse_timestamp
-from web.common import (bearer_guard, healthz, host_guard, html_reply, json_reply, leftover_body,
-                        quiet_client_errors)
+from web.common import (bearer_guard, favicon, healthz, host_guard, html_reply, json_reply, leftover_body,
+                        quiet_client_errors, transport_policy)
 from web.dashboard import content_security_policy, dashboard_words, render_dashboard
 
 log = logging.getLogger("npsflow.web")
@@ -393,9 +393,10 @@ def internal_app(api: InternalApi, *, allowed_hosts: frozenset[str], token: str 
     """The aiohttp application of the internal listener: the host guard first, then the optional token.
     ``readyz``: the handler of GET /readyz (web.health.Readiness.handle)."""
     quiet_client_errors()
-    app = web.Application(middlewares=[leftover_body(), host_guard(allowed_hosts), bearer_guard(token),
-                                       store_unavailable])
+    app = web.Application(middlewares=[leftover_body(), transport_policy(), host_guard(allowed_hosts),
+                                       bearer_guard(token), store_unavailable])
     app.add_routes(api.routes())
+    app.add_routes([web.get("/favicon.ico", favicon)])
     if readyz is not None:
         app.add_routes([web.get("/readyz", readyz)])
     return app

@@ -3,12 +3,21 @@
 GET  /s/{token}           the survey page of the invitation the signed token names, branded and in its locale; a
                           one-click score link (from the e-mail) preselects the score and submits it at once —
                           by a tiny inline script, so mail scanners that prefetch links record nothing
-POST /s/{token}           step "score": score 0–10 + optional comment → a raw response → the thank-you page with
-                          the category's follow-up question; step "follow_up": its answer (a new version)
+POST /s/{token}           step "score": score 0–10 + optional comment → a raw response → 303 to the thank-you
+                          page; step "follow_up": its answer (a new version of the answer the form's receipt
+                          names) or "skip" → 303 to the thank-you page, done
+GET  /s/{token}/thanks    ?a=<signed receipt>: "you answered 3", a change button, the category's follow-up
+                          question (POST → redirect → GET: Back, reload and bookmarks never post again)
+GET  /favicon.ico         a neutral icon (browsers ask for it)
 POST /api/v1/responses    a JSON batch of responses collected elsewhere, per-organization API keys
                           (``Authorization: Bearer <key>``), per-record validation results in the reply
 GET  /healthz             liveness
 GET  /readyz              readiness in the worker's role (web.health)
+
+Every reply carries Cross-Origin-Opener-Policy, HSTS when served over https (directly, or behind a trusted proxy
+that says so in X-Forwarded-Proto), and is compressed when large and the client accepts it (web.common.
+transport_policy). Pages without an invitation to take the language from (an invalid or truncated link) speak
+the browser's language (Accept-Language) among the shipped ones.
 
 Every other path is 404 here (the read APIs and the dashboard are on the internal listener, ``web.internal``).
 
@@ -29,6 +38,7 @@ invitations, with their texts), ``AnswerWriter`` (raw responses to Kafka), ``Not
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import json
@@ -45,13 +55,14 @@ from aiohttp import web
 from npsflow.ingest import MAX_JSON_DEPTH, TOO_DEEP, json_depth, response_key, to_raw_response
 from schemas import codec as avro
 from streams import links
-from streams.guards import RateLimiter, api_key_matches, csrf_token, csrf_valid
+from streams.guards import (Receipt, RateLimiter, api_key_matches, csrf_token, csrf_valid, read_receipt,
+                            receipt_token)
 from streams.nps import classify
-from streams.responses import Rejected, validate
+from streams.responses import Rejected, to_ms, validate
 from web import survey_page as page
 from web.invitations import InvitationSource, LocalInvitations, RoutedInvitations
-from web.common import (UnreadableBody, healthz, host_guard, html_reply, json_reply, leftover_body,
-                        quiet_client_errors, read_body)
+from web.common import (UnreadableBody, favicon, healthz, host_guard, html_reply, json_reply, leftover_body,
+                        quiet_client_errors, read_body, transport_policy)
 
 log = logging.getLogger("npsflow.survey")
 
@@ -169,8 +180,11 @@ class Notices:
     def __init__(self, stats) -> None:
         self.stats = stats
 
-    def page(self, kind: str, locale: str = "en", brand: dict | None = None,
+    def page(self, kind: str, request: web.Request, locale: str | None = None, brand: dict | None = None,
              headers: dict | None = None) -> web.Response:
+        """The ``kind`` page in ``locale`` (the invitation's); without one, in the language the browser prefers
+        among the shipped ones (Accept-Language): a link that cannot be read names no invitation."""
+        locale = locale or page.preferred_locale(request.headers.get("Accept-Language"))
         nonce = secrets.token_urlsafe(12)
         body = page.render_message(kind=kind, locale=locale, brand=brand, nonce=nonce)
         self.stats.inc(f"survey.page.{kind}")
@@ -188,7 +202,7 @@ def guarded(handler: Callable) -> Callable:
             return await handler(self, request)
         except Exception:
             log.exception("survey: %s %s failed", request.method, request.path.split("/")[1] if request.path else "")
-            return self.notices.page("unavailable")
+            return self.notices.page("unavailable", request)
 
     return wrapper
 
@@ -203,6 +217,7 @@ class Form:
     follow_up: str | None
     score_text: str
     skip: bool
+    receipt: str | None = None
 
     @classmethod
     def parse(cls, raw: bytes) -> "Form":
@@ -210,7 +225,8 @@ class Form:
         return cls(step=fields.get("step") or "score", csrf=fields.get("csrf"),
                    comment=(fields.get("comment") or "").strip()[:MAX_FORM_TEXT] or None,
                    follow_up=(fields.get("follow_up") or "").strip()[:MAX_FORM_TEXT] or None,
-                   score_text=(fields.get("score") or "").strip(), skip=bool(fields.get("skip")))
+                   score_text=(fields.get("score") or "").strip(), skip=bool(fields.get("skip")),
+                   receipt=fields.get("a"))
 
     @property
     def score(self) -> int | None:
@@ -226,17 +242,29 @@ def own_path(request: web.Request) -> str:
     return f"/s/{request.match_info['token']}"
 
 
+FOLLOW_UP_WAIT = 5.0  # seconds a follow-up waits for the answer it completes to reach the invitation's state
+
+
 class SurveyPages:
-    """GET and POST /s/{token}."""
+    """GET and POST /s/{token}, GET /s/{token}/thanks.
+
+    POST → redirect → GET: a recorded answer is answered with 303 to the thank-you page, whose URL carries a
+    signed receipt (streams.guards.Receipt: the score and when it was written), so Back, reload and bookmarks
+    never post again. The follow-up form names that receipt; the follow-up is written as a new version of the
+    recorded answer (its score and comment as the invitation's state holds them, waited for up to FOLLOW_UP_WAIT
+    — the answer travels through Kafka and the classify agent first)."""
 
     def __init__(self, desk: InvitationDesk, writer: AnswerWriter, limits: Limits, notices: Notices, book, clock,
                  stats) -> None:
         self.desk, self.writer, self.limits, self.notices = desk, writer, limits, notices
         self.book, self.clock, self.stats = book, clock, stats
+        self.follow_up_wait = FOLLOW_UP_WAIT
 
-    def limited(self, request: web.Request, inv_id: str | None) -> web.Response | None:
+    def limited(self, request: web.Request, inv_id: str | None, locale: str | None = None,
+                brand: dict | None = None) -> web.Response | None:
         wait = self.limits.page_wait(request, inv_id)
-        return None if wait is None else self.notices.page("rate_limited", headers={"Retry-After": str(wait)})
+        return None if wait is None else self.notices.page("rate_limited", request, locale, brand,
+                                                            headers={"Retry-After": str(wait)})
 
     async def refused_token(self, request: web.Request, exc: links.InvalidToken) -> web.Response:
         kind = "expired" if exc.reason == links.EXPIRED else "invalid"
@@ -244,8 +272,9 @@ class SurveyPages:
             found, _ = await self.desk.lookup(exc.invitation_id)
             if found:
                 inv, _org, _words, brand = found
-                return self.limited(request, exc.invitation_id) or self.notices.page(kind, inv["locale"], brand)
-        return self.limited(request, None) or self.notices.page(kind)
+                return self.limited(request, exc.invitation_id) or self.notices.page(kind, request, inv["locale"],
+                                                                                     brand)
+        return self.limited(request, None) or self.notices.page(kind, request)
 
     async def admit(self, request: web.Request):
         """(claims, None) for a genuine, unexpired link within the rate limits; else (None, the refusal page)."""
@@ -255,15 +284,15 @@ class SurveyPages:
             return None, await self.refused_token(request, exc)
         return claims, self.limited(request, claims.invitation_id)
 
-    async def open_invitation(self, inv_id: str, now: datetime):
+    async def open_invitation(self, request: web.Request, inv_id: str, now: datetime, *, closed_ok: bool = False):
         """((invitation, org, texts, branding), None), or (None, the notice page): unknown, unavailable now (its
-        holder unreachable or moving), or answered and past its edit window."""
+        holder unreachable or moving), or — unless ``closed_ok`` — answered and past its edit window."""
         found, problem = await self.desk.lookup(inv_id)
         if problem:
-            return None, self.notices.page(problem)
+            return None, self.notices.page(problem, request)
         inv, _org, _words, brand = found
-        if self.desk.closed(inv, now):
-            return None, self.notices.page("answered", inv["locale"], brand)
+        if not closed_ok and self.desk.closed(inv, now):
+            return None, self.notices.page("answered", request, inv["locale"], brand)
         return found, None
 
     def survey_html(self, request: web.Request, found, now: datetime, *, preselected=None, comment: str = "",
@@ -276,78 +305,141 @@ class SurveyPages:
                                   saved=bool(inv.get("resp")) and not errors)
         return html_reply(html, status=status, headers=security_headers(nonce, brand.get("logo_url")))
 
+    def thanks_html(self, request: web.Request, found, now: datetime, receipt: Receipt, *, score: int,
+                    open_: bool = True, follow_up: str = "", errors=(), status: int = 200) -> web.Response:
+        """The thank-you page of ``receipt`` showing ``score``; ``open_``: the answer may still change (the
+        change button and, unless the receipt is done, the follow-up form)."""
+        inv, org, words, brand = found
+        category = classify(score).value
+        nonce = secrets.token_urlsafe(12)
+        html = page.render_thanks(
+            brand=brand, texts=words, locale=inv["locale"], category=category, action=own_path(request),
+            csrf=csrf_token(self.book.secret, inv["inv"], now), nonce=nonce,
+            review_url=org.review_url if category == "promoter" else None,
+            follow_up_done=receipt.done or not open_, change_url=f"{own_path(request)}?change=1" if open_ else None,
+            score=score, receipt=receipt_token(self.book.secret, inv["inv"], receipt), follow_up=follow_up,
+            errors=list(errors))
+        return html_reply(html, status=status, headers=security_headers(nonce, brand.get("logo_url")))
+
+    def to_thanks(self, request: web.Request, inv: dict, receipt: Receipt) -> web.Response:
+        """303 to the thank-you page of ``receipt``."""
+        location = f"{own_path(request)}/thanks?a={receipt_token(self.book.secret, inv['inv'], receipt)}"
+        return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
     @guarded
     async def get(self, request: web.Request) -> web.Response:
         claims, refused = await self.admit(request)
         if refused:
             return refused
         now = self.clock()
-        found, refused = await self.open_invitation(claims.invitation_id, now)
+        found, refused = await self.open_invitation(request, claims.invitation_id, now)
         if refused:
             return refused
         inv = found[0]
         previous = inv.get("answer") or {}
         answered = bool(inv.get("resp"))
-        one_click = claims.score is not None and not answered
+        # a one-click link submits itself once; opened again, from "change", or Back, it is the form to change
+        one_click = claims.score is not None and not answered and "change" not in request.query
         self.stats.inc("survey.page.shown")
-        # a one-click link submits itself once; opened again (or Back), it shows the answer to change
         return self.survey_html(request, found, now, preselected=claims.score if one_click else previous.get("score"),
                                 comment=previous.get("comment") or "", auto_submit=one_click)
 
     @guarded
+    async def thanks(self, request: web.Request) -> web.Response:
+        """GET /s/{token}/thanks?a=<receipt>: what was recorded (the receipt's score, or a later answer's), the
+        change button while the edit window is open, the follow-up form until it was answered or skipped."""
+        claims, refused = await self.admit(request)
+        if refused:
+            return refused
+        now = self.clock()
+        found, refused = await self.open_invitation(request, claims.invitation_id, now, closed_ok=True)
+        if refused:
+            return refused
+        inv = found[0]
+        receipt = read_receipt(self.book.secret, inv["inv"], request.query.get("a"))
+        if receipt is None:  # no (genuine) receipt: the survey page says where the invitation stands
+            return web.Response(status=303, headers={"Location": own_path(request), "Cache-Control": "no-store"})
+        latest = inv.get("answer") or {}
+        newer = latest.get("score") is not None and (latest.get("v") or 0) // 1_000_000 > receipt.at_ms
+        self.stats.inc("survey.page.thanks")
+        return self.thanks_html(request, found, now, receipt, score=latest["score"] if newer else receipt.score,
+                                open_=not self.desk.closed(inv, now))
+
+    @guarded
     async def post(self, request: web.Request) -> web.Response:
         if (request.content_length or 0) > MAX_FORM_BYTES:
-            return self.notices.page("too_large")
+            return self.notices.page("too_large", request)
         claims, refused = await self.admit(request)
         if refused:
             return refused
         try:
             raw = await read_body(request, MAX_FORM_BYTES)
         except UnreadableBody:  # no browser sends that: nothing to say but "not valid"
-            return self.notices.page("invalid")
+            return self.notices.page("invalid", request)
         if raw is None:
-            return self.notices.page("too_large")
+            return self.notices.page("too_large", request)
         form, now = Form.parse(raw), self.clock()
-        found, refused = await self.open_invitation(claims.invitation_id, now)
+        found, refused = await self.open_invitation(request, claims.invitation_id, now)
         if refused:
             return refused
         inv, _org, _words, brand = found
         if form.step not in ("score", "follow_up"):
-            return self.notices.page("invalid", inv["locale"], brand)
+            return self.notices.page("invalid", request, inv["locale"], brand)
         if not csrf_valid(self.book.secret, inv["inv"], form.csrf, now):
             self.stats.inc("survey.csrf_refused")
             if form.csrf is None or form.step != "score":
-                return self.notices.page("invalid", inv["locale"], brand)
+                return self.notices.page("invalid", request, inv["locale"], brand)
             # a page left open too long: the same form again, filled in, with a fresh token — nothing written
             return self.survey_html(request, found, now, preselected=form.score, comment=form.comment or "",
                                     errors=["send_again"], status=400)
+        if form.step == "follow_up":
+            return await self.follow_up(request, found, form, now)
         if form.score is None:
             return self.survey_html(request, found, now, comment=form.comment or "", errors=["pick_score"],
                                     status=400)
-        return await self.record(request, found, form, now)
+        follow_up = (inv.get("answer") or {}).get("follow_up")  # changing the score keeps an earlier follow-up
+        return await self.record(request, found, form.score, form.comment, follow_up, now, "score")
 
-    async def record(self, request: web.Request, found, form: Form, now: datetime) -> web.Response:
-        """A checked form: write the answer (unless the follow-up was skipped), then the thank-you page."""
-        inv, org, words, brand = found
-        follow_up = form.follow_up
-        if form.step == "score":  # changing the score keeps an earlier follow-up answer
-            follow_up = (inv.get("answer") or {}).get("follow_up")
-        if not (form.step == "follow_up" and form.skip):
-            try:
-                await self.writer.page_answer(inv, form.score, form.comment, follow_up, now)
-            except Exception:
-                log.exception("survey: could not record the answer of invitation %s", inv["inv"])
-                return self.notices.page("unavailable", inv["locale"], brand)
-            self.stats.inc(f"survey.answer.{form.step}")
-            log.info("survey: invitation %s answered (%s)", inv["inv"], form.step)
-        category = classify(form.score).value
-        nonce = secrets.token_urlsafe(12)
-        html = page.render_thanks(brand=brand, texts=words, locale=inv["locale"], category=category,
-                                  action=own_path(request), csrf=csrf_token(self.book.secret, inv["inv"], now),
-                                  nonce=nonce, review_url=org.review_url if category == "promoter" else None,
-                                  follow_up_done=form.step == "follow_up", change_url=own_path(request),
-                                  score=form.score, comment=form.comment or "")
-        return html_reply(html, headers=security_headers(nonce, brand.get("logo_url")))
+    async def follow_up(self, request: web.Request, found, form: "Form", now: datetime) -> web.Response:
+        """The follow-up form: skipped (nothing written), or written as a new version of the answer it completes."""
+        inv, _org, _words, brand = found
+        receipt = read_receipt(self.book.secret, inv["inv"], form.receipt)
+        if receipt is None:
+            return self.notices.page("invalid", request, inv["locale"], brand)
+        if form.skip:
+            return self.to_thanks(request, inv, Receipt(receipt.score, receipt.at_ms, done=True))
+        answer = await self.recorded_answer(inv["inv"], receipt)
+        if answer is None:  # not in the state yet: the form again, filled in — nothing written
+            self.stats.inc("survey.follow_up_early")
+            return self.thanks_html(request, found, now, receipt, score=receipt.score, follow_up=form.follow_up or "",
+                                    errors=["not_saved_yet"], status=409)
+        return await self.record(request, found, answer["score"], answer.get("comment"), form.follow_up, now,
+                                 "follow_up")
+
+    async def recorded_answer(self, inv_id: str, receipt: Receipt) -> dict | None:
+        """The invitation's latest answer once it is the receipt's or later (waits up to FOLLOW_UP_WAIT), or None."""
+        deadline = time.monotonic() + self.follow_up_wait
+        while True:
+            inv, _ = await self.desk.fetch(inv_id)
+            answer = (inv or {}).get("answer") or {}
+            if answer.get("score") is not None and (answer.get("v") or 0) // 1_000_000 >= receipt.at_ms:
+                return answer
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(0.1)
+
+    async def record(self, request: web.Request, found, score: int, comment: str | None, follow_up: str | None,
+                     now: datetime, step: str) -> web.Response:
+        """Writes the answer (in Kafka when this returns), then 303 to its thank-you page."""
+        inv, _org, _words, brand = found
+        try:
+            await self.writer.page_answer(inv, score, comment, follow_up, now)
+        except Exception:
+            log.exception("survey: could not record the answer of invitation %s", inv["inv"])
+            return self.notices.page("unavailable", request, inv["locale"], brand)
+        self.stats.inc(f"survey.answer.{step}")
+        log.info("survey: invitation %s answered (%s)", inv["inv"], step)
+        return self.to_thanks(request, inv, Receipt(score, to_ms(now), done=step == "follow_up"))
 
 
 class ApiRefusal(Exception):
@@ -500,9 +592,12 @@ def public_app(pages: SurveyPages, api: ResponsesApi, *, allowed_hosts: frozense
     """The aiohttp application of the public listener: exactly these routes, behind the host guard. ``readyz``:
     the handler of GET /readyz (web.health.Readiness.handle)."""
     quiet_client_errors()
-    app = web.Application(middlewares=[leftover_body(), host_guard(allowed_hosts)])
+    app = web.Application(middlewares=[leftover_body(), transport_policy(pages.limits.trusted),
+                                       host_guard(allowed_hosts)])
     app.add_routes([web.get("/s/{token}", pages.get), web.post("/s/{token}", pages.post),
-                    web.post("/api/v1/responses", api.post), web.get("/healthz", healthz)])
+                    web.get("/s/{token}/thanks", pages.thanks),
+                    web.post("/api/v1/responses", api.post), web.get("/healthz", healthz),
+                    web.get("/favicon.ico", favicon)])
     if readyz is not None:
         app.add_routes([web.get("/readyz", readyz)])
     return app

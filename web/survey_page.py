@@ -60,6 +60,7 @@ from streams.responses import MAX_COMMENT_CHARS
 __all__ = [
     "CATEGORIES", "COMMENT_MAX_CHARS", "DEFAULT_PALETTE", "MESSAGE_KINDS", "MESSAGE_STATUS", "PAGE_TEXTS",
     "PAGE_TEXT_KEYS", "content_security_policy", "contrast_ratio", "page_locale", "page_texts", "palette",
+    "preferred_locale",
     "relative_luminance", "render_message", "render_survey", "render_thanks",
 ]
 
@@ -85,6 +86,9 @@ PAGE_TEXTS: dict[str, dict[str, str]] = {
         "send_again": "This page was open for a long time. Please send your answer again.",
         "saved": "Your answer has been saved.",
         "change_answer": "Change your answer",
+        "you_answered": "You answered {score}.",
+        "saving": "Saving your answer: {score} …",
+        "not_saved_yet": "Your answer is still being saved. Please send this again in a moment.",
         "follow_up_submit": "Send",
         "skip": "Skip",
         "review_button": "Write a review",
@@ -112,6 +116,9 @@ PAGE_TEXTS: dict[str, dict[str, str]] = {
         "send_again": "Sidan har varit öppen länge. Skicka ditt svar igen.",
         "saved": "Ditt svar har sparats.",
         "change_answer": "Ändra ditt svar",
+        "you_answered": "Du svarade {score}.",
+        "saving": "Ditt svar sparas: {score} …",
+        "not_saved_yet": "Ditt svar håller fortfarande på att sparas. Skicka igen om en liten stund.",
         "follow_up_submit": "Skicka",
         "skip": "Hoppa över",
         "review_button": "Skriv ett omdöme",
@@ -139,6 +146,9 @@ PAGE_TEXTS: dict[str, dict[str, str]] = {
         "send_again": "Siden har været åben længe. Send venligst dit svar igen.",
         "saved": "Dit svar er gemt.",
         "change_answer": "Ret dit svar",
+        "you_answered": "Du svarede {score}.",
+        "saving": "Dit svar gemmes: {score} …",
+        "not_saved_yet": "Dit svar er stadig ved at blive gemt. Send igen om et øjeblik.",
         "follow_up_submit": "Send",
         "skip": "Spring over",
         "review_button": "Skriv en anmeldelse",
@@ -166,6 +176,9 @@ PAGE_TEXTS: dict[str, dict[str, str]] = {
         "send_again": "Sivu oli auki pitkään. Lähetä vastauksesi uudelleen.",
         "saved": "Vastauksesi on tallennettu.",
         "change_answer": "Muuta vastaustasi",
+        "you_answered": "Vastasit {score}.",
+        "saving": "Vastaustasi tallennetaan: {score} …",
+        "not_saved_yet": "Vastaustasi tallennetaan vielä. Lähetä uudelleen hetken kuluttua.",
         "follow_up_submit": "Lähetä",
         "skip": "Ohita",
         "review_button": "Kirjoita arvostelu",
@@ -193,6 +206,9 @@ PAGE_TEXTS: dict[str, dict[str, str]] = {
         "send_again": "Siden har vært åpen lenge. Send svaret ditt på nytt.",
         "saved": "Svaret ditt er lagret.",
         "change_answer": "Endre svaret ditt",
+        "you_answered": "Du svarte {score}.",
+        "saving": "Svaret ditt lagres: {score} …",
+        "not_saved_yet": "Svaret ditt lagres fortsatt. Send igjen om et øyeblikk.",
         "follow_up_submit": "Send",
         "skip": "Hopp over",
         "review_button": "Skriv en anmeldelse",
@@ -225,6 +241,34 @@ def page_locale(locale: str | None) -> str:
             if candidate in PAGE_TEXTS:
                 return candidate
     return "en"
+
+
+def _shipped(tag: str) -> str | None:
+    """The shipped chrome locale a language tag names (``sv-SE`` → sv, ``no`` → nb), else None."""
+    lang = tag.strip().replace("_", "-").split("-", 1)[0].lower()
+    lang = LOCALE_ALIASES.get(lang, lang)
+    return lang if lang in PAGE_TEXTS else None
+
+
+def preferred_locale(accept_language: str | None) -> str:
+    """The shipped chrome locale a browser prefers (its ``Accept-Language``: tags with q-values, RFC 9110 §12.5.4),
+    for pages that cannot know the invitation's language (an invalid or truncated link); en when none is shipped.
+    Equal q-values keep the header's order; q=0 means "not this one"."""
+    ranked = []
+    for position, item in enumerate((accept_language or "")[:1000].split(",")):
+        tag, _, params = item.partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        shipped = _shipped(tag) if tag.strip() not in ("", "*") else None
+        if shipped and q > 0:
+            ranked.append((-q, position, shipped))
+    return min(ranked)[2] if ranked else "en"
 
 
 def page_texts(locale: str | None) -> dict[str, str]:
@@ -382,22 +426,26 @@ def render_survey(*, brand: Mapping[str, Any], texts: Mapping[str, Any], locale:
     if isinstance(errors, str):
         errors = [errors]
     shown_errors = [p.get(e, e) if isinstance(e, str) else str(e) for e in errors]
+    auto = bool(auto_submit) and preselected is not None
     return _render(
         "survey.html.j2", brand=brand, locale=locale, nonce=nonce,
         title=t["subject"],
         t=t, comment_label=comment_label, action=_target(action, "action"), csrf=str(csrf),
-        preselected=preselected, comment=str(comment or ""), auto=bool(auto_submit) and preselected is not None,
+        preselected=preselected, comment=str(comment or ""), auto=auto,
+        saving=p["saving"].replace("{score}", str(preselected)) if auto else "",
         errors=[e for e in shown_errors if e], saved=bool(saved))
 
 
 def render_thanks(*, brand: Mapping[str, Any], texts: Mapping[str, Any], locale: str, category: str, action: str,
                   csrf: str, nonce: str, review_url: str | None, follow_up_done: bool = False,
-                  change_url: str | None = None, score: int | None = None, comment: str = "") -> str:
-    """The thank-you page: unless ``follow_up_done``, a follow-up question (detractor_follow_up for detractors
-    and passives, promoter_follow_up for promoters) posted to ``action`` as ``follow_up`` (or ``skip=1``);
-    for promoters with an https ``review_url``, the review invitation and a link to it; a "change your
-    answer" link when ``change_url`` is given. ``score``/``comment`` (the answer just saved) ride along in the
-    follow-up form as hidden fields."""
+                  change_url: str | None = None, score: int | None = None, receipt: str | None = None,
+                  follow_up: str = "", errors: Iterable[str] = ()) -> str:
+    """The thank-you page: "your answer has been saved", the ``score`` recorded ("You answered 3."), a "change your
+    answer" button when ``change_url`` is given; unless ``follow_up_done``, a follow-up question
+    (detractor_follow_up for detractors and passives, promoter_follow_up for promoters) posted to ``action`` as
+    ``follow_up`` (or ``skip=1``), with the ``receipt`` of the answer it completes as a hidden field ``a`` and
+    ``follow_up`` prefilled; ``errors`` (PAGE_TEXTS keys or texts) on top in role="alert"; for promoters with an
+    https ``review_url``, the review invitation and a link to it."""
     category = category.value if isinstance(category, Enum) else category
     if category not in CATEGORIES:
         raise ValueError(f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
@@ -408,12 +456,16 @@ def render_thanks(*, brand: Mapping[str, Any], texts: Mapping[str, Any], locale:
     review = safe_http_url(review_url) if category == "promoter" else None
     if review is not None and urlsplit(review).scheme != "https":
         review = None
+    p = page_texts(locale)
+    errors = [errors] if isinstance(errors, str) else errors
     return _render(
         "thanks.html.j2", brand=brand, locale=locale, nonce=nonce, title=_title(t["thank_you"], b["name"]),
         t=t, follow_up_label=t["promoter_follow_up" if category == "promoter" else "detractor_follow_up"],
         action=_target(action, "action"), csrf=str(csrf), follow_up_done=bool(follow_up_done),
         review_url=review, change_url=_target(change_url, "change_url") if change_url else None,
-        score=score, comment=str(comment or ""))
+        you_answered=p["you_answered"].replace("{score}", str(score)) if score is not None else "",
+        receipt=str(receipt) if receipt else "", follow_up=str(follow_up or ""),
+        errors=[p.get(e, e) for e in errors if isinstance(e, str) and e])
 
 
 def render_message(*, kind: str, locale: str, brand: Mapping[str, Any] | None = None, nonce: str) -> str:
