@@ -119,8 +119,8 @@ def answers(env) -> int:
 
 def test_answer_through_the_page_lands_in_clickhouse_with_the_invitations_segments(env, tmp_path):
     env.start_worker()
-    (inv,) = invite(env, tmp_path)
-    url = link(env, inv)
+    inv, other = invite(env, tmp_path, 2)
+    url, other_url = link(env, inv), link(env, other)
     page = requests.get(url, timeout=30)
     assert page.status_code == 200
     assert "Hur troligt är det att du skulle rekommendera Acme" in page.text  # sv-FI → sv texts, org's branding
@@ -165,8 +165,9 @@ def test_answer_through_the_page_lands_in_clickhouse_with_the_invitations_segmen
     assert re.search(r'<input[^>]*value="3"[^>]*checked|<input[^>]*checked[^>]*value="3"', again.text)
     assert "Kom &lt;script&gt;alert(1)&lt;/script&gt; sent" in again.text  # the comment, prefilled and inert
 
-    # a form body that arrives chunked (no Content-Length) is held to the same limit
-    big = requests.post(url, data=(b"comment=" + b"x" * 30_000 for _ in range(3)), timeout=30,
+    # a form body that arrives chunked (no Content-Length) is held to the same limit (another invitation: this one
+    # has had its 10 requests at once — page, answer, thank-you pages, reload, follow-up — and is rate limited now)
+    big = requests.post(other_url, data=(b"comment=" + b"x" * 30_000 for _ in range(3)), timeout=30,
                         headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert big.status_code == 413 and answers(env) == before
 
