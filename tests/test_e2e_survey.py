@@ -126,6 +126,8 @@ def test_answer_through_the_page_lands_in_clickhouse_with_the_invitations_segmen
     assert "Hur troligt är det att du skulle rekommendera Acme" in page.text  # sv-FI → sv texts, org's branding
     csp = page.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "script-src 'nonce-" in csp and page.headers["Cache-Control"] == "no-store"
+    assert page.headers["Cross-Origin-Opener-Policy"] == "same-origin" and page.headers["Content-Encoding"] == "gzip"
+    assert "Strict-Transport-Security" not in page.headers  # plain http here (HSTS: tests/test_transport_policy.py)
     assert not re.search(r'<(script|link|img)[^>]+(src|href)="https?://', page.text)  # no external assets
     token = csrf_of(page.text)
     posted = requests.post(url, data={"csrf": token, "score": "3", "comment": "Kom <script>alert(1)</script> sent"},
