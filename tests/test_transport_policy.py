@@ -8,6 +8,7 @@ import asyncio
 import gzip
 import ssl
 import subprocess
+import zlib
 
 from aiohttp import ClientSession, TCPConnector, web
 from aiohttp.test_utils import TestServer
@@ -49,6 +50,12 @@ def test_plain_http_gets_coop_and_compression_but_no_hsts():
             assert len(body) < len(PAGE.encode()) / 5
             _, headers, body = await fetch(f"{base}/page", {"Accept-Encoding": "identity"})
             assert "Content-Encoding" not in headers and body.decode() == PAGE  # only for clients that accept it
+            _, headers, body = await fetch(f"{base}/page", {"Accept-Encoding": "deflate, gzip"})
+            assert headers["Content-Encoding"] == "gzip"  # gzip first (aiohttp alone picks deflate)
+            _, headers, body = await fetch(f"{base}/page", {"Accept-Encoding": "gzip;q=0, deflate"})
+            assert headers["Content-Encoding"] == "deflate" and zlib.decompress(body).decode() == PAGE
+            _, headers, body = await fetch(f"{base}/page", {"Accept-Encoding": "gzip;q=0"})
+            assert "Content-Encoding" not in headers and body.decode() == PAGE
             _, headers, body = await fetch(f"{base}/small", {"Accept-Encoding": "gzip"})
             assert "Content-Encoding" not in headers and body == b"ok"  # small: not worth a compressor
             _, headers, _ = await fetch(f"{base}/nothing-here")  # aiohttp's own 404 carries the policy too

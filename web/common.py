@@ -165,10 +165,26 @@ def transport_policy(trusted: Callable[[str], bool] | None = None):
         _secure_headers(response, request, trusted)
         body = response.body if isinstance(response, web.Response) else None
         if isinstance(body, bytes) and len(body) >= COMPRESS_MIN_BYTES and "Content-Encoding" not in response.headers:
-            response.enable_compression()
+            coding = _coding(request.headers.get("Accept-Encoding"))
+            if coding is not None:
+                response.enable_compression(coding)
         return response
 
     return policy
+
+
+def _coding(accept_encoding: str | None) -> web.ContentCoding | None:
+    """gzip when the client accepts it, else deflate, else None (aiohttp alone would pick deflate first: raw
+    zlib streams, which some clients read wrongly); a coding with q=0 is refused."""
+    accepted = set()
+    for item in (accept_encoding or "").lower().split(","):
+        name, _, params = item.partition(";")
+        if params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
+            accepted.add(name.strip())
+    for coding in (web.ContentCoding.gzip, web.ContentCoding.deflate):
+        if coding.value in accepted:
+            return coding
+    return None
 
 
 def _secure_headers(response: web.StreamResponse, request: web.Request, trusted) -> None:
