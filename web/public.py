@@ -242,6 +242,11 @@ def own_path(request: web.Request) -> str:
     return f"/s/{request.match_info['token']}"
 
 
+def see_other(location: str) -> web.Response:
+    """303 to ``location`` (a GET), never cached."""
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
 FOLLOW_UP_WAIT = 5.0  # seconds a follow-up waits for the answer it completes to reach the invitation's state
 
 
@@ -324,7 +329,7 @@ class SurveyPages:
     def to_thanks(self, request: web.Request, inv: dict, receipt: Receipt) -> web.Response:
         """303 to the thank-you page of ``receipt``."""
         location = f"{own_path(request)}/thanks?a={receipt_token(self.book.secret, inv['inv'], receipt)}"
-        return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+        return see_other(location)
 
     @guarded
     async def get(self, request: web.Request) -> web.Response:
@@ -358,7 +363,7 @@ class SurveyPages:
         inv = found[0]
         receipt = read_receipt(self.book.secret, inv["inv"], request.query.get("a"))
         if receipt is None:  # no (genuine) receipt: the survey page says where the invitation stands
-            return web.Response(status=303, headers={"Location": own_path(request), "Cache-Control": "no-store"})
+            return see_other(own_path(request))
         latest = inv.get("answer") or {}
         newer = latest.get("score") is not None and (latest.get("v") or 0) // 1_000_000 > receipt.at_ms
         self.stats.inc("survey.page.thanks")
