@@ -135,3 +135,31 @@ def read_topic(bootstrap: str, topic: str, n: int, until_idle: bool = False, sec
         return out
 
     return asyncio.run(read())
+
+
+def window_audit(bootstrap: str, topics, segment: str = "overall=all") -> dict:
+    """Why a live window disagrees with the records: the deltas topic applied the way the windows agent applies it
+    (per delta partition in offset order, each raw (partition, offset) once: ``hw``), attributed to answers through
+    the raw topic's keys. Returns {"applied": n, "net": {response_id: net count ≠ 1 …}, "items": {rid: [...]}} —
+    the answers counted twice (or retracted below zero), with every delta item that touched them (delta partition
+    and offset, raw partition and offset, add/retract)."""
+    raw = {(r.partition, r.offset): (r.key or b"").decode() for r in
+           read_topic(bootstrap, topics.raw_responses, 1, until_idle=True)}
+    deltas = sorted((r for r in read_topic(bootstrap, topics.window_deltas, 1, until_idle=True)
+                     if r.key == segment.encode()), key=lambda r: (r.partition, r.offset))
+    hw: dict[int, int] = {}
+    net: dict[str, int] = {}
+    items: dict[str, list] = {}
+    applied = 0
+    for record in deltas:
+        for p, o, add_ms, add_cat, ret_ms, ret_cat in json.loads(record.value)["i"]:
+            rid = raw.get((p, o), f"?{p}/{o}")
+            skipped = o <= hw.get(p, -1)
+            items.setdefault(rid, []).append((record.partition, record.offset, p, o, add_cat, ret_cat, skipped))
+            if skipped:
+                continue
+            hw[p] = o
+            applied += 1
+            net[rid] = net.get(rid, 0) + (add_cat is not None) - (ret_cat is not None)
+    odd = {rid: n for rid, n in net.items() if n not in (0, 1)}
+    return {"applied": applied, "net": odd, "items": {rid: items[rid] for rid in odd}}

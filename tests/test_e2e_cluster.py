@@ -1,8 +1,9 @@
 """`npsflow stack up --brokers 3 --workers 3` for real: a 3-node KRaft cluster from the same jars, topics with 12
 partitions, replication factor 3 and min.insync.replicas=2, three process workers in one group and the sink
-worker in its own. Mid-stream one process worker is SIGKILLed and one broker stopped (and later restarted); the whole input is
-then replayed on top. The final report and the live windows must equal an independent expectation computed from
-the records (``oracle``: latest responded_at per response id): 0 lost, 0 double.
+worker in its own. Mid-stream one process worker is SIGKILLed and one broker stopped (and later restarted). The
+report and the dispatches must then be exact (0 lost, 0 double) BEFORE the whole input is replayed on top (the
+replay would hide a loss), and after it the final report and the live windows must equal an independent
+expectation computed from the records (``oracle``: latest responded_at per response id).
 
 The two faults come one after the other: the killed worker's partitions are taken over (the report shows the
 first half) before the broker is stopped. Triggers go the same way (half before the kill, half while the broker
@@ -30,7 +31,7 @@ import pytest
 import requests
 
 from npsflow import stack
-from tests.e2e_helpers import Env, read_topic, wait_for, write_jsonl
+from tests.e2e_helpers import Env, read_topic, wait_for, window_audit, write_jsonl
 from tests.standins import SmtpServer
 from tests.test_e2e_survey import csrf_of
 from tests.test_e2e_pipeline import c3, counts, oracle
@@ -212,6 +213,25 @@ def test_three_brokers_three_process_workers_a_killed_worker_and_a_stopped_broke
     t_start = time.monotonic()
     cluster.start_node(2)
     t_start = time.monotonic() - t_start
+    # every answer counted once BEFORE the replay on top: that replay sends every answer again, so it would hide a
+    # loss (session 9: a survivor began a partition the victim had never committed at its end — its head was
+    # never processed; the replay then counted those answers, and counted twice the ones the victim had)
+    seen_total: list = []
+
+    def reported_once():
+        seen_total[:] = [env.cli_json("report")["total"]["responses"]]
+        return seen_total[0] >= total
+
+    def decided_once():
+        seen_total[1:] = [env.cli_json("dispatches")["total"]]
+        return seen_total[1] >= TRIGGERS
+
+    try:
+        wait_for(reported_once, what="every answer in the report before the replay", timeout=180, interval=1)
+        wait_for(decided_once, what="every trigger decided before the replay", timeout=120, interval=1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; counted (answers, triggers) {seen_total} of {(total, TRIGGERS)}") from None
+    assert seen_total == [total, TRIGGERS], f"counted twice before the replay: {seen_total} for {(total, TRIGGERS)}"
     env.cli("ingest", "responses", str(write_jsonl(tmp_path / "all.jsonl", records)))  # replays on top
     env.cli("ingest", "triggers", str(write_jsonl(tmp_path / "t-all.jsonl", triggers)))
 
@@ -258,9 +278,12 @@ def test_three_brokers_three_process_workers_a_killed_worker_and_a_stopped_broke
 
     try:
         window = wait_for(overall, what="the live windows to count every response once", timeout=60, interval=1)
-    except AssertionError as exc:  # say whether they lag (fewer) or counted twice (more)
+    except AssertionError as exc:  # say whether they lag (fewer) or counted twice (more), and which answers
+        audit = window_audit(kafka["bootstrap"], env.settings.topics)
         raise AssertionError(f"{exc}; expected {total}, the 30d overall windows said "
-                             f"{[(w['responses'], w.get('window_start')) for w in seen]}") from None
+                             f"{[(w['responses'], w.get('window_start')) for w in seen]}; the deltas applied "
+                             f"once per source offset: {audit['applied']} items, answers not counted once: "
+                             f"{len(audit['net'])}, e.g. {list(audit['items'].items())[:5]}") from None
     assert (window["promoters"], window["passives"], window["detractors"]) == c3(expected["total"])
     survivors = [_stats(w, env.settings) for w in workers[1:]]
     assert sum(s.get("classify.duplicate", 0) for s in survivors) > 0  # the replay met the memos

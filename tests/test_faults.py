@@ -4,8 +4,11 @@ worker SIGKILL cases live in tests/test_e2e_pipeline.py, test_e2e_rebalance.py a
 
 Cases (each bounded by its pytest timeout):
 
-* **broker** — the (single, own) broker stopped cleanly for 30 s and started again on the same state directory:
-  same port, same cluster id, every record still there.
+* **broker** — the (single, own) broker stopped cleanly, down for 30 s and started again on the same state
+  directory: same port, same cluster id, every record still there. The fault's window is the 30 s the broker
+  process is gone (not its controlled shutdown, not its start-up: a worker saying ready once the broker answers
+  again is right; session 8's fresh-clone run had one "ready" poll among 32 inside the old window, which
+  included both).
 * **clickhouse** — the sinks' ClickHouse inserts fail for 60 s: 20 s refused connections, 20 s hung inserts (4 s,
   then a read timeout), 20 s partial inserts (half the rows written, then the connection breaks). Injected at the
   sinks' client boundary by the worker's own ``NPSFLOW_FAULTS_FILE`` hook (sinks/faults.py, testing only) around
@@ -254,6 +257,8 @@ class Outcome:
             "detected_after_s": None if detected is None else round(detected, 1),
             "polls_during": len(during), "unhealthy_after_detection": sum(s.status != 200 for s in after_detection),
             "polls_after_detection": len(after_detection),
+            "ready_polls_after_detection_s": [round(s.at - self.fault_start, 1) for s in after_detection
+                                              if s.status == 200],
             "ready_after_fault_end_s": None if ready_after is None else round(ready_after, 1),
             "exact_after_fault_end_s": round(self.exact_at - self.fault_end, 1),
             "rows_per_s_before": _round(rate(samples, before_start, self.fault_start)),
@@ -453,17 +458,22 @@ def test_broker_stopped_for_30_s_and_restarted(tmp_path, own_kafka):
         def fault():
             before = own_kafka.status()
             kept = end_offsets(bootstrap, env.settings.topics.raw_responses)
-            start = time.time()
+            # the fault is the time the broker is down: from its process's exit (stop() returns then; during a
+            # controlled shutdown it still answers) to the restart's first step (start() returns only once the
+            # broker answers, and a worker that says ready meanwhile is right)
+            stopping = time.time()
             own_kafka.stop()
+            start = time.time()
             time.sleep(max(0.0, 30 - (time.time() - start)))
-            own_kafka.start(timeout=120)
             end = time.time()
+            own_kafka.start(timeout=120)
             after = own_kafka.status()
             assert (after["bootstrap"], after["broker_port"], after["cluster_id"]) == (
                 before["bootstrap"], before["broker_port"], before["cluster_id"]), "the broker came back elsewhere"
             now = end_offsets(bootstrap, env.settings.topics.raw_responses)
             assert all(now[p] >= offset for p, offset in kept.items()), "records were lost with the restart"
-            extra.update(restart_s=round(end - start - 30, 1), raw_offsets_before_stop=sum(kept.values()))
+            extra.update(stop_s=round(start - stopping, 1), restart_s=round(time.time() - end, 1),
+                         raw_offsets_before_stop=sum(kept.values()))
             return start, end
 
         try:

@@ -104,9 +104,40 @@ class Earliest(SeekRecorder):
 async def test_lists_fetched_before_the_seek_are_dropped_until_the_re_read_arrives():
     """Two lists of the partition were queued when the gap was seen: the second one (fetched before the seek)
     must not be taken as 'the seek came back from later offsets' — it is dropped and read again in order."""
-    app = SimpleNamespace(consumer=Earliest(0))
+    app = SimpleNamespace(consumer=Earliest(88))  # the log starts at 88: the first record is where it should be
     guard = GapGuard(app, Stats(), "x")
     await guard.filter([ev(0, 88)])
     assert offsets(await guard.filter([ev(0, 106), ev(0, 107)])) == [] and app.consumer.seeks == [(TP("t", 0), 89)]
     assert offsets(await guard.filter([ev(0, 121), ev(0, 122)])) == []  # queued before the seek: dropped
     assert offsets(await guard.filter([ev(0, 89), ev(0, 90)])) == [(0, 89), (0, 90)]  # the re-read, in order
+
+
+class Uncommitted(Earliest):
+    """Faust's consumer for a partition the group never committed: no committed offset, a log starting at
+    ``earliest``."""
+
+    def __init__(self, earliest: int):
+        super().__init__(earliest)
+        self._committed_offset = {}
+
+
+async def test_a_partition_nobody_committed_must_start_at_its_earliest_offset():
+    """The cluster test's loss: the worker that read a partition died before its first commit; the survivor's
+    first record was at offset 358 (a fetch dropped across the rebalance — Faust seeks back only to committed
+    offsets). The guard seeks to the log start and takes nothing of the partition until the re-read comes."""
+    app, stats = SimpleNamespace(consumer=Uncommitted(0)), Stats()
+    guard = GapGuard(app, stats, "classify")
+    await guard.on_rebalance()
+    assert offsets(await guard.filter([ev(7, 358), ev(7, 359), ev(3, 0)])) == [(3, 0)]
+    assert app.consumer.seeks == [(TP("t", 7), 0)]
+    assert stats.as_dict()["classify.offset_gap"] == 1
+    assert offsets(await guard.filter([ev(7, 360)])) == []  # fetched before the seek
+    assert offsets(await guard.filter([ev(7, 0), ev(7, 1)])) == [(7, 0), (7, 1)]  # the re-read, from the head
+
+
+async def test_an_uncommitted_partition_read_from_its_head_passes():
+    """Retention deleted the first 40 records: a first record at 40 is the head, nothing was skipped."""
+    app = SimpleNamespace(consumer=Uncommitted(40))
+    guard = GapGuard(app, Stats(), "x")
+    assert offsets(await guard.filter([ev(0, 40), ev(0, 41)])) == [(0, 40), (0, 41)]
+    assert app.consumer.seeks == []
