@@ -25,6 +25,7 @@ from streams import links
 from streams.app import Stats, dispatch_book
 from streams.dispatch import link_key
 from streams.guards import RateLimiter, api_key_hash
+from tests.programs import DEFAULT, acme, bolt, programs_yaml, service, shop
 from web.public import (AnswerWriter, InvitationDesk, Limits, Notices, ResponsesApi, SurveyPages, public_app)
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
@@ -33,37 +34,10 @@ API_KEY = "npk_fuzz-key-of-acme"
 OTHER_KEY = "npk_fuzz-key-of-bolt"
 HOSTS = frozenset({"127.0.0.1", "localhost"})
 BRAND = 'Acme <b>Oy</b> & "Sons"'  # markup in the organization's own texts must be escaped too
-PROGRAMS = f"""
-version: 1
-organizations:
-  - id: acme
-    name: 'Acme <Oy> & "Sons"'
-    timezone: Europe/Helsinki
-    default_locale: fi
-    branding:
-      fi: {{name: '{BRAND}', sender_email: nps@acme.fi}}
-    review_url: https://reviews.example.com/acme
-    api_keys: [{api_key_hash(API_KEY)}]
-    programs:
-      - id: service
-        survey_id: nps-service
-        event_types: [job.completed]
-        delay: 0m
-        channels: [email]
-  - id: bolt
-    name: Bolt AB
-    timezone: Europe/Stockholm
-    default_locale: sv
-    branding:
-      sv: {{name: Bolt, sender_email: nps@bolt.se}}
-    api_keys: [{api_key_hash(OTHER_KEY)}]
-    programs:
-      - id: shop
-        survey_id: nps-shop
-        event_types: [order.delivered]
-        delay: 0m
-        channels: [email]
-"""
+PROGRAMS = programs_yaml(
+    acme(service(quiet_hours=DEFAULT), name='Acme <Oy> & "Sons"', brand={"name": BRAND},
+         review_url="https://reviews.example.com/acme", api_keys=[api_key_hash(API_KEY)]),
+    bolt(shop(quiet_hours=DEFAULT), api_keys=[api_key_hash(OTHER_KEY)]))
 
 
 class CapturingTopic:

@@ -19,38 +19,25 @@ from sinks.channels.base import SendResult
 from streams import links
 from streams.dispatch import invitation_id, link_key
 from streams.triggers import trigger_key
+from tests.programs import DEFAULT, acme, program, programs_yaml, service
 from tests.test_agents import Harness, until
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 CODEC = avro.AvroCodec()
 SECRET = "test-secret-0123456789"
 
-PROGRAMS = """
-version: 1
-organizations:
-  - id: acme
-    name: Acme Oy
-    timezone: Europe/Helsinki
-    default_locale: fi
-    branding:
-      fi: {name: Acme, sender_email: nps@acme.fi, sms_sender_id: Acme, logo_url: "https://acme.fi/l.png"}
-    opt_out: [c-opted]
-    programs:
-      - id: service
-        survey_id: nps-service
-        event_types: [job.completed]
-        delay: 0m
-        channels: [sms, email]
-        quiet_hours: null
-        daily_cap: 4
-        reminder_after: 2d
-        cost: {sms: 0.15, email: 0.002, currency: EUR}
-      - id: delivery
-        survey_id: nps-delivery
-        event_types: [order.delivered]
-        delay: 2h
-        channels: [email]
-"""
+
+def acme_programs(delivery: dict | None = None, **service_settings) -> str:
+    """Acme's service and delivery programs; ``service_settings`` and ``delivery``: settings that differ."""
+    return programs_yaml(acme(
+        service(**{"channels": ["sms", "email"], "daily_cap": 4, "reminder_after": "2d",
+                   "cost": {"sms": 0.15, "email": 0.002, "currency": "EUR"}, **service_settings}),
+        program("delivery", "nps-delivery", ["order.delivered"],
+                **{"delay": "2h", "quiet_hours": DEFAULT, **(delivery or {})}),
+        brand={"sms_sender_id": "Acme", "logo_url": "https://acme.fi/l.png"}, opt_out=["c-opted"]))
+
+
+PROGRAMS = acme_programs()
 
 
 class Clock:
@@ -368,8 +355,7 @@ async def test_rules_are_checked_again_when_a_scheduled_send_is_due(harness, clo
     assert [i.invitation_id for i in channels["email"].sent] == [invites[0]["inv"]]
 
 
-QUIET = PROGRAMS.replace("        quiet_hours: null\n        daily_cap: 4", "        daily_cap: 4").replace(
-    "delay: 0m\n        channels: [sms, email]", "delay: 1h\n        channels: [sms, email]")
+QUIET = acme_programs(delay="1h", quiet_hours=DEFAULT)
 
 
 async def test_an_sms_due_at_night_waits_for_the_morning_and_its_reminder_counts_from_the_real_send(tmp_path, clock,
@@ -411,7 +397,7 @@ async def test_an_interrupted_send_is_forgotten_in_time(harness, channels):
 
 
 async def test_a_late_duplicate_beyond_the_event_memory_still_meets_the_quarantine(tmp_path, clock, channels):
-    programs = PROGRAMS.replace("daily_cap: 4", "daily_cap: 4\n        max_event_age: null\n        quarantine: 180d")
+    programs = acme_programs(max_event_age=None, quarantine="180d")
     harness = Harness(tmp_path, clock=clock, env={"NPSFLOW_SECRET": SECRET, "NPSFLOW_SURVEY_URL": "https://nps.acme.fi/s"},
                       programs=parse_programs(programs), channels=channels)
     await run_dispatch(harness, trigger())
@@ -426,7 +412,7 @@ async def test_a_late_duplicate_beyond_the_event_memory_still_meets_the_quaranti
 
 
 async def test_a_replay_after_a_lost_memo_re_emits_the_invitation_and_counts_nothing_twice(tmp_path, clock, channels):
-    programs = PROGRAMS.replace("daily_cap: 4", "daily_cap: 1")
+    programs = acme_programs(daily_cap=1)
     harness = Harness(tmp_path, clock=clock, env={"NPSFLOW_SECRET": SECRET, "NPSFLOW_SURVEY_URL": "https://nps.acme.fi/s"},
                       programs=parse_programs(programs), channels=channels)
     await run_dispatch(harness, trigger())
@@ -441,8 +427,7 @@ async def test_a_replay_after_a_lost_memo_re_emits_the_invitation_and_counts_not
 
 
 async def test_the_daily_cap_is_counted_per_program(tmp_path, clock, channels):
-    programs = PROGRAMS.replace("daily_cap: 4", "daily_cap: 1").replace("delay: 2h\n        channels: [email]",
-                                                                          "delay: 0m\n        channels: [email]")
+    programs = acme_programs(daily_cap=1, delivery={"delay": "0m"})
     harness = Harness(tmp_path, clock=clock, env={"NPSFLOW_SECRET": SECRET, "NPSFLOW_SURVEY_URL": "https://nps.acme.fi/s"},
                       programs=parse_programs(programs), channels=channels)
     await run_dispatch(harness, trigger(event_id="a", contact_id="c-a", event_type="order.delivered"),
@@ -538,16 +523,7 @@ async def test_every_send_is_marked_durably_before_the_channel_is_called(harness
     assert [r["status"] for r in records(harness)] == ["sent"] * 3
 
 
-NEWSLETTER = PROGRAMS.replace("""      - id: delivery
-        survey_id: nps-delivery
-        event_types: [order.delivered]
-        delay: 2h
-        channels: [email]""", """      - id: delivery
-        survey_id: nps-delivery
-        event_types: [order.delivered]
-        delay: 0m
-        channels: [email, newsletter]
-        quiet_hours: null""")
+NEWSLETTER = acme_programs(delivery={"delay": "0m", "channels": ["email", "newsletter"], "quiet_hours": None})
 
 
 async def test_contacts_without_an_address_get_a_newsletter_embed(tmp_path, clock):

@@ -17,38 +17,21 @@ from streams.dispatch import DispatchBook, invitation_id
 from streams.dispatch_steps import CapStep, DecideStep, Overlay, StepOutcome, TriggerIn, candidate_key
 from streams.kafka_io import partition_for
 from streams.triggers import trigger_key, validate_trigger
+from tests.programs import DEFAULT, acme, program, programs_yaml, service
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 SECRET = b"steps-secret-0123456789"
 PARTITIONS = 6
-PROGRAMS = """
-version: 1
-organizations:
-  - id: acme
-    name: Acme Oy
-    timezone: Europe/Helsinki
-    default_locale: fi
-    branding:
-      fi: {name: Acme, sender_email: nps@acme.fi}
-    programs:
-      - id: service
-        survey_id: nps-service
-        event_types: [job.completed]
-        delay: 0m
-        channels: [email]
-        quiet_hours: null
-        daily_cap: CAP
-        reminder_after: 2d
-      - id: open
-        survey_id: nps-open
-        event_types: [order.delivered]
-        delay: 0m
-        channels: [email]
-"""
+
+
+def programs(cap: int) -> str:
+    """Acme's service program, at most ``cap`` invitations a day, and its uncapped open program."""
+    return programs_yaml(acme(service(daily_cap=cap, reminder_after="2d"),
+                              program("open", "nps-open", ["order.delivered"], quiet_hours=DEFAULT)))
 
 
 def book(cap: int = 7) -> DispatchBook:
-    return DispatchBook(parse_programs(PROGRAMS.replace("CAP", str(cap))), SECRET, "https://nps.acme.fi/s")
+    return DispatchBook(parse_programs(programs(cap)), SECRET, "https://nps.acme.fi/s")
 
 
 def trigger(i: int, contact: str | None = None, event_type: str = "job.completed") -> dict:

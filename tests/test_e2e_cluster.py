@@ -32,6 +32,7 @@ import requests
 
 from npsflow import stack
 from tests.e2e_helpers import Env, read_topic, wait_for, window_audit, write_jsonl
+from tests.programs import bolt, programs_yaml, shop
 from tests.standins import SmtpServer
 from tests.test_e2e_survey import csrf_of
 from tests.test_e2e_pipeline import c3, counts, oracle
@@ -41,23 +42,7 @@ pytestmark = pytest.mark.kafka
 PROCESS_WORKERS = 3
 
 
-PROGRAMS = """
-version: 1
-organizations:
-  - id: bolt
-    name: Bolt AB
-    timezone: Europe/Stockholm
-    default_locale: sv
-    branding:
-      sv: {name: Bolt, sender_email: nps@bolt.se}
-    programs:
-      - id: shop
-        survey_id: nps-shop
-        event_types: [order.delivered]
-        delay: 0m
-        channels: [email]
-        quiet_hours: null
-"""
+PROGRAMS = programs_yaml(bolt(shop()))
 TRIGGERS = 600
 ANSWERED = 60  # invitations answered through the web worker
 

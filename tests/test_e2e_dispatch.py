@@ -15,6 +15,7 @@ from schemas import codec as avro
 from streams import links
 from streams.dispatch import link_key
 from tests.e2e_helpers import make_env, read_topic, wait_for, write_jsonl
+from tests.programs import DEFAULT, acme, bolt, programs_yaml, service, shop
 from tests.standins import SmsGateway, SmtpServer
 
 pytestmark = pytest.mark.kafka
@@ -23,37 +24,16 @@ SECRET = "e2e-secret-0123456789abcdef"
 SURVEY = "https://nps.example.fi/s"
 KEYS = {"k1": link_key(SECRET.encode())}
 
-PROGRAMS = """
-version: 1
-organizations:
-  - id: acme
-    name: Acme Oy
-    timezone: Europe/Helsinki
-    default_locale: fi
-    branding:
-      fi: {name: Acme, sender_email: nps@acme.fi, sms_sender_id: Acme}
-    opt_out: [c-opted]
-    programs:
-      - id: service
-        survey_id: nps-service
-        event_types: [job.completed]
-        delay: 0m
-        channels: [sms, email]
-        quiet_hours: null
-        cost: {sms: 0.15, email: 0.002, currency: EUR}
-  - id: bolt
-    name: Bolt AB
-    timezone: Europe/Stockholm
-    default_locale: sv
-    branding:
-      sv: {name: Bolt, sender_email: nps@bolt.se}
-    programs:
-      - id: shop
-        survey_id: nps-shop
-        event_types: [order.delivered]
-        delay: 0m
-        channels: [email]
-"""
+
+def programs_text(**shop_settings) -> str:
+    """Acme's service by SMS or e-mail, Bolt's shop by e-mail; ``shop_settings``: more settings of the shop."""
+    return programs_yaml(
+        acme(service(channels=["sms", "email"], cost={"sms": 0.15, "email": 0.002, "currency": "EUR"}),
+             brand={"sms_sender_id": "Acme"}, opt_out=["c-opted"]),
+        bolt(shop(quiet_hours=DEFAULT, **shop_settings)))
+
+
+PROGRAMS = programs_text()
 
 
 @pytest.fixture
@@ -254,8 +234,7 @@ def test_scheduled_send_reminder_and_its_cancellation_by_a_response(env, servers
     reminder; the response is joined to the invitation's segments."""
     smtp, _ = servers
     programs = tmp_path / "programs.yaml"
-    programs.write_text(PROGRAMS.replace("delay: 0m\n        channels: [email]",
-                                         "delay: 5s\n        reminder_after: 12s\n        channels: [email]"))
+    programs.write_text(programs_text(delay="5s", reminder_after="12s"))
     env.start_worker()  # first: the 5 s delay runs from the events' time, not from before the worker's start
     now = datetime.now(timezone.utc)
     lines = [{"event_id": f"r-{i}", "org_id": "bolt", "event_type": "order.delivered", "occurred_at": now.isoformat(),
@@ -301,8 +280,7 @@ def test_the_daily_cap_of_one_org_spread_over_every_partition_is_exact(env, serv
 
     smtp, _ = servers
     programs = tmp_path / "programs.yaml"
-    programs.write_text(PROGRAMS.replace("delay: 0m\n        channels: [email]",
-                                         "delay: 0m\n        daily_cap: 7\n        channels: [email]"))
+    programs.write_text(programs_text(daily_cap=7))
     now = datetime.now(timezone.utc)
     lines = [{"event_id": f"cap-{i}", "org_id": "bolt", "event_type": "order.delivered", "occurred_at": iso(now),
               "contact": {"contact_id": f"cc-{i}", "email": f"cc{i}@kund.se"}} for i in range(60)]

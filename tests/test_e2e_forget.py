@@ -22,27 +22,12 @@ from streams import links
 from streams.contact_rules import contact_key
 from streams.dispatch import link_key
 from tests.e2e_helpers import Env, make_env, read_topic, wait_for, write_jsonl
+from tests.programs import acme, programs_yaml, service
 
 pytestmark = pytest.mark.kafka
 
 SECRET = "forget-e2e-secret-0123456789"
-PROGRAMS = """
-version: 1
-organizations:
-  - id: acme
-    name: Acme Oy
-    timezone: Europe/Helsinki
-    default_locale: en
-    branding:
-      en: {name: Acme, sender_email: nps@acme.fi}
-    programs:
-      - id: service
-        survey_id: nps-service
-        event_types: [job.completed]
-        delay: 0m
-        channels: [email]
-        quiet_hours: null
-"""
+PROGRAMS = programs_yaml(acme(service(), locale="en"))
 GONE = {"id": "cust-gone-4711", "email": "vanish.me@kunde.fi", "event": "ev-gone", "comment": "Zyxgone never again"}
 KEPT = {"id": "cust-kept-0815", "email": "stay.here@kunde.fi", "event": "ev-kept", "comment": "Qwkept too slow"}
 # every table that names a contact, and the latest rows the kept contact has there (from the input: one

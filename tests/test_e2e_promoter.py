@@ -17,36 +17,25 @@ import pytest
 
 from schemas import codec as avro
 from tests.e2e_helpers import make_env, read_topic, wait_for, write_jsonl
+from tests.programs import bolt, programs_yaml, shop
 from tests.standins import SmtpServer
 
 pytestmark = pytest.mark.kafka
 
 SECRET = "e2e-promoter-secret-0123456789"
 CODES = [f"VOUCHER-{i:02d}" for i in range(6)]
-PROGRAMS = f"""
-version: 1
-organizations:
-  - id: bolt
-    name: Bolt AB
-    timezone: Europe/Stockholm
-    default_locale: sv
-    review_url: https://reviews.example.com/bolt
-    branding:
-      sv: {{name: Bolt, sender_email: nps@bolt.se}}
-    programs:
-      - id: shop
-        survey_id: nps-shop
-        event_types: [order.delivered]
-        delay: 0m
-        channels: [email]
-        quiet_hours: null
-        cost: {{email: 0.002, currency: EUR}}
-        promoter_actions:
-          10: [review_request, reward]
-          9: [thank_you]
-          channels: [email]
-          reward_codes: [{", ".join(CODES)}]
-"""
+
+
+def programs_text(scores: dict | None = None, codes: list[str] = CODES) -> str:
+    """Bolt's shop with promoter actions by e-mail: by default a 10 asks for a review and gets a reward code, a 9
+    a thank-you."""
+    actions = {**(scores or {10: ["review_request", "reward"], 9: ["thank_you"]}), "channels": ["email"],
+               "reward_codes": codes}
+    return programs_yaml(bolt(shop(cost={"email": 0.002, "currency": "EUR"}, promoter_actions=actions),
+                              review_url="https://reviews.example.com/bolt"))
+
+
+PROGRAMS = programs_text()
 TENS, NINES, OTHERS = 8, 4, 4  # 8 tens and a pool of 6: two rewards find it exhausted
 
 
@@ -188,9 +177,7 @@ def test_a_worker_killed_while_rewards_go_out_never_issues_a_code_twice(env, smt
     code another mail carries, no contact gets two rewards."""
     n, pool = 60, 40
     codes = [f"KILL-{i:03d}" for i in range(pool)]
-    (tmp_path / "programs.yaml").write_text(PROGRAMS.replace("          10: [review_request, reward]\n          9: [thank_you]\n",
-                                                             "          10: [reward]\n")
-                                            .replace(", ".join(CODES), ", ".join(codes)))
+    (tmp_path / "programs.yaml").write_text(programs_text({10: ["reward"]}, codes))
     now = datetime.now(timezone.utc)
     triggers = [{"event_id": f"r-{i}", "org_id": "bolt", "event_type": "order.delivered", "occurred_at": iso(now),
                  "contact": {"contact_id": f"r{i}", "email": f"r{i}@kund.se"}} for i in range(n)]

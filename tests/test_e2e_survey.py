@@ -18,44 +18,26 @@ from streams import links
 from streams.dispatch import link_key
 from streams.guards import api_key_hash
 from tests.e2e_helpers import make_env, read_topic, wait_for, write_jsonl
+from tests.programs import DEFAULT, acme, bolt, programs_yaml, service, shop
 
 pytestmark = pytest.mark.kafka
 
 SECRET = "survey-e2e-secret-0123456789"
 API_KEY = "npk_test-key-for-the-e2e-only"
 OTHER_KEY = "npk_the-other-organizations-key"
-PROGRAMS = f"""
-version: 1
-organizations:
-  - id: acme
-    name: Acme Oy
-    timezone: Europe/Helsinki
-    default_locale: fi
-    branding:
-      fi: {{name: Acme, sender_email: nps@acme.fi, colors: {{primary: "#0B5FFF"}}}}
-    review_url: https://reviews.example.com/acme
-    api_keys: [{api_key_hash(API_KEY)}]
-    programs:
-      - id: service
-        survey_id: nps-service
-        event_types: [job.completed]
-        delay: 0m
-        channels: [email]
-        quiet_hours: null
-  - id: bolt
-    name: Bolt AB
-    timezone: Europe/Stockholm
-    default_locale: sv
-    branding:
-      sv: {{name: Bolt, sender_email: nps@bolt.se}}
-    api_keys: [{api_key_hash(OTHER_KEY)}]
-    programs:
-      - id: shop
-        survey_id: nps-shop
-        event_types: [order.delivered]
-        delay: 0m
-        channels: [email]
-"""
+
+
+def programs_text(by_sms: bool = False) -> str:
+    """Acme's service (by e-mail, or by SMS first) and Bolt's shop, each organization with an API key."""
+    sms = {"sms_sender_id": "Acme"} if by_sms else {}
+    return programs_yaml(
+        acme(service(channels=["sms", "email"] if by_sms else ["email"]),
+             brand={"colors": {"primary": "#0B5FFF"}, **sms}, review_url="https://reviews.example.com/acme",
+             api_keys=[api_key_hash(API_KEY)]),
+        bolt(shop(quiet_hours=DEFAULT), api_keys=[api_key_hash(OTHER_KEY)]))
+
+
+PROGRAMS = programs_text()
 
 
 def survey_env(tmp_path, kafka_bootstrap):
@@ -307,9 +289,7 @@ def test_the_links_actually_sent_open_the_page(env, tmp_path):
     from email import policy
 
     programs = tmp_path / "programs.yaml"
-    programs.write_text(PROGRAMS.replace("channels: [email]\n        quiet_hours: null",
-                                         "channels: [sms, email]\n        quiet_hours: null", 1).replace(
-        'fi: {name: Acme, sender_email: nps@acme.fi,', 'fi: {name: Acme, sender_email: nps@acme.fi, sms_sender_id: Acme,'))
+    programs.write_text(programs_text(by_sms=True))
     env.start_worker()
     now = datetime.now(timezone.utc).isoformat()
     lines = [{"event_id": "by-sms", "org_id": "acme", "event_type": "job.completed", "occurred_at": now,

@@ -57,6 +57,7 @@ import pytest
 import requests
 
 from tests.e2e_helpers import Env, make_env, wait_for
+from tests.programs import acme, programs_yaml, service
 from tests.standins import SmtpServer
 from tests.test_e2e_pipeline import c3, counts, oracle
 
@@ -69,23 +70,7 @@ CHUNKS = 24  # the input goes in this many chunks of responses (and as many of t
 SECRET = "faults-secret-0123456789abcdef"
 LOCATIONS = ("Espoo", "Vantaa", "Tampere", "Oulu")
 
-PROGRAMS = """
-version: 1
-organizations:
-  - id: acme
-    name: Acme Oy
-    timezone: Europe/Helsinki
-    default_locale: fi
-    branding:
-      fi: {name: Acme, sender_email: nps@acme.fi}
-    programs:
-      - id: service
-        survey_id: nps-service
-        event_types: [job.completed]
-        delay: 0m
-        channels: [email]
-        quiet_hours: null
-"""
+PROGRAMS = programs_yaml(acme(service()))
 
 
 # ------------------------------------------------------------------------------------------------ input

@@ -1,8 +1,8 @@
 """Promoter actions (issue 12 point 3) without Kafka: configuration, the deliver stage's note, stage 1's decisions,
 the cap stage's claims of reward codes, the message a channel gets — over plain dicts standing in for the tables.
 
-Oracles are independent of the code under test: the expected kinds per score come from the YAML written here, the
-expected codes from the list written here, the quiet-hours end from the wall clock written here."""
+Oracles are independent of the code under test: the expected kinds per score come from the configuration written
+here, the expected codes from the list written here, the quiet-hours end from the wall clock written here."""
 
 from __future__ import annotations
 
@@ -22,48 +22,31 @@ from streams.dispatch import DispatchBook
 from streams.dispatch_steps import CapStep, DecideStep, Overlay, StepOutcome
 from streams.kafka_io import partition_for
 from streams.triggers import trigger_key
+from tests.programs import DEFAULT, acme, program, programs_yaml, service
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)  # 14:00 in Helsinki
 SECRET = b"promoter-secret-0123456789"
 PARTITIONS = 6
 CODES = ["SPRING-001", "SPRING-002", "SPRING-003"]
-PROGRAMS = """
-version: 1
-organizations:
-  - id: acme
-    name: Acme Oy
-    timezone: Europe/Helsinki
-    default_locale: fi
-    review_url: https://reviews.example.com/acme
-    opt_out: [c-out]
-    branding:
-      fi: {name: Acme, sender_email: nps@acme.fi, sms_sender_id: Acme}
-    programs:
-      - id: service
-        survey_id: nps-service
-        event_types: [job.completed]
-        delay: 0m
-        channels: [email]
-        quiet_hours: {start: "21:00", end: "08:00"}
-        reminder_after: 2d
-        cost: {email: 0.002, sms: 0.1, currency: EUR}
-        promoter_actions:
-          10: [review_request, reward]
-          9: [thank_you]
-          channels: CHANNELS
-          quarantine: 30d
-          reward_codes: CODES
-      - id: plain
-        survey_id: nps-plain
-        event_types: [order.delivered]
-        delay: 0m
-        channels: [email]
-"""
 
 
-def book(codes=CODES, channels="[email, sms]") -> DispatchBook:
-    text = PROGRAMS.replace("CODES", json.dumps(codes)).replace("CHANNELS", channels)
-    return DispatchBook(parse_programs(text), SECRET, "https://nps.acme.fi/s")
+def actions(codes=CODES, channels=("email", "sms")) -> dict:
+    """The promoter actions of Acme's service: a 10 asks for a review and gets a reward code, a 9 a thank-you."""
+    return {10: ["review_request", "reward"], 9: ["thank_you"], "channels": list(channels), "quarantine": "30d",
+            "reward_codes": codes}
+
+
+def programs(promoter_actions: dict, *more: dict, review_url="https://reviews.example.com/acme") -> str:
+    """Acme's service program with these promoter actions, its plain program, and ``more`` programs."""
+    return programs_yaml(acme(
+        service(quiet_hours={"start": "21:00", "end": "08:00"}, reminder_after="2d",
+                cost={"email": 0.002, "sms": 0.1, "currency": "EUR"}, promoter_actions=promoter_actions),
+        program("plain", "nps-plain", ["order.delivered"], quiet_hours=DEFAULT),
+        *more, brand={"sms_sender_id": "Acme"}, review_url=review_url, opt_out=["c-out"]))
+
+
+def book(codes=CODES, channels=("email", "sms")) -> DispatchBook:
+    return DispatchBook(parse_programs(programs(actions(codes, channels))), SECRET, "https://nps.acme.fi/s")
 
 
 class Store(dict):
@@ -154,15 +137,8 @@ def pipeline(b: DispatchBook, contact_store: Store, deliver_store: Store, cap_st
 
 # ------------------------------------------------------------------------------------------- configuration
 def test_the_configuration_names_every_mistake_on_its_own_line():
-    text = PROGRAMS.replace("""          10: [review_request, reward]
-          9: [thank_you]
-          channels: CHANNELS
-          quarantine: 30d
-          reward_codes: CODES""", """          10: [review_request, raffle]
-          8: [thank_you]
-          channels: [newsletter]
-          quarantine: soon
-          reward_codes: [A-1, A-1, "bad code"]""").replace("    review_url: https://reviews.example.com/acme\n", "")
+    text = programs({10: ["review_request", "raffle"], 8: ["thank_you"], "channels": ["newsletter"],
+                     "quarantine": "soon", "reward_codes": ["A-1", "A-1", "bad code"]}, review_url=DEFAULT)
     with pytest.raises(ProgramsError) as exc:
         parse_programs(text)
     lines = exc.value.errors
@@ -178,13 +154,12 @@ def test_the_configuration_names_every_mistake_on_its_own_line():
 
 def test_reward_codes_come_from_a_file_and_a_reward_needs_them(tmp_path):
     (tmp_path / "codes.txt").write_text("# spring campaign\nF-1\n\nF-2  # second\n", encoding="utf-8")
-    text = PROGRAMS.replace("CODES", "{file: codes.txt}").replace("CHANNELS", "[email]")
-    programs = (programs := None) or parse_programs(text, base_dir=tmp_path)
-    actions = programs.organization("acme").program("service").promoter_actions
-    assert actions.reward_codes == ("F-1", "F-2") and actions.actions_for(10) == ("review_request", "reward")
-    assert actions.actions_for(9) == ("thank_you",) and actions.actions_for(8) == ()
+    text = programs(actions({"file": "codes.txt"}, ["email"]))
+    loaded = parse_programs(text, base_dir=tmp_path).organization("acme").program("service").promoter_actions
+    assert loaded.reward_codes == ("F-1", "F-2") and loaded.actions_for(10) == ("review_request", "reward")
+    assert loaded.actions_for(9) == ("thank_you",) and loaded.actions_for(8) == ()
     with pytest.raises(ProgramsError, match=r"reward_codes: required when an action is reward"):
-        parse_programs(PROGRAMS.replace("          reward_codes: CODES\n", "").replace("CHANNELS", "[email]"))
+        parse_programs(programs({k: v for k, v in actions(channels=["email"]).items() if k != "reward_codes"}))
 
 
 # ------------------------------------------------------------------------------------------- deliver: the note
@@ -214,9 +189,9 @@ def test_edits_never_add_or_recall_an_action_and_the_address_goes_after_the_firs
 
 def test_the_address_is_kept_after_the_send_only_while_a_promoter_answer_may_come():
     b = book()
-    for program, kept in (("service", True), ("plain", False)):
+    for program_id, kept in (("service", True), ("plain", False)):
         store = Store()
-        inv = {**invitation(1, program=program), "st": "scheduled", "out": None}
+        inv = {**invitation(1, program=program_id), "st": "scheduled", "out": None}
         store["I|inv-1"] = inv
         batch = DeliverBatch(b, store.view(), NOW, lambda c: False, 30 * 86400 * 1000, set())
         batch.command("due", "inv-1", {"op": "due", "what": "send", "inv": "inv-1"}, 0)
@@ -238,7 +213,7 @@ def test_9s_and_10s_get_their_own_actions():
 
 
 def test_opted_out_and_unreachable_contacts_get_suppressed_records_of_the_action_kinds():
-    b = book(channels="[sms]")
+    b = book(channels=["sms"])
     out = stage1(b, Store(), answered(b, Store(), invitation(1, contact="c-out", phone="+358401234567"), 9))
     assert kinds_of(out) == {"thank_you": "opted_out"}
     out = stage1(b, Store(), answered(b, Store(), invitation(2), 10))  # e-mail only, actions by SMS
@@ -267,7 +242,7 @@ def test_each_action_kind_has_its_own_quarantine_apart_from_the_surveys():
 
 
 def test_an_sms_action_at_night_waits_for_the_end_of_the_contacts_quiet_hours():
-    b = book(channels="[sms]")
+    b = book(channels=["sms"])
     night = datetime(2026, 11, 20, 21, 30, tzinfo=timezone.utc)  # 23:30 in Helsinki (UTC+2 in November)
     inv = invitation(1, email=None, phone="+358401234567")
     out = stage1(b, Store(), answered(b, Store(), inv, 9, now=night), now=night)
@@ -396,23 +371,18 @@ def test_no_promoter_actions_leave_the_survey_path_as_it_was():
 
 
 def test_a_promoter_message_falls_back_only_to_the_actions_channels():
-    b = book(channels="[email, sms]")
+    b = book(channels=["email", "sms"])
     inv = {**invitation(1, phone="+358401234567"), "kind": "thank_you"}
     assert b.fallback(inv) == "sms"
-    only_mail = book(channels="[email]")
+    only_mail = book(channels=["email"])
     assert only_mail.fallback(inv) is None  # the survey program's channels are not the actions'
     assert only_mail.fallback({**inv, "kind": "invitation"}) is None  # survey: email only, too
 
 
 def test_a_code_in_two_pools_is_refused():
-    text = PROGRAMS.replace("CHANNELS", "[email]").replace("CODES", json.dumps(CODES)) + """
-      - id: third
-        survey_id: nps-third
-        event_types: [visit.done]
-        delay: 0m
-        channels: [email]
-        promoter_actions: {10: [reward], reward_codes: [OTHER-1, SPRING-002]}
-"""
+    text = programs(actions(CODES, ["email"]),
+                    program("third", "nps-third", ["visit.done"], quiet_hours=DEFAULT,
+                            promoter_actions={10: ["reward"], "reward_codes": ["OTHER-1", "SPRING-002"]}))
     with pytest.raises(ProgramsError) as exc:
         parse_programs(text)
     assert exc.value.errors == ["organizations[0].programs[2].promoter_actions.reward_codes: code [1] is also in "
