@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -37,12 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import ScratchBroker, log  # noqa: E402
+
 PARTITIONS = 6
 STALL_SECONDS = 60.0
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def programs_yaml(orgs: int, cap: int | None = None) -> str:
@@ -101,12 +99,11 @@ def main() -> int:
     if args.orgs < 1:
         ap.error("--orgs must be at least 1")
     os.chdir(ROOT)
-    from deploy.local.kafka import LocalKafka
     from npsflow import config, stack
     from npsflow.producer import Producer
 
-    tmp = Path(tempfile.mkdtemp(prefix="npsflow-dispatch-bench-"))
-    kafka = LocalKafka(tmp / "kafka")
+    scratch = ScratchBroker("npsflow-dispatch-bench-", keep=args.keep)
+    tmp, kafka = scratch.tmp, scratch.kafka
     smtp = None
     result: dict = {"count": args.count, "orgs": args.orgs, "channel": args.channel, "cap": args.cap, "cpus": os.cpu_count(),
                     "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
@@ -183,11 +180,7 @@ def main() -> int:
     finally:
         if smtp is not None:
             smtp.stop()
-        kafka.stop()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            log(f"kept {tmp}")
+        scratch.close()
     log(f"{args.count} triggers ({args.orgs} orgs, {args.channel}): {result['rate']} triggers/s end to end, "
         f"{result['decisions_rps']} decisions/s (all decided after {result['decisions_s']} s, 0.1 s polls) "
         f"({result['seconds']} s; produced in {result['producer_seconds']} s); stages done at {result['stages']}")

@@ -51,10 +51,8 @@ import asyncio
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -63,6 +61,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.common import ScratchBroker  # noqa: E402
 
 PARTITIONS = 6
 POLL = 0.1
@@ -779,11 +779,11 @@ def main() -> int:
         return 0
 
     os.chdir(ROOT)
-    from deploy.local.kafka import LocalKafka, create_topics
+    from deploy.local.kafka import create_topics
 
-    tmp = Path(tempfile.mkdtemp(prefix="npsflow-bench-"))
+    scratch = ScratchBroker("npsflow-bench-", keep=args.keep)
+    tmp, kafka = scratch.tmp, scratch.kafka
     log(f"temp dir {tmp}")
-    kafka = LocalKafka(tmp / "kafka")
     result: dict = {"count": args.count, "partitions": PARTITIONS, "cpus": os.cpu_count(),
                     "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     try:
@@ -840,11 +840,7 @@ def main() -> int:
             log(f"  produced → window update  {lat['window_ms']}")
             log(f"  produced → ClickHouse row {lat['clickhouse_ms']} (polls every ~{lat['poll_interval_ms']} ms)")
     finally:
-        kafka.stop()
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        scratch.close()
 
     ratio = pipe["rate"] / live["rate"]
     result["ratio_pipeline_to_baseline_live"] = ratio

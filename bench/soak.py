@@ -49,11 +49,9 @@ import asyncio
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -63,6 +61,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import ScratchBroker, log  # noqa: E402
+
 from bench.pipeline_throughput import (  # noqa: E402  (the shared helpers of the benches)
     DONE_COUNTERS, PARTITIONS, Workers, _get, _percentiles, _worker_settings, worker_api)
 
@@ -71,8 +71,6 @@ REPORT_EVERY = 0.25  # the producer reports its send times this often (s)
 DRAIN_SECONDS = 180.0  # after the load: wait at most this long for the backlog to drain
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------------ producer
@@ -647,16 +645,15 @@ def main() -> int:
         args.out = ROOT / "bench" / "results" / time.strftime("soak-%Y%m%d-%H%M", time.gmtime())
     args.out = args.out.resolve()
     os.chdir(ROOT)
-    from deploy.local.kafka import LocalKafka
 
     def stop(signum, frame):  # SIGTERM (and SIGINT, even when started in the background): clean up, then exit
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    tmp = Path(tempfile.mkdtemp(prefix="npsflow-soak-"))
+    scratch = ScratchBroker("npsflow-soak-", keep=args.keep)
+    tmp, kafka = scratch.tmp, scratch.kafka
     log(f"temp dir {tmp}; load average {os.getloadavg()[0]:.2f}")
-    kafka = LocalKafka(tmp / "kafka")
     try:
         bootstrap = kafka.start()
         log(f"broker {bootstrap}; {PARTITIONS} partitions")
@@ -664,11 +661,7 @@ def main() -> int:
         log(f"workers ready: {soak.procs}; groups {soak.groups}")
         summary = soak.run()
     finally:
-        kafka.stop()
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        scratch.close()
     print_summary(summary)
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))

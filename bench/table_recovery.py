@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -29,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import ScratchBroker, log  # noqa: E402
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
 
 
 def memo(i: int) -> bytes:
@@ -71,13 +69,12 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     os.chdir(ROOT)
-    from deploy.local.kafka import LocalKafka
     from npsflow import config, stack
     from npsflow.producer import Producer
     from streams.kafka_io import json_key
 
-    tmp = Path(tempfile.mkdtemp(prefix="npsflow-recovery-bench-"))
-    kafka = LocalKafka(tmp / "kafka")
+    scratch = ScratchBroker("npsflow-recovery-bench-", keep=args.keep)
+    tmp, kafka = scratch.tmp, scratch.kafka
     result: dict = {"memos": args.memos, "partitions": args.partitions, "cpus": os.cpu_count(),
                     "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     try:
@@ -108,11 +105,7 @@ def main() -> int:
                       bytes_per_memo=round((full_rss - empty_rss) * 1024 * 1024 / args.memos),
                       memo_value_bytes=round(size / args.memos))
     finally:
-        kafka.stop()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            log(f"kept {tmp}")
+        scratch.close()
     log(f"{args.memos} memos: ready after {result.get('start_s')} s (baseline {result.get('baseline_start_s')} s) → "
         f"{result.get('recovery_rps')} memos/s recovered; RSS {result.get('baseline_rss_mib')} → "
         f"{result.get('rss_mib')} MiB ({result.get('bytes_per_memo')} B per memo)")

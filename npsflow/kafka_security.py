@@ -225,6 +225,9 @@ _CAUSES = (  # (pattern in a client library's log line or exception, the explana
 )
 
 
+_CREDENTIALS = re.compile(r"://\S*@")  # user:password@ of a URL, up to its last "@"
+
+
 class ConnectionDiagnosis(logging.Handler):
     """While active, collects the client libraries' connection log lines (kafka-python, aiokafka) instead of
     letting them reach stderr, so a failure can be told in one line: ``explain(exc)``."""
@@ -235,6 +238,7 @@ class ConnectionDiagnosis(logging.Handler):
         super().__init__(level=logging.DEBUG)
         self.security = security or KafkaSecurity()
         self.cause: str | None = None
+        self.last_failure: str | None = None  # the client's last WARNING+ line, for a failure with no known cause
         self._saved: list = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -243,6 +247,8 @@ class ConnectionDiagnosis(logging.Handler):
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             text += f" {record.exc_info[1]!r}"
+        if record.levelno >= logging.WARNING:
+            self.last_failure = _CREDENTIALS.sub("://***@", " ".join(text.split()))[:200]
         self.cause = self._match(text) or self.cause
 
     def _match(self, text: str) -> str | None:
@@ -273,5 +279,7 @@ class ConnectionDiagnosis(logging.Handler):
         cause = self.cause or self._match(text)
         if cause:
             return cause
-        first = (text.strip().splitlines() or ["unknown error"])[0]
-        return first[:300]
+        first = (text.strip().splitlines() or ["unknown error"])[0][:300]
+        # e.g. a bootstrap timeout: what the client saw last says more (a CI run once ended in a bare "Unable to
+        # bootstrap" where a wrong password was expected, and nothing told why)
+        return f"{first} (last client error: {self.last_failure})" if self.last_failure else first

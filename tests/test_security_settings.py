@@ -171,3 +171,20 @@ def test_grafana_push_takes_url_token_and_clickhouse_password_from_the_environme
     missing = CliRunner().invoke(main, ["grafana", "push"], env={"GRAFANA_URL": "http://g", "GRAFANA_TOKEN": None,
                                                                  "GRAFANA_TOKEN_FILE": None})
     assert missing.exit_code == 1 and "set GRAFANA_TOKEN or GRAFANA_TOKEN_FILE" in missing.output
+
+
+def test_a_failure_without_a_known_cause_says_what_the_client_saw_last():
+    """A bootstrap that timed out on lines no pattern knows: the one line carries the client's last error (so a
+    failure says more than "Unable to bootstrap"), with any URL credentials masked."""
+    sec = KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", "app", PW)
+    with ConnectionDiagnosis(sec) as diagnosis:
+        import logging
+
+        logging.getLogger("kafka.net.manager").info("Attempting bootstrap to bootstrap-0")
+        logging.getLogger("kafka.net.manager").warning(
+            "Bootstrap connection to bootstrap-0 failed: KafkaConnectionError: socket disconnected\n(backoff 0.08 secs)")
+        logging.getLogger("kafka.net.manager").warning("proxy https://app:%s@proxy:3128 refused", PW)
+    line = diagnosis.explain(TimeoutError("Unable to bootstrap from 127.0.0.1:9093"))
+    assert line == ("TimeoutError: Unable to bootstrap from 127.0.0.1:9093 (last client error: proxy "
+                    "https://***@proxy:3128 refused)")
+    assert PW not in line and "\n" not in line
