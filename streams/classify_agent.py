@@ -55,8 +55,8 @@ class ForgottenRegisters:
 class ClassifyView:
     """ClassifyState over the agent's tables."""
 
-    def __init__(self, seen: StateTable, invitations, registers: ForgottenRegisters) -> None:
-        self.seen, self.invitations, self.registers = seen, invitations, registers
+    def __init__(self, seen: StateTable, invitations, registers: ForgottenRegisters, index: ExpiryIndex) -> None:
+        self.seen, self.invitations, self.registers, self.index = seen, invitations, registers, index
 
     def forgotten(self, partition: int, response_id: str) -> bool:
         return response_id in self.registers.of(partition)
@@ -76,13 +76,16 @@ class ClassifyView:
     async def erase_memos(self, pipeline: Pipeline, erased: list[tuple[int, str, int]], lock: asyncio.Lock) -> int:
         """Strip the memos of erased answers (streams.classify.erased_memo) — called by the deliver agent for
         the invitations it erased (same partition: raw and invitations are co-partitioned, an answer's key is
-        its invitation id), under the classify agent's lock, flushed before it returns. Returns memos changed."""
+        its invitation id), under the classify agent's lock, flushed before it returns; each is listed in the
+        expiry index under its unchanged ``w``. Returns memos changed."""
         async with lock:
             out, changed = pipeline.output(), 0
             for partition, rid, at in erased:
                 memo = self.memo(rid)
                 if memo is not None and memo.get("x") is None:
-                    self.seen.put(out, json_key(rid), erased_memo(memo, at), partition)
+                    key, erased = json_key(rid), erased_memo(memo, at)
+                    self.seen.put(out, key, erased, partition)
+                    self.index.add(key, written_ms(erased))
                     changed += 1
             if changed:
                 await run_batch("classify.erase", pipeline.stats, out.flush)
@@ -95,7 +98,8 @@ class ClassifyAgent:
         self.pipeline = pipeline
         self.seen = StateTable(pipeline.tables["seen"])
         self.registers = ForgottenRegisters(self.seen)
-        self.view = ClassifyView(self.seen, StateTable(pipeline.tables["invitations"]), self.registers)
+        self.index = ExpiryIndex()
+        self.view = ClassifyView(self.seen, StateTable(pipeline.tables["invitations"]), self.registers, self.index)
         settings = pipeline.settings
         self.partitions = settings.partitions
         self.step = ClassifyStep(
@@ -115,6 +119,8 @@ class ClassifyAgent:
         if hasattr(app, "on_partitions_revoked"):
             app.on_partitions_revoked.connect(self.registers.on_rebalance, weak=False)
             app.on_partitions_assigned.connect(self.registers.on_rebalance, weak=False)
+            app.on_partitions_revoked.connect(self.index.on_rebalance, weak=False)
+            app.on_partitions_assigned.connect(self.index.on_rebalance, weak=False)
         self.pipeline.timers["expire_seen"] = self.expire
 
     def prepare(self, fetched: list) -> BatchOutput:
@@ -138,11 +144,13 @@ class ClassifyAgent:
     def stage(self, outcome: ClassifyOutcome, out: BatchOutput) -> None:
         """Everything the batch changed and produced, into ``out`` (the state — memos, then the watermarks — goes
         to Kafka after the outputs: BatchOutput.flush)."""
-        pipeline, names = self.pipeline, self.names
+        pipeline, names, index = self.pipeline, self.names, self.index
         for name, count in outcome.counts.items():
             pipeline.stats.inc(name, count)
         for rid, (partition, memo) in outcome.memos.items():
-            self.seen.put(out, json_key(rid), memo, partition)
+            key = json_key(rid)
+            self.seen.put(out, key, memo, partition)
+            index.add(key, written_ms(memo))
         for partition, watermark in outcome.watermarks.items():
             self.seen.put(out, watermark_key(partition), watermark, partition)
         for partition, rid, encoded in outcome.classified:
@@ -174,15 +182,118 @@ class ClassifyAgent:
         later is refused by the step (``edit_after_dedup_memory``; one older than the memory:
         ``older_than_dedup_memory``), so an answer can never be counted again after it was forgotten. Only the
         partitions this worker actively owns, and never while a rebalance or a table recovery runs: a register
-        must not be extended from a half-recovered view, nor written for a partition that moved away."""
+        must not be extended from a half-recovered view, nor written for a partition that moved away.
+
+        Which memos are read comes from the ``ExpiryIndex``: once it is complete, only the keys of the hours that
+        may hold a memo due (usually none, or one hour's writes); the first settled pass after a start or a
+        rebalance reads every memo, as all passes did before the index, and completes it. Stats:
+        ``classify.forgotten``, ``classify.expiry_visited`` (memos read), ``classify.expiry_full_scans``."""
         if not self.settled():
             return
         oldest = to_ms(self.pipeline.clock()) - self.pipeline.settings.dedup_retention_seconds * 1000
-        expiry = MemoExpiry(self.seen, self.registers, oldest, self.active_partitions(), self.settled)
-        keys = [key for key in self.seen.data.keys() if key[:1] == b'"']  # memos (other keys start with NUL)
-        expired = await sweep_keys(self.pipeline, "expire_seen", self.seen, keys, self.lock, expiry.visit,
-                                   expiry.finish)
+        index, generation = self.index, self.index.generation
+
+        def undisturbed() -> bool:  # settled, and no rebalance began since the pass started
+            return self.settled() and index.generation == generation
+
+        full = not index.complete
+        if full:  # every memo (other keys start with NUL); what is not forgotten is listed again
+            hours, keys = None, index.take_all([key for key in self.seen.data.keys() if key[:1] == b'"'])
+        else:
+            hours, keys = index.take_due(oldest)
+        expiry = MemoExpiry(self.seen, self.registers, oldest, self.active_partitions(), undisturbed,
+                            index.add if full else index.keeper(hours))
+        try:
+            expired = await sweep_keys(self.pipeline, "expire_seen", self.seen, keys, self.lock, expiry.visit,
+                                       expiry.finish)
+        except BaseException:  # keys taken out of the index may not all have been visited: rebuild it
+            index.complete = False
+            raise
+        finally:
+            self.pipeline.stats.inc("classify.expiry_visited", expiry.visited)
+        if full and index.generation == generation:
+            index.complete = True
+        self.pipeline.stats.inc("classify.expiry_full_scans", full)
         self.pipeline.stats.inc("classify.forgotten", expired)
+
+
+HOUR_MS = 3_600_000
+
+
+def written_ms(memo: dict) -> int:
+    """When a memo was last written (``w``; a memo written before ``w`` existed: its ``t``)."""
+    return memo.get("w", memo["t"])
+
+
+class ExpiryIndex:
+    """Where the expiry pass looks: the keys of the memos this worker wrote, bucketed by the hour of their ``w``
+    (``buckets``: hour number since the epoch → keys), so a pass reads only the memos of the hours that may be
+    due instead of every memo.
+
+    Lazy deletion: an overwritten memo leaves its entry in its old hour (and a memo written twice in one hour is
+    listed twice). The pass re-reads each memo it takes out of the index and forgets it only if its current
+    ``w`` is due; a memo it does not forget is listed again only if the hour of its current ``w`` is one the
+    pass took out (``keeper``: else it is listed under that later hour already), one deleted meanwhile is
+    dropped. So correctness never depends on the index being free of stale entries, only on every memo being
+    listed under the hour of its current ``w``.
+
+    Memos recovered from the changelog (start, rebalance) never pass through the agent: ``complete`` is false
+    from the start and after every rebalance (``invalidate`` also drops the buckets and bumps ``generation``),
+    and the next settled pass reads every memo of the table (``take_all``) and lists what it does not forget;
+    only a full pass during which no rebalance began (same ``generation``) makes the index complete again.
+
+    Memory (tracemalloc, CPython 3.11, 1 M memos of 36-character ids): 8.3 bytes per listed memo whose key
+    object is the table's own — every memo listed by a full pass, and every memo the agent wrote for the first
+    time —, i.e. one list slot: ~8 MB per million memos, the hours are few (2 160 for a 90-day memory). A memo
+    the agent overwrote (an edit, an erasure) is listed with a key object of its own (the table keeps its first
+    one): 79 bytes instead of 8 until it is forgotten or a full pass lists it again, and its stale entry (8
+    bytes) stays until its old hour is due. A full pass holds the list of every memo key on top (8 bytes each,
+    as before the index)."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, list[bytes]] = {}
+        self.complete = False  # every memo of the table is listed (after a full pass)
+        self.generation = 0  # bumped by every rebalance
+
+    def add(self, key: bytes, written: int) -> None:
+        """List a memo the agent just wrote (``written``: its ``w``, ms)."""
+        bucket = self.buckets.get(written // HOUR_MS)
+        if bucket is None:
+            self.buckets[written // HOUR_MS] = [key]
+        else:
+            bucket.append(key)
+
+    def keeper(self, hours: set[int]):
+        """What an index pass does with a memo it read and did not forget, ``keep(key, written_ms)``: list it
+        again if the pass took out the hour of its current ``w`` (``hours``), else nothing — it is listed under
+        that later hour already (a full pass lists every such memo: ``add``)."""
+
+        def keep(key: bytes, written: int) -> None:
+            if written // HOUR_MS in hours:
+                self.add(key, written)
+        return keep
+
+    def take_all(self, keys: list[bytes]) -> list[bytes]:
+        """A full pass over ``keys`` (every memo of the table) begins: the buckets are dropped (the pass lists
+        again what it does not forget; writes from now on are added as usual)."""
+        self.buckets = {}
+        return keys
+
+    def take_due(self, oldest_ms: int) -> tuple[set[int], list[bytes]]:
+        """Take out the hours that may hold a memo written before ``oldest_ms`` (the one holding ``oldest_ms``
+        included: it is read every pass until it is past); returns those hours and their distinct keys."""
+        hours = {hour for hour in self.buckets if hour * HOUR_MS < oldest_ms}
+        keys = dict.fromkeys(key for hour in sorted(hours) for key in self.buckets.pop(hour))
+        return hours, list(keys)
+
+    def invalidate(self) -> None:
+        """Partitions were revoked or assigned (the table recovers memos): drop everything, rebuild."""
+        self.buckets = {}
+        self.complete = False
+        self.generation += 1
+
+    async def on_rebalance(self, sender=None, *args, **kwargs) -> None:
+        self.invalidate()
 
 
 class MemoExpiry:
@@ -190,19 +301,25 @@ class MemoExpiry:
     register chunks first, then the memos' tombstones (same changelog partition, in this order: a crash between
     them leaves an id registered and still remembered, which is harmless, never forgotten unregistered). Memos
     of partitions not in ``partitions`` (None: all) are left alone, and nothing is picked once ``settled()``
-    turns false (a rebalance began during the pass)."""
+    turns false (a rebalance began during the pass). Every memo read and not picked is passed to
+    ``keep(key, written_ms)`` (the ExpiryIndex); ``visited`` counts the memos read."""
 
     def __init__(self, seen: StateTable, registers: ForgottenRegisters, oldest_ms: int,
-                 partitions: set[int] | None, settled) -> None:
+                 partitions: set[int] | None, settled, keep=None) -> None:
         self.seen, self.registers, self.oldest_ms = seen, registers, oldest_ms
-        self.partitions, self.settled = partitions, settled
+        self.partitions, self.settled, self.keep = partitions, settled, keep
         self.picked: dict[int, list[tuple[bytes, str]]] = defaultdict(list)  # partition → (key, response id)
+        self.visited = 0
 
     def visit(self, out: BatchOutput, key: bytes, raw: bytes) -> int:
+        self.visited += 1
         memo = orjson.loads(raw)
         partition = memo["src"][0]
-        if memo.get("w", memo["t"]) >= self.oldest_ms or not self.settled() or (
+        written = written_ms(memo)
+        if written >= self.oldest_ms or not self.settled() or (
                 self.partitions is not None and partition not in self.partitions):
+            if self.keep is not None:
+                self.keep(key, written)
             return 0
         self.picked[partition].append((key, orjson.loads(key)))
         return 1
