@@ -225,6 +225,7 @@ _CAUSES = (  # (pattern in a client library's log line or exception, the explana
 )
 
 
+_LOCAL_PORT = re.compile(r"<-(\d+)\]")  # kafka-python names a connection "[host:port<-local port]"
 _CREDENTIALS = re.compile(r"://\S*@")  # user:password@ of a URL, up to its last "@"
 
 
@@ -239,6 +240,7 @@ class ConnectionDiagnosis(logging.Handler):
         self.security = security or KafkaSecurity()
         self.cause: str | None = None
         self.last_failure: str | None = None  # the client's last WARNING+ line, for a failure with no known cause
+        self._negotiated: set[str] = set()  # local ports of connections that got past the API versions request
         self._saved: list = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -249,7 +251,23 @@ class ConnectionDiagnosis(logging.Handler):
             text += f" {record.exc_info[1]!r}"
         if record.levelno >= logging.WARNING:
             self.last_failure = _CREDENTIALS.sub("://***@", " ".join(text.split()))[:200]
-        self.cause = self._match(text) or self.cause
+        self.cause = self._match(text) or self._closed_in_sasl(text) or self.cause
+
+    def _closed_in_sasl(self, text: str) -> str | None:
+        """kafka-python, a connection (named by its local port) the broker closed after the API versions were
+        agreed — i.e. during the SASL authentication, the next step: the broker answers a wrong password with the
+        SASL error and closes, and the client sometimes sees only the close ("socket disconnected"). Seen in CI:
+        every attempt of a 15 s bootstrap ended so, and the one line said only "Unable to bootstrap"."""
+        port = _LOCAL_PORT.search(text)
+        if port is None or not self.security.sasl:
+            return None
+        if "Broker version identified" in text:
+            self._negotiated.add(port.group(1))
+        elif "socket disconnected" in text and port.group(1) in self._negotiated:
+            return (f"authentication failed: the broker closed the connection during the SASL authentication of "
+                    f"user {self.security.username!r} ({self.security.mechanism}); check "
+                    f"NPSFLOW_KAFKA_SASL_USERNAME and the password")
+        return None
 
     def _match(self, text: str) -> str | None:
         for pattern, explanation in _CAUSES:

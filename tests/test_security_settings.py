@@ -188,3 +188,30 @@ def test_a_failure_without_a_known_cause_says_what_the_client_saw_last():
     assert line == ("TimeoutError: Unable to bootstrap from 127.0.0.1:9093 (last client error: proxy "
                     "https://***@proxy:3128 refused)")
     assert PW not in line and "\n" not in line
+
+
+def test_a_connection_closed_during_sasl_is_named_an_authentication_failure():
+    """The broker answers a wrong password with the SASL error and closes; kafka-python sometimes sees only the close.
+    A close after the API versions were agreed (same local port) is the SASL step failing: authentication. A close
+    before them (TLS, a wrong port) is not."""
+    import logging
+
+    sec = KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", "app", PW)
+    connection, transport = logging.getLogger("kafka.net.connection"), logging.getLogger("kafka.net.transport")
+    with ConnectionDiagnosis(sec) as before_versions:
+        transport.error("<KafkaSSLTransport [127.0.0.1:9093<-45160]>: socket disconnected")
+    assert before_versions.cause is None
+    with ConnectionDiagnosis(sec) as during_sasl:
+        connection.info("<KafkaConnection node_id=bootstrap-0 host=[127.0.0.1:9093<-45162] broker_version=unknown "
+                        "(initializing)>: Broker version identified as 4.3")
+        transport.error("<KafkaSSLTransport [127.0.0.1:9093<-45170]>: socket disconnected")  # another connection
+        assert during_sasl.cause is None
+        transport.error("<KafkaSSLTransport [127.0.0.1:9093<-45162]>: socket disconnected")
+    assert during_sasl.explain(TimeoutError("Unable to bootstrap")).startswith(
+        "authentication failed: the broker closed the connection during the SASL authentication of user 'app' "
+        "(SCRAM-SHA-512)")
+    with ConnectionDiagnosis(KafkaSecurity("SSL")) as without_sasl:
+        connection.info("<KafkaConnection node_id=0 host=[h:9093<-1] broker_version=unknown>: Broker version "
+                        "identified as 4.3")
+        transport.error("<KafkaSSLTransport [h:9093<-1]>: socket disconnected")
+    assert without_sasl.cause is None
