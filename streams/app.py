@@ -150,8 +150,9 @@ class GapGuard:
     The first record of a partition after a start or a rebalance must be at the group's committed offset, or —
     nothing committed yet — at the partition's earliest offset (``auto_offset_reset=earliest``). Found by the
     cluster test (session 9): a survivor took over a partition the SIGKILLed worker had never committed and
-    began at its end, 358 records in; Faust's ``perform_seek`` seeks only partitions that have a committed
-    offset, so a fetch dropped across a rebalance skipped the partition's head for good — its first 205 answers
+    began at its end, 358 records in. Faust's ``perform_seek`` seeks back only partitions that have a committed
+    offset, so a fetch dropped across a rebalance (the likely path; not pinned) skips such a partition's head for
+    good — its first 205 answers
     were counted without their dedup memos (the victim died between outputs and state), and their replay later
     counted them again; the other 153 were never processed."""
 
