@@ -86,7 +86,7 @@ demo: setup
 # the fault suite (tests/test_faults.py: broker restart, ClickHouse inserts failing, disk full; ~3 min per case) runs
 # apart: `make test-faults` (it prints each case's numbers: detection, recovery, throughput)
 test: setup
-	$(BIN)/pytest -q -ra -m "not faults"
+	$(BIN)/pytest -q -ra --durations=15 -m "not faults"
 
 test-faults: setup
 	$(BIN)/pytest -q -ra -rP -m faults
