@@ -13,9 +13,9 @@ Cases (each bounded by its pytest timeout):
   then a read timeout), 20 s partial inserts (half the rows written, then the connection breaks). Injected at the
   sinks' client boundary by the worker's own ``NPSFLOW_FAULTS_FILE`` hook (sinks/faults.py, testing only) around
   the real chDB store.
-* **disk** — the worker's disk "full" for 60 s: the worker process's RLIMIT_FSIZE set to 0 (``prlimit``, no root):
-  every write that would grow any file — chDB's parts, the outbox's mails, its log — fails in the kernel (EFBIG),
-  then the limit is restored.
+* **disk** — the filesystem of the worker's NPSFLOW_HOME (a tmpfs of its own, mounted by the case) really full for
+  60 s: a file fills it to ENOSPC, then is deleted — chDB's parts, the outbox's mails and the log cannot be
+  written meanwhile.
 
 Input of every case: N_RESPONSES simulated answers (2 % exact replays, 2 % edits, 0.2 % invalid) and N_TRIGGERS
 trigger events (1 % replayed event ids, 20 with an invalid phone number), sent in chunks by the project's own
@@ -41,10 +41,11 @@ Measured 2026-12-06 on 2 cores shared with other test runs (load 6–15): 3.3–
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
-import resource
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -503,21 +504,58 @@ def test_clickhouse_inserts_failing_for_60_s(tmp_path, kafka_bootstrap):
     assert any(r.startswith("clickhouse:") for r in summary["reasons_during"]), summary
 
 
-def test_disk_of_the_worker_full_for_60_s(tmp_path, kafka_bootstrap):
-    """RLIMIT_FSIZE 0 on the worker process: the kernel refuses every write that would grow a file (EFBIG), which
-    is what a full disk does to a process's writes (ENOSPC) — for every file it writes, wherever it is."""
+@pytest.fixture
+def own_disk(tmp_path):
+    """A filesystem of the worker's own for its NPSFLOW_HOME: a 1 GiB tmpfs mounted for the case (needs the right
+    to mount, as root in this project's CI), unmounted after it."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g,mode=0700", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"the disk-full case needs its own filesystem and could not mount a tmpfs: "
+                    f"{(proc.stderr or proc.stdout).strip()[:200]}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(path: Path) -> int:
+    """Write zeros to ``path`` until the filesystem is full (ENOSPC); returns the bytes written."""
+    written = 0
+    with open(path, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * (1 << 20))
+                handle.flush()
+                written += 1 << 20
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+    return written
+
+
+def test_disk_of_the_worker_full_for_60_s(own_disk, kafka_bootstrap):
+    """The filesystem of the worker's NPSFLOW_HOME (chDB's parts, the outbox's mails, its log) really full for
+    60 s: a file fills it to ENOSPC, then is deleted. (Session 7 used RLIMIT_FSIZE 0 on the worker instead: the
+    kernel then refuses writes with EFBIG while the disk looks free, and chDB 4.4.0 reports such inserts as
+    successful while it commits parts whose files are all empty — rows lost, every later read failing with
+    "Empty marks file"; reproduced outside npsflow, NOTES.md. A full disk is refused up front by ClickHouse's
+    space reservation, NOT_ENOUGH_SPACE, which is what this case now proves recovery from.)"""
     inp = make_input()
-    env = fault_env(tmp_path, kafka_bootstrap, None)  # invitations go to the outbox: files on that disk
+    env = fault_env(own_disk, kafka_bootstrap, None)  # invitations go to the outbox: files on that disk
+    filler = own_disk / "filler"
+    extra: dict = {}
 
     def fault():
-        pid = worker_alive(env)
-        soft, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        worker_alive(env)
         start = time.time()
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (0, hard))
+        extra["filled_mib"] = fill(filler) >> 20
         try:
-            time.sleep(60)
+            time.sleep(max(0.0, start + 60 - time.time()))
         finally:
-            resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, hard))
+            filler.unlink()
         return start, time.time()
 
     try:
@@ -525,7 +563,7 @@ def test_disk_of_the_worker_full_for_60_s(tmp_path, kafka_bootstrap):
         stats = env.stats()
     finally:
         env.stop_worker()
-    summary.update(insert_retries=stats.get("sink.responses.retry", 0),
+    summary.update(insert_retries=stats.get("sink.responses.retry", 0), **extra,
                    dispatch_retries={k: v for k, v in stats.items() if "retry" in k and "sink" not in k})
     report(summary)
     assert summary["insert_retries"] > 0, "no insert failed: the disk fault did not reach ClickHouse"
