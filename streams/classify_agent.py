@@ -55,8 +55,8 @@ class ForgottenRegisters:
 class ClassifyView:
     """ClassifyState over the agent's tables."""
 
-    def __init__(self, seen: StateTable, invitations, registers: ForgottenRegisters, index: ExpiryIndex) -> None:
-        self.seen, self.invitations, self.registers, self.index = seen, invitations, registers, index
+    def __init__(self, seen: StateTable, invitations, registers: ForgottenRegisters) -> None:
+        self.seen, self.invitations, self.registers = seen, invitations, registers
 
     def forgotten(self, partition: int, response_id: str) -> bool:
         return response_id in self.registers.of(partition)
@@ -76,16 +76,14 @@ class ClassifyView:
     async def erase_memos(self, pipeline: Pipeline, erased: list[tuple[int, str, int]], lock: asyncio.Lock) -> int:
         """Strip the memos of erased answers (streams.classify.erased_memo) — called by the deliver agent for
         the invitations it erased (same partition: raw and invitations are co-partitioned, an answer's key is
-        its invitation id), under the classify agent's lock, flushed before it returns; each is listed in the
-        expiry index under its unchanged ``w``. Returns memos changed."""
+        its invitation id), under the classify agent's lock, flushed before it returns (an erased memo keeps its
+        ``w``: the expiry index lists it where it was). Returns memos changed."""
         async with lock:
             out, changed = pipeline.output(), 0
             for partition, rid, at in erased:
                 memo = self.memo(rid)
                 if memo is not None and memo.get("x") is None:
-                    key, erased = json_key(rid), erased_memo(memo, at)
-                    self.seen.put(out, key, erased, partition)
-                    self.index.add(key, written_ms(erased))
+                    self.seen.put(out, json_key(rid), erased_memo(memo, at), partition)
                     changed += 1
             if changed:
                 await run_batch("classify.erase", pipeline.stats, out.flush)
@@ -99,7 +97,7 @@ class ClassifyAgent:
         self.seen = StateTable(pipeline.tables["seen"])
         self.registers = ForgottenRegisters(self.seen)
         self.index = ExpiryIndex()
-        self.view = ClassifyView(self.seen, StateTable(pipeline.tables["invitations"]), self.registers, self.index)
+        self.view = ClassifyView(self.seen, StateTable(pipeline.tables["invitations"]), self.registers)
         settings = pipeline.settings
         self.partitions = settings.partitions
         self.step = ClassifyStep(
