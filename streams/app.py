@@ -136,6 +136,10 @@ def position(item) -> tuple:
     return (tp if tp is not None else TP(msg.topic, msg.partition)), msg.offset
 
 
+RESEEK_AFTER = 5.0  # seconds a guard waits for the re-read of a seek before it seeks again
+GUARD_TICK = 5.0  # an agent with no input calls its guard this often (a seek may be overdue)
+
+
 class GapGuard:
     """Detects records Faust skipped and makes Kafka deliver them again.
 
@@ -144,22 +148,32 @@ class GapGuard:
     in between are never processed and, unacked, block the partition's commit until the next restart. Our
     source topics are plain (not compacted, not transactional), so offsets of one partition are contiguous:
     on a jump the guard seeks the partition back to the first missing offset and holds back the records of
-    that partition until the re-read arrives. A step backwards (a re-read after a seek or a rebalance) is
-    accepted: processing is idempotent.
+    that partition until the re-read arrives. A step backwards within a generation (a repeated seek's second
+    re-read, a redelivery) brings records this guard has let through already — handled and acked by the time
+    they come again — and they are dropped (``offset_reread``): every agent would handle them idempotently, but
+    not for free.
 
     The first record of a partition after a start or a rebalance must be at the group's committed offset, or —
     nothing committed yet — at the partition's earliest offset (``auto_offset_reset=earliest``). Found by the
     cluster test (session 9): a survivor took over a partition the SIGKILLed worker had never committed and
     began at its end, 358 records in. Faust's ``perform_seek`` seeks back only partitions that have a committed
     offset, so a fetch dropped across a rebalance (the likely path; not pinned) skips such a partition's head for
-    good — its first 205 answers
-    were counted without their dedup memos (the victim died between outputs and state), and their replay later
-    counted them again; the other 153 were never processed."""
+    good — its first 205 answers were counted without their dedup memos (the victim died between outputs and state), and their replay later
+    counted them again; the other 153 were never processed.
 
-    def __init__(self, app, stats: Stats, name: str) -> None:
-        self.app, self.stats, self.name = app, stats, name
+    A seek is repeated when its re-read has not arrived RESEEK_AFTER seconds later (``filter`` checks on every
+    call, an idle agent calls it with no records every GUARD_TICK seconds): a re-read that something drops on
+    the way leaves the partition waiting — its records held, its commit stopped — for good otherwise. CI found
+    one (2026-12-06: one raw partition of the cluster test never processed): a list fetched before the seek went
+    through the router's read-offset filter after it, moved the read offset past the re-read and the filter then
+    dropped the whole re-read (the filter is gone, ``BatchRouter._records``); the repeat covers paths not
+    known."""
+
+    def __init__(self, app, stats: Stats, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.app, self.stats, self.name, self.clock = app, stats, name, clock
         self.last: dict = {}
         self.sought: dict = {}  # tp → the offset we sought back to and have not seen since
+        self.sought_at: dict = {}  # tp → when we (last) sought it there (clock)
         self.start: dict = {}  # tp → where its first record is expected (see expected()), until a rebalance
         if hasattr(app, "on_partitions_revoked"):
             app.on_partitions_revoked.connect(self.on_rebalance, weak=False)
@@ -174,6 +188,7 @@ class GapGuard:
     def reset(self) -> None:
         self.last.clear()
         self.sought.clear()
+        self.sought_at.clear()
         self.start.clear()
 
     async def expected(self, tp) -> int | None:
@@ -200,12 +215,16 @@ class GapGuard:
             return True
 
     async def filter(self, events: list) -> list:
-        kept, seeks, gone = [], {}, {}
+        """``events`` without the ones to hold back (after a gap) or handled already; seeks where a gap is."""
+        kept, seeks, gone, reread = [], {}, {}, {}
         for event in events:
             tp, offset = position(event)
             if tp in seeks:
                 continue
             last = self.last.get(tp)
+            if last is not None and offset <= last:
+                reread[tp] = reread.get(tp, 0) + 1
+                continue
             if last is None:  # first record since start or a rebalance: expect the committed (or earliest) offset
                 start = await self.expected(tp)
                 last = start - 1 if start is not None else None
@@ -222,6 +241,7 @@ class GapGuard:
                 log.error("%s: %s offsets %d..%d are no longer in Kafka; continuing at %d", self.name, tp,
                           last + 1, offset - 1, offset)
             self.sought.pop(tp, None)
+            self.sought_at.pop(tp, None)
             self.last[tp] = offset
             kept.append(event)
         for tp, (offset, seen, first) in seeks.items():
@@ -229,9 +249,29 @@ class GapGuard:
             log.warning("%s: %s offsets %d..%d were skipped (%s); seeking back to %d", self.name, tp, offset,
                         seen - 1, "the first record since a start or rebalance is past the committed or earliest "
                         "offset" if first else "a jump", offset)
-            self.sought[tp] = offset
-            await self.app.consumer.seek(tp, offset)
+            await self._seek(tp, offset)
+        for count in reread.values():
+            self.stats.inc(f"{self.name}.offset_reread", count)
+        await self._repeat_overdue()
         return kept
+
+    async def _seek(self, tp, offset: int) -> None:
+        self.sought[tp], self.sought_at[tp] = offset, self.clock()
+        try:
+            await self.app.consumer.seek(tp, offset)
+        except Exception as exc:  # e.g. the partition is being revoked: the rebalance resets the guard
+            log.warning("%s: seeking %s to %d failed (%s); trying again in %.0f s", self.name, tp, offset,
+                        exc, RESEEK_AFTER)
+
+    async def _repeat_overdue(self) -> None:
+        """Seek again the partitions whose re-read has not arrived within RESEEK_AFTER seconds."""
+        now = self.clock()
+        for tp, offset in list(self.sought.items()):
+            if now - self.sought_at[tp] >= RESEEK_AFTER:
+                self.stats.inc(f"{self.name}.offset_gap_reseek")
+                log.warning("%s: %s offset %d did not come back %.0f s after the seek; seeking again", self.name,
+                            tp, offset, now - self.sought_at[tp])
+                await self._seek(tp, offset)
 
 
 TAKE_WITHIN = 0.05  # how long a batch waits for more fetched lists: 0 made batches so small at a steady load
@@ -286,9 +326,11 @@ async def _consume(pipeline, topic_key: str, name: str, size: int, handle, lock:
     stats = pipeline.stats
     waited = time.monotonic()
     while True:
-        taken = await inbox.take(size, within=TAKE_WITHIN)
+        taken = await inbox.take(size, within=TAKE_WITHIN, idle=GUARD_TICK)
         started = time.monotonic()
         records = await guard.filter(taken)
+        if not taken:  # idle: the guard has checked its seeks
+            continue
         stats.inc(f"{name}.batches")
         await handle(records)
         ack_offsets(pipeline.app, records)

@@ -10,7 +10,7 @@ through Faust's path unchanged.
 
 What stays Faust's: the group membership and its assignor (tables co-assigned with the topics they serve),
 table recovery, flow control (nothing is fetched while a rebalance is in progress: ``_wait_next_records``
-returns nothing while the flow is suspended), the read offsets, and the commits: an agent acks the offsets it
+returns nothing while the flow is suspended) and the commits: an agent acks the offsets it
 finished with ``ack_offsets`` (Faust's own bookkeeping of acked offsets, so its commit timer commits them).
 The Faust agent of each such topic stays declared (its subscription and the assignor need it) but never
 receives a message.
@@ -87,9 +87,13 @@ class BatchInbox:
     async def put(self, records: list) -> None:
         await self.queue.put(records)
 
-    async def take(self, max_records: int, within: float) -> list:
-        """At least one list, then whatever arrives within ``within`` seconds up to ``max_records`` records."""
-        batch = list(await self.queue.get())
+    async def take(self, max_records: int, within: float, idle: float | None = None) -> list:
+        """At least one list, then whatever arrives within ``within`` seconds up to ``max_records`` records; an
+        empty list when nothing arrived for ``idle`` seconds (None: wait as long as it takes)."""
+        try:
+            batch = list(await asyncio.wait_for(self.queue.get(), idle))
+        except asyncio.TimeoutError:
+            return []
         self.taken += 1
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
@@ -179,9 +183,8 @@ class BatchRouter:
                 if inbox is None:
                     rest[tp] = batch
                     continue
-                fresh = router._fresh(consumer, tp, batch)
-                if fresh:
-                    await inbox.put(fresh)
+                if batch:
+                    await inbox.put(router._records(consumer, tp, batch))
             to_message = consumer._to_message
             for tp, batch in rest.items():
                 for record in batch:
@@ -190,13 +193,17 @@ class BatchRouter:
         return getmany
 
     @staticmethod
-    def _fresh(consumer, tp, batch: list) -> list[Record]:
-        """The records not read yet (Faust's read-offset rule), as Records; moves the read offset."""
-        read = consumer._read_offset[tp]
-        out = [Record(r.topic, r.partition, r.offset, r.key, r.value) for r in batch
-               if read is None or r.offset >= read]
-        if out:
-            consumer._read_offset[tp] = out[-1].offset
+    def _records(consumer, tp, batch: list) -> list[Record]:
+        """The fetched records as Records, every one of them; Faust's read offset follows (its monitor reads it).
+
+        Not Faust's read-offset rule (drop what is before the read offset): the agents' GapGuard is the one
+        judge of order — it takes re-reads, holds what follows a gap and seeks back. With the rule here too, a
+        list fetched before a guard's seek that reached this point after it moved the read offset past the
+        seek target, and the whole re-read was dropped: the partition waited for it for good (CI, 2026-12-06:
+        raw partition 9 of the cluster test never processed, its records held, its offsets never committed).
+        Reading a record twice is safe: every agent is idempotent per source offset."""
+        out = [Record(r.topic, r.partition, r.offset, r.key, r.value) for r in batch]
+        consumer._read_offset[tp] = out[-1].offset
         return out
 
 

@@ -42,7 +42,7 @@ from schemas import codec as avro
 from sinks import rollup
 from sinks import rows as row_mappers
 from sinks.batching import BatchingSink, first_line, is_permanent, rows_digest
-from streams.app import GapGuard, Pipeline, add_timer, dead_letter
+from streams.app import GUARD_TICK, GapGuard, Pipeline, add_timer, dead_letter
 from streams.batch_consumer import ack_offsets
 
 log = logging.getLogger("npsflow.sink")
@@ -139,7 +139,10 @@ class SinkAgent:
         retry_task = asyncio.ensure_future(self.retry_stuck())
         try:
             while True:
-                records = await guard.filter(await inbox.take(settings.sink_max_rows, within=settings.sink_max_age))
+                taken = await inbox.take(settings.sink_max_rows, within=settings.sink_max_age, idle=GUARD_TICK)
+                records = await guard.filter(taken)
+                if not taken:  # idle: the guard has checked its seeks
+                    continue
                 for record in records:
                     self.batching.add(record.partition, record.offset, await self.row(record), record)
                 await self.flush(seal_all=True)

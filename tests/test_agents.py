@@ -68,6 +68,7 @@ class Feeder:
         self.pipeline, self.agent = pipeline, pipeline.agents[name]
         self.topic = self.agent.channel.get_topic_name()
         self.sent_offset = -1
+        self.high: dict[int, int] = {}  # partition → the highest offset put
         self.task = None
 
     async def __aenter__(self) -> "Feeder":
@@ -80,8 +81,18 @@ class Feeder:
         self.sent_offset += 1
         key = key.encode() if isinstance(key, str) else key
         record = Record(self.topic, partition, self.sent_offset, key, value)
+        if self.sent_offset <= self.high.get(partition, -1):
+            await self.rebalance()
+        self.high[partition] = max(self.sent_offset, self.high.get(partition, -1))
         await self.pipeline.router.inbox(self.topic).put([record])
         return Fed(record, self.pipeline.app)
+
+    async def rebalance(self) -> None:
+        """Kafka delivers an offset again only to a new generation (a restart, a rebalance): the records put so
+        far are handled first, then the app announces the assignment (the agents' guards and caches start
+        over, as in a worker that just joined)."""
+        await asyncio.wait_for(self.pipeline.router.inbox(self.topic).join(), 20)
+        await self.pipeline.app.on_partitions_assigned.send(set())
 
     async def __aexit__(self, *exc) -> None:
         try:

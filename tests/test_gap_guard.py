@@ -1,10 +1,13 @@
 """GapGuard: a stream that skips offsets is sent back to the first missing one; re-reads are accepted."""
 
+from collections import defaultdict
 from types import SimpleNamespace
 
+from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 
-from streams.app import GapGuard, Stats
+from streams.app import RESEEK_AFTER, GapGuard, Stats
+from streams.batch_consumer import BatchInbox, BatchRouter
 
 
 class SeekRecorder:
@@ -44,11 +47,14 @@ async def test_a_jump_seeks_back_and_holds_the_partition_until_the_re_read():
     assert offsets(await guard.filter([ev(0, 89), ev(0, 90)])) == [(0, 89), (0, 90)]  # the re-read
 
 
-async def test_a_rewind_is_accepted():
-    app = SimpleNamespace(consumer=SeekRecorder())
-    guard = GapGuard(app, Stats(), "x")
+async def test_records_let_through_already_are_not_handled_twice():
+    """A redelivery within a generation (a repeated seek's second re-read) brings records the agent has handled
+    and acked: dropped and counted, the partition goes on after them, no seek."""
+    app, stats = SimpleNamespace(consumer=SeekRecorder()), Stats()
+    guard = GapGuard(app, stats, "x")
     await guard.filter([ev(0, 10), ev(0, 11)])
-    assert offsets(await guard.filter([ev(0, 5), ev(0, 6)])) == [(0, 5), (0, 6)]  # redelivery from a commit
+    assert offsets(await guard.filter([ev(0, 5), ev(0, 6), ev(0, 11), ev(0, 12)])) == [(0, 12)]
+    assert stats.as_dict()["x.offset_reread"] == 3
     assert app.consumer.seeks == []
 
 
@@ -141,3 +147,114 @@ async def test_an_uncommitted_partition_read_from_its_head_passes():
     guard = GapGuard(app, Stats(), "x")
     assert offsets(await guard.filter([ev(0, 40), ev(0, 41)])) == [(0, 40), (0, 41)]
     assert app.consumer.seeks == []
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+async def test_a_re_read_that_does_not_come_is_sought_again():
+    """Something dropped the re-read on the way: the partition's records are held and its commit stops for good
+    unless the guard seeks again — after RESEEK_AFTER seconds, on the next records or an idle call."""
+    app, stats, clock = SimpleNamespace(consumer=Earliest(7)), Stats(), Clock()
+    guard = GapGuard(app, stats, "x", clock=clock)
+    await guard.filter([ev(0, 7)])
+    assert offsets(await guard.filter([ev(0, 20)])) == [] and app.consumer.seeks == [(TP("t", 0), 8)]
+    clock.now = RESEEK_AFTER - 0.1
+    assert offsets(await guard.filter([ev(0, 21)])) == [] and len(app.consumer.seeks) == 1  # still in time
+    clock.now = RESEEK_AFTER
+    assert offsets(await guard.filter([ev(0, 22)])) == [] and app.consumer.seeks == [(TP("t", 0), 8)] * 2
+    assert stats.as_dict()["x.offset_gap_reseek"] == 1
+    clock.now = 2 * RESEEK_AFTER - 0.1
+    await guard.filter([])
+    assert len(app.consumer.seeks) == 2
+    clock.now = 2 * RESEEK_AFTER  # an idle agent's call: no records, the seek is overdue again
+    assert await guard.filter([]) == [] and app.consumer.seeks == [(TP("t", 0), 8)] * 3
+    assert offsets(await guard.filter([ev(0, 8), ev(0, 9)])) == [(0, 8), (0, 9)]
+    clock.now = 10 * RESEEK_AFTER
+    await guard.filter([])
+    assert len(app.consumer.seeks) == 3  # nothing is waiting any more
+
+
+class Revoked(Earliest):
+    async def seek(self, tp, offset):
+        self.seeks.append((tp, offset))
+        raise RuntimeError("No current assignment for partition")
+
+
+async def test_a_seek_that_fails_does_not_stop_the_agent_and_is_tried_again():
+    app, clock = SimpleNamespace(consumer=Revoked(1)), Clock()
+    guard = GapGuard(app, Stats(), "x", clock=clock)
+    await guard.filter([ev(0, 1)])
+    assert offsets(await guard.filter([ev(0, 5), ev(1, 0)])) == [(1, 0)]
+    clock.now = RESEEK_AFTER
+    assert await guard.filter([]) == [] and app.consumer.seeks == [(TP("t", 0), 2)] * 2
+
+
+class FetchingConsumer:
+    """Faust's consumer as the router's getmany and the guard use it: scripted fetches, Faust's own ``seek``
+    (it moves Faust's read offset: ``faust.transport.consumer.Consumer.seek``), a log starting at offset 0."""
+
+    should_stop = False
+    flow_active = True
+    seek = FaustConsumer.seek
+
+    def __init__(self, fetches: list):
+        self.fetches = fetches
+        self.app = SimpleNamespace(consumer_generation_id=1)
+        self.log = SimpleNamespace(dev=lambda *args, **kwargs: None)
+        self._read_offset = defaultdict(lambda: None)
+        self._committed_offset = {}
+        self._buffered_partitions = set()
+        self.seeks = []
+
+    async def _wait_next_records(self, timeout):
+        return self.fetches.pop(0), None
+
+    def _to_message(self, tp, record):
+        return record
+
+    async def _seek(self, tp, offset):
+        self.seeks.append((tp, offset))
+
+    async def earliest_offsets(self, *tps):
+        return {tp: 0 for tp in tps}
+
+
+def fetched(tp, first, end):
+    return {tp: [SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=o, key=b"k", value=b"v")
+                 for o in range(first, end)]}
+
+
+async def test_a_list_fetched_before_the_seek_and_routed_after_it_does_not_swallow_the_re_read():
+    """The CI failure of 2026-12-06: raw partition 9 was never processed. The guard sought it back to 0; a list
+    fetched before the seek (340..349) reached the router after it and moved Faust's read offset to 349; the
+    router's read-offset filter then dropped the re-read 0..348, and the guard held 349.. for good."""
+    tp = TP("raw", 9)
+    consumer = FetchingConsumer([fetched(tp, 330, 340), fetched(tp, 340, 350), fetched(tp, 0, 350)])
+    app = SimpleNamespace(consumer=consumer)
+    router = BatchRouter(app)
+    inbox = router.inbox("raw")
+    router.install()
+
+    async def fetch():
+        assert [m async for m in consumer.getmany(timeout=1.0)] == []  # every record went to the inbox
+
+    guard = GapGuard(app, Stats(), "classify")
+    await fetch()
+    assert await guard.filter(await inbox.take(1000, within=0)) == [] and consumer.seeks == [(tp, 0)]
+    await fetch()  # fetched before the seek, routed after it
+    await fetch()  # the re-read
+    kept = await guard.filter(await inbox.take(1000, within=0))
+    assert [r.offset for r in kept] == list(range(350))
+
+
+async def test_an_idle_inbox_hands_out_an_empty_list():
+    inbox = BatchInbox()
+    assert await inbox.take(10, within=0, idle=0.01) == []
+    await inbox.put([1, 2])
+    assert await inbox.take(10, within=0, idle=0.01) == [1, 2]
