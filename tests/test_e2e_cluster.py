@@ -81,6 +81,18 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
+def _guard_counts(infos: list, settings) -> dict:
+    """The GapGuards' counters (``<agent>.offset_gap``, ``…_reseek``, ``…_reread``, ``…_unrecoverable``) summed
+    over the given workers: printed with the result, and with a failure (a partition that stopped shows here)."""
+    total: Counter = Counter()
+    for info in infos:
+        try:
+            total.update({k: v for k, v in _stats(info, settings).items() if ".offset_" in k})
+        except Exception as exc:  # a worker that does not answer is news as well
+            total[f"unreachable:{info.get('name')}:{type(exc).__name__}"] += 1
+    return dict(sorted(total.items()))
+
+
 def _stats(info: dict, settings) -> dict:
     import requests
 
@@ -215,7 +227,8 @@ def test_three_brokers_three_process_workers_a_killed_worker_and_a_stopped_broke
         wait_for(reported_once, what="every answer in the report before the replay", timeout=180, interval=1)
         wait_for(decided_once, what="every trigger decided before the replay", timeout=120, interval=1)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; counted (answers, triggers) {seen_total} of {(total, TRIGGERS)}") from None
+        raise AssertionError(f"{exc}; counted (answers, triggers) {seen_total} of {(total, TRIGGERS)}; guards: "
+                             f"{_guard_counts([state['worker'], *workers[1:]], env.settings)}") from None
     assert seen_total == [total, TRIGGERS], f"counted twice before the replay: {seen_total} for {(total, TRIGGERS)}"
     env.cli("ingest", "responses", str(write_jsonl(tmp_path / "all.jsonl", records)))  # replays on top
     env.cli("ingest", "triggers", str(write_jsonl(tmp_path / "t-all.jsonl", triggers)))
@@ -252,7 +265,8 @@ def test_three_brokers_three_process_workers_a_killed_worker_and_a_stopped_broke
     rss = [round(_rss_mib(n["pid"])) for n in stack.status(env.settings)["kafka"]["nodes"] if n["pid"]]
     print(f"\ncluster e2e: up {t_up:.1f}s (3 brokers + {PROCESS_WORKERS + 2} workers: process, sink, web), stop node {t_stop:.1f}s, "
           f"restart node {t_start:.1f}s, report exact after {time.monotonic() - t0:.1f}s; JVM RSS MiB {rss}; "
-          f"dispatches {data['by_status']}, {len(per_address)} mails")
+          f"dispatches {data['by_status']}, {len(per_address)} mails; guards "
+          f"{_guard_counts([state['worker'], *workers[1:]], env.settings)}")
 
     seen = []
 
