@@ -158,8 +158,8 @@ class GapGuard:
     cluster test (session 9): a survivor took over a partition the SIGKILLed worker had never committed and
     began at its end, 358 records in. Faust's ``perform_seek`` seeks back only partitions that have a committed
     offset, so a fetch dropped across a rebalance (the likely path; not pinned) skips such a partition's head for
-    good — its first 205 answers were counted without their dedup memos (the victim died between outputs and state), and their replay later
-    counted them again; the other 153 were never processed.
+    good — its first 205 answers were counted without their dedup memos (the victim died between outputs and
+    state), and their replay later counted them again; the other 153 were never processed.
 
     A seek is repeated when its re-read has not arrived RESEEK_AFTER seconds later (``filter`` checks on every
     call, an idle agent calls it with no records every GUARD_TICK seconds): a re-read that something drops on
