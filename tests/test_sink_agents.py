@@ -156,3 +156,21 @@ async def test_refused_dead_letter_row_is_replaced_directly_not_looped(tmp_path,
     assert (got["dead_letter_id"], got["stage"], got["reason"]) == ("classify:t:0:7", "sink", "sink_rejected_row")
     assert got["detail"] == "dead_letters: Unable to create native array for column `x`"
     assert json.loads(got["payload_json"])["reason"] == "x" and got["source_offset"] == 7
+
+
+async def test_the_cases_sink_takes_the_gaps_of_its_compacted_topic(tmp_path, ch_store):
+    """The cases topic is compacted: a partition's offsets have gaps by design (older versions of a case removed).
+    A guard that sought them back would wait for offsets that are gone — the sink would hold every later case."""
+    from schemas.examples import examples
+
+    h = SinkHarness(tmp_path, ch_store)
+    events = []
+    async with h.feed("sink-cases") as agent:
+        for offset, case_id in ((3, "case-a"), (9, "case-b"), (40, "case-c")):
+            agent.sent_offset = offset - 1
+            record = {**examples()[avro.CASE], "case_id": case_id}
+            events.append(await agent.put(CODEC.encode(avro.CASE, record), key=case_id.encode(), partition=1))
+        assert await all_acked(events)
+    rows = ch_store.query("SELECT case_id, kafka_offset FROM {db}.cases ORDER BY case_id")
+    assert [(r["case_id"], int(r["kafka_offset"])) for r in rows] == [("case-a", 3), ("case-b", 9), ("case-c", 40)]
+    assert "sink.cases.offset_gap" not in h.pipeline.stats.as_dict()
