@@ -198,18 +198,23 @@ class GapGuard:
 
     async def expected(self, tp) -> int | None:
         """The offset of ``tp``'s first record since a start or a rebalance: the group's committed offset (Faust's
-        view of it), else the partition's earliest; None when that cannot be asked (the first record is taken
-        then, as in a pipeline without a broker: the agent tests' harness)."""
+        view of it), else the partition's earliest; None when that cannot be asked now."""
         if tp not in self.start:
             committed = getattr(getattr(self.app, "consumer", None), "_committed_offset", {}).get(tp)
             if isinstance(committed, int) and committed > 0:
                 self.start[tp] = committed
             else:
+                generation = self.generation
                 earliest = await self._earliest(tp)
-                if earliest is None:
-                    return None
+                if earliest is None or self.generation != generation:  # not cached: asked again / a new generation
+                    return earliest
                 self.start[tp] = earliest
         return self.start[tp]
+
+    def _can_ask(self) -> bool:
+        """False for a pipeline without a broker (the agent tests' harness sets ``earliest_offsets`` to None):
+        its guards take a partition's first record as it comes."""
+        return callable(getattr(getattr(self.app, "consumer", None), "earliest_offsets", None))
 
     async def _earliest(self, tp) -> int | None:
         """The partition's earliest offset (the log start), None when it cannot be asked now."""
@@ -223,47 +228,83 @@ class GapGuard:
         Returns nothing when a rebalance happened while it waited for Kafka (the records are the old
         generation's: not handled, not acked, delivered again to the partition's owner)."""
         generation = self.generation
-        kept, seeks, earliest, reread = [], {}, {}, {}
+        kept, seeks, unknown, log_starts, reread = [], {}, {}, {}, {}
         for event in events:
             tp, offset = position(event)
-            if tp in seeks:
+            if tp in seeks or tp in unknown:
                 continue
             last = self.last.get(tp)
             if last is not None and offset <= last:
                 reread[tp] = reread.get(tp, 0) + 1
                 continue
-            if not self.contiguous:
-                self.last[tp] = offset
-                kept.append(event)
-                continue
             if last is None:  # first record since start or a rebalance: expect the committed (or earliest) offset
                 start = await self.expected(tp)
                 if self.generation != generation:
                     return self._rebalanced()
+                if start is None and self._can_ask():
+                    unknown[tp] = offset  # where it belongs cannot be asked now: read it again, ask then
+                    continue
                 last = start - 1 if start is not None else None
             if last is not None and offset > last + 1:
-                if self.sought.get(tp) != last + 1:
-                    seeks[tp] = (last + 1, offset, tp not in self.last)
-                    continue
-                if tp not in earliest:
-                    earliest[tp] = await self._earliest(tp)
+                if not self.contiguous:  # compaction's gap: tell Faust's commit the offsets are no loss
+                    await self._compacted_gap(tp, last + 1, offset - 1)
+                else:
+                    action, target = await self._on_gap(tp, last, offset, log_starts)
                     if self.generation != generation:
                         return self._rebalanced()
-                log_start = earliest[tp]
-                if log_start is None or log_start <= last + 1:
-                    continue  # fetched before our seek (the re-read brings it again, in order), or cannot tell
-                # Kafka no longer has last+1 .. log_start-1 (retention): go on from the log start, not loop
-                self.stats.inc(f"{self.name}.offset_gap_unrecoverable")
-                log.error("%s: %s offsets %d..%d are no longer in Kafka; continuing at %d", self.name, tp,
-                          last + 1, log_start - 1, log_start)
-                self.last[tp] = last = log_start - 1
-                if offset > log_start:
-                    seeks[tp] = (log_start, offset, False)
-                    continue
+                    if action == "hold":
+                        continue
+                    if action == "seek":
+                        seeks[tp] = (target, offset, tp not in self.last)
+                        continue
+                    self._give_up(tp, last + 1, target)  # "resume": retention deleted last+1 .. target-1
+                    if offset > target:
+                        seeks[tp] = (target, offset, False)
+                        continue
+                if self.generation != generation:
+                    return self._rebalanced()
             self.sought.pop(tp, None)
             self.sought_at.pop(tp, None)
             self.last[tp] = offset
             kept.append(event)
+        await self._apply(seeks, unknown, reread)
+        return kept
+
+    async def _on_gap(self, tp, last: int, offset: int, log_starts: dict) -> tuple[str, int | None]:
+        """``offset`` came where ``last + 1`` was due: ("seek", to) a new gap; ("hold", None) a record fetched
+        before our seek (the re-read brings it again, in order) or the log start cannot be asked now (the seek
+        is repeated); ("resume", at) Kafka's log start is past ``last + 1`` (retention): go on from ``at``."""
+        if self.sought.get(tp) != last + 1:
+            return "seek", last + 1
+        if tp not in log_starts:
+            log_starts[tp] = await self._earliest(tp)
+        log_start = log_starts[tp]
+        if log_start is None or log_start <= last + 1:
+            return "hold", None
+        return "resume", min(offset, log_start)
+
+    def _give_up(self, tp, first: int, resume: int) -> None:
+        self.stats.inc(f"{self.name}.offset_gap_unrecoverable")
+        log.error("%s: %s offsets %d..%d are no longer in Kafka; continuing at %d", self.name, tp, first,
+                  resume - 1, resume)
+        self.last[tp] = resume - 1
+
+    async def _compacted_gap(self, tp, first: int, end: int) -> None:
+        """Offsets ``first``..``end`` of a compacted partition do not exist: Faust commits only a contiguous run
+        of acked offsets, so they go in its gap bookkeeping (``Consumer._add_gap``, what its own loop does)."""
+        self.stats.inc(f"{self.name}.offset_compacted_gap")
+        add_gap = getattr(getattr(self.app, "consumer", None), "_add_gap", None)
+        if add_gap is not None:
+            await add_gap(tp, first, end)
+
+    async def _apply(self, seeks: dict, unknown: dict, reread: dict) -> None:
+        """The seeks one filter() decided, the counts, and the repeat of overdue seeks. (Faust's seek does not
+        suspend: no rebalance can come in between.)"""
+        for tp, offset in unknown.items():
+            self.stats.inc(f"{self.name}.offset_start_unknown")
+            log.warning("%s: %s: where its first record belongs cannot be asked now; reading %d again", self.name,
+                        tp, offset)
+            await self._seek(tp, offset)
         for tp, (offset, seen, first) in seeks.items():
             self.stats.inc(f"{self.name}.offset_gap")
             log.warning("%s: %s offsets %d..%d were skipped (%s); seeking back to %d", self.name, tp, offset,
@@ -273,11 +314,10 @@ class GapGuard:
         for count in reread.values():
             self.stats.inc(f"{self.name}.offset_reread", count)
         await self._repeat_overdue()
-        return kept
 
     def _rebalanced(self) -> list:
         """A rebalance reset the guard while filter() waited for Kafka: hand on nothing, write no position."""
-        self.stats.inc(f"{self.name}.rebalanced_in_filter")
+        self.stats.inc(f"{self.name}.offset_filter_rebalanced")
         return []
 
     async def _seek(self, tp, offset: int) -> None:
