@@ -183,6 +183,8 @@ class BatchingSink:
         self.failing_since: float | None = None
         self.failing_attempts = 0
         self.failing_error: BaseException | None = None
+        # the last run of failed inserts that an insert ended: (when it landed (clock), how long the run had failed)
+        self.recovered: tuple[float, float] | None = None
 
     # ------------------------------------------------------------------------------------------ intake
     def add(self, partition: int, offset: int, row: dict | None, ack: object) -> None:
@@ -278,7 +280,16 @@ class BatchingSink:
         self.failing_error = exc
 
     def _landed(self) -> None:
+        if self.failing_since is not None:
+            now = self.clock()
+            self.recovered = (now, now - self.failing_since)
         self.failing_since, self.failing_attempts, self.failing_error = None, 0, None
+
+    def since_recovery(self) -> tuple[float, float] | None:
+        """(seconds since an insert ended the last run of failures, how long that run failed); None if none did."""
+        if self.recovered is None:
+            return None
+        return self.clock() - self.recovered[0], self.recovered[1]
 
     def failing(self) -> tuple[float, int, BaseException] | None:
         """(seconds since the first failed insert of the current run, failed attempts, the latest error) while

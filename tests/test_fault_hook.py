@@ -118,7 +118,34 @@ async def test_a_sink_failing_is_known_until_an_insert_lands_and_readyz_says_so_
     broken[0] = False
     now[0] = 4.0
     assert await sink.flush_due(force=True) == ["ack-1"]
-    assert sink.failing() is None and readiness.sink_inserts() is None
+    assert sink.failing() is None
+    # one insert landing after a reported run of failures is not yet health (a full disk frees space now and then)
+    assert readiness.sink_inserts() == ("clickhouse: inserts into responses landed again 0 s ago after failing for "
+                                        "4 s; ready once they keep landing for 10 s")
+    now[0] = 4.0 + 9.9
+    assert readiness.sink_inserts() is not None
+    now[0] = 4.0 + 10.0
+    assert readiness.sink_inserts() is None
+
+
+async def test_a_short_run_of_failures_that_was_never_reported_needs_no_recovery_hold():
+    now = [0.0]
+    broken = [True]
+
+    async def writer(rows, token):
+        if broken[0]:
+            raise cce.OperationalError("Connection refused")
+
+    sink = BatchingSink(table="responses", topic="t", writer=writer, max_rows=10, max_age=0.0,
+                        clock=lambda: now[0], combine=True)
+    app = SimpleNamespace(agents={}, rebalancing=False, in_recovery=False, rebalancing_count=1)
+    readiness = Readiness(app, role="sink", store=object(), sinks=lambda: {"responses": sink}, clock=lambda: now[0])
+    sink.add(0, 1, {"id": 1}, "ack-1")
+    assert await sink.flush_due(seal_all=True) == []
+    broken[0] = False
+    now[0] = 1.0  # under the 2 s grace: /readyz never said unhealthy
+    assert await sink.flush_due(force=True) == ["ack-1"]
+    assert readiness.sink_inserts() is None
 
 
 async def test_a_full_disk_in_the_outbox_is_a_passing_failure(tmp_path, monkeypatch):

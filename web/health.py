@@ -43,6 +43,10 @@ from web.common import json_reply
 PROBE_TIMEOUT = 3.0
 PROBE_TTL = 5.0
 SINK_FAILING_GRACE = 2.0  # seconds a sink's inserts may fail before /readyz says so (the first retry is at 0.2 s)
+# seconds a sink stays unready after an insert ends a run of failures that /readyz reported: on a full disk
+# ClickHouse's merges free some space now and then, one insert lands and the next fails again (the fault suite's
+# disk case saw /readyz flap to ready for 2 polls mid-fault) — ready again once inserts land for this long
+SINK_RECOVERY_HOLD = 10.0
 CONSUMING_ROLES = frozenset({"all", "process", "sink"})
 _CREDENTIALS = re.compile(r"://[^/@\s]*@")
 
@@ -138,6 +142,7 @@ class Readiness:
     producer_client: Callable[[], Any] | None = None
     sinks: Callable[[], dict] | None = None  # table → sinks.batching.BatchingSink of this worker (none: not a sink)
     sink_grace_seconds: float = SINK_FAILING_GRACE
+    sink_recovery_hold: float = SINK_RECOVERY_HOLD
     rebalances: RebalanceClock = field(init=False)
 
     def __post_init__(self) -> None:
@@ -189,11 +194,21 @@ class Readiness:
             if state is not None and state[0] >= self.sink_grace_seconds:
                 failing.append((state[0], table, state[1], state[2]))
         if not failing:
-            return None
+            return self.sink_recovering()
         seconds, table, attempts, error = max(failing, key=lambda f: f[0])
         more = f" (and {len(failing) - 1} more tables)" if len(failing) > 1 else ""
         return (f"clickhouse: inserts into {table}{more} failing for {seconds:.0f} s ({attempts} attempts; rows kept, "
                 f"offsets not committed): {describe_error(error)}")
+
+    def sink_recovering(self) -> str | None:
+        """A reason while a sink's inserts landed again less than ``sink_recovery_hold`` seconds after a run of
+        failures long enough to have been reported (``sink_grace_seconds``)."""
+        for table, batching in (self.sinks() if self.sinks else {}).items():
+            state = batching.since_recovery()
+            if state is not None and state[1] >= self.sink_grace_seconds and state[0] < self.sink_recovery_hold:
+                return (f"clickhouse: inserts into {table} landed again {state[0]:.0f} s ago after failing for "
+                        f"{state[1]:.0f} s; ready once they keep landing for {self.sink_recovery_hold:g} s")
+        return None
 
     async def measure_lag(self) -> str | None:
         """Records behind per input topic of this worker (``last_lag``); a reason when over ``max_lag``."""
