@@ -92,9 +92,9 @@ async def test_a_partial_insert_writes_half_then_raises_and_the_retry_leaves_eac
     assert table.query("SELECT count() AS n, uniqExact(id) AS ids FROM {db}.t FINAL")[0] == {"n": 10, "ids": 10}
 
 
-async def test_a_sink_failing_is_known_until_an_insert_lands_and_readyz_says_so_after_the_grace():
-    now = [0.0]
-    broken = [True]
+def failing_sink(now: list, broken: list):
+    """A BatchingSink whose writer refuses while ``broken[0]``, and the sink role's Readiness over it; both on the
+    clock ``now[0]``."""
 
     async def writer(batch, token):
         if broken[0]:
@@ -103,7 +103,14 @@ async def test_a_sink_failing_is_known_until_an_insert_lands_and_readyz_says_so_
     sink = BatchingSink(table="responses", topic="t", writer=writer, max_rows=10, max_age=0.0,
                         clock=lambda: now[0], combine=True)
     app = SimpleNamespace(agents={}, rebalancing=False, in_recovery=False, rebalancing_count=1)
-    readiness = Readiness(app, role="sink", store=object(), sinks=lambda: {"responses": sink}, clock=lambda: now[0])
+    return sink, Readiness(app, role="sink", store=object(), sinks=lambda: {"responses": sink},
+                           clock=lambda: now[0])
+
+
+async def test_a_sink_failing_is_known_until_an_insert_lands_and_readyz_says_so_after_the_grace():
+    now = [0.0]
+    broken = [True]
+    sink, readiness = failing_sink(now, broken)
     sink.add(0, 1, {"id": 1}, "ack-1")
     assert await sink.flush_due(seal_all=True) == []
     seconds, attempts, _ = sink.failing()
@@ -131,15 +138,7 @@ async def test_a_sink_failing_is_known_until_an_insert_lands_and_readyz_says_so_
 async def test_a_short_run_of_failures_that_was_never_reported_needs_no_recovery_hold():
     now = [0.0]
     broken = [True]
-
-    async def writer(rows, token):
-        if broken[0]:
-            raise cce.OperationalError("Connection refused")
-
-    sink = BatchingSink(table="responses", topic="t", writer=writer, max_rows=10, max_age=0.0,
-                        clock=lambda: now[0], combine=True)
-    app = SimpleNamespace(agents={}, rebalancing=False, in_recovery=False, rebalancing_count=1)
-    readiness = Readiness(app, role="sink", store=object(), sinks=lambda: {"responses": sink}, clock=lambda: now[0])
+    sink, readiness = failing_sink(now, broken)
     sink.add(0, 1, {"id": 1}, "ack-1")
     assert await sink.flush_due(seal_all=True) == []
     broken[0] = False
