@@ -315,6 +315,13 @@ class GapGuard:
             self.stats.inc(f"{self.name}.offset_reread", count)
         await self._repeat_overdue()
 
+    @classmethod
+    def for_topic(cls, pipeline, topic: str, name: str) -> "GapGuard":
+        """The guard of an agent reading ``topic``: a compacted topic (Settings.topics.compacted()) has gaps in its
+        offsets by design, so its guard seeks nothing back (``contiguous=False``)."""
+        return cls(pipeline.app, pipeline.stats, name,
+                   contiguous=topic not in pipeline.settings.topics.compacted())
+
     def _rebalanced(self) -> list:
         """A rebalance reset the guard while filter() waited for Kafka: hand on nothing, write no position."""
         self.stats.inc(f"{self.name}.offset_filter_rebalanced")
@@ -384,10 +391,11 @@ async def _consume(pipeline, topic_key: str, name: str, size: int, handle, lock:
     """Take record lists from the topic's inbox, repair gaps, ``handle`` them, ack them; count where time goes."""
     router = pipeline.router
     router.install()
-    inbox = router.inbox(pipeline.topics[topic_key].get_topic_name())
+    inbox_topic = pipeline.topics[topic_key].get_topic_name()
+    inbox = router.inbox(inbox_topic)
     if lock is not None:  # a revocation waits for the batch in progress
         router.guard_lock(lock)
-    guard = GapGuard(pipeline.app, pipeline.stats, name)
+    guard = GapGuard.for_topic(pipeline, inbox_topic, name)
     stats = pipeline.stats
     waited = time.monotonic()
     while True:

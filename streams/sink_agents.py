@@ -136,9 +136,7 @@ class SinkAgent:
         settings = self.pipeline.settings
         topic = self.topic.get_topic_name()
         inbox = router.inbox(topic)
-        # a compacted topic (cases) has gaps in its offsets by design: no seeking back there
-        guard = GapGuard(self.pipeline.app, self.stats, f"sink.{self.table}",
-                         contiguous=topic not in settings.topics.compacted())
+        guard = GapGuard.for_topic(self.pipeline, topic, f"sink.{self.table}")
         retry_task = asyncio.ensure_future(self.retry_stuck())
         try:
             while True:

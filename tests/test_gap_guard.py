@@ -386,7 +386,8 @@ async def test_an_agent_loop_without_input_still_repeats_an_overdue_seek(monkeyp
     consumer._waiting_for_ack, consumer._n_acked = None, 0
     app = SimpleNamespace(consumer=consumer)
     pipeline = SimpleNamespace(app=app, router=BatchRouter(app), stats=Stats(),
-                               topics={"raw": SimpleNamespace(get_topic_name=lambda: "t")})
+                               topics={"raw": SimpleNamespace(get_topic_name=lambda: "t")},
+                               settings=SimpleNamespace(topics=SimpleNamespace(compacted=lambda: [])))
     handled = []
 
     async def handle(records):
